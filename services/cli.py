@@ -1,0 +1,210 @@
+"""The ``eddy`` command: everything an operator does, one sub-command each.
+
+Commands only parse arguments and print; the work lives in :mod:`streams` and
+:mod:`services` modules, so it can be tested without a terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from services import logs
+from services.settings import PROJECT_ROOT, Settings, SettingsError
+from streams import schema_files
+from streams.admin import ensure_topics, list_topics
+from streams.console import UnknownTopic, produce_lines, read_one, read_topic, resolve_topic
+from streams.contracts import Event
+from streams.topics import Topic, spec_for
+from streams.validation import encode
+
+STACK_SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"
+
+app = typer.Typer(
+    help="Eddy: event-driven dynamic training on Kafka, Redis and River.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+topics_app = typer.Typer(help="Create and list Eddy's Kafka topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    logs.configure(settings.log_level)
+    return settings
+
+
+def _stack(action: str) -> int:
+    env = {**os.environ, "STACK_PYTHON": sys.executable}
+    return subprocess.call(["bash", str(STACK_SCRIPT), action], env=env)  # noqa: S603, S607
+
+
+@app.command()
+def up() -> None:
+    """Start the local Kafka broker and Redis (or check the external ones you named)."""
+    _settings()
+    raise typer.Exit(_stack("up"))
+
+
+@app.command()
+def down() -> None:
+    """Stop the Kafka broker and Redis that `eddy up` started."""
+    raise typer.Exit(_stack("down"))
+
+
+@app.command()
+def status() -> None:
+    """Say whether Kafka and Redis run and answer; exit 0 only when both do."""
+    _settings()
+    raise typer.Exit(_stack("status"))
+
+
+@app.command()
+def config() -> None:
+    """Print the effective settings (secrets masked)."""
+    for name, value in _settings().masked().items():
+        typer.echo(f"EDDY_{name.upper()}={value}")
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every Eddy topic that is missing (idempotent)."""
+    for state in ensure_topics(_settings()):
+        verb = "created" if state.created else "exists "
+        typer.echo(f"{verb}  {state.name}  ({state.partitions} partitions)")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """List the broker's topics with their partition counts."""
+    for name, partitions in list_topics(_settings()).items():
+        typer.echo(f"{name}  ({partitions} partitions)")
+
+
+@app.command()
+def produce(
+    topic: Annotated[str, typer.Argument(help="Topic: suffix (events) or full name.")],
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="JSON-lines file (default: stdin).")
+    ] = None,
+) -> None:
+    """Validate JSON lines against TOPIC's contract and send the valid ones.
+
+    Every rejected line is reported with its number and reason; the exit code is 1
+    when any line was rejected.
+    """
+    settings = _settings()
+    try:
+        spec = resolve_topic(settings, topic)
+        if file is None:
+            report = produce_lines(settings, spec, sys.stdin.buffer)
+        else:
+            with file.open("rb") as lines:
+                report = produce_lines(settings, spec, lines)
+    except UnknownTopic as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    for rejection in report.rejected:
+        typer.secho(
+            f"line {rejection.line_number}: rejected ({rejection.error_class}): {rejection.reason}",
+            fg="red",
+            err=True,
+        )
+    typer.echo(f"sent {len(report.sent)}, rejected {len(report.rejected)} to {spec.name}", err=True)
+    raise typer.Exit(1 if report.rejected else 0)
+
+
+@app.command()
+def consume(
+    topic: Annotated[str, typer.Argument(help="Topic: suffix (events) or full name.")],
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning/--latest", help="Where to start reading.")
+    ] = True,
+    max_messages: Annotated[
+        int | None, typer.Option("--max", "-n", min=1, help="Stop after this many.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines output.")] = False,
+    idle_timeout: Annotated[
+        float, typer.Option("--timeout", help="Stop after this many seconds with nothing new.")
+    ] = 5.0,
+) -> None:
+    """Print TOPIC's records without joining a consumer group (offsets stay untouched)."""
+    settings = _settings()
+    name = topic if topic.startswith(settings.topic_prefix) else settings.topic_prefix + topic
+    try:
+        records = read_topic(
+            settings,
+            name,
+            from_beginning=from_beginning,
+            max_messages=max_messages,
+            idle_timeout_s=idle_timeout,
+        )
+        for record in records:
+            if as_json:
+                typer.echo(record.as_json())
+            else:
+                value = orjson.dumps(record.value).decode()
+                typer.echo(
+                    f"{record.topic}[{record.partition}]@{record.offset} {record.key}  {value}"
+                )
+    except UnknownTopic as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def schemas(
+    write: Annotated[bool, typer.Option("--write", help="Regenerate the files.")] = False,
+) -> None:
+    """Check (or --write) the JSON Schema files generated from the message contracts."""
+    if write:
+        for name in schema_files.write():
+            typer.echo(f"wrote {schema_files.SCHEMA_DIR / name}")
+        return
+    stale = schema_files.stale()
+    for name in stale:
+        typer.secho(f"stale: {name} (run `eddy schemas --write`)", fg="red", err=True)
+    raise typer.Exit(1 if stale else 0)
+
+
+@app.command()
+def demo() -> None:
+    """Bring the stack up, create the topics and send one sample event round the loop."""
+    settings = _settings()
+    if _stack("up") != 0:
+        raise typer.Exit(1)
+    topics_create()
+    spec = spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=settings.partitions)
+    event = Event(
+        event_id=f"demo-{uuid.uuid4()}",
+        entity_id="customer-42",
+        event_time=datetime.now(UTC),
+        features={"amount": 129.5, "country": "NL", "is_mobile": True},
+    )
+    report = produce_lines(settings, spec, [encode(event)])
+    partition, offset = report.sent[0]
+    typer.echo(f"sent   {event.event_id} to {spec.name}[{partition}]@{offset}")
+    record = read_one(settings, spec.name, partition, offset)
+    if record is None:
+        typer.secho("the sample event did not come back", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"read   {spec.name}[{record.partition}]@{record.offset} key={record.key}")
+    typer.echo(orjson.dumps(record.value, option=orjson.OPT_INDENT_2).decode())
+
+
+def main() -> None:
+    app()

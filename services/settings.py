@@ -1,0 +1,164 @@
+"""Eddy's one settings object, read from ``EDDY_*`` environment variables.
+
+Every process builds its configuration here and nowhere else: this is the only module
+that reads the environment. Unknown ``EDDY_*`` keys are rejected (a typo must not
+silently fall back to a default), secrets are masked when printed, and the defaults run
+on a laptop against the broker and Redis that ``eddy up`` starts on 127.0.0.1.
+
+>>> s = Settings.from_env({"EDDY_TOPIC_PREFIX": "demo."})
+>>> s.topic_prefix, s.kafka_bootstrap
+('demo.', '127.0.0.1:9092')
+>>> Settings.from_env({"EDDY_KAFKA_BOOTSTRAPS": "x:9092"})
+Traceback (most recent call last):
+...
+services.settings.SettingsError: unknown setting EDDY_KAFKA_BOOTSTRAPS (known: ...)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "EDDY_"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a valid Eddy configuration."""
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class Settings(BaseModel):
+    """All of Eddy's configuration; frozen once built."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port."
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (rediss:// = TLS).")
+    topic_prefix: str = Field("eddy.", description="Prefix of every Eddy topic name.")
+    partitions: int = Field(3, ge=1, description="Partitions of each partitioned topic.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor of new topics.")
+    data_dir: Path = Field(
+        PROJECT_ROOT / ".eddy", description="Local state: broker, Redis, models."
+    )
+    client_id: str = Field("eddy", description="Client id prefix sent to Kafka.")
+    consumer_session_timeout_ms: int = Field(
+        10_000, ge=1_000, description="Consumer-group session timeout (joins and failover)."
+    )
+    consumer_heartbeat_interval_ms: int = Field(
+        3_000, ge=100, description="Consumer-group heartbeat interval."
+    )
+    kafka_request_timeout_ms: int = Field(30_000, ge=1_000, description="Kafka request timeout.")
+    kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    redis_password: SecretStr | None = None
+    redis_ssl_ca_certs: Path | None = None
+    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_has_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _sasl_is_complete(self) -> Settings:
+        uses_sasl = self.kafka_security_protocol.startswith("SASL")
+        if uses_sasl and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "SASL protocols need EDDY_KAFKA_SASL_MECHANISM, _USERNAME and _PASSWORD"
+            )
+        return self
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: the process environment).
+
+        Raises :class:`SettingsError` naming every problem, including unknown keys.
+        """
+        env = dict(os.environ if environ is None else environ)
+        known = {ENV_PREFIX + name.upper() for name in cls.model_fields}
+        unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+        if unknown:
+            raise SettingsError(
+                f"unknown setting {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+        values: dict[str, Any] = {
+            key[len(ENV_PREFIX) :].lower(): value for key, value in env.items() if key in known
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise SettingsError(f"invalid settings: {problems}") from None
+
+    @property
+    def uses_external_kafka(self) -> bool:
+        """True when the user named a broker: then Eddy starts none of its own."""
+        return "kafka_bootstrap" in self.model_fields_set
+
+    @property
+    def uses_external_redis(self) -> bool:
+        """True when the user named a Redis: then Eddy starts none of its own."""
+        return "redis_url" in self.model_fields_set
+
+    def masked(self) -> dict[str, str]:
+        """Every setting as text, secrets replaced by ``**********``."""
+        shown: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                shown[name] = "**********"
+            elif name == "redis_url" and "@" in str(value):
+                scheme, _, rest = str(value).partition("://")
+                shown[name] = f"{scheme}://**********@{rest.rpartition('@')[2]}"
+            else:
+                shown[name] = "" if value is None else str(value)
+        return shown

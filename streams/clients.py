@@ -1,0 +1,112 @@
+"""The one place Kafka and Redis clients are built, with Eddy's invariants enforced.
+
+Delivery guarantees rest on two client settings that nobody may loosen: producers wait
+for all in-sync replicas with idempotence on (no loss, no duplicates from retries), and
+consumers never auto-commit (offsets move only after effects are durable). Callers may
+tune anything else; trying to override an invariant raises at start-up.
+
+>>> producer_config(Settings(), linger_ms=5)["acks"]
+'all'
+>>> producer_config(Settings(), acks=1)
+Traceback (most recent call last):
+...
+streams.clients.ClientInvariantError: producer setting acks must stay 'all' (got 1)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+from services.settings import SecurityProtocol, Settings
+
+PRODUCER_INVARIANTS: dict[str, Any] = {"acks": "all", "enable_idempotence": True}
+CONSUMER_INVARIANTS: dict[str, Any] = {"enable_auto_commit": False}
+
+
+class ClientInvariantError(ValueError):
+    """A caller tried to loosen a delivery invariant."""
+
+
+def _check(kind: str, invariants: dict[str, Any], overrides: dict[str, Any]) -> None:
+    for key, required in invariants.items():
+        if key in overrides and overrides[key] != required:
+            raise ClientInvariantError(
+                f"{kind} setting {key} must stay {required!r} (got {overrides[key]!r})"
+            )
+
+
+def security_config(settings: Settings) -> dict[str, Any]:
+    """kafka-python security options from settings (SASL and TLS pass straight through)."""
+    config: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol.value}
+    if settings.kafka_security_protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
+        config |= {
+            "ssl_cafile": _path(settings.kafka_ssl_cafile),
+            "ssl_certfile": _path(settings.kafka_ssl_certfile),
+            "ssl_keyfile": _path(settings.kafka_ssl_keyfile),
+        }
+    if settings.kafka_sasl_mechanism is not None:
+        password = settings.kafka_sasl_password
+        config |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism.value,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": password.get_secret_value() if password else None,
+        }
+    return config
+
+
+def _path(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def common_config(settings: Settings, role: str) -> dict[str, Any]:
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap.split(","),
+        "client_id": f"{settings.client_id}-{role}",
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
+        **security_config(settings),
+    }
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    _check("producer", PRODUCER_INVARIANTS, overrides)
+    return {**common_config(settings, "producer"), **overrides, **PRODUCER_INVARIANTS}
+
+
+def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) -> dict[str, Any]:
+    _check("consumer", CONSUMER_INVARIANTS, overrides)
+    return {
+        **common_config(settings, "consumer"),
+        "group_id": group_id,
+        "session_timeout_ms": settings.consumer_session_timeout_ms,
+        "heartbeat_interval_ms": settings.consumer_heartbeat_interval_ms,
+        "auto_offset_reset": "earliest",
+        **overrides,
+        **CONSUMER_INVARIANTS,
+    }
+
+
+def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+    return KafkaProducer(**producer_config(settings, **overrides))
+
+
+def make_consumer(
+    settings: Settings, *topics: str, group_id: str | None, **overrides: Any
+) -> KafkaConsumer:
+    return KafkaConsumer(*topics, **consumer_config(settings, group_id, **overrides))
+
+
+def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:
+    return KafkaAdminClient(**{**common_config(settings, "admin"), **overrides})
+
+
+def make_redis(settings: Settings, **overrides: Any) -> redis.Redis:
+    """A Redis client from the URL, plus the password and TLS CA from settings."""
+    options: dict[str, Any] = dict(overrides)
+    if settings.redis_password is not None:
+        options["password"] = settings.redis_password.get_secret_value()
+    if settings.redis_ssl_ca_certs is not None:
+        options["ssl_ca_certs"] = str(settings.redis_ssl_ca_certs)
+    return redis.Redis.from_url(settings.redis_url, **options)

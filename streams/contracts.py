@@ -1,0 +1,163 @@
+"""The messages Eddy exchanges over Kafka (design brief §2), as validated models.
+
+Each model is the single source of truth for its topic's JSON contract: the files in
+``streams/schemas/`` are generated from these classes (``eddy schemas --write``) and a
+test keeps them in step. Every message carries ``schema_version`` and a stable id that
+makes its effect idempotent. Floats must be finite: NaN and infinities are rejected at
+the edge instead of poisoning features and models downstream.
+
+>>> event = Event.model_validate_json(
+...     b'{"event_id": "e1", "entity_id": "u7", "event_time": "2026-01-01T00:00:00Z",'
+...     b' "features": {"amount": 12.5}}'
+... )
+>>> event.features["amount"], event.schema_version
+(12.5, 1)
+>>> Event.model_validate_json(b'{"event_id": "e1"}')
+Traceback (most recent call last):
+...
+pydantic_core._pydantic_core.ValidationError: 3 validation errors for Event
+...
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION: Literal[1] = 1
+MAX_ID_LENGTH = 256
+MAX_FEATURES = 512
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+FeatureName = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+# Order matters: pydantic's smart union keeps bools as bools and ints as ints.
+FeatureValue = bool | int | FiniteFloat | Annotated[str, Field(max_length=4096)] | None
+LabelValue = bool | int | FiniteFloat | Identifier
+Features = Annotated[dict[FeatureName, FeatureValue], Field(max_length=MAX_FEATURES)]
+
+
+class Contract(BaseModel):
+    """Base of every message: strict about unknown fields, versioned."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class Event(Contract):
+    """An observation about one entity, optionally with its label (topic ``events``)."""
+
+    event_id: Identifier
+    entity_id: Identifier
+    event_time: AwareDatetime
+    features: Features
+    label: LabelValue | None = None
+
+
+class Label(Contract):
+    """Ground truth for an earlier event or prediction request (topic ``labels``)."""
+
+    event_id: Identifier | None = None
+    request_id: Identifier | None = None
+    entity_id: Identifier | None = None
+    label: LabelValue
+    event_time: AwareDatetime
+
+    @model_validator(mode="after")
+    def _names_what_it_labels(self) -> Label:
+        if (self.event_id is None) == (self.request_id is None):
+            raise ValueError("a label names exactly one of event_id or request_id")
+        return self
+
+
+class PredictionRequest(Contract):
+    """An application asks for a prediction (topic ``prediction-requests``)."""
+
+    request_id: Identifier
+    entity_id: Identifier
+    features: Features = Field(default_factory=dict)
+    reply_topic: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")] | None = None
+
+
+class PredictionError(BaseModel):
+    """Why a request got no prediction."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: Identifier
+    message: str
+
+
+class Prediction(Contract):
+    """The answer to one request (topic ``predictions``): a prediction or an error."""
+
+    request_id: Identifier
+    entity_id: Identifier | None = None
+    prediction: LabelValue | None = None
+    proba: dict[str, FiniteFloat] = Field(default_factory=dict)
+    model: str | None = None
+    model_version: str | None = None
+    latency_ms: FiniteFloat | None = None
+    error: PredictionError | None = None
+
+    @model_validator(mode="after")
+    def _answer_or_error(self) -> Prediction:
+        if (self.prediction is None) == (self.error is None):
+            raise ValueError("a prediction carries exactly one of prediction or error")
+        return self
+
+
+class DriftKind(StrEnum):
+    DATA = "data"
+    CONCEPT = "concept"
+    PREDICTION = "prediction"
+
+
+class DriftWindow(BaseModel):
+    """Where the evidence came from: offsets per partition and the time span."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    offsets: dict[str, tuple[int, int]] = Field(default_factory=dict)
+    times: tuple[AwareDatetime, AwareDatetime] | None = None
+
+
+class DriftAlert(Contract):
+    """A drift detector fired (topic ``drift-alerts``)."""
+
+    alert_id: Identifier
+    model: Identifier
+    kind: DriftKind
+    detector: Identifier
+    feature: str | None = None
+    statistic: FiniteFloat
+    threshold: FiniteFloat
+    window: DriftWindow = Field(default_factory=DriftWindow)
+    model_version: str | None = None
+    action: str = "none"
+    detected_at: datetime | None = None
+
+
+class ModelUpdate(Contract):
+    """A registry change (compacted topic ``model-updates``, keyed by model name)."""
+
+    update_id: Identifier
+    model: Identifier
+    version: Identifier
+    stage: str | None = None
+    alias: str | None = None
+    metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
+    lineage_ref: str | None = None
+    changed_at: AwareDatetime
+
+
+def json_schema(model: type[Contract]) -> dict[str, Any]:
+    """The JSON Schema of ``model``, as written to ``streams/schemas/``."""
+    schema = model.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"eddy/{model.__name__}.v{SCHEMA_VERSION}.json"
+    return schema

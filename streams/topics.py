@@ -1,0 +1,113 @@
+"""Eddy's topics: names, contracts, keys and broker-side configuration, in one place.
+
+Names are ``<prefix><suffix>`` so several deployments can share a cluster; everything
+else in the code refers to topics through :class:`Topic` and :func:`topic_specs`.
+
+>>> spec = spec_for(Topic.MODEL_UPDATES, prefix="eddy.", partitions=3)
+>>> spec.name, spec.partitions, spec.config["cleanup.policy"]
+('eddy.model-updates', 1, 'compact')
+>>> spec_for(Topic.EVENTS, prefix="eddy.", partitions=3).key_field
+'entity_id'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from streams.contracts import (
+    Contract,
+    DriftAlert,
+    Event,
+    Label,
+    ModelUpdate,
+    Prediction,
+    PredictionRequest,
+)
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+class Topic(StrEnum):
+    """Topic suffixes; the deployment's prefix goes in front."""
+
+    EVENTS = "events"
+    LABELS = "labels"
+    PREDICTION_REQUESTS = "prediction-requests"
+    PREDICTIONS = "predictions"
+    DRIFT_ALERTS = "drift-alerts"
+    MODEL_UPDATES = "model-updates"
+    DEAD_LETTER = "dead-letter"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """How one topic is created and what its messages look like."""
+
+    topic: Topic
+    name: str
+    partitions: int
+    contract: type[Contract] | None
+    key_field: str | None
+    config: dict[str, str] = field(default_factory=dict)
+
+
+# (contract, key field, partitioned?, config) per topic. The dead-letter topic carries
+# the original bytes unchanged, so it has no contract; its key is the original key.
+_LAYOUT: dict[Topic, tuple[type[Contract] | None, str | None, bool, dict[str, str]]] = {
+    Topic.EVENTS: (Event, "entity_id", True, {"retention.ms": str(7 * DAY_MS)}),
+    Topic.LABELS: (Label, "entity_id", True, {"retention.ms": str(7 * DAY_MS)}),
+    Topic.PREDICTION_REQUESTS: (
+        PredictionRequest,
+        "entity_id",
+        True,
+        {"retention.ms": str(DAY_MS)},
+    ),
+    Topic.PREDICTIONS: (Prediction, "entity_id", True, {"retention.ms": str(DAY_MS)}),
+    Topic.DRIFT_ALERTS: (DriftAlert, "model", False, {"retention.ms": str(30 * DAY_MS)}),
+    Topic.MODEL_UPDATES: (
+        ModelUpdate,
+        "model",
+        False,
+        {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+    ),
+    Topic.DEAD_LETTER: (None, None, True, {"retention.ms": str(30 * DAY_MS)}),
+}
+
+
+def spec_for(topic: Topic, *, prefix: str, partitions: int) -> TopicSpec:
+    """The spec of ``topic`` under ``prefix``; unpartitioned topics get one partition.
+
+    Drift alerts and model updates are low-volume and must stay ordered per model, so
+    they have a single partition whatever the deployment's partition count.
+    """
+    contract, key_field, partitioned, config = _LAYOUT[topic]
+    return TopicSpec(
+        topic=topic,
+        name=f"{prefix}{topic.value}",
+        partitions=partitions if partitioned else 1,
+        contract=contract,
+        key_field=key_field,
+        config=dict(config),
+    )
+
+
+def topic_specs(*, prefix: str, partitions: int) -> list[TopicSpec]:
+    """Every Eddy topic, in declaration order."""
+    return [spec_for(t, prefix=prefix, partitions=partitions) for t in Topic]
+
+
+def message_key(spec: TopicSpec, message: Contract) -> bytes | None:
+    """The Kafka key of ``message`` on ``spec``'s topic.
+
+    A label without an entity id is keyed by what it labels (event or request id).
+
+    >>> from datetime import UTC, datetime
+    >>> label = Label(request_id="r1", label=1, event_time=datetime(2026, 1, 1, tzinfo=UTC))
+    >>> message_key(spec_for(Topic.LABELS, prefix="", partitions=1), label)
+    b'r1'
+    """
+    value = getattr(message, spec.key_field) if spec.key_field else None
+    if value is None and isinstance(message, Label):
+        value = message.event_id or message.request_id
+    return None if value is None else str(value).encode()

@@ -149,6 +149,10 @@ class Settings(BaseModel):
         """True when the user named a Redis: then Eddy starts none of its own."""
         return "redis_url" in self.model_fields_set
 
+    def __repr_args__(self) -> list[tuple[str | None, Any]]:
+        """repr() and str() show masked values, so a logged Settings leaks nothing."""
+        return list(self.masked().items())
+
     def masked(self) -> dict[str, str]:
         """Every setting as text, secrets replaced by ``**********``."""
         shown: dict[str, str] = {}

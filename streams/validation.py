@@ -5,7 +5,8 @@ so a message is judged the same way everywhere and every rejection has an error 
 (machine-readable, for dead-letter headers and metrics) and a reason (for people).
 
 >>> from streams.contracts import Event
->>> decode(Event, b'{"event_id": "e1", "entity_id": "u1", "event_time": "2026-01-01T00:00:00", "features": {}}')
+>>> naive_time = b'"event_time": "2026-01-01T00:00:00"'
+>>> decode(Event, b'{"event_id": "e1", "entity_id": "u1", ' + naive_time + b', "features": {}}')
 Traceback (most recent call last):
 ...
 streams.validation.InvalidMessage: invalid_fields: event_time: Input should have timezone info

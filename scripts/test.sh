@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole gate, the same locally and in CI: set up what is missing, then lint, format
+# check, type check, and every test tier (unit, doctests, integration against a real
+# Kafka broker and Redis, which the test session starts when they are not running).
+#
+#   scripts/test.sh [extra pytest arguments]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+bash scripts/bootstrap.sh
+VENV_BIN=$ROOT/.venv/bin
+
+echo "== ruff check" && "$VENV_BIN/ruff" check .
+echo "== ruff format --check" && "$VENV_BIN/ruff" format --check .
+echo "== mypy streams services" && "$VENV_BIN/mypy" streams services
+echo "== pytest" && "$VENV_BIN/python" -m pytest "$@"

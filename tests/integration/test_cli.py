@@ -1,0 +1,116 @@
+"""The `eddy` command against the real broker, run as an operator would run it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from services.settings import Settings
+from streams.validation import MAX_MESSAGE_BYTES
+from tests.conftest import settings_env
+
+EDDY = str(Path(sys.executable).with_name("eddy"))
+
+
+def eddy(settings: Settings, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [EDDY, *args],
+        input=stdin,
+        env=settings_env(settings),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
+    )
+
+
+@pytest.fixture(scope="module")
+def topics(stack: Settings) -> Settings:
+    """Eddy's topics under a prefix of this module's own."""
+    settings = stack.model_copy(update={"topic_prefix": f"eddy-cli-{uuid.uuid4().hex[:8]}."})
+    created = eddy(settings, "topics", "create")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.count("created") == 7
+    return settings
+
+
+def test_topics_create_is_idempotent_and_listed(topics: Settings) -> None:
+    again = eddy(topics, "topics", "create")
+    assert again.returncode == 0, again.stderr
+    assert "created" not in again.stdout
+    assert again.stdout.count("exists") == 7
+    listed = eddy(topics, "topics", "list")
+    assert f"{topics.topic_prefix}model-updates  (1 partitions)" in listed.stdout
+    assert f"{topics.topic_prefix}events  ({topics.partitions} partitions)" in listed.stdout
+
+
+def _event(event_id: str, **changes: object) -> bytes:
+    event = {
+        "event_id": event_id,
+        "entity_id": "u1",
+        "event_time": "2026-01-01T00:00:00Z",
+        "features": {"amount": 1.5},
+    }
+    return orjson.dumps({**event, **changes})
+
+
+BAD_LINES: list[tuple[bytes, str, str]] = [
+    (b'{"event_id": "\xff"}', "bad_utf8", "not UTF-8"),
+    (b"{not json", "bad_json", "not JSON"),
+    (b"[1, 2, 3]", "not_an_object", "expected a JSON object"),
+    (_event("e-v2", schema_version=7), "unknown_schema_version", "schema_version 7"),
+    (orjson.dumps({"features": {}}), "invalid_fields", "event_id: Field required"),
+    (_event("e-type", entity_id=["u"]), "invalid_fields", "entity_id"),
+    (_event("e-nan").replace(b"1.5", b"NaN"), "bad_json", "not JSON"),
+    (_event("e-big", pad="x" * MAX_MESSAGE_BYTES), "too_large", "exceeds the limit"),
+]
+
+
+def test_produce_rejects_each_bad_line_with_its_reason_and_sends_the_rest(
+    topics: Settings,
+) -> None:
+    good = _event(f"good-{uuid.uuid4().hex[:6]}")
+    lines = b"\n".join([good, *(line for line, _, _ in BAD_LINES)]) + b"\n"
+
+    result = eddy(topics, "produce", "events", stdin=lines)
+
+    assert result.returncode == 1
+    for number, (_, error_class, reason) in enumerate(BAD_LINES, start=2):
+        expected = f"line {number}: rejected ({error_class})"
+        assert expected in result.stderr, result.stderr
+        line = next(x for x in result.stderr.splitlines() if x.startswith(f"line {number}:"))
+        assert reason in line
+    assert f"sent 1, rejected {len(BAD_LINES)}" in result.stderr
+
+    consumed = eddy(topics, "consume", "events", "--json", "--timeout", "3")
+    values = [orjson.loads(line)["value"] for line in consumed.stdout.splitlines()]
+    assert values == [orjson.loads(good) | {"schema_version": 1}]
+
+
+def test_produce_refuses_topics_without_a_contract(topics: Settings) -> None:
+    result = eddy(topics, "produce", "dead-letter", stdin=b"{}\n")
+    assert result.returncode == 2
+    assert "only Eddy's workers write to it" in result.stderr
+
+
+def test_status_reports_both_services_healthy(stack: Settings) -> None:
+    result = eddy(stack, "status")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "kafka: healthy" in result.stdout
+    assert "redis: healthy" in result.stdout
+
+
+def test_an_unknown_setting_stops_the_command_with_its_name(stack: Settings) -> None:
+    env = settings_env(stack) | {"EDDY_PARTITONS": "3"}
+    result = subprocess.run(
+        [EDDY, "topics", "list"], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert "EDDY_PARTITONS" in result.stderr

@@ -1,0 +1,86 @@
+"""A real producer, a real consumer group, committed offsets and a restart."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from kafka import KafkaConsumer, TopicPartition
+
+from services.settings import Settings
+from streams.clients import make_consumer, make_producer
+
+DEADLINE_S = 60
+
+
+def _produce(settings: Settings, topic: str, values: list[bytes]) -> None:
+    producer = make_producer(settings)
+    try:
+        for value in values:
+            producer.send(topic, key=value[-1:], value=value)
+        producer.flush(timeout=DEADLINE_S)
+    finally:
+        producer.close()
+
+
+def _take(consumer: KafkaConsumer, count: int) -> list[bytes]:
+    """Exactly ``count`` records (or fewer if the deadline passes), one poll at a time."""
+    taken: list[bytes] = []
+    deadline = time.monotonic() + DEADLINE_S
+    while len(taken) < count and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500, max_records=count - len(taken)).values():
+            taken.extend(record.value for record in records)
+    return taken
+
+
+def test_a_restarted_group_member_resumes_after_the_last_commit(
+    stack: Settings, new_topic: Callable[..., str], group_id: str
+) -> None:
+    topic = new_topic(partitions=2)
+    values = [f"record-{i:02d}".encode() for i in range(20)]
+    _produce(stack, topic, values)
+
+    first = make_consumer(stack, topic, group_id=group_id)
+    try:
+        before_commit = _take(first, 12)
+        first.commit()
+        committed = {p: first.committed(TopicPartition(topic, p)) or 0 for p in (0, 1)}
+    finally:
+        first.close()
+    # Invariant: committed positions add up to exactly what was consumed.
+    assert sum(committed.values()) == len(before_commit) == 12
+
+    second = make_consumer(stack, topic, group_id=group_id)
+    try:
+        after_restart = _take(second, 8)
+        assert _take_nothing_more(second)
+    finally:
+        second.close()
+
+    assert len(after_restart) == 8
+    assert set(before_commit).isdisjoint(after_restart), "a committed record was redelivered"
+    assert sorted(before_commit + after_restart) == sorted(values), "a record was lost"
+
+
+def test_uncommitted_records_are_redelivered_after_a_crash(
+    stack: Settings, new_topic: Callable[..., str], group_id: str
+) -> None:
+    topic = new_topic(partitions=1)
+    values = [f"v{i}".encode() for i in range(6)]
+    _produce(stack, topic, values)
+
+    crashed = make_consumer(stack, topic, group_id=group_id)
+    try:
+        assert len(_take(crashed, 6)) == 6  # consumed, never committed
+    finally:
+        crashed.close(autocommit=False)
+
+    restarted = make_consumer(stack, topic, group_id=group_id)
+    try:
+        assert _take(restarted, 6) == values
+    finally:
+        restarted.close()
+
+
+def _take_nothing_more(consumer: KafkaConsumer) -> bool:
+    return not any(consumer.poll(timeout_ms=1000).values())

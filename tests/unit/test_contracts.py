@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from streams import schema_files
+from streams.contracts import Event, Label, Prediction, PredictionError
+from streams.topics import Topic, message_key, spec_for, topic_specs
+from streams.validation import MAX_MESSAGE_BYTES, InvalidMessage, decode, encode
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+VALID_EVENT = {
+    "event_id": "e1",
+    "entity_id": "u1",
+    "event_time": "2026-01-01T00:00:00Z",
+    "features": {"amount": 3.5, "n": 2, "country": "NL", "mobile": True, "missing": None},
+    "label": 1,
+}
+
+
+def _event(**changes: object) -> bytes:
+    return orjson.dumps({**VALID_EVENT, **changes})
+
+
+def test_schema_files_match_the_models() -> None:
+    assert schema_files.stale() == [], "run `eddy schemas --write` and commit the result"
+
+
+def test_a_valid_event_round_trips_unchanged() -> None:
+    event = decode(Event, _event())
+    assert decode(Event, encode(event)) == event
+    assert event.features["n"] == 2
+    assert isinstance(event.features["n"], int)
+    assert event.features["mobile"] is True
+
+
+# The malformed corpus: each entry must be rejected with its own error class.
+MALFORMED: list[tuple[str, bytes | None, str]] = [
+    ("no value", None, "empty"),
+    ("bad utf-8", b'{"event_id": "\xff\xfe"}', "bad_utf8"),
+    ("bad json", b'{"event_id": ', "bad_json"),
+    ("NaN literal", _event().replace(b"3.5", b"NaN"), "bad_json"),
+    ("infinite number", _event().replace(b"3.5", b"1e999"), "bad_json"),
+    ("array", b"[1, 2]", "not_an_object"),
+    ("string", b'"event"', "not_an_object"),
+    ("future schema", _event(schema_version=2), "unknown_schema_version"),
+    ("missing ids", orjson.dumps({"features": {}}), "invalid_fields"),
+    ("empty id", _event(event_id=""), "invalid_fields"),
+    ("id of wrong type", _event(entity_id=7), "invalid_fields"),
+    ("naive time", _event(event_time="2026-01-01T00:00:00"), "invalid_fields"),
+    ("nested feature", _event(features={"x": {"y": 1}}), "invalid_fields"),
+    ("unknown field", _event(colour="red"), "invalid_fields"),
+    ("huge payload", _event(pad="x" * MAX_MESSAGE_BYTES), "too_large"),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "error_class"),
+    [(r, e) for _, r, e in MALFORMED],
+    ids=[name for name, _, _ in MALFORMED],
+)
+def test_malformed_events_are_rejected_with_a_reason(raw: bytes | None, error_class: str) -> None:
+    with pytest.raises(InvalidMessage) as raised:
+        decode(Event, raw)
+    assert raised.value.error_class == error_class
+    assert raised.value.reason
+
+
+def test_reasons_name_the_offending_fields() -> None:
+    with pytest.raises(InvalidMessage) as raised:
+        decode(Event, _event(entity_id=7, features={"x": [1]}))
+    assert "entity_id" in raised.value.reason
+    assert "features.x" in raised.value.reason
+
+
+def test_a_label_names_exactly_one_thing_it_labels() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        Label(label=1, event_time=NOW)
+    with pytest.raises(ValueError, match="exactly one"):
+        Label(event_id="e", request_id="r", label=1, event_time=NOW)
+    assert Label(event_id="e", label=True, event_time=NOW).label is True
+
+
+def test_a_prediction_carries_an_answer_or_an_error() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        Prediction(request_id="r")
+    error = PredictionError(code="no_champion", message="no model is promoted yet")
+    assert Prediction(request_id="r", error=error).error == error
+    assert Prediction(request_id="r", prediction=0.7, model_version="3").prediction == 0.7
+
+
+def test_topic_names_carry_the_prefix_and_updates_are_compacted() -> None:
+    specs = {spec.topic: spec for spec in topic_specs(prefix="acme.", partitions=6)}
+    assert set(specs) == set(Topic)
+    assert specs[Topic.EVENTS].name == "acme.events"
+    assert specs[Topic.EVENTS].partitions == 6
+    assert specs[Topic.MODEL_UPDATES].config["cleanup.policy"] == "compact"
+    assert specs[Topic.DRIFT_ALERTS].partitions == 1
+    assert specs[Topic.DEAD_LETTER].contract is None
+
+
+def test_messages_are_keyed_by_entity_or_model() -> None:
+    event = decode(Event, _event())
+    assert message_key(spec_for(Topic.EVENTS, prefix="", partitions=1), event) == b"u1"
+    label = Label(event_id="e1", entity_id="u1", label=0, event_time=NOW)
+    assert message_key(spec_for(Topic.LABELS, prefix="", partitions=1), label) == b"u1"

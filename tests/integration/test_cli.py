@@ -68,7 +68,8 @@ BAD_LINES: list[tuple[bytes, str, str]] = [
     (_event("e-v2", schema_version=7), "unknown_schema_version", "schema_version 7"),
     (orjson.dumps({"features": {}}), "invalid_fields", "event_id: Field required"),
     (_event("e-type", entity_id=["u"]), "invalid_fields", "entity_id"),
-    (_event("e-nan").replace(b"1.5", b"NaN"), "bad_json", "not JSON"),
+    (_event("e-nan").replace(b"1.5", b"NaN"), "non_finite_number", "NaN"),
+    (_event("e-future", event_time="2999-01-01T00:00:00Z"), "event_time_out_of_range", "future"),
     (_event("e-big", pad="x" * MAX_MESSAGE_BYTES), "too_large", "exceeds the limit"),
 ]
 

@@ -29,8 +29,8 @@ def test_schema_files_match_the_models() -> None:
 
 
 def test_a_valid_event_round_trips_unchanged() -> None:
-    event = decode(Event, _event())
-    assert decode(Event, encode(event)) == event
+    event = decode(Event, _event(), now=NOW)
+    assert decode(Event, encode(event), now=NOW) == event
     assert event.features["n"] == 2
     assert isinstance(event.features["n"], int)
     assert event.features["mobile"] is True
@@ -41,8 +41,14 @@ MALFORMED: list[tuple[str, bytes | None, str]] = [
     ("no value", None, "empty"),
     ("bad utf-8", b'{"event_id": "\xff\xfe"}', "bad_utf8"),
     ("bad json", b'{"event_id": ', "bad_json"),
-    ("NaN literal", _event().replace(b"3.5", b"NaN"), "bad_json"),
-    ("infinite number", _event().replace(b"3.5", b"1e999"), "bad_json"),
+    ("empty bytes", b"", "empty"),
+    ("NaN literal", _event().replace(b"3.5", b"NaN"), "non_finite_number"),
+    ("-Infinity literal", _event().replace(b"3.5", b"-Infinity"), "non_finite_number"),
+    ("overflowing number", _event().replace(b"3.5", b"1e309"), "non_finite_number"),
+    ("duplicate key", b'{"event_id": "a", "event_id": "b"}', "duplicate_key"),
+    ("deep nesting", b'{"features": ' + b"[" * 50 + b"]" * 50 + b"}", "too_deep"),
+    ("epoch 0", _event(event_time="1970-01-01T00:00:00Z"), "event_time_out_of_range"),
+    ("a day ahead", _event(event_time="2026-01-02T00:00:00Z"), "event_time_out_of_range"),
     ("array", b"[1, 2]", "not_an_object"),
     ("string", b'"event"', "not_an_object"),
     ("future schema", _event(schema_version=2), "unknown_schema_version"),
@@ -63,14 +69,19 @@ MALFORMED: list[tuple[str, bytes | None, str]] = [
 )
 def test_malformed_events_are_rejected_with_a_reason(raw: bytes | None, error_class: str) -> None:
     with pytest.raises(InvalidMessage) as raised:
-        decode(Event, raw)
+        decode(Event, raw, now=NOW)
     assert raised.value.error_class == error_class
     assert raised.value.reason
 
 
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    event = decode(Event, _event(features={"note": "[[[[[[[[[[{{{{{{{{{{"}), now=NOW)
+    assert event.features["note"] == "[[[[[[[[[[{{{{{{{{{{"
+
+
 def test_reasons_name_the_offending_fields() -> None:
     with pytest.raises(InvalidMessage) as raised:
-        decode(Event, _event(entity_id=7, features={"x": [1]}))
+        decode(Event, _event(entity_id=7, features={"x": [1]}), now=NOW)
     assert "entity_id" in raised.value.reason
     assert "features.x" in raised.value.reason
 
@@ -102,7 +113,7 @@ def test_topic_names_carry_the_prefix_and_updates_are_compacted() -> None:
 
 
 def test_messages_are_keyed_by_entity_or_model() -> None:
-    event = decode(Event, _event())
+    event = decode(Event, _event(), now=NOW)
     assert message_key(spec_for(Topic.EVENTS, prefix="", partitions=1), event) == b"u1"
     label = Label(event_id="e1", entity_id="u1", label=0, event_time=NOW)
     assert message_key(spec_for(Topic.LABELS, prefix="", partitions=1), label) == b"u1"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from services import logs
 from services.settings import PROJECT_ROOT, Settings, SettingsError
 from streams import schema_files
 from streams.admin import ensure_topics, list_topics
+from streams.clients import make_redis
 from streams.console import UnknownTopic, produce_lines, read_one, read_topic, resolve_topic
 from streams.contracts import Event
 from streams.topics import Topic, spec_for
@@ -36,6 +38,10 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="Create and list Eddy's Kafka topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+run_app = typer.Typer(help="Run one of Eddy's services in the foreground.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+features_app = typer.Typer(help="Read the online feature store.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
 
 
 def _settings() -> Settings:
@@ -93,6 +99,43 @@ def topics_list() -> None:
     """List the broker's topics with their partition counts."""
     for name, partitions in list_topics(_settings()).items():
         typer.echo(f"{name}  ({partitions} partitions)")
+
+
+@run_app.command("features")
+def run_features() -> None:
+    """Feature worker: validate events, update online features, emit training examples.
+
+    Start several to share the partitions of `events` (one consumer group).
+    """
+    from streams.faust_app import run_worker
+    from streams.feature_worker import build_app
+
+    settings = _settings()
+    run_worker(build_app(settings), settings)
+
+
+@features_app.command("get")
+def features_get(
+    entity_ids: Annotated[list[str], typer.Argument(help="One or more entity ids.")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines output.")] = False,
+) -> None:
+    """Print entities' current online features and freshness (one Redis round trip)."""
+    from streams.feature_definitions import FEATURES
+    from streams.online_store import OnlineStore
+
+    settings = _settings()
+    store = OnlineStore(make_redis(settings), settings.topic_prefix, settings.feature_ttl_s)
+    found = store.online_features(entity_ids, FEATURES, as_of=time.time())
+    for entity_id, online in found.items():
+        if as_json:
+            typer.echo(orjson.dumps(online.__dict__).decode())
+            continue
+        if online.freshness_s is None:
+            typer.echo(f"{entity_id}: no features (no event seen, or expired)")
+            continue
+        typer.echo(f"{entity_id}: newest event {online.freshness_s:.1f}s ago")
+        for name, value in online.features.items():
+            typer.echo(f"  {name:32} {value}")
 
 
 @app.command()

@@ -85,6 +85,18 @@ class Settings(BaseModel):
     kafka_ssl_keyfile: Path | None = None
     redis_password: SecretStr | None = None
     redis_ssl_ca_certs: Path | None = None
+    feature_batch_size: int = Field(
+        500, ge=1, description="Events per feature-worker batch (one Redis round trip each)."
+    )
+    feature_batch_wait_ms: int = Field(
+        50, ge=1, description="Longest wait to fill a feature-worker batch."
+    )
+    feature_ttl_s: int = Field(
+        7 * 24 * 3600, ge=60, description="Expiry of an idle entity's online features."
+    )
+    max_event_time_skew_s: int = Field(
+        300, ge=0, description="How far in the future an event_time may be (clock skew)."
+    )
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
     @field_validator("kafka_bootstrap")

@@ -74,6 +74,34 @@ class Label(Contract):
         return self
 
 
+class SourceOffset(BaseModel):
+    """Where a record came from: the lineage of everything derived from it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class TrainingExample(Contract):
+    """Point-in-time features and a label (topic ``training-examples``).
+
+    ``features`` are the entity's features as they were before the labelled event
+    updated them, plus the event's own raw features: exactly what a prediction served
+    at that moment would have seen. ``example_id`` is the event id, so consumers can
+    drop the duplicates that at-least-once delivery may produce.
+    """
+
+    example_id: Identifier
+    entity_id: Identifier
+    event_time: AwareDatetime
+    label: LabelValue
+    features: dict[str, FeatureValue]
+    feature_set: str
+    source: SourceOffset
+
+
 class PredictionRequest(Contract):
     """An application asks for a prediction (topic ``prediction-requests``)."""
 

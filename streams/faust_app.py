@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 
+from services import logs
 from services.settings import SecurityProtocol, Settings
 
 ACKS_ALL = -1
@@ -77,3 +78,16 @@ def make_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
     }
     options.update(overrides)
     return faust.App(app_id, **options)
+
+
+def run_worker(app: faust.App, settings: Settings) -> None:
+    """Run ``app`` until SIGINT/SIGTERM, logging JSON lines to stderr."""
+    from faust.worker import Worker
+
+    # faust creates its datadir without parents.
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    logs.configure(settings.log_level)
+    worker = Worker(
+        app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False, override_logging=False
+    )
+    worker.execute_from_commandline()

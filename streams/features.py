@@ -197,10 +197,9 @@ def apply_event(
     raw: dict[str, FeatureValue],
 ) -> Applied:
     """Fold one event into ``state`` (in place) unless it is a duplicate or too late."""
-    if event_id in state.seen:
-        return Applied.DUPLICATE
-    if state.newest is not None and event_time < state.newest - fs.allowed_lateness_s:
-        return Applied.TOO_LATE
+    verdict = admission(state, fs, event_id, event_time)
+    if verdict is not Applied.NEW:
+        return verdict
     state.seen[event_id] = event_time
     for name, value in raw.items():
         current = state.last.get(name)
@@ -215,6 +214,15 @@ def apply_event(
     newest = event_time if state.newest is None else max(state.newest, event_time)
     state.newest = newest
     _prune(state, fs, newest)
+    return Applied.NEW
+
+
+def admission(state: EntityState, fs: FeatureSet, event_id: str, event_time: float) -> Applied:
+    """What :func:`apply_event` would do with this event, without doing it."""
+    if event_id in state.seen:
+        return Applied.DUPLICATE
+    if state.newest is not None and event_time < state.newest - fs.allowed_lateness_s:
+        return Applied.TOO_LATE
     return Applied.NEW
 
 

@@ -23,6 +23,7 @@ from streams.contracts import (
     ModelUpdate,
     Prediction,
     PredictionRequest,
+    TrainingExample,
 )
 
 DAY_MS = 24 * 60 * 60 * 1000
@@ -38,6 +39,7 @@ class Topic(StrEnum):
     DRIFT_ALERTS = "drift-alerts"
     MODEL_UPDATES = "model-updates"
     DEAD_LETTER = "dead-letter"
+    TRAINING_EXAMPLES = "training-examples"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,13 @@ _LAYOUT: dict[Topic, tuple[type[Contract] | None, str | None, bool, dict[str, st
         {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
     ),
     Topic.DEAD_LETTER: (None, None, True, {"retention.ms": str(30 * DAY_MS)}),
+    # The bounded recent window that retraining reads: retention is the bound.
+    Topic.TRAINING_EXAMPLES: (
+        TrainingExample,
+        "entity_id",
+        True,
+        {"retention.ms": str(7 * DAY_MS)},
+    ),
 }
 
 

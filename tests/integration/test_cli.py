@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from services.settings import Settings
+from streams.topics import Topic
 from streams.validation import MAX_MESSAGE_BYTES
 from tests.conftest import settings_env
 
@@ -37,7 +38,7 @@ def topics(stack: Settings) -> Settings:
     settings = stack.model_copy(update={"topic_prefix": f"eddy-cli-{uuid.uuid4().hex[:8]}."})
     created = eddy(settings, "topics", "create")
     assert created.returncode == 0, created.stderr
-    assert created.stdout.count("created") == 7
+    assert created.stdout.count("created") == len(Topic)
     return settings
 
 
@@ -45,7 +46,7 @@ def test_topics_create_is_idempotent_and_listed(topics: Settings) -> None:
     again = eddy(topics, "topics", "create")
     assert again.returncode == 0, again.stderr
     assert "created" not in again.stdout
-    assert again.stdout.count("exists") == 7
+    assert again.stdout.count("exists") == len(Topic)
     listed = eddy(topics, "topics", "list")
     assert f"{topics.topic_prefix}model-updates  (1 partitions)" in listed.stdout
     assert f"{topics.topic_prefix}events  ({topics.partitions} partitions)" in listed.stdout

@@ -1,0 +1,177 @@
+"""One batch of raw events → dead letters, training examples and new online state.
+
+The pure part (:func:`decode_batch`, :func:`fold_events`) decides everything; the
+:class:`FeaturePipeline` only moves bytes, in an order that makes a crash at any point
+safe (offsets are committed by the caller after :meth:`FeaturePipeline.handle`
+returns):
+
+1. decode every record; invalid ones become dead letters;
+2. load the touched entities' state from Redis (one round trip);
+3. fold the events into it: duplicates and too-late events change nothing, labelled
+   events yield a training example built from the state *before* the event;
+4. send dead letters and examples to Kafka and wait for every acknowledgement;
+5. write the new states to Redis (one round trip, compare-and-set per entity).
+
+A crash before 5 replays the batch: the examples are sent again with the same ids
+(consumers de-duplicate by ``example_id``) and the states are computed again from the
+same inputs. A crash after 5 replays events that the states already hold, which
+:func:`~streams.features.apply_event` recognises by id and ignores.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from streams.contracts import Event, SourceOffset, TrainingExample
+from streams.dead_letter import DeadLetter, RawRecord, dead_letter
+from streams.features import Applied, FeatureSet, admission, apply_event, feature_vector
+from streams.online_store import OnlineStore, StoredState
+from streams.validation import InvalidMessage, decode, encode
+
+log = logging.getLogger(__name__)
+
+MAX_SAVE_ATTEMPTS = 5
+SEND_TIMEOUT_S = 60.0
+
+
+class StoreContention(RuntimeError):
+    """Another writer kept winning the same entities: two workers own one partition."""
+
+
+@dataclass
+class Folded:
+    """What folding a batch into loaded state produced."""
+
+    changed: dict[str, StoredState] = field(default_factory=dict)
+    examples: list[TrainingExample] = field(default_factory=list)
+    verdicts: list[tuple[str, Applied]] = field(default_factory=list)  # (entity, verdict)
+
+    def counts(self, excluding: set[str]) -> Counter[str]:
+        """Verdicts and examples, leaving out entities whose write must be redone."""
+        counts = Counter(v.value for entity, v in self.verdicts if entity not in excluding)
+        counts["examples"] = sum(1 for e in self.examples if e.entity_id not in excluding)
+        return counts
+
+
+def decode_batch(
+    records: Sequence[RawRecord], now: datetime, max_future: timedelta
+) -> tuple[list[tuple[RawRecord, Event]], list[DeadLetter]]:
+    """Split raw records into decoded events and dead letters, keeping their order."""
+    events: list[tuple[RawRecord, Event]] = []
+    letters: list[DeadLetter] = []
+    for record in records:
+        try:
+            event = decode(Event, record.value, now=now, max_future=max_future)
+        except InvalidMessage as exc:
+            letters.append(dead_letter(record, exc.error_class, exc.reason))
+            continue
+        if record.key is not None and record.key != event.entity_id.encode():
+            letters.append(
+                dead_letter(
+                    record,
+                    "key_mismatch",
+                    f"record key {record.key!r} is not the event's entity_id "
+                    f"{event.entity_id!r}: the entity's events would split across partitions",
+                )
+            )
+            continue
+        events.append((record, event))
+    return events, letters
+
+
+def fold_events(
+    events: Sequence[tuple[RawRecord, Event]],
+    loaded: dict[str, StoredState],
+    fs: FeatureSet,
+) -> Folded:
+    """Apply ``events`` in order to ``loaded`` states (mutated in place)."""
+    folded = Folded()
+    fingerprint = fs.fingerprint()
+    for record, event in events:
+        stored = loaded[event.entity_id]
+        event_time = event.event_time.timestamp()
+        verdict = admission(stored.state, fs, event.event_id, event_time)
+        if verdict is Applied.NEW and event.label is not None:
+            folded.examples.append(
+                TrainingExample(
+                    example_id=event.event_id,
+                    entity_id=event.entity_id,
+                    event_time=event.event_time,
+                    label=event.label,
+                    features=feature_vector(stored.state, fs, event_time, raw=event.features),
+                    feature_set=fingerprint,
+                    source=SourceOffset(
+                        topic=record.topic, partition=record.partition, offset=record.offset
+                    ),
+                )
+            )
+        if verdict is Applied.NEW:
+            apply_event(stored.state, fs, event.event_id, event_time, event.features)
+            folded.changed[event.entity_id] = stored
+        folded.verdicts.append((event.entity_id, verdict))
+    return folded
+
+
+class FeaturePipeline:
+    """The I/O around :func:`fold_events`: Redis state, Kafka dead letters and examples."""
+
+    def __init__(
+        self,
+        *,
+        fs: FeatureSet,
+        store: OnlineStore,
+        producer: Any,
+        dead_letter_topic: str,
+        examples_topic: str,
+        max_future: timedelta,
+    ) -> None:
+        self._fs = fs
+        self._store = store
+        self._producer = producer
+        self._dead_letter_topic = dead_letter_topic
+        self._examples_topic = examples_topic
+        self._max_future = max_future
+
+    def handle(self, records: Sequence[RawRecord]) -> Counter[str]:
+        """Process one batch; when this returns, every effect is durable."""
+        events, letters = decode_batch(records, datetime.now(UTC), self._max_future)
+        counts: Counter[str] = Counter(invalid=len(letters))
+        futures = [
+            self._producer.send(
+                self._dead_letter_topic, key=d.key, value=d.value, headers=d.headers
+            )
+            for d in letters
+        ]
+        pending = events
+        for _attempt in range(MAX_SAVE_ATTEMPTS):
+            loaded = self._store.load(event.entity_id for _, event in pending)
+            folded = fold_events(pending, loaded, self._fs)
+            futures += [
+                self._producer.send(
+                    self._examples_topic,
+                    key=example.entity_id.encode(),
+                    value=encode(example),
+                )
+                for example in folded.examples
+            ]
+            self._wait_for(futures)
+            futures = []
+            lost = set(self._store.save(folded.changed))
+            counts.update(folded.counts(excluding=lost))
+            if not lost:
+                return counts
+            log.warning("online-store write lost a race; re-applying", extra={"lost": len(lost)})
+            pending = [(r, e) for r, e in pending if e.entity_id in lost]
+        raise StoreContention(f"entities kept changing under this worker: {sorted(lost)}")
+
+    def _wait_for(self, futures: list[Any]) -> None:
+        if not futures:
+            return
+        self._producer.flush(timeout=SEND_TIMEOUT_S)
+        for future in futures:
+            future.get(timeout=SEND_TIMEOUT_S)

@@ -1,0 +1,97 @@
+"""The feature worker: a faust-streaming agent around :class:`FeaturePipeline`.
+
+``eddy run features`` starts one; several share the ``events`` partitions through
+their consumer group (the faust app id). The agent reads raw bytes (faust decodes
+nothing, so no record can be skipped by a deserialisation error), takes batches, and
+hands each to the pipeline in a worker thread. faust acknowledges a batch's events
+only when the agent asks for the next batch, that is after ``handle`` returned and
+every effect is durable; it then commits those offsets. Concurrency is 1: one batch at
+a time per worker, in partition order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from datetime import timedelta
+from typing import Any
+
+import faust
+
+from services.settings import Settings
+from streams.clients import make_producer, make_redis
+from streams.dead_letter import RawRecord
+from streams.error_policy import retry_transient
+from streams.faust_app import make_app
+from streams.feature_definitions import FEATURES
+from streams.feature_pipeline import FeaturePipeline
+from streams.features import FeatureSet
+from streams.online_store import OnlineStore
+from streams.topics import Topic, spec_for
+
+log = logging.getLogger(__name__)
+
+# Batches wait for all in-sync replicas; a short linger lets one batch share requests.
+PRODUCER_LINGER_MS = 5
+
+
+def app_id(settings: Settings) -> str:
+    return f"{settings.topic_prefix}features"
+
+
+def build_pipeline(settings: Settings, fs: FeatureSet = FEATURES) -> FeaturePipeline:
+    def name(topic: Topic) -> str:
+        return spec_for(topic, prefix=settings.topic_prefix, partitions=settings.partitions).name
+
+    return FeaturePipeline(
+        fs=fs,
+        store=OnlineStore(make_redis(settings), settings.topic_prefix, settings.feature_ttl_s),
+        producer=make_producer(settings, linger_ms=PRODUCER_LINGER_MS),
+        dead_letter_topic=name(Topic.DEAD_LETTER),
+        examples_topic=name(Topic.TRAINING_EXAMPLES),
+        max_future=timedelta(seconds=settings.max_event_time_skew_s),
+    )
+
+
+def build_app(settings: Settings, fs: FeatureSet = FEATURES) -> faust.App:
+    app = make_app(settings, app_id(settings))
+    events = app.topic(
+        spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=settings.partitions).name,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    pipeline = build_pipeline(settings, fs)
+    wait_s = settings.feature_batch_wait_ms / 1000
+
+    @app.agent(events, concurrency=1)
+    async def ingest(stream: Any) -> None:
+        async for batch in stream.take_events(settings.feature_batch_size, within=wait_s):
+            records = [_raw(event.message) for event in batch]
+            counts = await asyncio.to_thread(
+                retry_transient, functools.partial(pipeline.handle, records), "feature batch"
+            )
+            log.debug(
+                "batch applied",
+                extra={
+                    "records": len(records),
+                    "first": f"{records[0].topic}[{records[0].partition}]@{records[0].offset}",
+                    **counts,
+                },
+            )
+
+    return app
+
+
+def _raw(message: Any) -> RawRecord:
+    headers = message.headers or []
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    return RawRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=[(k, bytes(v)) for k, v in headers],
+    )

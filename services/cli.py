@@ -23,8 +23,23 @@ from services.settings import PROJECT_ROOT, Settings, SettingsError
 from streams import schema_files
 from streams.admin import ensure_topics, list_topics
 from streams.clients import make_redis
-from streams.console import UnknownTopic, produce_lines, read_one, read_topic, resolve_topic
+from streams.console import (
+    Record,
+    UnknownTopic,
+    produce_lines,
+    read_one,
+    read_topic,
+    resolve_topic,
+)
 from streams.contracts import Event
+from streams.dead_letter import (
+    ERROR_CLASS,
+    ERROR_REASON,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TOPIC,
+)
+from streams.dlq import dead_letter_topic, dead_letters, replay
 from streams.topics import Topic, spec_for
 from streams.validation import encode
 
@@ -42,6 +57,8 @@ run_app = typer.Typer(help="Run one of Eddy's services in the foreground.", no_a
 app.add_typer(run_app, name="run")
 features_app = typer.Typer(help="Read the online feature store.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
+dlq_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 
 
 def _settings() -> Settings:
@@ -136,6 +153,80 @@ def features_get(
         typer.echo(f"{entity_id}: newest event {online.freshness_s:.1f}s ago")
         for name, value in online.features.items():
             typer.echo(f"  {name:32} {value}")
+
+
+ErrorClassOption = Annotated[
+    str | None, typer.Option("--error-class", "-e", help="Only dead letters of this class.")
+]
+
+
+def _dead_letter_line(record: Record) -> str:
+    h = record.headers
+    return (
+        f"{record.partition}@{record.offset}  {h.get(ERROR_CLASS, '?')}  "
+        f"from {h.get(SOURCE_TOPIC, '?')}[{h.get(SOURCE_PARTITION, '?')}]"
+        f"@{h.get(SOURCE_OFFSET, '?')}  {h.get(ERROR_REASON, '')}"
+    )
+
+
+@dlq_app.command("list")
+def dlq_list(
+    error_class: ErrorClassOption = None,
+    max_messages: Annotated[int | None, typer.Option("--max", "-n", min=1)] = None,
+) -> None:
+    """One line per dead letter: where it is, its error class, source and reason."""
+    settings = _settings()
+    for record in dead_letters(settings, error_class=error_class, max_messages=max_messages):
+        typer.echo(_dead_letter_line(record))
+
+
+@dlq_app.command("show")
+def dlq_show(
+    where: Annotated[str, typer.Argument(help="PARTITION@OFFSET in the dead-letter topic.")],
+) -> None:
+    """A dead letter in full: headers and the original bytes."""
+    settings = _settings()
+    partition, offset = _position(where)
+    record = read_one(settings, dead_letter_topic(settings), partition, offset)
+    if record is None:
+        typer.secho(f"error: no dead letter at {where}", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(_dead_letter_line(record))
+    for name, value in record.headers.items():
+        typer.echo(f"  {name}: {value}")
+    typer.echo(f"  key:   {record.original.key!r}")
+    typer.echo(f"  value: {record.original.value!r}")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    where: Annotated[
+        list[str] | None, typer.Argument(help="PARTITION@OFFSET of each dead letter.")
+    ] = None,
+    error_class: ErrorClassOption = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="Every selected dead letter.")] = False,
+) -> None:
+    """Re-publish dead letters to their source topics after the fault is fixed."""
+    settings = _settings()
+    if where:
+        positions = [_position(w) for w in where]
+        topic = dead_letter_topic(settings)
+        found = [read_one(settings, topic, p, o) for p, o in positions]
+        records = [r for r in found if r is not None]
+    elif replay_all or error_class:
+        records = list(dead_letters(settings, error_class=error_class))
+    else:
+        typer.secho("error: name dead letters, or use --error-class or --all", fg="red", err=True)
+        raise typer.Exit(2)
+    for replayed in replay(records, settings):
+        typer.echo(f"replayed {replayed.dead_letter} to {replayed.to_topic}")
+
+
+def _position(where: str) -> tuple[int, int]:
+    partition, sep, offset = where.partition("@")
+    if not sep or not partition.isdigit() or not offset.isdigit():
+        raise typer.BadParameter(f"expected PARTITION@OFFSET, got {where!r}")
+    return int(partition), int(offset)
 
 
 @app.command()

@@ -100,9 +100,11 @@ class Record:
     key: str | None
     value: Any
     headers: dict[str, str]
+    original: Any = field(default=None, repr=False, compare=False)  # the ConsumerRecord
 
     def as_json(self) -> bytes:
-        return orjson.dumps(self.__dict__)
+        shown = {k: v for k, v in self.__dict__.items() if k != "original"}
+        return orjson.dumps(shown)
 
 
 def read_topic(
@@ -173,4 +175,5 @@ def _record(raw: Any) -> Record:
         key=raw.key.decode("utf-8", errors="replace") if raw.key is not None else None,
         value=value,
         headers={k: v.decode("utf-8", errors="replace") for k, v in (raw.headers or [])},
+        original=raw,
     )

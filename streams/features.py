@@ -59,7 +59,7 @@ class Window:
     step_s: int
 
     def __post_init__(self) -> None:
-        if self.step_s <= 0 or self.size_s % self.step_s:
+        if self.size_s <= 0 or self.step_s <= 0 or self.size_s % self.step_s:
             raise ValueError(f"window step {self.step_s}s must divide its size {self.size_s}s")
 
     @property
@@ -167,7 +167,7 @@ class Bucket:
         if number is not None:
             self.numeric_count += 1
             self.sum_fixed += _fixed(number, SUM_BITS)
-            self.square_fixed += _fixed(number * number, SQUARE_BITS)
+            self.square_fixed += _fixed_square(number, SQUARE_BITS)
             self.low = number if self.low is None else min(self.low, number)
             self.high = number if self.high is None else max(self.high, number)
         if self.last is None or (event_time, event_id) > self.last[:2]:
@@ -289,7 +289,7 @@ def _combine(op: str, buckets: list[Bucket]) -> FeatureValue:
         lasts = [b.last for b in buckets if b.last is not None]
         return max(lasts, key=lambda last: last[:2])[2] if lasts else None
     if op == "sum":
-        return sum(b.sum_fixed for b in buckets) / (1 << SUM_BITS)
+        return _quotient(sum(b.sum_fixed for b in buckets), 1 << SUM_BITS)
     if numeric == 0:
         return None
     if op == "min":
@@ -298,11 +298,21 @@ def _combine(op: str, buckets: list[Bucket]) -> FeatureValue:
         return max(b.high for b in buckets if b.high is not None)
     total = sum(b.sum_fixed for b in buckets)
     if op == "mean":
-        return total / (numeric << SUM_BITS)
+        return _quotient(total, numeric << SUM_BITS)
     squares = sum(b.square_fixed for b in buckets)
-    # n·Σx² - (Σx)², both at 2⁻¹²⁸, divided exactly: the variance without cancellation.
-    spread = numeric * squares - total * total
-    return math.sqrt(max(spread, 0) / ((numeric * numeric) << SQUARE_BITS))
+    # n·Σx² - (Σx)², both exact integers at 2⁻¹²⁸: the variance without cancellation.
+    variance = _quotient(
+        max(numeric * squares - total * total, 0), (numeric * numeric) << SQUARE_BITS
+    )
+    return None if variance is None else math.sqrt(variance)
+
+
+def _quotient(numerator: int, denominator: int) -> float | None:
+    """``numerator / denominator`` correctly rounded; None when no float can hold it."""
+    try:
+        return numerator / denominator
+    except OverflowError:
+        return None
 
 
 def _ratio(numerator: FeatureValue, denominator: FeatureValue) -> float | None:
@@ -313,11 +323,12 @@ def _ratio(numerator: FeatureValue, denominator: FeatureValue) -> float | None:
 
 
 def _as_number(value: FeatureValue) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
-    return None
+    """Numbers (and booleans as 0/1) as finite floats; -0.0 becomes 0.0 so that min and
+    max do not depend on which zero arrived first."""
+    if not isinstance(value, bool | int | float):
+        return None
+    number = float(value) + 0.0
+    return number if math.isfinite(number) else None
 
 
 def _fixed(value: float, bits: int) -> int:
@@ -329,6 +340,18 @@ def _fixed(value: float, bits: int) -> int:
     numerator, denominator = value.as_integer_ratio()
     shift = bits - (denominator.bit_length() - 1)
     return numerator << shift if shift >= 0 else numerator >> -shift
+
+
+def _fixed_square(value: float, bits: int) -> int:
+    """``value²`` in 2⁻ᵇⁱᵗˢ units, squared exactly in integers (never rounded as a float).
+
+    >>> _fixed_square(0.1, 128) == _fixed(0.1, 64) ** 2
+    True
+    """
+    numerator, denominator = value.as_integer_ratio()
+    shift = bits - 2 * (denominator.bit_length() - 1)
+    square = numerator * numerator
+    return square << shift if shift >= 0 else square >> -shift
 
 
 def encode_state(state: EntityState) -> bytes:

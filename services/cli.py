@@ -229,6 +229,15 @@ def _position(where: str) -> tuple[int, int]:
     return int(partition), int(offset)
 
 
+@features_app.command("rebuild")
+def features_rebuild() -> None:
+    """Re-apply the retained `events` topic to Redis (after Redis lost its data)."""
+    from streams.feature_worker import rebuild
+
+    totals = rebuild(_settings())
+    typer.echo(", ".join(f"{name} {count}" for name, count in sorted(totals.items())))
+
+
 @app.command()
 def produce(
     topic: Annotated[str, typer.Argument(help="Topic: suffix (events) or full name.")],

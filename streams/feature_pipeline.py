@@ -129,18 +129,23 @@ class FeaturePipeline:
         dead_letter_topic: str,
         examples_topic: str,
         max_future: timedelta,
+        side_outputs: bool = True,
     ) -> None:
+        """``side_outputs=False`` (a rebuild from Kafka) writes only the online state."""
         self._fs = fs
         self._store = store
         self._producer = producer
         self._dead_letter_topic = dead_letter_topic
         self._examples_topic = examples_topic
         self._max_future = max_future
+        self._side_outputs = side_outputs
 
     def handle(self, records: Sequence[RawRecord]) -> Counter[str]:
         """Process one batch; when this returns, every effect is durable."""
         events, letters = decode_batch(records, datetime.now(UTC), self._max_future)
         counts: Counter[str] = Counter(invalid=len(letters))
+        if not self._side_outputs:
+            letters = []
         futures = [
             self._producer.send(
                 self._dead_letter_topic, key=d.key, value=d.value, headers=d.headers
@@ -158,6 +163,7 @@ class FeaturePipeline:
                     value=encode(example),
                 )
                 for example in folded.examples
+                if self._side_outputs
             ]
             self._wait_for(futures)
             futures = []

@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 import faust
+from kafka import TopicPartition
 
 from services.settings import Settings
-from streams.clients import make_producer, make_redis
+from streams.clients import make_consumer, make_producer, make_redis
 from streams.dead_letter import RawRecord
 from streams.error_policy import retry_transient
 from streams.faust_app import make_app
@@ -34,13 +36,16 @@ log = logging.getLogger(__name__)
 
 # Batches wait for all in-sync replicas; a short linger lets one batch share requests.
 PRODUCER_LINGER_MS = 5
+REBUILD_POLL_MS = 500
 
 
 def app_id(settings: Settings) -> str:
     return f"{settings.topic_prefix}features"
 
 
-def build_pipeline(settings: Settings, fs: FeatureSet = FEATURES) -> FeaturePipeline:
+def build_pipeline(
+    settings: Settings, fs: FeatureSet = FEATURES, *, side_outputs: bool = True
+) -> FeaturePipeline:
     def name(topic: Topic) -> str:
         return spec_for(topic, prefix=settings.topic_prefix, partitions=settings.partitions).name
 
@@ -51,6 +56,7 @@ def build_pipeline(settings: Settings, fs: FeatureSet = FEATURES) -> FeaturePipe
         dead_letter_topic=name(Topic.DEAD_LETTER),
         examples_topic=name(Topic.TRAINING_EXAMPLES),
         max_future=timedelta(seconds=settings.max_event_time_skew_s),
+        side_outputs=side_outputs,
     )
 
 
@@ -95,3 +101,37 @@ def _raw(message: Any) -> RawRecord:
         value=message.value,
         headers=[(k, bytes(v)) for k, v in headers],
     )
+
+
+def rebuild(settings: Settings, fs: FeatureSet = FEATURES) -> Counter[str]:
+    """Re-apply the whole ``events`` topic to the online store (after a Redis loss).
+
+    Reads from the earliest retained offset up to the end as of the start, outside any
+    consumer group, through the same pipeline as the worker but without side outputs:
+    dead letters and training examples were already sent the first time. Events the
+    store already holds are recognised by id, so a rebuild over intact state is a no-op.
+    """
+    pipeline = build_pipeline(settings, fs, side_outputs=False)
+    topic = spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=settings.partitions)
+    consumer = make_consumer(settings, group_id=None, max_poll_records=settings.feature_batch_size)
+    totals: Counter[str] = Counter()
+    try:
+        partitions = [
+            TopicPartition(topic.name, p) for p in consumer.partitions_for_topic(topic.name)
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            polled = consumer.poll(timeout_ms=REBUILD_POLL_MS)
+            records = [
+                RawRecord(r.topic, r.partition, r.offset, r.key, r.value, r.headers or [])
+                for tp_records in polled.values()
+                for r in tp_records
+                if r.offset < end[TopicPartition(r.topic, r.partition)]
+            ]
+            if records:
+                totals += retry_transient(functools.partial(pipeline.handle, records), "rebuild")
+    finally:
+        consumer.close()
+    return totals

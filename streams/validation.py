@@ -31,7 +31,9 @@ from pydantic import ValidationError
 
 from streams.contracts import SCHEMA_VERSION, Contract
 
-MAX_MESSAGE_BYTES = 1_048_576
+# Below the broker's default message.max.bytes (~1 MiB), so that a too-large record can
+# still be dead-lettered whole, with its evidence headers.
+MAX_MESSAGE_BYTES = 512 * 1024
 MAX_DEPTH = 8
 MAX_REASONS = 5
 # Event times outside [EARLIEST_EVENT_TIME, now + max_future] are clock or encoding

@@ -53,7 +53,7 @@ SMALLEST_EXACT = 2.0**-12
 
 def _rng(seed: int) -> random.Random:
     """Seeded, reproducible test data (not cryptography)."""
-    return random.Random(seed)  # noqa: S311
+    return random.Random(seed)
 
 
 def _apply_all(

@@ -36,7 +36,13 @@ T = TypeVar("T")
 INITIAL_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
 
-_TRANSIENT_REDIS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+_TRANSIENT = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 class Action(StrEnum):
@@ -48,7 +54,7 @@ class Action(StrEnum):
 def action_for(exc: BaseException) -> Action:
     if isinstance(exc, InvalidMessage):
         return Action.DEAD_LETTER
-    if isinstance(exc, _TRANSIENT_REDIS | ConnectionError | TimeoutError):
+    if isinstance(exc, _TRANSIENT):
         return Action.RETRY
     if isinstance(exc, KafkaError) and exc.retriable:
         return Action.RETRY

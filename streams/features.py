@@ -34,6 +34,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -129,12 +130,14 @@ class FeatureSet:
         longest = max((a.window.size_s for a in self.aggregates), default=0)
         return longest + self.allowed_lateness_s
 
-    def bucket_width(self, source: str) -> int:
-        """The finest step of ``source``'s windows: every window is a run of buckets."""
-        return math.gcd(*(a.window.step_s for a in self.aggregates if a.source == source))
-
-    def sources(self) -> list[str]:
-        return sorted({a.source for a in self.aggregates})
+    @cached_property
+    def bucket_widths(self) -> dict[str, int]:
+        """Per aggregated source, the finest step of its windows: every window of that
+        source is a whole run of buckets this wide."""
+        return {
+            source: math.gcd(*(a.window.step_s for a in self.aggregates if a.source == source))
+            for source in sorted({a.source for a in self.aggregates})
+        }
 
     def fingerprint(self) -> str:
         """A stable hash of the definitions: equal hashes mean equal features."""
@@ -205,9 +208,8 @@ def apply_event(
         current = state.last.get(name)
         if current is None or (event_time, event_id) > current[:2]:
             state.last[name] = (event_time, event_id, value)
-    for source in fs.sources():
+    for source, width in fs.bucket_widths.items():
         if source in raw:
-            width = fs.bucket_width(source)
             start = math.floor(event_time / width) * width
             bucket = state.buckets.setdefault(source, {}).setdefault(start, Bucket())
             bucket.add(event_time, event_id, raw[source])
@@ -232,7 +234,7 @@ def _prune(state: EntityState, fs: FeatureSet, newest: float) -> None:
     state.seen = {k: t for k, t in state.seen.items() if t >= seen_floor}
     bucket_floor = newest - fs.horizon_s
     for source, buckets in state.buckets.items():
-        width = fs.bucket_width(source)
+        width = fs.bucket_widths[source]
         state.buckets[source] = {s: b for s, b in buckets.items() if s + width > bucket_floor}
 
 

@@ -1,15 +1,20 @@
-"""The online feature store in Redis: one hash per entity, batched reads and guarded writes.
+"""The online feature store in Redis: one key per entity, batched reads and guarded writes.
 
-Key layout (Redis Cluster friendly: the entity id is the hash tag, so everything about
-one entity lives in one slot)::
+Key layout (the entity id is the hash tag, so everything about one entity lives in one
+Redis Cluster slot)::
 
-    <prefix>features:{<entity id>}   hash: rev (write counter), state (encoded EntityState)
+    <prefix>features:{<entity id>}   string: b"<rev>\n" + encoded EntityState
 
-Reads and writes are batched: :meth:`OnlineStore.load` fetches any number of entities
-in one round trip, and :meth:`OnlineStore.save` writes them in one more. Each write is
-a compare-and-set on ``rev`` (a small server-side script), so two workers that briefly
-both own a partition during a rebalance cannot lose each other's updates: the loser is
-told, reloads, and re-applies (which is safe, because applying is idempotent).
+``rev`` counts the writes. A batch costs two commands whatever its size: one ``MGET``
+for :meth:`OnlineStore.load` and one script call for :meth:`OnlineStore.save`, which
+writes each entity only if its ``rev`` is still the one that was read
+(compare-and-set). Two workers that briefly both own a partition during a rebalance
+therefore cannot lose each other's updates: the loser is told, reloads and re-applies,
+which is safe because applying is idempotent.
+
+Both commands name many keys, which a single Redis server (or a Cluster with the keys
+in one slot) accepts; against Redis Cluster the batch would have to be split per slot,
+which this store does not do yet.
 """
 
 from __future__ import annotations
@@ -29,13 +34,20 @@ from streams.features import (
     freshness,
 )
 
-# KEYS[1] = entity key; ARGV = expected rev ("" when new), new rev, state, ttl in ms.
-_COMPARE_AND_SET = """
-local current = redis.call('HGET', KEYS[1], 'rev')
-if (current or '') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'state', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return 1
+# KEYS: entity keys. ARGV[1]: ttl in ms; then, per key, the expected rev ("0" when new)
+# and the new value. Returns the 1-based positions of the keys whose rev had moved on.
+_COMPARE_AND_SET = r"""
+local lost = {}
+for i, key in ipairs(KEYS) do
+  local head = redis.call('GETRANGE', key, 0, 20)
+  local rev = string.match(head, '^(%d+)\n') or '0'
+  if rev == ARGV[2 * i] then
+    redis.call('SET', key, ARGV[2 * i + 1], 'PX', ARGV[1])
+  else
+    table.insert(lost, i)
+  end
+end
+return lost
 """
 
 
@@ -70,32 +82,26 @@ class OnlineStore:
     def load(self, entity_ids: Iterable[str]) -> dict[str, StoredState]:
         """Every entity's stored state, in one round trip (new entities: rev 0, empty)."""
         ids = list(dict.fromkeys(entity_ids))
-        pipe = self._client.pipeline(transaction=False)
-        for entity_id in ids:
-            pipe.hmget(self.key(entity_id), "rev", "state")
-        loaded: dict[str, StoredState] = {}
-        for entity_id, (rev, state) in zip(ids, pipe.execute(), strict=True):
-            loaded[entity_id] = StoredState(int(rev or 0), decode_state(state))
-        return loaded
+        if not ids:
+            return {}
+        values = self._client.mget([self.key(entity_id) for entity_id in ids])
+        return {entity_id: _parse(value) for entity_id, value in zip(ids, values, strict=True)}
 
     def save(self, updates: Mapping[str, StoredState]) -> list[str]:
         """Write each entity's state if its rev is unchanged since :meth:`load`.
 
-        Returns the entities whose write lost a race (to reload and re-apply); the
-        others now hold the new state at ``rev + 1``.
+        One round trip. Returns the entities whose write lost a race (to reload and
+        re-apply); the others now hold the new state at ``rev + 1``.
         """
         ids = list(updates)
-        pipe = self._client.pipeline(transaction=False)
+        if not ids:
+            return []
+        args: list[Any] = [self._ttl_ms]
         for entity_id in ids:
             stored = updates[entity_id]
-            expected = str(stored.rev) if stored.rev else ""
-            self._cas(
-                keys=[self.key(entity_id)],
-                args=[expected, stored.rev + 1, encode_state(stored.state), self._ttl_ms],
-                client=pipe,
-            )
-        results = pipe.execute()
-        return [entity_id for entity_id, ok in zip(ids, results, strict=True) if not ok]
+            args += [stored.rev, b"%d\n%s" % (stored.rev + 1, encode_state(stored.state))]
+        lost = self._cas(keys=[self.key(entity_id) for entity_id in ids], args=args)
+        return [ids[int(position) - 1] for position in lost]
 
     def online_features(
         self, entity_ids: Iterable[str], fs: FeatureSet, as_of: float
@@ -109,3 +115,10 @@ class OnlineStore:
             )
             for entity_id, stored in self.load(entity_ids).items()
         }
+
+
+def _parse(value: Any) -> StoredState:
+    if value is None:
+        return StoredState(0, EntityState())
+    rev, _, state = value.partition(b"\n")
+    return StoredState(int(rev), decode_state(state))

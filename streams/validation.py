@@ -23,6 +23,7 @@ streams.validation.InvalidMessage: unknown_schema_version: unsupported schema_ve
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -97,11 +98,36 @@ def decode(
 def _parse_json(text: str) -> Any:
     """Strict JSON: no NaN/Infinity, no overflowing numbers, no duplicate keys, bounded depth.
 
-    The standard library parser is used (not orjson) because it reports duplicate keys
-    through its pairs hook; the cost is a few microseconds per event.
+    Fast path: orjson, which already refuses NaN, Infinity and overflowing numbers, and
+    a duplicate-key check by counting: every key in the text ends in ``"`` then ``:``,
+    so when the text has as many such endings as the parsed document has keys, no key
+    was repeated. Anything else (a parse error, or more endings than keys, which a
+    string value containing ``":`` can also cause) takes the slow path: the standard
+    library parser with hooks, which says exactly what is wrong.
     """
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
         raise InvalidMessage("too_deep", f"nesting deeper than {MAX_DEPTH} levels")
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _parse_json_exactly(text)
+    if len(_KEY_END.findall(text)) != _count_keys(document):
+        return _parse_json_exactly(text)
+    return document
+
+
+_KEY_END = re.compile(r'"\s*:')
+
+
+def _count_keys(value: Any) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(_count_keys(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_count_keys(v) for v in value)
+    return 0
+
+
+def _parse_json_exactly(text: str) -> Any:
     try:
         return json.loads(
             text,

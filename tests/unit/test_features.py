@@ -572,7 +572,7 @@ def test_state_stays_bounded_as_time_moves_past_the_horizon() -> None:
         allowed_lateness_s=lateness,
     )
     assert fs.horizon_s == HOUR + lateness
-    width = fs.bucket_width("amount")
+    width = fs.bucket_widths["amount"]
     assert width == 60
     every = 30
     state = EntityState()

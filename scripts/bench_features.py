@@ -6,9 +6,13 @@ For each run, the same pre-produced events (on a fresh topic prefix) are consume
 
 - **bare**: an aiokafka consumer reading all partitions and writing one Redis hash per
   event in one pipeline per fetched batch: the floor any Kafka→Redis worker pays;
+- **faust no-op**: a faust agent that takes the same batches and does nothing with
+  them: the ceiling faust-streaming's per-event machinery sets on this machine;
 - **eddy**: an `eddy run features` process (faust agent, validation, features, training
-  examples, compare-and-set writes, commits after durability). Its rate is measured on
-  committed offsets from its first commit to its last, so start-up is not counted.
+  examples, compare-and-set writes, commits after durability).
+
+Worker rates are measured on the group's committed offsets from its first commit to
+its last, so start-up is not counted.
 
 Prints medians, spreads and the ratio, and where each figure came from. Uses the local
 stack (`eddy up`) or whatever EDDY_KAFKA_BOOTSTRAP / EDDY_REDIS_URL name.
@@ -26,6 +30,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -93,8 +98,10 @@ async def bare_loop(settings: Settings, topic: str, count: int, partitions: int)
         redis.close()
 
 
-def eddy_worker(settings: Settings, topic: str, count: int, workdir: Path) -> float:
-    """Events/s of one `eddy run features` process, from its first commit to its last."""
+def worker_rate(
+    settings: Settings, topic: str, count: int, workdir: Path, command: list[str], group: str
+) -> float:
+    """Events/s of one worker process, from its group's first commit to its last."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
     env |= {
         "EDDY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -104,15 +111,13 @@ def eddy_worker(settings: Settings, topic: str, count: int, workdir: Path) -> fl
         "EDDY_LOG_LEVEL": "WARNING",
         "EDDY_PARTITIONS": str(settings.partitions),
     }
-    eddy = str(Path(sys.executable).with_name("eddy"))
-    with (workdir / "worker.log").open("wb") as log:
-        worker = subprocess.Popen([eddy, "run", "features"], env=env, stdout=log, stderr=log)
+    with (workdir / f"{command[-1]}.log").open("wb") as log:
+        worker = subprocess.Popen(command, env=env, stdout=log, stderr=log)
     admin = make_admin(settings)
     try:
         first: tuple[float, int] | None = None
         deadline = time.monotonic() + DEADLINE_S
         while time.monotonic() < deadline:
-            group = app_id(settings)
             offsets = admin.list_group_offsets({group: None}).get(group, {})
             committed = sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
             now = time.perf_counter()
@@ -134,7 +139,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     base = Settings.from_env()
-    bare_rates, eddy_rates = [], []
+    bare_rates: list[float] = []
+    noop_rates: list[float] = []
+    eddy_rates: list[float] = []
     for run in range(args.runs):
         settings = base.model_copy(
             update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}.", "partitions": PARTITIONS}
@@ -145,10 +152,21 @@ def main() -> None:
         bare_rates.append(asyncio.run(bare_loop(settings, topic, args.events, PARTITIONS)))
         workdir = ROOT / ".eddy" / "bench" / settings.topic_prefix.rstrip(".")
         workdir.mkdir(parents=True, exist_ok=True)
-        eddy_rates.append(eddy_worker(settings, topic, args.events, workdir))
-        print(f"run {run + 1}: bare {bare_rates[-1]:,.0f}/s  eddy {eddy_rates[-1]:,.0f}/s")
+        noop = [sys.executable, __file__, "noop-worker"]
+        noop_rates.append(
+            worker_rate(settings, topic, args.events, workdir, noop, noop_app_id(settings))
+        )
+        eddy = [str(Path(sys.executable).with_name("eddy")), "run", "features"]
+        eddy_rates.append(
+            worker_rate(settings, topic, args.events, workdir, eddy, app_id(settings))
+        )
+        print(
+            f"run {run + 1}: bare {bare_rates[-1]:,.0f}/s  faust no-op {noop_rates[-1]:,.0f}/s"
+            f"  eddy {eddy_rates[-1]:,.0f}/s"
+        )
         _cleanup(settings)
     bare, eddy = statistics.median(bare_rates), statistics.median(eddy_rates)
+    noop = statistics.median(noop_rates)
     print(
         f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}\n"
@@ -156,9 +174,12 @@ def main() -> None:
         f"1 label in {LABEL_EVERY}\n"
         f"bare aiokafka+Redis pipeline: median {bare:,.0f}/s "
         f"(min {min(bare_rates):,.0f}, max {max(bare_rates):,.0f})\n"
+        f"faust no-op agent (1 worker): median {noop:,.0f}/s "
+        f"(min {min(noop_rates):,.0f}, max {max(noop_rates):,.0f})\n"
         f"eddy run features (1 worker): median {eddy:,.0f}/s "
         f"(min {min(eddy_rates):,.0f}, max {max(eddy_rates):,.0f})\n"
-        f"ratio eddy/bare: {eddy / bare:.2f}"
+        f"ratios: eddy/bare {eddy / bare:.2f}, faust no-op/bare {noop / bare:.2f}, "
+        f"eddy/faust no-op {eddy / noop:.2f}"
     )
 
 
@@ -170,5 +191,30 @@ def _cleanup(settings: Settings) -> None:
     redis.close()
 
 
+def noop_app_id(settings: Settings) -> str:
+    return f"{settings.topic_prefix}noop"
+
+
+def run_noop_worker() -> None:
+    """A faust agent that takes batches like the feature worker and does nothing."""
+    from streams.faust_app import make_app, run_worker
+
+    settings = Settings.from_env()
+    app = make_app(settings, noop_app_id(settings))
+    topic = spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=PARTITIONS).name
+    events = app.topic(topic, key_serializer="raw", value_serializer="raw")
+    wait_s = settings.feature_batch_wait_ms / 1000
+
+    @app.agent(events, concurrency=1)
+    async def drain(stream: Any) -> None:
+        async for _batch in stream.take_events(settings.feature_batch_size, within=wait_s):
+            pass
+
+    run_worker(app, settings)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["noop-worker"]:
+        run_noop_worker()
+    else:
+        main()

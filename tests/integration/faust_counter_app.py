@@ -17,6 +17,7 @@ so every test gets a worker, group and changelog of its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -25,6 +26,8 @@ from services.settings import Settings
 from streams.faust_app import make_app
 
 TABLE_NAME = "counts"
+# Touched in the app's datadir each time a rebalance, table recovery included, ends.
+READY_MARKER = "rebalance-done"
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,21 @@ def counter_names(prefix: str) -> CounterNames:
     )
 
 
+class ReadyMarker(faust.Sensor):
+    """Tells the test when the worker is really consuming, via a file.
+
+    faust calls ``on_rebalance_end`` after table recovery, once stream partitions are
+    resumed and the fetcher runs: the one moment a record sent is sure to be seen.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def on_rebalance_end(self, app: Any, state: Any) -> None:
+        self.path.touch()
+
+
 def build_app(settings: Settings) -> faust.App:
     """The counter app: source records in, ``{"key", "count"}`` JSON out, same key.
 
@@ -53,6 +71,7 @@ def build_app(settings: Settings) -> faust.App:
     """
     names = counter_names(settings.topic_prefix)
     app = make_app(settings, names.app_id)
+    app.sensors.add(ReadyMarker(Path(app.conf.datadir) / READY_MARKER))
     source = app.topic(names.source, key_type=str, value_type=bytes)
     sink = app.topic(names.sink, key_type=str, value_serializer="json")
     counts = app.Table(TABLE_NAME, default=int, key_type=str, value_type=int)

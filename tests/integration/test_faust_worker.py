@@ -13,7 +13,6 @@ Deadlines only stop a broken run from hanging; nothing here asserts on timing.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,55 +20,47 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
-from pydantic import SecretStr
 
-from services.settings import ENV_PREFIX, PROJECT_ROOT, Settings
+from services.settings import PROJECT_ROOT, Settings
 from streams.clients import make_admin, make_consumer, make_producer
-from tests.integration.faust_counter_app import CounterNames, counter_names
+from tests.conftest import settings_env
+from tests.integration.faust_counter_app import READY_MARKER, CounterNames, counter_names
 
 PARTITIONS = 2
 # Faust start-up, group join and table recovery take seconds; this only bounds a hang.
 DEADLINE_S = 90.0
-POLL_S = 0.5
+POLL_S = 0.2
 LOG_TAIL_LINES = 60
+WORKER_MODULE = "tests.integration.faust_counter_app"
 
 
 @dataclass(frozen=True)
 class Worker:
-    """A running counter worker and the file its output goes to."""
+    """A counter worker subprocess and the file its stdout and stderr go to."""
 
     process: subprocess.Popen[bytes]
     log: Path
 
+    def tail(self) -> str:
+        """The end of the worker's log, for assertion messages."""
+        lines = self.log.read_text(errors="replace").splitlines()
+        return f"--- last {LOG_TAIL_LINES} lines of {self.log} ---\n" + "\n".join(
+            lines[-LOG_TAIL_LINES:]
+        )
+
+    def check(self, deadline: float, waiting_for: str) -> None:
+        """Fail now, with the log, if the worker died or the deadline passed."""
+        exit_code = self.process.poll()
+        assert exit_code is None, f"worker exited ({exit_code}) {waiting_for}\n{self.tail()}"
+        assert time.monotonic() < deadline, f"gave up {waiting_for}\n{self.tail()}"
+
 
 StartWorker = Callable[[str], Worker]
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``EDDY_*`` variables that make ``Settings.from_env`` rebuild ``settings``."""
-    env: dict[str, str] = {}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        elif isinstance(value, Enum):
-            value = value.value
-        env[ENV_PREFIX + name.upper()] = str(value)
-    return env
-
-
-def log_tail(path: Path) -> str:
-    """The end of a worker's log, for assertion messages."""
-    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-    return f"--- last {LOG_TAIL_LINES} lines of {path} ---\n" + "\n".join(lines[-LOG_TAIL_LINES:])
 
 
 @pytest.fixture
@@ -111,8 +102,7 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[StartWorker]:
 
     Every worker started is SIGKILLed at teardown, whatever the test did.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    env |= settings_env(settings) | {"PYTHONUNBUFFERED": "1"}
+    env = settings_env(settings) | {"PYTHONUNBUFFERED": "1"}
     assert Settings.from_env(env) == settings
     workers: list[Worker] = []
 
@@ -120,14 +110,7 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[StartWorker]:
         log_path = tmp_path / f"{label}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.integration.faust_counter_app",
-                    "worker",
-                    "--loglevel",
-                    "info",
-                ],
+                [sys.executable, "-m", WORKER_MODULE, "worker", "--loglevel", "info"],
                 cwd=PROJECT_ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -142,6 +125,20 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[StartWorker]:
         if worker.process.poll() is None:
             worker.process.kill()
         worker.process.wait()
+
+
+def wait_until_consuming(worker: Worker, datadir: Path) -> None:
+    """Block until the worker has recovered its table and resumed its stream.
+
+    Records must not be waiting while a worker restores a table: faust-streaming 0.15.3
+    can then lose one. Its recovery resumes the stream while the fetcher already runs,
+    then clears the agents' queues, and the commit skips the offset that was cleared.
+    That is a separate defect from the one this test is about.
+    """
+    deadline = time.monotonic() + DEADLINE_S
+    while not (datadir / READY_MARKER).exists():
+        worker.check(deadline, "waiting for the worker to finish its rebalance")
+        time.sleep(POLL_S)
 
 
 def produce(settings: Settings, topic: str, keys: list[str]) -> dict[int, int]:
@@ -159,42 +156,45 @@ def produce(settings: Settings, topic: str, keys: list[str]) -> dict[int, int]:
     return ends
 
 
-def read_counts(consumer: KafkaConsumer, expected: int, log: Path) -> list[tuple[str, int]]:
+def read_counts(consumer: KafkaConsumer, expected: int, worker: Worker) -> list[tuple[str, int]]:
     """The next ``expected`` outputs as (key, count), in order within each key."""
     outputs: list[tuple[str, int]] = []
     deadline = time.monotonic() + DEADLINE_S
     while len(outputs) < expected:
-        assert time.monotonic() < deadline, (
-            f"got {len(outputs)} of {expected} outputs: {outputs}\n{log_tail(log)}"
-        )
+        worker.check(deadline, f"with {len(outputs)} of {expected} outputs: {outputs}")
         for records in consumer.poll(timeout_ms=int(POLL_S * 1000)).values():
             for record in records:
                 body = json.loads(record.value)
                 assert body["key"] == record.key.decode(), body
                 outputs.append((body["key"], body["count"]))
-    assert len(outputs) == expected, f"unexpected extra outputs: {outputs}"
+    assert len(outputs) == expected, f"more outputs than inputs: {outputs}\n{worker.tail()}"
     return outputs
 
 
+def outputs_written(consumer: KafkaConsumer, topic: str) -> int:
+    """How many records the sink topic holds, across partitions."""
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    return sum(consumer.end_offsets(tps).values())
+
+
 def wait_for_commit(
-    settings: Settings, names: CounterNames, ends: dict[int, int], log: Path
+    settings: Settings, names: CounterNames, ends: dict[int, int], worker: Worker
 ) -> None:
     """Block until the worker's group has committed past every record in ``ends``."""
     admin = make_admin(settings)
     try:
         deadline = time.monotonic() + DEADLINE_S
         while True:
-            offsets = admin.list_consumer_group_offsets(group_id=names.app_id)
+            groups = admin.list_group_offsets({names.app_id: None})
+            offsets = groups.get(names.app_id, {})
             committed = {
-                partition: offsets[TopicPartition(names.source, partition)].offset
+                partition: offsets[tp].offset
                 for partition in ends
-                if TopicPartition(names.source, partition) in offsets
+                if (tp := TopicPartition(names.source, partition)) in offsets
             }
             if all(committed.get(p, -1) >= end for p, end in ends.items()):
                 return
-            assert time.monotonic() < deadline, (
-                f"committed {committed}, want {ends}\n{log_tail(log)}"
-            )
+            worker.check(deadline, f"waiting for commits {ends}, have {committed}")
             time.sleep(POLL_S)
     finally:
         admin.close()
@@ -203,29 +203,35 @@ def wait_for_commit(
 def test_table_is_restored_from_changelog_after_kill_and_wiped_state(
     settings: Settings, names: CounterNames, start_worker: StartWorker
 ) -> None:
+    datadir = settings.data_dir / "faust" / names.app_id
     consumer = make_consumer(settings, group_id=None)
     try:
         consumer.assign([TopicPartition(names.sink, p) for p in range(PARTITIONS)])
         consumer.seek_to_beginning()
 
         first = start_worker("worker-1")
+        wait_until_consuming(first, datadir)
         ends = produce(settings, names.source, ["a"] * 5 + ["b"] * 3)
-        outputs = read_counts(consumer, 8, first.log)
+        outputs = read_counts(consumer, 8, first)
         counts = {key: [n for k, n in outputs if k == key] for key in ("a", "b")}
-        assert counts == {"a": [1, 2, 3, 4, 5], "b": [1, 2, 3]}, log_tail(first.log)
+        assert counts == {"a": [1, 2, 3, 4, 5], "b": [1, 2, 3]}, first.tail()
 
-        # Offsets committed before the kill are the ones the next worker resumes from;
-        # faust flushes its producer (changelog included) before every commit.
-        wait_for_commit(settings, names, ends, first.log)
+        # The next worker resumes from the committed offsets, and faust flushes its
+        # producer (changelog included) before each commit: once all 8 are committed,
+        # the changelog holds the counts and nothing will be processed again.
+        wait_for_commit(settings, names, ends, first)
+        assert outputs_written(consumer, names.sink) == 8, first.tail()
         first.process.kill()
         first.process.wait()
-        datadir = settings.data_dir / "faust" / names.app_id
-        assert datadir.is_dir(), f"faust kept no data in {datadir}\n{log_tail(first.log)}"
         shutil.rmtree(datadir)
 
         second = start_worker("worker-2")
-        produce(settings, names.source, ["a", "b"])
-        outputs = read_counts(consumer, 2, second.log)
-        assert sorted(outputs) == [("a", 6), ("b", 4)], log_tail(second.log)
+        wait_until_consuming(second, datadir)
+        ends = produce(settings, names.source, ["a", "b"])
+        outputs = read_counts(consumer, 2, second)
+        assert sorted(outputs) == [("a", 6), ("b", 4)], second.tail()
+        # Once the new records are committed, anything reprocessed would be on the sink.
+        wait_for_commit(settings, names, ends, second)
+        assert outputs_written(consumer, names.sink) == 10, second.tail()
     finally:
         consumer.close()

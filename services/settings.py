@@ -83,6 +83,9 @@ class Settings(BaseModel):
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
+    signing_key: SecretStr | None = Field(
+        None, description="HMAC key for model artifacts (default: a random key in the data dir)."
+    )
     redis_password: SecretStr | None = None
     redis_ssl_ca_certs: Path | None = None
     feature_batch_size: int = Field(
@@ -93,6 +96,11 @@ class Settings(BaseModel):
     )
     feature_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, description="Expiry of an idle entity's online features."
+    )
+    label_window_s: int = Field(
+        24 * 3600,
+        ge=0,
+        description="How long features are kept for late labels (0: no snapshots).",
     )
     max_event_time_skew_s: int = Field(
         300, ge=0, description="How far in the future an event_time may be (clock skew)."

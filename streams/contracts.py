@@ -21,7 +21,6 @@ pydantic_core._pydantic_core.ValidationError: 3 validation errors for Event
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -154,8 +153,25 @@ class DriftWindow(BaseModel):
     times: tuple[AwareDatetime, AwareDatetime] | None = None
 
 
+class DriftEvidence(BaseModel):
+    """One drifted feature (or the error stream): its test's statistic vs threshold."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    feature: str
+    test: str
+    statistic: FiniteFloat
+    threshold: FiniteFloat
+
+
 class DriftAlert(Contract):
-    """A drift detector fired (topic ``drift-alerts``)."""
+    """A drift detector fired (topic ``drift-alerts``).
+
+    ``feature``/``statistic``/``threshold`` repeat the most severe item of ``evidence``,
+    which ranks every drifted feature, most severe first. ``metrics`` are the model's
+    prequential metrics when it fired. ``alert_id`` is derived from the model and its
+    example count, so a learner replaying from a checkpoint re-sends the same ids.
+    """
 
     alert_id: Identifier
     model: Identifier
@@ -167,7 +183,9 @@ class DriftAlert(Contract):
     window: DriftWindow = Field(default_factory=DriftWindow)
     model_version: str | None = None
     action: str = "none"
-    detected_at: datetime | None = None
+    detected_at: AwareDatetime | None = None
+    evidence: list[DriftEvidence] = Field(default_factory=list)
+    metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
 
 
 class ModelUpdate(Contract):

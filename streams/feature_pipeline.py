@@ -9,7 +9,8 @@ returns):
 2. load the touched entities' state from Redis (one round trip);
 3. fold the events into it: duplicates and too-late events change nothing, labelled
    events yield a training example built from the state *before* the event;
-4. send dead letters and examples to Kafka and wait for every acknowledgement;
+4. send dead letters and examples to Kafka and wait for every acknowledgement, and
+   record feature snapshots of unlabelled events (for late labels) in Redis;
 5. write the new states to Redis (one round trip, compare-and-set per entity).
 
 A crash before 5 replays the batch: the examples are sent again with the same ids
@@ -31,6 +32,7 @@ from streams.contracts import Event, SourceOffset, TrainingExample
 from streams.dead_letter import DeadLetter, RawRecord, dead_letter
 from streams.features import Applied, FeatureSet, admission, apply_event, feature_vector
 from streams.online_store import OnlineStore, StoredState
+from streams.snapshots import Snapshot, SnapshotStore
 from streams.validation import InvalidMessage, decode, encode
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class Folded:
 
     changed: dict[str, StoredState] = field(default_factory=dict)
     examples: list[TrainingExample] = field(default_factory=list)
+    snapshots: list[tuple[str, Snapshot]] = field(default_factory=list)
     verdicts: list[tuple[str, Applied]] = field(default_factory=list)  # (entity, verdict)
 
     def counts(self, excluding: set[str]) -> Counter[str]:
@@ -88,28 +91,39 @@ def fold_events(
     events: Sequence[tuple[RawRecord, Event]],
     loaded: dict[str, StoredState],
     fs: FeatureSet,
+    *,
+    snapshots: bool = False,
 ) -> Folded:
-    """Apply ``events`` in order to ``loaded`` states (mutated in place)."""
+    """Apply ``events`` in order to ``loaded`` states (mutated in place).
+
+    With ``snapshots``, every unlabelled event also yields the point-in-time features
+    a late label for it will be joined to.
+    """
     folded = Folded()
     fingerprint = fs.fingerprint()
     for record, event in events:
         stored = loaded[event.entity_id]
         event_time = event.event_time.timestamp()
         verdict = admission(stored.state, fs, event.event_id, event_time)
-        if verdict is Applied.NEW and event.label is not None:
-            folded.examples.append(
-                TrainingExample(
-                    example_id=event.event_id,
-                    entity_id=event.entity_id,
-                    event_time=event.event_time,
-                    label=event.label,
-                    features=feature_vector(stored.state, fs, event_time, raw=event.features),
-                    feature_set=fingerprint,
-                    source=SourceOffset(
-                        topic=record.topic, partition=record.partition, offset=record.offset
-                    ),
+        if verdict is Applied.NEW and (event.label is not None or snapshots):
+            features = feature_vector(stored.state, fs, event_time, raw=event.features)
+            if event.label is None:
+                snapshot = Snapshot(event.entity_id, event_time, features)
+                folded.snapshots.append((event.event_id, snapshot))
+            else:
+                folded.examples.append(
+                    TrainingExample(
+                        example_id=event.event_id,
+                        entity_id=event.entity_id,
+                        event_time=event.event_time,
+                        label=event.label,
+                        features=features,
+                        feature_set=fingerprint,
+                        source=SourceOffset(
+                            topic=record.topic, partition=record.partition, offset=record.offset
+                        ),
+                    )
                 )
-            )
         if verdict is Applied.NEW:
             apply_event(stored.state, fs, event.event_id, event_time, event.features)
             folded.changed[event.entity_id] = stored
@@ -130,6 +144,7 @@ class FeaturePipeline:
         examples_topic: str,
         max_future: timedelta,
         side_outputs: bool = True,
+        snapshot_store: SnapshotStore | None = None,
     ) -> None:
         """``side_outputs=False`` (a rebuild from Kafka) writes only the online state."""
         self._fs = fs
@@ -139,6 +154,7 @@ class FeaturePipeline:
         self._examples_topic = examples_topic
         self._max_future = max_future
         self._side_outputs = side_outputs
+        self._snapshot_store = snapshot_store if side_outputs else None
 
     def handle(self, records: Sequence[RawRecord]) -> Counter[str]:
         """Process one batch; when this returns, every effect is durable."""
@@ -155,7 +171,9 @@ class FeaturePipeline:
         pending = events
         for _attempt in range(MAX_SAVE_ATTEMPTS):
             loaded = self._store.load(event.entity_id for _, event in pending)
-            folded = fold_events(pending, loaded, self._fs)
+            folded = fold_events(
+                pending, loaded, self._fs, snapshots=self._snapshot_store is not None
+            )
             futures += [
                 self._producer.send(
                     self._examples_topic,
@@ -167,6 +185,8 @@ class FeaturePipeline:
             ]
             self._wait_for(futures)
             futures = []
+            if self._snapshot_store is not None:
+                self._snapshot_store.record(folded.snapshots)
             lost = set(self._store.save(folded.changed))
             counts.update(folded.counts(excluding=lost))
             if not lost:

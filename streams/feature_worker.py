@@ -30,6 +30,7 @@ from streams.feature_definitions import FEATURES
 from streams.feature_pipeline import FeaturePipeline
 from streams.features import FeatureSet
 from streams.online_store import OnlineStore
+from streams.snapshots import SnapshotStore
 from streams.topics import Topic, spec_for
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,16 @@ def build_pipeline(
     def name(topic: Topic) -> str:
         return spec_for(topic, prefix=settings.topic_prefix, partitions=settings.partitions).name
 
+    redis = make_redis(settings)
+    snapshots = (
+        SnapshotStore(redis, settings.topic_prefix, settings.label_window_s)
+        if settings.label_window_s
+        else None
+    )
     return FeaturePipeline(
         fs=fs,
-        store=OnlineStore(make_redis(settings), settings.topic_prefix, settings.feature_ttl_s),
+        store=OnlineStore(redis, settings.topic_prefix, settings.feature_ttl_s),
+        snapshot_store=snapshots,
         producer=make_producer(settings, linger_ms=PRODUCER_LINGER_MS),
         dead_letter_topic=name(Topic.DEAD_LETTER),
         examples_topic=name(Topic.TRAINING_EXAMPLES),

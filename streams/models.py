@@ -1,0 +1,110 @@
+"""Online models by name: the only module that builds River estimators.
+
+Every model speaks River's verbs on plain dicts (``predict_one``, ``predict_proba_one``,
+``learn_one``) through :class:`OnlineModel`, which also turns Eddy's feature vectors
+(numbers, booleans, strings, missing values) into the numeric dicts River expects:
+booleans become 0/1, strings are one-hot encoded as ``name=value``, missing values are
+left out.
+
+>>> model = make_model("logistic")
+>>> for i in range(200):
+...     model.learn_one({"x": float(i % 2), "country": "NL"}, i % 2 == 1)
+>>> model.predict_one({"x": 1.0, "country": "NL"}), model.task
+(True, 'classification')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from river import forest, linear_model, preprocessing, tree
+
+Label = bool | int | float | str
+Features = Mapping[str, bool | int | float | str | None]
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    task: str
+    build: Callable[[int], Any]
+    description: str
+
+
+MODEL_KINDS: dict[str, ModelKind] = {
+    "logistic": ModelKind(
+        CLASSIFICATION,
+        lambda seed: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+        "binary: StandardScaler | LogisticRegression",
+    ),
+    "softmax": ModelKind(
+        CLASSIFICATION,
+        lambda seed: preprocessing.StandardScaler() | linear_model.SoftmaxRegression(),
+        "multiclass: StandardScaler | SoftmaxRegression",
+    ),
+    "hoeffding_adaptive_tree": ModelKind(
+        CLASSIFICATION,
+        lambda seed: tree.HoeffdingAdaptiveTreeClassifier(seed=seed),
+        "binary or multiclass: Hoeffding Adaptive Tree",
+    ),
+    "adaptive_random_forest": ModelKind(
+        CLASSIFICATION,
+        lambda seed: forest.ARFClassifier(n_models=10, seed=seed),
+        "binary or multiclass: Adaptive Random Forest (10 trees)",
+    ),
+    "linear_regression": ModelKind(
+        REGRESSION,
+        lambda seed: preprocessing.StandardScaler() | linear_model.LinearRegression(),
+        "regression: StandardScaler | LinearRegression",
+    ),
+}
+
+
+def numeric(x: Features) -> dict[str, float]:
+    """The numeric view of a feature vector that every River model can learn from.
+
+    >>> numeric({"amount": 3, "mobile": True, "country": "NL", "gone": None})
+    {'amount': 3.0, 'mobile': 1.0, 'country=NL': 1.0}
+    """
+    out: dict[str, float] = {}
+    for name, value in x.items():
+        if value is None:
+            continue
+        if isinstance(value, str):
+            out[f"{name}={value}"] = 1.0
+        else:
+            out[name] = float(value)
+    return out
+
+
+class OnlineModel:
+    """A River estimator plus Eddy's feature encoding; picklable for checkpoints."""
+
+    def __init__(self, kind: str, estimator: Any) -> None:
+        self.kind = kind
+        self.task = MODEL_KINDS[kind].task
+        self.estimator = estimator
+
+    def predict_one(self, x: Features) -> Label | None:
+        prediction: Label | None = self.estimator.predict_one(numeric(x))
+        return prediction
+
+    def predict_proba_one(self, x: Features) -> dict[Label, float]:
+        if self.task != CLASSIFICATION:
+            return {}
+        proba: dict[Label, float] = self.estimator.predict_proba_one(numeric(x))
+        return proba
+
+    def learn_one(self, x: Features, y: Label) -> None:
+        self.estimator.learn_one(numeric(x), y)
+
+
+def make_model(kind: str, seed: int = 42) -> OnlineModel:
+    """A fresh model of ``kind``; unknown kinds raise ValueError naming the known ones."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
+    return OnlineModel(kind, MODEL_KINDS[kind].build(seed))

@@ -1,0 +1,69 @@
+"""Feature snapshots: the features an event or a served prediction saw, kept for late labels.
+
+A label can arrive hours after its event or prediction. To learn from it without
+leakage, the learner needs the features as they were then, not as they are now. The
+feature worker (for unlabelled events) and the prediction service (for requests) record
+them here under the event or request id, for ``EDDY_LABEL_WINDOW_S``::
+
+    <prefix>snapshot:{<event or request id>}   JSON {entity_id, at, features}
+
+Recording is idempotent (same id, same content) and a counter of recorded snapshots
+lets the learner report label coverage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from streams.features import FeatureValue
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    entity_id: str
+    at: float  # event time or serving time, epoch seconds
+    features: dict[str, FeatureValue]
+
+
+class SnapshotStore:
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._ttl_ms = ttl_s * 1000
+        self._counter = f"{prefix}snapshots:recorded"
+
+    def key(self, record_id: str) -> str:
+        return f"{self._prefix}snapshot:{{{record_id}}}"
+
+    def record(self, snapshots: Sequence[tuple[str, Snapshot]]) -> None:
+        """Store snapshots by id, one round trip; re-recording an id changes nothing."""
+        if not snapshots:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for record_id, snapshot in snapshots:
+            pipe.set(self.key(record_id), orjson.dumps(snapshot.__dict__), px=self._ttl_ms, nx=True)
+        created = pipe.execute()
+        new = sum(1 for ok in created if ok)
+        if new:
+            self._client.incrby(self._counter, new)
+
+    def fetch(self, record_ids: Iterable[str]) -> dict[str, Snapshot]:
+        """The snapshots that exist among ``record_ids`` (one round trip)."""
+        ids = list(dict.fromkeys(record_ids))
+        if not ids:
+            return {}
+        found: dict[str, Snapshot] = {}
+        for record_id, raw in zip(ids, self._client.mget([self.key(i) for i in ids]), strict=True):
+            if raw is not None:
+                data: dict[str, Any] = orjson.loads(raw)
+                found[record_id] = Snapshot(data["entity_id"], data["at"], data["features"])
+        return found
+
+    def recorded(self) -> int:
+        """How many snapshots were ever recorded (the denominator of label coverage)."""
+        return int(self._client.get(self._counter) or 0)

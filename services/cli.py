@@ -22,6 +22,7 @@ from services import logs
 from services.settings import PROJECT_ROOT, Settings, SettingsError
 from streams import schema_files
 from streams.admin import ensure_topics, list_topics
+from streams.alert_text import describe_alert
 from streams.clients import make_redis
 from streams.console import (
     Record,
@@ -59,6 +60,8 @@ features_app = typer.Typer(help="Read the online feature store.", no_args_is_hel
 app.add_typer(features_app, name="features")
 dlq_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+alerts_app = typer.Typer(help="Drift alerts.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 
 
 def _settings() -> Settings:
@@ -129,6 +132,43 @@ def run_features() -> None:
 
     settings = _settings()
     run_worker(build_app(settings), settings)
+
+
+@run_app.command("learner")
+def run_learner() -> None:
+    """Online learner: prequential River model, drift monitors, alerts, checkpoints.
+
+    Model, detector and checkpoint cadence come from EDDY_LEARNER_* and
+    EDDY_CHECKPOINT_* settings. Extra learners of the same model are hot standbys.
+    """
+    from streams.learner import LearnerConfig
+    from streams.learner_worker import LearnerWorker
+
+    settings = _settings()
+    config = LearnerConfig(
+        model=settings.learner_model, kind=settings.learner_kind, detector=settings.learner_detector
+    )
+    LearnerWorker(settings, config).run()
+
+
+@alerts_app.command("watch")
+def alerts_watch(
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning/--latest", help="Replay past alerts first.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines output.")] = False,
+) -> None:
+    """Follow drift alerts as they are raised (Ctrl-C to stop)."""
+    settings = _settings()
+    topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+    records = read_topic(
+        settings, topic, from_beginning=from_beginning, max_messages=None, idle_timeout_s=1e9
+    )
+    for record in records:
+        if as_json:
+            typer.echo(orjson.dumps(record.value).decode())
+        else:
+            typer.echo(describe_alert(record.value))
 
 
 @features_app.command("get")

@@ -102,6 +102,27 @@ class Settings(BaseModel):
         ge=0,
         description="How long features are kept for late labels (0: no snapshots).",
     )
+    label_wait_s: int = Field(
+        120, ge=0, description="How long the learner retries a label whose snapshot is missing."
+    )
+    learner_model: str = Field("default", description="Name of the model the learner trains.")
+    learner_kind: str = Field(
+        "logistic",
+        description="Online model: logistic, softmax, hoeffding_adaptive_tree, "
+        "adaptive_random_forest, linear_regression.",
+    )
+    learner_detector: str = Field(
+        "adwin",
+        description="Concept-drift detector: adwin, page_hinkley, ddm, eddm, hddm_a, hddm_w, "
+        "kswin.",
+    )
+    learner_dedup_ids: int = Field(
+        200_000, ge=1, description="How many learned example/label ids the learner remembers."
+    )
+    checkpoint_every: int = Field(1_000, ge=1, description="Checkpoint every N learned examples.")
+    checkpoint_interval_s: float = Field(
+        10.0, gt=0, description="... or after this many seconds with unsaved learning."
+    )
     max_event_time_skew_s: int = Field(
         300, ge=0, description="How far in the future an event_time may be (clock skew)."
     )

@@ -1,0 +1,322 @@
+"""The learner process: training examples and late labels in, drift alerts and checkpoints out.
+
+``eddy run learner`` consumes ``training-examples`` and ``labels`` in a consumer group
+whose assignor gives every partition to one member: one model has one writer, and any
+further learner process is a hot standby that takes over on a rebalance (restoring the
+newest checkpoint first).
+
+Exactly-once learning rests on the checkpoint, not on Kafka's committed offsets: every
+``EDDY_CHECKPOINT_EVERY`` examples or ``EDDY_CHECKPOINT_INTERVAL_S`` seconds (and on a
+clean stop) the learner seals its whole state *with the offsets it has consumed* into one
+file, atomically. On start or on assignment it restores that file and seeks to those
+offsets, so an example after the checkpoint is learned again exactly once and one
+before it never. Committed offsets follow the checkpoints, for lag monitoring only.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka import TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.abstract import (
+    AbstractPartitionAssignor,
+    ConsumerProtocolAssignment,
+    ConsumerProtocolSubscription,
+)
+
+from services.settings import Settings
+from streams.clients import make_consumer, make_producer, make_redis
+from streams.contracts import DriftAlert, Label, TrainingExample
+from streams.learner import Learner, LearnerConfig, Position
+from streams.serialization import IntegrityError, seal, signing_key, unseal, write_atomically
+from streams.snapshots import SnapshotStore
+from streams.topics import Topic, spec_for
+from streams.validation import InvalidMessage, decode, encode
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 500
+CHECKPOINTS_KEPT = 5
+SEND_TIMEOUT_S = 60.0
+
+
+class AllToOneAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
+    """Every partition to the first member (by member id): one writer, the rest standby."""
+
+    name = "eddy-all-to-one"
+    version = 0
+
+    @classmethod
+    def assign(cls, cluster: Any, members: list[Any]) -> dict[str, Any]:
+        chosen = min(member.member_id for member in members)
+        topics = sorted({t for member in members for t in member.metadata.topics})
+        everything = [(t, sorted(cluster.partitions_for_topic(t) or [])) for t in topics]
+        return {
+            member.member_id: ConsumerProtocolAssignment(
+                cls.version, everything if member.member_id == chosen else [], b""
+            )
+            for member in members
+        }
+
+    @classmethod
+    def metadata(cls, topics: Iterable[str]) -> Any:
+        return ConsumerProtocolSubscription(cls.version, list(topics), b"")
+
+    @classmethod
+    def on_assignment(cls, assignment: Any, generation: int) -> None:
+        return None
+
+
+@dataclass
+class LearnerState:
+    """Everything a checkpoint seals: the learner, its offsets, the ids it has learned."""
+
+    learner: Learner
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to read
+    learned: collections.OrderedDict[str, None] = field(default_factory=collections.OrderedDict)
+    labels_joined: int = 0
+    labels_unmatched: int = 0
+    label_latency_s_total: float = 0.0
+
+    def remember(self, record_id: str, limit: int) -> bool:
+        """False if ``record_id`` was learned already; keeps the last ``limit`` ids."""
+        if record_id in self.learned:
+            return False
+        self.learned[record_id] = None
+        while len(self.learned) > limit:
+            self.learned.popitem(last=False)
+        return True
+
+
+class CheckpointStore:
+    """Sealed checkpoint files, newest last; corrupt or foreign files are skipped loudly."""
+
+    def __init__(self, directory: Path, key: bytes) -> None:
+        self.directory = directory
+        self._key = key
+
+    def save(self, state: LearnerState) -> Path:
+        path = self.directory / f"checkpoint-{state.learner.examples:012d}.sealed"
+        write_atomically(path, seal(state, self._key))
+        for old in sorted(self.directory.glob("checkpoint-*.sealed"))[:-CHECKPOINTS_KEPT]:
+            old.unlink()
+        return path
+
+    def latest(self) -> LearnerState | None:
+        for path in sorted(self.directory.glob("checkpoint-*.sealed"), reverse=True):
+            try:
+                state: LearnerState = unseal(path.read_bytes(), self._key)
+            except IntegrityError as exc:
+                log.error("skipping checkpoint", extra={"path": str(path), "error": str(exc)})
+                continue
+            return state
+        return None
+
+
+class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, settings: Settings, config: LearnerConfig) -> None:
+        self.settings = settings
+        self.config = config
+        prefix, partitions = settings.topic_prefix, settings.partitions
+        self.examples_topic = spec_for(
+            Topic.TRAINING_EXAMPLES, prefix=prefix, partitions=partitions
+        ).name
+        self.labels_topic = spec_for(Topic.LABELS, prefix=prefix, partitions=partitions).name
+        self.alerts_topic = spec_for(Topic.DRIFT_ALERTS, prefix=prefix, partitions=partitions).name
+        key = signing_key(
+            settings.signing_key.get_secret_value().encode() if settings.signing_key else None,
+            settings.data_dir,
+        )
+        self.checkpoints = CheckpointStore(settings.data_dir / "checkpoints" / config.model, key)
+        self.snapshots = SnapshotStore(make_redis(settings), prefix, settings.label_window_s)
+        self.producer = make_producer(settings)
+        self.consumer = make_consumer(
+            settings,
+            group_id=f"{prefix}learner-{config.model}",
+            partition_assignment_strategy=[AllToOneAssignor],
+            max_poll_records=settings.feature_batch_size,
+        )
+        self.state = self._restore()
+        self.pending_labels: dict[str, tuple[Label, Position, float]] = {}
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._stopping = False
+
+    # --- consumer-group callbacks -------------------------------------------------
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if revoked:
+            self.checkpoint()
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.state = self._restore()
+        for tp in assigned:
+            offset = self.state.offsets.get((tp.topic, tp.partition))
+            if offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+        log.info(
+            "assigned",
+            extra={
+                "partitions": len(assigned),
+                "model_version": self.state.learner.version,
+                "examples": self.state.learner.examples,
+            },
+        )
+
+    # --- main loop ------------------------------------------------------------------
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        self.consumer.subscribe([self.examples_topic, self.labels_topic], listener=self)
+        try:
+            while not self._stopping:
+                polled = self.consumer.poll(timeout_ms=POLL_MS)
+                self.process([r for records in polled.values() for r in records])
+                if self._checkpoint_due():
+                    self.checkpoint()
+        finally:
+            if self.consumer.assignment():
+                self.checkpoint()
+            self.consumer.close(autocommit=False)
+            self.producer.close()
+
+    def _stop(self, *_: Any) -> None:
+        self._stopping = True
+
+    def process(self, records: list[Any]) -> None:
+        """Learn from a polled batch in order; alerts are sent before the next checkpoint."""
+        alerts: list[DriftAlert] = []
+        labels: list[tuple[str, Label, Position]] = []
+        for record in records:
+            where = Position(record.topic, record.partition, record.offset, record.timestamp / 1000)
+            self.state.offsets[(record.topic, record.partition)] = record.offset + 1
+            if record.topic == self.examples_topic:
+                alerts += self._example(record.value, where)
+            else:
+                label = self._label(record.value)
+                if label is not None:
+                    labels.append((label.event_id or label.request_id or "", label, where))
+        alerts += self._join_labels(labels)
+        self._send(alerts)
+
+    def _example(self, raw: bytes, where: Position) -> list[DriftAlert]:
+        try:
+            example = decode(TrainingExample, raw)
+        except InvalidMessage as exc:
+            log.warning("bad training example", extra={"at": where.__dict__, "error": str(exc)})
+            return []
+        if not self.state.remember(example.example_id, self.settings.learner_dedup_ids):
+            return []
+        where = Position(where.topic, where.partition, where.offset, example.event_time.timestamp())
+        self._since_checkpoint += 1
+        return self.state.learner.step(example.features, example.label, where).alerts
+
+    def _label(self, raw: bytes) -> Label | None:
+        try:
+            return decode(Label, raw)
+        except InvalidMessage as exc:
+            log.warning("bad label", extra={"error": str(exc)})
+            return None
+
+    def _join_labels(self, labels: list[tuple[str, Label, Position]]) -> list[DriftAlert]:
+        """Join new and still-pending labels to the snapshots of what was served."""
+        now = time.time()
+        for record_id, label, where in labels:
+            self.pending_labels.setdefault(record_id, (label, where, now))
+        if not self.pending_labels:
+            return []
+        found = self.snapshots.fetch(self.pending_labels)
+        alerts: list[DriftAlert] = []
+        for record_id in list(self.pending_labels):
+            label, where, first_seen = self.pending_labels[record_id]
+            snapshot = found.get(record_id)
+            if snapshot is None:
+                if now - first_seen > self.settings.label_wait_s:
+                    del self.pending_labels[record_id]
+                    self.state.labels_unmatched += 1
+                continue
+            del self.pending_labels[record_id]
+            if not self.state.remember(record_id, self.settings.learner_dedup_ids):
+                continue
+            self.state.labels_joined += 1
+            self.state.label_latency_s_total += max(0.0, label.event_time.timestamp() - snapshot.at)
+            self._since_checkpoint += 1
+            at = Position(where.topic, where.partition, where.offset, snapshot.at)
+            alerts += self.state.learner.step(snapshot.features, label.label, at).alerts
+        return alerts
+
+    def _send(self, alerts: list[DriftAlert]) -> None:
+        futures = [
+            self.producer.send(self.alerts_topic, key=a.model.encode(), value=encode(a))
+            for a in alerts
+        ]
+        for alert in alerts:
+            log.warning(
+                "drift alert",
+                extra={
+                    "alert_id": alert.alert_id,
+                    "kind": alert.kind.value,
+                    "feature": alert.feature,
+                    "model_version": alert.model_version,
+                },
+            )
+        if futures:
+            self.producer.flush(timeout=SEND_TIMEOUT_S)
+            for future in futures:
+                future.get(timeout=SEND_TIMEOUT_S)
+
+    # --- checkpoints ----------------------------------------------------------------
+
+    def _checkpoint_due(self) -> bool:
+        return self._since_checkpoint >= self.settings.checkpoint_every or (
+            self._since_checkpoint > 0
+            and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s
+        )
+
+    def checkpoint(self) -> None:
+        path = self.checkpoints.save(self.state)
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        offsets = {
+            TopicPartition(topic, partition): offset
+            for (topic, partition), offset in self.state.offsets.items()
+        }
+        if offsets:
+            try:
+                self.consumer.commit(offsets={tp: _offset_meta(o) for tp, o in offsets.items()})
+            except Exception as exc:  # lag reporting only; the checkpoint is the truth
+                log.warning("offset commit failed", extra={"error": repr(exc)})
+        log.info(
+            "checkpoint",
+            extra={
+                "path": str(path),
+                "model_version": self.state.learner.version,
+                "examples": self.state.learner.examples,
+                **self.state.learner.metrics.report(),
+            },
+        )
+
+    def _restore(self) -> LearnerState:
+        restored = self.checkpoints.latest()
+        if restored is not None and restored.learner.config == self.config:
+            return restored
+        if restored is not None:
+            log.warning("checkpoint is for another configuration; starting fresh")
+        return LearnerState(Learner(self.config))
+
+
+def _offset_meta(offset: int) -> Any:
+    from kafka.structs import OffsetAndMetadata
+
+    return OffsetAndMetadata(offset, "", -1)

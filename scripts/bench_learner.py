@@ -1,0 +1,174 @@
+"""Learning throughput: Eddy's learner against a bare River prequential loop, same run.
+
+    .venv/bin/python scripts/bench_learner.py [--examples 20000] [--runs 3]
+
+Over the same seeded examples (River's SEA generator, 3 numeric features, binary):
+
+- **bare**: ``StandardScaler | LogisticRegression`` with ``predict_proba_one``,
+  ``predict_one``, an Accuracy update and ``learn_one`` per example: the floor;
+- **learner core**: :class:`streams.learner.Learner` in-process (the same model, plus
+  cumulative and rolling metrics, the ADWIN error monitor and data and prediction drift
+  monitors);
+- **learner process**: ``eddy run learner`` reading the examples from Kafka, measured
+  from its first checkpoint to the one holding every example.
+
+Also prints, per detector, the detection delay and false alarms on streams with known
+change points, next to the same River detector run bare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from river import datasets, linear_model, metrics, preprocessing
+
+from services.settings import Settings
+from streams.admin import ensure_topics
+from streams.clients import make_producer
+from streams.contracts import SourceOffset, TrainingExample
+from streams.learner import Learner, LearnerConfig, Position
+from streams.learner_worker import CheckpointStore
+from streams.serialization import signing_key
+from streams.topics import Topic, spec_for
+from streams.validation import encode
+
+DEADLINE_S = 600
+BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+
+
+def sea(count: int, seed: int = 7) -> list[tuple[dict[str, float], bool]]:
+    stream = datasets.synth.SEA(variant=0, seed=seed)
+    return [({k: float(v) for k, v in x.items()}, bool(y)) for x, y in stream.take(count)]
+
+
+def bare_loop(rows: list[tuple[dict[str, float], bool]]) -> float:
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    accuracy = metrics.Accuracy()
+    started = time.perf_counter()
+    for x, y in rows:
+        model.predict_proba_one(x)
+        accuracy.update(y, model.predict_one(x))
+        model.learn_one(x, y)
+    return len(rows) / (time.perf_counter() - started)
+
+
+def learner_core(rows: list[tuple[dict[str, float], bool]]) -> float:
+    learner = Learner(LearnerConfig(model="bench"))
+    started = time.perf_counter()
+    for i, (x, y) in enumerate(rows):
+        learner.step(x, y, Position("bench", 0, i, BASE_TIME + i))
+    return len(rows) / (time.perf_counter() - started)
+
+
+def learner_process(rows: list[tuple[dict[str, float], bool]], base: Settings) -> float:
+    settings = base.model_copy(
+        update={
+            "topic_prefix": f"bench-learn-{uuid.uuid4().hex[:8]}.",
+            "partitions": 1,
+            "data_dir": ROOT / ".eddy" / "bench" / uuid.uuid4().hex[:8],
+        }
+    )
+    ensure_topics(settings)
+    topic = spec_for(Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=1).name
+    producer = make_producer(settings, linger_ms=20)
+    for i, (x, y) in enumerate(rows):
+        example = TrainingExample(
+            example_id=f"ex-{i}",
+            entity_id="e",
+            event_time=datetime.fromtimestamp(BASE_TIME + i, UTC),
+            label=y,
+            features=dict(x),
+            feature_set="bench",
+            source=SourceOffset(topic="events", partition=0, offset=i),
+        )
+        producer.send(topic, value=encode(example))
+    producer.flush(timeout=120)
+    producer.close()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
+    env |= {
+        "EDDY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "EDDY_REDIS_URL": settings.redis_url,
+        "EDDY_TOPIC_PREFIX": settings.topic_prefix,
+        "EDDY_PARTITIONS": "1",
+        "EDDY_DATA_DIR": str(settings.data_dir),
+        "EDDY_LOG_LEVEL": "WARNING",
+    }
+    store = CheckpointStore(
+        settings.data_dir / "checkpoints" / settings.learner_model,
+        signing_key(None, settings.data_dir),
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.data_dir / "learner.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [str(Path(sys.executable).with_name("eddy")), "run", "learner"],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        first: tuple[float, int] | None = None
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            paths = sorted(store.directory.glob("checkpoint-*.sealed"))
+            learned = int(paths[-1].stem.split("-")[1]) if paths else 0
+            now = time.perf_counter()
+            if learned and first is None:
+                first = (now, learned)
+            if learned >= len(rows) and first is not None:
+                return (learned - first[1]) / (now - first[0])
+            time.sleep(0.05)
+        raise RuntimeError(f"learner did not finish; see {settings.data_dir}/learner.log")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--examples", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    rows = sea(args.examples)
+    base = Settings.from_env()
+    results: dict[str, list[float]] = {"bare": [], "core": [], "process": []}
+    for run in range(args.runs):
+        results["bare"].append(bare_loop(rows))
+        results["core"].append(learner_core(rows))
+        results["process"].append(learner_process(rows, base))
+        print(
+            f"run {run + 1}: bare {results['bare'][-1]:,.0f}/s  "
+            f"core {results['core'][-1]:,.0f}/s  process {results['process'][-1]:,.0f}/s"
+        )
+    bare = statistics.median(results["bare"])
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; {args.examples:,} SEA examples per run"
+    )
+    for name, label in (
+        ("bare", "bare River prequential loop"),
+        ("core", "eddy Learner in-process"),
+        ("process", "eddy run learner (Kafka in)"),
+    ):
+        values = results[name]
+        print(
+            f"{label:32} median {statistics.median(values):>9,.0f}/s "
+            f"(min {min(values):,.0f}, max {max(values):,.0f})  "
+            f"ratio {statistics.median(values) / bare:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

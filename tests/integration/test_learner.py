@@ -1,0 +1,241 @@
+"""The learner process on real Kafka and Redis: crash consistency and the late-label join."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.settings import Settings
+from streams.admin import ensure_topics
+from streams.clients import make_producer, make_redis
+from streams.contracts import Label, SourceOffset, TrainingExample
+from streams.learner import Learner, LearnerConfig, Position
+from streams.learner_worker import CheckpointStore, LearnerState
+from streams.serialization import signing_key
+from streams.snapshots import Snapshot, SnapshotStore
+from streams.topics import Topic, spec_for
+from streams.validation import encode
+from tests.conftest import settings_env
+
+DEADLINE_S = 120.0
+BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+
+
+@dataclass
+class LearnerDeployment:
+    settings: Settings
+    workdir: Path
+    processes: list[subprocess.Popen[bytes]]
+
+    def topic(self, topic: Topic) -> str:
+        return spec_for(topic, prefix=self.settings.topic_prefix, partitions=1).name
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with (self.workdir / f"learner-{len(self.processes)}.log").open("wb") as log:
+            process = subprocess.Popen(
+                [str(Path(sys.executable).with_name("eddy")), "run", "learner"],
+                env=settings_env(self.settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.processes.append(process)
+        return process
+
+    def checkpoints(self) -> CheckpointStore:
+        key = signing_key(None, self.settings.data_dir)
+        return CheckpointStore(
+            self.settings.data_dir / "checkpoints" / self.settings.learner_model, key
+        )
+
+    def latest(self) -> LearnerState | None:
+        return self.checkpoints().latest()
+
+    def logs(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace")[-3000:] for p in sorted(self.workdir.glob("*.log"))
+        )
+
+
+@pytest.fixture
+def learner_deployment(stack: Settings, tmp_path: Path) -> Iterator[LearnerDeployment]:
+    settings = stack.model_copy(
+        update={
+            "topic_prefix": f"eddy-learn-{uuid.uuid4().hex[:8]}.",
+            "data_dir": tmp_path / "data",
+            "partitions": 1,
+            "checkpoint_every": 150,
+            "checkpoint_interval_s": 1.0,
+            "label_wait_s": 2,
+        }
+    )
+    ensure_topics(settings)
+    deployment = LearnerDeployment(settings, tmp_path, [])
+    yield deployment
+    for process in deployment.processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def synthetic(count: int, seed: int) -> list[tuple[dict[str, Any], bool]]:
+    """A seeded linear concept on two numeric features and one categorical one."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        x = {"a": rng.uniform(-1, 1), "b": rng.uniform(-1, 1), "c": rng.choice("xyz")}
+        rows.append((x, x["a"] + 0.5 * x["b"] + (0.3 if x["c"] == "x" else 0.0) > 0))
+    return rows
+
+
+def examples(rows: list[tuple[dict[str, Any], bool]], topic: str) -> list[TrainingExample]:
+    return [
+        TrainingExample(
+            example_id=f"ex-{i}",
+            entity_id=f"u{i % 7}",
+            event_time=datetime.fromtimestamp(BASE_TIME + i, UTC),
+            label=y,
+            features=x,
+            feature_set="test",
+            source=SourceOffset(topic="events", partition=0, offset=i),
+        )
+        for i, (x, y) in enumerate(rows)
+    ]
+
+
+def send(settings: Settings, topic: str, messages: list[Any]) -> None:
+    producer = make_producer(settings)
+    try:
+        for message in messages:
+            producer.send(topic, value=encode(message))
+        producer.flush(timeout=60)
+    finally:
+        producer.close()
+
+
+def wait_for(condition: Callable[[], bool], what: str, logs: Callable[[], str]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}\n--- learner logs ---\n{logs()}")
+        time.sleep(0.3)
+
+
+def learned(deployment: LearnerDeployment) -> int:
+    state = deployment.latest()
+    return 0 if state is None else state.learner.examples
+
+
+def test_sigkill_at_random_points_ends_in_the_uninterrupted_state(
+    learner_deployment: LearnerDeployment,
+) -> None:
+    deployment = learner_deployment
+    rows = synthetic(1500, seed=3)
+    held_out = [x for x, _ in synthetic(200, seed=99)]
+    stream = examples(rows, deployment.topic(Topic.TRAINING_EXAMPLES))
+    send(deployment.settings, deployment.topic(Topic.TRAINING_EXAMPLES), stream)
+
+    rng = random.Random(5)
+    for _ in range(3):
+        process = deployment.start()
+        target = learned(deployment) + rng.randint(100, 400)
+        wait_for(
+            lambda target=target: learned(deployment) >= min(target, len(rows)),  # type: ignore[misc]
+            "a checkpoint past the kill point",
+            deployment.logs,
+        )
+        time.sleep(rng.uniform(0, 0.5))  # somewhere between checkpoints
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    deployment.start()
+    wait_for(lambda: learned(deployment) == len(rows), "all examples learned", deployment.logs)
+
+    reference = Learner(LearnerConfig(model=deployment.settings.learner_model))
+    for i, example in enumerate(stream):
+        reference.step(
+            example.features,
+            example.label,
+            Position("t", 0, i, example.event_time.timestamp()),
+        )
+    state = deployment.latest()
+    assert state is not None
+    restored = state.learner
+    assert restored.examples == reference.examples == len(rows)
+    assert [restored.model.predict_proba_one(x) for x in held_out] == [
+        reference.model.predict_proba_one(x) for x in held_out
+    ]
+    assert restored.metrics.report() == reference.metrics.report()
+
+
+def test_late_shuffled_duplicated_and_missing_labels_join_their_snapshots(
+    learner_deployment: LearnerDeployment,
+) -> None:
+    deployment = learner_deployment
+    settings = deployment.settings
+    rows = synthetic(300, seed=8)
+    store = SnapshotStore(make_redis(settings), settings.topic_prefix, 3600)
+    store.record(
+        [
+            (f"req-{i}", Snapshot(f"u{i % 5}", BASE_TIME + i, dict(x)))
+            for i, (x, _) in enumerate(rows)
+        ]
+    )
+    rng = random.Random(13)
+    labelled = [i for i in range(len(rows)) if i % 10 != 0]  # every tenth never labelled
+    labels = [
+        Label(
+            request_id=f"req-{i}",
+            label=rows[i][1],
+            event_time=datetime.fromtimestamp(BASE_TIME + i + rng.uniform(1, 600), UTC),
+        )
+        for i in labelled
+    ]
+    duplicates = rng.sample(labels, 40)
+    unknown = [
+        Label(request_id=f"ghost-{i}", label=True, event_time=datetime.now(UTC)) for i in range(7)
+    ]
+    everything = labels + duplicates + unknown
+    rng.shuffle(everything)
+    first, late = everything[: len(everything) // 2], everything[len(everything) // 2 :]
+
+    deployment.start()
+    send(settings, deployment.topic(Topic.LABELS), first)
+    time.sleep(1.0)  # the second half arrives later than the first
+    send(settings, deployment.topic(Topic.LABELS), late)
+
+    def settled() -> bool:
+        state = deployment.latest()
+        return (
+            state is not None
+            and state.labels_joined == len(labelled)
+            and state.labels_unmatched == len(unknown)
+        )
+
+    wait_for(settled, "every label joined or given up", deployment.logs)
+    state = deployment.latest()
+    assert state is not None
+    assert state.learner.examples == len(labelled), "a duplicate label was learned twice"
+    assert store.recorded() == len(rows)
+    coverage = state.labels_joined / store.recorded()
+    assert coverage == pytest.approx(0.9)
+    assert 1 <= state.label_latency_s_total / state.labels_joined <= 600
+
+
+def test_restored_checkpoints_refuse_tampering(learner_deployment: LearnerDeployment) -> None:
+    deployment = learner_deployment
+    store = deployment.checkpoints()
+    path = store.save(LearnerState(Learner(LearnerConfig(model="default"))))
+    blob = bytearray(path.read_bytes())
+    blob[-5] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    assert store.latest() is None

@@ -28,6 +28,7 @@ CLASSIFICATION_METRICS: dict[str, Any] = {
     "roc_auc": metrics.ROCAUC,
 }
 REGRESSION_METRICS: dict[str, Any] = {"mae": metrics.MAE, "rmse": metrics.RMSE}
+CUMULATIVE_ONLY = frozenset({"roc_auc"})
 
 
 class PrequentialMetrics:
@@ -41,8 +42,12 @@ class PrequentialMetrics:
         self.task = task
         kinds = CLASSIFICATION_METRICS if task == CLASSIFICATION else REGRESSION_METRICS
         self.cumulative = {name: kind() for name, kind in kinds.items()}
+        # ROC AUC keeps a confusion matrix per threshold: cumulative only, as a rolling
+        # version would cost more than the model itself.
         self.rolling: dict[str, Any] = {
-            name: utils.Rolling(kind, window_size=window) for name, kind in kinds.items()
+            name: utils.Rolling(kind, window_size=window)
+            for name, kind in kinds.items()
+            if name not in CUMULATIVE_ONLY
         }
         self.count = 0
 
@@ -52,7 +57,8 @@ class PrequentialMetrics:
             pair = self._pair(name, y, prediction, proba)
             if pair is not None:
                 self.cumulative[name].update(*pair)
-                self.rolling[name].update(*pair)
+                if name in self.rolling:
+                    self.rolling[name].update(*pair)
 
     def _pair(
         self, name: str, y: Label, prediction: Label | None, proba: dict[Label, float]
@@ -71,7 +77,8 @@ class PrequentialMetrics:
         out = {"examples": float(self.count)}
         for name, metric in self.cumulative.items():
             out[name] = round(float(metric.get()), DECIMALS)
-            out[f"rolling_{name}"] = round(float(self.rolling[name].get()), DECIMALS)
+        for name, metric in self.rolling.items():
+            out[f"rolling_{name}"] = round(float(metric.get()), DECIMALS)
         return out
 
 

@@ -13,6 +13,7 @@ a restored learner continues exactly where the original stopped.
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,7 +21,7 @@ from streams.contracts import DriftAlert, DriftEvidence, DriftKind, DriftWindow
 from streams.detectors import DEFAULT_DETECTOR, make_detector
 from streams.drift import DataDriftMonitor, DriftConfig, FeatureDrift
 from streams.evaluation import PrequentialMetrics
-from streams.models import CLASSIFICATION, Features, Label, make_model
+from streams.models import CLASSIFICATION, Features, Label, make_model, numeric
 
 PREDICTION_FEATURE = "prediction"
 RETRAIN = "retrain"
@@ -71,8 +72,8 @@ class Learner:
 
     def step(self, x: Features, y: Label, where: Position) -> Step:
         """Prequential step: predict and score ``x`` first, then learn ``(x, y)``."""
-        prediction = self.model.predict_one(x)
-        proba = self.model.predict_proba_one(x)
+        xn = numeric(x)
+        prediction, proba = self.model.predict(xn)
         self.metrics.update(y, prediction, proba)
         error = self._error(y, prediction)
         signal = self.detector.update(error)
@@ -80,7 +81,7 @@ class Learner:
         drifted_predictions = self.prediction_drift.update(
             {PREDICTION_FEATURE: _prediction_value(prediction, proba)}
         )
-        self.model.learn_one(x, y)
+        self.model.learn(xn, y)
         self.examples += 1
         self._window.append(where)
 
@@ -128,7 +129,7 @@ class Learner:
             action=RETRAIN,
             detected_at=datetime.now(UTC),
             evidence=evidence,
-            metrics={k: v for k, v in self.metrics.report().items() if v == v},
+            metrics={k: v for k, v in self.metrics.report().items() if math.isfinite(v)},
         )
 
     def window(self) -> DriftWindow:

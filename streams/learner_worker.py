@@ -245,6 +245,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 if now - first_seen > self.settings.label_wait_s:
                     del self.pending_labels[record_id]
                     self.state.labels_unmatched += 1
+                    self._since_checkpoint += 1  # a state change worth saving too
                 continue
             del self.pending_labels[record_id]
             if not self.state.remember(record_id, self.settings.learner_dedup_ids):

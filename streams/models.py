@@ -90,17 +90,28 @@ class OnlineModel:
         self.estimator = estimator
 
     def predict_one(self, x: Features) -> Label | None:
-        prediction: Label | None = self.estimator.predict_one(numeric(x))
-        return prediction
+        return self.predict(numeric(x))[0]
 
     def predict_proba_one(self, x: Features) -> dict[Label, float]:
-        if self.task != CLASSIFICATION:
-            return {}
-        proba: dict[Label, float] = self.estimator.predict_proba_one(numeric(x))
-        return proba
+        return self.predict(numeric(x))[1]
 
     def learn_one(self, x: Features, y: Label) -> None:
-        self.estimator.learn_one(numeric(x), y)
+        self.learn(numeric(x), y)
+
+    def predict(self, xn: dict[str, float]) -> tuple[Label | None, dict[Label, float]]:
+        """Prediction and class probabilities from an already :func:`numeric` vector.
+
+        Classifiers predict the most probable class, so one pass gives both.
+        """
+        if self.task != CLASSIFICATION:
+            return self.estimator.predict_one(xn), {}
+        proba: dict[Label, float] = self.estimator.predict_proba_one(xn)
+        if not proba:
+            return None, proba
+        return max(proba, key=proba.__getitem__), proba
+
+    def learn(self, xn: dict[str, float], y: Label) -> None:
+        self.estimator.learn_one(xn, y)
 
 
 def make_model(kind: str, seed: int = 42) -> OnlineModel:

@@ -392,7 +392,7 @@ def test_pickle_round_trip_gives_identical_future_signals(name: str, cut: str) -
     stream = _golden_stream(name)
     original = make_detector(name)
     signals(original, stream[:split])
-    restored = pickle.loads(pickle.dumps(original))  # noqa: S301 - our own bytes
+    restored = pickle.loads(pickle.dumps(original))
     assert restored.name == original.name
     expected = signals(original, stream[split:])
     assert signals(restored, stream[split:]) == expected

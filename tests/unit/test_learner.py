@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import pickle
+import random
+
+from river import datasets
+
+from streams.contracts import DriftKind
+from streams.learner import Learner, LearnerConfig, Position
+
+
+def _sea(variant: int, count: int, seed: int) -> list[tuple[dict[str, float], bool]]:
+    stream = datasets.synth.SEA(variant=variant, seed=seed)
+    return [({k: float(v) for k, v in x.items()}, bool(y)) for x, y in stream.take(count)]
+
+
+def _run(learner: Learner, rows: list[tuple[dict[str, float], bool]], start: int = 0) -> list:
+    return [
+        learner.step(x, y, Position("t", 0, start + i, 1_700_000_000.0 + start + i))
+        for i, (x, y) in enumerate(rows)
+    ]
+
+
+def test_a_pickled_learner_continues_exactly_like_the_original() -> None:
+    rows = _sea(0, 3000, seed=1)
+    original = Learner(LearnerConfig(model="m"))
+    _run(original, rows[:1500])
+    copy = pickle.loads(pickle.dumps(original))
+    after_original = _run(original, rows[1500:], 1500)
+    after_copy = _run(copy, rows[1500:], 1500)
+    assert [s.prediction for s in after_original] == [s.prediction for s in after_copy]
+    assert original.metrics.report() == copy.metrics.report()
+    assert [[a.alert_id for a in s.alerts] for s in after_original] == [
+        [a.alert_id for a in s.alerts] for s in after_copy
+    ]
+
+
+def test_a_concept_change_raises_one_explained_concept_alert() -> None:
+    rows = _sea(0, 4000, seed=3) + [(x, not y) for x, y in _sea(0, 3000, seed=4)]
+    learner = Learner(LearnerConfig(model="m", kind="hoeffding_adaptive_tree"))
+    steps = _run(learner, rows)
+    concept = [(i, a) for i, s in enumerate(steps) for a in s.alerts if a.kind is DriftKind.CONCEPT]
+    assert concept, "the label flip at 4000 was not detected"
+    first_after = [i for i, _ in concept if i >= 4000]
+    assert first_after
+    assert first_after[0] < 4000 + 500
+    alert = next(a for i, a in concept if i >= 4000)
+    assert alert.action == "retrain"
+    assert alert.model_version == "m@online"
+    assert alert.window.offsets
+    assert alert.metrics["examples"] > 4000
+
+
+def test_a_shifted_feature_is_named_in_a_data_alert() -> None:
+    rng = random.Random(9)
+    rows = [({"a": rng.gauss(0, 1), "b": rng.gauss(0, 1)}, rng.random() < 0.5) for _ in range(6000)]
+    rows += [
+        ({"a": rng.gauss(0, 1), "b": rng.gauss(3, 1)}, rng.random() < 0.5) for _ in range(2000)
+    ]
+    steps = _run(Learner(LearnerConfig(model="m")), rows)
+    data = [a for s in steps for a in s.alerts if a.kind is DriftKind.DATA]
+    assert [a.feature for a in data] == ["b"]
+    assert data[0].evidence[0].statistic > data[0].evidence[0].threshold

@@ -74,7 +74,7 @@ def learner_deployment(stack: Settings, tmp_path: Path) -> Iterator[LearnerDeplo
             "topic_prefix": f"eddy-learn-{uuid.uuid4().hex[:8]}.",
             "data_dir": tmp_path / "data",
             "partitions": 1,
-            "checkpoint_every": 150,
+            "checkpoint_every": 500,
             "checkpoint_interval_s": 1.0,
             "label_wait_s": 2,
         }
@@ -140,25 +140,27 @@ def test_sigkill_at_random_points_ends_in_the_uninterrupted_state(
     learner_deployment: LearnerDeployment,
 ) -> None:
     deployment = learner_deployment
-    rows = synthetic(1500, seed=3)
+    rows = synthetic(30_000, seed=3)
     held_out = [x for x, _ in synthetic(200, seed=99)]
     stream = examples(rows, deployment.topic(Topic.TRAINING_EXAMPLES))
     send(deployment.settings, deployment.topic(Topic.TRAINING_EXAMPLES), stream)
 
     rng = random.Random(5)
-    for _ in range(3):
+    killed_at = []
+    for target in (rng.randint(2_000, 6_000), rng.randint(10_000, 14_000), 20_000):
         process = deployment.start()
-        target = learned(deployment) + rng.randint(100, 400)
         wait_for(
-            lambda target=target: learned(deployment) >= min(target, len(rows)),  # type: ignore[misc]
+            lambda target=target: learned(deployment) >= target,  # type: ignore[misc]
             "a checkpoint past the kill point",
             deployment.logs,
         )
-        time.sleep(rng.uniform(0, 0.5))  # somewhere between checkpoints
+        time.sleep(rng.uniform(0, 0.2))  # somewhere between checkpoints
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
+        killed_at.append(learned(deployment))
     deployment.start()
     wait_for(lambda: learned(deployment) == len(rows), "all examples learned", deployment.logs)
+    assert min(killed_at) < len(rows), f"no kill landed mid-stream: {killed_at}"
 
     reference = Learner(LearnerConfig(model=deployment.settings.learner_model))
     for i, example in enumerate(stream):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -28,16 +29,18 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from river import datasets, linear_model, metrics, preprocessing
+from river import datasets, drift, linear_model, metrics, preprocessing
 
 from services.settings import Settings
 from streams.admin import ensure_topics
 from streams.clients import make_producer
 from streams.contracts import SourceOffset, TrainingExample
+from streams.detectors import make_detector
 from streams.learner import Learner, LearnerConfig, Position
 from streams.learner_worker import CheckpointStore
 from streams.serialization import signing_key
@@ -50,7 +53,7 @@ BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 
 def sea(count: int, seed: int = 7) -> list[tuple[dict[str, float], bool]]:
     stream = datasets.synth.SEA(variant=0, seed=seed)
-    return [({k: float(v) for k, v in x.items()}, bool(y)) for x, y in stream.take(count)]
+    return [({f"x{k}": float(v) for k, v in x.items()}, bool(y)) for x, y in stream.take(count)]
 
 
 def bare_loop(rows: list[tuple[dict[str, float], bool]]) -> float:
@@ -136,6 +139,59 @@ def learner_process(rows: list[tuple[dict[str, float], bool]], base: Settings) -
         worker.wait(timeout=30)
 
 
+CHANGE_AT = 5_000
+STREAM_LENGTH = 10_000
+
+
+def error_stream(seed: int = 1) -> list[float]:
+    """0/1 errors: rate 0.1 until CHANGE_AT, 0.5 after (a model that stopped fitting)."""
+    rng = random.Random(seed)
+    return [
+        1.0 if rng.random() < (0.1 if i < CHANGE_AT else 0.5) else 0.0 for i in range(STREAM_LENGTH)
+    ]
+
+
+def bare_river_detectors() -> dict[str, Any]:
+    return {
+        "adwin": drift.ADWIN(),
+        "page_hinkley": drift.PageHinkley(),
+        "ddm": drift.binary.DDM(),
+        "eddm": drift.binary.EDDM(),
+        "hddm_a": drift.binary.HDDMA(),
+        "hddm_w": drift.binary.HDDMW(),
+        "kswin": drift.KSWIN(seed=42),
+    }
+
+
+def detection_table() -> None:
+    """Delay to the first alarm after the change, and false alarms before it."""
+    errors = error_stream()
+    print(f"\ndetectors on 0/1 errors, rate 0.1 -> 0.5 at {CHANGE_AT:,} ({STREAM_LENGTH:,} items)")
+    columns = ("eddy delay", "eddy false", "river delay", "river false")
+    print(f"{'detector':14} " + " ".join(f"{c:>12}" for c in columns))
+    for name, bare in bare_river_detectors().items():
+        adapted = make_detector(name)
+        eddy_alarms = [i for i, e in enumerate(errors) if adapted.update(e).drifted]
+        river_alarms = []
+        for i, e in enumerate(errors):
+            bare.update(e)
+            if bare.drift_detected:
+                river_alarms.append(i)
+        print(
+            f"{name:14} {_delay(eddy_alarms):>11} {_false(eddy_alarms):>11} "
+            f"{_delay(river_alarms):>12} {_false(river_alarms):>12}"
+        )
+
+
+def _delay(alarms: list[int]) -> str:
+    after = [i for i in alarms if i >= CHANGE_AT]
+    return str(after[0] - CHANGE_AT) if after else "missed"
+
+
+def _false(alarms: list[int]) -> str:
+    return str(sum(1 for i in alarms if i < CHANGE_AT))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--examples", type=int, default=20_000)
@@ -168,6 +224,7 @@ def main() -> None:
             f"(min {min(values):,.0f}, max {max(values):,.0f})  "
             f"ratio {statistics.median(values) / bare:.2f}"
         )
+    detection_table()
 
 
 if __name__ == "__main__":

@@ -44,6 +44,10 @@ from streams.validation import InvalidMessage, decode, encode
 log = logging.getLogger(__name__)
 
 POLL_MS = 500
+# The learner reads two topics; while one has records buffered client-side, a fetch
+# asks only for the other, and an idle ``labels`` topic would hold each such fetch for
+# the broker's default 500 ms. A short wait keeps a busy examples topic flowing.
+FETCH_MAX_WAIT_MS = 20
 CHECKPOINTS_KEPT = 5
 SEND_TIMEOUT_S = 60.0
 
@@ -143,6 +147,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             group_id=f"{prefix}learner-{config.model}",
             partition_assignment_strategy=[AllToOneAssignor],
             max_poll_records=settings.feature_batch_size,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self.state = self._restore()
         self.pending_labels: dict[str, tuple[Label, Position, float]] = {}
@@ -153,8 +158,10 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     # --- consumer-group callbacks -------------------------------------------------
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Runs on the client's IO thread, where a blocking commit is not allowed: the
+        # checkpoint file is what matters, the commit follows with the next checkpoint.
         if revoked:
-            self.checkpoint()
+            self.checkpoint(commit=False)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.state = self._restore()
@@ -285,7 +292,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s
         )
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, *, commit: bool = True) -> None:
         path = self.checkpoints.save(self.state)
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
@@ -293,7 +300,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             TopicPartition(topic, partition): offset
             for (topic, partition), offset in self.state.offsets.items()
         }
-        if offsets:
+        if offsets and commit:
             try:
                 self.consumer.commit(offsets={tp: _offset_meta(o) for tp, o in offsets.items()})
             except Exception as exc:  # lag reporting only; the checkpoint is the truth

@@ -116,3 +116,37 @@ def test_an_unknown_setting_stops_the_command_with_its_name(stack: Settings) -> 
     )
     assert result.returncode == 2
     assert "EDDY_PARTITONS" in result.stderr
+
+
+def test_alerts_watch_explains_each_alert(topics: Settings) -> None:
+    alert = {
+        "alert_id": "m:data:900",
+        "model": "m",
+        "kind": "data",
+        "detector": "data_drift",
+        "feature": "amount",
+        "statistic": 0.9,
+        "threshold": 0.25,
+        "evidence": [{"feature": "amount", "test": "psi", "statistic": 0.9, "threshold": 0.25}],
+        "model_version": "m@online",
+        "action": "retrain",
+    }
+    sent = eddy(topics, "produce", "drift-alerts", stdin=orjson.dumps(alert) + b"\n")
+    assert sent.returncode == 0, sent.stderr
+    watcher = subprocess.Popen(
+        [EDDY, "alerts", "watch", "--from-beginning"],
+        env=settings_env(topics),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert watcher.stdout is not None
+        headline = watcher.stdout.readline().decode()
+        evidence = watcher.stdout.readline().decode()
+    finally:
+        watcher.kill()
+        watcher.wait(timeout=30)
+        if watcher.stdout is not None:
+            watcher.stdout.close()
+    assert "DATA drift on m (m@online) -> retrain  [m:data:900]" in headline
+    assert "psi=0.9000 > 0.2500  (3.6x)" in evidence

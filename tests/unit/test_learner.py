@@ -61,3 +61,22 @@ def test_a_shifted_feature_is_named_in_a_data_alert() -> None:
     data = [a for s in steps for a in s.alerts if a.kind is DriftKind.DATA]
     assert [a.feature for a in data] == ["b"]
     assert data[0].evidence[0].statistic > data[0].evidence[0].threshold
+
+
+def test_multiclass_and_regression_models_learn_prequentially() -> None:
+    rng = random.Random(2)
+    three_classes = []
+    for _ in range(3000):
+        x = {"a": rng.uniform(0, 3), "noise": rng.random()}
+        three_classes.append((x, ["low", "mid", "high"][min(int(x["a"]), 2)]))
+    # Chance is 1/3; the linear softmax learns three ordered bands more slowly than trees.
+    floors = {"hoeffding_adaptive_tree": 0.8, "adaptive_random_forest": 0.8, "softmax": 0.6}
+    for kind, floor in floors.items():
+        learner = Learner(LearnerConfig(model="m", kind=kind))
+        _run(learner, three_classes)
+        assert learner.metrics.report()["rolling_accuracy"] > floor, kind
+
+    linear = [({"a": (a := rng.uniform(-1, 1))}, 3 * a + 1) for _ in range(3000)]
+    regression = Learner(LearnerConfig(model="r", kind="linear_regression", detector="adwin"))
+    _run(regression, linear)
+    assert regression.metrics.report()["rolling_mae"] < 0.1

@@ -13,7 +13,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -62,6 +62,10 @@ dlq_app = typer.Typer(help="Inspect and replay dead letters.", no_args_is_help=T
 app.add_typer(dlq_app, name="dlq")
 alerts_app = typer.Typer(help="Drift alerts.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
+models_app = typer.Typer(
+    help="The model registry: versions, aliases, lineage.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
 
 
 def _settings() -> Settings:
@@ -149,6 +153,150 @@ def run_learner() -> None:
         model=settings.learner_model, kind=settings.learner_kind, detector=settings.learner_detector
     )
     LearnerWorker(settings, config).run()
+
+
+@run_app.command("retrainer")
+def run_retrainer() -> None:
+    """Retrain on drift alerts (one retrain per burst), register, promote when better."""
+    import signal
+
+    from services.model_updates import open_registry
+    from services.retrainer import AlertListener, Retrainer
+
+    settings = _settings()
+    listener = AlertListener(settings, Retrainer(settings, open_registry(settings)))
+    signal.signal(signal.SIGTERM, listener.stop)
+    signal.signal(signal.SIGINT, listener.stop)
+    listener.run()
+
+
+@app.command()
+def retrain(
+    model: Annotated[str, typer.Argument(help="Model name.")] = "default",
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the audit log.")] = "",
+) -> None:
+    """Retrain MODEL now on the recent window (an operator's trigger)."""
+    from services.model_updates import open_registry
+    from services.registry import trainer_identity
+    from services.retrainer import Retrainer
+
+    settings = _settings()
+    trigger = {"type": "operator", "id": trainer_identity("eddy retrain"), "reason": reason}
+    outcome = Retrainer(settings, open_registry(settings)).retrain(model, trigger)
+    typer.echo(
+        f"{model}@{outcome.version}: {outcome.decision.action} ({outcome.decision.reason}) "
+        f"in {outcome.seconds:.1f}s"
+    )
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every model with its versions and aliases."""
+    from services.model_updates import open_registry
+
+    registry = open_registry(_settings(), announce=False)
+    for model in registry.models():
+        aliases = registry.aliases(model)
+        for version in registry.versions(model):
+            tags = ",".join(a for a, v in sorted(aliases.items()) if v == version.version)
+            typer.echo(
+                f"{version.name:24} {version.flavor:8} {tags or '-':20} "
+                f"{_metrics_text(version.metrics)}"
+            )
+
+
+@models_app.command("show")
+def models_show(
+    model: Annotated[str, typer.Argument()],
+    version: Annotated[int | None, typer.Argument(help="Default: the champion.")] = None,
+) -> None:
+    """One version: metrics and full lineage."""
+    from services.model_updates import open_registry
+    from services.registry import CHAMPION
+
+    registry = open_registry(_settings(), announce=False)
+    record = registry.get(model, version) if version else registry.alias(model, CHAMPION)
+    if record is None:
+        typer.secho(f"error: {model} has no champion", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(orjson.dumps(_version_dict(record), option=orjson.OPT_INDENT_2).decode())
+
+
+@models_app.command("promote")
+def models_promote(
+    model: Annotated[str, typer.Argument()],
+    version: Annotated[int, typer.Argument()],
+    reason: Annotated[str, typer.Option("--reason")] = "operator decision",
+) -> None:
+    """Make VERSION the champion (announced on model-updates, audited)."""
+    from services.model_updates import open_registry
+    from services.registry import trainer_identity
+
+    open_registry(_settings()).promote(
+        model, version, trainer_identity("eddy models promote"), reason
+    )
+    typer.echo(f"{model}@{version} is champion")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    model: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option("--reason")] = "operator rollback",
+) -> None:
+    """Restore the previous champion (announced, audited)."""
+    from services.model_updates import open_registry
+    from services.registry import trainer_identity
+
+    restored = open_registry(_settings()).rollback(
+        model, trainer_identity("eddy models rollback"), reason
+    )
+    typer.echo(f"{model}@{restored} is champion again")
+
+
+@models_app.command("history")
+def models_history(model: Annotated[str, typer.Argument()]) -> None:
+    """What served when: every alias change, who made it and why."""
+    from services.model_updates import open_registry
+
+    for d in open_registry(_settings(), announce=False).history(model):
+        when = datetime.fromtimestamp(d.at, UTC).isoformat(timespec="seconds")
+        typer.echo(f"{when}  {d.alias:10} {d.previous} -> {d.version}  by {d.actor}: {d.reason}")
+
+
+@models_app.command("diff")
+def models_diff(
+    model: Annotated[str, typer.Argument()],
+    a: Annotated[int, typer.Argument()],
+    b: Annotated[int, typer.Argument()],
+) -> None:
+    """Two versions side by side: metrics, parameters, data they learned from."""
+    from services.model_updates import open_registry
+
+    registry = open_registry(_settings(), announce=False)
+    left, right = _version_dict(registry.get(model, a)), _version_dict(registry.get(model, b))
+    for key in sorted(set(_flatten(left)) | set(_flatten(right))):
+        lv, rv = _flatten(left).get(key), _flatten(right).get(key)
+        if lv != rv:
+            typer.echo(f"{key:40} {lv!s:30} {rv!s}")
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+
+
+def _version_dict(record: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {"name": record.name, **asdict(record)}
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for k, v in value.items():
+            flat |= _flatten(v, f"{prefix}{k}.")
+        return flat
+    return {prefix.rstrip("."): value}
 
 
 @alerts_app.command("watch")

@@ -123,6 +123,25 @@ class Settings(BaseModel):
     checkpoint_interval_s: float = Field(
         10.0, gt=0, description="... or after this many seconds with unsaved learning."
     )
+    retrain_window: int = Field(10_000, ge=10, description="Recent examples a retrain uses.")
+    retrain_holdout: float = Field(
+        0.2, gt=0, lt=1, description="Most recent share held out to compare with the champion."
+    )
+    retrain_min_holdout: int = Field(
+        200, ge=1, description="Fewest held-out examples a promotion decision needs."
+    )
+    retrain_estimator: str = Field(
+        "hist_gradient_boosting", description="hist_gradient_boosting or logistic_regression."
+    )
+    retrain_metric: str = Field(
+        "log_loss", description="Metric that decides promotion (log_loss, accuracy, roc_auc, mae)."
+    )
+    retrain_margin: float = Field(
+        0.01, ge=0, description="Relative improvement over the champion needed to promote."
+    )
+    retrain_debounce_s: float = Field(
+        5.0, ge=0, description="Alerts within this time of the first make one retrain."
+    )
     max_event_time_skew_s: int = Field(
         300, ge=0, description="How far in the future an event_time may be (clock skew)."
     )

@@ -4,9 +4,10 @@ Unpickling runs code, so a pickle is only ever loaded after its SHA-256 and its 
 (under the deployment's signing key) have been checked; a tampered, unsigned or wrongly
 signed artifact raises :class:`IntegrityError` before a single byte is deserialised.
 
-A sealed artifact is one JSON header line and the pickle::
+A sealed artifact is one JSON header line and the payload (a pickle for River objects,
+skops bytes for scikit-learn models)::
 
-    {"format": "eddy-sealed-v1", "sha256": "...", "hmac": "..."}\\n<pickle bytes>
+    {"format": "eddy-sealed-v1", "codec": "pickle", "sha256": "...", "hmac": "..."}\\n<bytes>
 
 >>> blob = seal({"weights": [1, 2]}, key=b"k")
 >>> unseal(blob, key=b"k")
@@ -31,6 +32,8 @@ from typing import Any
 import orjson
 
 FORMAT = "eddy-sealed-v1"
+PICKLE = "pickle"
+SKOPS = "skops"
 KEY_BYTES = 32
 
 
@@ -39,9 +42,15 @@ class IntegrityError(ValueError):
 
 
 def seal(obj: Any, key: bytes) -> bytes:
-    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    """``obj`` pickled and signed (River models, learner checkpoints)."""
+    return sign(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), key, PICKLE)
+
+
+def sign(payload: bytes, key: bytes, codec: str) -> bytes:
+    """``payload`` (already serialised with ``codec``) behind a signed header."""
     header = {
         "format": FORMAT,
+        "codec": codec,
         "sha256": hashlib.sha256(payload).hexdigest(),
         "hmac": hmac.new(key, payload, hashlib.sha256).hexdigest(),
     }
@@ -66,7 +75,9 @@ def verify(blob: bytes, key: bytes) -> tuple[dict[str, str], bytes]:
 
 
 def unseal(blob: bytes, key: bytes) -> Any:
-    _, payload = verify(blob, key)
+    header, payload = verify(blob, key)
+    if header.get("codec", PICKLE) != PICKLE:
+        raise IntegrityError(f"expected a pickle artifact, got {header.get('codec')!r}")
     return pickle.loads(payload)  # noqa: S301 (verified above)
 
 

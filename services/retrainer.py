@@ -1,0 +1,324 @@
+"""The retrainer: drift alert (or schedule, or operator) → a validated, registered model.
+
+One retrain:
+
+1. read the most recent ``EDDY_RETRAIN_WINDOW`` training examples from Kafka (the same
+   point-in-time features the online learner saw, so training and serving share one
+   feature code path), drop duplicate ids, order by event time;
+2. hold out the most recent ``EDDY_RETRAIN_HOLDOUT`` fraction;
+3. fit a scikit-learn pipeline (``DictVectorizer`` over Eddy's numeric encoding, then
+   histogram gradient boosting by default) on the rest;
+4. score it and the current champion on the same held-out slice;
+5. register it with lineage (offset ranges, feature-set hash, parameters, library and
+   code versions, trigger, trainer, window) and let :func:`offline_decision` decide:
+   promote, challenger, or keep; the decision and its evidence go to the audit log.
+
+``eddy run retrainer`` listens to ``drift-alerts`` and retrains once per alert burst
+(alerts for a model within ``EDDY_RETRAIN_DEBOUNCE_S`` of the first one are folded in).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+from kafka import TopicPartition
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.feature_extraction import DictVectorizer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, roc_auc_score
+from sklearn.pipeline import Pipeline
+
+from services.promotion import Decision, OfflineGate, offline_decision
+from services.registry import CHALLENGER, CHAMPION, SKLEARN, Lineage, Registry
+from services.settings import PROJECT_ROOT, Settings
+from streams.clients import make_consumer
+from streams.contracts import DriftAlert, TrainingExample
+from streams.models import numeric
+from streams.topics import Topic, spec_for
+from streams.validation import InvalidMessage, decode
+
+log = logging.getLogger(__name__)
+
+ESTIMATORS = ("hist_gradient_boosting", "logistic_regression")
+POLL_MS = 500
+LIBRARIES = ("scikit-learn", "river", "numpy", "skops")
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    examples: list[TrainingExample]
+
+    @property
+    def offsets(self) -> dict[str, list[int]]:
+        """First and last source offset per source partition: the lineage of the data."""
+        ranges: dict[str, list[int]] = {}
+        for e in self.examples:
+            key = f"{e.source.topic}[{e.source.partition}]"
+            first, last = ranges.get(key, [e.source.offset, e.source.offset])
+            ranges[key] = [min(first, e.source.offset), max(last, e.source.offset)]
+        return ranges
+
+    def split(self, holdout: float) -> tuple[list[TrainingExample], list[TrainingExample]]:
+        cut = len(self.examples) - max(1, int(len(self.examples) * holdout))
+        return self.examples[:cut], self.examples[cut:]
+
+
+def training_set(examples: Sequence[TrainingExample]) -> TrainingSet:
+    """De-duplicated by example id (first copy wins) and ordered by event time."""
+    unique: dict[str, TrainingExample] = {}
+    for example in examples:
+        unique.setdefault(example.example_id, example)
+    return TrainingSet(sorted(unique.values(), key=lambda e: (e.event_time, e.example_id)))
+
+
+def is_classification(labels: Sequence[Any]) -> bool:
+    return all(isinstance(y, bool | str) or float(y).is_integer() for y in labels)
+
+
+def make_estimator(name: str, classification: bool, seed: int) -> Pipeline:
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {name!r}; known: {', '.join(ESTIMATORS)}")
+    if name == "hist_gradient_boosting":
+        model: Any = (
+            HistGradientBoostingClassifier(random_state=seed)
+            if classification
+            else HistGradientBoostingRegressor(random_state=seed)
+        )
+    else:
+        model = LogisticRegression(max_iter=1000) if classification else Ridge()
+    return Pipeline([("encode", DictVectorizer(sparse=False)), ("model", model)])
+
+
+def evaluate(model: Any, flavor: str, examples: Sequence[TrainingExample]) -> dict[str, float]:
+    """Held-out metrics of a scikit-learn pipeline or a River online model."""
+    xs = [numeric(e.features) for e in examples]
+    ys = [e.label for e in examples]
+    if not is_classification(ys):
+        predictions = (
+            model.predict(xs) if flavor == SKLEARN else [model.predict(x)[0] or 0.0 for x in xs]
+        )
+        return {"mae": float(mean_absolute_error(ys, predictions))}
+    if flavor == SKLEARN:
+        classes = list(model.classes_)
+        probabilities = np.asarray(model.predict_proba(xs))
+    else:
+        classes = sorted({*ys, *(c for x in xs for c in model.predict(x)[1])}, key=str)
+        probabilities = np.asarray([[model.predict(x)[1].get(c, 0.0) for c in classes] for x in xs])
+    probabilities = np.clip(probabilities, 1e-15, 1.0)
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    predicted = [classes[i] for i in probabilities.argmax(axis=1)]
+    metrics = {
+        "accuracy": float(accuracy_score([str(y) for y in ys], [str(p) for p in predicted])),
+        "log_loss": float(
+            log_loss([str(y) for y in ys], probabilities, labels=[str(c) for c in classes])
+        ),
+    }
+    if len(classes) == 2 and len(set(map(str, ys))) == 2:
+        positive = [str(y) == str(classes[1]) for y in ys]
+        metrics["roc_auc"] = float(roc_auc_score(positive, probabilities[:, 1]))
+    return metrics
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(  # noqa: S603
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+@dataclass(frozen=True)
+class Outcome:
+    version: int
+    decision: Decision
+    seconds: float
+
+
+class Retrainer:
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.examples_topic = spec_for(
+            Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=settings.partitions
+        ).name
+        self.gate = OfflineGate(
+            metric=settings.retrain_metric,
+            higher_is_better=settings.retrain_metric in ("accuracy", "roc_auc"),
+            margin=settings.retrain_margin,
+            min_holdout=settings.retrain_min_holdout,
+        )
+
+    def recent_examples(self, count: int) -> list[TrainingExample]:
+        """The last ``count`` examples across partitions (per partition: its share)."""
+        consumer = make_consumer(self.settings, group_id=None)
+        try:
+            partitions = [
+                TopicPartition(self.examples_topic, p)
+                for p in sorted(consumer.partitions_for_topic(self.examples_topic) or [])
+            ]
+            consumer.assign(partitions)
+            ends = consumer.end_offsets(partitions)
+            starts = consumer.beginning_offsets(partitions)
+            share = max(1, count // max(1, len(partitions)))
+            for tp in partitions:
+                consumer.seek(tp, max(starts[tp], ends[tp] - share))
+            found: list[TrainingExample] = []
+            while any(consumer.position(tp) < ends[tp] for tp in partitions):
+                for records in consumer.poll(timeout_ms=POLL_MS).values():
+                    for record in records:
+                        if record.offset < ends[TopicPartition(record.topic, record.partition)]:
+                            try:
+                                found.append(decode(TrainingExample, record.value))
+                            except InvalidMessage as exc:
+                                log.warning("skipping bad example", extra={"error": str(exc)})
+            return found
+        finally:
+            consumer.close()
+
+    def retrain(self, model: str, trigger: dict[str, str]) -> Outcome:
+        started = time.monotonic()
+        data = training_set(self.recent_examples(self.settings.retrain_window))
+        if len(data.examples) < 2 * self.settings.retrain_min_holdout:
+            raise ValueError(
+                f"only {len(data.examples)} examples in the window; need at least "
+                f"{2 * self.settings.retrain_min_holdout}"
+            )
+        train, holdout = data.split(self.settings.retrain_holdout)
+        labels = [e.label for e in train]
+        classification = is_classification(labels)
+        estimator = make_estimator(self.settings.retrain_estimator, classification, seed=42)
+        estimator.fit([numeric(e.features) for e in train], labels)
+        candidate_metrics = evaluate(estimator, SKLEARN, holdout)
+        champion = self.registry.alias(model, CHAMPION)
+        champion_metrics = (
+            evaluate(self.registry.load(model, champion.version), champion.flavor, holdout)
+            if champion is not None
+            else None
+        )
+        trainer = f"retrainer ({self.settings.client_id})"
+        lineage = Lineage(
+            trained_on={k: v for k, v in data.offsets.items()},
+            feature_set=",".join(sorted({e.feature_set for e in data.examples})),
+            params={"estimator": self.settings.retrain_estimator, **_params(estimator)},
+            libraries=library_versions(),
+            code_version=code_version(),
+            trigger=trigger,
+            trainer=trainer,
+            window={
+                "examples": len(data.examples),
+                "train": len(train),
+                "holdout": len(holdout),
+                "from": data.examples[0].event_time.isoformat(),
+                "to": data.examples[-1].event_time.isoformat(),
+            },
+        )
+        version = self.registry.register(model, SKLEARN, estimator, candidate_metrics, lineage)
+        decision = offline_decision(candidate_metrics, champion_metrics, len(holdout), self.gate)
+        self.registry.record_decision(
+            model,
+            version.version,
+            trainer,
+            {
+                "action": decision.action,
+                "reason": decision.reason,
+                "evidence": decision.evidence,
+                "champion": champion.version if champion else None,
+                "trigger": trigger,
+            },
+        )
+        if decision.action == "promote":
+            self.registry.promote(model, version.version, trainer, decision.reason)
+        elif decision.action == "challenger":
+            self.registry.set_alias(model, CHALLENGER, version.version, trainer, decision.reason)
+        outcome = Outcome(version.version, decision, time.monotonic() - started)
+        log.info(
+            "retrained",
+            extra={
+                "model_version": version.name,
+                "action": decision.action,
+                "reason": decision.reason,
+                "seconds": round(outcome.seconds, 3),
+                "trigger": trigger,
+            },
+        )
+        return outcome
+
+
+def _params(estimator: Pipeline) -> dict[str, Any]:
+    params = estimator.named_steps["model"].get_params()
+    return {k: v for k, v in params.items() if isinstance(v, int | float | str | bool | None)}
+
+
+class AlertListener:
+    """``eddy run retrainer``: one retrain per burst of drift alerts for a model."""
+
+    def __init__(self, settings: Settings, retrainer: Retrainer) -> None:
+        self.settings = settings
+        self.retrainer = retrainer
+        self.topic = spec_for(
+            Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=settings.partitions
+        ).name
+        self.consumer = make_consumer(
+            settings, self.topic, group_id=f"{settings.topic_prefix}retrainer"
+        )
+        self._stopping = False
+
+    def stop(self, *_: Any) -> None:
+        self._stopping = True
+
+    def run(self) -> None:
+        bursts: dict[str, tuple[float, list[str]]] = {}  # model -> (first seen, alert ids)
+        try:
+            while not self._stopping:
+                for records in self.consumer.poll(timeout_ms=POLL_MS).values():
+                    for record in records:
+                        self._collect(record.value, bursts)
+                now = time.monotonic()
+                for model, (first, alert_ids) in list(bursts.items()):
+                    if now - first >= self.settings.retrain_debounce_s:
+                        del bursts[model]
+                        self._retrain(model, alert_ids)
+                if not bursts:
+                    self.consumer.commit()
+        finally:
+            self.consumer.close(autocommit=False)
+
+    def _collect(self, raw: bytes, bursts: dict[str, tuple[float, list[str]]]) -> None:
+        try:
+            alert = decode(DriftAlert, raw)
+        except InvalidMessage as exc:
+            log.warning("skipping bad drift alert", extra={"error": str(exc)})
+            return
+        if alert.action != "retrain":
+            return
+        first, ids = bursts.get(alert.model, (time.monotonic(), []))
+        bursts[alert.model] = (first, [*ids, alert.alert_id])
+
+    def _retrain(self, model: str, alert_ids: list[str]) -> None:
+        trigger = {"type": "alert", "id": alert_ids[0], "burst": ",".join(alert_ids)}
+        try:
+            self.retrainer.retrain(model, trigger)
+        except ValueError as exc:  # not enough data yet: the next alert will try again
+            log.warning("retrain skipped", extra={"model": model, "reason": str(exc)})

@@ -1,0 +1,221 @@
+"""Drift alert → retrained, validated, registered and promoted model, on real Kafka.
+
+Also: a worse candidate is not promoted, rollback restores the previous champion and is
+audited, every alias change is announced on ``model-updates``, and tampered artifacts
+are refused while the champion stays as it was.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from services.model_updates import open_registry
+from services.registry import CHALLENGER, CHAMPION, Registry
+from services.retrainer import Retrainer
+from services.settings import Settings
+from streams.admin import ensure_topics
+from streams.clients import make_producer
+from streams.console import read_topic
+from streams.contracts import DriftAlert, DriftKind, SourceOffset, TrainingExample
+from streams.serialization import IntegrityError
+from streams.topics import Topic, spec_for
+from streams.validation import encode
+from tests.conftest import settings_env
+
+DEADLINE_S = 90.0
+BASE = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+MODEL = "fraud"
+
+
+@pytest.fixture
+def deployment(stack: Settings, tmp_path: Path) -> Settings:
+    settings = stack.model_copy(
+        update={
+            "topic_prefix": f"eddy-rt-{uuid.uuid4().hex[:8]}.",
+            "data_dir": tmp_path / "data",
+            "retrain_window": 4000,
+            "retrain_debounce_s": 1.0,
+            "retrain_estimator": "logistic_regression",
+        }
+    )
+    ensure_topics(settings)
+    return settings
+
+
+def concept(count: int, seed: int, flipped: bool) -> list[tuple[dict[str, float], bool]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        x = {"a": rng.uniform(-1, 1), "b": rng.uniform(-1, 1)}
+        y = (x["a"] + 0.5 * x["b"] > 0) != flipped
+        rows.append((x, y))
+    return rows
+
+
+def publish_examples(
+    settings: Settings, rows: list[tuple[dict[str, float], bool]], start: int
+) -> None:
+    topic = spec_for(Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=3).name
+    producer = make_producer(settings, linger_ms=10)
+    try:
+        for i, (x, y) in enumerate(rows, start=start):
+            example = TrainingExample(
+                example_id=f"ex-{i}",
+                entity_id=f"u{i % 11}",
+                event_time=datetime.fromtimestamp(BASE + i, UTC),
+                label=y,
+                features=x,
+                feature_set="fs-test",
+                source=SourceOffset(topic="events", partition=i % 3, offset=i),
+            )
+            producer.send(topic, key=example.entity_id.encode(), value=encode(example))
+        producer.flush(timeout=60)
+    finally:
+        producer.close()
+
+
+def publish_alert(settings: Settings, alert_id: str) -> None:
+    topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+    alert = DriftAlert(
+        alert_id=alert_id,
+        model=MODEL,
+        kind=DriftKind.CONCEPT,
+        detector="adwin",
+        statistic=0.4,
+        threshold=0.0,
+        action="retrain",
+    )
+    producer = make_producer(settings)
+    try:
+        producer.send(topic, key=MODEL.encode(), value=encode(alert)).get(timeout=30)
+    finally:
+        producer.close()
+
+
+def announcements(settings: Settings) -> list[dict[str, object]]:
+    topic = spec_for(Topic.MODEL_UPDATES, prefix=settings.topic_prefix, partitions=1).name
+    return [
+        r.value
+        for r in read_topic(
+            settings, topic, from_beginning=True, max_messages=None, idle_timeout_s=3.0
+        )
+    ]
+
+
+@pytest.fixture
+def retrainer_process(deployment: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with (tmp_path / "retrainer.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("eddy")), "run", "retrainer"],
+            env=settings_env(deployment),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    yield process
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def test_a_drift_alert_yields_a_promoted_model_announced_on_model_updates(
+    deployment: Settings, retrainer_process: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    publish_examples(deployment, concept(3000, seed=1, flipped=False), start=0)
+    for n in range(3):  # a burst: one retrain
+        publish_alert(deployment, f"{MODEL}:concept:{1000 + n}")
+    registry = open_registry(deployment, announce=False)
+    deadline = time.monotonic() + DEADLINE_S
+    while registry.alias(MODEL, CHAMPION) is None:
+        assert retrainer_process.poll() is None, (tmp_path / "retrainer.log").read_text()
+        if time.monotonic() > deadline:
+            pytest.fail((tmp_path / "retrainer.log").read_text()[-3000:])
+        time.sleep(0.3)
+
+    champion = registry.alias(MODEL, CHAMPION)
+    assert champion is not None
+    assert champion.version == 1
+    assert len(registry.versions(MODEL)) == 1, "one retrain per alert burst"
+    assert champion.lineage.trigger["type"] == "alert"
+    assert champion.lineage.trigger["id"] == f"{MODEL}:concept:1000"
+    assert champion.lineage.feature_set == "fs-test"
+    assert sum(b - a + 1 for a, b in champion.lineage.trained_on.values()) >= 2000
+    assert champion.metrics["accuracy"] > 0.9
+    updates = announcements(deployment)
+    assert [(u["model"], u["alias"], u["version"]) for u in updates] == [(MODEL, CHAMPION, "1")]
+
+
+def test_worse_candidates_stay_challengers_and_rollback_is_audited(deployment: Settings) -> None:
+    registry = open_registry(deployment)
+    retrainer = Retrainer(deployment, registry)
+    publish_examples(deployment, concept(3000, seed=2, flipped=False), start=0)
+    first = retrainer.retrain(MODEL, {"type": "operator", "id": "test"})
+    assert first.decision.action == "promote"
+
+    # Same concept again: no better by the margin → challenger, champion unchanged.
+    second = retrainer.retrain(MODEL, {"type": "schedule", "id": "nightly"})
+    assert second.decision.action == "challenger"
+    assert registry.aliases(MODEL) == {CHAMPION: 1, CHALLENGER: 2}
+
+    # The concept flips: the retrained model wins clearly and is promoted.
+    publish_examples(deployment, concept(4000, seed=3, flipped=True), start=3000)
+    third = retrainer.retrain(MODEL, {"type": "alert", "id": "fraud:concept:9"})
+    assert third.decision.action == "promote", third.decision.reason
+    assert registry.aliases(MODEL)[CHAMPION] == 3
+
+    restored = registry.rollback(MODEL, "operator test", "the new model misbehaves")
+    assert restored == 1
+    assert registry.aliases(MODEL)[CHAMPION] == 1
+    audit = registry.audit_log(MODEL)
+    assert [e["action"] for e in audit].count("decision") == 3
+    assert audit[-1]["action"] == "set champion"
+    assert "rollback" in audit[-1]["details"]["reason"]
+    history = registry.history(MODEL)
+    assert [(d.alias, d.previous, d.version) for d in history if d.alias == CHAMPION] == [
+        (CHAMPION, None, 1),
+        (CHAMPION, 1, 3),
+        (CHAMPION, 3, 1),
+    ]
+    assert [u["version"] for u in announcements(deployment) if u["alias"] == CHAMPION] == [
+        "1",
+        "3",
+        "1",
+    ]
+
+
+def test_tampered_artifacts_are_refused_and_the_champion_is_unchanged(
+    deployment: Settings, tmp_path: Path
+) -> None:
+    registry = open_registry(deployment, announce=False)
+    retrainer = Retrainer(deployment, registry)
+    publish_examples(deployment, concept(3000, seed=4, flipped=False), start=0)
+    retrainer.retrain(MODEL, {"type": "operator", "id": "test"})
+    champion = registry.alias(MODEL, CHAMPION)
+    assert champion is not None
+    artifact = registry.root / "artifacts" / champion.artifact
+    original = artifact.read_bytes()
+
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0x01
+    artifact.write_bytes(bytes(flipped))
+    with pytest.raises(IntegrityError):
+        registry.load(MODEL, champion.version)
+
+    wrong_key = Registry(registry.root, b"not the deployment key")
+    artifact.write_bytes(original)
+    with pytest.raises(IntegrityError, match="HMAC"):
+        wrong_key.load(MODEL, champion.version)
+
+    assert registry.load(MODEL, champion.version) is not None
+    assert registry.alias(MODEL, CHAMPION) == champion

@@ -145,6 +145,8 @@ def run_learner() -> None:
     Model, detector and checkpoint cadence come from EDDY_LEARNER_* and
     EDDY_CHECKPOINT_* settings. Extra learners of the same model are hot standbys.
     """
+    from services.model_updates import learner_snapshots, open_registry
+    from services.registry import trainer_identity
     from streams.learner import LearnerConfig
     from streams.learner_worker import LearnerWorker
 
@@ -152,7 +154,8 @@ def run_learner() -> None:
     config = LearnerConfig(
         model=settings.learner_model, kind=settings.learner_kind, detector=settings.learner_detector
     )
-    LearnerWorker(settings, config).run()
+    hook = learner_snapshots(open_registry(settings), trainer_identity("eddy run learner"))
+    LearnerWorker(settings, config, on_snapshot=hook).run()
 
 
 @run_app.command("retrainer")

@@ -1,20 +1,25 @@
-"""Opening the registry so that every alias change is announced on ``model-updates``.
+"""The registry wired to the running system: announcements and online snapshots.
 
-The topic is compacted and keyed by model name: its latest record per model tells a
-predictor starting cold which versions serve, and each new record tells running ones to
-swap.
+Every alias change is announced on ``model-updates``. The topic is compacted and keyed
+by model name: its latest record per model tells a predictor starting cold which
+versions serve, and each new record tells running ones to swap. The learner's periodic
+snapshots become registry versions through :func:`learner_snapshots`.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
-from services.registry import Registry, Version
+from services.registry import CHAMPION, RIVER, Lineage, Registry, Version
+from services.retrainer import code_version, library_versions
 from services.settings import Settings
 from streams.clients import make_producer
 from streams.contracts import ModelUpdate
+from streams.learner_worker import LearnerState
 from streams.serialization import signing_key
 from streams.topics import Topic, spec_for
 from streams.validation import encode
@@ -55,3 +60,39 @@ def open_registry(settings: Settings, *, announce: bool = True) -> Registry:
         signing_key(configured, settings.data_dir),
         announcer(settings) if announce else None,
     )
+
+
+def learner_snapshots(registry: Registry, role: str) -> Callable[[LearnerState, Path], None]:
+    """The learner's snapshot hook: each snapshot becomes a version (``model@offsets``).
+
+    Its lineage records the offsets learned since the previous snapshot, so two
+    snapshots' lineage diff reads "learned offsets a..b since". A snapshot with the same
+    offsets as an existing version (a replay after a crash) is not registered twice.
+    With no champion yet, the first snapshot becomes champion: the online model serves
+    until a retrained one wins.
+    """
+
+    def record(state: LearnerState, checkpoint: Path) -> None:
+        learner = state.learner
+        model = learner.config.model
+        learned = state.learned_since_snapshot()
+        if any(
+            v.flavor == RIVER and v.lineage.trained_on == learned for v in registry.versions(model)
+        ):
+            return
+        lineage = Lineage(
+            trained_on=learned,
+            feature_set="online",
+            params={"kind": learner.config.kind, "detector": learner.config.detector},
+            libraries=library_versions(),
+            code_version=code_version(),
+            trigger={"type": "checkpoint", "id": checkpoint.name},
+            trainer=role,
+            window={"examples": learner.examples, "since": state.snapshot_examples},
+        )
+        metrics = {k: v for k, v in learner.metrics.report().items() if math.isfinite(v)}
+        version = registry.register(model, RIVER, learner.model, metrics, lineage)
+        if registry.alias(model, CHAMPION) is None:
+            registry.promote(model, version.version, role, "cold start: first online snapshot")
+
+    return record

@@ -123,6 +123,11 @@ class Settings(BaseModel):
     checkpoint_interval_s: float = Field(
         10.0, gt=0, description="... or after this many seconds with unsaved learning."
     )
+    snapshot_every: int = Field(
+        10_000,
+        ge=0,
+        description="Register the online model as a registry version every N examples (0: off).",
+    )
     retrain_window: int = Field(10_000, ge=10, description="Recent examples a retrain uses.")
     retrain_holdout: float = Field(
         0.2, gt=0, lt=1, description="Most recent share held out to compare with the champion."

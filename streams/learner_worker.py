@@ -19,7 +19,7 @@ import collections
 import logging
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,16 @@ class LearnerState:
     labels_joined: int = 0
     labels_unmatched: int = 0
     label_latency_s_total: float = 0.0
+    snapshot_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    snapshot_examples: int = 0
+
+    def learned_since_snapshot(self) -> dict[str, list[int]]:
+        """``topic[partition]`` → [first, last] offset learned since the last snapshot."""
+        return {
+            f"{topic}[{partition}]": [self.snapshot_offsets.get((topic, partition), 0), end - 1]
+            for (topic, partition), end in sorted(self.offsets.items())
+            if end > self.snapshot_offsets.get((topic, partition), 0)
+        }
 
     def remember(self, record_id: str, limit: int) -> bool:
         """False if ``record_id`` was learned already; keeps the last ``limit`` ids."""
@@ -125,10 +135,19 @@ class CheckpointStore:
         return None
 
 
+SnapshotHook = Callable[["LearnerState", Path], None]
+
+
 class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, settings: Settings, config: LearnerConfig) -> None:
+    """``on_snapshot`` (the registry, wired by the CLI) receives the state every
+    ``EDDY_SNAPSHOT_EVERY`` examples, right after a checkpoint made it durable."""
+
+    def __init__(
+        self, settings: Settings, config: LearnerConfig, on_snapshot: SnapshotHook | None = None
+    ) -> None:
         self.settings = settings
         self.config = config
+        self.on_snapshot = on_snapshot
         prefix, partitions = settings.topic_prefix, settings.partitions
         self.examples_topic = spec_for(
             Topic.TRAINING_EXAMPLES, prefix=prefix, partitions=partitions
@@ -294,6 +313,10 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def checkpoint(self, *, commit: bool = True) -> None:
         path = self.checkpoints.save(self.state)
+        if self.on_snapshot is not None and self._snapshot_due():
+            self.on_snapshot(self.state, path)
+            self.state.snapshot_offsets = dict(self.state.offsets)
+            self.state.snapshot_examples = self.state.learner.examples
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         offsets = {
@@ -314,6 +337,11 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 **self.state.learner.metrics.report(),
             },
         )
+
+    def _snapshot_due(self) -> bool:
+        every = self.settings.snapshot_every
+        learned = self.state.learner.examples - self.state.snapshot_examples
+        return every > 0 and learned >= every
 
     def _restore(self) -> LearnerState:
         restored = self.checkpoints.latest()

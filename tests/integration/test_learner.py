@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import signal
 import subprocess
@@ -241,3 +242,38 @@ def test_restored_checkpoints_refuse_tampering(learner_deployment: LearnerDeploy
     blob[-5] ^= 0xFF
     path.write_bytes(bytes(blob))
     assert store.latest() is None
+
+
+def test_online_snapshots_become_registry_versions_with_contiguous_lineage(
+    learner_deployment: LearnerDeployment,
+) -> None:
+    from services.model_updates import open_registry
+    from services.registry import CHAMPION
+
+    deployment = learner_deployment
+    deployment.settings = deployment.settings.model_copy(update={"snapshot_every": 1000})
+    rows = synthetic(3000, seed=21)
+    send(
+        deployment.settings,
+        deployment.topic(Topic.TRAINING_EXAMPLES),
+        examples(rows, deployment.topic(Topic.TRAINING_EXAMPLES)),
+    )
+    deployment.start()
+    registry = open_registry(deployment.settings, announce=False)
+    model = deployment.settings.learner_model
+
+    def snapshots_cover_everything() -> bool:
+        ranges = [v.lineage.trained_on for v in registry.versions(model)]
+        return any(r and max(b for _, b in r.values()) == len(rows) - 1 for r in ranges)
+
+    wait_for(snapshots_cover_everything, "a snapshot of the whole stream", deployment.logs)
+    versions = registry.versions(model)
+    spans = [next(iter(v.lineage.trained_on.values())) for v in versions]
+    assert spans[0][0] == 0
+    for (_, last), (first, _) in itertools.pairwise(spans):
+        assert first == last + 1, f"snapshots overlap or leave a gap: {spans}"
+    assert all(v.flavor == "river" for v in versions)
+    champion = registry.alias(model, CHAMPION)
+    assert champion is not None
+    assert champion.version == 1
+    assert registry.history(model)[0].reason == "cold start: first online snapshot"

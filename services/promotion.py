@@ -1,0 +1,346 @@
+"""The model registry's decision rules: promote, challenge, keep, roll back or wait.
+
+A new model never replaces the champion on a hunch. Offline, it must beat the champion on
+the same held-out slice by a relative margin; live, as a challenger answering the same
+requests, it must be better with a one-sided significance test on the paired outcomes;
+after a promotion, the new champion is rolled back when its live error rate rises above
+the previous champion's baseline by more than a tolerance. The rules are pure functions so
+they can be tested exhaustively, and every :class:`Decision` carries the numbers behind it
+(JSON-serialisable) so the registry can write it to its audit log as is.
+
+>>> gate = OfflineGate(metric="log_loss", margin=0.01, min_holdout=200)
+>>> offline_decision({"log_loss": 0.40}, {"log_loss": 0.45}, 500, gate).action
+'promote'
+>>> offline_decision({"log_loss": 0.449}, {"log_loss": 0.45}, 500, gate).action
+'challenger'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.stats  # type: ignore[import-untyped, unused-ignore]
+
+PROMOTE, CHALLENGER, KEEP, ROLLBACK, WAIT = "promote", "challenger", "keep", "rollback", "wait"
+ACTIONS = frozenset({PROMOTE, CHALLENGER, KEEP, ROLLBACK, WAIT})
+EvidenceValue = float | int | str
+
+# Comparisons of derived floats against configured thresholds allow this much rounding,
+# so that e.g. 0.45 -> 0.4455 counts as exactly the 1 % margin it was written to be.
+FLOAT_SLACK = 1e-12
+# Denominator floor of a relative improvement, so a champion scoring exactly 0 gives a
+# large but finite (hence JSON-serialisable) improvement instead of a division by zero.
+RELATIVE_FLOOR = 1e-12
+MCNEMAR_TEST = "exact one-sided McNemar (binomial on discordant pairs)"
+WILCOXON_TEST = "one-sided Wilcoxon signed-rank on champion_error - challenger_error"
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do, one sentence saying why, and the numbers behind it for the audit log."""
+
+    action: str
+    reason: str
+    evidence: dict[str, EvidenceValue]
+
+
+@dataclass(frozen=True)
+class OfflineGate:
+    """How a candidate must compare with the champion on the held-out slice to be promoted."""
+
+    metric: str = "log_loss"
+    higher_is_better: bool = False
+    margin: float = 0.01
+    min_holdout: int = 200
+
+    def __post_init__(self) -> None:
+        _require(bool(self.metric), "metric must be named")
+        _require(math.isfinite(self.margin) and self.margin >= 0, f"margin {self.margin} < 0")
+        _require(self.min_holdout >= 0, f"min_holdout {self.min_holdout} < 0")
+
+
+@dataclass(frozen=True)
+class LiveGate:
+    """How much paired live evidence a challenger needs before it can replace the champion."""
+
+    min_samples: int = 500
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        _require(self.min_samples >= 1, f"min_samples {self.min_samples} < 1")
+        _require(0.0 < self.confidence < 1.0, f"confidence {self.confidence} not in (0, 1)")
+
+
+@dataclass(frozen=True)
+class RollbackGuard:
+    """How much worse than the previous champion a new champion may be before rollback."""
+
+    min_samples: int = 300
+    tolerance: float = 0.05
+
+    def __post_init__(self) -> None:
+        _require(self.min_samples >= 1, f"min_samples {self.min_samples} < 1")
+        ok = math.isfinite(self.tolerance) and self.tolerance >= 0
+        _require(ok, f"tolerance {self.tolerance} is not finite and >= 0")
+
+
+def _num(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _metric(scores: Mapping[str, float], metric: str, who: str) -> float:
+    _require(metric in scores, f"{who} has no {metric!r} score (has {sorted(scores)})")
+    value = float(scores[metric])
+    _require(math.isfinite(value), f"{who} {metric} is not finite: {value}")
+    return value
+
+
+def offline_decision(
+    candidate: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    holdout_size: int,
+    gate: OfflineGate,
+) -> Decision:
+    """Compare a candidate with the champion scored on the same held-out slice.
+
+    No champion promotes the candidate whatever the holdout size, since serving no model is
+    worse than serving an unproven one. Otherwise fewer than ``gate.min_holdout`` examples
+    keep it (registered, neither promoted nor challenging); a relative improvement of at
+    least ``gate.margin`` promotes it; anything less makes it a challenger, to be judged
+    live. Raises ``ValueError`` if a score is missing or not finite.
+
+    >>> gate = OfflineGate(metric="accuracy", higher_is_better=True)
+    >>> offline_decision({"accuracy": 0.9}, None, 50, gate).action
+    'promote'
+    >>> offline_decision({"accuracy": 0.9}, {"accuracy": 0.8}, 50, gate).action
+    'keep'
+    """
+    _require(holdout_size >= 0, f"holdout_size must be >= 0, got {holdout_size}")
+    name = gate.metric
+    cand = _metric(candidate, name, "candidate")
+    evidence: dict[str, EvidenceValue] = {
+        "metric": name,
+        "direction": "higher_is_better" if gate.higher_is_better else "lower_is_better",
+        "candidate": cand,
+        "holdout_size": int(holdout_size),
+        "min_holdout": gate.min_holdout,
+        "margin": gate.margin,
+    }
+    if champion is None:
+        reason = (
+            f"No current champion: promote the candidate ({name} {_num(cand)} "
+            f"on {holdout_size} held-out examples)."
+        )
+        return Decision(PROMOTE, reason, evidence)
+    champ = _metric(champion, name, "champion")
+    gain = cand - champ if gate.higher_is_better else champ - cand
+    improvement = gain / max(abs(champ), RELATIVE_FLOOR)
+    evidence |= {"champion": champ, "relative_improvement": improvement}
+    if holdout_size < gate.min_holdout:
+        reason = (
+            f"Only {holdout_size} held-out examples (fewer than {gate.min_holdout}): "
+            f"register the candidate ({name} {_num(cand)} vs champion {_num(champ)}) "
+            "but neither promote nor challenge."
+        )
+        return Decision(KEEP, reason, evidence)
+    comparison = (
+        f"Candidate {name} {_num(cand)} vs champion {_num(champ)} on {holdout_size} held-out "
+        f"examples is a {_num(100 * improvement)} % relative improvement"
+    )
+    margin = f"the {_num(100 * gate.margin)} % margin"
+    if improvement >= gate.margin - FLOAT_SLACK:
+        return Decision(PROMOTE, f"{comparison}, at least {margin}: promote.", evidence)
+    return Decision(CHALLENGER, f"{comparison}, below {margin}: run it as challenger.", evidence)
+
+
+def exact_mcnemar_p(challenger_better: int, champion_better: int) -> float:
+    """One-sided exact McNemar p-value: P(X >= challenger_better), X ~ Bin(discordant, 1/2).
+
+    Only discordant pairs (one model right, the other wrong) tell the models apart; under
+    the null hypothesis each is equally likely to favour either. Computed with exact
+    integer arithmetic (cost grows with the square of the discordant count: about 40 ms at
+    20,000 pairs).
+
+    >>> exact_mcnemar_p(8, 0) == 1 / 256
+    True
+    >>> exact_mcnemar_p(0, 0)
+    1.0
+    """
+    if challenger_better < 0 or champion_better < 0:
+        raise ValueError("discordant counts must be >= 0")
+    n, k = challenger_better + champion_better, challenger_better
+    # Sum the shorter side as a prefix sum_{i<m} C(n, i); by symmetry the upper tail
+    # sum_{i>=k} C(n, i) is the prefix up to n - k. Integers, so the complement is exact.
+    upper = k > n // 2
+    m = n - k + 1 if upper else k
+    prefix, term = 0, 1
+    for i in range(m):
+        prefix += term
+        term = term * (n - i) // (i + 1)
+    tail = prefix if upper else (1 << n) - prefix
+    return tail / (1 << n)
+
+
+def _check_paired(champion: Sequence[object], challenger: Sequence[object]) -> int:
+    lengths = f"champion {len(champion)}, challenger {len(challenger)}"
+    _require(len(champion) == len(challenger), f"paired outcomes differ in length: {lengths}")
+    return len(champion)
+
+
+def _judge(
+    p_value: float, gate: LiveGate, summary: str, evidence: dict[str, EvidenceValue]
+) -> Decision:
+    alpha = 1.0 - gate.confidence
+    evidence |= {"p_value": p_value, "alpha": alpha}
+    if p_value <= alpha + FLOAT_SLACK:
+        action, verdict = PROMOTE, f"<= {_num(alpha)}: promote"
+    else:
+        action, verdict = KEEP, f"> {_num(alpha)}: keep the champion"
+    return Decision(action, f"{summary} p = {_num(p_value)} {verdict}.", evidence)
+
+
+def _wait(samples: int, gate: LiveGate, test: str) -> Decision:
+    reason = (
+        f"Only {samples} paired labelled requests (fewer than {gate.min_samples}): "
+        "wait for more before deciding."
+    )
+    return Decision(
+        WAIT, reason, {"test": test, "samples": samples, "min_samples": gate.min_samples}
+    )
+
+
+def live_decision(
+    champion_correct: Sequence[bool], challenger_correct: Sequence[bool], gate: LiveGate
+) -> Decision:
+    """Promote a classifier challenger only if it is significantly better on paired requests.
+
+    Both models answered the same requests in the same order; each bool says whether that
+    model matched the late label. Pairing removes the request-to-request variance, and the
+    exact test stays valid with few discordant pairs. The false-promotion rate is at most
+    ``1 - gate.confidence`` per decision: re-deciding on every new label inflates it.
+
+    >>> gate = LiveGate(min_samples=10)
+    >>> live_decision([False] * 8 + [True] * 2, [True] * 10, gate).evidence["p_value"]
+    0.00390625
+    """
+    samples = _check_paired(champion_correct, challenger_correct)
+    if samples < gate.min_samples:
+        return _wait(samples, gate, MCNEMAR_TEST)
+    champ = [bool(x) for x in champion_correct]
+    chall = [bool(x) for x in challenger_correct]
+    pairs = list(zip(champ, chall, strict=True))
+    b = sum(1 for old, new in pairs if new and not old)  # only the challenger was right
+    c = sum(1 for old, new in pairs if old and not new)  # only the champion was right
+    champ_acc, chall_acc = sum(champ) / samples, sum(chall) / samples
+    evidence: dict[str, EvidenceValue] = {
+        "test": MCNEMAR_TEST,
+        "samples": samples,
+        "min_samples": gate.min_samples,
+        "champion_accuracy": champ_acc,
+        "challenger_accuracy": chall_acc,
+        "challenger_only_correct": b,
+        "champion_only_correct": c,
+    }
+    summary = (
+        f"On {samples} paired requests the challenger scored {_num(chall_acc)} vs the "
+        f"champion's {_num(champ_acc)} ({b} vs {c} discordant wins); one-sided exact McNemar"
+    )
+    return _judge(exact_mcnemar_p(b, c), gate, summary, evidence)
+
+
+def live_decision_regression(
+    champion_errors: Sequence[float], challenger_errors: Sequence[float], gate: LiveGate
+) -> Decision:
+    """Promote a regression challenger only if its paired absolute errors are smaller.
+
+    The signed-rank test uses the sizes of the paired differences, not only their signs,
+    and assumes no distribution for them; ties (equal errors) carry no evidence and are
+    dropped. Raises ``ValueError`` on mismatched lengths or a negative or non-finite error.
+
+    >>> gate = LiveGate(min_samples=10)
+    >>> live_decision_regression([1.0] * 10, [0.5] * 10, gate).action
+    'promote'
+    """
+    samples = _check_paired(champion_errors, challenger_errors)
+    champ = np.asarray(champion_errors, dtype=np.float64)
+    chall = np.asarray(challenger_errors, dtype=np.float64)
+    for who, errors in (("champion", champ), ("challenger", chall)):
+        ok = bool(np.all(np.isfinite(errors)) and np.all(errors >= 0))
+        _require(ok, f"{who} errors must be finite absolute errors (>= 0)")
+    if samples < gate.min_samples:
+        return _wait(samples, gate, WILCOXON_TEST)
+    diff = champ - chall
+    nonzero = diff[diff != 0]
+    statistic, p_value = 0.0, 1.0
+    if nonzero.size:
+        result = scipy.stats.wilcoxon(nonzero, alternative="greater")
+        statistic, p_value = float(result.statistic), float(result.pvalue)
+    champ_mae, chall_mae = float(champ.mean()), float(chall.mean())
+    evidence: dict[str, EvidenceValue] = {
+        "test": WILCOXON_TEST,
+        "samples": samples,
+        "min_samples": gate.min_samples,
+        "nonzero_pairs": int(nonzero.size),
+        "champion_mae": champ_mae,
+        "challenger_mae": chall_mae,
+        "statistic": statistic,
+    }
+    summary = (
+        f"On {samples} paired requests the challenger's mean absolute error is "
+        f"{_num(chall_mae)} vs the champion's {_num(champ_mae)}; one-sided Wilcoxon signed-rank"
+    )
+    return _judge(p_value, gate, summary, evidence)
+
+
+def rollback_decision(
+    new_champion_error_rate: float,
+    samples: int,
+    baseline_error_rate: float,
+    guard: RollbackGuard,
+) -> Decision:
+    """Undo a promotion whose live error rate exceeds the old baseline by over the tolerance.
+
+    A fixed absolute tolerance rather than a test: rollback must be fast and predictable, and
+    with the default 300 samples a tolerance of 0.05 is about three standard errors of a
+    10 % error rate. Rates are fractions in [0, 1]; anything else raises ``ValueError``.
+
+    >>> rollback_decision(0.20, 400, 0.10, RollbackGuard()).action
+    'rollback'
+    >>> rollback_decision(0.12, 400, 0.10, RollbackGuard()).action
+    'keep'
+    """
+    new, base = float(new_champion_error_rate), float(baseline_error_rate)
+    # Written so that NaN fails too.
+    _require(0.0 <= new <= 1.0, f"new champion error rate must be in [0, 1], got {new}")
+    _require(0.0 <= base <= 1.0, f"baseline error rate must be in [0, 1], got {base}")
+    _require(samples >= 0, f"samples must be >= 0, got {samples}")
+    excess = new - base
+    evidence: dict[str, EvidenceValue] = {
+        "new_champion_error_rate": new,
+        "baseline_error_rate": base,
+        "excess": excess,
+        "tolerance": guard.tolerance,
+        "samples": int(samples),
+        "min_samples": guard.min_samples,
+    }
+    rates = (
+        f"error rate {_num(new)} vs baseline {_num(base)} "
+        f"({excess:+.4g}, tolerance {_num(guard.tolerance)})"
+    )
+    limit = guard.tolerance + FLOAT_SLACK
+    if samples < guard.min_samples:
+        reason = (
+            f"Only {samples} labelled answers of the new champion (fewer than "
+            f"{guard.min_samples}); {rates} so far: wait."
+        )
+        return Decision(WAIT, reason, evidence)
+    action, verdict = (ROLLBACK, "roll back") if excess > limit else (KEEP, "keep it")
+    return Decision(action, f"New champion {rates} on {samples} answers: {verdict}.", evidence)

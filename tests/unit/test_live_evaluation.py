@@ -1,0 +1,70 @@
+"""Live champion/challenger decisions on recorded answers, carried out in a real registry."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from services.live_evaluation import LiveEvaluator, RecordedAnswer
+from services.promotion import LiveGate, RollbackGuard
+from services.registry import CHALLENGER, CHAMPION, RIVER, Lineage, Registry
+from streams.models import make_model
+
+LINEAGE = Lineage({}, "fs", {}, {}, "test", {"type": "operator", "id": "t"}, "test")
+
+
+def registry_with_two_versions(tmp_path: Path) -> Registry:
+    registry = Registry(tmp_path, b"key")
+    for _ in range(2):
+        registry.register("m", RIVER, make_model("logistic"), {}, LINEAGE)
+    registry.promote("m", 1, "test", "initial")
+    registry.set_alias("m", CHALLENGER, 2, "test", "retrained")
+    return registry
+
+
+def traffic(
+    count: int, champion_accuracy: float, challenger_accuracy: float, seed: int
+) -> tuple[list[RecordedAnswer], dict[str, bool]]:
+    rng = random.Random(seed)
+    answers, labels = [], {}
+    for i in range(count):
+        request, label = f"r{i}", rng.random() < 0.5
+        labels[request] = label
+        for version, accuracy in ((1, champion_accuracy), (2, challenger_accuracy)):
+            right = rng.random() < accuracy
+            answers.append(RecordedAnswer(request, "m", version, label if right else not label))
+    return answers, labels
+
+
+def test_a_clearly_better_challenger_is_promoted_and_audited(tmp_path: Path) -> None:
+    registry = registry_with_two_versions(tmp_path)
+    answers, labels = traffic(2000, champion_accuracy=0.70, challenger_accuracy=0.80, seed=1)
+    decision = LiveEvaluator(registry, "m", LiveGate(min_samples=500)).compare(answers, labels)
+    assert decision is not None
+    assert decision.action == "promote"
+    assert registry.aliases("m") == {CHAMPION: 2}
+    audit = registry.audit_log("m")
+    assert any(e["action"] == "decision" and e["details"]["action"] == "promote" for e in audit)
+
+
+def test_an_equal_challenger_is_kept_waiting_and_unlabelled_requests_do_not_count(
+    tmp_path: Path,
+) -> None:
+    registry = registry_with_two_versions(tmp_path)
+    answers, labels = traffic(2000, 0.75, 0.75, seed=2)
+    assert LiveEvaluator(registry, "m").compare(answers, labels).action == "keep"  # type: ignore[union-attr]
+    few = {k: v for k, v in list(labels.items())[:100]}
+    assert LiveEvaluator(registry, "m").compare(answers, few).action == "wait"  # type: ignore[union-attr]
+    assert registry.aliases("m") == {CHAMPION: 1, CHALLENGER: 2}
+
+
+def test_a_new_champion_that_breaks_the_guard_is_rolled_back(tmp_path: Path) -> None:
+    registry = registry_with_two_versions(tmp_path)
+    registry.promote("m", 2, "test", "promoted")
+    answers, labels = traffic(1000, 0.9, 0.6, seed=3)
+    evaluator = LiveEvaluator(registry, "m", guard=RollbackGuard(min_samples=300, tolerance=0.05))
+    decision = evaluator.guard_champion(answers, labels, baseline_error_rate=0.10)
+    assert decision is not None
+    assert decision.action == "rollback"
+    assert registry.aliases("m")[CHAMPION] == 1
+    assert registry.history("m")[-1].reason.startswith("rollback:")

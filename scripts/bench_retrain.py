@@ -1,0 +1,167 @@
+"""Drift alert → new champion announced on ``model-updates``: seconds, per window size.
+
+    .venv/bin/python scripts/bench_retrain.py [--windows 10000 100000] [--runs 3]
+
+For each window size, fresh topics get that many labelled examples (a linear concept
+on 8 numeric features); a running ``eddy run retrainer`` (debounce 0) receives one drift
+alert and the clock stops when the new champion's announcement is read back from
+``model-updates``. Printed next to it, the bare cost of the same scikit-learn fit on
+the same rows in this process: what the retrainer adds is reading the window from
+Kafka, evaluating the champion, registering (signing, SQLite) and announcing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kafka import TopicPartition
+
+from services.retrainer import make_estimator
+from services.settings import Settings
+from streams.admin import ensure_topics
+from streams.clients import make_consumer, make_producer
+from streams.contracts import DriftAlert, DriftKind, SourceOffset, TrainingExample
+from streams.models import numeric
+from streams.topics import Topic, spec_for
+from streams.validation import decode, encode
+
+FEATURES = 8
+DEADLINE_S = 900
+MODEL = "bench"
+BASE = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+
+
+def rows(count: int, seed: int = 5) -> list[tuple[dict[str, float], bool]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        x = {f"f{i}": rng.gauss(0, 1) for i in range(FEATURES)}
+        out.append((x, sum(x.values()) + rng.gauss(0, 0.5) > 0))
+    return out
+
+
+def publish(settings: Settings, data: list[tuple[dict[str, float], bool]]) -> None:
+    topic = spec_for(Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=3).name
+    producer = make_producer(settings, linger_ms=20, batch_size=512 * 1024)
+    for i, (x, y) in enumerate(data):
+        example = TrainingExample(
+            example_id=f"ex-{i}",
+            entity_id=f"u{i % 97}",
+            event_time=datetime.fromtimestamp(BASE + i, UTC),
+            label=y,
+            features=x,
+            feature_set="bench",
+            source=SourceOffset(topic="events", partition=i % 3, offset=i),
+        )
+        producer.send(topic, key=example.entity_id.encode(), value=encode(example))
+    producer.flush(timeout=300)
+    producer.close()
+
+
+def alert_to_champion(settings: Settings, workdir: Path) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
+    env |= {
+        "EDDY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "EDDY_REDIS_URL": settings.redis_url,
+        "EDDY_TOPIC_PREFIX": settings.topic_prefix,
+        "EDDY_DATA_DIR": str(workdir),
+        "EDDY_RETRAIN_WINDOW": str(settings.retrain_window),
+        "EDDY_RETRAIN_DEBOUNCE_S": "0",
+        "EDDY_LOG_LEVEL": "WARNING",
+    }
+    updates = spec_for(Topic.MODEL_UPDATES, prefix=settings.topic_prefix, partitions=1).name
+    watcher = make_consumer(settings, group_id=None)
+    watcher.assign([TopicPartition(updates, 0)])
+    watcher.seek_to_end(TopicPartition(updates, 0))
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / "retrainer.log").open("wb") as log:
+        retrainer = subprocess.Popen(
+            [str(Path(sys.executable).with_name("eddy")), "run", "retrainer"],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        time.sleep(5)  # let it join its group before the alert is sent
+        alert = DriftAlert(
+            alert_id=f"{MODEL}:concept:1",
+            model=MODEL,
+            kind=DriftKind.CONCEPT,
+            detector="adwin",
+            statistic=0.5,
+            threshold=0.0,
+            action="retrain",
+        )
+        producer = make_producer(settings)
+        topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+        started = time.perf_counter()
+        producer.send(topic, key=MODEL.encode(), value=encode(alert)).get(timeout=30)
+        producer.close()
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            for records in watcher.poll(timeout_ms=100).values():
+                for record in records:
+                    if decode_alias(record.value) == "champion":
+                        return time.perf_counter() - started
+        raise RuntimeError(f"no champion announced; see {workdir}/retrainer.log")
+    finally:
+        watcher.close()
+        retrainer.send_signal(signal.SIGTERM)
+        retrainer.wait(timeout=60)
+
+
+def decode_alias(raw: bytes) -> str | None:
+    from streams.contracts import ModelUpdate
+
+    return decode(ModelUpdate, raw).alias
+
+
+def bare_fit(data: list[tuple[dict[str, float], bool]], holdout: float) -> float:
+    train = data[: int(len(data) * (1 - holdout))]
+    estimator = make_estimator("hist_gradient_boosting", True, seed=42)
+    started = time.perf_counter()
+    estimator.fit([numeric(x) for x, _ in train], [y for _, y in train])
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--windows", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    base = Settings.from_env()
+    for window in args.windows:
+        data = rows(window)
+        settings = base.model_copy(
+            update={"topic_prefix": f"bench-rt-{uuid.uuid4().hex[:8]}.", "retrain_window": window}
+        )
+        ensure_topics(settings)
+        publish(settings, data)
+        seconds = []
+        for run in range(args.runs):
+            workdir = ROOT / ".eddy" / "bench" / f"retrain-{uuid.uuid4().hex[:8]}"
+            seconds.append(alert_to_champion(settings, workdir))
+            print(f"window {window:,} run {run + 1}: {seconds[-1]:.2f} s")
+        fit = statistics.median(bare_fit(data, base.retrain_holdout) for _ in range(args.runs))
+        print(
+            f"window {window:,}: alert -> champion announced "
+            f"median {statistics.median(seconds):.2f} s "
+            f"(min {min(seconds):.2f}, max {max(seconds):.2f}); bare fit alone {fit:.2f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()

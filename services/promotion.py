@@ -34,6 +34,8 @@ FLOAT_SLACK = 1e-12
 # Denominator floor of a relative improvement, so a champion scoring exactly 0 gives a
 # large but finite (hence JSON-serialisable) improvement instead of a division by zero.
 RELATIVE_FLOOR = 1e-12
+# alpha = 1 - confidence is rounded so the audit log reads 0.05, not 0.050000000000000044.
+ALPHA_DIGITS = 12
 MCNEMAR_TEST = "exact one-sided McNemar (binomial on discordant pairs)"
 WILCOXON_TEST = "one-sided Wilcoxon signed-rank on champion_error - challenger_error"
 
@@ -153,7 +155,7 @@ def offline_decision(
         return Decision(KEEP, reason, evidence)
     comparison = (
         f"Candidate {name} {_num(cand)} vs champion {_num(champ)} on {holdout_size} held-out "
-        f"examples is a {_num(100 * improvement)} % relative improvement"
+        f"examples: a relative improvement of {_num(100 * improvement)} %"
     )
     margin = f"the {_num(100 * gate.margin)} % margin"
     if improvement >= gate.margin - FLOAT_SLACK:
@@ -198,7 +200,7 @@ def _check_paired(champion: Sequence[object], challenger: Sequence[object]) -> i
 def _judge(
     p_value: float, gate: LiveGate, summary: str, evidence: dict[str, EvidenceValue]
 ) -> Decision:
-    alpha = 1.0 - gate.confidence
+    alpha = round(1.0 - gate.confidence, ALPHA_DIGITS)
     evidence |= {"p_value": p_value, "alpha": alpha}
     if p_value <= alpha + FLOAT_SLACK:
         action, verdict = PROMOTE, f"<= {_num(alpha)}: promote"

@@ -14,7 +14,8 @@ One retrain:
    promote, challenger, or keep; the decision and its evidence go to the audit log.
 
 ``eddy run retrainer`` listens to ``drift-alerts`` and retrains once per alert burst
-(alerts for a model within ``EDDY_RETRAIN_DEBOUNCE_S`` of the first one are folded in).
+(alerts for a model within ``EDDY_RETRAIN_DEBOUNCE_S`` of the first one are folded in),
+and every ``EDDY_RETRAIN_EVERY_S`` seconds when that is set (a schedule).
 """
 
 from __future__ import annotations
@@ -290,12 +291,19 @@ class AlertListener:
 
     def run(self) -> None:
         bursts: dict[str, tuple[float, list[str]]] = {}  # model -> (first seen, alert ids)
+        last_scheduled = time.monotonic()
         try:
             while not self._stopping:
                 for records in self.consumer.poll(timeout_ms=POLL_MS).values():
                     for record in records:
                         self._collect(record.value, bursts)
                 now = time.monotonic()
+                every = self.settings.retrain_every_s
+                if every > 0 and now - last_scheduled >= every:
+                    last_scheduled = now
+                    self._retrain_safely(
+                        self.settings.learner_model, {"type": "schedule", "id": f"every {every}s"}
+                    )
                 for model, (first, alert_ids) in list(bursts.items()):
                     if now - first >= self.settings.retrain_debounce_s:
                         del bursts[model]
@@ -318,7 +326,10 @@ class AlertListener:
 
     def _retrain(self, model: str, alert_ids: list[str]) -> None:
         trigger = {"type": "alert", "id": alert_ids[0], "burst": ",".join(alert_ids)}
+        self._retrain_safely(model, trigger)
+
+    def _retrain_safely(self, model: str, trigger: dict[str, str]) -> None:
         try:
             self.retrainer.retrain(model, trigger)
-        except ValueError as exc:  # not enough data yet: the next alert will try again
+        except ValueError as exc:  # not enough data yet: the next trigger will try again
             log.warning("retrain skipped", extra={"model": model, "reason": str(exc)})

@@ -147,6 +147,9 @@ class Settings(BaseModel):
     retrain_debounce_s: float = Field(
         5.0, ge=0, description="Alerts within this time of the first make one retrain."
     )
+    retrain_every_s: float = Field(
+        0.0, ge=0, description="Also retrain the learner's model on this schedule (0: never)."
+    )
     max_event_time_skew_s: int = Field(
         300, ge=0, description="How far in the future an event_time may be (clock skew)."
     )

@@ -113,7 +113,7 @@ def learner_process(rows: list[tuple[dict[str, float], bool]], base: Settings) -
         "EDDY_CHECKPOINT_INTERVAL_S": "0.2",
     }
     store = CheckpointStore(
-        settings.data_dir / "checkpoints" / settings.learner_model,
+        settings.data_dir / "checkpoints" / settings.model_name,
         signing_key(None, settings.data_dir),
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -152,7 +152,7 @@ def run_learner() -> None:
 
     settings = _settings()
     config = LearnerConfig(
-        model=settings.learner_model, kind=settings.learner_kind, detector=settings.learner_detector
+        model=settings.model_name, kind=settings.learner_kind, detector=settings.learner_detector
     )
     hook = learner_snapshots(open_registry(settings), trainer_identity("eddy run learner"))
     LearnerWorker(settings, config, on_snapshot=hook).run()
@@ -171,6 +171,51 @@ def run_retrainer() -> None:
     signal.signal(signal.SIGTERM, listener.stop)
     signal.signal(signal.SIGINT, listener.stop)
     listener.run()
+
+
+@run_app.command("predictor")
+def run_predictor() -> None:
+    """Prediction service: answers requests with the champion, shadow-scores challengers.
+
+    Start several to share the load (one consumer group).
+    """
+    from services.model_updates import open_registry
+    from services.predictor import Predictor
+
+    settings = _settings()
+    Predictor(settings, open_registry(settings, announce=False), settings.model_name).run()
+
+
+@app.command()
+def trace(request_id: Annotated[str, typer.Argument(help="The request's id.")]) -> None:
+    """A prediction back to its model version, its lineage, its training data and alert."""
+    from services.model_updates import open_registry
+    from services.tracing import trace_request
+
+    settings = _settings()
+    found = trace_request(settings, open_registry(settings, announce=False), request_id)
+    if found is None:
+        typer.secho(f"error: no request {request_id!r} in the request log", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def score(
+    path: Annotated[Path, typer.Argument(help="CSV or Parquet file: entity_id + features.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Default: beside, .scored.csv")
+    ] = None,
+) -> None:
+    """Score a file with the champion through the same feature code (batch inference)."""
+    from services.batch_scoring import score_file
+    from services.model_updates import open_registry
+
+    settings = _settings()
+    written, rows, version = score_file(
+        settings, open_registry(settings, announce=False), path, output
+    )
+    typer.echo(f"scored {rows} rows with {version} -> {written}")
 
 
 @app.command()

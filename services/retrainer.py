@@ -302,7 +302,7 @@ class AlertListener:
                 if every > 0 and now - last_scheduled >= every:
                     last_scheduled = now
                     self._retrain_safely(
-                        self.settings.learner_model, {"type": "schedule", "id": f"every {every}s"}
+                        self.settings.model_name, {"type": "schedule", "id": f"every {every}s"}
                     )
                 for model, (first, alert_ids) in list(bursts.items()):
                     if now - first >= self.settings.retrain_debounce_s:

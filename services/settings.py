@@ -105,7 +105,9 @@ class Settings(BaseModel):
     label_wait_s: int = Field(
         120, ge=0, description="How long the learner retries a label whose snapshot is missing."
     )
-    learner_model: str = Field("default", description="Name of the model the learner trains.")
+    model_name: str = Field(
+        "default", description="The model Eddy learns, retrains and serves (registry name)."
+    )
     learner_kind: str = Field(
         "logistic",
         description="Online model: logistic, softmax, hoeffding_adaptive_tree, "
@@ -149,6 +151,21 @@ class Settings(BaseModel):
     )
     retrain_every_s: float = Field(
         0.0, ge=0, description="Also retrain the learner's model on this schedule (0: never)."
+    )
+    predictor_batch_size: int = Field(
+        200, ge=1, description="Most requests a predictor answers per batch."
+    )
+    predictor_fetch_wait_ms: int = Field(
+        5, ge=0, description="Longest a predictor's fetch waits for requests (latency)."
+    )
+    request_log_ttl_s: int = Field(
+        7 * 24 * 3600, ge=60, description="How long each request's log entry is kept."
+    )
+    request_log_input_bytes: int = Field(
+        4096, ge=0, description="Bytes of each request's input kept in the request log."
+    )
+    shadow_log_max: int = Field(
+        100_000, ge=1, description="Challenger/champion answers kept for live comparison."
     )
     max_event_time_skew_s: int = Field(
         300, ge=0, description="How far in the future an event_time may be (clock skew)."

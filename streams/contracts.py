@@ -129,6 +129,7 @@ class Prediction(Contract):
     model: str | None = None
     model_version: str | None = None
     latency_ms: FiniteFloat | None = None
+    freshness_s: FiniteFloat | None = None
     error: PredictionError | None = None
 
     @model_validator(mode="after")

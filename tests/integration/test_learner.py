@@ -56,7 +56,7 @@ class LearnerDeployment:
     def checkpoints(self) -> CheckpointStore:
         key = signing_key(None, self.settings.data_dir)
         return CheckpointStore(
-            self.settings.data_dir / "checkpoints" / self.settings.learner_model, key
+            self.settings.data_dir / "checkpoints" / self.settings.model_name, key
         )
 
     def latest(self) -> LearnerState | None:
@@ -163,7 +163,7 @@ def test_sigkill_at_random_points_ends_in_the_uninterrupted_state(
     wait_for(lambda: learned(deployment) == len(rows), "all examples learned", deployment.logs)
     assert min(killed_at) < len(rows), f"no kill landed mid-stream: {killed_at}"
 
-    reference = Learner(LearnerConfig(model=deployment.settings.learner_model))
+    reference = Learner(LearnerConfig(model=deployment.settings.model_name))
     for i, example in enumerate(stream):
         reference.step(
             example.features,
@@ -260,7 +260,7 @@ def test_online_snapshots_become_registry_versions_with_contiguous_lineage(
     )
     deployment.start()
     registry = open_registry(deployment.settings, announce=False)
-    model = deployment.settings.learner_model
+    model = deployment.settings.model_name
 
     def snapshots_cover_everything() -> bool:
         ranges = [v.lineage.trained_on for v in registry.versions(model)]

@@ -1,0 +1,377 @@
+"""The prediction service: requests in, answers out, models swapped live.
+
+``eddy run predictor`` is a kafka-python consumer group on ``prediction-requests``
+(several processes share the partitions). Per polled batch:
+
+1. decode every request; an invalid one gets an error answer (``invalid_request``) and
+   a dead letter, never silence;
+2. read the entities' online features in one Redis round trip and merge each request's
+   own features over them, through the same feature code as training;
+3. score the whole batch with the champion of the moment (one :class:`ServingModels`
+   value per batch, so every answer names the version that produced it), and shadow-score
+   the challengers on the same vectors;
+4. record, per request id, the features the models saw (for late labels), the request
+   log entry (input, output, version, error, latency; ``eddy trace``) and the shadow
+   answers (for live champion/challenger comparison);
+5. send the answers (to the request's ``reply_topic`` or ``predictions``), wait for the
+   acknowledgements, then commit the batch's offsets.
+
+A crash before 5 re-answers the batch after restart: answers are keyed and identified
+by request id, so a client sees at most a duplicate of the same answer.
+
+:class:`ModelWatcher` follows ``model-updates`` in a thread: it loads and verifies new
+versions off the request path and then replaces the serving set in one assignment. A
+version that fails verification is refused and the current champion keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from kafka import TopicPartition
+
+from services.registry import CHALLENGER, CHAMPION, Registry
+from services.serving import Loaded, Scored, ServingModels, score_batch
+from services.settings import Settings
+from streams.clients import make_consumer, make_producer, make_redis
+from streams.contracts import Prediction, PredictionError, PredictionRequest
+from streams.dead_letter import RawRecord, dead_letter
+from streams.feature_definitions import FEATURES
+from streams.features import feature_vector, freshness
+from streams.online_store import OnlineStore
+from streams.serialization import IntegrityError
+from streams.snapshots import Snapshot, SnapshotStore
+from streams.topics import Topic, spec_for
+from streams.validation import InvalidMessage, decode, encode
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 100
+PRODUCER_LINGER_MS = 1
+SEND_TIMEOUT_S = 30.0
+NO_CHAMPION = "no_champion"
+INVALID_REQUEST = "invalid_request"
+
+
+def request_log_key(prefix: str, request_id: str) -> str:
+    return f"{prefix}request:{{{request_id}}}"
+
+
+def shadow_stream(prefix: str) -> str:
+    return f"{prefix}shadow"
+
+
+class ModelWatcher(threading.Thread):
+    """Keeps :attr:`serving` in step with the registry, announced via ``model-updates``."""
+
+    def __init__(self, settings: Settings, registry: Registry, model: str) -> None:
+        super().__init__(name="model-watcher", daemon=True)
+        self.settings = settings
+        self.registry = registry
+        self.model = model
+        self.serving = ServingModels()
+        self._cache: dict[int, Loaded] = {}
+        self._stopping = threading.Event()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Load what the registry's aliases name (verified), then swap in one assignment."""
+        aliases = self.registry.aliases(self.model)
+        try:
+            champion = self._load(aliases[CHAMPION]) if CHAMPION in aliases else None
+            challenger = self._load(aliases[CHALLENGER]) if CHALLENGER in aliases else None
+        except IntegrityError as exc:
+            log.error(
+                "refused a model version; the current champion keeps serving",
+                extra={
+                    "model_version": self.serving.champion.name if self.serving.champion else None,
+                    "error": str(exc),
+                },
+            )
+            return
+        self.serving = ServingModels(champion, (challenger,) if challenger else ())
+        log.info(
+            "serving",
+            extra={
+                "model_version": champion.name if champion else None,
+                "challengers": [challenger.name] if challenger else [],
+            },
+        )
+
+    def _load(self, version: int) -> Loaded:
+        if version not in self._cache:
+            record = self.registry.get(self.model, version)
+            estimator = self.registry.load(self.model, version)
+            self._cache[version] = Loaded(self.model, version, record.flavor, estimator)
+        return self._cache[version]
+
+    def run(self) -> None:
+        topic = spec_for(Topic.MODEL_UPDATES, prefix=self.settings.topic_prefix, partitions=1).name
+        consumer = make_consumer(self.settings, group_id=None)
+        try:
+            where = TopicPartition(topic, 0)
+            consumer.assign([where])
+            consumer.seek_to_end(where)
+            while not self._stopping.is_set():
+                polled = consumer.poll(timeout_ms=POLL_MS * 5)
+                if any(r.key == self.model.encode() for rs in polled.values() for r in rs):
+                    self.refresh()
+        finally:
+            consumer.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    answered: int
+    errors: int
+
+
+class Predictor:
+    def __init__(self, settings: Settings, registry: Registry, model: str) -> None:
+        self.settings = settings
+        self.model = model
+        prefix, partitions = settings.topic_prefix, settings.partitions
+        self.requests_topic = spec_for(
+            Topic.PREDICTION_REQUESTS, prefix=prefix, partitions=partitions
+        ).name
+        self.answers_topic = spec_for(Topic.PREDICTIONS, prefix=prefix, partitions=partitions).name
+        self.dead_letter_topic = spec_for(
+            Topic.DEAD_LETTER, prefix=prefix, partitions=partitions
+        ).name
+        self.redis = make_redis(settings)
+        self.store = OnlineStore(self.redis, prefix, settings.feature_ttl_s)
+        self.snapshots = SnapshotStore(self.redis, prefix, settings.label_window_s)
+        self.producer = make_producer(settings, linger_ms=PRODUCER_LINGER_MS)
+        self.watcher = ModelWatcher(settings, registry, model)
+        self.consumer = make_consumer(
+            settings,
+            self.requests_topic,
+            group_id=f"{prefix}predictors",
+            max_poll_records=settings.predictor_batch_size,
+            fetch_max_wait_ms=settings.predictor_fetch_wait_ms,
+        )
+        self._stopping = False
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        self.watcher.start()
+        try:
+            while not self._stopping:
+                polled = self.consumer.poll(timeout_ms=POLL_MS)
+                records = [r for rs in polled.values() for r in rs]
+                if records:
+                    self.handle(records)
+                    self.consumer.commit()
+        finally:
+            self.watcher.stop()
+            self.consumer.close(autocommit=False)
+            self.producer.close()
+
+    def stop(self, *_: Any) -> None:
+        self._stopping = True
+
+    def handle(self, records: list[Any]) -> Outcome:
+        """Answer one polled batch; returns once every answer is acknowledged."""
+        serving = self.watcher.serving  # one champion for the whole batch
+        now = time.time()
+        requests: list[tuple[Any, PredictionRequest]] = []
+        answers: list[tuple[str | None, Prediction]] = []
+        futures = []
+        for record in records:
+            try:
+                requests.append((record, decode(PredictionRequest, record.value)))
+            except InvalidMessage as exc:
+                answers.append((None, self._error(record, exc.error_class, exc.reason)))
+                letter = dead_letter(_raw(record), exc.error_class, exc.reason)
+                futures.append(
+                    self.producer.send(
+                        self.dead_letter_topic,
+                        key=letter.key,
+                        value=letter.value,
+                        headers=letter.headers,
+                    )
+                )
+        stored = self.store.load(request.entity_id for _, request in requests)
+        vectors = [
+            feature_vector(stored[r.entity_id].state, FEATURES, now, raw=r.features)
+            for _, r in requests
+        ]
+        if serving.champion is None:
+            for record, request in requests:
+                answers.append((request.reply_topic, self._no_champion(record, request)))
+        elif requests:
+            champion_scores = score_batch(serving.champion, vectors)
+            shadow = {c: score_batch(c, vectors) for c in serving.challengers}
+            for i, (record, request) in enumerate(requests):
+                answers.append(
+                    (
+                        request.reply_topic,
+                        self._answer(
+                            record,
+                            request,
+                            serving.champion,
+                            champion_scores[i],
+                            freshness(stored[request.entity_id].state, now),
+                        ),
+                    )
+                )
+            self._record_shadow(requests, serving.champion, champion_scores, shadow)
+            self.snapshots.record(
+                [
+                    (request.request_id, Snapshot(request.entity_id, now, vector))
+                    for (_, request), vector in zip(requests, vectors, strict=True)
+                ]
+            )
+        for reply_topic, answer in answers:
+            futures.append(
+                self.producer.send(
+                    reply_topic or self.answers_topic,
+                    key=(answer.entity_id or answer.request_id).encode(),
+                    value=encode(answer),
+                )
+            )
+        self._log_requests(records, answers)
+        self.producer.flush(timeout=SEND_TIMEOUT_S)
+        for future in futures:
+            future.get(timeout=SEND_TIMEOUT_S)
+        errors = sum(1 for _, a in answers if a.error is not None)
+        return Outcome(len(answers), errors)
+
+    def _answer(
+        self,
+        record: Any,
+        request: PredictionRequest,
+        model: Loaded,
+        scored: Scored,
+        fresh: float | None,
+    ) -> Prediction:
+        return Prediction(
+            request_id=request.request_id,
+            entity_id=request.entity_id,
+            prediction=scored.prediction,
+            proba=scored.proba,
+            model=model.model,
+            model_version=str(model.version),
+            latency_ms=_latency_ms(record),
+            freshness_s=fresh,
+        )
+
+    def _no_champion(self, record: Any, request: PredictionRequest) -> Prediction:
+        return Prediction(
+            request_id=request.request_id,
+            entity_id=request.entity_id,
+            model=self.model,
+            latency_ms=_latency_ms(record),
+            error=PredictionError(
+                code=NO_CHAMPION,
+                message=f"no version of {self.model!r} is champion yet; nothing is guessed",
+            ),
+        )
+
+    def _error(self, record: Any, error_class: str, reason: str) -> Prediction:
+        request_id = _salvaged_request_id(record.value) or (
+            f"{record.topic}:{record.partition}:{record.offset}"
+        )
+        return Prediction(
+            request_id=request_id,
+            model=self.model,
+            latency_ms=_latency_ms(record),
+            error=PredictionError(code=INVALID_REQUEST, message=f"{error_class}: {reason}"),
+        )
+
+    def _record_shadow(
+        self,
+        requests: list[tuple[Any, PredictionRequest]],
+        champion: Loaded,
+        champion_scores: list[Scored],
+        shadow: dict[Loaded, list[Scored]],
+    ) -> None:
+        if not shadow:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        stream = shadow_stream(self.settings.topic_prefix)
+        for model, scores in [(champion, champion_scores), *shadow.items()]:
+            for (_, request), scored in zip(requests, scores, strict=True):
+                pipe.xadd(
+                    stream,
+                    {
+                        "request_id": request.request_id,
+                        "model": model.model,
+                        "version": model.version,
+                        "prediction": orjson.dumps(scored.prediction),
+                    },
+                    maxlen=self.settings.shadow_log_max,
+                    approximate=True,
+                )
+        pipe.execute()
+
+    def _log_requests(
+        self, records: list[Any], answers: list[tuple[str | None, Prediction]]
+    ) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        by_id = {a.request_id: a for _, a in answers}
+        for record in records:
+            request_id = _salvaged_request_id(record.value) or (
+                f"{record.topic}:{record.partition}:{record.offset}"
+            )
+            answer = by_id.get(request_id)
+            entry = {
+                "request_id": request_id,
+                "input": (record.value or b"")[: self.settings.request_log_input_bytes].decode(
+                    "utf-8", errors="replace"
+                ),
+                "output": answer.model_dump(mode="json", exclude_none=True) if answer else None,
+                "at": time.time(),
+                "source": f"{record.topic}[{record.partition}]@{record.offset}",
+            }
+            pipe.set(
+                request_log_key(self.settings.topic_prefix, request_id),
+                orjson.dumps(entry),
+                ex=self.settings.request_log_ttl_s,
+            )
+            log.debug(
+                "answered",
+                extra={
+                    "request_id": request_id,
+                    "model_version": answer.model_version if answer else None,
+                    "error": answer.error.code if answer and answer.error else None,
+                    "latency_ms": answer.latency_ms if answer else None,
+                },
+            )
+        pipe.execute()
+
+
+def _latency_ms(record: Any) -> float:
+    """From the request's Kafka timestamp to now: what the caller waited so far."""
+    return round(max(0.0, time.time() * 1000 - float(record.timestamp)), 3)
+
+
+def _salvaged_request_id(raw: bytes | None) -> str | None:
+    """The request id of a request too broken to validate, when one can be read."""
+    try:
+        document = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        return None
+    value = document.get("request_id") if isinstance(document, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= 256 else None
+
+
+def _raw(record: Any) -> RawRecord:
+    return RawRecord(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+        record.value,
+        record.headers or [],
+    )

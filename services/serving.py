@@ -1,0 +1,87 @@
+"""Scoring requests with whichever models serve: the predictor's pure core.
+
+:class:`ServingModels` holds the champion and the challengers of one model name as one
+immutable value; the predictor swaps the whole value at once when ``model-updates``
+says so, so a batch is scored by exactly one champion and every answer names it.
+:func:`score_batch` scores many feature vectors with one model, in one call for
+scikit-learn pipelines, one by one for River models.
+
+>>> from streams.models import make_model
+>>> model = make_model("logistic")
+>>> model.learn_one({"x": 1.0}, True)
+>>> [p.prediction for p in score_batch(Loaded("m", 1, "river", model), [{"x": 1.0}])]
+[True]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streams.models import numeric
+
+Answer = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A verified, deserialised model version ready to score."""
+
+    model: str
+    version: int
+    flavor: str
+    estimator: Any
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}@{self.version}"
+
+
+@dataclass(frozen=True)
+class ServingModels:
+    champion: Loaded | None = None
+    challengers: tuple[Loaded, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Scored:
+    prediction: Answer | None
+    proba: dict[str, float]
+
+
+def score_batch(model: Loaded, vectors: Sequence[dict[str, Any]]) -> list[Scored]:
+    """Predictions (and class probabilities, keyed by label text) for each vector."""
+    xs = [numeric(v) for v in vectors]
+    if not xs:
+        return []
+    if model.flavor == "sklearn":
+        estimator = model.estimator
+        if hasattr(estimator, "predict_proba"):
+            classes = [_plain(c) for c in estimator.classes_]
+            probabilities = np.asarray(estimator.predict_proba(xs))
+            return [
+                Scored(
+                    classes[int(row.argmax())],
+                    {str(c): round(float(p), 6) for c, p in zip(classes, row, strict=True)},
+                )
+                for row in probabilities
+            ]
+        return [Scored(float(y), {}) for y in estimator.predict(xs)]
+    scored = []
+    for x in xs:
+        prediction, proba = model.estimator.predict(x)
+        scored.append(
+            Scored(
+                _plain(prediction) if prediction is not None else None,
+                {str(k): round(float(v), 6) for k, v in proba.items()},
+            )
+        )
+    return scored
+
+
+def _plain(value: Any) -> Answer:
+    """numpy scalars as plain Python values, so answers serialise as JSON."""
+    return value.item() if hasattr(value, "item") else value  # type: ignore[no-any-return]

@@ -26,6 +26,7 @@ version that fails verification is refused and the current champion keeps servin
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -357,10 +358,14 @@ def _latency_ms(record: Any) -> float:
 
 
 def _salvaged_request_id(raw: bytes | None) -> str | None:
-    """The request id of a request too broken to validate, when one can be read."""
+    """The request id of a request too broken to validate, when one can be read.
+
+    The lenient standard parser is used on purpose: it reads NaN and duplicate keys,
+    so a request refused for those still gets its answer under its own id.
+    """
     try:
-        document = orjson.loads(raw or b"")
-    except orjson.JSONDecodeError:
+        document = json.loads(raw or b"")
+    except ValueError:
         return None
     value = document.get("request_id") if isinstance(document, dict) else None
     return value if isinstance(value, str) and 0 < len(value) <= 256 else None

@@ -1,0 +1,264 @@
+"""The prediction service over real Kafka and Redis, driven as outside applications would."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from sklearn.feature_extraction import DictVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+from services.client import PredictionClient
+from services.model_updates import open_registry
+from services.registry import Lineage, Registry
+from services.settings import Settings
+from services.tracing import trace_request
+from streams.admin import ensure_topics
+from streams.clients import make_redis
+from streams.console import read_topic
+from streams.feature_definitions import FEATURES
+from streams.features import EntityState, apply_event
+from streams.online_store import OnlineStore, StoredState
+from streams.topics import Topic, spec_for
+from tests.conftest import settings_env
+
+DEADLINE_S = 60.0
+LINEAGE = Lineage(
+    {"events[0]": [0, 99]}, "fs", {}, {}, "test", {"type": "alert", "id": "m:concept:7"}, "test"
+)
+
+
+def trained(seed: int, flip: bool = False) -> Any:
+    rng = random.Random(seed)
+    xs = [{"amount": rng.uniform(0, 100)} for _ in range(300)]
+    ys = [(x["amount"] > 50) != flip for x in xs]
+    return make_pipeline(DictVectorizer(sparse=False), LogisticRegression()).fit(xs, ys)
+
+
+@dataclass
+class Service:
+    settings: Settings
+    registry: Registry
+    process: subprocess.Popen[bytes] | None
+    log: Path
+
+    def topic(self, topic: Topic) -> str:
+        return spec_for(topic, prefix=self.settings.topic_prefix, partitions=3).name
+
+    def start(self) -> None:
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).with_name("eddy")), "run", "predictor"],
+                env=settings_env(self.settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        time.sleep(3)  # join the group before the first request (answers would wait anyway)
+
+
+def answers_consumer(service: Service) -> KafkaConsumer:
+    """An outside application's view of the answers topic: plain kafka-python."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=service.settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+    )
+    partitions = [TopicPartition(service.topic(Topic.PREDICTIONS), p) for p in range(3)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    return consumer
+
+
+def collect(
+    consumer: KafkaConsumer, count: int, service: Service
+) -> list[tuple[int, dict[str, Any]]]:
+    found: list[tuple[int, dict[str, Any]]] = []
+    deadline = time.monotonic() + DEADLINE_S
+    while len(found) < count:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{len(found)} of {count} answers\n{service.log.read_text()[-3000:]}")
+        for tp, records in consumer.poll(timeout_ms=200).items():
+            found += [(tp.partition, orjson.loads(r.value)) for r in records]
+    return found
+
+
+def send_requests(
+    service: Service, requests: list[bytes | dict[str, Any]], key: bytes = b"k"
+) -> None:
+    producer = KafkaProducer(bootstrap_servers=service.settings.kafka_bootstrap)
+    try:
+        for request in requests:
+            value = request if isinstance(request, bytes) else orjson.dumps(request)
+            producer.send(service.topic(Topic.PREDICTION_REQUESTS), key=key, value=value)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+@pytest.fixture
+def service(stack: Settings, tmp_path: Path) -> Iterator[Service]:
+    settings = stack.model_copy(
+        update={
+            "topic_prefix": f"eddy-pred-{uuid.uuid4().hex[:8]}.",
+            "data_dir": tmp_path / "data",
+            "model_name": "m",
+        }
+    )
+    ensure_topics(settings)
+    running = Service(settings, open_registry(settings), None, tmp_path / "predictor.log")
+    yield running
+    if running.process is not None and running.process.poll() is None:
+        running.process.send_signal(signal.SIGTERM)
+        running.process.wait(timeout=30)
+
+
+def with_champion(service: Service) -> None:
+    service.registry.register("m", "sklearn", trained(1), {"log_loss": 0.3}, LINEAGE)
+    service.registry.promote("m", 1, "test", "initial")
+
+
+def test_requests_from_a_plain_producer_get_answers_with_version_and_features(
+    service: Service,
+) -> None:
+    with_champion(service)
+    state = EntityState()
+    apply_event(state, FEATURES, "e1", time.time() - 30, {"amount": 80.0})
+    OnlineStore(make_redis(service.settings), service.settings.topic_prefix, 3600).save(
+        {"u1": StoredState(0, state)}
+    )
+    service.start()
+    consumer = answers_consumer(service)
+    send_requests(
+        service,
+        [
+            {"request_id": "r-online", "entity_id": "u1", "features": {}},
+            {"request_id": "r-own", "entity_id": "u2", "features": {"amount": 10.0}},
+        ],
+    )
+    answers = {a["request_id"]: a for _, a in collect(consumer, 2, service)}
+    consumer.close()
+    online, own = answers["r-online"], answers["r-own"]
+    assert online["prediction"] is True, "the online feature amount=80 was not used"
+    assert own["prediction"] is False
+    assert online["model"] == "m"
+    assert online["model_version"] == "1"
+    assert set(online["proba"]) == {"False", "True"}
+    assert 25 <= online["freshness_s"] <= 120
+    assert online["latency_ms"] >= 0
+    assert "freshness_s" not in own or own["freshness_s"] is None
+
+    traced = trace_request(service.settings, service.registry, "r-online")
+    assert traced is not None
+    assert traced["model"]["name"] == "m@1"
+    assert traced["caused_by"] == {"type": "alert", "id": "m:concept:7"}
+    assert traced["lineage"]["trained_on"] == {"events[0]": [0, 99]}
+
+
+def test_each_kind_of_bad_request_gets_an_error_answer_and_a_dead_letter(
+    service: Service,
+) -> None:
+    with_champion(service)
+    service.start()
+    consumer = answers_consumer(service)
+    bad: list[bytes | dict[str, Any]] = [
+        b"{not json",
+        {"request_id": "r-no-entity", "features": {}},
+        {"request_id": "r-unknown-field", "entity_id": "u", "colour": "red"},
+        b'{"request_id": "r-nan", "entity_id": "u", "features": {"amount": NaN}}',
+        {"request_id": "r-bad-reply", "entity_id": "u", "reply_topic": "no spaces allowed"},
+        {"request_id": "r-ok", "entity_id": "u", "features": {"amount": 99.0}},
+    ]
+    send_requests(service, bad)
+    answers = [a for _, a in collect(consumer, len(bad), service)]
+    consumer.close()
+    errors = [a for a in answers if a.get("error")]
+    assert len(errors) == len(bad) - 1
+    assert all(a["error"]["code"] == "invalid_request" for a in errors)
+    by_id = {a["request_id"]: a for a in answers}
+    assert "entity_id" in by_id["r-no-entity"]["error"]["message"]
+    assert by_id["r-nan"]["error"]["message"].startswith("non_finite_number")
+    assert by_id["r-ok"]["prediction"] is True
+    letters = list(
+        read_topic(
+            service.settings,
+            service.topic(Topic.DEAD_LETTER),
+            from_beginning=True,
+            max_messages=None,
+            idle_timeout_s=3.0,
+        )
+    )
+    assert len(letters) == len(bad) - 1
+    assert service.process is not None
+    assert service.process.poll() is None
+
+
+def test_a_cold_start_answers_no_champion_instead_of_guessing(service: Service) -> None:
+    service.start()
+    client = PredictionClient(service.settings)
+    try:
+        answer = client.predict("u", {"amount": 1.0}, timeout_s=30)
+    finally:
+        client.close()
+    assert answer.prediction is None
+    assert answer.error is not None
+    assert answer.error.code == "no_champion"
+
+
+def test_a_live_model_swap_loses_no_request_and_versions_move_forward(
+    service: Service,
+) -> None:
+    with_champion(service)
+    service.registry.register("m", "sklearn", trained(2, flip=True), {"log_loss": 0.2}, LINEAGE)
+    service.start()
+    consumer = answers_consumer(service)
+    total = 1500
+    requests = [
+        {"request_id": f"r{i}", "entity_id": f"u{i % 30}", "features": {"amount": 75.0}}
+        for i in range(total)
+    ]
+
+    def load() -> None:
+        producer = KafkaProducer(bootstrap_servers=service.settings.kafka_bootstrap)
+        try:
+            for start in range(0, total, 50):  # about 3 s of steady load
+                for request in requests[start : start + 50]:
+                    producer.send(
+                        service.topic(Topic.PREDICTION_REQUESTS),
+                        key=str(request["entity_id"]).encode(),
+                        value=orjson.dumps(request),
+                    )
+                producer.flush()
+                time.sleep(0.1)
+        finally:
+            producer.close()
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    time.sleep(1.0)
+    service.registry.promote("m", 2, "test", "swap under load")
+    sender.join()
+    answers = collect(consumer, total, service)
+    consumer.close()
+
+    assert sorted(a["request_id"] for _, a in answers) == sorted(r["request_id"] for r in requests)
+    assert not [a for _, a in answers if a.get("error")]
+    versions = {a["model_version"] for _, a in answers}
+    assert versions == {"1", "2"}, "the swap did not happen under load"
+    for partition in range(3):
+        sequence = [a["model_version"] for p, a in answers if p == partition]
+        assert sequence == sorted(sequence), f"partition {partition} went back to version 1"
+    for _, answer in answers:  # each answer is the named version's own prediction
+        assert answer["prediction"] is (answer["model_version"] == "1")

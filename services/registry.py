@@ -30,11 +30,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streams.serialization import SKOPS, IntegrityError, seal, sign, unseal, verify
+from streams.serialization import (
+    SKOPS,
+    IntegrityError,
+    seal,
+    sign,
+    unseal,
+    verify,
+    write_atomically,
+)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 ALIASES = (CHAMPION, CHALLENGER)
+ROLLBACK_PREFIX = "rollback: "
 RIVER = "river"
 SKLEARN = "sklearn"
 BUSY_TIMEOUT_S = 30.0
@@ -142,10 +151,9 @@ class Registry:
         blob = self._encode(flavor, obj)
         digest = hashlib.sha256(blob).hexdigest()
         path = self._artifacts / digest
-        if not path.exists():
-            temporary = path.with_suffix(f".{os.getpid()}.tmp")
-            temporary.write_bytes(blob)
-            temporary.replace(path)
+        intact = path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == digest
+        if not intact:  # new, or a damaged file under this address: (re)write it
+            write_atomically(path, blob)
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")  # serialises concurrent registrations
             (latest,) = db.execute(
@@ -185,32 +193,62 @@ class Registry:
                 "INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?)",
                 (model, alias, version, time.time()),
             )
-            if alias == CHAMPION:
-                db.execute(
-                    "DELETE FROM aliases WHERE model = ? AND alias = ? AND version = ?",
-                    (model, CHALLENGER, version),
+            self._deployment(db, model, alias, version, previous, actor, reason)
+            if alias == CHAMPION and self._alias_in(db, model, CHALLENGER) == version:
+                db.execute("DELETE FROM aliases WHERE model = ? AND alias = ?", (model, CHALLENGER))
+                self._deployment(
+                    db, model, CHALLENGER, None, version, actor, f"promoted to champion: {reason}"
                 )
-            db.execute(
-                "INSERT INTO deployments (model, alias, version, previous, at, actor, reason)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (model, alias, version, previous, time.time(), actor, reason),
-            )
-            self._audit(
-                db, actor, f"set {alias}", model, version, {"previous": previous, "reason": reason}
-            )
         if self._announce is not None:
             self._announce(alias, target, reason)
+
+    def _alias_in(self, db: sqlite3.Connection, model: str, alias: str) -> int | None:
+        row = db.execute(
+            "SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def _deployment(
+        self,
+        db: sqlite3.Connection,
+        model: str,
+        alias: str,
+        version: int | None,
+        previous: int | None,
+        actor: str,
+        reason: str,
+    ) -> None:
+        """One history row and its audit entry: every alias change, removals included."""
+        db.execute(
+            "INSERT INTO deployments (model, alias, version, previous, at, actor, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (model, alias, version, previous, time.time(), actor, reason),
+        )
+        action = f"set {alias}" if version is not None else f"clear {alias}"
+        self._audit(db, actor, action, model, version, {"previous": previous, "reason": reason})
 
     def promote(self, model: str, version: int, actor: str, reason: str) -> None:
         self.set_alias(model, CHAMPION, version, actor, reason)
 
     def rollback(self, model: str, actor: str, reason: str) -> int:
-        """Make the champion before the current one champion again; returns its version."""
-        history = [d for d in self.history(model) if d.alias == CHAMPION]
-        if not history or history[-1].previous is None:
+        """Undo the last champion change; returns the version that serves again.
+
+        The champion history is replayed as a stack: a promotion pushes (re-promoting
+        the current champion changes nothing), a rollback pops. So promote 1, 2, 3 then
+        roll back twice serves 2, then 1 — never the version just rolled back from.
+        """
+        stack: list[int] = []
+        for d in self.history(model):
+            if d.alias != CHAMPION or d.version is None:
+                continue
+            if d.reason.startswith(ROLLBACK_PREFIX):
+                stack.pop()
+            elif not stack or stack[-1] != d.version:
+                stack.append(d.version)
+        if len(stack) < 2:
             raise RegistryError(f"{model} has no earlier champion to roll back to")
-        target = history[-1].previous
-        self.set_alias(model, CHAMPION, target, actor, f"rollback: {reason}")
+        target = stack[-2]
+        self.set_alias(model, CHAMPION, target, actor, f"{ROLLBACK_PREFIX}{reason}")
         return target
 
     def _audit(

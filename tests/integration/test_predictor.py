@@ -262,3 +262,66 @@ def test_a_live_model_swap_loses_no_request_and_versions_move_forward(
         assert sequence == sorted(sequence), f"partition {partition} went back to version 1"
     for _, answer in answers:  # each answer is the named version's own prediction
         assert answer["prediction"] is (answer["model_version"] == "1")
+
+
+def test_a_killed_predictor_loses_no_request_and_repeats_answers_identically(
+    service: Service,
+) -> None:
+    with_champion(service)
+    service.start()
+    total = 600
+    requests: list[bytes | dict[str, Any]] = [
+        {"request_id": f"k{i}", "entity_id": f"u{i % 7}", "features": {"amount": float(i % 100)}}
+        for i in range(total)
+    ]
+    consumer = answers_consumer(service)
+    send_requests(service, requests[:300])
+    answers = collect(consumer, 1, service)  # it is answering
+    assert service.process is not None
+    service.process.send_signal(signal.SIGKILL)
+    service.process.wait(timeout=30)
+    send_requests(service, requests[300:])
+    service.start()
+    expected = {r["request_id"] for r in requests if isinstance(r, dict)}
+    deadline = time.monotonic() + DEADLINE_S
+    while {a["request_id"] for _, a in answers} != expected:
+        if time.monotonic() > deadline:
+            missing = expected - {a["request_id"] for _, a in answers}
+            pytest.fail(
+                f"{len(missing)} requests never answered\n{service.log.read_text()[-3000:]}"
+            )
+        answers += [
+            (tp.partition, orjson.loads(r.value))
+            for tp, rs in consumer.poll(timeout_ms=200).items()
+            for r in rs
+        ]
+    consumer.close()
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for _, answer in answers:
+        by_id.setdefault(answer["request_id"], []).append(answer)
+    assert set(by_id) == expected
+    for copies in by_id.values():
+        assert {c["prediction"] for c in copies} == {copies[0]["prediction"]}
+        assert {c["model_version"] for c in copies} == {"1"}
+
+
+def test_eddy_score_writes_the_champions_predictions_beside_the_file(
+    service: Service, tmp_path: Path
+) -> None:
+    with_champion(service)
+    table = tmp_path / "batch.csv"
+    table.write_text("entity_id,amount\nu1,90\nu2,10\nu3,\n")
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("eddy")), "score", str(table)],
+        env=settings_env(service.settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    scored = (tmp_path / "batch.scored.csv").read_text().splitlines()
+    assert scored[0] == "entity_id,amount,prediction,model_version,proba_False,proba_True"
+    assert scored[1].split(",")[2:4] == ["True", "m@1"]
+    assert scored[2].split(",")[2:4] == ["False", "m@1"]
+    assert len(scored) == 4

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,7 +31,6 @@ from streams.console import (
     read_topic,
     resolve_topic,
 )
-from streams.contracts import Event
 from streams.dead_letter import (
     ERROR_CLASS,
     ERROR_REASON,
@@ -42,7 +40,6 @@ from streams.dead_letter import (
 )
 from streams.dlq import dead_letter_topic, dead_letters, replay
 from streams.topics import Topic, spec_for
-from streams.validation import encode
 
 STACK_SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"
 
@@ -123,6 +120,18 @@ def topics_list() -> None:
     """List the broker's topics with their partition counts."""
     for name, partitions in list_topics(_settings()).items():
         typer.echo(f"{name}  ({partitions} partitions)")
+
+
+@run_app.command("all")
+def run_all() -> None:
+    """Every service as a child process, restarted with backoff when one crashes.
+
+    Stops them all on Ctrl-C or SIGTERM; each writes JSON lines to <data>/logs/<name>.log.
+    """
+    from services.supervisor import SERVICES, Supervisor
+
+    settings = _settings()
+    Supervisor(SERVICES, settings.data_dir / "logs").run()
 
 
 @run_app.command("features")
@@ -561,28 +570,30 @@ def schemas(
 
 
 @app.command()
-def demo() -> None:
-    """Bring the stack up, create the topics and send one sample event round the loop."""
+def demo(
+    duration: Annotated[float, typer.Option(help="Seconds of traffic.")] = 120.0,
+    rate: Annotated[float, typer.Option(help="Events (and requests) per second.")] = 50.0,
+    scenario: Annotated[str, typer.Option(help="stagger, sea or agrawal.")] = "stagger",
+    short: Annotated[bool, typer.Option("--short", help="A 60 s run (CI).")] = False,
+) -> None:
+    """The whole loop on a stream with a known concept drift, live, with a report.
+
+    Brings the stack up, starts every service, plays an application (events, requests,
+    late labels), lets the drift fire, a retrain get promoted and accuracy recover, then
+    prints a summary and writes an HTML and PNG report.
+    """
+    from rich.console import Console
+
+    from services.demo import DemoOptions, run_demo
+    from services.demo_scenarios import SCENARIOS
+
     settings = _settings()
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     if _stack("up") != 0:
         raise typer.Exit(1)
-    topics_create()
-    spec = spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=settings.partitions)
-    event = Event(
-        event_id=f"demo-{uuid.uuid4()}",
-        entity_id="customer-42",
-        event_time=datetime.now(UTC),
-        features={"amount": 129.5, "country": "NL", "is_mobile": True},
-    )
-    report = produce_lines(settings, spec, [encode(event)])
-    partition, offset = report.sent[0]
-    typer.echo(f"sent   {event.event_id} to {spec.name}[{partition}]@{offset}")
-    record = read_one(settings, spec.name, partition, offset)
-    if record is None:
-        typer.secho("the sample event did not come back", fg="red", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"read   {spec.name}[{record.partition}]@{record.offset} key={record.key}")
-    typer.echo(orjson.dumps(record.value, option=orjson.OPT_INDENT_2).decode())
+    options = DemoOptions(duration_s=60.0 if short else duration, rate=rate, scenario=scenario)
+    run_demo(settings, options, Console())
 
 
 def main() -> None:

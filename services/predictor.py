@@ -227,12 +227,14 @@ class Predictor:
                     )
                 )
             self._record_shadow(requests, serving.champion, champion_scores, shadow)
-            self.snapshots.record(
-                [
-                    (request.request_id, Snapshot(request.entity_id, now, vector))
-                    for (_, request), vector in zip(requests, vectors, strict=True)
-                ]
-            )
+        # What each request saw, answered or not: a late label for it can still teach
+        # the learner (that is how a cold start gets its first model).
+        self.snapshots.record(
+            [
+                (request.request_id, Snapshot(request.entity_id, now, vector))
+                for (_, request), vector in zip(requests, vectors, strict=True)
+            ]
+        )
         for reply_topic, answer in answers:
             futures.append(
                 self.producer.send(

@@ -234,6 +234,16 @@ class Settings(BaseModel):
         """True when the user named a Redis: then Eddy starts none of its own."""
         return "redis_url" in self.model_fields_set
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as EDDY_* variables, secrets in clear: for child processes."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is not None:
+                text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+                env[f"{ENV_PREFIX}{name.upper()}"] = text
+        return env
+
     def __repr_args__(self) -> list[tuple[str | None, Any]]:
         """repr() and str() show masked values, so a logged Settings leaks nothing."""
         return list(self.masked().items())

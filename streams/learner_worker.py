@@ -21,6 +21,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from kafka.coordinator.assignors.abstract import (
 
 from services.settings import Settings
 from streams.clients import make_consumer, make_producer, make_redis
-from streams.contracts import DriftAlert, Label, TrainingExample
+from streams.contracts import DriftAlert, Label, SourceOffset, TrainingExample
 from streams.learner import Learner, LearnerConfig, Position
 from streams.serialization import IntegrityError, seal, signing_key, unseal, write_atomically
 from streams.snapshots import SnapshotStore
@@ -44,6 +45,7 @@ from streams.validation import InvalidMessage, decode, encode
 log = logging.getLogger(__name__)
 
 POLL_MS = 500
+SNAPSHOT_FEATURE_SET = "snapshot"
 # The learner reads two topics; while one has records buffered client-side, a fetch
 # asks only for the other, and an idle ``labels`` topic would hold each such fetch for
 # the broker's default 500 ms. A short wait keeps a busy examples topic flowing.
@@ -170,6 +172,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         self.state = self._restore()
         self.pending_labels: dict[str, tuple[Label, Position, float]] = {}
+        self._joined: list[TrainingExample] = []
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._stopping = False
@@ -222,6 +225,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def process(self, records: list[Any]) -> None:
         """Learn from a polled batch in order; alerts are sent before the next checkpoint."""
+        self._joined = []
         alerts: list[DriftAlert] = []
         labels: list[tuple[str, Label, Position]] = []
         for record in records:
@@ -242,6 +246,8 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         except InvalidMessage as exc:
             log.warning("bad training example", extra={"at": where.__dict__, "error": str(exc)})
             return []
+        if example.source.topic == self.labels_topic:
+            return []  # our own late-label join, published for retraining: learned already
         if not self.state.remember(example.example_id, self.settings.learner_dedup_ids):
             return []
         where = Position(where.topic, where.partition, where.offset, example.event_time.timestamp())
@@ -281,12 +287,29 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self._since_checkpoint += 1
             at = Position(where.topic, where.partition, where.offset, snapshot.at)
             alerts += self.state.learner.step(snapshot.features, label.label, at).alerts
+            self._joined.append(
+                TrainingExample(
+                    example_id=record_id,
+                    entity_id=snapshot.entity_id,
+                    event_time=datetime.fromtimestamp(snapshot.at, UTC),
+                    label=label.label,
+                    features=snapshot.features,
+                    feature_set=SNAPSHOT_FEATURE_SET,
+                    source=SourceOffset(
+                        topic=where.topic, partition=where.partition, offset=where.offset
+                    ),
+                )
+            )
         return alerts
 
     def _send(self, alerts: list[DriftAlert]) -> None:
         futures = [
             self.producer.send(self.alerts_topic, key=a.model.encode(), value=encode(a))
             for a in alerts
+        ]
+        futures += [  # late-labelled examples join the retraining window
+            self.producer.send(self.examples_topic, key=e.entity_id.encode(), value=encode(e))
+            for e in self._joined
         ]
         for alert in alerts:
             log.warning(

@@ -145,9 +145,4 @@ def group_id() -> str:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The process environment plus ``settings`` as EDDY_* variables, for subprocesses."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if value is not None:
-            secret = getattr(value, "get_secret_value", None)
-            env[f"EDDY_{name.upper()}"] = secret() if secret else str(value)
-    return env
+    return env | settings.as_env()

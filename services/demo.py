@@ -1,0 +1,378 @@
+"""``eddy demo``: the whole loop on a stream with a known concept drift.
+
+It brings the stack up, gives the run topics and a data folder of its own, starts every
+service under the supervisor, and plays an application: each item of a River
+synthetic stream becomes an event (for the feature worker) and a prediction request (for
+the predictor), and its true label is published a moment later on ``labels`` (the late
+ground truth the learner joins to the features the prediction saw). Halfway, the
+concept changes. The learner's error monitor fires, the retrainer trains on the recent
+window and promotes the winner, the predictors swap to it, accuracy recovers. The demo
+watches all of it from the outside (answers, alerts, the registry), shows it live, then
+prints a summary and writes an HTML report with a chart, and the chart as PNG.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import html
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kafka import TopicPartition
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from services.demo_scenarios import describe, percentile, phase_accuracy, scenario_stream
+from services.model_updates import open_registry
+from services.registry import CHAMPION
+from services.settings import Settings
+from services.supervisor import SERVICES, Supervisor
+from streams.admin import ensure_topics
+from streams.clients import make_consumer, make_producer
+from streams.contracts import Event, Label, PredictionRequest
+from streams.topics import Topic, spec_for
+from streams.validation import encode
+
+ENTITIES = 50
+LABEL_DELAY_S = 1.0
+DRAIN_S = 15.0
+WARMUP_S = 8.0
+RECOVERY_WINDOW_S = 10.0
+POLL_MS = 200
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    duration_s: float = 120.0
+    rate: float = 50.0
+    scenario: str = "stagger"
+    seed: int = 42
+
+
+@dataclass
+class Observed:
+    """What the demo saw from the outside, appended by the watcher threads."""
+
+    started: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)
+    truth: dict[str, tuple[bool, float]] = field(default_factory=dict)  # request → label, sent
+    outcomes: list[tuple[float, bool, str]] = field(default_factory=list)  # at, right, version
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    alerts: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    drift_at_s: float | None = None
+    produced: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+
+def demo_settings(base: Settings, options: DemoOptions) -> Settings:
+    """A run of its own: topics, data folder and a cadence that shows the loop quickly."""
+    run = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    per_second = max(1, int(options.rate))
+    return base.model_copy(
+        update={
+            "topic_prefix": f"{base.topic_prefix}demo-{run}.",
+            "data_dir": base.data_dir / "demo" / run,
+            "model_name": "demo",
+            "learner_kind": "hoeffding_adaptive_tree",
+            "snapshot_every": 4 * per_second,
+            "checkpoint_every": per_second,
+            "checkpoint_interval_s": 1.0,
+            "retrain_window": 8 * per_second,
+            "retrain_min_holdout": max(20, per_second // 2),
+            "retrain_debounce_s": 4.0,
+            "label_wait_s": 30,
+        }
+    )
+
+
+def run_demo(base: Settings, options: DemoOptions, console: Console) -> Path:
+    settings = demo_settings(base, options)
+    ensure_topics(settings)
+    supervisor = Supervisor(SERVICES, settings.data_dir / "logs", env=settings.as_env())
+    observed = Observed()
+    stop = threading.Event()
+    watchers = [
+        threading.Thread(target=_watch_answers, args=(settings, observed, stop), daemon=True),
+        threading.Thread(target=_watch_alerts, args=(settings, observed, stop), daemon=True),
+    ]
+    console.print(f"[bold]Eddy demo[/] · {describe(options.scenario)} · {options.rate:g} events/s")
+    console.print(f"topics {settings.topic_prefix}* · data and logs in {settings.data_dir}")
+    supervisor.start()
+    for watcher in watchers:
+        watcher.start()
+    registry = open_registry(settings, announce=False)
+    try:
+        time.sleep(WARMUP_S)  # services join their groups
+        observed.started, observed.started_wall = time.monotonic(), time.time()
+        with Live(_table(observed, registry, settings, options), console=console) as live:
+            _play(
+                settings,
+                options,
+                observed,
+                lambda: live.update(_table(observed, registry, settings, options)),
+            )
+            deadline = time.monotonic() + DRAIN_S
+            while time.monotonic() < deadline and len(observed.outcomes) < observed.produced:
+                time.sleep(0.5)
+                live.update(_table(observed, registry, settings, options))
+    finally:
+        stop.set()
+        supervisor.stop()
+    summary = _summary(observed, registry, settings, options)
+    _print_summary(console, summary)
+    report = _write_report(settings.data_dir, summary, observed)
+    console.print(f"\nreport: {report} (and {report.with_suffix('.png')})")
+    return report
+
+
+def _play(settings: Settings, options: DemoOptions, observed: Observed, refresh: Any) -> None:
+    prefix, partitions = settings.topic_prefix, settings.partitions
+    events = spec_for(Topic.EVENTS, prefix=prefix, partitions=partitions).name
+    requests = spec_for(Topic.PREDICTION_REQUESTS, prefix=prefix, partitions=partitions).name
+    labels = spec_for(Topic.LABELS, prefix=prefix, partitions=partitions).name
+    producer = make_producer(settings, linger_ms=5)
+    total = int(options.duration_s * options.rate)
+    drift_at = total // 2
+    due: list[tuple[float, str, bool]] = []
+    interval = 1.0 / options.rate
+    next_at = time.monotonic()
+    last_refresh = 0.0
+    try:
+        for i, (x, y) in enumerate(
+            scenario_stream(options.scenario, total, drift_at, options.seed)
+        ):
+            now = datetime.now(UTC)
+            entity = f"user-{i % ENTITIES}"
+            request_id = f"req-{i}"
+            if i == drift_at:
+                observed.drift_at_s = observed.now()
+            event = Event(event_id=f"ev-{i}", entity_id=entity, event_time=now, features=x)
+            request = PredictionRequest(request_id=request_id, entity_id=entity, features=x)
+            producer.send(events, key=entity.encode(), value=encode(event))
+            producer.send(requests, key=entity.encode(), value=encode(request))
+            with observed.lock:
+                observed.truth[request_id] = (y, observed.now())
+                observed.produced += 1
+            heapq.heappush(due, (time.monotonic() + LABEL_DELAY_S, request_id, y))
+            while due and due[0][0] <= time.monotonic():
+                _, rid, label = heapq.heappop(due)
+                answer = Label(request_id=rid, label=label, event_time=now)
+                producer.send(labels, key=rid.encode(), value=encode(answer))
+            if time.monotonic() - last_refresh > 0.5:
+                refresh()
+                last_refresh = time.monotonic()
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+        while due:  # the last labels
+            _, rid, label = heapq.heappop(due)
+            last = Label(request_id=rid, label=label, event_time=datetime.now(UTC))
+            producer.send(labels, key=rid.encode(), value=encode(last))
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+
+
+def _watch_answers(settings: Settings, observed: Observed, stop: threading.Event) -> None:
+    topic = spec_for(
+        Topic.PREDICTIONS, prefix=settings.topic_prefix, partitions=settings.partitions
+    ).name
+    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50)
+    assigned = [TopicPartition(topic, p) for p in range(settings.partitions)]
+    consumer.assign(assigned)
+    consumer.seek_to_beginning(*assigned)
+    try:
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=POLL_MS).values():
+                for record in records:
+                    _observe_answer(observed, record.value)
+    finally:
+        consumer.close()
+
+
+def _observe_answer(observed: Observed, raw: bytes) -> None:
+    import orjson
+
+    answer = orjson.loads(raw)
+    with observed.lock:
+        truth = observed.truth.get(answer["request_id"])
+        if answer.get("error"):
+            code = answer["error"]["code"]
+            observed.errors[code] = observed.errors.get(code, 0) + 1
+        elif truth is not None:
+            observed.outcomes.append(
+                (truth[1], answer["prediction"] == truth[0], answer["model_version"])
+            )
+        if answer.get("latency_ms") is not None:
+            observed.latencies_ms.append(float(answer["latency_ms"]))
+
+
+def _watch_alerts(settings: Settings, observed: Observed, stop: threading.Event) -> None:
+    import orjson
+
+    topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+    consumer = make_consumer(settings, group_id=None)
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_beginning(TopicPartition(topic, 0))
+    try:
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=POLL_MS).values():
+                for record in records:
+                    with observed.lock:
+                        observed.alerts.append((observed.now(), orjson.loads(record.value)))
+    finally:
+        consumer.close()
+
+
+def _rolling_accuracy(observed: Observed, window: int = 200) -> float | None:
+    recent = observed.outcomes[-window:]
+    return sum(r for _, r, _ in recent) / len(recent) if recent else None
+
+
+def _table(observed: Observed, registry: Any, settings: Settings, options: DemoOptions) -> Table:
+    champion = registry.alias(settings.model_name, CHAMPION)
+    accuracy = _rolling_accuracy(observed)
+    total = int(options.duration_s * options.rate)
+    table = Table(title="Eddy demo (live)", show_header=False)
+    table.add_row("events sent", f"{observed.produced:,} / {total:,}")
+    table.add_row(
+        "answers", f"{len(observed.outcomes):,} (+{sum(observed.errors.values())} errors)"
+    )
+    table.add_row("rolling accuracy", "-" if accuracy is None else f"{accuracy:.3f}")
+    table.add_row("champion", champion.name if champion else "none yet (cold start)")
+    table.add_row(
+        "drift", "not yet" if observed.drift_at_s is None else f"at {observed.drift_at_s:.1f}s"
+    )
+    table.add_row(
+        "alerts", ", ".join(f"{a['kind']}@{t:.1f}s" for t, a in observed.alerts[-4:]) or "-"
+    )
+    return table
+
+
+def _summary(
+    observed: Observed, registry: Any, settings: Settings, options: DemoOptions
+) -> dict[str, Any]:
+    drift_s = observed.drift_at_s or 0.0
+    timed = [(at, right) for at, right, _ in observed.outcomes]
+    concept = [(t, a) for t, a in observed.alerts if a["kind"] == "concept" and t >= drift_s]
+    history = registry.history(settings.model_name)
+    versions = [
+        {
+            "version": f"{settings.model_name}@{d.version}",
+            "at_s": round(d.at - observed.started_wall, 1),
+            "by": d.actor.split(" on ")[0],
+            "why": d.reason,
+        }
+        for d in history
+        if d.alias == CHAMPION and d.version is not None
+    ]
+    return {
+        "scenario": describe(options.scenario),
+        "events": observed.produced,
+        "predictions": len(observed.outcomes),
+        "errors": observed.errors,
+        "latency_p50_ms": percentile(observed.latencies_ms, 50),
+        "latency_p99_ms": percentile(observed.latencies_ms, 99),
+        "drift_at_s": round(drift_s, 1),
+        "alerts": [
+            {
+                "at_s": round(t, 1),
+                "kind": a["kind"],
+                "detector": a["detector"],
+                "feature": a.get("feature"),
+            }
+            for t, a in observed.alerts
+        ],
+        "first_concept_alert_delay_s": round(concept[0][0] - drift_s, 1) if concept else None,
+        "first_concept_alert_delay_events": int((concept[0][0] - drift_s) * options.rate)
+        if concept
+        else None,
+        "champions": versions,
+        "accuracy": phase_accuracy(timed, drift_s, RECOVERY_WINDOW_S),
+    }
+
+
+def _print_summary(console: Console, summary: dict[str, Any]) -> None:
+    table = Table(title="Eddy demo summary", show_header=False)
+    accuracy = summary["accuracy"]
+    table.add_row("scenario", summary["scenario"])
+    table.add_row("events / predictions", f"{summary['events']:,} / {summary['predictions']:,}")
+    table.add_row("errors", str(summary["errors"] or "none"))
+    p50, p99 = summary["latency_p50_ms"], summary["latency_p99_ms"]
+    table.add_row("latency p50 / p99", f"{p50 or 0:.1f} ms / {p99 or 0:.1f} ms")
+    table.add_row("drift at", f"{summary['drift_at_s']} s")
+    delay = summary["first_concept_alert_delay_s"]
+    table.add_row(
+        "first concept alert after drift",
+        "none"
+        if delay is None
+        else f"{delay} s (~{summary['first_concept_alert_delay_events']} events)",
+    )
+    table.add_row("alerts", str(len(summary["alerts"])))
+    for champion in summary["champions"]:
+        table.add_row(
+            f"champion {champion['version']}",
+            f"at {champion['at_s']} s by {champion['by']}: {champion['why']}",
+        )
+    table.add_row(
+        "accuracy before / during / after",
+        " / ".join(
+            "-" if accuracy[k] is None else f"{accuracy[k]:.3f}"
+            for k in ("before", "during", "after")
+        ),
+    )
+    console.print(table)
+
+
+def _write_report(directory: Path, summary: dict[str, Any], observed: Observed) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(10, 4))
+    buckets: dict[int, list[bool]] = {}
+    for at, right, _ in observed.outcomes:
+        buckets.setdefault(int(at), []).append(right)
+    seconds = sorted(buckets)
+    axis.plot(
+        seconds, [sum(buckets[s]) / len(buckets[s]) for s in seconds], label="accuracy (per second)"
+    )
+    axis.axvline(summary["drift_at_s"], color="red", linestyle="--", label="concept drift")
+    for alert in summary["alerts"]:
+        axis.axvline(alert["at_s"], color="orange", alpha=0.6, linewidth=1)
+    for champion in summary["champions"]:
+        axis.axvline(champion["at_s"], color="green", alpha=0.8, linewidth=1.5)
+    axis.set_xlabel("seconds since start (orange: alerts, green: new champion)")
+    axis.set_ylabel("accuracy")
+    axis.set_ylim(0, 1.05)
+    axis.legend(loc="lower left")
+    png = directory / "report.png"
+    figure.tight_layout()
+    figure.savefig(png, dpi=100)
+    plt.close(figure)
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in summary.items()
+    )
+    image = base64.b64encode(png.read_bytes()).decode()
+    page = (
+        "<!doctype html><meta charset=utf-8><title>Eddy demo report</title>"
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+        "th{text-align:left;padding-right:1em;vertical-align:top}</style>"
+        "<h1>Eddy demo report</h1>"
+        f"<img alt='accuracy over time' src='data:image/png;base64,{image}'>"
+        f"<table>{rows}</table>"
+    )
+    report = directory / "report.html"
+    report.write_text(page)
+    return report

@@ -1,0 +1,100 @@
+"""Streams with a known concept drift for the demo, and the arithmetic of its report.
+
+A scenario yields ``(features, label)`` from River's synthetic generators: one concept
+until the drift index, another after it, so detection delay and recovery are measured
+against a known truth. Pure: no Kafka, no Redis.
+
+>>> items = list(scenario_stream("sea", count=10, drift_at=5, seed=1))
+>>> len(items), sorted(items[0][0])
+(10, ['x0', 'x1', 'x2'])
+>>> phase_accuracy([(0.0, True), (1.0, False), (2.0, True)], drift_at_s=1.5, recovery_s=0.4)
+{'before': 0.5, 'during': None, 'after': 1.0}
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from river import datasets
+
+
+@dataclass(frozen=True)
+class Scenario:
+    description: str
+    before: Any
+    after: Any
+
+
+def _scenarios(seed: int) -> dict[str, Scenario]:
+    synth = datasets.synth
+    return {
+        "sea": Scenario(
+            "SEA: threshold concept 0 then 3 (River)",
+            synth.SEA(variant=0, seed=seed),
+            synth.SEA(variant=3, seed=seed + 1),
+        ),
+        "agrawal": Scenario(
+            "Agrawal: classification function 0 then 2 (River)",
+            synth.Agrawal(classification_function=0, seed=seed),
+            synth.Agrawal(classification_function=2, seed=seed + 1),
+        ),
+        "stagger": Scenario(
+            "STAGGER: concept 0 then 2 (River)",
+            synth.STAGGER(classification_function=0, seed=seed),
+            synth.STAGGER(classification_function=2, seed=seed + 1),
+        ),
+    }
+
+
+SCENARIOS = tuple(_scenarios(0))
+
+
+def describe(name: str) -> str:
+    return _scenarios(0)[name].description
+
+
+def scenario_stream(
+    name: str, count: int, drift_at: int, seed: int = 42
+) -> Iterator[tuple[dict[str, Any], bool]]:
+    """``count`` items, the concept switching at index ``drift_at``."""
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+    chosen = _scenarios(seed)[name]
+    before, after = iter(chosen.before), iter(chosen.after)
+    for i in range(count):
+        x, y = next(before if i < drift_at else after)
+        yield {f"x{k}" if isinstance(k, int) else str(k): _plain(v) for k, v in x.items()}, bool(y)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def phase_accuracy(
+    outcomes: Sequence[tuple[float, bool]], drift_at_s: float, recovery_s: float
+) -> dict[str, float | None]:
+    """Accuracy before the drift, during the first ``recovery_s`` after it, and after.
+
+    ``outcomes`` are (seconds since start, answer was right), for answered requests.
+    """
+    phases: dict[str, list[bool]] = {"before": [], "during": [], "after": []}
+    for at, right in outcomes:
+        if at < drift_at_s:
+            phases["before"].append(right)
+        elif at < drift_at_s + recovery_s:
+            phases["during"].append(right)
+        else:
+            phases["after"].append(right)
+    return {k: round(sum(v) / len(v), 4) if v else None for k, v in phases.items()}
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile (0-100) of ``values``, None when empty."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=1000, method="inclusive")[min(998, int(q * 10) - 1)]

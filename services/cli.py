@@ -18,6 +18,7 @@ import orjson
 import typer
 
 from services import logs
+from services.metrics import serve as serve_metrics
 from services.settings import PROJECT_ROOT, Settings, SettingsError
 from streams import schema_files
 from streams.admin import ensure_topics, list_topics
@@ -144,6 +145,7 @@ def run_features() -> None:
     from streams.feature_worker import build_app
 
     settings = _settings()
+    serve_metrics("features", settings)
     run_worker(build_app(settings), settings)
 
 
@@ -163,6 +165,7 @@ def run_learner() -> None:
     config = LearnerConfig(
         model=settings.model_name, kind=settings.learner_kind, detector=settings.learner_detector
     )
+    serve_metrics("learner", settings)
     hook = learner_snapshots(open_registry(settings), trainer_identity("eddy run learner"))
     LearnerWorker(settings, config, on_snapshot=hook).run()
 
@@ -176,6 +179,7 @@ def run_retrainer() -> None:
     from services.retrainer import AlertListener, Retrainer
 
     settings = _settings()
+    serve_metrics("retrainer", settings)
     listener = AlertListener(settings, Retrainer(settings, open_registry(settings)))
     signal.signal(signal.SIGTERM, listener.stop)
     signal.signal(signal.SIGINT, listener.stop)
@@ -192,6 +196,7 @@ def run_predictor() -> None:
     from services.predictor import Predictor
 
     settings = _settings()
+    serve_metrics("predictor", settings)
     Predictor(settings, open_registry(settings, announce=False), settings.model_name).run()
 
 

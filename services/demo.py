@@ -8,7 +8,8 @@ ground truth the learner joins to the features the prediction saw). Halfway, the
 concept changes. The learner's error monitor fires, the retrainer trains on the recent
 window and promotes the winner, the predictors swap to it, accuracy recovers. The demo
 watches all of it from the outside (answers, alerts, the registry), shows it live, then
-prints a summary and writes an HTML report with a chart, and the chart as PNG.
+prints a summary and writes an HTML report with a chart, the chart as PNG, and the
+summary as ``summary.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from kafka import TopicPartition
 from rich.console import Console
 from rich.live import Live
@@ -131,6 +133,9 @@ def run_demo(base: Settings, options: DemoOptions, console: Console) -> Path:
     summary = _summary(observed, registry, settings, options)
     _print_summary(console, summary)
     report = _write_report(settings.data_dir, summary, observed)
+    (settings.data_dir / "summary.json").write_bytes(
+        orjson.dumps(summary, option=orjson.OPT_INDENT_2)
+    )
     console.print(f"\nreport: {report} (and {report.with_suffix('.png')})")
     return report
 
@@ -200,8 +205,6 @@ def _watch_answers(settings: Settings, observed: Observed, stop: threading.Event
 
 
 def _observe_answer(observed: Observed, raw: bytes) -> None:
-    import orjson
-
     answer = orjson.loads(raw)
     with observed.lock:
         truth = observed.truth.get(answer["request_id"])
@@ -217,8 +220,6 @@ def _observe_answer(observed: Observed, raw: bytes) -> None:
 
 
 def _watch_alerts(settings: Settings, observed: Observed, stop: threading.Event) -> None:
-    import orjson
-
     topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
     consumer = make_consumer(settings, group_id=None)
     consumer.assign([TopicPartition(topic, 0)])

@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 from kafka import TopicPartition
 
+from services import metrics
 from services.registry import CHALLENGER, CHAMPION, Registry
 from services.serving import Loaded, Scored, ServingModels, score_batch
 from services.settings import Settings
@@ -97,6 +98,8 @@ class ModelWatcher(threading.Thread):
             )
             return
         self.serving = ServingModels(champion, (challenger,) if challenger else ())
+        for alias, loaded in ((CHAMPION, champion), (CHALLENGER, challenger)):
+            metrics.SERVING_VERSION.labels(self.model, alias).set(loaded.version if loaded else 0)
         log.info(
             "serving",
             extra={
@@ -248,7 +251,19 @@ class Predictor:
         for future in futures:
             future.get(timeout=SEND_TIMEOUT_S)
         errors = sum(1 for _, a in answers if a.error is not None)
+        for _, answer in answers:
+            metrics.REQUESTS.labels(answer.error.code if answer.error else "answered").inc()
+            if answer.latency_ms is not None:
+                metrics.REQUEST_LATENCY.observe(answer.latency_ms / 1000)
+        self._report_lag()
         return Outcome(len(answers), errors)
+
+    def _report_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is not None:
+                lag = max(0, end - self.consumer.position(tp))
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
     def _answer(
         self,

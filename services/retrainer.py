@@ -36,6 +36,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, roc_auc_score
 from sklearn.pipeline import Pipeline
 
+from services import metrics
 from services.promotion import Decision, OfflineGate, offline_decision
 from services.registry import CHALLENGER, CHAMPION, SKLEARN, Lineage, Registry
 from services.settings import PROJECT_ROOT, Settings
@@ -254,6 +255,8 @@ class Retrainer:
         elif decision.action == "challenger":
             self.registry.set_alias(model, CHALLENGER, version.version, trainer, decision.reason)
         outcome = Outcome(version.version, decision, time.monotonic() - started)
+        metrics.RETRAINS.labels(decision.action).inc()
+        metrics.RETRAIN_SECONDS.observe(outcome.seconds)
         log.info(
             "retrained",
             extra={

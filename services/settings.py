@@ -170,6 +170,9 @@ class Settings(BaseModel):
     max_event_time_skew_s: int = Field(
         300, ge=0, description="How far in the future an event_time may be (clock skew)."
     )
+    metrics_port: int = Field(
+        9400, ge=0, le=65000, description="Base port of /metrics (role offsets added; 0: off)."
+    )
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
     @field_validator("kafka_bootstrap")

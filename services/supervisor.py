@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,9 +61,13 @@ class Child:
 
 class Supervisor:
     def __init__(
-        self, names: Sequence[str], log_dir: Path, env: dict[str, str] | None = None
+        self,
+        names: Sequence[str],
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        policy: Callable[[], RestartPolicy] = RestartPolicy,
     ) -> None:
-        self.children = [Child(name) for name in names]
+        self.children = [Child(name, policy=policy()) for name in names]
         self.log_dir = log_dir
         self.env = env
         self._stopping = False

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import faust
 from kafka import TopicPartition
 
+from services import metrics
 from services.settings import Settings
 from streams.clients import make_consumer, make_producer, make_redis
 from streams.dead_letter import RawRecord
@@ -82,9 +84,14 @@ def build_app(settings: Settings, fs: FeatureSet = FEATURES) -> faust.App:
     async def ingest(stream: Any) -> None:
         async for batch in stream.take_events(settings.feature_batch_size, within=wait_s):
             records = [_raw(event.message) for event in batch]
+            started = time.perf_counter()
             counts = await asyncio.to_thread(
                 retry_transient, functools.partial(pipeline.handle, records), "feature batch"
             )
+            metrics.BATCH_SECONDS.labels("features").observe(time.perf_counter() - started)
+            for verdict in ("new", "duplicate", "too_late", "invalid"):
+                metrics.EVENTS.labels(verdict).inc(counts[verdict])
+            metrics.DEAD_LETTERS.labels("events").inc(counts["invalid"])
             log.debug(
                 "batch applied",
                 extra={

@@ -33,6 +33,7 @@ from kafka.coordinator.assignors.abstract import (
     ConsumerProtocolSubscription,
 )
 
+from services import metrics
 from services.settings import Settings
 from streams.clients import make_consumer, make_producer, make_redis
 from streams.contracts import DriftAlert, Label, SourceOffset, TrainingExample
@@ -239,6 +240,8 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                     labels.append((label.event_id or label.request_id or "", label, where))
         alerts += self._join_labels(labels)
         self._send(alerts)
+        for alert in alerts:
+            metrics.DRIFT_ALERTS.labels(alert.kind.value).inc()
 
     def _example(self, raw: bytes, where: Position) -> list[DriftAlert]:
         try:
@@ -252,6 +255,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             return []
         where = Position(where.topic, where.partition, where.offset, example.event_time.timestamp())
         self._since_checkpoint += 1
+        metrics.EXAMPLES_LEARNED.inc()
         return self.state.learner.step(example.features, example.label, where).alerts
 
     def _label(self, raw: bytes) -> Label | None:
@@ -285,6 +289,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self.state.labels_joined += 1
             self.state.label_latency_s_total += max(0.0, label.event_time.timestamp() - snapshot.at)
             self._since_checkpoint += 1
+            metrics.EXAMPLES_LEARNED.inc()
             at = Position(where.topic, where.partition, where.offset, snapshot.at)
             alerts += self.state.learner.step(snapshot.features, label.label, at).alerts
             self._joined.append(
@@ -351,6 +356,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 self.consumer.commit(offsets={tp: _offset_meta(o) for tp, o in offsets.items()})
             except Exception as exc:  # lag reporting only; the checkpoint is the truth
                 log.warning("offset commit failed", extra={"error": repr(exc)})
+        self._report_metrics()
         log.info(
             "checkpoint",
             extra={
@@ -360,6 +366,15 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 **self.state.learner.metrics.report(),
             },
         )
+
+    def _report_metrics(self) -> None:
+        for name, value in self.state.learner.metrics.report().items():
+            metrics.MODEL_METRIC.labels(name).set(value)
+        joined = self.state.labels_joined
+        if joined:
+            metrics.LABEL_LATENCY.set(self.state.label_latency_s_total / joined)
+            recorded = self.snapshots.recorded()
+            metrics.LABEL_COVERAGE.set(joined / recorded if recorded else 0.0)
 
     def _snapshot_due(self) -> bool:
         every = self.settings.snapshot_every

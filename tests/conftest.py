@@ -112,6 +112,8 @@ def stack() -> Iterator[Settings]:
                 **endpoints,
                 "topic_prefix": f"eddy-test-{uuid.uuid4().hex[:8]}.",
                 "consumer_session_timeout_ms": TEST_SESSION_TIMEOUT_MS,
+                # Many services run at once in tests: metrics only where a test asks.
+                "metrics_port": 0,
                 "consumer_heartbeat_interval_ms": TEST_HEARTBEAT_MS,
             }
         )

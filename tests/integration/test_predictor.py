@@ -325,3 +325,26 @@ def test_eddy_score_writes_the_champions_predictions_beside_the_file(
     assert scored[1].split(",")[2:4] == ["True", "m@1"]
     assert scored[2].split(",")[2:4] == ["False", "m@1"]
     assert len(scored) == 4
+
+
+def test_the_predictor_serves_prometheus_metrics(service: Service) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:  # a free port; the predictor adds its role offset
+        probe.bind(("127.0.0.1", 0))
+        base = probe.getsockname()[1] - 4
+    service.settings = service.settings.model_copy(update={"metrics_port": base})
+    with_champion(service)
+    service.start()
+    client = PredictionClient(service.settings)
+    try:
+        client.predict("u", {"amount": 70.0}, timeout_s=30)
+    finally:
+        client.close()
+    url = f"http://127.0.0.1:{base + 4}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    assert 'eddy_requests_total{outcome="answered"} 1.0' in text
+    assert 'eddy_serving_version{alias="champion",model="m"} 1.0' in text
+    assert "eddy_request_latency_seconds_bucket" in text
+    assert "process_resident_memory_bytes" in text

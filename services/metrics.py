@@ -1,0 +1,66 @@
+"""Prometheus metrics: every Eddy process serves ``/metrics`` on 127.0.0.1.
+
+Each role has its own port, ``EDDY_METRICS_PORT`` plus the role's offset (features +1,
+learner +2, retrainer +3, predictor +4); 0 turns metrics off. A second process of the
+same role on one host cannot bind the port and runs without an endpoint (it says so in
+its log). Process CPU and memory come with prometheus-client's process collector.
+
+The metric objects live here, named once, so dashboards and alerts have one list::
+
+    eddy_events_total{verdict}            feature worker: new, duplicate, too_late, invalid
+    eddy_dead_letters_total{source}       records dead-lettered, by source topic
+    eddy_batch_seconds{role}              time to process one batch
+    eddy_examples_learned_total           learner
+    eddy_drift_alerts_total{kind}         learner: data, concept, prediction
+    eddy_model_metric{metric}             learner's prequential metrics (rolling and cumulative)
+    eddy_label_coverage / eddy_label_latency_seconds   learner's late-label join
+    eddy_retrains_total{action}, eddy_retrain_seconds  retrainer
+    eddy_requests_total{outcome}          predictor: answered, invalid_request, no_champion
+    eddy_request_latency_seconds          predictor: request timestamp → answer
+    eddy_serving_version{model,alias}     version number each alias serves
+    eddy_consumer_lag{topic,partition}    records behind the end of the log
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROLE_OFFSETS = {"features": 1, "learner": 2, "retrainer": 3, "predictor": 4, "monitor": 5}
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+EVENTS = Counter("eddy_events_total", "Events handled by the feature worker.", ["verdict"])
+DEAD_LETTERS = Counter("eddy_dead_letters_total", "Records dead-lettered.", ["source"])
+BATCH_SECONDS = Histogram("eddy_batch_seconds", "Time to process one batch.", ["role"])
+EXAMPLES_LEARNED = Counter("eddy_examples_learned_total", "Examples the learner learned.")
+DRIFT_ALERTS = Counter("eddy_drift_alerts_total", "Drift alerts raised.", ["kind"])
+MODEL_METRIC = Gauge("eddy_model_metric", "The learner's prequential metrics.", ["metric"])
+LABEL_COVERAGE = Gauge("eddy_label_coverage", "Share of recorded snapshots that got a label.")
+LABEL_LATENCY = Gauge("eddy_label_latency_seconds", "Mean delay from prediction to label.")
+RETRAINS = Counter("eddy_retrains_total", "Retrains by decision.", ["action"])
+RETRAIN_SECONDS = Histogram("eddy_retrain_seconds", "Duration of one retrain.")
+REQUESTS = Counter("eddy_requests_total", "Prediction requests by outcome.", ["outcome"])
+REQUEST_LATENCY = Histogram(
+    "eddy_request_latency_seconds", "Request timestamp to answer.", buckets=LATENCY_BUCKETS
+)
+SERVING_VERSION = Gauge("eddy_serving_version", "Version each alias serves.", ["model", "alias"])
+CONSUMER_LAG = Gauge("eddy_consumer_lag", "Records behind the log end.", ["topic", "partition"])
+
+
+def serve(role: str, settings: Settings) -> int | None:
+    """Start this process's ``/metrics`` endpoint; returns the port, or None if off."""
+    if not settings.metrics_port:
+        return None
+    port = settings.metrics_port + ROLE_OFFSETS[role]
+    try:
+        start_http_server(port, addr="127.0.0.1")
+    except OSError as exc:
+        log.warning("no metrics endpoint", extra={"role": role, "port": port, "error": str(exc)})
+        return None
+    log.info("metrics", extra={"role": role, "url": f"http://127.0.0.1:{port}/metrics"})
+    return port

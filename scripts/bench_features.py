@@ -102,15 +102,7 @@ def worker_rate(
     settings: Settings, topic: str, count: int, workdir: Path, command: list[str], group: str
 ) -> float:
     """Events/s of one worker process, from its group's first commit to its last."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
-    env |= {
-        "EDDY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "EDDY_REDIS_URL": settings.redis_url,
-        "EDDY_TOPIC_PREFIX": settings.topic_prefix,
-        "EDDY_DATA_DIR": str(workdir),
-        "EDDY_LOG_LEVEL": "WARNING",
-        "EDDY_PARTITIONS": str(settings.partitions),
-    }
+    env = settings.child_env(data_dir=workdir, log_level="WARNING")
     with (workdir / f"{command[-1]}.log").open("wb") as log:
         worker = subprocess.Popen(command, env=env, stdout=log, stderr=log)
     admin = make_admin(settings)

@@ -100,18 +100,9 @@ def learner_process(rows: list[tuple[dict[str, float], bool]], base: Settings) -
     producer.flush(timeout=120)
     producer.close()
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
-    env |= {
-        "EDDY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "EDDY_REDIS_URL": settings.redis_url,
-        "EDDY_TOPIC_PREFIX": settings.topic_prefix,
-        "EDDY_PARTITIONS": "1",
-        "EDDY_DATA_DIR": str(settings.data_dir),
-        "EDDY_LOG_LEVEL": "WARNING",
-        # The last examples are saved by the interval rule: keep it short so the final
-        # checkpoint (the finish line) is not held back by idle time.
-        "EDDY_CHECKPOINT_INTERVAL_S": "0.2",
-    }
+    # The last examples are saved by the interval rule: keep it short so the final
+    # checkpoint (the finish line) is not held back by idle time.
+    env = settings.child_env(log_level="WARNING", checkpoint_interval_s=0.2)
     store = CheckpointStore(
         settings.data_dir / "checkpoints" / settings.model_name,
         signing_key(None, settings.data_dir),

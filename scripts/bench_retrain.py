@@ -13,7 +13,6 @@ Kafka, evaluating the champion, registering (signing, SQLite) and announcing.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import signal
 import statistics
@@ -72,16 +71,7 @@ def publish(settings: Settings, data: list[tuple[dict[str, float], bool]]) -> No
 
 
 def alert_to_champion(settings: Settings, workdir: Path) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
-    env |= {
-        "EDDY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "EDDY_REDIS_URL": settings.redis_url,
-        "EDDY_TOPIC_PREFIX": settings.topic_prefix,
-        "EDDY_DATA_DIR": str(workdir),
-        "EDDY_RETRAIN_WINDOW": str(settings.retrain_window),
-        "EDDY_RETRAIN_DEBOUNCE_S": "0",
-        "EDDY_LOG_LEVEL": "WARNING",
-    }
+    env = settings.child_env(data_dir=workdir, retrain_debounce_s=0, log_level="WARNING")
     updates = spec_for(Topic.MODEL_UPDATES, prefix=settings.topic_prefix, partitions=1).name
     watcher = make_consumer(settings, group_id=None)
     watcher.assign([TopicPartition(updates, 0)])

@@ -100,7 +100,7 @@ def demo_settings(base: Settings, options: DemoOptions) -> Settings:
 def run_demo(base: Settings, options: DemoOptions, console: Console) -> Path:
     settings = demo_settings(base, options)
     ensure_topics(settings)
-    supervisor = Supervisor(SERVICES, settings.data_dir / "logs", env=settings.as_env())
+    supervisor = Supervisor(SERVICES, settings.data_dir / "logs", env=settings.child_env())
     observed = Observed()
     stop = threading.Event()
     watchers = [

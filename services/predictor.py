@@ -196,7 +196,7 @@ class Predictor:
                 requests.append((record, decode(PredictionRequest, record.value)))
             except InvalidMessage as exc:
                 answers.append((None, self._error(record, exc.error_class, exc.reason)))
-                letter = dead_letter(_raw(record), exc.error_class, exc.reason)
+                letter = dead_letter(RawRecord.of(record), exc.error_class, exc.reason)
                 futures.append(
                     self.producer.send(
                         self.dead_letter_topic,
@@ -386,14 +386,3 @@ def _salvaged_request_id(raw: bytes | None) -> str | None:
         return None
     value = document.get("request_id") if isinstance(document, dict) else None
     return value if isinstance(value, str) and 0 < len(value) <= 256 else None
-
-
-def _raw(record: Any) -> RawRecord:
-    return RawRecord(
-        record.topic,
-        record.partition,
-        record.offset,
-        record.key,
-        record.value,
-        record.headers or [],
-    )

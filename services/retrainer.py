@@ -37,6 +37,7 @@ from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, roc_a
 from sklearn.pipeline import Pipeline
 
 from services import metrics
+from services.live_runner import evaluate_live
 from services.promotion import Decision, OfflineGate, offline_decision
 from services.registry import CHALLENGER, CHAMPION, SKLEARN, Lineage, Registry
 from services.settings import PROJECT_ROOT, Settings
@@ -294,13 +295,17 @@ class AlertListener:
 
     def run(self) -> None:
         bursts: dict[str, tuple[float, list[str]]] = {}  # model -> (first seen, alert ids)
-        last_scheduled = time.monotonic()
+        last_scheduled = last_live = time.monotonic()
         try:
             while not self._stopping:
                 for records in self.consumer.poll(timeout_ms=POLL_MS).values():
                     for record in records:
                         self._collect(record.value, bursts)
                 now = time.monotonic()
+                live_every = self.settings.live_evaluation_every_s
+                if live_every > 0 and now - last_live >= live_every:
+                    last_live = now
+                    evaluate_live(self.settings, self.retrainer.registry, self.settings.model_name)
                 every = self.settings.retrain_every_s
                 if every > 0 and now - last_scheduled >= every:
                     last_scheduled = now

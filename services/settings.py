@@ -170,6 +170,11 @@ class Settings(BaseModel):
     max_event_time_skew_s: int = Field(
         300, ge=0, description="How far in the future an event_time may be (clock skew)."
     )
+    live_evaluation_every_s: float = Field(
+        60.0,
+        ge=0,
+        description="Compare champion and challenger on live answers this often (0: off).",
+    )
     metrics_port: int = Field(
         9400, ge=0, le=65000, description="Base port of /metrics (role offsets added; 0: off)."
     )
@@ -246,6 +251,13 @@ class Settings(BaseModel):
                 text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
                 env[f"{ENV_PREFIX}{name.upper()}"] = text
         return env
+
+    def child_env(self, **overrides: object) -> dict[str, str]:
+        """The environment for a child process running with these settings: this
+        process's environment without its EDDY_* variables, plus :meth:`as_env` of these
+        settings updated with ``overrides``."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        return inherited | self.model_copy(update=overrides).as_env()
 
     def __repr_args__(self) -> list[tuple[str | None, Any]]:
         """repr() and str() show masked values, so a logged Settings leaks nothing."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 HEADER_PREFIX = "eddy."
 SOURCE_TOPIC = "eddy.source.topic"
@@ -38,6 +39,21 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
     headers: Headers
+
+    @classmethod
+    def of(cls, record: Any) -> RawRecord:
+        """From any Kafka client's record (kafka-python, aiokafka, faust messages)."""
+        headers = record.headers or []
+        if isinstance(headers, dict):
+            headers = list(headers.items())
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=[(k, bytes(v)) for k, v in headers],
+        )
 
 
 @dataclass(frozen=True)

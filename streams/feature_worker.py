@@ -83,7 +83,7 @@ def build_app(settings: Settings, fs: FeatureSet = FEATURES) -> faust.App:
     @app.agent(events, concurrency=1)
     async def ingest(stream: Any) -> None:
         async for batch in stream.take_events(settings.feature_batch_size, within=wait_s):
-            records = [_raw(event.message) for event in batch]
+            records = [RawRecord.of(event.message) for event in batch]
             started = time.perf_counter()
             counts = await asyncio.to_thread(
                 retry_transient, functools.partial(pipeline.handle, records), "feature batch"
@@ -102,20 +102,6 @@ def build_app(settings: Settings, fs: FeatureSet = FEATURES) -> faust.App:
             )
 
     return app
-
-
-def _raw(message: Any) -> RawRecord:
-    headers = message.headers or []
-    if isinstance(headers, dict):
-        headers = list(headers.items())
-    return RawRecord(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=[(k, bytes(v)) for k, v in headers],
-    )
 
 
 def rebuild(settings: Settings, fs: FeatureSet = FEATURES) -> Counter[str]:
@@ -140,7 +126,7 @@ def rebuild(settings: Settings, fs: FeatureSet = FEATURES) -> Counter[str]:
         while any(consumer.position(tp) < end[tp] for tp in partitions):
             polled = consumer.poll(timeout_ms=REBUILD_POLL_MS)
             records = [
-                RawRecord(r.topic, r.partition, r.offset, r.key, r.value, r.headers or [])
+                RawRecord.of(r)
                 for tp_records in polled.values()
                 for r in tp_records
                 if r.offset < end[TopicPartition(r.topic, r.partition)]

@@ -312,6 +312,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self.producer.send(self.alerts_topic, key=a.model.encode(), value=encode(a))
             for a in alerts
         ]
+        self.snapshots.record_labels([(e.example_id, e.label) for e in self._joined])
         futures += [  # late-labelled examples join the retraining window
             self.producer.send(self.examples_topic, key=e.entity_id.encode(), value=encode(e))
             for e in self._joined

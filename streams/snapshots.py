@@ -64,6 +64,25 @@ class SnapshotStore:
                 found[record_id] = Snapshot(data["entity_id"], data["at"], data["features"])
         return found
 
+    def label_key(self, record_id: str) -> str:
+        return f"{self._prefix}label:{{{record_id}}}"
+
+    def record_labels(self, labels: Sequence[tuple[str, Any]]) -> None:
+        """Labels the learner joined, by id: the truth the live comparison scores against."""
+        if not labels:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for record_id, label in labels:
+            pipe.set(self.label_key(record_id), orjson.dumps(label), px=self._ttl_ms)
+        pipe.execute()
+
+    def fetch_labels(self, record_ids: Iterable[str]) -> dict[str, Any]:
+        ids = list(dict.fromkeys(record_ids))
+        if not ids:
+            return {}
+        values = self._client.mget([self.label_key(i) for i in ids])
+        return {i: orjson.loads(v) for i, v in zip(ids, values, strict=True) if v is not None}
+
     def recorded(self) -> int:
         """How many snapshots were ever recorded (the denominator of label coverage)."""
         return int(self._client.get(self._counter) or 0)

@@ -146,5 +146,4 @@ def group_id() -> str:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The process environment plus ``settings`` as EDDY_* variables, for subprocesses."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDDY_")}
-    return env | settings.as_env()
+    return settings.child_env()

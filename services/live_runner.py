@@ -1,0 +1,71 @@
+"""Live champion/challenger comparison wired to the running system.
+
+The predictors record every shadow-scored request's answers (champion and challengers)
+on the ``<prefix>shadow`` stream; the learner records each label it joins under the
+request id. Every ``EDDY_LIVE_EVALUATION_EVERY_S`` the retrainer process pairs them and
+lets :class:`~services.live_evaluation.LiveEvaluator` promote a significantly better
+challenger, or roll back a champion whose live error rate broke the guard (baseline:
+its own held-out error when it was registered).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from services.live_evaluation import LiveEvaluator, RecordedAnswer
+from services.predictor import shadow_stream
+from services.promotion import Decision
+from services.registry import CHAMPION, Registry
+from services.settings import Settings
+from streams.clients import make_redis
+from streams.snapshots import SnapshotStore
+
+log = logging.getLogger(__name__)
+
+
+def recorded_answers(settings: Settings) -> list[RecordedAnswer]:
+    """The shadow log as answers (newest ``EDDY_SHADOW_LOG_MAX`` at most)."""
+    client = make_redis(settings)
+    try:
+        entries: Any = client.xrevrange(
+            shadow_stream(settings.topic_prefix), count=settings.shadow_log_max
+        )
+    finally:
+        client.close()
+    return [
+        RecordedAnswer(
+            request_id=fields[b"request_id"].decode(),
+            model=fields[b"model"].decode(),
+            version=int(fields[b"version"]),
+            prediction=orjson.loads(fields[b"prediction"]),
+        )
+        for _, fields in entries
+    ]
+
+
+def evaluate_live(settings: Settings, registry: Registry, model: str) -> list[Decision]:
+    """One round: compare champion and challenger, then guard the champion."""
+    answers = [a for a in recorded_answers(settings) if a.model == model]
+    if not answers:
+        return []
+    store = SnapshotStore(make_redis(settings), settings.topic_prefix, settings.label_window_s)
+    labels = store.fetch_labels({a.request_id for a in answers})
+    evaluator = LiveEvaluator(registry, model, actor=f"live evaluation ({settings.client_id})")
+    decisions = []
+    compared = evaluator.compare(answers, labels)
+    if compared is not None:
+        decisions.append(compared)
+    champion = registry.alias(model, CHAMPION)
+    if champion is not None and "accuracy" in champion.metrics:
+        guarded = evaluator.guard_champion(answers, labels, 1 - champion.metrics["accuracy"])
+        if guarded is not None:
+            decisions.append(guarded)
+    for decision in decisions:
+        log.info(
+            "live decision",
+            extra={"model": model, "action": decision.action, "reason": decision.reason},
+        )
+    return decisions

@@ -24,6 +24,21 @@ if [[ ! -x $VENV/bin/python ]]; then
   "$python" -m venv "$VENV"
 fi
 
+# The dashboard's charting library, served by `eddy run monitor` from disk (never
+# fetched by the browser from the internet). Without npm the dashboard shows tables only.
+CHARTJS_VERSION=4.6.1
+WEB=$ROOT/.eddy/web
+if [[ ! -f $WEB/node_modules/chart.js/dist/chart.umd.js ]]; then
+  if command -v npm >/dev/null; then
+    say "installing chart.js $CHARTJS_VERSION for the dashboard (npm registry) ..."
+    mkdir -p "$WEB"
+    npm install --silent --no-audit --no-fund --prefix "$WEB" "chart.js@$CHARTJS_VERSION" >/dev/null \
+      || say "WARNING: npm could not install chart.js; the dashboard will show tables only"
+  else
+    say "npm not found: the dashboard will show tables only (install Node.js for charts)"
+  fi
+fi
+
 want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
 if [[ ! -f $STAMP || $(<"$STAMP") != "$want" ]]; then
   say "installing Eddy and its pinned dependencies (first run downloads them from PyPI) ..."

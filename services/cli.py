@@ -135,6 +135,16 @@ def run_all() -> None:
     Supervisor(SERVICES, settings.data_dir / "logs").run()
 
 
+@run_app.command("monitor")
+def run_monitor() -> None:
+    """Status API (/api/status) and live dashboard (/) on 127.0.0.1:EDDY_MONITOR_PORT."""
+    from services.model_updates import open_registry
+    from services.monitor import Monitor
+
+    settings = _settings()
+    Monitor(settings, open_registry(settings, announce=False)).run()
+
+
 @run_app.command("features")
 def run_features() -> None:
     """Feature worker: validate events, update online features, emit training examples.

@@ -14,6 +14,7 @@ The metric objects live here, named once, so dashboards and alerts have one list
     eddy_drift_alerts_total{kind}         learner: data, concept, prediction
     eddy_model_metric{metric}             learner's prequential metrics (rolling and cumulative)
     eddy_label_coverage / eddy_label_latency_seconds   learner's late-label join
+    eddy_drift_statistic{feature,test}    learner: latest drift statistic per feature
     eddy_retrains_total{action}, eddy_retrain_seconds  retrainer
     eddy_requests_total{outcome}          predictor: answered, invalid_request, no_champion
     eddy_request_latency_seconds          predictor: request timestamp → answer
@@ -49,6 +50,9 @@ REQUEST_LATENCY = Histogram(
     "eddy_request_latency_seconds", "Request timestamp to answer.", buckets=LATENCY_BUCKETS
 )
 SERVING_VERSION = Gauge("eddy_serving_version", "Version each alias serves.", ["model", "alias"])
+DRIFT_STATISTIC = Gauge(
+    "eddy_drift_statistic", "Latest data-drift statistic per feature.", ["feature", "test"]
+)
 CONSUMER_LAG = Gauge("eddy_consumer_lag", "Records behind the log end.", ["topic", "partition"])
 
 

@@ -178,6 +178,10 @@ class Settings(BaseModel):
     metrics_port: int = Field(
         9400, ge=0, le=65000, description="Base port of /metrics (role offsets added; 0: off)."
     )
+    monitor_port: int = Field(9500, ge=1, le=65535, description="Dashboard and status API port.")
+    monitor_sample_s: float = Field(
+        2.0, gt=0, description="How often the monitor samples the services' metrics."
+    )
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
     @field_validator("kafka_bootstrap")

@@ -27,7 +27,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("features", "learner", "retrainer", "predictor")
+SERVICES = ("features", "learner", "retrainer", "predictor", "monitor")
 STOP_GRACE_S = 20.0
 CHECK_EVERY_S = 0.5
 

@@ -371,6 +371,9 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     def _report_metrics(self) -> None:
         for name, value in self.state.learner.metrics.report().items():
             metrics.MODEL_METRIC.labels(name).set(value)
+        for feature, tests in self.state.learner.data_drift.statistics().items():
+            for test, value in tests.items():
+                metrics.DRIFT_STATISTIC.labels(feature, test).set(value)
         joined = self.state.labels_joined
         if joined:
             metrics.LABEL_LATENCY.set(self.state.label_latency_s_total / joined)

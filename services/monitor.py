@@ -1,0 +1,225 @@
+"""``eddy run monitor``: a JSON status API and a live web dashboard on 127.0.0.1.
+
+The monitor owns no state of the system: every ``EDDY_MONITOR_SAMPLE_S`` it scrapes the
+other processes' Prometheus endpoints into short in-memory time series, follows
+``drift-alerts``, and reads the registry when asked. ``GET /api/status`` returns all of
+it; ``GET /`` is the dashboard (accuracy over time with alerts and promotions on the same
+axis, per-feature drift statistics, throughput, latency percentiles, lag, models with
+lineage and history), drawn with Chart.js served from the local install
+(``scripts/bootstrap.sh``), never fetched from the internet.
+
+>>> quantile_from_buckets([(0.01, 5), (0.1, 9), (float("inf"), 10)], 0.5)
+0.01
+>>> quantile_from_buckets([(0.01, 5), (0.1, 9), (float("inf"), 10)], 0.99)
+inf
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import urllib.request
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.metrics import ROLE_OFFSETS
+from services.registry import Registry
+from services.settings import PROJECT_ROOT, Settings
+from streams.clients import make_consumer
+from streams.topics import Topic, spec_for
+
+log = logging.getLogger(__name__)
+
+CHART_JS = PROJECT_ROOT / ".eddy" / "web" / "node_modules" / "chart.js" / "dist" / "chart.umd.js"
+DASHBOARD = Path(__file__).with_name("dashboard.html")
+HISTORY_POINTS = 1800
+ALERTS_KEPT = 200
+SCRAPE_TIMEOUT_S = 2.0
+
+
+def quantile_from_buckets(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """Upper bound of the bucket holding quantile ``q`` of cumulative ``(le, count)``."""
+    total = buckets[-1][1] if buckets else 0
+    if total <= 0:
+        return None
+    for upper, count in buckets:
+        if count >= q * total:
+            return upper
+    return buckets[-1][0]
+
+
+def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Samples by name from a Prometheus text endpoint (empty when it does not answer)."""
+    try:
+        text = urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S).read().decode()  # noqa: S310
+    except OSError:
+        return {}
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return samples
+
+
+def _total(
+    samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **match: str
+) -> float:
+    return sum(
+        v
+        for labels, v in samples.get(name, [])
+        if all(labels.get(k) == m for k, m in match.items())
+    )
+
+
+class Monitor:
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.series: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY_POINTS)
+        self.alerts: collections.deque[dict[str, Any]] = collections.deque(maxlen=ALERTS_KEPT)
+        self.drift: dict[str, float] = {}
+        self._previous: dict[str, float] = {}
+        self._stop = threading.Event()
+
+    def url(self, role: str) -> str:
+        return f"http://127.0.0.1:{self.settings.metrics_port + ROLE_OFFSETS[role]}/metrics"
+
+    def sample(self) -> dict[str, Any]:
+        """One point of every time series, from the services' metrics."""
+        now = time.time()
+        if not self.settings.metrics_port:
+            return {"at": now}
+        features, learner, predictor = (
+            scrape(self.url("features")),
+            scrape(self.url("learner")),
+            scrape(self.url("predictor")),
+        )
+        counters = {
+            "events": _total(features, "eddy_events_total"),
+            "requests": _total(predictor, "eddy_requests_total"),
+            "examples": _total(learner, "eddy_examples_learned_total"),
+        }
+        elapsed = now - self._previous.get("at", now)
+        rates = {
+            f"{name}_per_s": (value - self._previous.get(name, value)) / elapsed if elapsed else 0.0
+            for name, value in counters.items()
+        }
+        self._previous = {**counters, "at": now}
+        model = {labels["metric"]: v for labels, v in learner.get("eddy_model_metric", [])}
+        buckets = sorted(
+            (float(labels["le"]), v)
+            for labels, v in predictor.get("eddy_request_latency_seconds_bucket", [])
+        )
+        self.drift = {
+            f"{labels['feature']} ({labels['test']})": v
+            for labels, v in learner.get("eddy_drift_statistic", [])
+        }
+        point = {
+            "at": now,
+            "accuracy": model.get("rolling_accuracy"),
+            "error": None
+            if model.get("rolling_accuracy") is None
+            else 1 - model["rolling_accuracy"],
+            "p50_ms": _ms(quantile_from_buckets(buckets, 0.5)),
+            "p99_ms": _ms(quantile_from_buckets(buckets, 0.99)),
+            "lag": _total(predictor, "eddy_consumer_lag"),
+            **rates,
+        }
+        self.series.append(point)
+        return point
+
+    def status(self) -> dict[str, Any]:
+        model = self.settings.model_name
+        versions = self.registry.versions(model)
+        return {
+            "model": model,
+            "series": list(self.series),
+            "alerts": list(self.alerts),
+            "drift": self.drift,
+            "aliases": self.registry.aliases(model),
+            "versions": [
+                {
+                    "version": v.version,
+                    "flavor": v.flavor,
+                    "created_at": v.created_at,
+                    "metrics": v.metrics,
+                    "lineage": asdict(v.lineage),
+                }
+                for v in versions[-20:]
+            ],
+            "history": [asdict(d) for d in self.registry.history(model)[-50:]],
+        }
+
+    def run_sampler(self) -> None:
+        while not self._stop.wait(self.settings.monitor_sample_s):
+            try:
+                self.sample()
+            except Exception as exc:  # a bad scrape must not end the dashboard
+                log.warning("sampling failed", extra={"error": repr(exc)})
+
+    def run_alerts(self) -> None:
+        topic = spec_for(Topic.DRIFT_ALERTS, prefix=self.settings.topic_prefix, partitions=1).name
+        consumer = make_consumer(self.settings, group_id=None)
+        where = TopicPartition(topic, 0)
+        consumer.assign([where])
+        consumer.seek_to_beginning(where)
+        try:
+            while not self._stop.is_set():
+                for records in consumer.poll(timeout_ms=500).values():
+                    for record in records:
+                        alert = orjson.loads(record.value)
+                        self.alerts.append({**alert, "received_at": record.timestamp / 1000})
+        finally:
+            consumer.close()
+
+    def serve(self) -> ThreadingHTTPServer:
+        monitor = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/api/status":
+                    self._send(200, "application/json", orjson.dumps(monitor.status()))
+                elif self.path == "/static/chart.umd.js" and CHART_JS.exists():
+                    self._send(200, "text/javascript", CHART_JS.read_bytes())
+                elif self.path in ("/", "/index.html"):
+                    self._send(200, "text/html; charset=utf-8", DASHBOARD.read_bytes())
+                else:
+                    self._send(404, "text/plain", b"not found")
+
+            def _send(self, code: int, kind: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:  # access logs stay out of JSON logs
+                return
+
+        return ThreadingHTTPServer(("127.0.0.1", self.settings.monitor_port), Handler)
+
+    def run(self) -> None:
+        for target in (self.run_sampler, self.run_alerts):
+            threading.Thread(target=target, daemon=True).start()
+        server = self.serve()
+        log.info("dashboard", extra={"url": f"http://127.0.0.1:{self.settings.monitor_port}/"})
+        try:
+            server.serve_forever()
+        finally:
+            self._stop.set()
+            server.server_close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None or seconds == float("inf") else round(seconds * 1000, 3)

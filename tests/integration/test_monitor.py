@@ -1,0 +1,108 @@
+"""The monitor's status API and dashboard, over HTTP, against a real registry and Kafka."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from services.model_updates import open_registry
+from services.monitor import CHART_JS
+from services.registry import Lineage
+from services.settings import Settings
+from streams.admin import ensure_topics
+from streams.clients import make_producer
+from streams.contracts import DriftAlert, DriftKind
+from streams.models import make_model
+from streams.topics import Topic, spec_for
+from streams.validation import encode
+from tests.conftest import settings_env
+
+LINEAGE = Lineage({"ex[0]": [0, 9]}, "fs", {}, {}, "test", {"type": "alert", "id": "a1"}, "t")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def get(url: str) -> bytes:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return bytes(urllib.request.urlopen(url, timeout=5).read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_status_api_and_dashboard_show_models_history_and_alerts(
+    stack: Settings, tmp_path: Path
+) -> None:
+    settings = stack.model_copy(
+        update={
+            "topic_prefix": f"eddy-mon-{uuid.uuid4().hex[:8]}.",
+            "data_dir": tmp_path / "data",
+            "model_name": "m",
+            "monitor_port": free_port(),
+            "metrics_port": free_port() - 10,  # no service serves there: empty samples
+            "monitor_sample_s": 0.5,
+        }
+    )
+    ensure_topics(settings)
+    registry = open_registry(settings, announce=False)
+    registry.register("m", "river", make_model("logistic"), {"accuracy": 0.9}, LINEAGE)
+    registry.promote("m", 1, "test", "first champion")
+    alert = DriftAlert(
+        alert_id="m:concept:5",
+        model="m",
+        kind=DriftKind.CONCEPT,
+        detector="adwin",
+        statistic=0.4,
+        threshold=0.0,
+        action="retrain",
+    )
+    producer = make_producer(settings)
+    topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+    producer.send(topic, key=b"m", value=encode(alert)).get(timeout=30)
+    producer.close()
+
+    with (tmp_path / "monitor.log").open("wb") as log:
+        monitor = subprocess.Popen(
+            [str(Path(sys.executable).with_name("eddy")), "run", "monitor"],
+            env=settings_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{settings.monitor_port}"
+    try:
+        deadline = time.monotonic() + 30
+        status = orjson.loads(get(f"{base}/api/status"))
+        while not (status["alerts"] and status["series"]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status = orjson.loads(get(f"{base}/api/status"))
+        page = get(f"{base}/").decode()
+        chart = get(f"{base}/static/chart.umd.js")
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{base}/nothing-here", timeout=5)
+    finally:
+        monitor.terminate()
+        monitor.wait(timeout=30)
+
+    assert status["aliases"] == {"champion": 1}
+    assert status["versions"][0]["lineage"]["trigger"] == {"type": "alert", "id": "a1"}
+    assert status["history"][0]["reason"] == "first champion"
+    assert [a["alert_id"] for a in status["alerts"]] == ["m:concept:5"]
+    assert status["series"]
+    assert status["series"][-1]["accuracy"] is None  # no learner running: nothing made up
+    assert '<script src="/static/chart.umd.js">' in page
+    assert chart == CHART_JS.read_bytes()

@@ -109,6 +109,7 @@ def run_demo(base: Settings, options: DemoOptions, console: Console) -> Path:
     ]
     console.print(f"[bold]Eddy demo[/] · {describe(options.scenario)} · {options.rate:g} events/s")
     console.print(f"topics {settings.topic_prefix}* · data and logs in {settings.data_dir}")
+    console.print(f"dashboard: http://127.0.0.1:{settings.monitor_port}/ (while the demo runs)")
     supervisor.start()
     for watcher in watchers:
         watcher.start()

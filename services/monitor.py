@@ -87,6 +87,7 @@ class Monitor:
         self.alerts: collections.deque[dict[str, Any]] = collections.deque(maxlen=ALERTS_KEPT)
         self.drift: dict[str, float] = {}
         self._previous: dict[str, float] = {}
+        self._buckets: dict[float, float] = {}
         self._stop = threading.Event()
 
     def url(self, role: str) -> str:
@@ -114,10 +115,13 @@ class Monitor:
         }
         self._previous = {**counters, "at": now}
         model = {labels["metric"]: v for labels, v in learner.get("eddy_model_metric", [])}
-        buckets = sorted(
+        cumulative = sorted(
             (float(labels["le"]), v)
             for labels, v in predictor.get("eddy_request_latency_seconds_bucket", [])
         )
+        # Percentiles of the requests since the last sample, not of all time.
+        buckets = [(le, v - self._buckets.get(le, 0.0)) for le, v in cumulative]
+        self._buckets = dict(cumulative)
         self.drift = {
             f"{labels['feature']} ({labels['test']})": v
             for labels, v in learner.get("eddy_drift_statistic", [])

@@ -588,7 +588,7 @@ def schemas(
 def demo(
     duration: Annotated[float, typer.Option(help="Seconds of traffic.")] = 120.0,
     rate: Annotated[float, typer.Option(help="Events (and requests) per second.")] = 50.0,
-    scenario: Annotated[str, typer.Option(help="stagger, sea or agrawal.")] = "stagger",
+    scenario: Annotated[str, typer.Option(help="stagger, sea, agrawal or bananas.")] = "stagger",
     short: Annotated[bool, typer.Option("--short", help="A 60 s run (CI).")] = False,
 ) -> None:
     """The whole loop on a stream with a known concept drift, live, with a report.

@@ -46,7 +46,18 @@ def _scenarios(seed: int) -> dict[str, Scenario]:
             synth.STAGGER(classification_function=0, seed=seed),
             synth.STAGGER(classification_function=2, seed=seed + 1),
         ),
+        "bananas": Scenario(
+            "Bananas: River's bundled real dataset, labels flipped at the drift",
+            _cycled(datasets.Bananas),
+            ((x, not y) for x, y in _cycled(datasets.Bananas)),
+        ),
     }
+
+
+def _cycled(dataset: Any) -> Iterator[tuple[dict[str, Any], Any]]:
+    """A bundled (finite) dataset, replayed from the start as often as needed."""
+    while True:
+        yield from dataset()
 
 
 SCENARIOS = tuple(_scenarios(0))

@@ -28,12 +28,13 @@ from typing import Any
 
 import orjson
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.metrics import ROLE_OFFSETS
 from services.registry import Registry
 from services.settings import PROJECT_ROOT, Settings
-from streams.clients import make_consumer
+from streams.clients import make_admin, make_consumer
 from streams.topics import Topic, spec_for
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class Monitor:
         self.drift: dict[str, float] = {}
         self._previous: dict[str, float] = {}
         self._buckets: dict[float, float] = {}
+        self.lag: dict[str, dict[str, int]] = {}
         self._stop = threading.Event()
 
     def url(self, role: str) -> str:
@@ -140,6 +142,38 @@ class Monitor:
         self.series.append(point)
         return point
 
+    def group_lag(self) -> dict[str, dict[str, int]]:
+        """Records behind the log end, per consumer group and ``topic[partition]``."""
+        prefix = self.settings.topic_prefix
+        groups = (
+            f"{prefix}features",
+            f"{prefix}learner-{self.settings.model_name}",
+            f"{prefix}predictors",
+            f"{prefix}retrainer",
+        )
+        admin = make_admin(self.settings)
+        consumer = make_consumer(self.settings, group_id=None)
+        committed: dict[str, Any] = {}
+        try:
+            for group in groups:
+                try:
+                    committed |= admin.list_group_offsets({group: None})
+                except KafkaError as exc:  # a group that has not committed yet: no lag yet
+                    log.debug("no offsets", extra={"group": group, "error": repr(exc)})
+            partitions = {tp for offsets in committed.values() for tp in offsets}
+            ends = consumer.end_offsets(list(partitions)) if partitions else {}
+        finally:
+            admin.close()
+            consumer.close()
+        return {
+            group: {
+                f"{tp.topic}[{tp.partition}]": max(0, ends.get(tp, meta.offset) - meta.offset)
+                for tp, meta in sorted(offsets.items())
+            }
+            for group, offsets in committed.items()
+            if offsets
+        }
+
     def status(self) -> dict[str, Any]:
         model = self.settings.model_name
         versions = self.registry.versions(model)
@@ -148,6 +182,7 @@ class Monitor:
             "series": list(self.series),
             "alerts": list(self.alerts),
             "drift": self.drift,
+            "lag": self.lag,
             "aliases": self.registry.aliases(model),
             "versions": [
                 {
@@ -166,6 +201,7 @@ class Monitor:
         while not self._stop.wait(self.settings.monitor_sample_s):
             try:
                 self.sample()
+                self.lag = self.group_lag()
             except Exception as exc:  # a bad scrape must not end the dashboard
                 log.warning("sampling failed", extra={"error": repr(exc)})
 

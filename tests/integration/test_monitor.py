@@ -12,13 +12,15 @@ from pathlib import Path
 
 import orjson
 import pytest
+from kafka import TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 from services.model_updates import open_registry
 from services.monitor import CHART_JS
 from services.registry import Lineage
 from services.settings import Settings
 from streams.admin import ensure_topics
-from streams.clients import make_producer
+from streams.clients import make_consumer, make_producer
 from streams.contracts import DriftAlert, DriftKind
 from streams.models import make_model
 from streams.topics import Topic, spec_for
@@ -74,7 +76,15 @@ def test_status_api_and_dashboard_show_models_history_and_alerts(
     producer = make_producer(settings)
     topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
     producer.send(topic, key=b"m", value=encode(alert)).get(timeout=30)
+    requests = spec_for(Topic.PREDICTION_REQUESTS, prefix=settings.topic_prefix, partitions=3).name
+    for _ in range(5):
+        producer.send(requests, value=b"{}", partition=0).get(timeout=30)
     producer.close()
+    # A predictors group that has committed 2 of the 5 requests: 3 behind.
+    lagging = make_consumer(settings, group_id=f"{settings.topic_prefix}predictors")
+    lagging.assign([TopicPartition(requests, 0)])
+    lagging.commit({TopicPartition(requests, 0): OffsetAndMetadata(2, "", -1)})
+    lagging.close()
 
     with (tmp_path / "monitor.log").open("wb") as log:
         monitor = subprocess.Popen(
@@ -87,7 +97,10 @@ def test_status_api_and_dashboard_show_models_history_and_alerts(
     try:
         deadline = time.monotonic() + 30
         status = orjson.loads(get(f"{base}/api/status"))
-        while not (status["alerts"] and status["series"]) and time.monotonic() < deadline:
+        while (
+            not (status["alerts"] and status["series"] and status["lag"])
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.5)
             status = orjson.loads(get(f"{base}/api/status"))
         page = get(f"{base}/").decode()
@@ -99,6 +112,7 @@ def test_status_api_and_dashboard_show_models_history_and_alerts(
         monitor.wait(timeout=30)
 
     assert status["aliases"] == {"champion": 1}
+    assert status["lag"] == {f"{settings.topic_prefix}predictors": {f"{requests}[0]": 3}}
     assert status["versions"][0]["lineage"]["trigger"] == {"type": "alert", "id": "a1"}
     assert status["history"][0]["reason"] == "first champion"
     assert [a["alert_id"] for a in status["alerts"]] == ["m:concept:5"]

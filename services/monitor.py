@@ -90,6 +90,8 @@ class Monitor:
         self._previous: dict[str, float] = {}
         self._buckets: dict[float, float] = {}
         self.lag: dict[str, dict[str, int]] = {}
+        self._admin: Any = None
+        self._lag_consumer: Any = None
         self._stop = threading.Event()
 
     def url(self, role: str) -> str:
@@ -151,20 +153,17 @@ class Monitor:
             f"{prefix}predictors",
             f"{prefix}retrainer",
         )
-        admin = make_admin(self.settings)
-        consumer = make_consumer(self.settings, group_id=None)
+        if self._admin is None:  # one admin client and consumer for the monitor's life
+            self._admin = make_admin(self.settings)
+            self._lag_consumer = make_consumer(self.settings, group_id=None)
         committed: dict[str, Any] = {}
-        try:
-            for group in groups:
-                try:
-                    committed |= admin.list_group_offsets({group: None})
-                except KafkaError as exc:  # a group that has not committed yet: no lag yet
-                    log.debug("no offsets", extra={"group": group, "error": repr(exc)})
-            partitions = {tp for offsets in committed.values() for tp in offsets}
-            ends = consumer.end_offsets(list(partitions)) if partitions else {}
-        finally:
-            admin.close()
-            consumer.close()
+        for group in groups:
+            try:
+                committed |= self._admin.list_group_offsets({group: None})
+            except KafkaError as exc:  # a group that has not committed yet: no lag yet
+                log.debug("no offsets", extra={"group": group, "error": repr(exc)})
+        partitions = {tp for offsets in committed.values() for tp in offsets}
+        ends = self._lag_consumer.end_offsets(list(partitions)) if partitions else {}
         return {
             group: {
                 f"{tp.topic}[{tp.partition}]": max(0, ends.get(tp, meta.offset) - meta.offset)
@@ -256,6 +255,9 @@ class Monitor:
         finally:
             self._stop.set()
             server.server_close()
+            for client in (self._admin, self._lag_consumer):
+                if client is not None:
+                    client.close()
 
     def stop(self) -> None:
         self._stop.set()

@@ -189,13 +189,14 @@ class Predictor:
         serving = self.watcher.serving  # one champion for the whole batch
         now = time.time()
         requests: list[tuple[Any, PredictionRequest]] = []
-        answers: list[tuple[str | None, Prediction]] = []
+        # (request record, reply topic, answer): every record gets exactly one answer.
+        answers: list[tuple[Any, str | None, Prediction]] = []
         futures = []
         for record in records:
             try:
                 requests.append((record, decode(PredictionRequest, record.value)))
             except InvalidMessage as exc:
-                answers.append((None, self._error(record, exc.error_class, exc.reason)))
+                answers.append((record, None, self._error(record, exc.error_class, exc.reason)))
                 letter = dead_letter(RawRecord.of(record), exc.error_class, exc.reason)
                 futures.append(
                     self.producer.send(
@@ -212,13 +213,14 @@ class Predictor:
         ]
         if serving.champion is None:
             for record, request in requests:
-                answers.append((request.reply_topic, self._no_champion(record, request)))
+                answers.append((record, request.reply_topic, self._no_champion(record, request)))
         elif requests:
             champion_scores = score_batch(serving.champion, vectors)
             shadow = {c: score_batch(c, vectors) for c in serving.challengers}
             for i, (record, request) in enumerate(requests):
                 answers.append(
                     (
+                        record,
                         request.reply_topic,
                         self._answer(
                             record,
@@ -238,7 +240,7 @@ class Predictor:
                 for (_, request), vector in zip(requests, vectors, strict=True)
             ]
         )
-        for reply_topic, answer in answers:
+        for _, reply_topic, answer in answers:
             futures.append(
                 self.producer.send(
                     reply_topic or self.answers_topic,
@@ -246,12 +248,12 @@ class Predictor:
                     value=encode(answer),
                 )
             )
-        self._log_requests(records, answers)
+        self._log_requests(answers)
         self.producer.flush(timeout=SEND_TIMEOUT_S)
         for future in futures:
             future.get(timeout=SEND_TIMEOUT_S)
-        errors = sum(1 for _, a in answers if a.error is not None)
-        for _, answer in answers:
+        errors = sum(1 for _, _, a in answers if a.error is not None)
+        for _, _, answer in answers:
             metrics.REQUESTS.labels(answer.error.code if answer.error else "answered").inc()
             if answer.latency_ms is not None:
                 metrics.REQUEST_LATENCY.observe(answer.latency_ms / 1000)
@@ -333,22 +335,17 @@ class Predictor:
                 )
         pipe.execute()
 
-    def _log_requests(
-        self, records: list[Any], answers: list[tuple[str | None, Prediction]]
-    ) -> None:
+    def _log_requests(self, answers: list[tuple[Any, str | None, Prediction]]) -> None:
+        """One request-log entry per request, under the id its answer carries."""
         pipe = self.redis.pipeline(transaction=False)
-        by_id = {a.request_id: a for _, a in answers}
-        for record in records:
-            request_id = _salvaged_request_id(record.value) or (
-                f"{record.topic}:{record.partition}:{record.offset}"
-            )
-            answer = by_id.get(request_id)
+        for record, _, answer in answers:
+            request_id = answer.request_id
             entry = {
                 "request_id": request_id,
                 "input": (record.value or b"")[: self.settings.request_log_input_bytes].decode(
                     "utf-8", errors="replace"
                 ),
-                "output": answer.model_dump(mode="json", exclude_none=True) if answer else None,
+                "output": answer.model_dump(mode="json", exclude_none=True),
                 "at": time.time(),
                 "source": f"{record.topic}[{record.partition}]@{record.offset}",
             }
@@ -361,9 +358,9 @@ class Predictor:
                 "answered",
                 extra={
                     "request_id": request_id,
-                    "model_version": answer.model_version if answer else None,
-                    "error": answer.error.code if answer and answer.error else None,
-                    "latency_ms": answer.latency_ms if answer else None,
+                    "model_version": answer.model_version,
+                    "error": answer.error.code if answer.error else None,
+                    "latency_ms": answer.latency_ms,
                 },
             )
         pipe.execute()

@@ -222,7 +222,7 @@ class Retrainer:
         )
         trainer = f"retrainer ({self.settings.client_id})"
         lineage = Lineage(
-            trained_on={k: v for k, v in data.offsets.items()},
+            trained_on=data.offsets,
             feature_set=",".join(sorted({e.feature_set for e in data.examples})),
             params={"estimator": self.settings.retrain_estimator, **_params(estimator)},
             libraries=library_versions(),

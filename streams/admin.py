@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -11,6 +12,9 @@ from kafka.errors import TopicAlreadyExistsError
 from services.settings import Settings
 from streams.clients import make_admin
 from streams.topics import TopicSpec, topic_specs
+
+READY_TIMEOUT_S = 30.0
+READY_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -21,7 +25,12 @@ class TopicState:
 
 
 def ensure_topics(settings: Settings) -> list[TopicState]:
-    """Create every Eddy topic that is missing; existing ones are left as they are."""
+    """Create every Eddy topic that is missing; existing ones are left as they are.
+
+    Returns only once every topic's partitions are visible in the broker's metadata:
+    topic creation is asynchronous, and a consumer group that joins before then is
+    assigned no partitions until its next metadata refresh, minutes later.
+    """
     specs = topic_specs(prefix=settings.topic_prefix, partitions=settings.partitions)
     admin = make_admin(settings)
     try:
@@ -29,7 +38,14 @@ def ensure_topics(settings: Settings) -> list[TopicState]:
         missing = [spec for spec in specs if spec.name not in existing]
         if missing:
             _create(admin, missing, settings.replication_factor)
-        partitions = _partition_counts(admin, [spec.name for spec in specs])
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            partitions = _partition_counts(admin, [spec.name for spec in specs])
+            if all(partitions.get(spec.name) == spec.partitions for spec in missing):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics not ready after {READY_TIMEOUT_S}s: {partitions}")
+            time.sleep(READY_POLL_S)
     finally:
         admin.close()
     return [TopicState(spec.name, partitions.get(spec.name, 0), spec in missing) for spec in specs]
@@ -51,8 +67,13 @@ def _create(admin: KafkaAdminClient, specs: list[TopicSpec], replication_factor:
 
 
 def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Partitions with a leader (usable ones) per topic that the broker knows."""
     described = admin.describe_topics(names)
-    return {t["name"]: len(t["partitions"]) for t in described if not t["error_code"]}
+    return {
+        t["name"]: sum(1 for p in t["partitions"] if p["leader_id"] >= 0)
+        for t in described
+        if not t["error_code"]
+    }
 
 
 def list_topics(settings: Settings) -> dict[str, int]:

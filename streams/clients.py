@@ -24,6 +24,9 @@ from services.settings import SecurityProtocol, Settings
 
 PRODUCER_INVARIANTS: dict[str, Any] = {"acks": "all", "enable_idempotence": True}
 CONSUMER_INVARIANTS: dict[str, Any] = {"enable_auto_commit": False}
+# A group notices new topics or partitions (scaling out) at its next metadata refresh:
+# 30 s instead of the client default of 5 min.
+METADATA_MAX_AGE_MS = 30_000
 
 
 class ClientInvariantError(ValueError):
@@ -83,6 +86,7 @@ def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) 
         "session_timeout_ms": settings.consumer_session_timeout_ms,
         "heartbeat_interval_ms": settings.consumer_heartbeat_interval_ms,
         "auto_offset_reset": "earliest",
+        "metadata_max_age_ms": METADATA_MAX_AGE_MS,
         **overrides,
         **CONSUMER_INVARIANTS,
     }

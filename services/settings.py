@@ -182,7 +182,56 @@ class Settings(BaseModel):
     monitor_sample_s: float = Field(
         2.0, gt=0, description="How often the monitor samples the services' metrics."
     )
+    slice_features: str = Field(
+        "",
+        description="Comma-separated features whose values define slices for per-slice "
+        "metrics and the promotion gate (empty: overall only).",
+    )
+    slice_tolerance: float = Field(
+        0.02,
+        ge=0,
+        description="Largest regression of a slice's promotion metric a challenger may have.",
+    )
+    slice_min_examples: int = Field(
+        30, ge=1, description="Fewest held-out examples a slice needs to be judged."
+    )
+    slice_max_values: int = Field(
+        50, ge=1, description="Most distinct values tracked per slice feature (rest: other)."
+    )
+    prediction_cache: str = Field(
+        "off",
+        pattern="^(off|hot|all)$",
+        description="Precomputed answers in Redis: off, hot (entities asked about often) "
+        "or all (every entity, on feature change).",
+    )
+    prediction_cache_hot_requests: int = Field(
+        3, ge=1, description="Requests within the hot window that make an entity hot."
+    )
+    prediction_cache_hot_window_s: int = Field(
+        300, ge=1, description="The window in which an entity's requests are counted."
+    )
+    prediction_cache_ttl_s: int = Field(
+        3600, ge=1, description="Longest a precomputed answer is kept."
+    )
+    skew_sample: int = Field(
+        200, ge=1, description="Logged requests a training-serving skew check recomputes."
+    )
+    skew_tolerance: float = Field(
+        1e-6, ge=0, description="Largest relative difference of a feature that is not skew."
+    )
+    skew_every_s: float = Field(
+        0.0, ge=0, description="Run the skew check on this schedule (0: only on demand)."
+    )
+    control_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for the status API's write endpoints (unset: they refuse).",
+    )
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @property
+    def slices(self) -> tuple[str, ...]:
+        """The slice features, parsed: ``"region, plan"`` gives ``("region", "plan")``."""
+        return tuple(name.strip() for name in self.slice_features.split(",") if name.strip())
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -130,6 +130,7 @@ class Prediction(Contract):
     model_version: str | None = None
     latency_ms: FiniteFloat | None = None
     freshness_s: FiniteFloat | None = None
+    cached: bool = False
     error: PredictionError | None = None
 
     @model_validator(mode="after")
@@ -143,6 +144,7 @@ class DriftKind(StrEnum):
     DATA = "data"
     CONCEPT = "concept"
     PREDICTION = "prediction"
+    SKEW = "skew"
 
 
 class DriftWindow(BaseModel):
@@ -200,6 +202,25 @@ class ModelUpdate(Contract):
     metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
     lineage_ref: str | None = None
     changed_at: AwareDatetime
+
+
+class ControlAction(StrEnum):
+    RETRAIN = "retrain"
+
+
+class ControlCommand(Contract):
+    """An operator or system asks Eddy to act (topic ``control``).
+
+    ``command_id`` makes the command idempotent: a command delivered twice is carried
+    out once. ``requested_by`` and ``reason`` go to the registry's audit log.
+    """
+
+    command_id: Identifier
+    action: ControlAction
+    model: Identifier
+    requested_by: Identifier
+    reason: Annotated[str, Field(max_length=1024)] = ""
+    requested_at: AwareDatetime
 
 
 def json_schema(model: type[Contract]) -> dict[str, Any]:

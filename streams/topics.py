@@ -17,6 +17,7 @@ from enum import StrEnum
 
 from streams.contracts import (
     Contract,
+    ControlCommand,
     DriftAlert,
     Event,
     Label,
@@ -40,6 +41,7 @@ class Topic(StrEnum):
     MODEL_UPDATES = "model-updates"
     DEAD_LETTER = "dead-letter"
     TRAINING_EXAMPLES = "training-examples"
+    CONTROL = "control"
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ _LAYOUT: dict[Topic, tuple[type[Contract] | None, str | None, bool, dict[str, st
         True,
         {"retention.ms": str(7 * DAY_MS)},
     ),
+    # Operator commands (retrain requests): low volume, ordered per model.
+    Topic.CONTROL: (ControlCommand, "model", False, {"retention.ms": str(30 * DAY_MS)}),
 }
 
 

@@ -1,16 +1,19 @@
-"""Learning throughput: Eddy's learner against a bare River prequential loop, same run.
+"""Learning throughput: Eddy's learner against bare River prequential loops, same run.
 
-    .venv/bin/python scripts/bench_learner.py [--examples 20000] [--runs 3]
+    .venv/bin/python scripts/bench_learner.py [--examples 20000] [--runs 3] [--batch 500]
 
 Over the same seeded examples (River's SEA generator, 3 numeric features, binary):
 
-- **bare**: ``StandardScaler | LogisticRegression`` with ``predict_proba_one``,
+- **bare logistic**: ``StandardScaler | LogisticRegression`` with ``predict_proba_one``,
   ``predict_one``, an Accuracy update and ``learn_one`` per example: the floor;
-- **learner core**: :class:`streams.learner.Learner` in-process (the same model, plus
-  cumulative and rolling metrics, the ADWIN error monitor and data and prediction drift
-  monitors);
-- **learner process**: ``eddy run learner`` reading the examples from Kafka, measured
-  from its first checkpoint to the one holding every example.
+- **learner, one by one** / **learner, mini-batches**: :class:`streams.learner.Learner`
+  in-process, fed 500-example polls like the worker (the same model, plus cumulative
+  and rolling metrics, the ADWIN error monitor and data and prediction drift monitors),
+  with ``EDDY_LEARNER_BATCH`` 1 and ``--batch``;
+- **bare tree** / **learner, tree**: the same for a Hoeffding Adaptive Tree, a model
+  that learns one example at a time (no ``learn_many``);
+- **learner process**: ``eddy run learner`` reading the examples from Kafka (one by one
+  and mini-batches), measured from its first checkpoint to the one holding every example.
 
 Also prints, per detector, the detection delay and false alarms on streams with known
 change points, next to the same River detector run bare.
@@ -34,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from river import datasets, drift, linear_model, metrics, preprocessing
+from river import datasets, drift, linear_model, metrics, preprocessing, tree
 
 from services.settings import Settings
 from streams.admin import ensure_topics
@@ -48,6 +51,7 @@ from streams.topics import Topic, spec_for
 from streams.validation import encode
 
 DEADLINE_S = 600
+POLL = 500  # examples per learn_many call, as the worker's polls bring them
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 
 
@@ -56,8 +60,12 @@ def sea(count: int, seed: int = 7) -> list[tuple[dict[str, float], bool]]:
     return [({f"x{k}": float(v) for k, v in x.items()}, bool(y)) for x, y in stream.take(count)]
 
 
-def bare_loop(rows: list[tuple[dict[str, float], bool]]) -> float:
-    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+def bare_loop(rows: list[tuple[dict[str, float], bool]], kind: str = "logistic") -> float:
+    model = (
+        preprocessing.StandardScaler() | linear_model.LogisticRegression()
+        if kind == "logistic"
+        else tree.HoeffdingAdaptiveTreeClassifier(seed=42)
+    )
     accuracy = metrics.Accuracy()
     started = time.perf_counter()
     for x, y in rows:
@@ -67,15 +75,20 @@ def bare_loop(rows: list[tuple[dict[str, float], bool]]) -> float:
     return len(rows) / (time.perf_counter() - started)
 
 
-def learner_core(rows: list[tuple[dict[str, float], bool]]) -> float:
-    learner = Learner(LearnerConfig(model="bench"))
+def learner_core(
+    rows: list[tuple[dict[str, float], bool]], kind: str = "logistic", batch: int = 1
+) -> float:
+    learner = Learner(LearnerConfig(model="bench", kind=kind, batch=batch))
+    items = [(x, y, Position("bench", 0, i, BASE_TIME + i)) for i, (x, y) in enumerate(rows)]
     started = time.perf_counter()
-    for i, (x, y) in enumerate(rows):
-        learner.step(x, y, Position("bench", 0, i, BASE_TIME + i))
-    return len(rows) / (time.perf_counter() - started)
+    for start in range(0, len(items), POLL):
+        learner.learn_many(items[start : start + POLL])
+    return (learner.examples + len(learner.pending)) / (time.perf_counter() - started)
 
 
-def learner_process(rows: list[tuple[dict[str, float], bool]], base: Settings) -> float:
+def learner_process(
+    rows: list[tuple[dict[str, float], bool]], base: Settings, batch: int = 1
+) -> float:
     settings = base.model_copy(
         update={
             "topic_prefix": f"bench-learn-{uuid.uuid4().hex[:8]}.",
@@ -102,7 +115,7 @@ def learner_process(rows: list[tuple[dict[str, float], bool]], base: Settings) -
 
     # The last examples are saved by the interval rule: keep it short so the final
     # checkpoint (the finish line) is not held back by idle time.
-    env = settings.child_env(log_level="WARNING", checkpoint_interval_s=0.2)
+    env = settings.child_env(log_level="WARNING", checkpoint_interval_s=0.2, learner_batch=batch)
     store = CheckpointStore(
         settings.data_dir / "checkpoints" / settings.model_name,
         signing_key(None, settings.data_dir),
@@ -124,7 +137,7 @@ def learner_process(rows: list[tuple[dict[str, float], bool]], base: Settings) -
             now = time.perf_counter()
             if learned and first is None:
                 first = (now, learned)
-            if learned >= len(rows) and first is not None:
+            if learned >= len(rows) - len(rows) % batch and first is not None:
                 return (learned - first[1]) / (now - first[0])
             time.sleep(0.05)
         raise RuntimeError(f"learner did not finish; see {settings.data_dir}/learner.log")
@@ -186,37 +199,52 @@ def _false(alarms: list[int]) -> str:
     return str(sum(1 for i in alarms if i < CHANGE_AT))
 
 
+ROWS = (
+    ("bare", "bare River loop, logistic"),
+    ("one_by_one", "eddy Learner, logistic, one by one"),
+    ("mini_batch", "eddy Learner, logistic, mini-batches"),
+    ("bare_tree", "bare River loop, HAT"),
+    ("tree", "eddy Learner, HAT (one by one)"),
+    ("process", "eddy run learner, one by one"),
+    ("process_batch", "eddy run learner, mini-batches"),
+)
+BASELINE = {"tree": "bare_tree", "bare_tree": "bare_tree"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--examples", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()
     rows = sea(args.examples)
     base = Settings.from_env()
-    results: dict[str, list[float]] = {"bare": [], "core": [], "process": []}
+    measures = {
+        "bare": lambda: bare_loop(rows),
+        "one_by_one": lambda: learner_core(rows),
+        "mini_batch": lambda: learner_core(rows, batch=args.batch),
+        "bare_tree": lambda: bare_loop(rows, "tree"),
+        "tree": lambda: learner_core(rows, "hoeffding_adaptive_tree"),
+        "process": lambda: learner_process(rows, base),
+        "process_batch": lambda: learner_process(rows, base, args.batch),
+    }
+    results: dict[str, list[float]] = {name: [] for name in measures}
     for run in range(args.runs):
-        results["bare"].append(bare_loop(rows))
-        results["core"].append(learner_core(rows))
-        results["process"].append(learner_process(rows, base))
-        print(
-            f"run {run + 1}: bare {results['bare'][-1]:,.0f}/s  "
-            f"core {results['core'][-1]:,.0f}/s  process {results['process'][-1]:,.0f}/s"
-        )
-    bare = statistics.median(results["bare"])
+        for name, measure in measures.items():
+            results[name].append(measure())
+        print(f"run {run + 1}: " + "  ".join(f"{n} {v[-1]:,.0f}/s" for n, v in results.items()))
     print(
         f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; {args.examples:,} SEA examples per run"
+        f"Python {platform.python_version()}; {args.examples:,} SEA examples per run, "
+        f"mini-batches of {args.batch}"
     )
-    for name, label in (
-        ("bare", "bare River prequential loop"),
-        ("core", "eddy Learner in-process"),
-        ("process", "eddy run learner (Kafka in)"),
-    ):
+    for name, label in ROWS:
         values = results[name]
+        baseline = statistics.median(results[BASELINE.get(name, "bare")])
         print(
-            f"{label:32} median {statistics.median(values):>9,.0f}/s "
+            f"{label:38} median {statistics.median(values):>9,.0f}/s "
             f"(min {min(values):,.0f}, max {max(values):,.0f})  "
-            f"ratio {statistics.median(values) / bare:.2f}"
+            f"ratio {statistics.median(values) / baseline:.2f}"
         )
     detection_table()
 

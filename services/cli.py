@@ -173,7 +173,10 @@ def run_learner() -> None:
 
     settings = _settings()
     config = LearnerConfig(
-        model=settings.model_name, kind=settings.learner_kind, detector=settings.learner_detector
+        model=settings.model_name,
+        kind=settings.learner_kind,
+        detector=settings.learner_detector,
+        batch=settings.learner_batch,
     )
     serve_metrics("learner", settings)
     hook = learner_snapshots(open_registry(settings), trainer_identity("eddy run learner"))

@@ -118,6 +118,12 @@ class Settings(BaseModel):
         description="Concept-drift detector: adwin, page_hinkley, ddm, eddm, hddm_a, hddm_w, "
         "kswin.",
     )
+    learner_batch: int = Field(
+        1,
+        ge=1,
+        description="Mini-batch size of the online model (1: one example at a time; >1 only "
+        "for logistic and linear_regression: faster, adapts more slowly after drift).",
+    )
     learner_dedup_ids: int = Field(
         200_000, ge=1, description="How many learned example/label ids the learner remembers."
     )

@@ -57,7 +57,7 @@ for a cut every ``clock`` (32) updates, so its detections land on that grid.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -106,6 +106,8 @@ class ConceptDriftMonitor(Protocol):
     name: str
 
     def update(self, value: float) -> DriftSignal: ...
+
+    def update_many(self, values: Sequence[float]) -> list[tuple[int, DriftSignal]]: ...
 
 
 @dataclass(frozen=True)
@@ -292,6 +294,29 @@ class RiverDriftMonitor:
         warning = bool(getattr(self._detector, "warning_detected", False)) and not drifted
         statistic, threshold = _SPECS[self.name].probe(self._detector)
         return DriftSignal(drifted, warning, self.name, statistic, threshold)
+
+    def update_many(self, values: Sequence[float]) -> list[tuple[int, DriftSignal]]:
+        """Feed many errors in order; the positions where the detector fired, with the
+        signal :meth:`update` would have returned there. Checked first, so a bad value
+        feeds nothing. The learner's batch path: the evidence is probed only on firing.
+        """
+        for value in values:
+            if not math.isfinite(value):
+                raise ValueError(f"{self.name}: error value must be finite, got {value!r}")
+        if self.name in BINARY_INPUT_DETECTORS and not set(values) <= set(BINARY_VALUES):
+            odd = next(v for v in values if v not in BINARY_VALUES)
+            raise ValueError(
+                f"{self.name} takes 0/1 error indicators (1.0 = wrong prediction), "
+                f"got {odd!r}; use adwin, page_hinkley or kswin for absolute errors"
+            )
+        fired: list[tuple[int, DriftSignal]] = []
+        detector, probe = self._detector, _SPECS[self.name].probe
+        for i, value in enumerate(values):
+            detector.update(float(value))
+            if detector.drift_detected:
+                statistic, threshold = probe(detector)
+                fired.append((i, DriftSignal(True, False, self.name, statistic, threshold)))
+        return fired
 
     def __repr__(self) -> str:
         return f"RiverDriftMonitor({self.name!r}, {self._detector!r})"

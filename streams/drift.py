@@ -40,7 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float64]
-NumericTest = Callable[[Sequence[float], Sequence[float]], float]
+NumericTest = Callable[["Sequence[float] | Reference", Sequence[float]], float]
 CategoricalTest = Callable[[Mapping[str, int], Mapping[str, int]], float]
 FeatureInput = float | int | str | bool | None
 
@@ -72,15 +72,42 @@ def _finite_array(values: Sequence[float], role: str) -> FloatArray:
     return array
 
 
+def _quantile_edges(ref: FloatArray, bins: int) -> FloatArray:
+    if bins < 2:
+        raise ValueError(f"bins must be at least 2, got {bins}")
+    return np.unique(np.quantile(ref, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """A numeric reference sample prepared once (sorted, binned) for many tests.
+
+    A monitor compares the same reference with a new current window at every check;
+    sorting it and finding its quantiles each time would cost more than the tests.
+    Every numeric test takes either a plain sequence or one of these.
+    """
+
+    values: FloatArray  # sorted
+    edges: FloatArray  # quantile edges for DEFAULT_BINS
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Reference:
+        ordered = np.sort(_finite_array(values, "reference"))
+        return cls(ordered, _quantile_edges(ordered, DEFAULT_BINS))
+
+
+def _reference(reference: Sequence[float] | Reference) -> Reference:
+    return reference if isinstance(reference, Reference) else Reference.of(reference)
+
+
 def _binned_proportions(
-    reference: Sequence[float], current: Sequence[float], bins: int
+    reference: Sequence[float] | Reference, current: Sequence[float], bins: int
 ) -> tuple[FloatArray, FloatArray]:
     """Proportions of both samples in bins of equal reference mass (so each bin carries
     evidence); tied quantiles (discrete data) merge, the outer bins are open-ended."""
-    if bins < 2:
-        raise ValueError(f"bins must be at least 2, got {bins}")
-    ref, cur = _finite_array(reference, "reference"), _finite_array(current, "current")
-    edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    prepared = _reference(reference)
+    ref, cur = prepared.values, _finite_array(current, "current")
+    edges = prepared.edges if bins == DEFAULT_BINS else _quantile_edges(ref, bins)
 
     def proportions(sample: FloatArray) -> FloatArray:
         index = np.searchsorted(edges, sample, side="right")
@@ -89,7 +116,9 @@ def _binned_proportions(
     return proportions(ref), proportions(cur)
 
 
-def psi(reference: Sequence[float], current: Sequence[float], bins: int = DEFAULT_BINS) -> float:
+def psi(
+    reference: Sequence[float] | Reference, current: Sequence[float], bins: int = DEFAULT_BINS
+) -> float:
     """Population stability index over reference-quantile bins (0 when identical).
 
     >>> psi([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0])
@@ -101,7 +130,7 @@ def psi(reference: Sequence[float], current: Sequence[float], bins: int = DEFAUL
 
 
 def jensen_shannon(
-    reference: Sequence[float], current: Sequence[float], bins: int = DEFAULT_BINS
+    reference: Sequence[float] | Reference, current: Sequence[float], bins: int = DEFAULT_BINS
 ) -> float:
     """Jensen-Shannon distance (base 2, so in [0, 1]; 1 for disjoint bins) over the bins
     of :func:`psi`; unlike PSI it is bounded and needs no smoothing."""
@@ -123,18 +152,18 @@ def _cdf_gaps(ref: FloatArray, cur: FloatArray, points: FloatArray) -> FloatArra
     return np.asarray(at_ref - at_cur, dtype=np.float64)
 
 
-def ks_statistic(reference: Sequence[float], current: Sequence[float]) -> float:
+def ks_statistic(reference: Sequence[float] | Reference, current: Sequence[float]) -> float:
     """Two-sample Kolmogorov-Smirnov D: the largest gap between the empirical CDFs.
 
     >>> ks_statistic([1.0, 2.0, 3.0], [4.0, 5.0])
     1.0
     """
-    ref = np.sort(_finite_array(reference, "reference"))
+    ref = _reference(reference).values
     cur = np.sort(_finite_array(current, "current"))
     return float(np.max(np.abs(_cdf_gaps(ref, cur, np.concatenate([ref, cur])))))
 
 
-def wasserstein(reference: Sequence[float], current: Sequence[float]) -> float:
+def wasserstein(reference: Sequence[float] | Reference, current: Sequence[float]) -> float:
     """Earth mover's distance in units of the reference's standard deviation.
 
     A constant reference has no spread, so the pooled one is used: the result stays
@@ -143,7 +172,7 @@ def wasserstein(reference: Sequence[float], current: Sequence[float]) -> float:
     >>> wasserstein([0.0, 2.0], [1.0, 3.0])
     1.0
     """
-    ref = np.sort(_finite_array(reference, "reference"))
+    ref = _reference(reference).values
     cur = np.sort(_finite_array(current, "current"))
     points = np.sort(np.concatenate([ref, cur]))
     distance = float(np.sum(np.abs(_cdf_gaps(ref, cur, points[:-1])) * np.diff(points)))
@@ -286,18 +315,30 @@ class _Track:
         self.armed = True
         self.last_alert_at: int | None = None
         self.latest: dict[str, float] = {}
+        self._prepared: Reference | None = None  # of `reference`, until it changes
 
     def add(self, value: float | str) -> None:
         # The reference fills first; only then does the current window slide.
         if len(self.reference) < self.window:
             self.reference.append(value)
+            self._prepared = None
         else:
             self.current.append(value)
 
+    def add_many(self, values: Sequence[float | str]) -> None:
+        room = self.window - len(self.reference)
+        if room > 0:
+            self.reference.extend(values[:room])
+            self._prepared = None
+            values = values[room:]
+        self.current.extend(values)
+
     def measure(self, config: DriftConfig) -> dict[str, float]:
         if self.kind == NUMERIC:
+            if self._prepared is None:
+                self._prepared = Reference.of(self.reference)
             current = list(self.current)
-            return {t: NUMERIC_TESTS[t](self.reference, current) for t in config.numeric_tests}
+            return {t: NUMERIC_TESTS[t](self._prepared, current) for t in config.numeric_tests}
         test = CATEGORICAL_TESTS[config.categorical_test]
         return {config.categorical_test: test(Counter(self.reference), Counter(self.current))}
 
@@ -323,6 +364,7 @@ class _Track:
     def rebase(self) -> None:
         if self.current:
             self.reference = list(self.current)
+            self._prepared = None
             self.current.clear()
         self.armed, self.latest = True, {}
 
@@ -352,6 +394,23 @@ class _Track:
         return track
 
 
+def _fast_numbers(column: list[FeatureInput]) -> list[float | str] | None:
+    """The column as floats when it is plainly numeric and finite (the common case,
+    checked with one array operation); None when it needs the value-by-value path."""
+    if not all(type(value) in _PLAIN_NUMBERS for value in column):
+        return None
+    try:
+        numbers = np.asarray(column, dtype=float)
+    except OverflowError:
+        return None
+    if not np.isfinite(numbers).all():
+        return None
+    return list(numbers.tolist())
+
+
+_PLAIN_NUMBERS = (float, int, bool)
+
+
 def _as_value(feature: str, value: FeatureInput) -> float | str:
     if isinstance(value, str):
         return value
@@ -377,6 +436,7 @@ class DataDriftMonitor:
         self.config = config
         self._updates = 0
         self._tracks: dict[str, _Track] = {}
+        self.refused = 0  # values update_many skipped (see there)
 
     @property
     def updates(self) -> int:
@@ -404,6 +464,72 @@ class DataDriftMonitor:
         self._updates += 1
         if self._updates % self.config.check_every:
             return []
+        return self._check()
+
+    def update_many(
+        self, rows: Sequence[Mapping[str, FeatureInput]]
+    ) -> list[tuple[int, list[FeatureDrift]]]:
+        """Add many observations in order: the learner's batch path.
+
+        Returns ``(position in rows, drifts)`` wherever :meth:`update` would have
+        returned drifts, with the same drifts. One difference: a value that
+        :meth:`update` refuses (non-finite, unsupported, of the other kind than its
+        feature's) is skipped and counted in :attr:`refused` instead of raising, so one
+        odd value cannot stop a learner.
+        """
+        found: list[tuple[int, list[FeatureDrift]]] = []
+        every, start = self.config.check_every, 0
+        while start < len(rows):
+            end = min(len(rows), start + every - self._updates % every)
+            self._add_columns(rows[start:end])
+            self._updates += end - start
+            if self._updates % every == 0:
+                drifts = self._check()
+                if drifts:
+                    found.append((end - 1, drifts))
+            start = end
+        return found
+
+    def _add_columns(self, rows: Sequence[Mapping[str, FeatureInput]]) -> None:
+        columns: dict[str, list[FeatureInput]] = {}
+        for row in rows:
+            for name, value in row.items():
+                if value is not None:
+                    columns.setdefault(name, []).append(value)
+        for name, column in columns.items():
+            values = _fast_numbers(column)
+            if values is None:
+                values = self._one_by_one(name, column)
+            elif name in self._tracks and self._tracks[name].kind != NUMERIC:
+                self.refused += len(values)
+                continue
+            if not values:
+                continue
+            if name not in self._tracks:
+                kind = CATEGORICAL if isinstance(values[0], str) else NUMERIC
+                self._tracks[name] = _Track(name, kind, self.config.window)
+            self._tracks[name].add_many(values)
+
+    def _one_by_one(self, name: str, column: list[FeatureInput]) -> list[float | str]:
+        """The column's acceptable values, in order (the kind set by the first one)."""
+        track = self._tracks.get(name)
+        kind = track.kind if track is not None else None
+        accepted: list[float | str] = []
+        for raw in column:
+            try:
+                value = _as_value(name, raw)
+            except (TypeError, ValueError):
+                self.refused += 1
+                continue
+            value_kind = CATEGORICAL if isinstance(value, str) else NUMERIC
+            kind = kind or value_kind
+            if value_kind != kind:
+                self.refused += 1
+                continue
+            accepted.append(value)
+        return accepted
+
+    def _check(self) -> list[FeatureDrift]:
         checked = (
             self._tracks[name].check(self.config, self._updates) for name in sorted(self._tracks)
         )

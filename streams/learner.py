@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -21,7 +22,15 @@ from streams.contracts import DriftAlert, DriftEvidence, DriftKind, DriftWindow
 from streams.detectors import DEFAULT_DETECTOR, make_detector
 from streams.drift import DataDriftMonitor, DriftConfig, FeatureDrift
 from streams.evaluation import PrequentialMetrics
-from streams.models import CLASSIFICATION, Features, Label, make_model, numeric
+from streams.models import (
+    CLASSIFICATION,
+    MODEL_KINDS,
+    Features,
+    Label,
+    make_model,
+    numeric,
+    positive_class,
+)
 
 PREDICTION_FEATURE = "prediction"
 RETRAIN = "retrain"
@@ -38,6 +47,7 @@ class LearnerConfig:
     concept_cooldown: int = 1_000
     drift: DriftConfig = field(default_factory=DriftConfig)
     seed: int = 42
+    batch: int = 1  # > 1: mini-batches of this size where the model kind allows
 
 
 @dataclass(frozen=True)
@@ -57,8 +67,13 @@ class Step:
     alerts: list[DriftAlert]
 
 
+Item = tuple[Features, Label, Position]
+
+
 class Learner:
     def __init__(self, config: LearnerConfig) -> None:
+        if config.batch > 1 and not MODEL_KINDS[config.kind].batchable:
+            raise ValueError(f"model kind {config.kind!r} learns one example at a time")
         self.config = config
         self.model = make_model(config.kind, config.seed)
         self.metrics = PrequentialMetrics(self.model.task, config.metric_window)
@@ -67,47 +82,119 @@ class Learner:
         self.prediction_drift = DataDriftMonitor(config.drift)
         self.examples = 0
         self.version = f"{config.model}@online"
+        self.pending: list[Item] = []  # mini-batch mode: examples waiting for a full batch
         self._last_concept_alert: int | None = None
         self._window: collections.deque[Position] = collections.deque(maxlen=config.drift.window)
 
     def step(self, x: Features, y: Label, where: Position) -> Step:
         """Prequential step: predict and score ``x`` first, then learn ``(x, y)``."""
-        xn = numeric(x)
-        prediction, proba = self.model.predict(xn)
-        self.metrics.update(y, prediction, proba)
-        error = self._error(y, prediction)
-        signal = self.detector.update(error)
-        drifted_features = self.data_drift.update(x)
-        drifted_predictions = self.prediction_drift.update(
-            {PREDICTION_FEATURE: _prediction_value(prediction, proba)}
-        )
-        self.model.learn(xn, y)
-        self.examples += 1
-        self._window.append(where)
+        if self.config.batch > 1:
+            raise ValueError("a mini-batch learner takes examples through learn_many")
+        return self.learn_many([(x, y, where)])[0]
 
-        alerts = []
-        cooled = (
+    def learn_many(self, items: Sequence[Item]) -> list[Step]:
+        """Learn examples in order; the steps of the examples learned by this call.
+
+        One example at a time (``batch`` 1), this is exactly :meth:`step` applied to
+        each. In mini-batch mode, examples wait in :attr:`pending` (which checkpoints
+        keep) until ``batch`` of them are there; each full batch is predicted by the
+        model as it was before the batch, then learned with ``learn_many``. Batches are
+        cut by count only, so a replay from a checkpoint cuts them where the original
+        run did. Metrics, detectors and monitors see every example in order either way.
+        """
+        if self.config.batch > 1:
+            self.pending.extend(items)
+            full = len(self.pending) - len(self.pending) % self.config.batch
+            items, self.pending = self.pending[:full], self.pending[full:]
+        if not items:
+            return []
+        predictions, positives = self._predict_and_learn(items)
+        return self._monitor(items, predictions, positives)
+
+    def _predict_and_learn(
+        self, items: Sequence[Item]
+    ) -> tuple[list[Label | None], list[float | None]]:
+        predictions: list[Label | None] = []
+        positives: list[float | None] = []
+        if self.config.batch == 1:
+            for x, y, _ in items:
+                xn = numeric(x)
+                prediction, proba = self.model.predict(xn)
+                predictions.append(prediction)
+                positives.append(positive_class(proba))
+                self.model.learn(xn, y)
+            return predictions, positives
+        for start in range(0, len(items), self.config.batch):
+            chunk = items[start : start + self.config.batch]
+            chunk_predictions, chunk_positives = self.model.predict_and_learn_many(
+                [numeric(x) for x, _, _ in chunk], [y for _, y, _ in chunk]
+            )
+            predictions += chunk_predictions
+            positives += chunk_positives
+        return predictions, positives
+
+    def _monitor(
+        self,
+        items: Sequence[Item],
+        predictions: list[Label | None],
+        positives: list[float | None],
+    ) -> list[Step]:
+        """Score, watch and alert, exactly as if the examples came one by one."""
+        ys = [y for _, y, _ in items]
+        errors = [self._error(y, p) for y, p in zip(ys, predictions, strict=True)]
+        watched = [
+            {PREDICTION_FEATURE: _prediction_value(p, positive)}
+            for p, positive in zip(predictions, positives, strict=True)
+        ]
+        # Where something fires, in the order step() would have raised it.
+        events: dict[int, list[tuple[DriftKind, str, list[DriftEvidence]]]] = {}
+        for i, signal in self.detector.update_many(errors):
+            concept = DriftEvidence(
+                feature="error",
+                test=signal.detector,
+                statistic=signal.statistic if signal.statistic is not None else errors[i],
+                threshold=signal.threshold if signal.threshold is not None else 0.0,
+            )
+            events.setdefault(i, []).append((DriftKind.CONCEPT, signal.detector, [concept]))
+        for i, drifts in self.data_drift.update_many([x for x, _, _ in items]):
+            events.setdefault(i, []).append((DriftKind.DATA, "data_drift", _evidence(drifts)))
+        for i, drifts in self.prediction_drift.update_many(watched):
+            events.setdefault(i, []).append(
+                (DriftKind.PREDICTION, "prediction_drift", _evidence(drifts))
+            )
+        alerts_at: dict[int, list[DriftAlert]] = {}
+        done = 0
+        for i in sorted(events):
+            self._account(items, ys, predictions, positives, done, i + 1)
+            done = i + 1
+            for kind, detector, evidence in events[i]:
+                if kind is DriftKind.CONCEPT and not self._concept_cooled():
+                    continue
+                if kind is DriftKind.CONCEPT:
+                    self._last_concept_alert = self.examples
+                alerts_at.setdefault(i, []).append(self._alert(kind, detector, evidence))
+        self._account(items, ys, predictions, positives, done, len(items))
+        return [Step(predictions[i], errors[i], alerts_at.get(i, [])) for i in range(len(items))]
+
+    def _account(
+        self,
+        items: Sequence[Item],
+        ys: list[Label],
+        predictions: list[Label | None],
+        positives: list[float | None],
+        start: int,
+        end: int,
+    ) -> None:
+        """Metrics, example count and alert window over ``items[start:end]``."""
+        self.metrics.update_many(ys[start:end], predictions[start:end], positives[start:end])
+        self.examples += end - start
+        self._window.extend(where for _, _, where in items[start:end])
+
+    def _concept_cooled(self) -> bool:
+        return (
             self._last_concept_alert is None
             or self.examples - self._last_concept_alert >= self.config.concept_cooldown
         )
-        if signal.drifted and cooled:
-            self._last_concept_alert = self.examples
-            evidence = DriftEvidence(
-                feature="error",
-                test=signal.detector,
-                statistic=signal.statistic if signal.statistic is not None else error,
-                threshold=signal.threshold if signal.threshold is not None else 0.0,
-            )
-            alerts.append(self._alert(DriftKind.CONCEPT, signal.detector, [evidence]))
-        if drifted_features:
-            alerts.append(self._alert(DriftKind.DATA, "data_drift", _evidence(drifted_features)))
-        if drifted_predictions:
-            alerts.append(
-                self._alert(
-                    DriftKind.PREDICTION, "prediction_drift", _evidence(drifted_predictions)
-                )
-            )
-        return Step(prediction, error, alerts)
 
     def _error(self, y: Label, prediction: Label | None) -> float:
         if self.model.task == CLASSIFICATION:
@@ -148,10 +235,10 @@ class Learner:
         return DriftWindow(offsets=offsets, times=times)
 
 
-def _prediction_value(prediction: Label | None, proba: dict[Label, float]) -> float | str | None:
+def _prediction_value(prediction: Label | None, positive: float | None) -> float | str | None:
     """What prediction drift watches: P(positive) for binary models, else the label."""
-    if proba and (True in proba or 1 in proba):
-        return proba.get(True, proba.get(1, 0.0))
+    if positive is not None:
+        return positive
     if isinstance(prediction, bool):
         return float(prediction)
     return prediction

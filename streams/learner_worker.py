@@ -37,7 +37,7 @@ from services import metrics
 from services.settings import Settings
 from streams.clients import make_consumer, make_producer, make_redis
 from streams.contracts import DriftAlert, Label, SourceOffset, TrainingExample
-from streams.learner import Learner, LearnerConfig, Position
+from streams.learner import Item, Learner, LearnerConfig, Position
 from streams.serialization import IntegrityError, seal, signing_key, unseal, write_atomically
 from streams.snapshots import SnapshotStore
 from streams.topics import Topic, spec_for
@@ -94,6 +94,9 @@ class LearnerState:
     label_latency_s_total: float = 0.0
     snapshot_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     snapshot_examples: int = 0
+    # Labels read (their offsets are in `offsets`) whose snapshot has not arrived yet:
+    # checkpointed with the rest, so a restart still joins them.
+    pending_labels: dict[str, tuple[Label, Position, float]] = field(default_factory=dict)
 
     def learned_since_snapshot(self) -> dict[str, list[int]]:
         """``topic[partition]`` → [first, last] offset learned since the last snapshot."""
@@ -172,7 +175,6 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self.state = self._restore()
-        self.pending_labels: dict[str, tuple[Label, Position, float]] = {}
         self._joined: list[TrainingExample] = []
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
@@ -227,36 +229,39 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     def process(self, records: list[Any]) -> None:
         """Learn from a polled batch in order; alerts are sent before the next checkpoint."""
         self._joined = []
-        alerts: list[DriftAlert] = []
+        items: list[Item] = []
         labels: list[tuple[str, Label, Position]] = []
         for record in records:
             where = Position(record.topic, record.partition, record.offset, record.timestamp / 1000)
             self.state.offsets[(record.topic, record.partition)] = record.offset + 1
             if record.topic == self.examples_topic:
-                alerts += self._example(record.value, where)
+                item = self._example(record.value, where)
+                if item is not None:
+                    items.append(item)
             else:
                 label = self._label(record.value)
                 if label is not None:
                     labels.append((label.event_id or label.request_id or "", label, where))
-        alerts += self._join_labels(labels)
+        items += self._join_labels(labels)
+        alerts = [a for step in self.state.learner.learn_many(items) for a in step.alerts]
+        self._since_checkpoint += len(items)
+        metrics.EXAMPLES_LEARNED.inc(len(items))
         self._send(alerts)
         for alert in alerts:
             metrics.DRIFT_ALERTS.labels(alert.kind.value).inc()
 
-    def _example(self, raw: bytes, where: Position) -> list[DriftAlert]:
+    def _example(self, raw: bytes, where: Position) -> Item | None:
         try:
             example = decode(TrainingExample, raw)
         except InvalidMessage as exc:
             log.warning("bad training example", extra={"at": where.__dict__, "error": str(exc)})
-            return []
+            return None
         if example.source.topic == self.labels_topic:
-            return []  # our own late-label join, published for retraining: learned already
+            return None  # our own late-label join, published for retraining: learned already
         if not self.state.remember(example.example_id, self.settings.learner_dedup_ids):
-            return []
+            return None
         where = Position(where.topic, where.partition, where.offset, example.event_time.timestamp())
-        self._since_checkpoint += 1
-        metrics.EXAMPLES_LEARNED.inc()
-        return self.state.learner.step(example.features, example.label, where).alerts
+        return example.features, example.label, where
 
     def _label(self, raw: bytes) -> Label | None:
         try:
@@ -265,33 +270,31 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             log.warning("bad label", extra={"error": str(exc)})
             return None
 
-    def _join_labels(self, labels: list[tuple[str, Label, Position]]) -> list[DriftAlert]:
+    def _join_labels(self, labels: list[tuple[str, Label, Position]]) -> list[Item]:
         """Join new and still-pending labels to the snapshots of what was served."""
         now = time.time()
         for record_id, label, where in labels:
-            self.pending_labels.setdefault(record_id, (label, where, now))
-        if not self.pending_labels:
+            self.state.pending_labels.setdefault(record_id, (label, where, now))
+        if not self.state.pending_labels:
             return []
-        found = self.snapshots.fetch(self.pending_labels)
-        alerts: list[DriftAlert] = []
-        for record_id in list(self.pending_labels):
-            label, where, first_seen = self.pending_labels[record_id]
+        found = self.snapshots.fetch(self.state.pending_labels)
+        joined: list[Item] = []
+        for record_id in list(self.state.pending_labels):
+            label, where, first_seen = self.state.pending_labels[record_id]
             snapshot = found.get(record_id)
             if snapshot is None:
                 if now - first_seen > self.settings.label_wait_s:
-                    del self.pending_labels[record_id]
+                    del self.state.pending_labels[record_id]
                     self.state.labels_unmatched += 1
                     self._since_checkpoint += 1  # a state change worth saving too
                 continue
-            del self.pending_labels[record_id]
+            del self.state.pending_labels[record_id]
             if not self.state.remember(record_id, self.settings.learner_dedup_ids):
                 continue
             self.state.labels_joined += 1
             self.state.label_latency_s_total += max(0.0, label.event_time.timestamp() - snapshot.at)
-            self._since_checkpoint += 1
-            metrics.EXAMPLES_LEARNED.inc()
             at = Position(where.topic, where.partition, where.offset, snapshot.at)
-            alerts += self.state.learner.step(snapshot.features, label.label, at).alerts
+            joined.append((snapshot.features, label.label, at))
             self._joined.append(
                 TrainingExample(
                     example_id=record_id,
@@ -305,7 +308,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                     ),
                 )
             )
-        return alerts
+        return joined
 
     def _send(self, alerts: list[DriftAlert]) -> None:
         futures = [

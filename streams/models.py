@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 from river import forest, linear_model, preprocessing, tree
 
 Label = bool | int | float | str
@@ -33,6 +34,7 @@ class ModelKind:
     task: str
     build: Callable[[int], Any]
     description: str
+    batchable: bool = False  # River's learn_many / predict_*_many work for it
 
 
 MODEL_KINDS: dict[str, ModelKind] = {
@@ -40,6 +42,7 @@ MODEL_KINDS: dict[str, ModelKind] = {
         CLASSIFICATION,
         lambda seed: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
         "binary: StandardScaler | LogisticRegression",
+        batchable=True,
     ),
     "softmax": ModelKind(
         CLASSIFICATION,
@@ -60,6 +63,7 @@ MODEL_KINDS: dict[str, ModelKind] = {
         REGRESSION,
         lambda seed: preprocessing.StandardScaler() | linear_model.LinearRegression(),
         "regression: StandardScaler | LinearRegression",
+        batchable=True,
     ),
 }
 
@@ -112,6 +116,52 @@ class OnlineModel:
 
     def learn(self, xn: dict[str, float], y: Label) -> None:
         self.estimator.learn_one(xn, y)
+
+    def predict_and_learn_many(
+        self, xns: list[dict[str, float]], ys: list[Label]
+    ) -> tuple[list[Label | None], list[float | None]]:
+        """Predict a mini-batch with the model as it is, then learn the whole batch.
+
+        Returns predictions and, for binary classifiers, P(positive). River's
+        ``learn_many`` needs one column set for the batch, so a batch whose examples
+        have different features (a missing value, another category) is learned one
+        example at a time instead: a missing feature must stay missing, not become 0.
+        """
+        predictions: list[Label | None] = []
+        positives: list[float | None] = []
+        names = xns[0].keys()
+        if not all(xn.keys() == names for xn in xns):
+            for xn, y in zip(xns, ys, strict=True):
+                prediction, proba = self.predict(xn)
+                predictions.append(prediction)
+                positives.append(positive_class(proba))
+                self.learn(xn, y)
+            return predictions, positives
+        frame = pd.DataFrame.from_records(xns, columns=list(names))
+        if self.task == CLASSIFICATION:
+            proba = self.estimator.predict_proba_many(frame)
+            labels = list(proba.columns)
+            best = proba.to_numpy().argmax(axis=1)
+            predictions = [labels[k] for k in best]
+            positive = True if True in labels else 1 if 1 in labels else None
+            positives = proba[positive].tolist() if positive is not None else [None] * len(xns)
+        else:
+            predictions, positives = self.estimator.predict_many(frame).tolist(), [None] * len(xns)
+        self.estimator.learn_many(frame, pd.Series(ys))
+        return predictions, positives
+
+
+def positive_class(proba: Mapping[Label, float]) -> float | None:
+    """P(positive class) of a binary classifier's probabilities; None otherwise.
+
+    >>> positive_class({False: 0.25, True: 0.75}), positive_class({"a": 1.0})
+    (0.75, None)
+    """
+    if True in proba:
+        return proba[True]
+    if 1 in proba:
+        return proba[1]
+    return None
 
 
 def make_model(kind: str, seed: int = 42) -> OnlineModel:

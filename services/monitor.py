@@ -8,6 +8,14 @@ axis, per-feature drift statistics, throughput, latency percentiles, lag, models
 lineage and history), drawn with Chart.js served from the local install
 (``scripts/bootstrap.sh``), never fetched from the internet.
 
+``POST /api/retrain`` (``Authorization: Bearer <EDDY_CONTROL_TOKEN>``, JSON body
+``{"reason": ..., "model"?: ..., "requested_by"?: ..., "command_id"?: ...}``) asks for a
+retrain: the monitor checks the token and the body, publishes a command on the
+``control`` topic and answers 202 with its id; the retrainer carries it out and audits
+it (:mod:`services.control`). The web process never trains. Refusals: 403 when no token
+is configured, 401 for a missing or wrong token, 400 for a bad body or unknown model,
+413 for an oversized body, 503 when Kafka does not take the command; each is logged.
+
 >>> quantile_from_buckets([(0.01, 5), (0.1, 9), (float("inf"), 10)], 0.5)
 0.01
 >>> quantile_from_buckets([(0.01, 5), (0.1, 9), (float("inf"), 10)], 0.99)
@@ -22,20 +30,32 @@ import threading
 import time
 import urllib.request
 from dataclasses import asdict
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import TopicPartition
+from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.control import (
+    API_CHANNEL,
+    Refusal,
+    check_token,
+    control_topic,
+    parse_retrain_request,
+    publish,
+    retrain_command,
+    unknown_model,
+)
 from services.metrics import ROLE_OFFSETS
 from services.registry import Registry
 from services.settings import PROJECT_ROOT, Settings
-from streams.clients import make_admin, make_consumer
+from streams.clients import make_admin, make_consumer, make_producer
 from streams.topics import Topic, spec_for
+from streams.validation import InvalidMessage
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +64,8 @@ DASHBOARD = Path(__file__).with_name("dashboard.html")
 HISTORY_POINTS = 1800
 ALERTS_KEPT = 200
 SCRAPE_TIMEOUT_S = 2.0
+MAX_BODY_BYTES = 64 * 1024
+RETRAIN_PATH = "/api/retrain"
 
 
 def quantile_from_buckets(buckets: list[tuple[float, float]], q: float) -> float | None:
@@ -92,6 +114,8 @@ class Monitor:
         self.lag: dict[str, dict[str, int]] = {}
         self._admin: Any = None
         self._lag_consumer: Any = None
+        self._producer: KafkaProducer | None = None
+        self._producer_lock = threading.Lock()
         self._stop = threading.Event()
 
     def url(self, role: str) -> str:
@@ -196,6 +220,59 @@ class Monitor:
             "history": [asdict(d) for d in self.registry.history(model)[-50:]],
         }
 
+    def request_retrain(
+        self, authorization: str | None, body: bytes | None, client: str
+    ) -> tuple[int, dict[str, Any]]:
+        """``POST /api/retrain``: check the token and the body, publish the command.
+
+        Returns the HTTP status and the JSON answer. Nothing is trained here: the
+        retrainer carries the command out and audits it.
+        """
+        refusal = check_token(self.settings.control_token, authorization)
+        if refusal is not None:
+            return self.refuse(refusal, client)
+        try:
+            request = parse_retrain_request(body)
+        except InvalidMessage as exc:
+            return self.refuse(Refusal(400, str(exc)), client)
+        command = retrain_command(
+            request,
+            default_model=self.settings.model_name,
+            channel=API_CHANNEL,
+            now=datetime.now(UTC),
+        )
+        unknown = unknown_model(command.model, self.settings.model_name, self.registry.models())
+        if unknown is not None:
+            return self.refuse(Refusal(400, unknown), client)
+        try:
+            publish(self.settings, command, self._control_producer())
+        except KafkaError as exc:
+            log.error(
+                "control command not published",
+                extra={"command_id": command.command_id, "client": client, "error": repr(exc)},
+            )
+            return 503, {"error": "Kafka did not take the command; nothing was queued, retry"}
+        return 202, {
+            "command_id": command.command_id,
+            "model": command.model,
+            "requested_by": command.requested_by,
+            "topic": control_topic(self.settings),
+        }
+
+    def refuse(self, refusal: Refusal, client: str) -> tuple[int, dict[str, Any]]:
+        """Log a refused write request (never its token) and build the answer."""
+        log.warning(
+            "control request refused",
+            extra={"status": refusal.status, "reason": refusal.reason, "client": client},
+        )
+        return refusal.status, {"error": refusal.reason}
+
+    def _control_producer(self) -> KafkaProducer:
+        with self._producer_lock:  # handler threads share one producer
+            if self._producer is None:
+                self._producer = make_producer(self.settings)
+            return self._producer
+
     def run_sampler(self) -> None:
         while not self._stop.wait(self.settings.monitor_sample_s):
             try:
@@ -233,9 +310,36 @@ class Monitor:
                 else:
                     self._send(404, "text/plain", b"not found")
 
-            def _send(self, code: int, kind: str, body: bytes) -> None:
+            def do_POST(self) -> None:
+                if self.path != RETRAIN_PATH:
+                    self._send(404, "text/plain", b"not found")
+                    return
+                client = self.client_address[0]
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if not 0 <= length <= MAX_BODY_BYTES:
+                    refusal = Refusal(413, f"the body must be 0 to {MAX_BODY_BYTES} bytes")
+                    code, answer = monitor.refuse(refusal, client)
+                    self.close_connection = True
+                else:
+                    # Read the body even for a request refused on its token: a socket
+                    # closed with unread bytes resets, and the client loses the answer.
+                    body = self.rfile.read(length)
+                    code, answer = monitor.request_retrain(
+                        self.headers.get("Authorization"), body, client
+                    )
+                extra = {"WWW-Authenticate": "Bearer"} if code == 401 else {}
+                self._send(code, "application/json", orjson.dumps(answer), extra)
+
+            def _send(
+                self, code: int, kind: str, body: bytes, headers: dict[str, str] | None = None
+            ) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", kind)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -255,12 +359,16 @@ class Monitor:
         finally:
             self._stop.set()
             server.server_close()
-            for client in (self._admin, self._lag_consumer):
-                if client is not None:
-                    client.close()
+            self.close()
 
     def stop(self) -> None:
         self._stop.set()
+
+    def close(self) -> None:
+        """Close the Kafka clients the monitor opened on demand."""
+        for client in (self._admin, self._lag_consumer, self._producer):
+            if client is not None:
+                client.close()
 
 
 def _ms(seconds: float | None) -> float | None:

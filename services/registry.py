@@ -273,6 +273,13 @@ class Registry:
         with self._db() as db:
             self._audit(db, actor, "decision", model, version, details)
 
+    def record(
+        self, model: str, version: int | None, actor: str, action: str, details: dict[str, Any]
+    ) -> None:
+        """Audit an act that changes no version or alias (a refused command, ...)."""
+        with self._db() as db:
+            self._audit(db, actor, action, model, version, details)
+
     # --- reading --------------------------------------------------------------------
 
     def models(self) -> list[str]:

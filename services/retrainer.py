@@ -15,7 +15,8 @@ One retrain:
 
 ``eddy run retrainer`` listens to ``drift-alerts`` and retrains once per alert burst
 (alerts for a model within ``EDDY_RETRAIN_DEBOUNCE_S`` of the first one are folded in),
-and every ``EDDY_RETRAIN_EVERY_S`` seconds when that is set (a schedule).
+every ``EDDY_RETRAIN_EVERY_S`` seconds when that is set (a schedule), and once per
+command on the ``control`` topic (the status API's ``POST /api/retrain``, the CLI).
 """
 
 from __future__ import annotations
@@ -37,12 +38,21 @@ from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, roc_a
 from sklearn.pipeline import Pipeline
 
 from services import metrics
+from services.control import (
+    RecentIds,
+    audit_refusal,
+    carried_out,
+    control_topic,
+    control_trigger,
+    unknown_model,
+)
 from services.live_runner import evaluate_live
 from services.promotion import Decision, OfflineGate, offline_decision
 from services.registry import CHALLENGER, CHAMPION, SKLEARN, Lineage, Registry
 from services.settings import PROJECT_ROOT, Settings
-from streams.clients import make_consumer
-from streams.contracts import DriftAlert, TrainingExample
+from streams.clients import make_consumer, make_producer
+from streams.contracts import ControlCommand, DriftAlert, TrainingExample
+from streams.dead_letter import RawRecord, dead_letter
 from streams.models import numeric
 from streams.topics import Topic, spec_for
 from streams.validation import InvalidMessage, decode
@@ -52,6 +62,7 @@ log = logging.getLogger(__name__)
 ESTIMATORS = ("hist_gradient_boosting", "logistic_regression")
 POLL_MS = 500
 LIBRARIES = ("scikit-learn", "river", "numpy", "skops")
+DEAD_LETTER_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -277,7 +288,15 @@ def _params(estimator: Pipeline) -> dict[str, Any]:
 
 
 class AlertListener:
-    """``eddy run retrainer``: one retrain per burst of drift alerts for a model."""
+    """``eddy run retrainer``: one retrain per burst of drift alerts for a model, and one
+    per command on the ``control`` topic (:mod:`services.control`).
+
+    A command is carried out once: a duplicate is recognised by its ``command_id``, in
+    memory and, after a restart, from the registry's audit log, where its retrain (or its
+    refusal) left the id. A command that cannot be carried out (unknown model, too few
+    examples) is audited as refused with the reason; a malformed alert or command goes to
+    the dead-letter topic. Offsets are committed only after the effects are durable.
+    """
 
     def __init__(self, settings: Settings, retrainer: Retrainer) -> None:
         self.settings = settings
@@ -285,9 +304,15 @@ class AlertListener:
         self.topic = spec_for(
             Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=settings.partitions
         ).name
+        self.control_topic = control_topic(settings)
+        self.dead_letter_topic = spec_for(
+            Topic.DEAD_LETTER, prefix=settings.topic_prefix, partitions=settings.partitions
+        ).name
         self.consumer = make_consumer(
-            settings, self.topic, group_id=f"{settings.topic_prefix}retrainer"
+            settings, self.topic, self.control_topic, group_id=f"{settings.topic_prefix}retrainer"
         )
+        self.producer = make_producer(settings)
+        self.recent = RecentIds()
         self._stopping = False
 
     def stop(self, *_: Any) -> None:
@@ -300,7 +325,10 @@ class AlertListener:
             while not self._stopping:
                 for records in self.consumer.poll(timeout_ms=POLL_MS).values():
                     for record in records:
-                        self._collect(record.value, bursts)
+                        if record.topic == self.control_topic:
+                            self._command(record)
+                        else:
+                            self._collect(record, bursts)
                 now = time.monotonic()
                 live_every = self.settings.live_evaluation_every_s
                 if live_every > 0 and now - last_live >= live_every:
@@ -320,17 +348,59 @@ class AlertListener:
                     self.consumer.commit()
         finally:
             self.consumer.close(autocommit=False)
+            self.producer.close()
 
-    def _collect(self, raw: bytes, bursts: dict[str, tuple[float, list[str]]]) -> None:
+    def _collect(self, record: Any, bursts: dict[str, tuple[float, list[str]]]) -> None:
         try:
-            alert = decode(DriftAlert, raw)
+            alert = decode(DriftAlert, record.value)
         except InvalidMessage as exc:
-            log.warning("skipping bad drift alert", extra={"error": str(exc)})
+            self._dead_letter(record, exc)
             return
         if alert.action != "retrain":
             return
         first, ids = bursts.get(alert.model, (time.monotonic(), []))
         bursts[alert.model] = (first, [*ids, alert.alert_id])
+
+    def _command(self, record: Any) -> None:
+        """Carry out one control command once, or audit why not; never raises on input."""
+        try:
+            command = decode(ControlCommand, record.value)
+        except InvalidMessage as exc:
+            self._dead_letter(record, exc)
+            return
+        registry = self.retrainer.registry
+        context = {"command_id": command.command_id, "model": command.model}
+        if self.recent.seen(command.command_id) or carried_out(
+            registry.audit_log(command.model), command.command_id
+        ):
+            log.info("control command already carried out", extra=context)
+            return
+        reason = unknown_model(command.model, self.settings.model_name, registry.models())
+        if reason is None:
+            try:
+                self.retrainer.retrain(command.model, control_trigger(command))
+                return
+            except ValueError as exc:  # too few examples, one class only: nothing trained
+                reason = str(exc)
+        audit_refusal(registry, f"retrainer ({self.settings.client_id})", command, reason)
+        log.warning("control command refused", extra={**context, "reason": reason})
+
+    def _dead_letter(self, record: Any, exc: InvalidMessage) -> None:
+        """Park a malformed record with its reason; returns once the broker has it."""
+        letter = dead_letter(RawRecord.of(record), exc.error_class, exc.reason)
+        self.producer.send(
+            self.dead_letter_topic, key=letter.key, value=letter.value, headers=letter.headers
+        ).get(timeout=DEAD_LETTER_TIMEOUT_S)
+        metrics.DEAD_LETTERS.labels(record.topic.removeprefix(self.settings.topic_prefix)).inc()
+        log.warning(
+            "dead-lettered",
+            extra={
+                "topic": record.topic,
+                "offset": record.offset,
+                "error_class": exc.error_class,
+                "reason": exc.reason,
+            },
+        )
 
     def _retrain(self, model: str, alert_ids: list[str]) -> None:
         trigger = {"type": "alert", "id": alert_ids[0], "burst": ",".join(alert_ids)}

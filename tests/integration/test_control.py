@@ -1,0 +1,244 @@
+"""Triggers from outside, on real Kafka: the status API publishes a retrain command and
+the retrainer's listener (a thread here) carries it out once, audited with who asked.
+
+Also: requests with a wrong or missing token, or a bad body, publish nothing; with no
+token configured the endpoint is forbidden; a command delivered twice retrains once,
+also when the duplicate reaches a restarted listener; a command for an unknown model or
+with too few examples is audited as refused; malformed commands are dead-lettered with
+their reason, and the listener keeps going.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from services.control import control_topic, publish, request_retrain
+from services.model_updates import open_registry
+from services.monitor import Monitor
+from services.registry import Registry
+from services.retrainer import AlertListener, Retrainer
+from services.settings import Settings
+from streams.admin import ensure_topics
+from streams.clients import make_producer
+from streams.console import read_topic
+from streams.contracts import ControlAction, ControlCommand
+from streams.dead_letter import ERROR_CLASS, ERROR_REASON, SOURCE_TOPIC
+from streams.dlq import dead_letters
+from tests.integration.test_monitor import free_port
+from tests.integration.test_retrainer import concept, publish_examples
+
+DEADLINE_S = 60.0
+MODEL = "fraud"
+TOKEN = "operator-token-for-tests-0123456789"  # noqa: S105 (a test deployment's token)
+EXAMPLES = 600
+
+
+@pytest.fixture
+def deployment(stack: Settings, tmp_path: Path) -> Settings:
+    settings = stack.model_copy(
+        update={
+            "topic_prefix": f"eddy-ctl-{uuid.uuid4().hex[:8]}.",
+            "data_dir": tmp_path / "data",
+            "model_name": MODEL,
+            "control_token": SecretStr(TOKEN),
+            "monitor_port": free_port(),
+            "retrain_window": 1000,
+            "retrain_min_holdout": 50,
+            "retrain_estimator": "logistic_regression",
+            "live_evaluation_every_s": 0.0,
+        }
+    )
+    ensure_topics(settings)
+    return settings
+
+
+@contextmanager
+def running_listener(settings: Settings, registry: Registry) -> Iterator[threading.Thread]:
+    listener = AlertListener(settings, Retrainer(settings, registry))
+    thread = threading.Thread(target=listener.run, daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        listener.stop()
+        thread.join(timeout=30)
+
+
+@contextmanager
+def running_monitor(settings: Settings, registry: Registry) -> Iterator[str]:
+    monitor = Monitor(settings, registry)
+    server = monitor.serve()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{settings.monitor_port}/api/retrain"
+    finally:
+        server.shutdown()
+        server.server_close()
+        monitor.close()
+
+
+def post(url: str, body: dict[str, Any] | bytes, token: str | None) -> tuple[int, Any]:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, orjson.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, orjson.loads(refused.read())
+
+
+def wait_for(done: Callable[[], bool], listener: threading.Thread, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not done():
+        assert listener.is_alive(), f"the listener stopped while waiting for {what}"
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def control_records(settings: Settings) -> list[Any]:
+    return [
+        r.value
+        for r in read_topic(
+            settings,
+            control_topic(settings),
+            from_beginning=True,
+            max_messages=None,
+            idle_timeout_s=2.0,
+        )
+    ]
+
+
+def send_raw(settings: Settings, values: list[bytes]) -> None:
+    producer = make_producer(settings)
+    try:
+        for value in values:
+            producer.send(control_topic(settings), key=MODEL.encode(), value=value).get(timeout=30)
+    finally:
+        producer.close()
+
+
+def command(command_id: str, model: str = MODEL) -> ControlCommand:
+    return ControlCommand(
+        command_id=command_id,
+        action=ControlAction.RETRAIN,
+        model=model,
+        requested_by="test",
+        reason="integration test",
+        requested_at=datetime.now(UTC),
+    )
+
+
+def test_a_command_over_http_retrains_once_and_is_audited_with_who_asked(
+    deployment: Settings,
+) -> None:
+    registry = open_registry(deployment, announce=False)
+    publish_examples(deployment, concept(EXAMPLES, seed=1, flipped=False), start=0)
+    first = {"reason": "quarterly refresh", "requested_by": "alice", "command_id": "cmd-1"}
+    with running_monitor(deployment, registry) as url, running_listener(deployment, registry) as t:
+        assert post(url, first, token="wrong")[0] == 401  # noqa: S106
+        assert post(url, first, token=None)[0] == 401
+        assert post(url, b'{"reason": "r", "reason": "s"}', token=TOKEN)[0] == 400
+        assert post(url, {**first, "model": "frod"}, token=TOKEN)[0] == 400
+        accepted = [post(url, first, token=TOKEN) for _ in range(2)]  # a client's retry
+        second = post(url, {"reason": "after the fix"}, token=TOKEN)
+        assert [status for status, _ in [*accepted, second]] == [202, 202, 202]
+        assert accepted[0][1]["command_id"] == "cmd-1"
+        # One partition, in order: once the second command is done, so is the duplicate.
+        wait_for(lambda: len(registry.versions(MODEL)) >= 2, t, "two retrains")
+
+    versions = registry.versions(MODEL)
+    assert len(versions) == 2, "the duplicated command retrained once"
+    assert versions[0].lineage.trigger["id"] == "cmd-1"
+    assert versions[0].lineage.trigger["by"] == "alice"
+    assert versions[1].lineage.trigger["id"] == second[1]["command_id"]
+    assert versions[1].lineage.trigger["by"] == "api"
+    decisions = [e for e in registry.audit_log(MODEL) if e["action"] == "decision"]
+    assert [
+        (d["details"]["trigger"]["type"], d["details"]["trigger"]["by"]) for d in decisions
+    ] == [
+        ("control", "alice"),
+        ("control", "api"),
+    ]
+    assert decisions[0]["details"]["trigger"]["reason"] == "quarterly refresh"
+    published = control_records(deployment)
+    assert [c["command_id"] for c in published] == ["cmd-1", "cmd-1", second[1]["command_id"]], (
+        "refused requests published nothing"
+    )
+
+
+def test_without_a_configured_token_the_endpoint_is_forbidden_and_publishes_nothing(
+    deployment: Settings,
+) -> None:
+    closed = deployment.model_copy(update={"control_token": None})
+    registry = open_registry(closed, announce=False)
+    with running_monitor(closed, registry) as url:
+        status, answer = post(url, {"reason": "r"}, token=TOKEN)
+    assert status == 403
+    assert "EDDY_CONTROL_TOKEN" in answer["error"]
+    assert control_records(closed) == []
+
+
+def test_refused_and_malformed_commands_never_stop_the_listener(deployment: Settings) -> None:
+    registry = open_registry(deployment, announce=False)
+    malformed = [b'{"command_id": "x"', b'{"command_id": "x", "action": "drop-tables"}']
+    with running_listener(deployment, registry) as listener:
+        send_raw(deployment, malformed)
+        publish(deployment, command("for-a-ghost", model="ghost"))
+        publish(deployment, command("too-early"))  # no examples yet
+        wait_for(lambda: len(registry.audit_log(MODEL)) >= 1, listener, "a refusal")
+        publish_examples(deployment, concept(EXAMPLES, seed=2, flipped=False), start=0)
+        publish(deployment, command("in-time"))
+        wait_for(lambda: len(registry.versions(MODEL)) >= 1, listener, "a retrain")
+
+    (ghost,) = registry.audit_log("ghost")
+    assert ghost["action"] == "refused"
+    assert "unknown model 'ghost'" in ghost["details"]["reason"]
+    refused = registry.audit_log(MODEL)[0]
+    assert refused["action"] == "refused"
+    assert refused["details"]["trigger"]["id"] == "too-early"
+    assert "examples" in refused["details"]["reason"]
+    assert [v.lineage.trigger["id"] for v in registry.versions(MODEL)] == ["in-time"]
+    letters = list(dead_letters(deployment, idle_timeout_s=2.0))
+    assert [r.original.value for r in letters] == malformed
+    assert {r.headers[SOURCE_TOPIC] for r in letters} == {control_topic(deployment)}
+    assert [r.headers[ERROR_CLASS] for r in letters] == ["bad_json", "invalid_fields"]
+    assert "action" in letters[1].headers[ERROR_REASON]
+
+
+def test_a_command_redelivered_to_a_restarted_listener_is_not_carried_out_again(
+    deployment: Settings,
+) -> None:
+    registry = open_registry(deployment, announce=False)
+    publish_examples(deployment, concept(EXAMPLES, seed=3, flipped=False), start=0)
+    first = request_retrain(deployment, MODEL, "before the restart", requested_by="bob")
+    with running_listener(deployment, registry) as listener:
+        wait_for(lambda: len(registry.versions(MODEL)) >= 1, listener, "the first retrain")
+    # As after a crash between the retrain and the commit: the same command comes again,
+    # to a listener that has never seen it; only the audit log can tell.
+    publish(deployment, first)
+    publish(deployment, command("after-the-restart"))
+    with running_listener(deployment, registry) as listener:
+        wait_for(lambda: len(registry.versions(MODEL)) >= 2, listener, "the second retrain")
+
+    triggers = [v.lineage.trigger for v in registry.versions(MODEL)]
+    assert [t["id"] for t in triggers] == [first.command_id, "after-the-restart"]
+    assert triggers[0]["by"] == "bob"
+    assert first.command_id.startswith("cli-")

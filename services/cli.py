@@ -249,19 +249,62 @@ def score(
 def retrain(
     model: Annotated[str, typer.Argument(help="Model name.")] = "default",
     reason: Annotated[str, typer.Option("--reason", help="Why, for the audit log.")] = "",
+    via_control: Annotated[
+        bool,
+        typer.Option(
+            "--via-control",
+            help="Queue it for the running retrainer (carried out once, audited) "
+            "instead of training in this process.",
+        ),
+    ] = False,
 ) -> None:
     """Retrain MODEL now on the recent window (an operator's trigger)."""
-    from services.model_updates import open_registry
     from services.registry import trainer_identity
-    from services.retrainer import Retrainer
 
     settings = _settings()
+    if via_control:
+        from services.control import control_topic, request_retrain
+
+        if not reason:
+            raise typer.BadParameter("say why with --reason: it goes to the audit log")
+        command = request_retrain(
+            settings, model, reason, requested_by=trainer_identity("eddy retrain")
+        )
+        typer.echo(
+            f"queued {command.command_id} for {model} on {control_topic(settings)}; "
+            "the retrainer carries it out and audits it"
+        )
+        return
+    from services.model_updates import open_registry
+    from services.retrainer import Retrainer
+
     trigger = {"type": "operator", "id": trainer_identity("eddy retrain"), "reason": reason}
     outcome = Retrainer(settings, open_registry(settings)).retrain(model, trigger)
     typer.echo(
         f"{model}@{outcome.version}: {outcome.decision.action} ({outcome.decision.reason}) "
         f"in {outcome.seconds:.1f}s"
     )
+
+
+@models_app.command("report")
+def models_report(
+    version: Annotated[int, typer.Argument(help="The version to report on.")],
+    model: Annotated[str | None, typer.Option("--model", help="Default: EDDY_MODEL_NAME.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the JSON and HTML files.")] = Path(
+        "."
+    ),
+) -> None:
+    """A self-contained governance report (JSON and HTML) of one version, for auditors."""
+    from services.governance_sources import write_report
+    from services.registry import RegistryError
+
+    settings = _settings()
+    try:
+        json_path, html_path = write_report(settings, model or settings.model_name, version, out)
+    except RegistryError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{json_path}\n{html_path}")
 
 
 @models_app.command("list")

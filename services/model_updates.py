@@ -80,15 +80,22 @@ def learner_snapshots(registry: Registry, role: str) -> Callable[[LearnerState, 
             v.flavor == RIVER and v.lineage.trained_on == learned for v in registry.versions(model)
         ):
             return
+        window: dict[str, object] = {"examples": learner.examples, "since": state.snapshot_examples}
+        if state.event_times is not None:
+            window["from"], window["to"] = (
+                datetime.fromtimestamp(t, UTC).isoformat() for t in state.event_times
+            )
+        if state.label_coverage is not None:
+            window["label_coverage"] = round(state.label_coverage, 4)
         lineage = Lineage(
             trained_on=learned,
-            feature_set="online",
+            feature_set=",".join(sorted(state.feature_sets)) or "online",
             params={"kind": learner.config.kind, "detector": learner.config.detector},
             libraries=library_versions(),
             code_version=code_version(),
             trigger={"type": "checkpoint", "id": checkpoint.name},
             trainer=role,
-            window={"examples": learner.examples, "since": state.snapshot_examples},
+            window=window,
         )
         metrics = {k: v for k, v in learner.metrics.report().items() if math.isfinite(v)}
         version = registry.register(model, RIVER, learner.model, metrics, lineage)

@@ -37,6 +37,7 @@ from services import metrics
 from services.settings import Settings
 from streams.clients import make_consumer, make_producer, make_redis
 from streams.contracts import DriftAlert, Label, SourceOffset, TrainingExample
+from streams.feature_definitions import FEATURES
 from streams.learner import Item, Learner, LearnerConfig, Position
 from streams.serialization import IntegrityError, seal, signing_key, unseal, write_atomically
 from streams.snapshots import SnapshotStore
@@ -46,7 +47,9 @@ from streams.validation import InvalidMessage, decode, encode
 log = logging.getLogger(__name__)
 
 POLL_MS = 500
-SNAPSHOT_FEATURE_SET = "snapshot"
+# Snapshots (of served requests and unlabelled events) are feature vectors of the
+# deployment's feature definitions: examples joined from them carry that fingerprint.
+SNAPSHOT_FEATURE_SET = FEATURES.fingerprint()
 # The learner reads two topics; while one has records buffered client-side, a fetch
 # asks only for the other, and an idle ``labels`` topic would hold each such fetch for
 # the broker's default 500 ms. A short wait keeps a busy examples topic flowing.
@@ -97,6 +100,23 @@ class LearnerState:
     # Labels read (their offsets are in `offsets`) whose snapshot has not arrived yet:
     # checkpointed with the rest, so a restart still joins them.
     pending_labels: dict[str, tuple[Label, Position, float]] = field(default_factory=dict)
+    # What was learned since the last snapshot, for its lineage.
+    feature_sets: set[str] = field(default_factory=set)
+    event_times: tuple[float, float] | None = None  # first, last event time
+    label_coverage: float | None = None  # labels joined / snapshots recorded, when known
+
+    def note_learned(self, items: list[Item], feature_sets: set[str]) -> None:
+        """Note what ``items`` add to the lineage of the next snapshot."""
+        self.feature_sets |= feature_sets
+        times = [where.event_time for _, _, where in items]
+        if times:
+            first, last = self.event_times or (min(times), max(times))
+            self.event_times = (min(first, *times), max(last, *times))
+
+    def snapshot_taken(self) -> None:
+        self.snapshot_offsets = dict(self.offsets)
+        self.snapshot_examples = self.learner.examples
+        self.feature_sets, self.event_times = set(), None
 
     def learned_since_snapshot(self) -> dict[str, list[int]]:
         """``topic[partition]`` → [first, last] offset learned since the last snapshot."""
@@ -230,19 +250,25 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         """Learn from a polled batch in order; alerts are sent before the next checkpoint."""
         self._joined = []
         items: list[Item] = []
+        feature_sets: set[str] = set()
         labels: list[tuple[str, Label, Position]] = []
         for record in records:
             where = Position(record.topic, record.partition, record.offset, record.timestamp / 1000)
             self.state.offsets[(record.topic, record.partition)] = record.offset + 1
             if record.topic == self.examples_topic:
-                item = self._example(record.value, where)
-                if item is not None:
-                    items.append(item)
+                example = self._example(record.value, where)
+                if example is not None:
+                    items.append(example[0])
+                    feature_sets.add(example[1])
             else:
                 label = self._label(record.value)
                 if label is not None:
                     labels.append((label.event_id or label.request_id or "", label, where))
-        items += self._join_labels(labels)
+        joined = self._join_labels(labels)
+        if joined:
+            feature_sets.add(SNAPSHOT_FEATURE_SET)
+        items += joined
+        self.state.note_learned(items, feature_sets)
         alerts = [a for step in self.state.learner.learn_many(items) for a in step.alerts]
         self._since_checkpoint += len(items)
         metrics.EXAMPLES_LEARNED.inc(len(items))
@@ -250,7 +276,8 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         for alert in alerts:
             metrics.DRIFT_ALERTS.labels(alert.kind.value).inc()
 
-    def _example(self, raw: bytes, where: Position) -> Item | None:
+    def _example(self, raw: bytes, where: Position) -> tuple[Item, str] | None:
+        """The example as the learner takes it, and its feature set; None to skip it."""
         try:
             example = decode(TrainingExample, raw)
         except InvalidMessage as exc:
@@ -261,7 +288,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         if not self.state.remember(example.example_id, self.settings.learner_dedup_ids):
             return None
         where = Position(where.topic, where.partition, where.offset, example.event_time.timestamp())
-        return example.features, example.label, where
+        return (example.features, example.label, where), example.feature_set
 
     def _label(self, raw: bytes) -> Label | None:
         try:
@@ -344,11 +371,13 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
     def checkpoint(self, *, commit: bool = True) -> None:
+        recorded = self.snapshots.recorded()
+        if recorded and self.state.labels_joined:
+            self.state.label_coverage = self.state.labels_joined / recorded
         path = self.checkpoints.save(self.state)
         if self.on_snapshot is not None and self._snapshot_due():
             self.on_snapshot(self.state, path)
-            self.state.snapshot_offsets = dict(self.state.offsets)
-            self.state.snapshot_examples = self.state.learner.examples
+            self.state.snapshot_taken()
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         offsets = {
@@ -380,8 +409,8 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         joined = self.state.labels_joined
         if joined:
             metrics.LABEL_LATENCY.set(self.state.label_latency_s_total / joined)
-            recorded = self.snapshots.recorded()
-            metrics.LABEL_COVERAGE.set(joined / recorded if recorded else 0.0)
+        if self.state.label_coverage is not None:
+            metrics.LABEL_COVERAGE.set(self.state.label_coverage)
 
     def _snapshot_due(self) -> bool:
         every = self.settings.snapshot_every

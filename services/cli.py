@@ -177,6 +177,8 @@ def run_learner() -> None:
         kind=settings.learner_kind,
         detector=settings.learner_detector,
         batch=settings.learner_batch,
+        slices=settings.slices,
+        slice_max_values=settings.slice_max_values,
     )
     serve_metrics("learner", settings)
     hook = learner_snapshots(open_registry(settings), trainer_identity("eddy run learner"))
@@ -403,9 +405,13 @@ def _metrics_text(metrics: dict[str, float]) -> str:
 
 
 def _version_dict(record: Any) -> dict[str, Any]:
+    """A version for display: overall metrics and per-slice metrics apart."""
     from dataclasses import asdict
 
-    return {"name": record.name, **asdict(record)}
+    from streams.slices import split
+
+    overall, per_slice = split(record.metrics)
+    return {"name": record.name, **asdict(record), "metrics": overall, "slices": per_slice}
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -14,17 +14,21 @@ the registry, with its evidence in the audit log:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from services.promotion import (
     Decision,
     LiveGate,
     RollbackGuard,
+    SliceGate,
+    gate_by_slices,
     live_decision,
     rollback_decision,
+    slice_regressions,
 )
 from services.registry import CHALLENGER, CHAMPION, Registry
+from streams.slices import COUNT
 
 Answer = bool | int | float | str
 
@@ -39,29 +43,61 @@ class RecordedAnswer:
     prediction: Answer
 
 
+def paired_outcomes(
+    answers: Iterable[RecordedAnswer],
+    labels: Mapping[str, Answer],
+    champion: int,
+    challenger: int,
+) -> dict[str, tuple[bool, bool]]:
+    """Per request both models answered and a label exists for: was each one right?
+
+    >>> answers = [RecordedAnswer("r1", "m", 1, True), RecordedAnswer("r1", "m", 2, False),
+    ...            RecordedAnswer("r2", "m", 1, True)]
+    >>> paired_outcomes(answers, {"r1": False, "r2": True}, champion=1, challenger=2)
+    {'r1': (False, True)}
+    """
+    by_request: dict[str, dict[int, Answer]] = {}
+    for answer in answers:
+        by_request.setdefault(answer.request_id, {})[answer.version] = answer.prediction
+    outcomes = {}
+    for request_id, answered in sorted(by_request.items()):
+        if request_id in labels and champion in answered and challenger in answered:
+            label = labels[request_id]
+            outcomes[request_id] = (answered[champion] == label, answered[challenger] == label)
+    return outcomes
+
+
 def paired_correctness(
     answers: Iterable[RecordedAnswer],
     labels: Mapping[str, Answer],
     champion: int,
     challenger: int,
 ) -> tuple[list[bool], list[bool]]:
-    """Per request both models answered and a label exists for: was each one right?
+    """:func:`paired_outcomes` as two aligned lists (champion, challenger)."""
+    outcomes = paired_outcomes(answers, labels, champion, challenger).values()
+    return [c for c, _ in outcomes], [c for _, c in outcomes]
 
-    >>> answers = [RecordedAnswer("r1", "m", 1, True), RecordedAnswer("r1", "m", 2, False),
-    ...            RecordedAnswer("r2", "m", 1, True)]
-    >>> paired_correctness(answers, {"r1": False, "r2": True}, champion=1, challenger=2)
-    ([False], [True])
+
+def accuracy_by_slice(
+    outcomes: Mapping[str, tuple[bool, bool]], slices: Mapping[str, Sequence[str]]
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Live accuracy per slice of champion and challenger on their paired requests.
+
+    >>> champion, challenger = accuracy_by_slice(
+    ...     {"r1": (True, False), "r2": (True, True)}, {"r1": ["region=eu"], "r2": ["region=eu"]})
+    >>> champion["region=eu"], challenger["region=eu"]
+    ({'accuracy': 1.0, 'n': 2.0}, {'accuracy': 0.5, 'n': 2.0})
     """
-    by_request: dict[str, dict[int, Answer]] = {}
-    for answer in answers:
-        by_request.setdefault(answer.request_id, {})[answer.version] = answer.prediction
-    champion_right, challenger_right = [], []
-    for request_id, answered in sorted(by_request.items()):
-        if request_id in labels and champion in answered and challenger in answered:
-            label = labels[request_id]
-            champion_right.append(answered[champion] == label)
-            challenger_right.append(answered[challenger] == label)
-    return champion_right, challenger_right
+    tallies: dict[str, list[int]] = {}  # slice -> [n, champion right, challenger right]
+    for request_id, (champion_right, challenger_right) in outcomes.items():
+        for name in slices.get(request_id, ()):
+            tally = tallies.setdefault(name, [0, 0, 0])
+            tally[0] += 1
+            tally[1] += champion_right
+            tally[2] += challenger_right
+    champion = {k: {"accuracy": t[1] / t[0], COUNT: float(t[0])} for k, t in tallies.items()}
+    challenger = {k: {"accuracy": t[2] / t[0], COUNT: float(t[0])} for k, t in tallies.items()}
+    return champion, challenger
 
 
 class LiveEvaluator:
@@ -72,24 +108,42 @@ class LiveEvaluator:
         gate: LiveGate | None = None,
         guard: RollbackGuard | None = None,
         actor: str = "live evaluator",
+        slice_gate: SliceGate | None = None,
     ) -> None:
         self.registry = registry
         self.model = model
         self.gate = gate or LiveGate()
         self.guard = guard or RollbackGuard()
         self.actor = actor
+        self.slice_gate = slice_gate or SliceGate(metric="accuracy", higher_is_better=True)
 
     def compare(
-        self, answers: Iterable[RecordedAnswer], labels: Mapping[str, Answer]
+        self,
+        answers: Iterable[RecordedAnswer],
+        labels: Mapping[str, Answer],
+        slices: Mapping[str, Sequence[str]] | None = None,
     ) -> Decision | None:
-        """Promote the challenger if the paired evidence says so; None without a pair."""
+        """Promote the challenger if the paired evidence says so; None without a pair.
+
+        With ``slices`` (request id -> its slices), a promotion is also blocked when the
+        challenger's live accuracy on any slice is worse than the champion's there
+        beyond the slice gate's tolerance.
+        """
         champion = self.registry.alias(self.model, CHAMPION)
         challenger = self.registry.alias(self.model, CHALLENGER)
         if champion is None or challenger is None:
             return None
-        right = paired_correctness(answers, labels, champion.version, challenger.version)
-        decision = live_decision(right[0], right[1], self.gate)
-        self._record(challenger.version, decision, {"champion": champion.version})
+        outcomes = paired_outcomes(answers, labels, champion.version, challenger.version)
+        paired = list(outcomes.values())
+        decision = live_decision([c for c, _ in paired], [c for _, c in paired], self.gate)
+        context: dict[str, object] = {"champion": champion.version}
+        if slices:
+            by_champion, by_challenger = accuracy_by_slice(outcomes, slices)
+            decision = gate_by_slices(
+                decision, slice_regressions(by_challenger, by_champion, self.slice_gate)
+            )
+            context["slices"] = {"champion": by_champion, "challenger": by_challenger}
+        self._record(challenger.version, decision, context)
         if decision.action == "promote":
             self.registry.promote(self.model, challenger.version, self.actor, decision.reason)
         return decision

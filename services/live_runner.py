@@ -11,16 +11,18 @@ its own held-out error when it was registered).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
 from services.live_evaluation import LiveEvaluator, RecordedAnswer
 from services.predictor import shadow_stream
-from services.promotion import Decision
+from services.promotion import Decision, SliceGate
 from services.registry import CHAMPION, Registry
 from services.settings import Settings
 from streams.clients import make_redis
+from streams.slices import SliceNamer
 from streams.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,17 @@ def recorded_answers(settings: Settings) -> list[RecordedAnswer]:
     ]
 
 
+def request_slices(
+    settings: Settings, store: SnapshotStore, request_ids: Iterable[str]
+) -> dict[str, list[str]] | None:
+    """Each labelled request's slices, from the features it was served with."""
+    if not settings.slices:
+        return None
+    namer = SliceNamer(settings.slices, settings.slice_max_values)
+    seen = store.fetch(sorted(request_ids))
+    return {rid: namer.slices_of(snapshot.features) for rid, snapshot in sorted(seen.items())}
+
+
 def evaluate_live(settings: Settings, registry: Registry, model: str) -> list[Decision]:
     """One round: compare champion and challenger, then guard the champion."""
     answers = [a for a in recorded_answers(settings) if a.model == model]
@@ -53,9 +66,19 @@ def evaluate_live(settings: Settings, registry: Registry, model: str) -> list[De
         return []
     store = SnapshotStore(make_redis(settings), settings.topic_prefix, settings.label_window_s)
     labels = store.fetch_labels({a.request_id for a in answers})
-    evaluator = LiveEvaluator(registry, model, actor=f"live evaluation ({settings.client_id})")
+    evaluator = LiveEvaluator(
+        registry,
+        model,
+        actor=f"live evaluation ({settings.client_id})",
+        slice_gate=SliceGate(
+            metric="accuracy",
+            higher_is_better=True,
+            tolerance=settings.slice_tolerance,
+            min_examples=settings.slice_min_examples,
+        ),
+    )
     decisions = []
-    compared = evaluator.compare(answers, labels)
+    compared = evaluator.compare(answers, labels, request_slices(settings, store, labels))
     if compared is not None:
         decisions.append(compared)
     champion = registry.alias(model, CHAMPION)

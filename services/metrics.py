@@ -41,6 +41,9 @@ BATCH_SECONDS = Histogram("eddy_batch_seconds", "Time to process one batch.", ["
 EXAMPLES_LEARNED = Counter("eddy_examples_learned_total", "Examples the learner learned.")
 DRIFT_ALERTS = Counter("eddy_drift_alerts_total", "Drift alerts raised.", ["kind"])
 MODEL_METRIC = Gauge("eddy_model_metric", "The learner's prequential metrics.", ["metric"])
+SLICE_METRIC = Gauge(
+    "eddy_slice_metric", "The learner's prequential metrics per slice.", ["slice", "metric"]
+)
 LABEL_COVERAGE = Gauge("eddy_label_coverage", "Share of recorded snapshots that got a label.")
 LABEL_LATENCY = Gauge("eddy_label_latency_seconds", "Mean delay from prediction to label.")
 RETRAINS = Counter("eddy_retrains_total", "Retrains by decision.", ["action"])

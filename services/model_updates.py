@@ -21,6 +21,7 @@ from streams.clients import make_producer
 from streams.contracts import ModelUpdate
 from streams.learner_worker import LearnerState
 from streams.serialization import signing_key
+from streams.slices import flatten
 from streams.topics import Topic, spec_for
 from streams.validation import encode
 
@@ -97,7 +98,8 @@ def learner_snapshots(registry: Registry, role: str) -> Callable[[LearnerState, 
             trainer=role,
             window=window,
         )
-        metrics = {k: v for k, v in learner.metrics.report().items() if math.isfinite(v)}
+        overall = learner.metrics.report() | flatten(learner.slice_report())
+        metrics = {k: v for k, v in overall.items() if math.isfinite(v)}
         version = registry.register(model, RIVER, learner.model, metrics, lineage)
         if registry.alias(model, CHAMPION) is None:
             registry.promote(model, version.version, role, "cold start: first online snapshot")

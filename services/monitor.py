@@ -51,9 +51,10 @@ from services.control import (
     unknown_model,
 )
 from services.metrics import ROLE_OFFSETS
-from services.registry import Registry
+from services.registry import CHAMPION, Registry
 from services.settings import PROJECT_ROOT, Settings
 from streams.clients import make_admin, make_consumer, make_producer
+from streams.slices import split
 from streams.topics import Topic, spec_for
 from streams.validation import InvalidMessage
 
@@ -109,6 +110,7 @@ class Monitor:
         self.series: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY_POINTS)
         self.alerts: collections.deque[dict[str, Any]] = collections.deque(maxlen=ALERTS_KEPT)
         self.drift: dict[str, float] = {}
+        self.slices: dict[str, dict[str, float]] = {}  # the learner's, per slice
         self._previous: dict[str, float] = {}
         self._buckets: dict[float, float] = {}
         self.lag: dict[str, dict[str, int]] = {}
@@ -154,6 +156,9 @@ class Monitor:
             f"{labels['feature']} ({labels['test']})": v
             for labels, v in learner.get("eddy_drift_statistic", [])
         }
+        self.slices = {}
+        for labels, v in learner.get("eddy_slice_metric", []):
+            self.slices.setdefault(labels["slice"], {})[labels["metric"]] = v
         point = {
             "at": now,
             "accuracy": model.get("rolling_accuracy"),
@@ -200,6 +205,7 @@ class Monitor:
     def status(self) -> dict[str, Any]:
         model = self.settings.model_name
         versions = self.registry.versions(model)
+        champion = self.registry.alias(model, CHAMPION)
         return {
             "model": model,
             "series": list(self.series),
@@ -218,6 +224,10 @@ class Monitor:
                 for v in versions[-20:]
             ],
             "history": [asdict(d) for d in self.registry.history(model)[-50:]],
+            "slices": {
+                "live": self.slices,
+                "champion": split(champion.metrics)[1] if champion else {},
+            },
         }
 
     def request_retrain(

@@ -346,3 +346,96 @@ def rollback_decision(
         return Decision(WAIT, reason, evidence)
     action, verdict = (ROLLBACK, "roll back") if excess > limit else (KEEP, "keep it")
     return Decision(action, f"New champion {rates} on {samples} answers: {verdict}.", evidence)
+
+
+@dataclass(frozen=True)
+class SliceGate:
+    """How much worse than the champion any one slice may be for a promotion to stand.
+
+    An overall gain can hide a loss concentrated in one region or product line; a slice
+    with at least ``min_examples`` held-out (or live) examples for both models may not
+    regress by more than ``tolerance``, relative to the champion's figure on that slice.
+    """
+
+    metric: str = "log_loss"
+    higher_is_better: bool = False
+    tolerance: float = 0.02
+    min_examples: int = 30
+
+    def __post_init__(self) -> None:
+        ok = math.isfinite(self.tolerance) and self.tolerance >= 0
+        _require(ok, f"tolerance {self.tolerance} is not finite and >= 0")
+        _require(self.min_examples >= 1, f"min_examples {self.min_examples} < 1")
+
+
+@dataclass(frozen=True)
+class SliceRegression:
+    slice: str
+    candidate: float
+    champion: float
+    regression: float  # relative, positive = worse
+    examples: int
+
+
+SliceFigures = Mapping[str, Mapping[str, float]]  # slice -> {metric: value, "n": count}
+
+
+def slice_regressions(
+    candidate: SliceFigures, champion: SliceFigures, gate: SliceGate
+) -> list[SliceRegression]:
+    """The slices on which the candidate is worse than the champion beyond the
+    tolerance, worst first. Slices too small for either model are not judged.
+
+    >>> gate = SliceGate(metric="accuracy", higher_is_better=True, tolerance=0.05)
+    >>> cand = {"region=eu": {"accuracy": 0.80, "n": 100}, "region=us": {"accuracy": 0.9, "n": 5}}
+    >>> champ = {"region=eu": {"accuracy": 0.90, "n": 100}, "region=us": {"accuracy": 1.0, "n": 5}}
+    >>> [(r.slice, round(r.regression, 3)) for r in slice_regressions(cand, champ, gate)]
+    [('region=eu', 0.111)]
+    """
+    found = []
+    for name in sorted(set(candidate) & set(champion)):
+        cand, champ = candidate[name], champion[name]
+        examples = int(min(cand.get("n", 0), champ.get("n", 0)))
+        if examples < gate.min_examples or gate.metric not in cand or gate.metric not in champ:
+            continue
+        c, b = float(cand[gate.metric]), float(champ[gate.metric])
+        if not (math.isfinite(c) and math.isfinite(b)):
+            continue
+        loss = b - c if gate.higher_is_better else c - b
+        regression = loss / max(abs(b), RELATIVE_FLOOR)
+        if regression > gate.tolerance + FLOAT_SLACK:
+            found.append(SliceRegression(name, c, b, regression, examples))
+    return sorted(found, key=lambda r: (-r.regression, r.slice))
+
+
+def gate_by_slices(decision: Decision, regressions: Sequence[SliceRegression]) -> Decision:
+    """A promotion stands only if no slice regressed; otherwise the candidate is kept
+    (registered, not served) and the reason names the slice that blocked it.
+
+    >>> promote = Decision(PROMOTE, "Better overall: promote.", {})
+    >>> blocked = gate_by_slices(promote, [SliceRegression("region=eu", 0.8, 0.9, 0.11, 100)])
+    >>> blocked.action, blocked.evidence["blocked_by_slice"]
+    ('keep', 'region=eu')
+    """
+    if decision.action != PROMOTE or not regressions:
+        return decision
+    worst = regressions[0]
+    listing = "; ".join(
+        f"{r.slice} {_num(r.candidate)} vs {_num(r.champion)} "
+        f"({_num(100 * r.regression)} % worse, {r.examples} examples)"
+        for r in regressions
+    )
+    reason = (
+        f"{decision.reason.rstrip('.')}, but blocked by slice {worst.slice}: "
+        f"{_num(100 * worst.regression)} % worse than the champion there; keep it "
+        "registered, not served."
+    )
+    evidence = dict(decision.evidence) | {
+        "blocked_by_slice": worst.slice,
+        "slice_candidate": worst.candidate,
+        "slice_champion": worst.champion,
+        "slice_regression": worst.regression,
+        "slice_examples": worst.examples,
+        "slice_regressions": listing,
+    }
+    return Decision(KEEP, reason, evidence)

@@ -47,13 +47,21 @@ from services.control import (
     unknown_model,
 )
 from services.live_runner import evaluate_live
-from services.promotion import Decision, OfflineGate, offline_decision
+from services.promotion import (
+    Decision,
+    OfflineGate,
+    SliceGate,
+    gate_by_slices,
+    offline_decision,
+    slice_regressions,
+)
 from services.registry import CHALLENGER, CHAMPION, SKLEARN, Lineage, Registry
 from services.settings import PROJECT_ROOT, Settings
 from streams.clients import make_consumer, make_producer
 from streams.contracts import ControlCommand, DriftAlert, TrainingExample
 from streams.dead_letter import RawRecord, dead_letter
 from streams.models import numeric
+from streams.slices import COUNT, SliceNamer, flatten
 from streams.topics import Topic, spec_for
 from streams.validation import InvalidMessage, decode
 
@@ -140,6 +148,30 @@ def evaluate(model: Any, flavor: str, examples: Sequence[TrainingExample]) -> di
     return metrics
 
 
+def evaluate_slices(
+    model: Any,
+    flavor: str,
+    examples: Sequence[TrainingExample],
+    namer: SliceNamer,
+    min_examples: int,
+) -> dict[str, dict[str, float]]:
+    """:func:`evaluate` on each slice with at least ``min_examples`` examples, plus
+    ``n``, the slice's size. No slice features configured: no slices."""
+    groups: dict[str, list[TrainingExample]] = {}
+    for example in examples:
+        for name in namer.slices_of(example.features):
+            groups.setdefault(name, []).append(example)
+    figures: dict[str, dict[str, float]] = {}
+    for name, group in sorted(groups.items()):
+        if len(group) < min_examples:
+            continue
+        try:
+            figures[name] = evaluate(model, flavor, group) | {COUNT: float(len(group))}
+        except ValueError as exc:  # e.g. one class only: log loss is undefined there
+            log.info("slice not scored", extra={"slice": name, "reason": str(exc)})
+    return figures
+
+
 def code_version() -> str:
     try:
         return subprocess.run(  # noqa: S603
@@ -183,6 +215,24 @@ class Retrainer:
             margin=settings.retrain_margin,
             min_holdout=settings.retrain_min_holdout,
         )
+        self.slice_gate = SliceGate(
+            metric=self.gate.metric,
+            higher_is_better=self.gate.higher_is_better,
+            tolerance=settings.slice_tolerance,
+            min_examples=settings.slice_min_examples,
+        )
+
+    def evaluate_slices(
+        self, model: Any, flavor: str, examples: Sequence[TrainingExample]
+    ) -> dict[str, dict[str, float]]:
+        """Held-out metrics per slice big enough to judge, with its size as ``n``."""
+        return evaluate_slices(
+            model,
+            flavor,
+            examples,
+            SliceNamer(self.settings.slices, self.settings.slice_max_values),
+            self.settings.slice_min_examples,
+        )
 
     def recent_examples(self, count: int) -> list[TrainingExample]:
         """The last ``count`` examples across partitions (per partition: its share)."""
@@ -225,12 +275,13 @@ class Retrainer:
         estimator = make_estimator(self.settings.retrain_estimator, classification, seed=42)
         estimator.fit([numeric(e.features) for e in train], labels)
         candidate_metrics = evaluate(estimator, SKLEARN, holdout)
+        candidate_slices = self.evaluate_slices(estimator, SKLEARN, holdout)
         champion = self.registry.alias(model, CHAMPION)
-        champion_metrics = (
-            evaluate(self.registry.load(model, champion.version), champion.flavor, holdout)
-            if champion is not None
-            else None
-        )
+        champion_metrics, champion_slices = None, {}
+        if champion is not None:
+            served = self.registry.load(model, champion.version)
+            champion_metrics = evaluate(served, champion.flavor, holdout)
+            champion_slices = self.evaluate_slices(served, champion.flavor, holdout)
         trainer = f"retrainer ({self.settings.client_id})"
         lineage = Lineage(
             trained_on=data.offsets,
@@ -248,8 +299,13 @@ class Retrainer:
                 "to": data.examples[-1].event_time.isoformat(),
             },
         )
-        version = self.registry.register(model, SKLEARN, estimator, candidate_metrics, lineage)
-        decision = offline_decision(candidate_metrics, champion_metrics, len(holdout), self.gate)
+        version = self.registry.register(
+            model, SKLEARN, estimator, candidate_metrics | flatten(candidate_slices), lineage
+        )
+        decision = gate_by_slices(
+            offline_decision(candidate_metrics, champion_metrics, len(holdout), self.gate),
+            slice_regressions(candidate_slices, champion_slices, self.slice_gate),
+        )
         self.registry.record_decision(
             model,
             version.version,
@@ -260,6 +316,7 @@ class Retrainer:
                 "evidence": decision.evidence,
                 "champion": champion.version if champion else None,
                 "trigger": trigger,
+                "slices": {"candidate": candidate_slices, "champion": champion_slices},
             },
         )
         if decision.action == "promote":

@@ -31,6 +31,7 @@ from streams.models import (
     numeric,
     positive_class,
 )
+from streams.slices import COUNT, SliceNamer
 
 PREDICTION_FEATURE = "prediction"
 RETRAIN = "retrain"
@@ -48,6 +49,8 @@ class LearnerConfig:
     drift: DriftConfig = field(default_factory=DriftConfig)
     seed: int = 42
     batch: int = 1  # > 1: mini-batches of this size where the model kind allows
+    slices: tuple[str, ...] = ()  # features whose values get prequential metrics of their own
+    slice_max_values: int = 50
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class Learner:
         self.detector = make_detector(config.detector, seed=config.seed)
         self.data_drift = DataDriftMonitor(config.drift)
         self.prediction_drift = DataDriftMonitor(config.drift)
+        self.slice_namer = SliceNamer(config.slices, config.slice_max_values)
+        self.slice_metrics: dict[str, PrequentialMetrics] = {}
         self.examples = 0
         self.version = f"{config.model}@online"
         self.pending: list[Item] = []  # mini-batch mode: examples waiting for a full batch
@@ -187,8 +192,30 @@ class Learner:
     ) -> None:
         """Metrics, example count and alert window over ``items[start:end]``."""
         self.metrics.update_many(ys[start:end], predictions[start:end], positives[start:end])
+        if self.config.slices:
+            members: dict[str, list[int]] = {}
+            for i in range(start, end):
+                for name in self.slice_namer.slices_of(items[i][0]):
+                    members.setdefault(name, []).append(i)
+            for name, rows in members.items():
+                if name not in self.slice_metrics:
+                    self.slice_metrics[name] = PrequentialMetrics(
+                        self.model.task, self.config.metric_window
+                    )
+                self.slice_metrics[name].update_many(
+                    [ys[i] for i in rows],
+                    [predictions[i] for i in rows],
+                    [positives[i] for i in rows],
+                )
         self.examples += end - start
         self._window.extend(where for _, _, where in items[start:end])
+
+    def slice_report(self) -> dict[str, dict[str, float]]:
+        """Prequential metrics per slice, with the slice's example count as ``n``."""
+        return {
+            name: {COUNT: float(m.count), **m.report()}
+            for name, m in sorted(self.slice_metrics.items())
+        }
 
     def _concept_cooled(self) -> bool:
         return (

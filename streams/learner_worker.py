@@ -403,6 +403,9 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     def _report_metrics(self) -> None:
         for name, value in self.state.learner.metrics.report().items():
             metrics.MODEL_METRIC.labels(name).set(value)
+        for slice_name, figures in self.state.learner.slice_report().items():
+            for name, value in figures.items():
+                metrics.SLICE_METRIC.labels(slice_name, name).set(value)
         for feature, tests in self.state.learner.data_drift.statistics().items():
             for test, value in tests.items():
                 metrics.DRIFT_STATISTIC.labels(feature, test).set(value)

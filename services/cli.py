@@ -64,6 +64,8 @@ models_app = typer.Typer(
     help="The model registry: versions, aliases, lineage.", no_args_is_help=True
 )
 app.add_typer(models_app, name="models")
+skew_app = typer.Typer(help="Training-serving skew.", no_args_is_help=True)
+app.add_typer(skew_app, name="skew")
 
 
 def _settings() -> Settings:
@@ -187,18 +189,33 @@ def run_learner() -> None:
 
 @run_app.command("retrainer")
 def run_retrainer() -> None:
-    """Retrain on drift alerts (one retrain per burst), register, promote when better."""
+    """Retrain on drift alerts (one retrain per burst), register, promote when better.
+
+    Also carries out control commands, compares champion and challenger live, and runs
+    the training-serving skew check every EDDY_SKEW_EVERY_S (when set).
+    """
     import signal
+    import threading
 
     from services.model_updates import open_registry
     from services.retrainer import AlertListener, Retrainer
+    from services.skew_check import run_scheduled
 
     settings = _settings()
     serve_metrics("retrainer", settings)
     listener = AlertListener(settings, Retrainer(settings, open_registry(settings)))
     signal.signal(signal.SIGTERM, listener.stop)
     signal.signal(signal.SIGINT, listener.stop)
-    listener.run()
+    stop_skew = threading.Event()
+    skew = threading.Thread(
+        target=run_scheduled, args=(settings, stop_skew), name="skew-check", daemon=True
+    )
+    skew.start()
+    try:
+        listener.run()
+    finally:
+        stop_skew.set()
+        skew.join(timeout=5)
 
 
 @run_app.command("predictor")
@@ -421,6 +438,25 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
             flat |= _flatten(v, f"{prefix}{k}.")
         return flat
     return {prefix.rstrip("."): value}
+
+
+@skew_app.command("check")
+def skew_check(
+    publish: Annotated[
+        bool, typer.Option("--publish/--no-publish", help="Send a skew alert to drift-alerts.")
+    ] = True,
+) -> None:
+    """Recompute sampled requests' features from the event log; alert on skew.
+
+    Prints the report (JSON); exits 1 when a feature differs beyond EDDY_SKEW_TOLERANCE.
+    """
+    from services.skew_check import run_check
+
+    check = run_check(_settings(), publish=publish)
+    typer.echo(orjson.dumps(check.report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    if check.alert is not None:
+        typer.echo(describe_alert(check.alert.model_dump(mode="json")), err=True)
+        raise typer.Exit(1)
 
 
 @alerts_app.command("watch")

@@ -167,6 +167,17 @@ class DriftEvidence(BaseModel):
     threshold: FiniteFloat
 
 
+class AlertExample(BaseModel):
+    """One concrete case behind an alert: a request, a feature, two values that differ."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: Identifier
+    feature: str
+    served: FeatureValue
+    recomputed: FeatureValue
+
+
 class DriftAlert(Contract):
     """A drift detector fired (topic ``drift-alerts``).
 
@@ -189,6 +200,7 @@ class DriftAlert(Contract):
     detected_at: AwareDatetime | None = None
     evidence: list[DriftEvidence] = Field(default_factory=list)
     metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
+    examples: list[AlertExample] = Field(default_factory=list)  # skew: served vs recomputed
 
 
 class ModelUpdate(Contract):

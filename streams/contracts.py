@@ -174,8 +174,8 @@ class AlertExample(BaseModel):
 
     request_id: Identifier
     feature: str
-    served: FeatureValue
-    recomputed: FeatureValue
+    served: FeatureValue = None  # None: the feature was missing on that side
+    recomputed: FeatureValue = None
 
 
 class DriftAlert(Contract):

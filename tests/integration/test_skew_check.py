@@ -39,6 +39,7 @@ from services.skew_check import SkewCheck, run_check, run_scheduled
 from streams.admin import ensure_topics
 from streams.clients import make_consumer, make_producer, make_redis
 from streams.console import read_topic
+from streams.contracts import DriftAlert
 from streams.dead_letter import RawRecord
 from streams.feature_definitions import FEATURES
 from streams.feature_pipeline import FeaturePipeline
@@ -297,7 +298,7 @@ def test_a_broken_serving_definition_raises_a_skew_alert_naming_it(
     assert published["model_version"] == "1"
     assert [e["feature"] for e in published["evidence"]] == [f.feature for f in report.features]
     assert {e["feature"] for e in published["examples"]} == BROKEN_FEATURES
-    assert published["examples"] == check.alert.model_dump(mode="json")["examples"]
+    assert DriftAlert.model_validate(published).examples == check.alert.examples
 
 
 def assert_examples_are_what_was_served_and_what_is_true(

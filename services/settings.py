@@ -75,6 +75,17 @@ class Settings(BaseModel):
     consumer_heartbeat_interval_ms: int = Field(
         3_000, ge=100, description="Consumer-group heartbeat interval."
     )
+    consumer_max_poll_interval_ms: int = Field(
+        300_000,
+        ge=1_000,
+        description="Longest a consumer may go between polls before the group drops it.",
+    )
+    stall_timeout_s: float = Field(
+        120.0,
+        ge=0,
+        description="A worker whose offsets do not move for this long while it has lag "
+        "reports unhealthy and exits, for its supervisor to restart it (0: never).",
+    )
     kafka_request_timeout_ms: int = Field(30_000, ge=1_000, description="Kafka request timeout.")
     kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
     kafka_sasl_mechanism: SaslMechanism | None = None

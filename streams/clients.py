@@ -85,6 +85,7 @@ def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) 
         "group_id": group_id,
         "session_timeout_ms": settings.consumer_session_timeout_ms,
         "heartbeat_interval_ms": settings.consumer_heartbeat_interval_ms,
+        "max_poll_interval_ms": settings.consumer_max_poll_interval_ms,
         "auto_offset_reset": "earliest",
         "metadata_max_age_ms": METADATA_MAX_AGE_MS,
         **overrides,

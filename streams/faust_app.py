@@ -66,6 +66,7 @@ def make_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
         "broker_session_timeout": settings.consumer_session_timeout_ms / 1000,
         "broker_heartbeat_interval": settings.consumer_heartbeat_interval_ms / 1000,
         "broker_request_timeout": settings.kafka_request_timeout_ms / 1000,
+        "broker_max_poll_interval": settings.consumer_max_poll_interval_ms / 1000,
         "broker_commit_interval": COMMIT_INTERVAL_S,
         "producer_acks": ACKS_ALL,
         "consumer_auto_offset_reset": "earliest",

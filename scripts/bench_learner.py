@@ -12,6 +12,8 @@ Over the same seeded examples (River's SEA generator, 3 numeric features, binary
   with ``EDDY_LEARNER_BATCH`` 1 and ``--batch``;
 - **bare tree** / **learner, tree**: the same for a Hoeffding Adaptive Tree, a model
   that learns one example at a time (no ``learn_many``);
+- **bare consume** / **consume + decode**: a kafka-python loop reading the same examples
+  from Kafka, without and with Eddy's validating decoder: the ceiling of a process;
 - **learner process**: ``eddy run learner`` reading the examples from Kafka (one by one
   and mini-batches), measured from its first checkpoint to the one holding every example.
 
@@ -41,14 +43,14 @@ from river import datasets, drift, linear_model, metrics, preprocessing, tree
 
 from services.settings import Settings
 from streams.admin import ensure_topics
-from streams.clients import make_producer
+from streams.clients import make_consumer, make_producer
 from streams.contracts import SourceOffset, TrainingExample
 from streams.detectors import make_detector
 from streams.learner import Learner, LearnerConfig, Position
 from streams.learner_worker import CheckpointStore
 from streams.serialization import signing_key
 from streams.topics import Topic, spec_for
-from streams.validation import encode
+from streams.validation import decode, encode
 
 DEADLINE_S = 600
 POLL = 500  # examples per learn_many call, as the worker's polls bring them
@@ -86,9 +88,8 @@ def learner_core(
     return (learner.examples + len(learner.pending)) / (time.perf_counter() - started)
 
 
-def learner_process(
-    rows: list[tuple[dict[str, float], bool]], base: Settings, batch: int = 1
-) -> float:
+def examples_topic(rows: list[tuple[dict[str, float], bool]], base: Settings) -> Settings:
+    """A deployment of its own (prefix, data folder) with ``rows`` on training-examples."""
     settings = base.model_copy(
         update={
             "topic_prefix": f"bench-learn-{uuid.uuid4().hex[:8]}.",
@@ -97,7 +98,6 @@ def learner_process(
         }
     )
     ensure_topics(settings)
-    topic = spec_for(Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=1).name
     producer = make_producer(settings, linger_ms=20)
     for i, (x, y) in enumerate(rows):
         example = TrainingExample(
@@ -109,9 +109,42 @@ def learner_process(
             feature_set="bench",
             source=SourceOffset(topic="events", partition=0, offset=i),
         )
-        producer.send(topic, value=encode(example))
+        producer.send(_topic(settings), value=encode(example))
     producer.flush(timeout=120)
     producer.close()
+    return settings
+
+
+def _topic(settings: Settings) -> str:
+    return spec_for(Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=1).name
+
+
+def bare_consume(
+    rows: list[tuple[dict[str, float], bool]], base: Settings, validate: bool = False
+) -> float:
+    """What reading the examples costs before any learning: a bare kafka-python loop
+    (the learner's consumer settings), and the same loop decoding each example with
+    Eddy's validating decoder. The ceiling of any learner process in Python."""
+    settings = examples_topic(rows, base)
+    consumer = make_consumer(settings, _topic(settings), group_id=None, max_poll_records=POLL)
+    read, started = 0, None
+    try:
+        while read < len(rows):
+            for records in consumer.poll(timeout_ms=500).values():
+                started = started or time.perf_counter()
+                for record in records:
+                    if validate:
+                        decode(TrainingExample, record.value)
+                    read += 1
+        return read / (time.perf_counter() - (started or 0.0))
+    finally:
+        consumer.close()
+
+
+def learner_process(
+    rows: list[tuple[dict[str, float], bool]], base: Settings, batch: int = 1
+) -> float:
+    settings = examples_topic(rows, base)
 
     # The last examples are saved by the interval rule: keep it short so the final
     # checkpoint (the finish line) is not held back by idle time.
@@ -205,6 +238,8 @@ ROWS = (
     ("mini_batch", "eddy Learner, logistic, mini-batches"),
     ("bare_tree", "bare River loop, HAT"),
     ("tree", "eddy Learner, HAT (one by one)"),
+    ("consume", "bare kafka-python consume loop"),
+    ("consume_decode", "kafka-python consume + Eddy's decoder"),
     ("process", "eddy run learner, one by one"),
     ("process_batch", "eddy run learner, mini-batches"),
 )
@@ -225,6 +260,8 @@ def main() -> None:
         "mini_batch": lambda: learner_core(rows, batch=args.batch),
         "bare_tree": lambda: bare_loop(rows, "tree"),
         "tree": lambda: learner_core(rows, "hoeffding_adaptive_tree"),
+        "consume": lambda: bare_consume(rows, base),
+        "consume_decode": lambda: bare_consume(rows, base, validate=True),
         "process": lambda: learner_process(rows, base),
         "process_batch": lambda: learner_process(rows, base, args.batch),
     }

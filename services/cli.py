@@ -326,6 +326,54 @@ def models_report(
     typer.echo(f"{json_path}\n{html_path}")
 
 
+@app.command()
+def backtest(
+    policy: Annotated[
+        Path,
+        typer.Option(
+            "--policy",
+            "-p",
+            exists=True,
+            dir_okay=False,
+            help="Policies to compare, TOML or JSON (docs/backtest-policies.example.toml).",
+        ),
+    ],
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="First offset (in every partition) or ISO-8601 time."),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option("--to", help="End offset (exclusive) or ISO-8601 time. Default: now."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Report JSON. Default: <data>/backtests/.")
+    ] = None,
+    buckets: Annotated[
+        int | None, typer.Option("--buckets", min=1, help="Spans of accuracy over time.")
+    ] = None,
+) -> None:
+    """Replay a range of events and labels under each policy; compare their alerts,
+    retrains, accuracy over time and compute before enabling one."""
+    from services.backtest import parse_bound, render, run_backtest
+
+    settings = _settings()
+    try:
+        report, path = run_backtest(
+            settings,
+            policy,
+            start=parse_bound(start) if start else None,
+            end=parse_bound(end) if end else None,
+            out=out,
+            buckets=buckets,
+        )
+    except ValueError as exc:  # a bad bound or policy, or a missing topic
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(render(report))
+    typer.echo(f"\nreport: {path}")
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Every model with its versions and aliases."""

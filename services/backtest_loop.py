@@ -38,7 +38,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from services.promotion import PROMOTE, Decision, OfflineGate, offline_decision
+from services.promotion import (
+    HIGHER_IS_BETTER,
+    PROMOTE,
+    Decision,
+    OfflineGate,
+    offline_decision,
+)
 from services.registry import RIVER, SKLEARN
 from services.retrainer import ESTIMATORS, evaluate, is_classification, make_estimator, training_set
 from services.settings import Settings
@@ -49,7 +55,6 @@ from streams.learner import RETRAIN, Learner, LearnerConfig, Position
 from streams.models import Label, numeric
 
 METRICS = ("log_loss", "accuracy", "roc_auc", "mae")
-HIGHER_IS_BETTER = frozenset({"accuracy", "roc_auc"})
 DEFAULT_BUCKETS = 12
 SKIPPED = "skipped"
 SCORE_DIGITS = 6

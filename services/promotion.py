@@ -27,6 +27,8 @@ import scipy.stats  # type: ignore[import-untyped, unused-ignore]
 PROMOTE, CHALLENGER, KEEP, ROLLBACK, WAIT = "promote", "challenger", "keep", "rollback", "wait"
 ACTIONS = frozenset({PROMOTE, CHALLENGER, KEEP, ROLLBACK, WAIT})
 EvidenceValue = float | int | str
+# Metrics where a bigger value is a better model; the rest (log_loss, mae, rmse) are losses.
+HIGHER_IS_BETTER = frozenset({"accuracy", "roc_auc"})
 
 # Comparisons of derived floats against configured thresholds allow this much rounding,
 # so that e.g. 0.45 -> 0.4455 counts as exactly the 1 % margin it was written to be.

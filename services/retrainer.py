@@ -48,6 +48,7 @@ from services.control import (
 )
 from services.live_runner import evaluate_live
 from services.promotion import (
+    HIGHER_IS_BETTER,
     Decision,
     OfflineGate,
     SliceGate,
@@ -211,7 +212,7 @@ class Retrainer:
         ).name
         self.gate = OfflineGate(
             metric=settings.retrain_metric,
-            higher_is_better=settings.retrain_metric in ("accuracy", "roc_auc"),
+            higher_is_better=settings.retrain_metric in HIGHER_IS_BETTER,
             margin=settings.retrain_margin,
             min_holdout=settings.retrain_min_holdout,
         )

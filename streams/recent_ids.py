@@ -1,0 +1,74 @@
+"""The last N ids a worker has seen, compact enough to checkpoint often.
+
+The learner drops an example or label it has learned already by remembering the last
+``EDDY_LEARNER_DEDUP_IDS`` ids, inside every checkpoint. Kept as Python strings, 200,000
+ids of ~40 characters pickle to 8 MiB in about 0.3 s: at one checkpoint per thousand
+examples that is 300 µs per example, more than learning costs. Here each id is kept as
+a 64-bit BLAKE2b digest in a NumPy ring (1.6 MB for 200,000, pickled in a millisecond)
+plus a set for lookups that is rebuilt on restore rather than pickled.
+
+Two different ids collide with probability about n² / 2⁶⁵: for 200,000 ids, 1 in 10⁹,
+and a collision only makes the learner skip one example it should have learned.
+
+>>> seen = RecentIds(limit=2)
+>>> [seen.add(i) for i in ("a", "b", "a", "c", "a")]
+[True, True, False, True, True]
+>>> "b" in seen, len(seen)
+(False, 2)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+DIGEST_BYTES = 8
+
+
+def _digest(record_id: str) -> int:
+    raw = hashlib.blake2b(record_id.encode(), digest_size=DIGEST_BYTES).digest()
+    return int.from_bytes(raw, "little")
+
+
+class RecentIds:
+    """A set of the last ``limit`` ids added: oldest forgotten first."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        self.limit = limit
+        self._ring = np.zeros(limit, dtype=np.uint64)
+        self._next = 0  # where the next digest goes
+        self._count = 0
+        self._members: set[int] = set()
+
+    def add(self, record_id: str) -> bool:
+        """Remember ``record_id``; False if it was among the last ``limit`` ids already."""
+        digest = _digest(record_id)
+        if digest in self._members:
+            return False
+        if self._count == self.limit:
+            self._members.discard(int(self._ring[self._next]))
+        else:
+            self._count += 1
+        self._ring[self._next] = digest
+        self._members.add(digest)
+        self._next = (self._next + 1) % self.limit
+        return True
+
+    def __contains__(self, record_id: object) -> bool:
+        return isinstance(record_id, str) and _digest(record_id) in self._members
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"limit": self.limit, "ring": self._ring, "next": self._next, "count": self._count}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.limit, self._ring = state["limit"], state["ring"]
+        self._next, self._count = state["next"], state["count"]
+        order = np.roll(self._ring, -self._next) if self._count == self.limit else self._ring
+        self._members = {int(d) for d in order[: self._count]}

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,7 +47,7 @@ TRIGGER_TYPE = "control"
 REFUSED = "refused"
 API_CHANNEL = "api"
 MAX_REASON_LENGTH = 1024
-RECENT_IDS = 10_000
+RECENT_IDS = 10_000  # command ids the retrainer remembers before asking the audit log
 SEND_TIMEOUT_S = 30.0
 
 
@@ -192,29 +191,6 @@ def carried_out(audit: Sequence[dict[str, Any]], command_id: str) -> bool:
         ):
             return True
     return False
-
-
-class RecentIds:
-    """The last ``capacity`` ids seen: duplicates within one run cost no registry read.
-
-    >>> recent = RecentIds(capacity=2)
-    >>> [recent.seen(i) for i in ("a", "b", "a", "c", "b", "a")]
-    [False, False, True, False, False, False]
-    """
-
-    def __init__(self, capacity: int = RECENT_IDS) -> None:
-        self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def seen(self, command_id: str) -> bool:
-        """Whether ``command_id`` was seen before; remembers it either way."""
-        if command_id in self._ids:
-            self._ids.move_to_end(command_id)
-            return True
-        self._ids[command_id] = None
-        if len(self._ids) > self.capacity:
-            self._ids.popitem(last=False)
-        return False
 
 
 def audit_refusal(registry: Registry, actor: str, command: ControlCommand, reason: str) -> None:

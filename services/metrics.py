@@ -1,9 +1,13 @@
-"""Prometheus metrics: every Eddy process serves ``/metrics`` on 127.0.0.1.
+"""Prometheus metrics and liveness: every Eddy process serves ``/metrics`` and
+``/healthz`` on 127.0.0.1.
 
-Each role has its own port, ``EDDY_METRICS_PORT`` plus the role's offset (features +1,
-learner +2, retrainer +3, predictor +4); 0 turns metrics off. A second process of the
-same role on one host cannot bind the port and runs without an endpoint (it says so in
-its log). Process CPU and memory come with prometheus-client's process collector.
+``/healthz`` answers 200 with a JSON verdict while the process is healthy and 503 once
+its liveness check (:mod:`services.liveness`) finds it stalled; a process without a
+liveness check answers 200 (it is up). Each role has its own port, ``EDDY_METRICS_PORT``
+plus the role's offset (features +1, learner +2, retrainer +3, predictor +4); 0 turns
+metrics off. A second process of the same role on one host cannot bind the port and
+runs without an endpoint (it says so in its log). Process CPU and memory come with
+prometheus-client's process collector.
 
 The metric objects live here, named once, so dashboards and alerts have one list::
 
@@ -20,13 +24,22 @@ The metric objects live here, named once, so dashboards and alerts have one list
     eddy_request_latency_seconds          predictor: request timestamp → answer
     eddy_serving_version{model,alias}     version number each alias serves
     eddy_consumer_lag{topic,partition}    records behind the end of the log
+    eddy_healthy                          1 while the liveness check passes, 0 when stalled
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Mapping
+from http import HTTPStatus
+from http.server import ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlparse
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import orjson
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.exposition import MetricsHandler
 
 from services.settings import Settings
 
@@ -57,17 +70,63 @@ DRIFT_STATISTIC = Gauge(
     "eddy_drift_statistic", "Latest data-drift statistic per feature.", ["feature", "test"]
 )
 CONSUMER_LAG = Gauge("eddy_consumer_lag", "Records behind the log end.", ["topic", "partition"])
+HEALTHY = Gauge("eddy_healthy", "1 while the liveness check passes, 0 when stalled.")
+
+HEALTH_PATH = "/healthz"
+_health: tuple[bool, dict[str, Any]] = (
+    True,
+    {"status": "ok", "reason": "running; no liveness check in this process"},
+)
+HEALTHY.set(1)
+
+
+def report_health(healthy: bool, detail: Mapping[str, Any]) -> None:
+    """What ``/healthz`` answers from now on (the liveness watchdog calls this)."""
+    global _health
+    _health = (healthy, dict(detail))
+    HEALTHY.set(1 if healthy else 0)
+
+
+def health() -> tuple[bool, dict[str, Any]]:
+    """The current verdict and its JSON detail."""
+    return _health
+
+
+class _Handler(MetricsHandler):
+    """prometheus-client's ``/metrics`` handler, plus ``/healthz``."""
+
+    def do_GET(self) -> None:
+        if urlparse(self.path).path != HEALTH_PATH:
+            super().do_GET()
+            return
+        healthy, detail = health()
+        body = orjson.dumps(detail)
+        self.send_response(HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 def serve(role: str, settings: Settings) -> int | None:
-    """Start this process's ``/metrics`` endpoint; returns the port, or None if off."""
+    """Start this process's ``/metrics`` and ``/healthz`` endpoint in a daemon thread;
+    returns the port, or None if off."""
     if not settings.metrics_port:
         return None
     port = settings.metrics_port + ROLE_OFFSETS[role]
     try:
-        start_http_server(port, addr="127.0.0.1")
+        server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
     except OSError as exc:
         log.warning("no metrics endpoint", extra={"role": role, "port": port, "error": str(exc)})
         return None
-    log.info("metrics", extra={"role": role, "url": f"http://127.0.0.1:{port}/metrics"})
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    log.info(
+        "metrics",
+        extra={
+            "role": role,
+            "url": f"http://127.0.0.1:{port}/metrics",
+            "health": f"http://127.0.0.1:{port}{HEALTH_PATH}",
+        },
+    )
     return port

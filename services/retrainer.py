@@ -39,7 +39,7 @@ from sklearn.pipeline import Pipeline
 
 from services import metrics
 from services.control import (
-    RecentIds,
+    RECENT_IDS,
     audit_refusal,
     carried_out,
     control_topic,
@@ -47,6 +47,7 @@ from services.control import (
     unknown_model,
 )
 from services.live_runner import evaluate_live
+from services.liveness import Liveness, consumer_positions
 from services.promotion import (
     HIGHER_IS_BETTER,
     Decision,
@@ -62,6 +63,7 @@ from streams.clients import make_consumer, make_producer
 from streams.contracts import ControlCommand, DriftAlert, TrainingExample
 from streams.dead_letter import RawRecord, dead_letter
 from streams.models import numeric
+from streams.recent_ids import RecentIds
 from streams.slices import COUNT, SliceNamer, flatten
 from streams.topics import Topic, spec_for
 from streams.validation import InvalidMessage, decode
@@ -370,7 +372,8 @@ class AlertListener:
             settings, self.topic, self.control_topic, group_id=f"{settings.topic_prefix}retrainer"
         )
         self.producer = make_producer(settings)
-        self.recent = RecentIds()
+        self.recent = RecentIds(RECENT_IDS)
+        self.liveness = Liveness(settings, "retrainer")
         self._stopping = False
 
     def stop(self, *_: Any) -> None:
@@ -379,8 +382,10 @@ class AlertListener:
     def run(self) -> None:
         bursts: dict[str, tuple[float, list[str]]] = {}  # model -> (first seen, alert ids)
         last_scheduled = last_live = time.monotonic()
+        self.liveness.start()
         try:
             while not self._stopping:
+                self.liveness.observe(consumer_positions(self.consumer))
                 for records in self.consumer.poll(timeout_ms=POLL_MS).values():
                     for record in records:
                         if record.topic == self.control_topic:
@@ -391,7 +396,10 @@ class AlertListener:
                 live_every = self.settings.live_evaluation_every_s
                 if live_every > 0 and now - last_live >= live_every:
                     last_live = now
-                    evaluate_live(self.settings, self.retrainer.registry, self.settings.model_name)
+                    with self.liveness.busy("live evaluation"):
+                        evaluate_live(
+                            self.settings, self.retrainer.registry, self.settings.model_name
+                        )
                 every = self.settings.retrain_every_s
                 if every > 0 and now - last_scheduled >= every:
                     last_scheduled = now
@@ -405,6 +413,7 @@ class AlertListener:
                 if not bursts:
                     self.consumer.commit()
         finally:
+            self.liveness.stop()
             self.consumer.close(autocommit=False)
             self.producer.close()
 
@@ -428,7 +437,7 @@ class AlertListener:
             return
         registry = self.retrainer.registry
         context = {"command_id": command.command_id, "model": command.model}
-        if self.recent.seen(command.command_id) or carried_out(
+        if not self.recent.add(command.command_id) or carried_out(
             registry.audit_log(command.model), command.command_id
         ):
             log.info("control command already carried out", extra=context)
@@ -436,7 +445,8 @@ class AlertListener:
         reason = unknown_model(command.model, self.settings.model_name, registry.models())
         if reason is None:
             try:
-                self.retrainer.retrain(command.model, control_trigger(command))
+                with self.liveness.busy("retrain"):
+                    self.retrainer.retrain(command.model, control_trigger(command))
                 return
             except ValueError as exc:  # too few examples, one class only: nothing trained
                 reason = str(exc)
@@ -466,6 +476,7 @@ class AlertListener:
 
     def _retrain_safely(self, model: str, trigger: dict[str, str]) -> None:
         try:
-            self.retrainer.retrain(model, trigger)
+            with self.liveness.busy("retrain"):
+                self.retrainer.retrain(model, trigger)
         except ValueError as exc:  # not enough data yet: the next trigger will try again
             log.warning("retrain skipped", extra={"model": model, "reason": str(exc)})

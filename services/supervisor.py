@@ -3,14 +3,17 @@
 Each service runs as ``eddy run <name>`` with the same environment; its output goes to
 ``<data>/logs/<name>.log`` (JSON lines). A child that exits while the supervisor is
 running is restarted after a backoff that doubles on each quick crash and resets once
-it has stayed up for a while. SIGINT or SIGTERM stops every child with SIGTERM, waits,
-then SIGKILLs stragglers.
+it has stayed up for a while; the log line says why it ended (a crash, a signal, or its
+liveness check finding it stalled: :mod:`services.liveness`). SIGINT or SIGTERM stops
+every child with SIGTERM, waits, then SIGKILLs stragglers.
 
 >>> delays = RestartPolicy(initial_s=1, max_s=8, stable_s=60)
 >>> [delays.next_delay(uptime_s=2) for _ in range(5)]
 [1, 2, 4, 8, 8]
 >>> delays.next_delay(uptime_s=120)
 1
+>>> exit_reason(STALLED_EXIT_CODE), exit_reason(-9), exit_reason(1)
+('stalled: no progress while records waited', 'killed by SIGKILL', 'exit code 1')
 """
 
 from __future__ import annotations
@@ -25,11 +28,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.liveness import STALLED_EXIT_CODE
+
 log = logging.getLogger(__name__)
 
 SERVICES = ("features", "learner", "retrainer", "predictor", "monitor")
 STOP_GRACE_S = 20.0
 CHECK_EVERY_S = 0.5
+
+
+def exit_reason(code: int) -> str:
+    """Why a child ended, in words, for the restart log line."""
+    if code == STALLED_EXIT_CODE:
+        return "stalled: no progress while records waited"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 @dataclass
@@ -101,7 +115,12 @@ class Supervisor:
                 child.restart_at = now + delay
                 log.warning(
                     "service exited; restarting",
-                    extra={"service": child.name, "exit_code": code, "restart_in_s": delay},
+                    extra={
+                        "service": child.name,
+                        "exit_code": code,
+                        "reason": exit_reason(code),
+                        "restart_in_s": delay,
+                    },
                 )
             elif now >= child.restart_at:
                 child.restarts += 1

@@ -7,6 +7,16 @@ hands each to the pipeline in a worker thread. faust acknowledges a batch's even
 only when the agent asks for the next batch, that is after ``handle`` returned and
 every effect is durable; it then commits those offsets. Concurrency is 1: one batch at
 a time per worker, in partition order.
+
+Liveness (:mod:`services.liveness`): the agent keeps the next offset to process per
+partition (a batch's first offsets before it is handled, its last + 1 after), a timer
+hands the positions of the partitions the worker owns to the watchdog every second, and
+revoked partitions are forgotten. A batch stuck in the pipeline (Redis unreachable, say)
+leaves the positions where they were while records keep arriving: stalled.
+
+On SIGTERM faust pauses fetching, waits until every event handed to the agent has been
+processed and acknowledged (``stream_wait_empty``, on by default), commits, then stops;
+``handle`` has waited for every send, so nothing is left in the producer.
 """
 
 from __future__ import annotations
@@ -20,9 +30,11 @@ from datetime import timedelta
 from typing import Any
 
 import faust
+from faust.exceptions import ConsumerNotStarted
 from kafka import TopicPartition
 
 from services import metrics
+from services.liveness import Liveness, Positions
 from services.settings import Settings
 from streams.clients import make_consumer, make_producer, make_redis
 from streams.dead_letter import RawRecord
@@ -40,6 +52,7 @@ log = logging.getLogger(__name__)
 # Batches wait for all in-sync replicas; a short linger lets one batch share requests.
 PRODUCER_LINGER_MS = 5
 REBUILD_POLL_MS = 500
+OBSERVE_EVERY_S = 1.0
 
 
 def app_id(settings: Settings) -> str:
@@ -72,22 +85,26 @@ def build_pipeline(
 
 def build_app(settings: Settings, fs: FeatureSet = FEATURES) -> faust.App:
     app = make_app(settings, app_id(settings))
-    events = app.topic(
-        spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=settings.partitions).name,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    events_topic = spec_for(
+        Topic.EVENTS, prefix=settings.topic_prefix, partitions=settings.partitions
+    ).name
+    events = app.topic(events_topic, key_serializer="raw", value_serializer="raw")
     pipeline = build_pipeline(settings, fs)
     wait_s = settings.feature_batch_wait_ms / 1000
+    liveness = Liveness(settings, "features")
+    positions = Positions()
 
     @app.agent(events, concurrency=1)
     async def ingest(stream: Any) -> None:
         async for batch in stream.take_events(settings.feature_batch_size, within=wait_s):
             records = [RawRecord.of(event.message) for event in batch]
+            offsets = [(r.topic, r.partition, r.offset) for r in records]
+            positions.starting(offsets)
             started = time.perf_counter()
             counts = await asyncio.to_thread(
                 retry_transient, functools.partial(pipeline.handle, records), "feature batch"
             )
+            positions.finished(offsets)
             metrics.BATCH_SECONDS.labels("features").observe(time.perf_counter() - started)
             for verdict in ("new", "duplicate", "too_late", "invalid"):
                 metrics.EVENTS.labels(verdict).inc(counts[verdict])
@@ -101,6 +118,23 @@ def build_app(settings: Settings, fs: FeatureSet = FEATURES) -> faust.App:
                 },
             )
 
+    async def watch() -> None:
+        liveness.start()
+
+    async def observe() -> None:
+        try:
+            owned = [tp for tp in app.consumer.assignment() if tp.topic == events_topic]
+        except ConsumerNotStarted:
+            owned = []
+        liveness.observe(positions.of(owned))
+
+    async def forget(*app_and_revoked: Any, **_: Any) -> None:
+        _app, revoked = app_and_revoked
+        positions.forget(revoked)
+
+    app.task(watch)
+    app.timer(OBSERVE_EVERY_S)(observe)
+    app.on_partitions_revoked.connect(forget)
     return app
 
 

@@ -11,6 +11,15 @@ clean stop) the learner seals its whole state *with the offsets it has consumed*
 file, atomically. On start or on assignment it restores that file and seeks to those
 offsets, so an example after the checkpoint is learned again exactly once and one
 before it never. Committed offsets follow the checkpoints, for lag monitoring only.
+
+SIGTERM (or SIGINT) lets the batch in hand finish (its alerts and late-labelled examples
+sent and acknowledged), then writes a final checkpoint and commits it: a restart seeks to
+exactly where this process stopped and reads nothing twice.
+
+Liveness (:mod:`services.liveness`): before each poll, when everything polled so far is
+learned, the learner hands its consumer's positions to the watchdog, so a learner stuck
+inside a batch or a checkpoint while records wait reports unhealthy and exits for a
+restart. A hot standby owns nothing: healthy.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from kafka.coordinator.assignors.abstract import (
 )
 
 from services import metrics
+from services.liveness import Liveness, consumer_positions
 from services.settings import Settings
 from streams.clients import make_consumer, make_producer, make_redis
 from streams.contracts import DriftAlert, Label, SourceOffset, TrainingExample
@@ -194,6 +204,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             max_poll_records=settings.feature_batch_size,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
+        self.liveness = Liveness(settings, "learner")
         self.state = self._restore()
         self._joined: list[TrainingExample] = []
         self._since_checkpoint = 0
@@ -231,8 +242,10 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         self.consumer.subscribe([self.examples_topic, self.labels_topic], listener=self)
+        self.liveness.start()
         try:
             while not self._stopping:
+                self.liveness.observe(consumer_positions(self.consumer))
                 polled = self.consumer.poll(timeout_ms=POLL_MS)
                 self.process([r for records in polled.values() for r in records])
                 if self._checkpoint_due():
@@ -242,6 +255,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 self.checkpoint()
             self.consumer.close(autocommit=False)
             self.producer.close()
+            self.liveness.stop()
 
     def _stop(self, *_: Any) -> None:
         self._stopping = True

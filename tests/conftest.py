@@ -115,6 +115,9 @@ def stack() -> Iterator[Settings]:
                 # Many services run at once in tests: metrics only where a test asks.
                 "metrics_port": 0,
                 "consumer_heartbeat_interval_ms": TEST_HEARTBEAT_MS,
+                # Services run inside pytest in many tests: a stall must fail the test,
+                # not exit the whole run. Liveness tests set their own timeout.
+                "stall_timeout_s": 0,
             }
         )
 

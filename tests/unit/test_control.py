@@ -14,7 +14,6 @@ from pydantic import SecretStr
 
 from services.control import (
     MAX_REASON_LENGTH,
-    RecentIds,
     RetrainRequest,
     audit_refusal,
     carried_out,
@@ -155,22 +154,6 @@ def test_only_the_configured_or_registered_models_can_be_retrained() -> None:
 
 
 # --- de-duplication ----------------------------------------------------------------
-
-
-def test_recent_ids_report_each_duplicate_and_forget_the_oldest_beyond_capacity() -> None:
-    recent = RecentIds(capacity=3)
-    stream = ["a", "b", "a", "c", "d", "a", "b", "e", "c"]
-    assert [recent.seen(i) for i in stream] == [
-        False,
-        False,
-        True,
-        False,
-        False,
-        True,  # "a" was refreshed at its duplicate, so "b" was the oldest
-        False,
-        False,
-        False,
-    ]
 
 
 def test_the_audit_log_shows_a_command_as_carried_out_after_a_retrain_or_a_refusal(

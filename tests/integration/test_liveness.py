@@ -1,0 +1,248 @@
+"""A worker that stalls for real reports 503 on /healthz, exits non-zero and, under the
+supervisor of `eddy run all`, is restarted (issue 8, item 4).
+
+The stall is genuine: the worker's Redis goes through a TCP relay that the test turns
+into a black hole (connections stay open, nothing comes back), which is what a network
+partition looks like. Redis commands then block, the worker's positions stop moving,
+and records keep arriving behind them. Nothing in the worker is mocked or paused.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import pytest
+
+from services.liveness import STALLED_EXIT_CODE
+from services.settings import Settings
+from services.supervisor import RestartPolicy, Supervisor, exit_reason
+from streams.admin import ensure_topics
+from streams.clients import make_redis
+from streams.online_store import OnlineStore
+from streams.topics import Topic, spec_for
+from tests.integration.test_feature_worker import applied_counts, event, quiet_hour_base, send
+from tests.integration.test_learner import LearnerDeployment, examples, synthetic
+from tests.integration.test_learner import send as send_messages
+from tests.integration.test_monitor import free_port
+
+STALL_TIMEOUT_S = 3.0
+DEADLINE_S = 90.0
+RELAY_BUFFER = 65536
+FEATURES_METRICS_OFFSET = 1
+LEARNER_METRICS_OFFSET = 2
+
+
+class RedisRelay:
+    """A TCP relay to Redis that can become a black hole and be healed again."""
+
+    def __init__(self, redis_url: str) -> None:
+        parts = urlsplit(redis_url)
+        self._target = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        port = self._listener.getsockname()[1]
+        self.url = urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
+        self._open = threading.Event()
+        self._open.set()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def black_hole(self) -> None:
+        self._open.clear()
+
+    def heal(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(RELAY_BUFFER):
+                if self._open.is_set():  # in the black hole, bytes vanish
+                    sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                end.close()
+
+
+@pytest.fixture
+def relay(stack: Settings) -> Iterator[RedisRelay]:
+    relay = RedisRelay(stack.redis_url)
+    yield relay
+    relay.close()
+
+
+def healthz(port: int) -> tuple[int, dict[str, Any]] | None:
+    """(HTTP status, JSON verdict), or None while nothing answers on the port."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            return int(answer.status), orjson.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return int(refused.code), orjson.loads(refused.read())
+    except OSError:
+        return None
+
+
+def wait_until(condition: Callable[[], bool], what: str, logs: Callable[[], str]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}\n--- logs ---\n{logs()}")
+        time.sleep(0.2)
+
+
+def answers(port: int, status: int) -> Callable[[], bool]:
+    def check() -> bool:
+        seen = healthz(port)
+        return seen is not None and seen[0] == status
+
+    return check
+
+
+def reason(port: int, expected: str) -> Callable[[], bool]:
+    def check() -> bool:
+        seen = healthz(port)
+        return seen is not None and seen[1].get("reason") == expected
+
+    return check
+
+
+def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restarted(
+    stack: Settings, relay: RedisRelay, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    settings = stack.model_copy(
+        update={
+            "topic_prefix": f"eddy-live-{uuid.uuid4().hex[:8]}.",
+            "data_dir": tmp_path / "data",
+            "partitions": 2,
+            "redis_url": relay.url,
+            "stall_timeout_s": STALL_TIMEOUT_S,
+            "metrics_port": port - FEATURES_METRICS_OFFSET,
+        }
+    )
+    ensure_topics(settings)
+    events_topic = spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=2).name
+    store = OnlineStore(make_redis(stack), settings.topic_prefix, settings.feature_ttl_s)
+    base = quiet_hour_base()
+    entities = [f"s{i}" for i in range(10)]
+
+    def batch(round_: int) -> list[tuple[bytes | None, bytes | None]]:
+        return [(e.encode(), event(e, f"{e}-{round_}", base + round_, 1.0)) for e in entities]
+
+    def applied() -> int:
+        return sum(applied_counts(store, entities, base + 60).values())
+
+    log_dir = tmp_path / "logs"
+    supervisor = Supervisor(
+        ["features"],
+        log_dir,
+        env=settings.child_env(),
+        policy=lambda: RestartPolicy(initial_s=0.2, max_s=1.0, stable_s=60),
+    )
+
+    def logs() -> str:
+        return (log_dir / "features.log").read_text(errors="replace")[-4000:]
+
+    supervisor.start()
+    child = supervisor.children[0]
+    try:
+        send(settings, events_topic, batch(0))
+        wait_until(lambda: applied() == len(entities), "the first events applied", logs)
+        wait_until(reason(port, "caught up"), "a healthy answer", logs)
+        healthy = healthz(port)
+        assert healthy is not None
+        assert healthy[0] == 200
+        assert healthy[1]["status"] == "ok"
+        assert healthy[1]["role"] == "features"
+        assert healthy[1]["lag"] == 0
+
+        relay.black_hole()
+        send(settings, events_topic, batch(1))
+        wait_until(answers(port, 503), "the stall to show on /healthz", logs)
+        stalled = healthz(port)
+        assert stalled is not None
+        assert stalled[1]["status"] == "stalled"
+        assert stalled[1]["reason"].startswith("stalled:")
+        assert stalled[1]["lag"] > 0
+
+        assert child.process is not None
+        wait_until(lambda: child.process.poll() is not None, "the stalled worker to exit", logs)  # type: ignore[union-attr]
+        assert child.process.returncode == STALLED_EXIT_CODE
+        assert "stalled; exiting for a restart" in logs()
+
+        relay.heal()
+
+        def restarted_and_caught_up() -> bool:
+            supervisor.check()
+            return child.restarts >= 1 and applied() == 2 * len(entities)
+
+        wait_until(restarted_and_caught_up, "the restarted worker to catch up", logs)
+        exits = [r for r in caplog.records if r.getMessage() == "service exited; restarting"]
+        assert [(r.exit_code, r.reason) for r in exits] == [  # type: ignore[attr-defined]
+            (STALLED_EXIT_CODE, exit_reason(STALLED_EXIT_CODE))
+        ]
+        wait_until(answers(port, 200), "the restarted worker to answer healthy", logs)
+        assert child.process.poll() is None
+    finally:
+        supervisor.stop()
+    assert applied_counts(store, entities, base + 60) == dict.fromkeys(entities, 2)
+
+
+def test_a_learner_blocked_on_redis_goes_unhealthy_and_exits_non_zero(
+    stack: Settings, relay: RedisRelay, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = stack.model_copy(
+        update={
+            "topic_prefix": f"eddy-livel-{uuid.uuid4().hex[:8]}.",
+            "data_dir": tmp_path / "data",
+            "partitions": 1,
+            "redis_url": relay.url,
+            "stall_timeout_s": STALL_TIMEOUT_S,
+            "metrics_port": port - LEARNER_METRICS_OFFSET,
+            "checkpoint_interval_s": 0.5,  # a checkpoint reads Redis: where it will block
+        }
+    )
+    ensure_topics(settings)
+    deployment = LearnerDeployment(settings, tmp_path, [])
+    topic = deployment.topic(Topic.TRAINING_EXAMPLES)
+    stream = examples(synthetic(400, seed=2), topic)
+    try:
+        learner = deployment.start()
+        send_messages(settings, topic, stream[:200])
+        wait_until(reason(port, "caught up"), "the learner to catch up", deployment.logs)
+        relay.black_hole()
+        send_messages(settings, topic, stream[200:])
+        wait_until(answers(port, 503), "the stall to show on /healthz", deployment.logs)
+        code = learner.wait(timeout=DEADLINE_S)
+        assert code == STALLED_EXIT_CODE, deployment.logs()
+        assert "stalled; exiting for a restart" in deployment.logs()
+    finally:
+        for process in deployment.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)

@@ -8,14 +8,19 @@ For each run, the same pre-produced events (on a fresh topic prefix) are consume
   event in one pipeline per fetched batch: the floor any Kafka→Redis worker pays;
 - **faust no-op**: a faust agent that takes the same batches and does nothing with
   them: the ceiling faust-streaming's per-event machinery sets on this machine;
-- **eddy**: an `eddy run features` process (faust agent, validation, features, training
-  examples, compare-and-set writes, commits after durability).
+- **pipeline**: Eddy's :class:`~streams.feature_pipeline.FeaturePipeline` in this
+  process, without faust, fed the same records in batches of ``EDDY_FEATURE_BATCH_SIZE``
+  (validation, features, training examples, compare-and-set writes, real Redis/Kafka);
+- **eddy**: an ``eddy run features`` process (faust agent around that pipeline,
+  commits after durability).
 
 Worker rates are measured on the group's committed offsets from its first commit to
 its last, so start-up is not counted.
 
 Prints medians, spreads and the ratio, and where each figure came from. Uses the local
-stack (`eddy up`) or whatever EDDY_KAFKA_BOOTSTRAP / EDDY_REDIS_URL name.
+stack (`eddy up`) or whatever EDDY_KAFKA_BOOTSTRAP / EDDY_REDIS_URL name. The helpers
+here (producing, starting workers, committed-offset rates, group readiness, clean-up)
+are shared by the other benchmark scripts.
 """
 
 from __future__ import annotations
@@ -24,48 +29,90 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from kafka import TopicPartition as KafkaPartition
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from services.settings import Settings
 from streams.admin import ensure_topics
-from streams.clients import make_admin, make_producer, make_redis
-from streams.feature_worker import app_id
+from streams.clients import make_admin, make_consumer, make_producer, make_redis
+from streams.dead_letter import RawRecord
+from streams.feature_worker import app_id, build_pipeline
 from streams.topics import Topic, spec_for
 
 ENTITIES = 2_000
 PARTITIONS = 3
 LABEL_EVERY = 10
 DEADLINE_S = 600
+GROUP_READY_S = 120
+POLL_S = 0.05
+STOP_TIMEOUT_S = 30
+SCAN_COUNT = 10_000  # keys per SCAN step: the shared Redis may hold many others
+BENCH_DIR = ROOT / ".eddy" / "bench"
+EDDY = str(Path(sys.executable).with_name("eddy"))
+
+Records = list[tuple[bytes, bytes]]
 
 
-def produce_events(settings: Settings, topic: str, count: int) -> None:
-    producer = make_producer(settings, linger_ms=20, batch_size=256 * 1024)
+def deployment(base: Settings, name: str, partitions: int = PARTITIONS) -> Settings:
+    """Settings of a throw-away deployment: its own topic prefix and data folder."""
+    prefix = f"bench-{name}-{uuid.uuid4().hex[:8]}."
+    return base.model_copy(
+        update={
+            "topic_prefix": prefix,
+            "partitions": partitions,
+            "data_dir": BENCH_DIR / prefix.rstrip("."),
+        }
+    )
+
+
+def event_records(count: int, tag: str = "") -> Records:
+    """``count`` valid events (key, JSON) over ENTITIES entities, one in LABEL_EVERY
+    labelled; ``tag`` prefixes entity and event ids (a fresh set per tag)."""
     now = time.time() - 60
+    records: Records = []
     for i in range(count):
-        entity = f"user-{i % ENTITIES}"
-        event = {
-            "event_id": f"ev-{i}",
+        entity = f"{tag}user-{i % ENTITIES}"
+        event: dict[str, Any] = {
+            "event_id": f"{tag}ev-{i}",
             "entity_id": entity,
             "event_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + i / count)),
             "features": {"amount": (i * 7919) % 1000 / 10, "country": "NL" if i % 3 else "DE"},
         }
         if i % LABEL_EVERY == 0:
             event["label"] = i % 2
-        producer.send(topic, key=entity.encode(), value=orjson.dumps(event))
+        records.append((entity.encode(), orjson.dumps(event)))
+    return records
+
+
+def send_records(settings: Settings, topic: str, records: Records) -> None:
+    producer = make_producer(settings, linger_ms=20, batch_size=256 * 1024)
+    for key, value in records:
+        producer.send(topic, key=key, value=value)
     producer.flush(timeout=120)
     producer.close()
+
+
+def produce_events(settings: Settings, topic: str, count: int) -> None:
+    send_records(settings, topic, event_records(count))
+
+
+def events_topic(settings: Settings) -> str:
+    return spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=settings.partitions).name
 
 
 async def bare_loop(settings: Settings, topic: str, count: int, partitions: int) -> float:
@@ -89,7 +136,8 @@ async def bare_loop(settings: Settings, topic: str, count: int, partitions: int)
             for records in batches.values():
                 for record in records:
                     value = orjson.loads(record.value)
-                    pipe.hset(f"bench:{{{value['entity_id']}}}", "last", record.value)
+                    key = f"{settings.topic_prefix}bare:{{{value['entity_id']}}}"
+                    pipe.hset(key, "last", record.value)
                     seen += 1
             await asyncio.to_thread(pipe.execute)
         return count / (time.perf_counter() - started)
@@ -98,31 +146,226 @@ async def bare_loop(settings: Settings, topic: str, count: int, partitions: int)
         redis.close()
 
 
-def worker_rate(
-    settings: Settings, topic: str, count: int, workdir: Path, command: list[str], group: str
-) -> float:
-    """Events/s of one worker process, from its group's first commit to its last."""
+def pipeline_rate(settings: Settings, topic: str, count: int) -> float:
+    """Events/s of Eddy's feature pipeline in this process, without faust.
+
+    The records are read first (not timed), then handed to ``FeaturePipeline.handle``
+    in batches of ``feature_batch_size`` as the worker would. It writes this
+    deployment's online state: call :func:`reset_state` before a worker runs on it.
+    """
+    consumer = make_consumer(settings, group_id=None, max_poll_records=settings.feature_batch_size)
+    records: list[RawRecord] = []
+    try:
+        assigned = [KafkaPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        while len(records) < count:
+            for polled in consumer.poll(timeout_ms=1000).values():
+                records += [RawRecord.of(r) for r in polled]
+    finally:
+        consumer.close()
+    pipeline = build_pipeline(settings)
+    size = settings.feature_batch_size
+    started = time.perf_counter()
+    for start in range(0, len(records), size):
+        pipeline.handle(records[start : start + size])
+    return len(records) / (time.perf_counter() - started)
+
+
+def start_workers(
+    settings: Settings, command: list[str], workdir: Path, processes: int = 1, tag: str = ""
+) -> list[subprocess.Popen[bytes]]:
+    """``processes`` copies of ``command`` with these settings, logging to ``workdir``."""
     env = settings.child_env(data_dir=workdir, log_level="WARNING")
-    with (workdir / f"{command[-1]}.log").open("wb") as log:
-        worker = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+    workdir.mkdir(parents=True, exist_ok=True)
+    workers = []
+    for n in range(processes):
+        with (workdir / f"{command[-1]}{tag}-{n}.log").open("wb") as log:
+            workers.append(subprocess.Popen(command, env=env, stdout=log, stderr=log))
+    return workers
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM, then SIGKILL for any that has not stopped after STOP_TIMEOUT_S."""
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            print(f"warning: pid {worker.pid} ignored SIGTERM; killed", file=sys.stderr)
+            worker.kill()
+            worker.wait()
+
+
+def committed(admin: Any, group: str, topic: str) -> int:
+    offsets = admin.list_group_offsets({group: None}).get(group, {})
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
+
+
+def committed_rate(
+    settings: Settings, group: str, topic: str, count: int, started: float, already: int = 0
+) -> float:
+    """Records/s of a consumer group over ``count`` new records of ``topic`` (past
+    ``already`` committed ones), from its first commit of them to the commit covering
+    them all, so start-up is not counted.
+
+    When the first commit already covers everything (too few records for the commit
+    interval), the clock starts at ``started`` (the launch or the first send) instead,
+    and a warning says so.
+    """
     admin = make_admin(settings)
     try:
         first: tuple[float, int] | None = None
         deadline = time.monotonic() + DEADLINE_S
         while time.monotonic() < deadline:
-            offsets = admin.list_group_offsets({group: None}).get(group, {})
-            committed = sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
+            done = committed(admin, group, topic)
             now = time.perf_counter()
-            if committed and first is None:
-                first = (now, committed)
-            if committed >= count and first is not None:
-                return (committed - first[1]) / (now - first[0])
-            time.sleep(0.05)
-        raise RuntimeError(f"worker did not finish in {DEADLINE_S}s; see {workdir}/worker.log")
+            if done > already and first is None:
+                first = (now, done)
+            if done >= already + count and first is not None:
+                if first[1] < already + count:
+                    return (done - first[1]) / (now - first[0])
+                print(
+                    f"warning: {group} committed all {count:,} records at once; "
+                    "the rate includes start-up (use more records)",
+                    file=sys.stderr,
+                )
+                return count / (now - started)
+            time.sleep(POLL_S)
+        raise RuntimeError(f"group {group} did not finish {count} records in {DEADLINE_S}s")
     finally:
         admin.close()
-        worker.terminate()
-        worker.wait(timeout=30)
+
+
+def wait_for_group(
+    settings: Settings, group: str, members: int, topic: str, partitions: int
+) -> None:
+    """Until ``group`` is stable with ``members`` members sharing all ``partitions`` of
+    ``topic``: what a measurement that starts with a full group waits for."""
+    admin = make_admin(settings)
+    try:
+        deadline = time.monotonic() + GROUP_READY_S
+        while time.monotonic() < deadline:
+            described = admin.describe_groups([group]).get(group, {})
+            joined = described.get("members", [])
+            assigned = {
+                partition
+                for member in joined
+                for name, partitions in _assignment(member)
+                if name == topic
+                for partition in partitions
+            }
+            if (
+                described.get("group_state") == "Stable"
+                and len(joined) == members
+                and len(assigned) == partitions
+            ):
+                return
+            time.sleep(POLL_S * 4)
+        raise RuntimeError(f"group {group} not stable with {members} members on {topic}")
+    finally:
+        admin.close()
+
+
+def _assignment(member: dict[str, Any]) -> list[tuple[str, list[int]]]:
+    """``(topic, partitions)`` pairs of a member as ``describe_groups`` decodes them."""
+    assignment = member.get("member_assignment") or {}
+    topics = assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []
+    return [(entry["topic"], list(entry["partitions"])) for entry in topics]
+
+
+def start_group(
+    settings: Settings, command: list[str], processes: int, group: str, topic: str
+) -> list[subprocess.Popen[bytes]]:
+    """``processes`` copies of ``command`` in ``group``, once the group is stable over all
+    of ``topic``'s partitions. A group that does not settle is started afresh once,
+    with a warning: a slow join is worth a look in the kept logs, but it is not what
+    the measurement is about."""
+    workers = start_workers(settings, command, settings.data_dir, processes)
+    try:
+        wait_for_group(settings, group, processes, topic, settings.partitions)
+        return workers
+    except RuntimeError as exc:
+        stop_workers(workers)
+        print(f"warning: {exc}; starting the processes again", file=sys.stderr)
+    workers = start_workers(settings, command, settings.data_dir, processes, tag="-again")
+    try:
+        wait_for_group(settings, group, processes, topic, settings.partitions)
+    except RuntimeError:
+        stop_workers(workers)
+        raise
+    return workers
+
+
+def worker_rate(
+    settings: Settings, topic: str, count: int, workdir: Path, command: list[str], group: str
+) -> float:
+    """Events/s of one worker process, from its group's first commit to its last."""
+    started = time.perf_counter()
+    workers = start_workers(settings, command, workdir)
+    try:
+        return committed_rate(settings, group, topic, count, started)
+    finally:
+        stop_workers(workers)
+
+
+def reset_state(settings: Settings) -> None:
+    """Delete the deployment's Redis keys (the bare loop's too): a fresh online store."""
+    redis = make_redis(settings)
+    pipe = redis.pipeline(transaction=False)
+    for key in redis.scan_iter(match=f"{settings.topic_prefix}*", count=SCAN_COUNT):
+        pipe.unlink(key)
+    pipe.execute()
+    redis.close()
+
+
+def cleanup(settings: Settings, keep_files: bool = False) -> None:
+    """Remove what a throw-away deployment left: Redis keys, topics, data folder."""
+    reset_state(settings)
+    admin = make_admin(settings)
+    try:
+        ours = [name for name in admin.list_topics() if name.startswith(settings.topic_prefix)]
+        if ours:
+            admin.delete_topics(ours)
+    finally:
+        admin.close()
+    if keep_files:
+        print(f"logs and state kept in {settings.data_dir}", file=sys.stderr)
+    elif settings.data_dir.is_relative_to(BENCH_DIR):
+        shutil.rmtree(settings.data_dir, ignore_errors=True)
+
+
+@contextmanager
+def throwaway(settings: Settings) -> Iterator[Settings]:
+    """A deployment's topics for the duration of a measurement, then :func:`cleanup`
+    (logs are kept when the measurement failed)."""
+    ensure_topics(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    failed = True
+    try:
+        yield settings
+        failed = False
+    finally:
+        cleanup(settings, keep_files=failed)
+
+
+def measure(base: Settings, events: int) -> dict[str, float]:
+    """One run: the same events through the bare loop, faust no-op, pipeline and worker."""
+    with throwaway(deployment(base, "feat")) as settings:
+        topic = events_topic(settings)
+        produce_events(settings, topic, events)
+        rates = {"bare": asyncio.run(bare_loop(settings, topic, events, settings.partitions))}
+        noop = [sys.executable, __file__, "noop-worker"]
+        rates["noop"] = worker_rate(
+            settings, topic, events, settings.data_dir, noop, noop_app_id(settings)
+        )
+        rates["pipeline"] = pipeline_rate(settings, topic, events)
+        reset_state(settings)
+        rates["eddy"] = worker_rate(
+            settings, topic, events, settings.data_dir, [EDDY, "run", "features"], app_id(settings)
+        )
+    return rates
 
 
 def main() -> None:
@@ -130,57 +373,34 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    base = Settings.from_env()
-    bare_rates: list[float] = []
-    noop_rates: list[float] = []
-    eddy_rates: list[float] = []
+    base = Settings.from_env().model_copy(update={"metrics_port": 0})
+    results: dict[str, list[float]] = {}
     for run in range(args.runs):
-        settings = base.model_copy(
-            update={"topic_prefix": f"bench-{uuid.uuid4().hex[:8]}.", "partitions": PARTITIONS}
-        )
-        ensure_topics(settings)
-        topic = spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=PARTITIONS).name
-        produce_events(settings, topic, args.events)
-        bare_rates.append(asyncio.run(bare_loop(settings, topic, args.events, PARTITIONS)))
-        workdir = ROOT / ".eddy" / "bench" / settings.topic_prefix.rstrip(".")
-        workdir.mkdir(parents=True, exist_ok=True)
-        noop = [sys.executable, __file__, "noop-worker"]
-        noop_rates.append(
-            worker_rate(settings, topic, args.events, workdir, noop, noop_app_id(settings))
-        )
-        eddy = [str(Path(sys.executable).with_name("eddy")), "run", "features"]
-        eddy_rates.append(
-            worker_rate(settings, topic, args.events, workdir, eddy, app_id(settings))
-        )
-        print(
-            f"run {run + 1}: bare {bare_rates[-1]:,.0f}/s  faust no-op {noop_rates[-1]:,.0f}/s"
-            f"  eddy {eddy_rates[-1]:,.0f}/s"
-        )
-        _cleanup(settings)
-    bare, eddy = statistics.median(bare_rates), statistics.median(eddy_rates)
-    noop = statistics.median(noop_rates)
+        for name, rate in measure(base, args.events).items():
+            results.setdefault(name, []).append(rate)
+        print(f"run {run + 1}: " + "  ".join(f"{n} {v[-1]:,.0f}/s" for n, v in results.items()))
     print(
         f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}\n"
-        f"events per run: {args.events:,} over {ENTITIES:,} entities, 3 partitions, "
-        f"1 label in {LABEL_EVERY}\n"
-        f"bare aiokafka+Redis pipeline: median {bare:,.0f}/s "
-        f"(min {min(bare_rates):,.0f}, max {max(bare_rates):,.0f})\n"
-        f"faust no-op agent (1 worker): median {noop:,.0f}/s "
-        f"(min {min(noop_rates):,.0f}, max {max(noop_rates):,.0f})\n"
-        f"eddy run features (1 worker): median {eddy:,.0f}/s "
-        f"(min {min(eddy_rates):,.0f}, max {max(eddy_rates):,.0f})\n"
-        f"ratios: eddy/bare {eddy / bare:.2f}, faust no-op/bare {noop / bare:.2f}, "
-        f"eddy/faust no-op {eddy / noop:.2f}"
+        f"events per run: {args.events:,} over {ENTITIES:,} entities, {PARTITIONS} partitions, "
+        f"1 label in {LABEL_EVERY}"
     )
+    bare = statistics.median(results["bare"])
+    for name, label in LABELS.items():
+        values = results[name]
+        print(
+            f"{label:44} median {statistics.median(values):>9,.0f}/s "
+            f"(min {min(values):,.0f}, max {max(values):,.0f})  "
+            f"ratio {statistics.median(values) / bare:.2f}"
+        )
 
 
-def _cleanup(settings: Settings) -> None:
-    redis = make_redis(settings)
-    for pattern in ("bench:*", f"{settings.topic_prefix}*"):
-        for key in redis.scan_iter(match=pattern, count=1000):
-            redis.delete(key)
-    redis.close()
+LABELS = {
+    "bare": "bare aiokafka + Redis pipeline",
+    "noop": "faust no-op agent (1 worker)",
+    "pipeline": "FeaturePipeline.handle in-process (no faust)",
+    "eddy": "eddy run features (1 worker)",
+}
 
 
 def noop_app_id(settings: Settings) -> str:
@@ -193,8 +413,7 @@ def run_noop_worker() -> None:
 
     settings = Settings.from_env()
     app = make_app(settings, noop_app_id(settings))
-    topic = spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=PARTITIONS).name
-    events = app.topic(topic, key_serializer="raw", value_serializer="raw")
+    events = app.topic(events_topic(settings), key_serializer="raw", value_serializer="raw")
     wait_s = settings.feature_batch_wait_ms / 1000
 
     @app.agent(events, concurrency=1)

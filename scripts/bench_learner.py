@@ -39,10 +39,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_features import throwaway
 from river import datasets, drift, linear_model, metrics, preprocessing, tree
 
 from services.settings import Settings
-from streams.admin import ensure_topics
 from streams.clients import make_consumer, make_producer
 from streams.contracts import SourceOffset, TrainingExample
 from streams.detectors import make_detector
@@ -88,16 +88,19 @@ def learner_core(
     return (learner.examples + len(learner.pending)) / (time.perf_counter() - started)
 
 
-def examples_topic(rows: list[tuple[dict[str, float], bool]], base: Settings) -> Settings:
-    """A deployment of its own (prefix, data folder) with ``rows`` on training-examples."""
-    settings = base.model_copy(
+def own_deployment(base: Settings) -> Settings:
+    """A deployment of its own (prefix, data folder), removed after use by ``throwaway``."""
+    return base.model_copy(
         update={
             "topic_prefix": f"bench-learn-{uuid.uuid4().hex[:8]}.",
             "partitions": 1,
             "data_dir": ROOT / ".eddy" / "bench" / uuid.uuid4().hex[:8],
         }
     )
-    ensure_topics(settings)
+
+
+def fill_examples(rows: list[tuple[dict[str, float], bool]], settings: Settings) -> None:
+    """``rows`` as training examples on the deployment's topic."""
     producer = make_producer(settings, linger_ms=20)
     for i, (x, y) in enumerate(rows):
         example = TrainingExample(
@@ -112,7 +115,6 @@ def examples_topic(rows: list[tuple[dict[str, float], bool]], base: Settings) ->
         producer.send(_topic(settings), value=encode(example))
     producer.flush(timeout=120)
     producer.close()
-    return settings
 
 
 def _topic(settings: Settings) -> str:
@@ -125,11 +127,16 @@ def bare_consume(
     """What reading the examples costs before any learning: a bare kafka-python loop
     (the learner's consumer settings), and the same loop decoding each example with
     Eddy's validating decoder. The ceiling of any learner process in Python."""
-    settings = examples_topic(rows, base)
+    with throwaway(own_deployment(base)) as settings:
+        fill_examples(rows, settings)
+        return _consume_rate(settings, len(rows), validate)
+
+
+def _consume_rate(settings: Settings, count: int, validate: bool) -> float:
     consumer = make_consumer(settings, _topic(settings), group_id=None, max_poll_records=POLL)
     read, started = 0, None
     try:
-        while read < len(rows):
+        while read < count:
             for records in consumer.poll(timeout_ms=500).values():
                 started = started or time.perf_counter()
                 for record in records:
@@ -144,8 +151,12 @@ def bare_consume(
 def learner_process(
     rows: list[tuple[dict[str, float], bool]], base: Settings, batch: int = 1
 ) -> float:
-    settings = examples_topic(rows, base)
+    with throwaway(own_deployment(base)) as settings:
+        fill_examples(rows, settings)
+        return _learner_rate(settings, len(rows), batch)
 
+
+def _learner_rate(settings: Settings, count: int, batch: int) -> float:
     # The last examples are saved by the interval rule: keep it short so the final
     # checkpoint (the finish line) is not held back by idle time.
     env = settings.child_env(log_level="WARNING", checkpoint_interval_s=0.2, learner_batch=batch)
@@ -170,7 +181,7 @@ def learner_process(
             now = time.perf_counter()
             if learned and first is None:
                 first = (now, learned)
-            if learned >= len(rows) - len(rows) % batch and first is not None:
+            if learned >= count - count % batch and first is not None:
                 return (learned - first[1]) / (now - first[0])
             time.sleep(0.05)
         raise RuntimeError(f"learner did not finish; see {settings.data_dir}/learner.log")

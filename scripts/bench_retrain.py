@@ -3,11 +3,12 @@
     .venv/bin/python scripts/bench_retrain.py [--windows 10000 100000] [--runs 3]
 
 For each window size, fresh topics get that many labelled examples (a linear concept
-on 8 numeric features); a running ``eddy run retrainer`` (debounce 0) receives one drift
-alert and the clock stops when the new champion's announcement is read back from
-``model-updates``. Printed next to it, the bare cost of the same scikit-learn fit on
-the same rows in this process: what the retrainer adds is reading the window from
-Kafka, evaluating the champion, registering (signing, SQLite) and announcing.
+on 8 numeric features); a running ``eddy run retrainer`` (debounce 0), once it has
+joined its consumer group, receives one drift alert and the clock stops when the new
+champion's announcement is read back from ``model-updates``. Printed next to it, the
+bare cost of the same scikit-learn fit on the same rows in this process: what the
+retrainer adds is reading the window from Kafka, evaluating the champion, registering
+(signing, SQLite) and announcing.
 """
 
 from __future__ import annotations
@@ -19,18 +20,17 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_features import deployment, throwaway, wait_for_group
 from kafka import TopicPartition
 
 from services.retrainer import make_estimator
 from services.settings import Settings
-from streams.admin import ensure_topics
 from streams.clients import make_consumer, make_producer
 from streams.contracts import DriftAlert, DriftKind, SourceOffset, TrainingExample
 from streams.models import numeric
@@ -85,7 +85,9 @@ def alert_to_champion(settings: Settings, workdir: Path) -> float:
             stderr=log,
         )
     try:
-        time.sleep(5)  # let it join its group before the alert is sent
+        # The clock starts once the retrainer has joined its group: start-up not counted.
+        topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+        wait_for_group(settings, f"{settings.topic_prefix}retrainer", 1, topic, 1)
         alert = DriftAlert(
             alert_id=f"{MODEL}:concept:1",
             model=MODEL,
@@ -96,7 +98,6 @@ def alert_to_champion(settings: Settings, workdir: Path) -> float:
             action="retrain",
         )
         producer = make_producer(settings)
-        topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
         started = time.perf_counter()
         producer.send(topic, key=MODEL.encode(), value=encode(alert)).get(timeout=30)
         producer.close()
@@ -127,29 +128,31 @@ def bare_fit(data: list[tuple[dict[str, float], bool]], holdout: float) -> float
     return time.perf_counter() - started
 
 
+def measure_window(base: Settings, window: int, runs: int) -> tuple[list[float], list[float]]:
+    """Seconds from alert to announced champion, and of the bare fit, per run."""
+    data = rows(window)
+    seconds = []
+    with throwaway(deployment(base, "rt").model_copy(update={"retrain_window": window})) as s:
+        publish(s, data)
+        for run in range(runs):
+            seconds.append(alert_to_champion(s, s.data_dir / f"retrainer-{run}"))
+            print(f"window {window:,} run {run + 1}: {seconds[-1]:.2f} s")
+    return seconds, [bare_fit(data, base.retrain_holdout) for _ in range(runs)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--windows", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    base = Settings.from_env()
+    base = Settings.from_env().model_copy(update={"metrics_port": 0})
     for window in args.windows:
-        data = rows(window)
-        settings = base.model_copy(
-            update={"topic_prefix": f"bench-rt-{uuid.uuid4().hex[:8]}.", "retrain_window": window}
-        )
-        ensure_topics(settings)
-        publish(settings, data)
-        seconds = []
-        for run in range(args.runs):
-            workdir = ROOT / ".eddy" / "bench" / f"retrain-{uuid.uuid4().hex[:8]}"
-            seconds.append(alert_to_champion(settings, workdir))
-            print(f"window {window:,} run {run + 1}: {seconds[-1]:.2f} s")
-        fit = statistics.median(bare_fit(data, base.retrain_holdout) for _ in range(args.runs))
+        seconds, fits = measure_window(base, window, args.runs)
         print(
             f"window {window:,}: alert -> champion announced "
             f"median {statistics.median(seconds):.2f} s "
-            f"(min {min(seconds):.2f}, max {max(seconds):.2f}); bare fit alone {fit:.2f} s"
+            f"(min {min(seconds):.2f}, max {max(seconds):.2f}); "
+            f"bare fit alone {statistics.median(fits):.2f} s"
         )
 
 

@@ -224,9 +224,15 @@ def run_predictor() -> None:
 
     Start several to share the load (one consumer group).
     """
+    from threadpoolctl import threadpool_limits
+
     from services.model_updates import open_registry
     from services.predictor import Predictor
 
+    # A scoring batch is small: native thread pools (OpenMP in gradient boosting) would
+    # only contend with other processes for the cores; under load one call went from
+    # about 1 ms to over a second.
+    threadpool_limits(limits=1)
     settings = _settings()
     serve_metrics("predictor", settings)
     Predictor(settings, open_registry(settings, announce=False), settings.model_name).run()

@@ -224,7 +224,7 @@ def run_predictor() -> None:
 
     Start several to share the load (one consumer group).
     """
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     from services.model_updates import open_registry
     from services.predictor import Predictor

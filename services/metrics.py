@@ -62,6 +62,9 @@ LABEL_LATENCY = Gauge("eddy_label_latency_seconds", "Mean delay from prediction 
 RETRAINS = Counter("eddy_retrains_total", "Retrains by decision.", ["action"])
 RETRAIN_SECONDS = Histogram("eddy_retrain_seconds", "Duration of one retrain.")
 REQUESTS = Counter("eddy_requests_total", "Prediction requests by outcome.", ["outcome"])
+PREDICTION_CACHE = Counter(
+    "eddy_prediction_cache_total", "Champion answers by cache outcome (hit, miss).", ["outcome"]
+)
 REQUEST_LATENCY = Histogram(
     "eddy_request_latency_seconds", "Request timestamp to answer.", buckets=LATENCY_BUCKETS
 )

@@ -19,6 +19,13 @@
 A crash before 5 re-answers the batch after restart: answers are keyed and identified
 by request id, so a client sees at most a duplicate of the same answer.
 
+With ``EDDY_PREDICTION_CACHE`` on (:mod:`services.prediction_cache`), step 3 first looks
+the champion's answers up in Redis: an entry computed by this champion from the same
+entity revision and the same vector is served (``cached: true``, with the version that
+made it) instead of scoring; steps 4 and 5 are the same for every answer. A
+:class:`~services.prediction_cache.Precomputer` thread keeps entries ready as features
+change.
+
 :class:`ModelWatcher` follows ``model-updates`` in a thread: it loads and verifies new
 versions off the request path and then replaces the serving set in one assignment. A
 version that fails verification is refused and the current champion keeps serving.
@@ -38,6 +45,8 @@ import orjson
 from kafka import TopicPartition
 
 from services import metrics
+from services.liveness import Liveness, consumer_positions
+from services.prediction_cache import AnswerCache, Ask, Entry, Policy, Precomputer
 from services.registry import CHALLENGER, CHAMPION, Registry
 from services.serving import Loaded, Scored, ServingModels, score_batch
 from services.settings import Settings
@@ -112,7 +121,9 @@ class ModelWatcher(threading.Thread):
         if version not in self._cache:
             record = self.registry.get(self.model, version)
             estimator = self.registry.load(self.model, version)
-            self._cache[version] = Loaded(self.model, version, record.flavor, estimator)
+            self._cache[version] = Loaded(
+                self.model, version, record.flavor, estimator, record.artifact
+            )
         return self._cache[version]
 
     def run(self) -> None:
@@ -137,6 +148,7 @@ class ModelWatcher(threading.Thread):
 class Outcome:
     answered: int
     errors: int
+    cached: int = 0
 
 
 class Predictor:
@@ -156,6 +168,16 @@ class Predictor:
         self.snapshots = SnapshotStore(self.redis, prefix, settings.label_window_s)
         self.producer = make_producer(settings, linger_ms=PRODUCER_LINGER_MS)
         self.watcher = ModelWatcher(settings, registry, model)
+        self.cache = (
+            AnswerCache.from_settings(self.redis, settings, model, FEATURES)
+            if Policy(settings.prediction_cache) is not Policy.OFF
+            else None
+        )
+        self.precomputer = (
+            Precomputer(settings, self.cache, self.store, FEATURES, lambda: self.watcher.serving)
+            if self.cache is not None
+            else None
+        )
         self.consumer = make_consumer(
             settings,
             self.requests_topic,
@@ -169,15 +191,22 @@ class Predictor:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         self.watcher.start()
+        if self.precomputer is not None:
+            self.precomputer.start()
+        liveness = Liveness(self.settings, "predictor").start()
         try:
             while not self._stopping:
+                liveness.observe(consumer_positions(self.consumer))
                 polled = self.consumer.poll(timeout_ms=POLL_MS)
                 records = [r for rs in polled.values() for r in rs]
                 if records:
                     self.handle(records)
                     self.consumer.commit()
         finally:
+            liveness.stop()
             self.watcher.stop()
+            if self.precomputer is not None:
+                self.precomputer.stop()
             self.consumer.close(autocommit=False)
             self.producer.close()
 
@@ -191,6 +220,8 @@ class Predictor:
         requests: list[tuple[Any, PredictionRequest]] = []
         # (request record, reply topic, answer): every record gets exactly one answer.
         answers: list[tuple[Any, str | None, Prediction]] = []
+        served_from_cache: dict[str, Entry] = {}  # by request id
+        writes = self.redis.pipeline(transaction=False)  # cache entries + request log
         futures = []
         for record in records:
             try:
@@ -215,9 +246,18 @@ class Predictor:
             for record, request in requests:
                 answers.append((record, request.reply_topic, self._no_champion(record, request)))
         elif requests:
-            champion_scores = score_batch(serving.champion, vectors)
+            champion_scores, hits = self._champion_scores(
+                serving.champion,
+                [(r.entity_id, stored[r.entity_id].rev) for _, r in requests],
+                vectors,
+                now,
+                writes,
+            )
             shadow = {c: score_batch(c, vectors) for c in serving.challengers}
             for i, (record, request) in enumerate(requests):
+                hit = hits[i]
+                if hit is not None:
+                    served_from_cache[request.request_id] = hit
                 answers.append(
                     (
                         record,
@@ -228,6 +268,7 @@ class Predictor:
                             serving.champion,
                             champion_scores[i],
                             freshness(stored[request.entity_id].state, now),
+                            hit,
                         ),
                     )
                 )
@@ -248,7 +289,7 @@ class Predictor:
                     value=encode(answer),
                 )
             )
-        self._log_requests(answers)
+        self._log_requests(answers, served_from_cache, writes)
         self.producer.flush(timeout=SEND_TIMEOUT_S)
         for future in futures:
             future.get(timeout=SEND_TIMEOUT_S)
@@ -258,7 +299,37 @@ class Predictor:
             if answer.latency_ms is not None:
                 metrics.REQUEST_LATENCY.observe(answer.latency_ms / 1000)
         self._report_lag()
-        return Outcome(len(answers), errors)
+        return Outcome(len(answers), errors, sum(1 for _, _, a in answers if a.cached))
+
+    def _champion_scores(
+        self,
+        champion: Loaded,
+        reads: list[tuple[str, int]],
+        vectors: list[dict[str, Any]],
+        now: float,
+        writes: Any,
+    ) -> tuple[list[Scored], list[Entry | None]]:
+        """The champion's answer per request, served from the cache where an entry
+        matches; answers computed for misses worth keeping are queued on ``writes``.
+        ``reads`` are the requests' entities and the revisions read for them."""
+        if self.cache is None:
+            return score_batch(champion, vectors), [None] * len(vectors)
+        asks = [
+            Ask(entity_id, rev, self.cache.timing.digest(vector, now))
+            for (entity_id, rev), vector in zip(reads, vectors, strict=True)
+        ]
+        lookup = self.cache.lookup(champion, asks)
+        misses = [i for i, hit in enumerate(lookup.hits) if hit is None]
+        metrics.PREDICTION_CACHE.labels("hit").inc(len(asks) - len(misses))
+        metrics.PREDICTION_CACHE.labels("miss").inc(len(misses))
+        computed = dict(
+            zip(misses, score_batch(champion, [vectors[i] for i in misses]), strict=True)
+        )
+        scores = [hit.scored if hit else computed[i] for i, hit in enumerate(lookup.hits)]
+        self.cache.save(
+            [(asks[i], computed[i]) for i in misses if lookup.keep[i]], champion, now, writes
+        )
+        return scores, lookup.hits
 
     def _report_lag(self) -> None:
         for tp in self.consumer.assignment():
@@ -274,6 +345,7 @@ class Predictor:
         model: Loaded,
         scored: Scored,
         fresh: float | None,
+        cached: Entry | None,
     ) -> Prediction:
         return Prediction(
             request_id=request.request_id,
@@ -281,9 +353,10 @@ class Predictor:
             prediction=scored.prediction,
             proba=scored.proba,
             model=model.model,
-            model_version=str(model.version),
+            model_version=str(cached.version if cached else model.version),
             latency_ms=_latency_ms(record),
             freshness_s=fresh,
+            cached=cached is not None,
         )
 
     def _no_champion(self, record: Any, request: PredictionRequest) -> Prediction:
@@ -335,12 +408,17 @@ class Predictor:
                 )
         pipe.execute()
 
-    def _log_requests(self, answers: list[tuple[Any, str | None, Prediction]]) -> None:
-        """One request-log entry per request, under the id its answer carries."""
-        pipe = self.redis.pipeline(transaction=False)
+    def _log_requests(
+        self,
+        answers: list[tuple[Any, str | None, Prediction]],
+        served_from_cache: dict[str, Entry],
+        pipe: Any,
+    ) -> None:
+        """One request-log entry per request, under the id its answer carries; a cached
+        answer's entry says which revision and when the answer was computed from."""
         for record, _, answer in answers:
             request_id = answer.request_id
-            entry = {
+            entry: dict[str, Any] = {
                 "request_id": request_id,
                 "input": (record.value or b"")[: self.settings.request_log_input_bytes].decode(
                     "utf-8", errors="replace"
@@ -349,6 +427,9 @@ class Predictor:
                 "at": time.time(),
                 "source": f"{record.topic}[{record.partition}]@{record.offset}",
             }
+            hit = served_from_cache.get(request_id)
+            if hit is not None:
+                entry["cache"] = {"rev": hit.rev, "computed_at": hit.at}
             pipe.set(
                 request_log_key(self.settings.topic_prefix, request_id),
                 orjson.dumps(entry),
@@ -361,6 +442,7 @@ class Predictor:
                     "model_version": answer.model_version,
                     "error": answer.error.code if answer.error else None,
                     "latency_ms": answer.latency_ms,
+                    "cached": answer.cached,
                 },
             )
         pipe.execute()

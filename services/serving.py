@@ -28,12 +28,18 @@ Answer = bool | int | float | str
 
 @dataclass(frozen=True)
 class Loaded:
-    """A verified, deserialised model version ready to score."""
+    """A verified, deserialised model version ready to score.
+
+    ``artifact`` is the registry's content address of the version's bytes (empty when it
+    did not come from the registry): with the version it names the model exactly, e.g.
+    for cached answers.
+    """
 
     model: str
     version: int
     flavor: str
     estimator: Any
+    artifact: str = ""
 
     @property
     def name(self) -> str:

@@ -41,8 +41,11 @@ class SnapshotStore:
         return f"{self._prefix}snapshot:{{{record_id}}}"
 
     def record(self, snapshots: Sequence[tuple[str, Snapshot]]) -> None:
-        """Store snapshots by id, one round trip; re-recording an id changes nothing."""
-        if not snapshots:
+        """Store snapshots by id, one round trip; re-recording an id changes nothing.
+
+        A label window of 0 means no snapshots are kept (Redis refuses an expiry of 0).
+        """
+        if not snapshots or not self._ttl_ms:
             return
         pipe = self._client.pipeline(transaction=False)
         for record_id, snapshot in snapshots:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from kafka import TopicPartition
+from kafka.errors import CommitFailedError
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -57,7 +58,7 @@ from services.promotion import (
     offline_decision,
     slice_regressions,
 )
-from services.registry import CHALLENGER, CHAMPION, SKLEARN, Lineage, Registry
+from services.registry import CHALLENGER, CHAMPION, SKLEARN, Lineage, Registry, Version
 from services.settings import PROJECT_ROOT, Settings
 from streams.clients import make_consumer, make_producer
 from streams.contracts import ControlCommand, DriftAlert, TrainingExample
@@ -173,6 +174,24 @@ def evaluate_slices(
         except ValueError as exc:  # e.g. one class only: log loss is undefined there
             log.info("slice not scored", extra={"slice": name, "reason": str(exc)})
     return figures
+
+
+def retrained_alerts(versions: Sequence[Version]) -> set[str]:
+    """Ids of the alerts some version was already trained for (its trigger's burst).
+
+    >>> trigger = {"type": "alert", "id": "a1", "burst": "a1,a2"}
+    >>> lineage = Lineage({}, "fs", {}, {}, "c", trigger, "t")
+    >>> sorted(retrained_alerts([Version("m", 1, "sklearn", "x", 0.0, "t", {}, lineage)]))
+    ['a1', 'a2']
+    """
+    done: set[str] = set()
+    for version in versions:
+        trigger = version.lineage.trigger
+        if trigger.get("type") == "alert":
+            done.add(trigger.get("id", ""))
+            done.update(trigger.get("burst", "").split(","))
+    done.discard("")
+    return done
 
 
 def code_version() -> str:
@@ -411,11 +430,19 @@ class AlertListener:
                         del bursts[model]
                         self._retrain(model, alert_ids)
                 if not bursts:
-                    self.consumer.commit()
+                    self._commit()
         finally:
             self.liveness.stop()
             self.consumer.close(autocommit=False)
             self.producer.close()
+
+    def _commit(self) -> None:
+        try:
+            self.consumer.commit()
+        except CommitFailedError as exc:
+            # A retrain outlasted the max poll interval and the group moved on: the
+            # records are read again and recognised as done (see _retrain).
+            log.warning("commit refused after a rebalance", extra={"error": str(exc)})
 
     def _collect(self, record: Any, bursts: dict[str, tuple[float, list[str]]]) -> None:
         try:
@@ -471,7 +498,14 @@ class AlertListener:
         )
 
     def _retrain(self, model: str, alert_ids: list[str]) -> None:
-        trigger = {"type": "alert", "id": alert_ids[0], "burst": ",".join(alert_ids)}
+        # An alert read again after a crash between registering and committing (or
+        # after a retrain outlasted the max poll interval) was retrained already.
+        done = retrained_alerts(self.retrainer.registry.versions(model))
+        fresh = [alert_id for alert_id in alert_ids if alert_id not in done]
+        if not fresh:
+            log.info("alerts already retrained", extra={"model": model, "alerts": alert_ids})
+            return
+        trigger = {"type": "alert", "id": fresh[0], "burst": ",".join(fresh)}
         self._retrain_safely(model, trigger)
 
     def _retrain_safely(self, model: str, trigger: dict[str, str]) -> None:

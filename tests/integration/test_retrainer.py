@@ -21,7 +21,7 @@ import pytest
 
 from services.model_updates import open_registry
 from services.registry import CHALLENGER, CHAMPION, Registry
-from services.retrainer import Retrainer
+from services.retrainer import AlertListener, Retrainer
 from services.settings import Settings
 from streams.admin import ensure_topics
 from streams.clients import make_producer
@@ -219,3 +219,22 @@ def test_tampered_artifacts_are_refused_and_the_champion_is_unchanged(
 
     assert registry.load(MODEL, champion.version) is not None
     assert registry.alias(MODEL, CHAMPION) == champion
+
+
+def test_an_alert_read_again_after_a_crash_is_not_retrained_twice(deployment: Settings) -> None:
+    # The retrainer registers, then commits the alert's offset: killed in between (or
+    # dropped from its group by a retrain longer than the max poll interval), it reads
+    # the alert again. The registry already names it, so it must not train again.
+    publish_examples(deployment, concept(1000, seed=5, flipped=False), start=0)
+    registry = open_registry(deployment, announce=False)
+    listener = AlertListener(deployment, Retrainer(deployment, registry))
+    try:
+        listener._retrain(MODEL, ["a1"])
+        assert [v.lineage.trigger["burst"] for v in registry.versions(MODEL)] == ["a1"]
+
+        listener._retrain(MODEL, ["a1"])
+        listener._retrain(MODEL, ["a1", "a2"])
+    finally:
+        listener.consumer.close()
+        listener.producer.close()
+    assert [v.lineage.trigger["burst"] for v in registry.versions(MODEL)] == ["a1", "a2"]

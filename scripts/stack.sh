@@ -9,6 +9,9 @@
 #
 # EDDY_KAFKA_BOOTSTRAP / EDDY_REDIS_URL name services you already run: then this script
 # starts nothing for them and only checks that they answer.
+# STACK_KAFKA_PORT, STACK_CONTROLLER_PORT and STACK_REDIS_PORT move what it starts to other
+# ports (defaults 9092, 9093, 6379): with a data folder of its own, a second stack runs
+# beside the first (scripts/chaos.py does this to break a stack nobody else uses).
 # The broker's jars come from Maven Central through scripts/kafka/pom.xml (no Docker, no
 # tarball); Redis comes from Debian's redis-server package, installed when missing.
 set -euo pipefail
@@ -17,9 +20,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${EDDY_DATA_DIR:-$ROOT/.eddy}
 PY=${STACK_PYTHON:-$ROOT/.venv/bin/python}
 
-KAFKA_PORT=9092
-CONTROLLER_PORT=9093
-REDIS_PORT=6379
+KAFKA_PORT=${STACK_KAFKA_PORT:-9092}
+CONTROLLER_PORT=${STACK_CONTROLLER_PORT:-9093}
+REDIS_PORT=${STACK_REDIS_PORT:-6379}
 KAFKA_HEAP=${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}
 READY_TIMEOUT_S=90
 
@@ -44,7 +47,12 @@ alive() {
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$pattern"
 }
 
-probe() { "$PY" -m services.health "$@"; }
+# Probes ask the services on this script's ports unless the user named external ones.
+probe() {
+  EDDY_KAFKA_BOOTSTRAP=${EDDY_KAFKA_BOOTSTRAP:-127.0.0.1:$KAFKA_PORT} \
+    EDDY_REDIS_URL=${EDDY_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0} \
+    "$PY" -m services.health "$@"
+}
 
 need_python() {
   [[ -x $PY ]] || die "no Python environment at $PY: run scripts/bootstrap.sh first"

@@ -1,0 +1,191 @@
+"""One fault per scenario, done to the running deployment while the load goes on.
+
+Each function returns when its fault is over (the service killed, the broker or Redis
+back), and records what it did in the scenario's ledger: kills, broker restarts, alerts
+injected, and notes for the figures. Restarting the killed services is the supervisors'
+job, not this module's.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from chaos.fleet import Fleet
+from chaos.ledger import Ledger, versions_for
+from chaos.observe import Inspector
+from chaos.plan import KILLED, Mode, slow_retrainer_settings
+from chaos.stack import PrivateStack
+from chaos.traffic import Traffic
+from services.settings import Settings
+
+POLL_S = 0.02  # how fast a registration is noticed (the kill must beat the commit)
+RESTARTED_TIMEOUT_S = 120.0
+REGISTERED_TIMEOUT_S = 120.0
+POLL_TIMEOUT_WARNING = "Consumer poll timeout has expired"
+RETRAINED = "retrained"
+
+
+@dataclass
+class Context:
+    mode: Mode
+    settings: Settings
+    stack: PrivateStack
+    fleet: Fleet
+    traffic: Traffic
+    inspector: Inspector
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+    return True
+
+
+def _running_again(ctx: Context, service: str, old_pid: int) -> bool:
+    return _wait_for(lambda: ctx.fleet.pid(service) not in (None, old_pid), RESTARTED_TIMEOUT_S)
+
+
+def _retrained(ctx: Context, alert_id: str) -> bool:
+    return versions_for(ctx.inspector.versions(), alert_id) > 0
+
+
+def nothing(ctx: Context, ledger: Ledger) -> None:
+    """The control scenario: load only."""
+
+
+def kill_service(ctx: Context, ledger: Ledger) -> None:
+    """SIGKILL the scenario's service ``mode.kills`` times, waiting for each restart."""
+    service = KILLED[ledger.name]
+    for kill in range(ctx.mode.kills):
+        if kill:
+            time.sleep(ctx.mode.kill_gap_s)
+        pid = ctx.fleet.kill(service)
+        ledger.kills[service] += 1
+        if not _running_again(ctx, service, pid):
+            ledger.problems.append(
+                f"{service} was not running again {RESTARTED_TIMEOUT_S} s after a kill"
+            )
+            return
+
+
+def kill_retrainer_after_registering(ctx: Context, ledger: Ledger) -> None:
+    """An alert, then SIGKILL the retrainer the moment its version is in the registry:
+    the retrain is done, its offset not yet committed (the crash that replays it)."""
+    targeted = 0
+    for kill in range(ctx.mode.kills):
+        alert_id = f"{ledger.name}-alert-{kill}"
+        ctx.traffic.alert(ledger, alert_id)
+        registered = _wait_for(
+            functools.partial(_retrained, ctx, alert_id), REGISTERED_TIMEOUT_S, POLL_S
+        )
+        if not registered:
+            ledger.problems.append(
+                f"{alert_id} was not retrained within {REGISTERED_TIMEOUT_S:.0f} s "
+                "(the retrainer was killed then anyway)"
+            )
+        pid = ctx.fleet.kill("retrainer")
+        ledger.kills["retrainer"] += 1
+        targeted += registered
+        if not _running_again(ctx, "retrainer", pid):
+            ledger.problems.append(
+                f"retrainer was not running again {RESTARTED_TIMEOUT_S} s after a kill"
+            )
+            return
+        time.sleep(ctx.mode.kill_gap_s)
+    ledger.notes["kills right after a registration"] = targeted
+
+
+def restart_kafka(ctx: Context, ledger: Ledger) -> None:
+    ctx.stack.stop_kafka(ctx.mode.kafka_signal)
+    ledger.broker_restarts += 1
+    ledger.notes["broker stopped with"] = ctx.mode.kafka_signal.name
+    time.sleep(ctx.mode.kafka_down_s)
+    ctx.stack.up()
+
+
+def stop_redis(ctx: Context, ledger: Ledger) -> None:
+    ctx.stack.stop_redis()
+    time.sleep(ctx.mode.redis_down_s)
+    ctx.stack.up()
+
+
+def flood(ctx: Context, ledger: Ledger) -> None:
+    ctx.traffic.flood(ledger, ctx.mode.flood_copies)
+
+
+def slow_retrain(ctx: Context, ledger: Ledger) -> None:
+    """The retrainer again, now with a max poll interval shorter than its retrain (a
+    window of every example there is); then two alerts, one after the other's retrain."""
+    log = ctx.settings.data_dir / "logs" / "retrainer.log"
+    ledger.notes["log from byte"] = log.stat().st_size if log.exists() else 0
+    ctx.fleet.start("retrainer", slow_retrainer_settings(ctx.settings, ctx.mode))
+    first, second = f"{ledger.name}-alert-0", f"{ledger.name}-alert-1"
+    ctx.traffic.alert(ledger, first)  # read from the group's committed offset, once it joins
+    _wait_for(functools.partial(_retrained, ctx, first), REGISTERED_TIMEOUT_S)
+    ctx.traffic.alert(ledger, second)
+
+
+def slow_retrain_notes(ctx: Context, ledger: Ledger) -> None:
+    """From the retrainer's log: how long the first retrain took, and whether the
+    consumer's poll timeout expired (the premise of the scenario)."""
+    log = ctx.settings.data_dir / "logs" / "retrainer.log"
+    start = int(ledger.notes.pop("log from byte", 0))
+    seconds: list[float] = []
+    expired = 0
+    for line in _lines(log, start):
+        if POLL_TIMEOUT_WARNING in line:
+            expired += 1
+        entry = _json(line)
+        trigger = entry.get("trigger") or {}
+        if entry.get("message") == RETRAINED and ledger.alerts[0] in str(trigger.get("burst")):
+            seconds.append(float(entry.get("seconds", 0.0)))
+    limit_s = ctx.mode.slow_poll_interval_ms / 1000
+    ledger.notes["max poll interval s"] = limit_s
+    ledger.notes["first alert's retrain s"] = seconds
+    ledger.notes["poll timeouts expired"] = expired
+    if not seconds or max(seconds) <= limit_s:
+        ledger.problems.append(
+            f"premise not met: no retrain of {ledger.alerts[0]} took longer than the max poll "
+            f"interval ({limit_s} s)"
+        )
+
+
+def _lines(path: Path, start: int) -> list[str]:
+    if not path.exists():
+        return []
+    with path.open("rb") as handle:
+        handle.seek(start)
+        return handle.read().decode(errors="replace").splitlines()
+
+
+def _json(line: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+FAULTS: dict[str, Callable[[Context, Ledger], None]] = {
+    "baseline": nothing,
+    "kill-features": kill_service,
+    "kill-learner": kill_service,
+    "kill-predictor": kill_service,
+    "kill-retrainer": kill_retrainer_after_registering,
+    "kafka-restart": restart_kafka,
+    "redis-outage": stop_redis,
+    "malformed-flood": flood,
+    "slow-retrain": slow_retrain,
+}
+# Run after the scenario has caught up (or given up), before its figures are taken.
+AFTERWARDS: dict[str, Callable[[Context, Ledger], None]] = {"slow-retrain": slow_retrain_notes}

@@ -1,0 +1,225 @@
+"""The timeline of a chaos run.
+
+1. start a private Kafka and Redis (``scripts/stack.sh`` on ports and a data folder of
+   the run's own), create the topics, fill the retraining window, start the four
+   services under supervisors and wait for the first champion;
+2. per scenario: load on the scenario's own entities, the fault, more load, then wait
+   (up to the mode's deadline) until everything sent is accounted for and every
+   consumer group has caught up, with nobody's help: the time that takes is the
+   scenario's recovery time;
+3. read the final state, account every scenario against it, print the table;
+4. stop everything this run started (also on failure).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import platform
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from chaos.faults import AFTERWARDS, FAULTS, Context
+from chaos.fleet import Fleet
+from chaos.ledger import Bounds, Figures, Ledger, account, account_totals, pending
+from chaos.observe import Inspector, Tap
+from chaos.plan import SERVICES, Mode, Scenario, deployment_settings
+from chaos.stack import PrivateStack, choose_ports
+from chaos.traffic import Traffic
+from services.logs import NOISY_LIBRARIES, JsonLineFormatter
+from services.registry import CHAMPION
+from services.settings import Settings
+from streams.admin import ensure_topics
+
+CHECK_EVERY_S = 1.0
+DRAIN_S = 60.0
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Outcome:
+    figures: list[Figures]  # one per scenario, then the whole run ("all")
+    runtime_s: float
+    workdir: Path
+    header: dict[str, str | float]
+
+    @property
+    def passed(self) -> bool:
+        return all(f.passed for f in self.figures)
+
+
+def run(base: Settings, mode: Mode, workdir: Path, seed: int, command: str, say: Say) -> Outcome:
+    started = time.monotonic()
+    workdir.mkdir(parents=True, exist_ok=True)
+    _log_to(workdir / "driver.log")
+    ports = choose_ports()
+    stack = PrivateStack(workdir / "stack", ports, base.child_env())
+    stack.share_kafka_jars(base.data_dir / "kafka" / "libs")
+    settings = deployment_settings(base, ports, workdir / "deployment", secrets.token_hex(32))
+    fleet = Fleet(settings.data_dir / "logs")
+    clock = _Clock(started, say)
+    stack_up = False
+    tap: Tap | None = None
+    traffic: Traffic | None = None
+    inspector: Inspector | None = None
+    try:
+        clock.say(f"private stack: Kafka 127.0.0.1:{ports.kafka}, Redis 127.0.0.1:{ports.redis}")
+        stack.up()
+        stack_up = True
+        ensure_topics(settings)
+        traffic = Traffic(settings, mode, seed)
+        warm_up = traffic.warm_up_examples(mode.warm_up)
+        filler = traffic.window_filler(mode.filler)
+        clock.say(
+            f"stack up, topics created, {len(warm_up):,} warm-up examples and "
+            f"{len(filler):,} for the retraining window"
+        )
+        tap = Tap(settings)
+        tap.start()
+        inspector = Inspector(settings)
+        for service in SERVICES:
+            fleet.start(service, settings)
+        context = Context(mode, settings, stack, fleet, traffic, inspector)
+        warm = _warm_up(context, warm_up)
+        clock.say("warm: a champion serves" if warm else "warm-up incomplete; going on")
+        # After a scenario that did not catch up, the suite repairs the deployment so the
+        # next scenario is judged on its own (the failed one keeps its verdict).
+        ledgers = [
+            _play(context, scenario, tap, clock, repair=scenario is not mode.scenarios[-1])
+            for scenario in mode.scenarios
+        ]
+        inspector.wait_drained(tap, DRAIN_S)
+        entities = set().union(*(ledger.entities for ledger in ledgers))
+        observed = inspector.observe(tap, entities)
+        bounds = Bounds(settings.predictor_batch_size, settings.topic_prefix)
+        figures = [account(ledger, observed, bounds) for ledger in ledgers]
+        total = account_totals(figures, ledgers, observed, warm_up)
+        if not warm:
+            total.problems.append("the deployment did not warm up (no champion, or examples)")
+    finally:
+        clock.say("stopping the services and the private stack")
+        # Each step runs whatever the one before it raised: the stack must go down.
+        with contextlib.ExitStack() as cleanup:
+            if stack_up:
+                cleanup.callback(stack.down)
+            for client in (tap, traffic, inspector):
+                if client is not None:
+                    cleanup.callback(client.close)
+            cleanup.callback(fleet.stop)
+    runtime = time.monotonic() - started
+    header: dict[str, str | float] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "mode": mode.name,
+        "runtime_s": round(runtime, 1),
+        "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}",
+        "workdir": str(workdir),
+    }
+    return Outcome([*figures, total], runtime, workdir, header)
+
+
+class _Clock:
+    def __init__(self, started: float, say: Say) -> None:
+        self.started = started
+        self._say = say
+
+    def say(self, text: str) -> None:
+        self._say(f"[{time.monotonic() - self.started:6.1f}s] {text}")
+
+
+def _log_to(path: Path) -> None:
+    """The driver's own logs (and its clients' warnings during outages) go to a file:
+    the terminal shows the timeline and the figures."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(JsonLineFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for chatty in NOISY_LIBRARIES:
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def _warm_up(ctx: Context, examples: set[str]) -> bool:
+    """A champion serves and the learner has learned the warm-up examples."""
+    deadline = time.monotonic() + ctx.mode.warm_up_s
+    while time.monotonic() < deadline:
+        try:
+            champion = ctx.inspector.registry.alias(ctx.settings.model_name, CHAMPION)
+            observed_learned = ctx.inspector.checkpoints.latest()
+            learned = set(observed_learned.learned) if observed_learned else set()
+        except Exception:  # the registry or checkpoint is being written: look again
+            champion, learned = None, set()
+        if champion is not None and examples <= learned:
+            return True
+        time.sleep(CHECK_EVERY_S)
+    return False
+
+
+def _play(ctx: Context, scenario: Scenario, tap: Tap, clock: _Clock, *, repair: bool) -> Ledger:
+    mode = ctx.mode
+    ledger = Ledger(
+        scenario.name,
+        entities={f"{scenario.name}-u{k}" for k in range(mode.entities)},
+        started=time.time(),
+    )
+    restarts = ctx.fleet.restarts()
+    stop = threading.Event()
+    load = threading.Thread(target=ctx.traffic.run, args=(ledger, stop), name="chaos-load")
+    clock.say(f"{scenario.name}: {scenario.fault}")
+    load.start()
+    try:
+        time.sleep(mode.lead_s)
+        FAULTS[scenario.name](ctx, ledger)
+        fault_over = time.monotonic()
+        time.sleep(mode.tail_s)
+    finally:
+        stop.set()
+        load.join()
+    ctx.traffic.settle(ledger)
+    waiting = _catch_up(ctx, ledger, tap, fault_over)
+    if ledger.recovered_s is None:
+        clock.say(f"{scenario.name}: NOT caught up after {mode.catch_up_s:.0f} s: {waiting}")
+        if repair:
+            ctx.fleet.restart_all()
+            repaired_at = time.monotonic()
+            still = _catch_up(ctx, dataclasses.replace(ledger, notes={}), tap, repaired_at)
+            ledger.notes["repair"] = "the suite restarted every service; caught up " + (
+                "never" if still else f"{time.monotonic() - repaired_at:.0f} s later"
+            )
+            clock.say(f"{scenario.name}: {ledger.notes['repair']}")
+    else:
+        clock.say(f"{scenario.name}: caught up {ledger.recovered_s:.1f} s after the fault")
+    ledger.ended = time.time()
+    ledger.restarts = ctx.fleet.restarts() - restarts
+    if scenario.name in AFTERWARDS:
+        AFTERWARDS[scenario.name](ctx, ledger)
+    return ledger
+
+
+def _catch_up(ctx: Context, ledger: Ledger, tap: Tap, fault_over: float) -> list[str]:
+    """Wait until nothing of the scenario is pending; returns what still was, if anything."""
+    bounds = Bounds(ctx.settings.predictor_batch_size, ctx.settings.topic_prefix)
+    deadline = fault_over + ctx.mode.catch_up_s
+    waiting = ["nothing observed yet"]
+    while time.monotonic() < deadline:
+        try:
+            observed = ctx.inspector.observe(tap, ledger.entities)
+        except Exception as exc:  # Kafka or Redis still coming back: look again
+            waiting = [f"state unreadable: {exc!r}"]
+        else:
+            waiting = pending(account(ledger, observed, bounds), observed.lag)
+            if not waiting:
+                ledger.recovered_s = round(time.monotonic() - fault_over, 1)
+                ledger.lag = observed.lag
+                return []
+            ledger.lag = observed.lag
+        time.sleep(CHECK_EVERY_S)
+    return waiting

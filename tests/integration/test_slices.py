@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,11 @@ from services.registry import CHAMPION, SKLEARN, Lineage
 from services.retrainer import Retrainer, make_estimator
 from services.settings import Settings
 from streams.admin import ensure_topics
-from streams.clients import make_producer
-from streams.contracts import SourceOffset, TrainingExample
 from streams.models import numeric
 from streams.slices import split
-from streams.topics import Topic, spec_for
-from streams.validation import encode
+from tests.integration.test_retrainer import publish_examples
 
 MODEL = "sliced"
-BASE = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
 
 
 def _rows(count: int, seed: int, eu_share: float, flipped_us: bool) -> list[tuple[dict, bool]]:
@@ -56,21 +51,7 @@ def _deployment(stack: Settings, tmp_path: Path, slices: str) -> Settings:
         }
     )
     ensure_topics(settings)
-    topic = spec_for(Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=3).name
-    producer = make_producer(settings, linger_ms=10)
-    for i, (x, y) in enumerate(_rows(3000, seed=2, eu_share=0.2, flipped_us=True)):
-        example = TrainingExample(
-            example_id=f"ex-{i}",
-            entity_id=f"u{i % 17}",
-            event_time=datetime.fromtimestamp(BASE + i, UTC),
-            label=y,
-            features=x,
-            feature_set="fs-test",
-            source=SourceOffset(topic="events", partition=i % 3, offset=i),
-        )
-        producer.send(topic, key=example.entity_id.encode(), value=encode(example))
-    producer.flush(timeout=60)
-    producer.close()
+    publish_examples(settings, _rows(3000, seed=2, eu_share=0.2, flipped_us=True), start=0)
     return settings
 
 
@@ -113,10 +94,7 @@ def test_a_slice_regression_blocks_a_promotion_and_the_audit_names_the_slice(
     assert registry.alias(MODEL, CHAMPION).version == 1
     # The figures behind it: the candidate fails eu and wins us; both are recorded.
     assert per_slice["region=eu"]["accuracy"] < 0.5 < per_slice["region=us"]["accuracy"]
-    assert per_slice["region=eu"]["n"] + per_slice["region=us"]["n"] == overall_holdout(decision)
+    holdout = decision["evidence"]["holdout_size"]
+    assert per_slice["region=eu"]["n"] + per_slice["region=us"]["n"] == holdout
     champion_eu = decision["slices"]["champion"]["region=eu"]["accuracy"]
     assert champion_eu > 0.9 > per_slice["region=eu"]["accuracy"]
-
-
-def overall_holdout(decision: dict) -> float:
-    return float(decision["evidence"]["holdout_size"])

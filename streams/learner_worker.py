@@ -24,7 +24,6 @@ restart. A hot standby owns nothing: healthy.
 
 from __future__ import annotations
 
-import collections
 import logging
 import signal
 import time
@@ -49,6 +48,7 @@ from streams.clients import make_consumer, make_producer, make_redis
 from streams.contracts import DriftAlert, Label, SourceOffset, TrainingExample
 from streams.feature_definitions import FEATURES
 from streams.learner import Item, Learner, LearnerConfig, Position
+from streams.recent_ids import RecentIds
 from streams.serialization import IntegrityError, seal, signing_key, unseal, write_atomically
 from streams.snapshots import SnapshotStore
 from streams.topics import Topic, spec_for
@@ -100,8 +100,8 @@ class LearnerState:
     """Everything a checkpoint seals: the learner, its offsets, the ids it has learned."""
 
     learner: Learner
+    learned: RecentIds  # the last EDDY_LEARNER_DEDUP_IDS example and label ids learned
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to read
-    learned: collections.OrderedDict[str, None] = field(default_factory=collections.OrderedDict)
     labels_joined: int = 0
     labels_unmatched: int = 0
     label_latency_s_total: float = 0.0
@@ -136,14 +136,9 @@ class LearnerState:
             if end > self.snapshot_offsets.get((topic, partition), 0)
         }
 
-    def remember(self, record_id: str, limit: int) -> bool:
-        """False if ``record_id`` was learned already; keeps the last ``limit`` ids."""
-        if record_id in self.learned:
-            return False
-        self.learned[record_id] = None
-        while len(self.learned) > limit:
-            self.learned.popitem(last=False)
-        return True
+    def remember(self, record_id: str) -> bool:
+        """False if ``record_id`` was learned already."""
+        return self.learned.add(record_id)
 
 
 class CheckpointStore:
@@ -299,7 +294,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             return None
         if example.source.topic == self.labels_topic:
             return None  # our own late-label join, published for retraining: learned already
-        if not self.state.remember(example.example_id, self.settings.learner_dedup_ids):
+        if not self.state.remember(example.example_id):
             return None
         where = Position(where.topic, where.partition, where.offset, example.event_time.timestamp())
         return (example.features, example.label, where), example.feature_set
@@ -330,7 +325,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                     self._since_checkpoint += 1  # a state change worth saving too
                 continue
             del self.state.pending_labels[record_id]
-            if not self.state.remember(record_id, self.settings.learner_dedup_ids):
+            if not self.state.remember(record_id):
                 continue
             self.state.labels_joined += 1
             self.state.label_latency_s_total += max(0.0, label.event_time.timestamp() - snapshot.at)
@@ -435,12 +430,24 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         return every > 0 and learned >= every
 
     def _restore(self) -> LearnerState:
+        limit = self.settings.learner_dedup_ids
         restored = self.checkpoints.latest()
         if restored is not None and restored.learner.config == self.config:
+            restored.learned = restored_dedup_memory(restored.learned, limit)
             return restored
         if restored is not None:
             log.warning("checkpoint is for another configuration; starting fresh")
-        return LearnerState(Learner(self.config))
+        return LearnerState(Learner(self.config), RecentIds(limit))
+
+
+def restored_dedup_memory(learned: RecentIds | Iterable[str], limit: int) -> RecentIds:
+    """The restored dedup memory with ``limit`` ids (checkpoints before 2026-11 kept strings)."""
+    if isinstance(learned, RecentIds):
+        return learned if learned.limit == limit else learned.resized(limit)
+    memory = RecentIds(limit)
+    for record_id in learned:
+        memory.add(record_id)
+    return memory
 
 
 def _offset_meta(offset: int) -> Any:

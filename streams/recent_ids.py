@@ -58,6 +58,22 @@ class RecentIds:
         self._next = (self._next + 1) % self.limit
         return True
 
+    def resized(self, limit: int) -> RecentIds:
+        """The same memory keeping ``limit`` ids: the newest ones if it shrinks."""
+        resized = RecentIds(limit)
+        for digest in self._in_order()[-limit:]:
+            resized._ring[resized._next] = digest
+            resized._members.add(int(digest))
+            resized._next = (resized._next + 1) % limit
+            resized._count += 1
+        return resized
+
+    def _in_order(self) -> np.ndarray:
+        """The digests held, oldest first."""
+        if self._count == self.limit:
+            return np.roll(self._ring, -self._next)
+        return self._ring[: self._count]
+
     def __contains__(self, record_id: object) -> bool:
         return isinstance(record_id, str) and _digest(record_id) in self._members
 
@@ -70,5 +86,4 @@ class RecentIds:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.limit, self._ring = state["limit"], state["ring"]
         self._next, self._count = state["next"], state["count"]
-        order = np.roll(self._ring, -self._next) if self._count == self.limit else self._ring
-        self._members = {int(d) for d in order[: self._count]}
+        self._members = {int(d) for d in self._in_order()}

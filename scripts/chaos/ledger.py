@@ -39,6 +39,7 @@ from typing import Any
 
 from streams.feature_definitions import FEATURES
 from streams.features import EntityState, apply_event, encode_state
+from streams.recent_ids import RecentIds
 
 AGGREGATED = "amount"  # the aggregated feature whose bucket counts reveal a double count
 CHECKPOINT = "checkpoint"
@@ -107,7 +108,7 @@ class Observed:
     dead_letters: dict[tuple[str, int, int], list[str]] = field(default_factory=dict)
     answers: dict[str, list[Answer]] = field(default_factory=dict)
     examples: Counter[str] = field(default_factory=Counter)  # copies of each example id
-    learned: set[str] = field(default_factory=set)
+    learned: RecentIds | set[str] = field(default_factory=set)  # the learner's dedup memory
     learner_examples: int = 0
     versions: list[SeenVersion] = field(default_factory=list)
     lag: dict[str, int] = field(default_factory=dict)  # service → records still to process
@@ -279,12 +280,17 @@ def _account_learning(ledger: Ledger, observed: Observed, figures: Figures) -> N
     answered = set(observed.answers)
     expected = (labelled & applied) | (ledger.labels & answered)
     figures.examples_expected = len(expected)
-    figures.examples_learned = len(expected & observed.learned)
+    figures.examples_learned = len(_learned(expected, observed))
     if figures.examples_learned < figures.examples_expected:
         figures.problems.append(
             f"{figures.examples_expected - figures.examples_learned} examples or labels "
             "never learned"
         )
+
+
+def _learned(ids: set[str], observed: Observed) -> set[str]:
+    """Those of ``ids`` that the learner's dedup memory holds."""
+    return {record_id for record_id in ids if record_id in observed.learned}
 
 
 def _account_answers(ledger: Ledger, observed: Observed, bounds: Bounds, figures: Figures) -> None:
@@ -365,16 +371,19 @@ def account_totals(
     total.alert_retrains = [n for f in figures for n in f.alert_retrains]
     total.problems = [f"{f.scenario}: {p}" for f in figures for p in f.problems]
     learned_twice = observed.learner_examples - len(observed.learned)
+    warm_up_learned = _learned(warm_up, observed)
     total.notes = {
         "learned_twice": learned_twice,
         "warm_up_examples": len(warm_up),
-        "warm_up_learned": len(warm_up & observed.learned),
+        "warm_up_learned": len(warm_up_learned),
         "learner backlog it skips (committed lag)": observed.skipped_backlog,
     }
     if learned_twice:
         total.problems.append(f"the learner counts {learned_twice} more examples than ids learned")
-    if warm_up - observed.learned:
-        total.problems.append(f"{len(warm_up - observed.learned)} warm-up examples never learned")
+    if len(warm_up_learned) < len(warm_up):
+        total.problems.append(
+            f"{len(warm_up) - len(warm_up_learned)} warm-up examples never learned"
+        )
     duplicates = duplicate_versions(observed.versions)
     total.versions = len(observed.versions)
     total.duplicate_versions = len(duplicates)

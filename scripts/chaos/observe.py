@@ -158,7 +158,7 @@ class Inspector:
     def learner(self, observed: Observed) -> None:
         state = self.checkpoints.latest()
         if state is not None:
-            observed.learned = set(state.learned)
+            observed.learned = state.learned
             observed.learner_examples = state.learner.examples
 
     def versions(self) -> list[SeenVersion]:

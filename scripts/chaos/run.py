@@ -153,11 +153,11 @@ def _warm_up(ctx: Context, examples: set[str]) -> bool:
     while time.monotonic() < deadline:
         try:
             champion = ctx.inspector.registry.alias(ctx.settings.model_name, CHAMPION)
-            observed_learned = ctx.inspector.checkpoints.latest()
-            learned = set(observed_learned.learned) if observed_learned else set()
+            state = ctx.inspector.checkpoints.latest()
+            learned = state is not None and all(e in state.learned for e in examples)
         except Exception:  # the registry or checkpoint is being written: look again
-            champion, learned = None, set()
-        if champion is not None and examples <= learned:
+            champion, learned = None, False
+        if champion is not None and learned:
             return True
         time.sleep(CHECK_EVERY_S)
     return False

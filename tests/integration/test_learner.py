@@ -23,6 +23,7 @@ from streams.clients import make_producer, make_redis
 from streams.contracts import Label, SourceOffset, TrainingExample
 from streams.learner import Learner, LearnerConfig, Position
 from streams.learner_worker import CheckpointStore, LearnerState
+from streams.recent_ids import RecentIds
 from streams.serialization import signing_key
 from streams.snapshots import Snapshot, SnapshotStore
 from streams.topics import Topic, spec_for
@@ -237,7 +238,7 @@ def test_late_shuffled_duplicated_and_missing_labels_join_their_snapshots(
 def test_restored_checkpoints_refuse_tampering(learner_deployment: LearnerDeployment) -> None:
     deployment = learner_deployment
     store = deployment.checkpoints()
-    path = store.save(LearnerState(Learner(LearnerConfig(model="default"))))
+    path = store.save(LearnerState(Learner(LearnerConfig(model="default")), RecentIds(10)))
     blob = bytearray(path.read_bytes())
     blob[-5] ^= 0xFF
     path.write_bytes(bytes(blob))

@@ -43,3 +43,34 @@ def test_the_checkpointed_form_is_small() -> None:
 def test_limit_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         RecentIds(limit=0)
+
+
+@pytest.mark.parametrize(("added", "limit"), [(0, 4), (3, 4), (17, 4), (17, 10), (17, 30), (6, 30)])
+def test_a_resized_memory_keeps_the_newest_ids_and_then_forgets_the_oldest_first(
+    added: int, limit: int
+) -> None:
+    original = RecentIds(limit=10)
+    ids = [f"a{i}" for i in range(added)]
+    for record_id in ids:
+        original.add(record_id)
+    resized = original.resized(limit)
+    kept = ids[-min(limit, 10, added) :] if added else []
+    assert len(resized) == len(kept)
+    assert [record_id in resized for record_id in ids] == [i in kept for i in ids]
+    later = [f"b{i}" for i in range(limit)]
+    for record_id in later:
+        resized.add(record_id)
+    assert not any(record_id in resized for record_id in kept)
+    assert all(record_id in resized for record_id in later)
+
+
+def test_a_checkpoint_from_before_digests_keeps_its_ids_in_order() -> None:
+    from collections import OrderedDict
+
+    from streams.learner_worker import restored_dedup_memory
+
+    old = OrderedDict((f"id-{i}", None) for i in range(5))
+    memory = restored_dedup_memory(old, limit=3)
+    assert [f"id-{i}" in memory for i in range(5)] == [False, False, True, True, True]
+    assert restored_dedup_memory(memory, limit=3) is memory
+    assert len(restored_dedup_memory(memory, limit=2)) == 2

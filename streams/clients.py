@@ -15,10 +15,13 @@ streams.clients.ClientInvariantError: producer setting acks must stay 'all' (got
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from services.settings import SecurityProtocol, Settings
 
@@ -27,6 +30,9 @@ CONSUMER_INVARIANTS: dict[str, Any] = {"enable_auto_commit": False}
 # A group notices new topics or partitions (scaling out) at its next metadata refresh:
 # 30 s instead of the client default of 5 min.
 METADATA_MAX_AGE_MS = 30_000
+# How long a group member waits for its topics' partitions to be known before joining.
+TOPIC_METADATA_TIMEOUT_S = 30.0
+TOPIC_METADATA_RETRY_S = 0.2
 
 
 class ClientInvariantError(ValueError):
@@ -100,7 +106,39 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
 def make_consumer(
     settings: Settings, *topics: str, group_id: str | None, **overrides: Any
 ) -> KafkaConsumer:
-    return KafkaConsumer(*topics, **consumer_config(settings, group_id, **overrides))
+    """A consumer; with a group and topics, subscribed once the topics are known."""
+    if group_id is None:
+        return KafkaConsumer(*topics, **consumer_config(settings, group_id, **overrides))
+    consumer = KafkaConsumer(**consumer_config(settings, group_id, **overrides))
+    if topics:
+        subscribe(consumer, topics)
+    return consumer
+
+
+def subscribe(
+    consumer: KafkaConsumer,
+    topics: Iterable[str],
+    listener: ConsumerRebalanceListener | None = None,
+    timeout_s: float = TOPIC_METADATA_TIMEOUT_S,
+) -> None:
+    """Subscribe to ``topics`` after the client has learnt their partitions.
+
+    A member that joins its group before its client has the topics' metadata and ends
+    up as the group leader assigns nothing (kafka-python's assignors log "No partition
+    metadata for topic ...") and can stay idle until another rebalance happens, which
+    may be never. Fetching the metadata first makes the first assignment complete.
+    """
+    topics = list(topics)
+    deadline = time.monotonic() + timeout_s
+    for topic in topics:
+        while not consumer.partitions_for_topic(topic):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"topic {topic} has no partitions on the broker after "
+                    f"{timeout_s:.0f} s (create Eddy's topics: eddy topics create)"
+                )
+            time.sleep(TOPIC_METADATA_RETRY_S)
+    consumer.subscribe(topics, listener=listener)
 
 
 def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:

@@ -44,7 +44,7 @@ from kafka.coordinator.assignors.abstract import (
 from services import metrics
 from services.liveness import Liveness, consumer_positions
 from services.settings import Settings
-from streams.clients import make_consumer, make_producer, make_redis
+from streams.clients import make_consumer, make_producer, make_redis, subscribe
 from streams.contracts import DriftAlert, Label, SourceOffset, TrainingExample
 from streams.feature_definitions import FEATURES
 from streams.learner import Item, Learner, LearnerConfig, Position
@@ -236,7 +236,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        self.consumer.subscribe([self.examples_topic, self.labels_topic], listener=self)
+        subscribe(self.consumer, [self.examples_topic, self.labels_topic], listener=self)
         self.liveness.start()
         try:
             while not self._stopping:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from services.settings import Settings
-from streams.clients import make_consumer, make_producer
+from streams.clients import make_consumer, make_producer, subscribe
 
 DEADLINE_S = 60
 
@@ -84,3 +86,31 @@ def test_uncommitted_records_are_redelivered_after_a_crash(
 
 def _take_nothing_more(consumer: KafkaConsumer) -> bool:
     return not any(consumer.poll(timeout_ms=1000).values())
+
+
+def test_a_group_member_gets_every_partition_at_its_first_join(
+    stack: Settings, new_topic: Callable[..., str], group_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before subscribe() fetched the metadata first, the joining leader assigned nothing
+    ("No partition metadata") and relied on a later rebalance that might never come."""
+    topic = new_topic(partitions=3)
+    caplog.set_level(logging.WARNING, logger="kafka.coordinator.assignors")
+    consumer = make_consumer(stack, topic, group_id=group_id)
+    try:
+        joins = 0
+        while not consumer.assignment() and joins < 100:
+            consumer.poll(timeout_ms=100)
+            joins += 1
+        assert {tp.partition for tp in consumer.assignment()} == {0, 1, 2}
+        assert "No partition metadata" not in caplog.text
+    finally:
+        consumer.close(autocommit=False)
+
+
+def test_subscribing_to_a_topic_that_does_not_exist_fails_clearly(stack: Settings) -> None:
+    consumer = make_consumer(stack, group_id="eddy-test-nothing")
+    try:
+        with pytest.raises(TimeoutError, match="eddy topics create"):
+            subscribe(consumer, [f"{stack.topic_prefix}no-such-topic"], timeout_s=1.0)
+    finally:
+        consumer.close(autocommit=False)

@@ -16,8 +16,10 @@
 5. send the answers (to the request's ``reply_topic`` or ``predictions``), wait for the
    acknowledgements, then commit the batch's offsets.
 
-A crash before 5 re-answers the batch after restart: answers are keyed and identified
-by request id, so a client sees at most a duplicate of the same answer.
+A crash before the commit hands the batch to the partition's next owner, which finds
+each request's answer in the request log (written before any answer is sent) and
+re-sends it as it was instead of computing it again with later features
+(:mod:`services.redelivery`): a client sees at most a duplicate of the same answer.
 
 With ``EDDY_PREDICTION_CACHE`` on (:mod:`services.prediction_cache`), step 3 first looks
 the champion's answers up in Redis: an entry computed by this champion from the same
@@ -47,10 +49,11 @@ from kafka import TopicPartition
 from services import metrics
 from services.liveness import Liveness, consumer_positions
 from services.prediction_cache import AnswerCache, Ask, Entry, Policy, Precomputer
+from services.redelivery import RedeliveryWindow, WindowOnAssignment, logged_source
 from services.registry import CHALLENGER, CHAMPION, Registry
 from services.serving import Loaded, Scored, ServingModels, score_batch
 from services.settings import Settings
-from streams.clients import make_consumer, make_producer, make_redis
+from streams.clients import make_consumer, make_producer, make_redis, subscribe
 from streams.contracts import Prediction, PredictionError, PredictionRequest
 from streams.dead_letter import RawRecord, dead_letter
 from streams.feature_definitions import FEATURES
@@ -180,11 +183,12 @@ class Predictor:
         )
         self.consumer = make_consumer(
             settings,
-            self.requests_topic,
             group_id=f"{prefix}predictors",
             max_poll_records=settings.predictor_batch_size,
             fetch_max_wait_ms=settings.predictor_fetch_wait_ms,
         )
+        self.redelivery = RedeliveryWindow(settings.predictor_batch_size)
+        subscribe(self.consumer, [self.requests_topic], WindowOnAssignment(self.redelivery))
         self._stopping = False
 
     def run(self) -> None:
@@ -220,10 +224,12 @@ class Predictor:
         requests: list[tuple[Any, PredictionRequest]] = []
         # (request record, reply topic, answer): every record gets exactly one answer.
         answers: list[tuple[Any, str | None, Prediction]] = []
+        redelivered: list[tuple[Any, PredictionRequest]] = []  # read again after a crash?
         served_from_cache: dict[str, Entry] = {}  # by request id
         writes = self.redis.pipeline(transaction=False)  # cache entries + request log
         futures = []
-        for record in records:
+        suspects = self.redelivery.suspects((r.topic, r.partition) for r in records)
+        for record, suspect in zip(records, suspects, strict=True):
             try:
                 requests.append((record, decode(PredictionRequest, record.value)))
             except InvalidMessage as exc:
@@ -237,6 +243,14 @@ class Predictor:
                         headers=letter.headers,
                     )
                 )
+                continue
+            if suspect:
+                redelivered.append(requests[-1])
+        resent = self._logged_answers(redelivered)  # by record (logged_source)
+        for record, request in redelivered:
+            if logged_source(record) in resent:
+                answers.append((record, request.reply_topic, resent[logged_source(record)]))
+        requests = [(rec, r) for rec, r in requests if logged_source(rec) not in resent]
         stored = self.store.load(request.entity_id for _, request in requests)
         vectors = [
             feature_vector(stored[r.entity_id].state, FEATURES, now, raw=r.features)
@@ -281,6 +295,10 @@ class Predictor:
                 for (_, request), vector in zip(requests, vectors, strict=True)
             ]
         )
+        # The log first: an answer that went out is always in it, to be re-sent as it was.
+        self._log_requests(
+            [a for a in answers if logged_source(a[0]) not in resent], served_from_cache, writes
+        )
         for _, reply_topic, answer in answers:
             futures.append(
                 self.producer.send(
@@ -289,7 +307,6 @@ class Predictor:
                     value=encode(answer),
                 )
             )
-        self._log_requests(answers, served_from_cache, writes)
         self.producer.flush(timeout=SEND_TIMEOUT_S)
         for future in futures:
             future.get(timeout=SEND_TIMEOUT_S)
@@ -330,6 +347,30 @@ class Predictor:
             [(asks[i], computed[i]) for i in misses if lookup.keep[i]], champion, now, writes
         )
         return scores, lookup.hits
+
+    def _logged_answers(
+        self, requests: list[tuple[Any, PredictionRequest]]
+    ) -> dict[str, Prediction]:
+        """The answers already sent for these records (by :func:`logged_source`), from
+        the request log; only an entry naming the very same record counts (not a reused
+        request id)."""
+        if not requests:
+            return {}
+        prefix = self.settings.topic_prefix
+        logged = self.redis.mget([request_log_key(prefix, r.request_id) for _, r in requests])
+        found: dict[str, Prediction] = {}
+        for (record, request), raw in zip(requests, logged, strict=True):
+            if raw is None:
+                continue
+            entry = orjson.loads(raw)
+            if entry.get("source") != logged_source(record):
+                continue
+            found[logged_source(record)] = answer = Prediction.model_validate(entry["output"])
+            log.info(
+                "re-sent a logged answer to a redelivered request",
+                extra={"request_id": request.request_id, "model_version": answer.model_version},
+            )
+        return found
 
     def _report_lag(self) -> None:
         for tp in self.consumer.assignment():
@@ -425,7 +466,7 @@ class Predictor:
                 ),
                 "output": answer.model_dump(mode="json", exclude_none=True),
                 "at": time.time(),
-                "source": f"{record.topic}[{record.partition}]@{record.offset}",
+                "source": logged_source(record),
             }
             hit = served_from_cache.get(request_id)
             if hit is not None:

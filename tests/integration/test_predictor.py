@@ -305,6 +305,70 @@ def test_a_killed_predictor_loses_no_request_and_repeats_answers_identically(
         assert {c["model_version"] for c in copies} == {"1"}
 
 
+def request_records(service: Service, count: int) -> list[Any]:
+    """The records on the requests topic, as a predictor's poll returns them."""
+    consumer = answers_consumer(service)
+    partitions = [TopicPartition(service.topic(Topic.PREDICTION_REQUESTS), p) for p in range(3)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    records: list[Any] = []
+    deadline = time.monotonic() + DEADLINE_S
+    while len(records) < count and time.monotonic() < deadline:
+        records += [r for rs in consumer.poll(timeout_ms=200).values() for r in rs]
+    consumer.close()
+    return records
+
+
+def test_a_redelivered_request_gets_its_logged_answer_even_after_a_swap(
+    service: Service,
+) -> None:
+    """What a crash between sending and committing looks like to the partition's next
+    owner: the same records again, while a new champion (here: the opposite concept)
+    serves. The window covers the first batch after an assignment; later records are
+    new requests and are scored by the champion of the moment."""
+    from services.predictor import Predictor
+
+    with_champion(service)
+    batch = service.settings.predictor_batch_size
+    send_requests(
+        service,
+        [
+            {"request_id": f"r{i}", "entity_id": "u1", "features": {"amount": float(i)}}
+            for i in range(batch + 20)
+        ],
+    )
+    records = request_records(service, batch + 20)
+    partition = (records[0].topic, records[0].partition)
+    first_owner = Predictor(service.settings, service.registry, "m")
+    try:
+        first_owner.handle(records[:batch])
+    finally:
+        first_owner.consumer.close(autocommit=False)
+    service.registry.register("m", "sklearn", trained(1, flip=True), {"log_loss": 0.3}, LINEAGE)
+    service.registry.promote("m", 2, "test", "the opposite concept")
+
+    next_owner = Predictor(service.settings, service.registry, "m")
+    try:
+        next_owner.redelivery.assigned([partition])
+        next_owner.handle(records)  # the uncommitted batch again, then 20 new requests
+    finally:
+        next_owner.consumer.close(autocommit=False)
+    consumer = answers_consumer(service)
+    answers = collect(consumer, 2 * batch + 20, service)
+    consumer.close()
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for _, answer in answers:
+        by_id.setdefault(answer["request_id"], []).append(answer)
+    for i in range(batch):
+        first, again = by_id[f"r{i}"]
+        assert again == first
+        assert first["model_version"] == "1"
+    for i in range(batch, batch + 20):
+        (only,) = by_id[f"r{i}"]
+        assert only["model_version"] == "2"
+        assert only["prediction"] is (float(i) <= 50)
+
+
 def test_eddy_score_writes_the_champions_predictions_beside_the_file(
     service: Service, tmp_path: Path
 ) -> None:

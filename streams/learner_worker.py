@@ -46,6 +46,7 @@ from services.liveness import Liveness, consumer_positions
 from services.settings import Settings
 from streams.clients import make_consumer, make_producer, make_redis, subscribe
 from streams.contracts import DriftAlert, Label, SourceOffset, TrainingExample
+from streams.dead_letter import DeadLetter, RawRecord, dead_letter
 from streams.feature_definitions import FEATURES
 from streams.learner import Item, Learner, LearnerConfig, Position
 from streams.recent_ids import RecentIds
@@ -185,6 +186,9 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         ).name
         self.labels_topic = spec_for(Topic.LABELS, prefix=prefix, partitions=partitions).name
         self.alerts_topic = spec_for(Topic.DRIFT_ALERTS, prefix=prefix, partitions=partitions).name
+        self.dead_letter_topic = spec_for(
+            Topic.DEAD_LETTER, prefix=prefix, partitions=partitions
+        ).name
         key = signing_key(
             settings.signing_key.get_secret_value().encode() if settings.signing_key else None,
             settings.data_dir,
@@ -202,6 +206,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.liveness = Liveness(settings, "learner")
         self.state = self._restore()
         self._joined: list[TrainingExample] = []
+        self._rejected: list[DeadLetter] = []  # malformed records of the batch in hand
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._stopping = False
@@ -257,7 +262,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def process(self, records: list[Any]) -> None:
         """Learn from a polled batch in order; alerts are sent before the next checkpoint."""
-        self._joined = []
+        self._joined, self._rejected = [], []
         items: list[Item] = []
         feature_sets: set[str] = set()
         labels: list[tuple[str, Label, Position]] = []
@@ -265,12 +270,12 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             where = Position(record.topic, record.partition, record.offset, record.timestamp / 1000)
             self.state.offsets[(record.topic, record.partition)] = record.offset + 1
             if record.topic == self.examples_topic:
-                example = self._example(record.value, where)
+                example = self._example(record, where)
                 if example is not None:
                     items.append(example[0])
                     feature_sets.add(example[1])
             else:
-                label = self._label(record.value)
+                label = self._label(record)
                 if label is not None:
                     labels.append((label.event_id or label.request_id or "", label, where))
         joined = self._join_labels(labels)
@@ -285,12 +290,12 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         for alert in alerts:
             metrics.DRIFT_ALERTS.labels(alert.kind.value).inc()
 
-    def _example(self, raw: bytes, where: Position) -> tuple[Item, str] | None:
+    def _example(self, record: Any, where: Position) -> tuple[Item, str] | None:
         """The example as the learner takes it, and its feature set; None to skip it."""
         try:
-            example = decode(TrainingExample, raw)
+            example = decode(TrainingExample, record.value)
         except InvalidMessage as exc:
-            log.warning("bad training example", extra={"at": where.__dict__, "error": str(exc)})
+            self._reject(record, exc)
             return None
         if example.source.topic == self.labels_topic:
             return None  # our own late-label join, published for retraining: learned already
@@ -299,12 +304,23 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         where = Position(where.topic, where.partition, where.offset, example.event_time.timestamp())
         return (example.features, example.label, where), example.feature_set
 
-    def _label(self, raw: bytes) -> Label | None:
+    def _label(self, record: Any) -> Label | None:
         try:
-            return decode(Label, raw)
+            return decode(Label, record.value)
         except InvalidMessage as exc:
-            log.warning("bad label", extra={"error": str(exc)})
+            self._reject(record, exc)
             return None
+
+    def _reject(self, record: Any, exc: InvalidMessage) -> None:
+        """A malformed example or label goes to the dead-letter topic with its reason,
+        sent and acknowledged with the batch's alerts, before the checkpoint passes it."""
+        letter = dead_letter(RawRecord.of(record), exc.error_class, exc.reason)
+        self._rejected.append(letter)
+        metrics.DEAD_LETTERS.labels(record.topic.removeprefix(self.settings.topic_prefix)).inc()
+        log.warning(
+            "dead-lettered a malformed record",
+            extra={"at": f"{record.topic}[{record.partition}]@{record.offset}", "error": str(exc)},
+        )
 
     def _join_labels(self, labels: list[tuple[str, Label, Position]]) -> list[Item]:
         """Join new and still-pending labels to the snapshots of what was served."""
@@ -355,6 +371,12 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         futures += [  # late-labelled examples join the retraining window
             self.producer.send(self.examples_topic, key=e.entity_id.encode(), value=encode(e))
             for e in self._joined
+        ]
+        futures += [
+            self.producer.send(
+                self.dead_letter_topic, key=d.key, value=d.value, headers=list(d.headers)
+            )
+            for d in self._rejected
         ]
         for alert in alerts:
             log.warning(

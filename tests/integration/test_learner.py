@@ -15,12 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from services.settings import Settings
 from streams.admin import ensure_topics
 from streams.clients import make_producer, make_redis
+from streams.console import read_topic
 from streams.contracts import Label, SourceOffset, TrainingExample
+from streams.dead_letter import ERROR_REASON, source_of
 from streams.learner import Learner, LearnerConfig, Position
 from streams.learner_worker import CheckpointStore, LearnerState
 from streams.recent_ids import RecentIds
@@ -233,6 +236,51 @@ def test_late_shuffled_duplicated_and_missing_labels_join_their_snapshots(
     coverage = state.labels_joined / store.recorded()
     assert coverage == pytest.approx(0.9)
     assert 1 <= state.label_latency_s_total / state.labels_joined <= 600
+
+
+def test_malformed_examples_and_labels_are_dead_lettered_and_the_rest_learned(
+    learner_deployment: LearnerDeployment,
+) -> None:
+    deployment = learner_deployment
+    settings = deployment.settings
+    good = examples(synthetic(50, seed=3), "events")
+    bad_examples = [b"{not json", orjson.dumps({"example_id": "x", "label": True})]
+    bad_labels = [b"\xff\xfe", orjson.dumps({"request_id": "r1", "label": {"nested": 1}})]
+    producer = make_producer(settings)
+    try:
+        for i, example in enumerate(good):
+            producer.send(deployment.topic(Topic.TRAINING_EXAMPLES), value=encode(example))
+            if i in (10, 30):
+                producer.send(
+                    deployment.topic(Topic.TRAINING_EXAMPLES), value=bad_examples[i // 30]
+                )
+        for raw in bad_labels:
+            producer.send(deployment.topic(Topic.LABELS), value=raw)
+        producer.flush(timeout=60)
+    finally:
+        producer.close()
+    deployment.start()
+    wait_for(lambda: learned(deployment) == len(good), "the good examples learned", deployment.logs)
+    letters = [
+        record.original
+        for record in read_topic(
+            settings,
+            deployment.topic(Topic.DEAD_LETTER),
+            from_beginning=True,
+            max_messages=4,
+            idle_timeout_s=10,
+        )
+    ]
+    sources = sorted(source_of(letter.headers) for letter in letters)
+    assert sources == [
+        (deployment.topic(Topic.LABELS), 0, 0),
+        (deployment.topic(Topic.LABELS), 0, 1),
+        (deployment.topic(Topic.TRAINING_EXAMPLES), 0, 11),
+        (deployment.topic(Topic.TRAINING_EXAMPLES), 0, 32),
+    ]
+    assert sorted(letter.value for letter in letters) == sorted(bad_examples + bad_labels)
+    assert all(dict(letter.headers)[ERROR_REASON] for letter in letters)
+    assert deployment.processes[0].poll() is None  # still running
 
 
 def test_restored_checkpoints_refuse_tampering(learner_deployment: LearnerDeployment) -> None:

@@ -89,11 +89,15 @@ class Reference:
 
     values: FloatArray  # sorted
     edges: FloatArray  # quantile edges for DEFAULT_BINS
+    proportions: FloatArray  # of the values in those bins
+    cdf: FloatArray  # the empirical CDF at each of the values
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Reference:
         ordered = np.sort(_finite_array(values, "reference"))
-        return cls(ordered, _quantile_edges(ordered, DEFAULT_BINS))
+        edges = _quantile_edges(ordered, DEFAULT_BINS)
+        cdf = np.searchsorted(ordered, ordered, side="right") / ordered.size
+        return cls(ordered, edges, _proportions(ordered, edges), cdf)
 
 
 def _reference(reference: Sequence[float] | Reference) -> Reference:
@@ -106,14 +110,16 @@ def _binned_proportions(
     """Proportions of both samples in bins of equal reference mass (so each bin carries
     evidence); tied quantiles (discrete data) merge, the outer bins are open-ended."""
     prepared = _reference(reference)
-    ref, cur = prepared.values, _finite_array(current, "current")
-    edges = prepared.edges if bins == DEFAULT_BINS else _quantile_edges(ref, bins)
+    cur = _finite_array(current, "current")
+    if bins == DEFAULT_BINS:
+        return prepared.proportions, _proportions(cur, prepared.edges)
+    edges = _quantile_edges(prepared.values, bins)
+    return _proportions(prepared.values, edges), _proportions(cur, edges)
 
-    def proportions(sample: FloatArray) -> FloatArray:
-        index = np.searchsorted(edges, sample, side="right")
-        return np.bincount(index, minlength=edges.size + 1) / sample.size
 
-    return proportions(ref), proportions(cur)
+def _proportions(sample: FloatArray, edges: FloatArray) -> FloatArray:
+    index = np.searchsorted(edges, sample, side="right")
+    return np.bincount(index, minlength=edges.size + 1) / sample.size
 
 
 def psi(
@@ -158,9 +164,13 @@ def ks_statistic(reference: Sequence[float] | Reference, current: Sequence[float
     >>> ks_statistic([1.0, 2.0, 3.0], [4.0, 5.0])
     1.0
     """
-    ref = _reference(reference).values
-    cur = np.sort(_finite_array(current, "current"))
-    return float(np.max(np.abs(_cdf_gaps(ref, cur, np.concatenate([ref, cur])))))
+    prepared = _reference(reference)
+    ref, cur = prepared.values, np.sort(_finite_array(current, "current"))
+    # The gap can only peak at a sample point: at the reference's own points its CDF is
+    # prepared once; the current sample is ranked against itself and the reference.
+    at_ref = prepared.cdf - np.searchsorted(cur, ref, side="right") / cur.size
+    at_cur = _cdf_gaps(ref, cur, cur)
+    return float(max(np.max(np.abs(at_ref)), np.max(np.abs(at_cur))))
 
 
 def wasserstein(reference: Sequence[float] | Reference, current: Sequence[float]) -> float:
@@ -337,7 +347,7 @@ class _Track:
         if self.kind == NUMERIC:
             if self._prepared is None:
                 self._prepared = Reference.of(self.reference)
-            current = list(self.current)
+            current = np.fromiter(self.current, dtype=np.float64, count=len(self.current))
             return {t: NUMERIC_TESTS[t](self._prepared, current) for t in config.numeric_tests}
         test = CATEGORICAL_TESTS[config.categorical_test]
         return {config.categorical_test: test(Counter(self.reference), Counter(self.current))}
@@ -360,6 +370,11 @@ class _Track:
             return None
         self.armed, self.last_alert_at = False, now
         return worst
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The prepared reference is a cache: rebuilt on first use, never checkpointed
+        # (so a checkpoint does not depend on its layout).
+        return {**self.__dict__, "_prepared": None}
 
     def rebase(self) -> None:
         if self.current:

@@ -27,6 +27,7 @@ from streams.drift import (
     DriftConfig,
     FeatureDrift,
     FeatureInput,
+    Reference,
     chi_square,
     jensen_shannon,
     ks_statistic,
@@ -171,6 +172,21 @@ def test_ks_known_values() -> None:
     assert ks_statistic([4.0, 5.0], [1.0, 2.0, 3.0]) == 1.0
     # CDF gaps at 1, 2, 3, 4: 1/3, 1/3, 1/3, 0.
     assert ks_statistic([1.0, 2.0, 3.0], [2.0, 3.0, 4.0]) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ks_agrees_with_scipy_including_ties_and_a_prepared_reference(seed: int) -> None:
+    from scipy.stats import ks_2samp
+
+    rng = _rng(seed)
+    reference = np.round(rng.normal(0.0, 1.0, 500), 1).tolist()  # many ties
+    current = np.round(rng.normal(0.3, 1.2, 317), 1).tolist()
+    expected = ks_2samp(reference, current).statistic
+    assert ks_statistic(reference, current) == pytest.approx(expected)
+    assert ks_statistic(Reference.of(reference), current) == pytest.approx(expected)
+    prepared = Reference.of(reference)
+    for test in (psi, jensen_shannon):
+        assert test(prepared, current) == test(reference, current)
 
 
 def test_psi_and_jensen_shannon_known_values() -> None:

@@ -1,4 +1,5 @@
-"""The malformed corpus: every kind of bad input the design names, for events and requests.
+"""The malformed corpus: every kind of bad input the design names, for events and requests,
+and a few bad training examples and labels for the learner.
 
 Design §5: bad UTF-8, bad JSON, wrong types, NaN and infinities, huge payloads, unknown
 schema versions, missing ids; plus what Eddy's validation adds (tombstones, nesting,
@@ -12,6 +13,8 @@ the entity). Each entry names the error class the workers must dead-letter it wi
 >>> requests = malformed_requests("flood-u0", serial=0)
 >>> sorted({r.answer_id is None for r in requests})
 [False, True]
+>>> sorted({topic.value for topic, _ in malformed_learning(serial=0)})
+['labels', 'training-examples']
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from streams.topics import Topic
 from streams.validation import MAX_DEPTH, MAX_MESSAGE_BYTES
 
 OVERSIZE = MAX_MESSAGE_BYTES + 1024
@@ -137,4 +141,42 @@ def malformed_requests(entity: str, serial: int) -> list[Malformed]:
         Malformed("huge payload", "too_large", key, huge, huge_id),
         Malformed("unknown schema version", "unknown_schema_version", key, schema, schema_id),
         Malformed("unknown field", "invalid_fields", key, unknown, unknown_id),
+    ]
+
+
+def malformed_learning(serial: int) -> list[tuple[Topic, Malformed]]:
+    """Bad training examples and labels: the learner must dead-letter each one."""
+    event_time = "2026-01-01T00:00:00Z"
+    return [
+        (Topic.TRAINING_EXAMPLES, Malformed("bad json", "bad_json", None, b'{"example_id": "x",')),
+        (
+            Topic.TRAINING_EXAMPLES,
+            Malformed(
+                "missing fields",
+                "invalid_fields",
+                None,
+                orjson.dumps({"example_id": f"bad-example-{serial}"}),
+            ),
+        ),
+        (Topic.LABELS, Malformed("bad utf-8", "bad_utf8", None, b"\xff\xfe")),
+        (
+            Topic.LABELS,
+            Malformed(
+                "label of wrong type",
+                "invalid_fields",
+                None,
+                orjson.dumps(
+                    {"request_id": f"bad-label-{serial}", "label": {}, "event_time": event_time}
+                ),
+            ),
+        ),
+        (
+            Topic.LABELS,
+            Malformed(
+                "no id",
+                "invalid_fields",
+                None,
+                orjson.dumps({"label": True, "event_time": event_time}),
+            ),
+        ),
     ]

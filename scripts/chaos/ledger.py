@@ -69,6 +69,8 @@ class Ledger:
     requests: set[str] = field(default_factory=set)
     bad_requests: dict[tuple[int, int], str | None] = field(default_factory=dict)  # → answer id
     labels: set[str] = field(default_factory=set)  # request ids whose label was sent
+    # Malformed training examples and labels: (topic, partition, offset) → error class.
+    bad_learning: dict[tuple[str, int, int], str] = field(default_factory=dict)
     alerts: list[str] = field(default_factory=list)  # alerts injected by the driver
     kills: Counter[str] = field(default_factory=Counter)
     restarts: Counter[str] = field(default_factory=Counter)  # by the supervisors, kills too
@@ -285,6 +287,15 @@ def _account_learning(ledger: Ledger, observed: Observed, figures: Figures) -> N
         figures.problems.append(
             f"{figures.examples_expected - figures.examples_learned} examples or labels "
             "never learned"
+        )
+    undead = [
+        where
+        for where, error_class in ledger.bad_learning.items()
+        if error_class not in observed.dead_letters.get(where, [])
+    ]
+    if undead:
+        figures.problems.append(
+            f"{len(undead)} malformed examples or labels not dead-lettered with their class"
         )
 
 

@@ -8,6 +8,7 @@ learner's checkpoint is unsealed with the deployment's key, as the learner itsel
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -116,8 +117,9 @@ class Tap(threading.Thread):
             source, partition, offset = source_of(headers)
             where = (source.removeprefix(self.settings.topic_prefix), partition, offset)
             self._letters.setdefault(where, []).append(dict(headers)[ERROR_CLASS].decode())
-        else:
-            self._examples[orjson.loads(record.value)["example_id"]] += 1
+        else:  # the flood's malformed examples have no id: the learner dead-letters them
+            with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+                self._examples[orjson.loads(record.value)["example_id"]] += 1
 
     def read_into(self, observed: Observed) -> None:
         with self._lock:

@@ -22,7 +22,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from chaos.corpus import Malformed, malformed_events, malformed_requests
+from chaos.corpus import Malformed, malformed_events, malformed_learning, malformed_requests
 from chaos.ledger import Ledger, SentEvent
 from chaos.plan import MODEL, Mode
 from services.settings import Settings
@@ -157,7 +157,8 @@ class Traffic:
     # --- special sends -----------------------------------------------------------------
 
     def flood(self, ledger: Ledger, copies: int) -> None:
-        """Copies of the malformed corpus into ``events`` and ``prediction-requests``."""
+        """Copies of the malformed corpus into ``events``, ``prediction-requests``,
+        ``training-examples`` and ``labels``."""
         entity = sorted(ledger.entities)[0]
         for serial in range(copies):
             for bad in malformed_events(entity, datetime.now(UTC), serial):
@@ -166,6 +167,8 @@ class Traffic:
                 self._send_raw(
                     Topic.PREDICTION_REQUESTS, bad.key, bad.value, _bad_request(ledger, bad)
                 )
+            for topic, bad in malformed_learning(serial):
+                self._send_raw(topic, bad.key, bad.value, _bad_learning(ledger, topic, bad))
 
     def alert(self, ledger: Ledger, alert_id: str) -> None:
         """A drift alert asking for a retrain, as the learner would send it."""
@@ -240,5 +243,12 @@ def _bad_event(ledger: Ledger, bad: Malformed) -> Record:
 def _bad_request(ledger: Ledger, bad: Malformed) -> Record:
     def record(metadata: Any) -> None:
         ledger.bad_requests[(metadata.partition, metadata.offset)] = bad.answer_id
+
+    return record
+
+
+def _bad_learning(ledger: Ledger, topic: Topic, bad: Malformed) -> Record:
+    def record(metadata: Any) -> None:
+        ledger.bad_learning[(topic.value, metadata.partition, metadata.offset)] = bad.error_class
 
     return record

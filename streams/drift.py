@@ -40,7 +40,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float64]
-NumericTest = Callable[["Sequence[float] | Reference", Sequence[float]], float]
+Sample = Sequence[float] | FloatArray  # a window of numeric values
+NumericTest = Callable[["Sequence[float] | Reference", Sample], float]
 CategoricalTest = Callable[[Mapping[str, int], Mapping[str, int]], float]
 FeatureInput = float | int | str | bool | None
 
@@ -65,7 +66,7 @@ DEFAULT_THRESHOLDS: Mapping[str, float] = MappingProxyType(
 )
 
 
-def _finite_array(values: Sequence[float], role: str) -> FloatArray:
+def _finite_array(values: Sample, role: str) -> FloatArray:
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 1 or array.size == 0 or not np.isfinite(array).all():
         raise ValueError(f"the {role} sample must be a non-empty sequence of finite numbers")
@@ -105,7 +106,7 @@ def _reference(reference: Sequence[float] | Reference) -> Reference:
 
 
 def _binned_proportions(
-    reference: Sequence[float] | Reference, current: Sequence[float], bins: int
+    reference: Sequence[float] | Reference, current: Sample, bins: int
 ) -> tuple[FloatArray, FloatArray]:
     """Proportions of both samples in bins of equal reference mass (so each bin carries
     evidence); tied quantiles (discrete data) merge, the outer bins are open-ended."""
@@ -122,9 +123,7 @@ def _proportions(sample: FloatArray, edges: FloatArray) -> FloatArray:
     return np.bincount(index, minlength=edges.size + 1) / sample.size
 
 
-def psi(
-    reference: Sequence[float] | Reference, current: Sequence[float], bins: int = DEFAULT_BINS
-) -> float:
+def psi(reference: Sequence[float] | Reference, current: Sample, bins: int = DEFAULT_BINS) -> float:
     """Population stability index over reference-quantile bins (0 when identical).
 
     >>> psi([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0])
@@ -136,7 +135,7 @@ def psi(
 
 
 def jensen_shannon(
-    reference: Sequence[float] | Reference, current: Sequence[float], bins: int = DEFAULT_BINS
+    reference: Sequence[float] | Reference, current: Sample, bins: int = DEFAULT_BINS
 ) -> float:
     """Jensen-Shannon distance (base 2, so in [0, 1]; 1 for disjoint bins) over the bins
     of :func:`psi`; unlike PSI it is bounded and needs no smoothing."""
@@ -158,7 +157,7 @@ def _cdf_gaps(ref: FloatArray, cur: FloatArray, points: FloatArray) -> FloatArra
     return np.asarray(at_ref - at_cur, dtype=np.float64)
 
 
-def ks_statistic(reference: Sequence[float] | Reference, current: Sequence[float]) -> float:
+def ks_statistic(reference: Sequence[float] | Reference, current: Sample) -> float:
     """Two-sample Kolmogorov-Smirnov D: the largest gap between the empirical CDFs.
 
     >>> ks_statistic([1.0, 2.0, 3.0], [4.0, 5.0])
@@ -173,7 +172,7 @@ def ks_statistic(reference: Sequence[float] | Reference, current: Sequence[float
     return float(max(np.max(np.abs(at_ref)), np.max(np.abs(at_cur))))
 
 
-def wasserstein(reference: Sequence[float] | Reference, current: Sequence[float]) -> float:
+def wasserstein(reference: Sequence[float] | Reference, current: Sample) -> float:
     """Earth mover's distance in units of the reference's standard deviation.
 
     A constant reference has no spread, so the pooled one is used: the result stays

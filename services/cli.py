@@ -181,6 +181,7 @@ def run_learner() -> None:
         batch=settings.learner_batch,
         slices=settings.slices,
         slice_max_values=settings.slice_max_values,
+        drift=settings.drift,
     )
     serve_metrics("learner", settings)
     hook = learner_snapshots(open_registry(settings), trainer_identity("eddy run learner"))

@@ -16,6 +16,7 @@ services.settings.SettingsError: unknown setting EDDY_KAFKA_BOOTSTRAPS (known: .
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from enum import StrEnum
@@ -31,6 +32,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from streams.drift import DEFAULT_CONFIG as DEFAULT_DRIFT
+from streams.drift import DriftConfig
 
 ENV_PREFIX = "EDDY_"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -134,6 +138,41 @@ class Settings(BaseModel):
         ge=1,
         description="Mini-batch size of the online model (1: one example at a time; >1 only "
         "for logistic and linear_regression: faster, adapts more slowly after drift).",
+    )
+    drift_tests: str = Field(
+        ",".join(DEFAULT_DRIFT.numeric_tests),
+        description="Comma-separated data-drift tests of numeric features and predictions: "
+        "psi, ks, jensen_shannon, wasserstein.",
+    )
+    drift_categorical_test: str = Field(
+        DEFAULT_DRIFT.categorical_test,
+        description="Data-drift test of categorical features: chi_square or l_infinity.",
+    )
+    drift_thresholds: str = Field(
+        "",
+        description='Thresholds over the defaults, e.g. "psi=0.3,ks=0.25" (a test drifts '
+        "above its threshold).",
+    )
+    drift_window: int = Field(
+        DEFAULT_DRIFT.window, ge=1, description="Values in the reference and current windows."
+    )
+    drift_min_samples: int = Field(
+        DEFAULT_DRIFT.min_samples, ge=1, description="Fewest values in both windows to test."
+    )
+    drift_check_every: int = Field(
+        DEFAULT_DRIFT.check_every,
+        ge=1,
+        description="Test the windows every N examples (the main cost of drift monitoring).",
+    )
+    drift_cooldown: int = Field(
+        DEFAULT_DRIFT.cooldown, ge=0, description="Fewest examples between two alerts of a feature."
+    )
+    drift_rearm_ratio: float = Field(
+        DEFAULT_DRIFT.rearm_ratio,
+        ge=0,
+        le=1,
+        description="A drifted feature alerts again only after every statistic fell below "
+        "threshold x this (hysteresis).",
     )
     learner_dedup_ids: int = Field(
         200_000, ge=1, description="How many learned example/label ids the learner remembers."
@@ -250,6 +289,33 @@ class Settings(BaseModel):
         """The slice features, parsed: ``"region, plan"`` gives ``("region", "plan")``."""
         return tuple(name.strip() for name in self.slice_features.split(",") if name.strip())
 
+    @property
+    def drift(self) -> DriftConfig:
+        """The learner's data- and prediction-drift configuration."""
+        thresholds: dict[str, float] = {}
+        for item in filter(None, (part.strip() for part in self.drift_thresholds.split(","))):
+            test, sep, value = item.partition("=")
+            try:
+                thresholds[test.strip()] = float(value) if sep else math.nan
+            except ValueError:
+                thresholds[test.strip()] = math.nan
+        unknown = set(thresholds) - set(DEFAULT_DRIFT.thresholds)
+        if unknown or any(math.isnan(t) for t in thresholds.values()):
+            raise ValueError(
+                f"drift_thresholds: expected test=number pairs for tests of "
+                f"{sorted(DEFAULT_DRIFT.thresholds)}, got {self.drift_thresholds!r}"
+            )
+        return DriftConfig(
+            numeric_tests=tuple(t.strip() for t in self.drift_tests.split(",") if t.strip()),
+            categorical_test=self.drift_categorical_test,
+            thresholds=thresholds,
+            window=self.drift_window,
+            min_samples=self.drift_min_samples,
+            check_every=self.drift_check_every,
+            cooldown=self.drift_cooldown,
+            rearm_ratio=self.drift_rearm_ratio,
+        )
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _bootstrap_has_ports(cls, value: str) -> str:
@@ -265,6 +331,14 @@ class Settings(BaseModel):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _drift_is_consistent(self) -> Settings:
+        try:
+            _ = self.drift  # built to be checked: DriftConfig refuses what does not fit
+        except ValueError as exc:
+            raise ValueError(f"EDDY_DRIFT_*: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _sasl_is_complete(self) -> Settings:

@@ -75,3 +75,38 @@ def test_secrets_are_masked_when_printed() -> None:
         assert secret not in text
     assert shown["redis_url"] == "redis://**********@redis:6379/0"
     assert shown["kafka_sasl_username"] == "eddy"
+
+
+def test_drift_settings_make_the_learners_drift_config() -> None:
+    from streams.drift import DEFAULT_CONFIG
+
+    assert Settings.from_env({}).drift == DEFAULT_CONFIG
+    drift = Settings.from_env(
+        {
+            "EDDY_DRIFT_TESTS": "ks, wasserstein",
+            "EDDY_DRIFT_THRESHOLDS": "ks=0.3, wasserstein=0.8",
+            "EDDY_DRIFT_CHECK_EVERY": "250",
+            "EDDY_DRIFT_CATEGORICAL_TEST": "l_infinity",
+        }
+    ).drift
+    assert drift.numeric_tests == ("ks", "wasserstein")
+    assert (drift.thresholds["ks"], drift.thresholds["wasserstein"]) == (0.3, 0.8)
+    assert drift.thresholds["psi"] == DEFAULT_CONFIG.thresholds["psi"]
+    assert (drift.check_every, drift.categorical_test) == (250, "l_infinity")
+
+
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        ({"EDDY_DRIFT_THRESHOLDS": "psi"}, "test=number"),
+        ({"EDDY_DRIFT_THRESHOLDS": "colour=1"}, "test=number"),
+        ({"EDDY_DRIFT_TESTS": "psi,t_test"}, "numeric_tests"),
+        ({"EDDY_DRIFT_MIN_SAMPLES": "900"}, "min_samples <= window"),
+        ({"EDDY_DRIFT_CHECK_EVERY": "0"}, "EDDY_DRIFT_CHECK_EVERY"),
+    ],
+)
+def test_inconsistent_drift_settings_are_refused_at_start(
+    env: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(SettingsError, match=complaint):
+        Settings.from_env(env)

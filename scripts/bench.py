@@ -232,13 +232,21 @@ class Bench:
     def learner(self) -> None:
         table = self.table("learner", "Learning", EXAMPLES)
         rows = bench_learner.sea(self.sizes.examples)
-        batch = self.sizes.batch
+        batch, sparse = self.sizes.batch, bench_learner.SPARSE_CHECKS
         measures: dict[str, tuple[Callable[[], float], str]] = {
             "bare": (lambda: bench_learner.bare_loop(rows), "bench_learner.bare_loop"),
             "one_by_one": (lambda: bench_learner.learner_core(rows), "bench_learner.learner_core"),
             "mini_batch": (
                 lambda: bench_learner.learner_core(rows, batch=batch),
                 f"bench_learner.learner_core(batch={batch})",
+            ),
+            "one_by_one_sparse": (
+                lambda: bench_learner.learner_core(rows, check_every=sparse),
+                f"bench_learner.learner_core(check_every={sparse})",
+            ),
+            "mini_batch_sparse": (
+                lambda: bench_learner.learner_core(rows, batch=batch, check_every=sparse),
+                f"bench_learner.learner_core(batch={batch}, check_every={sparse})",
             ),
             "bare_tree": (
                 lambda: bench_learner.bare_loop(rows, "tree"),

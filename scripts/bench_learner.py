@@ -9,7 +9,9 @@ Over the same seeded examples (River's SEA generator, 3 numeric features, binary
 - **learner, one by one** / **learner, mini-batches**: :class:`streams.learner.Learner`
   in-process, fed 500-example polls like the worker (the same model, plus cumulative
   and rolling metrics, the ADWIN error monitor and data and prediction drift monitors),
-  with ``EDDY_LEARNER_BATCH`` 1 and ``--batch``;
+  with ``EDDY_LEARNER_BATCH`` 1 and ``--batch``; and both again with the drift windows
+  tested every 500 examples instead of 100 (``EDDY_DRIFT_CHECK_EVERY``): what the
+  learner costs beyond the bare loop is mostly those tests;
 - **bare tree** / **learner, tree**: the same for a Hoeffding Adaptive Tree, a model
   that learns one example at a time (no ``learn_many``);
 - **bare consume** / **consume + decode**: a kafka-python loop reading the same examples
@@ -46,6 +48,8 @@ from services.settings import Settings
 from streams.clients import make_consumer, make_producer
 from streams.contracts import SourceOffset, TrainingExample
 from streams.detectors import make_detector
+from streams.drift import DEFAULT_CONFIG as DEFAULT_DRIFT
+from streams.drift import DriftConfig
 from streams.learner import Learner, LearnerConfig, Position
 from streams.learner_worker import CheckpointStore
 from streams.serialization import signing_key
@@ -78,9 +82,13 @@ def bare_loop(rows: list[tuple[dict[str, float], bool]], kind: str = "logistic")
 
 
 def learner_core(
-    rows: list[tuple[dict[str, float], bool]], kind: str = "logistic", batch: int = 1
+    rows: list[tuple[dict[str, float], bool]],
+    kind: str = "logistic",
+    batch: int = 1,
+    check_every: int = DEFAULT_DRIFT.check_every,
 ) -> float:
-    learner = Learner(LearnerConfig(model="bench", kind=kind, batch=batch))
+    drift = DriftConfig(check_every=check_every)
+    learner = Learner(LearnerConfig(model="bench", kind=kind, batch=batch, drift=drift))
     items = [(x, y, Position("bench", 0, i, BASE_TIME + i)) for i, (x, y) in enumerate(rows)]
     started = time.perf_counter()
     for start in range(0, len(items), POLL):
@@ -243,10 +251,15 @@ def _false(alarms: list[int]) -> str:
     return str(sum(1 for i in alarms if i < CHANGE_AT))
 
 
+# The cost of drift monitoring, shown by testing the windows less often than the default
+# (EDDY_DRIFT_CHECK_EVERY).
+SPARSE_CHECKS = 500
 ROWS = (
     ("bare", "bare River loop, logistic"),
     ("one_by_one", "eddy Learner, logistic, one by one"),
     ("mini_batch", "eddy Learner, logistic, mini-batches"),
+    ("one_by_one_sparse", f"eddy Learner, one by one, drift tests every {SPARSE_CHECKS}"),
+    ("mini_batch_sparse", f"eddy Learner, mini-batches, drift tests every {SPARSE_CHECKS}"),
     ("bare_tree", "bare River loop, HAT"),
     ("tree", "eddy Learner, HAT (one by one)"),
     ("consume", "bare kafka-python consume loop"),
@@ -269,6 +282,10 @@ def main() -> None:
         "bare": lambda: bare_loop(rows),
         "one_by_one": lambda: learner_core(rows),
         "mini_batch": lambda: learner_core(rows, batch=args.batch),
+        "one_by_one_sparse": lambda: learner_core(rows, check_every=SPARSE_CHECKS),
+        "mini_batch_sparse": lambda: learner_core(
+            rows, batch=args.batch, check_every=SPARSE_CHECKS
+        ),
         "bare_tree": lambda: bare_loop(rows, "tree"),
         "tree": lambda: learner_core(rows, "hoeffding_adaptive_tree"),
         "consume": lambda: bare_consume(rows, base),

@@ -1,7 +1,7 @@
 """The chaos suite's short mode as a test: every fault once, under load.
 
-Opt-in (``pytest -m chaos tests/integration/test_chaos.py``): CI does not run it while
-a known open bug fails it about half the time (docs/reliability.md, finding 3).
+Part of the suite CI runs (about 2.5 minutes); alone: ``pytest -m chaos
+tests/integration/test_chaos.py``, and ``pytest -m 'not chaos'`` leaves it out.
 
 ``scripts/chaos.py --short`` starts a Kafka broker and a Redis of its own (other ports,
 a folder under ``tmp_path``), so it never touches the stack the other tests share. This

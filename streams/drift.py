@@ -408,6 +408,25 @@ class _Track:
         return track
 
 
+def _columns(rows: Sequence[Mapping[str, FeatureInput]]) -> dict[str, list[FeatureInput]]:
+    """Each feature's values in row order, None left out."""
+    if not rows:
+        return {}
+    names = rows[0].keys()
+    if all(row.keys() == names for row in rows):  # the usual case: one comprehension each
+        columns = {name: [row[name] for row in rows] for name in names}
+        return {
+            name: [v for v in column if v is not None] if None in column else column
+            for name, column in columns.items()
+        }
+    ragged: dict[str, list[FeatureInput]] = {}
+    for row in rows:
+        for name, value in row.items():
+            if value is not None:
+                ragged.setdefault(name, []).append(value)
+    return ragged
+
+
 def _fast_numbers(column: list[FeatureInput]) -> list[float | str] | None:
     """The column as floats when it is plainly numeric and finite (the common case,
     checked with one array operation); None when it needs the value-by-value path."""
@@ -505,12 +524,7 @@ class DataDriftMonitor:
         return found
 
     def _add_columns(self, rows: Sequence[Mapping[str, FeatureInput]]) -> None:
-        columns: dict[str, list[FeatureInput]] = {}
-        for row in rows:
-            for name, value in row.items():
-                if value is not None:
-                    columns.setdefault(name, []).append(value)
-        for name, column in columns.items():
+        for name, column in _columns(rows).items():
             values = _fast_numbers(column)
             if values is None:
                 values = self._one_by_one(name, column)

@@ -249,7 +249,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 polled = self.consumer.poll(timeout_ms=POLL_MS)
                 self.process([r for records in polled.values() for r in records])
                 if self._checkpoint_due():
-                    self.checkpoint()
+                    self.checkpoint(wait=False)
         finally:
             if self.consumer.assignment():
                 self.checkpoint()
@@ -401,7 +401,9 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s
         )
 
-    def checkpoint(self, *, commit: bool = True) -> None:
+    def checkpoint(self, *, commit: bool = True, wait: bool = True) -> None:
+        """Seal the state with its offsets; then commit those offsets (for lag reporting:
+        without ``wait`` the commit is not waited for, the next one supersedes it)."""
         recorded = self.snapshots.recorded()
         if recorded and self.state.labels_joined:
             self.state.label_coverage = self.state.labels_joined / recorded
@@ -416,8 +418,12 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             for (topic, partition), offset in self.state.offsets.items()
         }
         if offsets and commit:
+            committed = {tp: _offset_meta(o) for tp, o in offsets.items()}
             try:
-                self.consumer.commit(offsets={tp: _offset_meta(o) for tp, o in offsets.items()})
+                if wait:
+                    self.consumer.commit(offsets=committed)
+                else:
+                    self.consumer.commit_async(offsets=committed, callback=_commit_done)
             except Exception as exc:  # lag reporting only; the checkpoint is the truth
                 log.warning("offset commit failed", extra={"error": repr(exc)})
         self._report_metrics()
@@ -470,6 +476,11 @@ def restored_dedup_memory(learned: RecentIds | Iterable[str], limit: int) -> Rec
     for record_id in learned:
         memory.add(record_id)
     return memory
+
+
+def _commit_done(_offsets: Any, result: Any) -> None:
+    if isinstance(result, Exception):
+        log.warning("offset commit failed", extra={"error": repr(result)})
 
 
 def _offset_meta(offset: int) -> Any:

@@ -133,6 +133,22 @@ def test_drift_update_many_matches_update_across_any_cuts() -> None:
     assert batched.state() == one_by_one.state()
 
 
+def test_drift_update_many_matches_update_when_rows_lack_features() -> None:
+    rng = random.Random(7)
+    rows = _feature_rows(rng, 3000)
+    for i, row in enumerate(rows):
+        if i % 7 == 0:
+            del row["b"]
+    config = DriftConfig(window=300, min_samples=100, check_every=50, cooldown=400)
+    one_by_one = DataDriftMonitor(config)
+    expected = [(i, d) for i, row in enumerate(rows) if (d := one_by_one.update(row))]
+    batched, found = DataDriftMonitor(config), []
+    for start, end in _cuts(rng, len(rows), largest=130):
+        found += [(start + i, d) for i, d in batched.update_many(rows[start:end])]
+    assert found == expected
+    assert batched.state() == one_by_one.state()
+
+
 def test_drift_update_many_skips_and_counts_refused_values() -> None:
     monitor = DataDriftMonitor(DriftConfig(window=10, min_samples=5, check_every=5))
     monitor.update_many([{"a": 1.0}, {"a": 2.0}])

@@ -10,6 +10,12 @@ their own deployment (topic prefix):
   mode) with the predictor's consumer and producer settings: poll, send each request's
   bytes back unchanged to ``predictions``, wait for the acknowledgements, commit. The
   floor of any Kafka request/response service;
+- **bare predict**: the loop the issue's throughput target names, consume → predict →
+  produce (this script's ``predict`` mode), with the same champion and the same online
+  features: poll, parse each request with orjson, read its entity's state from Redis
+  (one round trip per batch) and build the vector with the training code, score the
+  batch, send the answers, wait for the acknowledgements, commit. No validation, dead
+  letters, snapshots, request log, shadow scoring, metrics or model swaps;
 - **predictor**: ``eddy run predictor`` with a scikit-learn champion (the retrainer's
   default estimator) and online features in Redis for every requested entity: decode,
   join, score, snapshot, request log, answer, commit.
@@ -53,7 +59,7 @@ from kafka import TopicPartition
 
 from services.model_updates import open_registry
 from services.predictor import POLL_MS, PRODUCER_LINGER_MS, SEND_TIMEOUT_S
-from services.registry import Lineage
+from services.registry import CHAMPION, Lineage
 from services.retrainer import make_estimator
 from services.settings import Settings
 from streams.clients import make_consumer, make_producer, make_redis
@@ -277,16 +283,13 @@ def measure(base: Settings, backlog: int, paced: int, rate: float) -> dict[str, 
     with throwaway(deployment(base, "echo", PARTITIONS)) as settings:
         echo = [sys.executable, __file__, "echo"]
         results["echo"] = measure_system(settings, echo, backlog_records, paced_records, rate)
-    predictor_deployment = deployment(base, "pred", PARTITIONS).model_copy(
-        update={"model_name": MODEL}
-    )
-    with throwaway(predictor_deployment) as settings:
-        now = time.time()
-        register_champion(settings, seed_features(settings, now), now)
-        predictor = [EDDY, "run", "predictor"]
-        results["predictor"] = measure_system(
-            settings, predictor, backlog_records, paced_records, rate
-        )
+    systems = {"bare_predict": [sys.executable, __file__, "predict"], "predictor": PREDICTOR}
+    for name, command in systems.items():
+        serving = deployment(base, name.replace("_", "-"), PARTITIONS)
+        with throwaway(serving.model_copy(update={"model_name": MODEL})) as settings:
+            now = time.time()
+            register_champion(settings, seed_features(settings, now), now)
+            results[name] = measure_system(settings, command, backlog_records, paced_records, rate)
     return results
 
 
@@ -319,7 +322,63 @@ def run_echo() -> None:
         producer.close()
 
 
-LABELS = {"echo": "bare kafka-python echo", "predictor": "eddy run predictor"}
+def run_bare_predict() -> None:
+    """The bare consume → predict → produce loop: the champion and the online features,
+    nothing else of the predictor's work (see the module's docstring)."""
+    settings = Settings.from_env()
+    requests, answers = topics(settings)
+    registry = open_registry(settings)
+    serving = registry.alias(MODEL, CHAMPION)
+    if serving is None:
+        raise SystemExit(f"no champion of {MODEL!r} to serve")
+    champion = registry.load(MODEL, serving.version)
+    store = OnlineStore(make_redis(settings), settings.topic_prefix, settings.feature_ttl_s)
+    consumer = make_consumer(
+        settings,
+        requests,
+        group_id=f"{settings.topic_prefix}bare-predict",
+        max_poll_records=settings.predictor_batch_size,
+        fetch_max_wait_ms=settings.predictor_fetch_wait_ms,
+    )
+    producer = make_producer(settings, linger_ms=PRODUCER_LINGER_MS)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        while not stopping.is_set():
+            records = [r for rs in consumer.poll(timeout_ms=POLL_MS).values() for r in rs]
+            if not records:
+                continue
+            asked = [orjson.loads(r.value) for r in records]
+            states = store.load(a["entity_id"] for a in asked)
+            now = time.time()
+            vectors = [
+                numeric(feature_vector(states[a["entity_id"]].state, FEATURES, now, a["features"]))
+                for a in asked
+            ]
+            probas = champion.predict_proba(vectors)[:, 1]
+            futures = [
+                producer.send(
+                    answers,
+                    key=r.key,
+                    value=orjson.dumps({"request_id": a["request_id"], "proba": float(p)}),
+                )
+                for r, a, p in zip(records, asked, probas, strict=True)
+            ]
+            producer.flush(timeout=SEND_TIMEOUT_S)
+            for future in futures:
+                future.get(timeout=SEND_TIMEOUT_S)
+            consumer.commit()
+    finally:
+        consumer.close(autocommit=False)
+        producer.close()
+
+
+PREDICTOR = [EDDY, "run", "predictor"]
+LABELS = {
+    "echo": "bare kafka-python echo",
+    "bare_predict": "bare consume → predict → produce",
+    "predictor": "eddy run predictor",
+}
 
 
 def main() -> None:
@@ -362,5 +421,7 @@ def summary_of(results: list[Result]) -> str:
 if __name__ == "__main__":
     if sys.argv[1:] == ["echo"]:
         run_echo()
+    elif sys.argv[1:] == ["predict"]:
+        run_bare_predict()
     else:
         main()

@@ -295,16 +295,23 @@ class Predictor:
                 for (_, request), vector in zip(requests, vectors, strict=True)
             ]
         )
+        wire = [encode(answer) for _, _, answer in answers]
         # The log first: an answer that went out is always in it, to be re-sent as it was.
         self._log_requests(
-            [a for a in answers if logged_source(a[0]) not in resent], served_from_cache, writes
+            [
+                (record, answer, sent)
+                for (record, _, answer), sent in zip(answers, wire, strict=True)
+                if logged_source(record) not in resent
+            ],
+            served_from_cache,
+            writes,
         )
-        for _, reply_topic, answer in answers:
+        for (_, reply_topic, answer), value in zip(answers, wire, strict=True):
             futures.append(
                 self.producer.send(
                     reply_topic or self.answers_topic,
                     key=(answer.entity_id or answer.request_id).encode(),
-                    value=encode(answer),
+                    value=value,
                 )
             )
         self.producer.flush(timeout=SEND_TIMEOUT_S)
@@ -451,20 +458,22 @@ class Predictor:
 
     def _log_requests(
         self,
-        answers: list[tuple[Any, str | None, Prediction]],
+        answers: list[tuple[Any, Prediction, bytes]],
         served_from_cache: dict[str, Entry],
         pipe: Any,
     ) -> None:
         """One request-log entry per request, under the id its answer carries; a cached
-        answer's entry says which revision and when the answer was computed from."""
-        for record, _, answer in answers:
+        answer's entry says which revision and when the answer was computed from.
+        ``answers``: the request record, its answer and the answer's wire form (logged
+        as it is, byte for byte)."""
+        for record, answer, sent in answers:
             request_id = answer.request_id
             entry: dict[str, Any] = {
                 "request_id": request_id,
                 "input": (record.value or b"")[: self.settings.request_log_input_bytes].decode(
                     "utf-8", errors="replace"
                 ),
-                "output": answer.model_dump(mode="json", exclude_none=True),
+                "output": orjson.Fragment(sent),
                 "at": time.time(),
                 "source": logged_source(record),
             }

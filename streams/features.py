@@ -30,6 +30,7 @@ Three properties make replays and redeliveries safe:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -88,6 +89,11 @@ def _duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
+@functools.cache
+def _op_names(source: str, ops: tuple[str, ...], window: str) -> tuple[str, ...]:
+    return tuple(f"{source}_{op}_{window}" for op in ops)
+
+
 @dataclass(frozen=True)
 class Aggregate:
     """``ops`` of raw feature ``source`` over ``window``; names like ``amount_sum_1h``."""
@@ -102,7 +108,13 @@ class Aggregate:
             raise ValueError(f"unknown aggregate ops {sorted(unknown)}; known: {AGGREGATE_OPS}")
 
     def names(self) -> list[str]:
-        return [f"{self.source}_{op}_{self.window.name}" for op in self.ops]
+        return list(self.op_names)
+
+    @property
+    def op_names(self) -> tuple[str, ...]:
+        """The feature name of each op, in ``ops`` order (computed once: every feature
+        vector needs them)."""
+        return _op_names(self.source, self.ops, self.window.name)
 
 
 @dataclass(frozen=True)
@@ -266,7 +278,7 @@ def feature_vector(
             for start, bucket in state.buckets.get(aggregate.source, {}).items()
             if window_start <= start <= as_of
         ]
-        for op, name in zip(aggregate.ops, aggregate.names(), strict=True):
+        for op, name in zip(aggregate.ops, aggregate.op_names, strict=True):
             vector[name] = _combine(op, in_window)
     for ratio in fs.ratios:
         vector[ratio.name] = _ratio(vector.get(ratio.numerator), vector.get(ratio.denominator))

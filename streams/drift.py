@@ -375,6 +375,10 @@ class _Track:
         # (so a checkpoint does not depend on its layout).
         return {**self.__dict__, "_prepared": None}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Checkpoints from before 2026-11-25 pickled an older Reference layout: rebuild.
+        self.__dict__.update({**state, "_prepared": None})
+
     def rebase(self) -> None:
         if self.current:
             self.reference = list(self.current)

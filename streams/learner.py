@@ -46,7 +46,9 @@ class LearnerConfig:
     detector: str = DEFAULT_DETECTOR
     metric_window: int = 500
     concept_cooldown: int = 1_000
-    drift: DriftConfig = field(default_factory=DriftConfig)
+    # Not part of the checkpoint's identity: a changed EDDY_DRIFT_* setting keeps the
+    # learned state (its monitors keep the configuration they were built with).
+    drift: DriftConfig = field(default_factory=DriftConfig, compare=False)
     seed: int = 42
     batch: int = 1  # > 1: mini-batches of this size where the model kind allows
     slices: tuple[str, ...] = ()  # features whose values get prequential metrics of their own

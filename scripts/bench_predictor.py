@@ -39,8 +39,10 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -293,15 +295,14 @@ def measure(base: Settings, backlog: int, paced: int, rate: float) -> dict[str, 
     return results
 
 
-def run_echo() -> None:
-    """The bare baseline: the predictor's consume → produce → acknowledge → commit
-    skeleton with its client settings, and no work at all in between."""
-    settings = Settings.from_env()
+def serve(settings: Settings, name: str, answer: Callable[[list[Any]], list[bytes]]) -> None:
+    """The predictor's consume → answer → send → acknowledge → commit skeleton, with its
+    client settings, until SIGTERM; ``answer`` turns a polled batch into answer values."""
     requests, answers = topics(settings)
     consumer = make_consumer(
         settings,
         requests,
-        group_id=f"{settings.topic_prefix}echo",
+        group_id=f"{settings.topic_prefix}{name}",
         max_poll_records=settings.predictor_batch_size,
         fetch_max_wait_ms=settings.predictor_fetch_wait_ms,
     )
@@ -312,7 +313,10 @@ def run_echo() -> None:
         while not stopping.is_set():
             records = [r for rs in consumer.poll(timeout_ms=POLL_MS).values() for r in rs]
             if records:
-                futures = [producer.send(answers, key=r.key, value=r.value) for r in records]
+                futures = [
+                    producer.send(answers, key=r.key, value=value)
+                    for r, value in zip(records, answer(records), strict=True)
+                ]
                 producer.flush(timeout=SEND_TIMEOUT_S)
                 for future in futures:
                     future.get(timeout=SEND_TIMEOUT_S)
@@ -322,55 +326,37 @@ def run_echo() -> None:
         producer.close()
 
 
+def run_echo() -> None:
+    """The bare baseline: the serving skeleton with no work at all in between."""
+    serve(Settings.from_env(), "echo", lambda records: [r.value for r in records])
+
+
 def run_bare_predict() -> None:
     """The bare consume → predict → produce loop: the champion and the online features,
     nothing else of the predictor's work (see the module's docstring)."""
     settings = Settings.from_env()
-    requests, answers = topics(settings)
     registry = open_registry(settings)
     serving = registry.alias(MODEL, CHAMPION)
     if serving is None:
         raise SystemExit(f"no champion of {MODEL!r} to serve")
     champion = registry.load(MODEL, serving.version)
     store = OnlineStore(make_redis(settings), settings.topic_prefix, settings.feature_ttl_s)
-    consumer = make_consumer(
-        settings,
-        requests,
-        group_id=f"{settings.topic_prefix}bare-predict",
-        max_poll_records=settings.predictor_batch_size,
-        fetch_max_wait_ms=settings.predictor_fetch_wait_ms,
-    )
-    producer = make_producer(settings, linger_ms=PRODUCER_LINGER_MS)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    try:
-        while not stopping.is_set():
-            records = [r for rs in consumer.poll(timeout_ms=POLL_MS).values() for r in rs]
-            if not records:
-                continue
-            asked = [orjson.loads(r.value) for r in records]
-            states = store.load(a["entity_id"] for a in asked)
-            now = time.time()
-            vectors = [
-                numeric(feature_vector(states[a["entity_id"]].state, FEATURES, now, a["features"]))
-                for a in asked
-            ]
-            probas = champion.predict_proba(vectors)[:, 1]
-            futures = [
-                producer.send(
-                    answers,
-                    key=r.key,
-                    value=orjson.dumps({"request_id": a["request_id"], "proba": float(p)}),
-                )
-                for r, a, p in zip(records, asked, probas, strict=True)
-            ]
-            producer.flush(timeout=SEND_TIMEOUT_S)
-            for future in futures:
-                future.get(timeout=SEND_TIMEOUT_S)
-            consumer.commit()
-    finally:
-        consumer.close(autocommit=False)
-        producer.close()
+
+    def predict(records: list[Any]) -> list[bytes]:
+        asked = [orjson.loads(r.value) for r in records]
+        states = store.load(a["entity_id"] for a in asked)
+        now = time.time()
+        vectors = [
+            numeric(feature_vector(states[a["entity_id"]].state, FEATURES, now, a["features"]))
+            for a in asked
+        ]
+        probas = champion.predict_proba(vectors)[:, 1]
+        return [
+            orjson.dumps({"request_id": a["request_id"], "proba": float(p)})
+            for a, p in zip(asked, probas, strict=True)
+        ]
+
+    serve(settings, "bare-predict", predict)
 
 
 PREDICTOR = [EDDY, "run", "predictor"]

@@ -369,10 +369,18 @@ class Predictor:
         for (record, request), raw in zip(requests, logged, strict=True):
             if raw is None:
                 continue
-            entry = orjson.loads(raw)
-            if entry.get("source") != logged_source(record):
+            try:
+                entry = orjson.loads(raw)
+                if entry.get("source") != logged_source(record):
+                    continue
+                answer = Prediction.model_validate(entry["output"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
+                # An entry this version cannot read: answer the request afresh instead.
+                log.warning(
+                    "unreadable request-log entry", extra={"request_id": request.request_id}
+                )
                 continue
-            found[logged_source(record)] = answer = Prediction.model_validate(entry["output"])
+            found[logged_source(record)] = answer
             log.info(
                 "re-sent a logged answer to a redelivered request",
                 extra={"request_id": request.request_id, "model_version": answer.model_version},

@@ -316,6 +316,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         sent and acknowledged with the batch's alerts, before the checkpoint passes it."""
         letter = dead_letter(RawRecord.of(record), exc.error_class, exc.reason)
         self._rejected.append(letter)
+        self._since_checkpoint += 1  # its offset moved: a checkpoint keeps it from repeating
         metrics.DEAD_LETTERS.labels(record.topic.removeprefix(self.settings.topic_prefix)).inc()
         log.warning(
             "dead-lettered a malformed record",

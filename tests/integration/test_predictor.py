@@ -369,6 +369,25 @@ def test_a_redelivered_request_gets_its_logged_answer_even_after_a_swap(
         assert only["prediction"] is (float(i) <= 50)
 
 
+def test_an_unreadable_request_log_entry_means_answering_afresh(service: Service) -> None:
+    from services.predictor import Predictor, request_log_key
+
+    with_champion(service)
+    send_requests(service, [{"request_id": "odd", "entity_id": "u1", "features": {"amount": 70.0}}])
+    (record,) = request_records(service, 1)
+    redis = make_redis(service.settings)
+    redis.set(request_log_key(service.settings.topic_prefix, "odd"), b"{not json")
+    predictor = Predictor(service.settings, service.registry, "m")
+    try:
+        predictor.redelivery.assigned([(record.topic, record.partition)])
+        outcome = predictor.handle([record])
+    finally:
+        predictor.consumer.close(autocommit=False)
+    assert (outcome.answered, outcome.errors) == (1, 0)
+    logged = orjson.loads(redis.get(request_log_key(service.settings.topic_prefix, "odd")))
+    assert logged["output"]["model_version"] == "1"
+
+
 def test_eddy_score_writes_the_champions_predictions_beside_the_file(
     service: Service, tmp_path: Path
 ) -> None:

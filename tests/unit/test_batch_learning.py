@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import pickle
 import random
+from typing import Any
 
 import pytest
 from river import datasets, metrics, utils
@@ -119,15 +120,24 @@ def _feature_rows(rng: random.Random, count: int) -> list[dict[str, object]]:
     return rows
 
 
-def test_drift_update_many_matches_update_across_any_cuts() -> None:
-    rng = random.Random(6)
-    rows = _feature_rows(rng, 5000)
+def _drifts_one_by_one_and_batched(
+    rng: random.Random, rows: list[dict[str, object]]
+) -> tuple[list[Any], list[Any], DataDriftMonitor, DataDriftMonitor]:
+    """Drifts found stepping ``rows`` one by one and in random cuts, and both monitors."""
     config = DriftConfig(window=300, min_samples=100, check_every=50, cooldown=400)
     one_by_one = DataDriftMonitor(config)
     expected = [(i, d) for i, row in enumerate(rows) if (d := one_by_one.update(row))]
     batched, found = DataDriftMonitor(config), []
     for start, end in _cuts(rng, len(rows), largest=130):
         found += [(start + i, d) for i, d in batched.update_many(rows[start:end])]
+    return expected, found, one_by_one, batched
+
+
+def test_drift_update_many_matches_update_across_any_cuts() -> None:
+    rng = random.Random(6)
+    expected, found, one_by_one, batched = _drifts_one_by_one_and_batched(
+        rng, _feature_rows(rng, 5000)
+    )
     assert {d.feature for _, drifts in expected for d in drifts} >= {"a", "plan"}
     assert found == expected
     assert batched.state() == one_by_one.state()
@@ -139,12 +149,7 @@ def test_drift_update_many_matches_update_when_rows_lack_features() -> None:
     for i, row in enumerate(rows):
         if i % 7 == 0:
             del row["b"]
-    config = DriftConfig(window=300, min_samples=100, check_every=50, cooldown=400)
-    one_by_one = DataDriftMonitor(config)
-    expected = [(i, d) for i, row in enumerate(rows) if (d := one_by_one.update(row))]
-    batched, found = DataDriftMonitor(config), []
-    for start, end in _cuts(rng, len(rows), largest=130):
-        found += [(start + i, d) for i, d in batched.update_many(rows[start:end])]
+    expected, found, one_by_one, batched = _drifts_one_by_one_and_batched(rng, rows)
     assert found == expected
     assert batched.state() == one_by_one.state()
 

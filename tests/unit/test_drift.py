@@ -506,3 +506,14 @@ def test_feature_drift_explains_itself() -> None:
     drift = FeatureDrift("amount", "psi", 0.5, 0.25)
     assert drift.severity == 2.0
     assert drift.describe() == "amount: psi 0.500 > 0.250 (x2.00)"
+
+
+def test_a_drift_track_pickled_with_an_old_prepared_reference_is_rebuilt() -> None:
+    config = DriftConfig(window=50, min_samples=20, check_every=10)
+    monitor = DataDriftMonitor(config)
+    monitor.update_many([{"x": float(i % 7)} for i in range(120)])
+    track = monitor._tracks["x"]
+    old_state = {**track.__dict__, "_prepared": object()}  # an older checkpoint's cache
+    restored = type(track).__new__(type(track))
+    restored.__setstate__(old_state)
+    assert restored.measure(config)

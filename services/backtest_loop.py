@@ -11,9 +11,11 @@ point-in-time features) through Eddy's own parts:
 2. every label feeds :meth:`streams.learner.Learner.learn_many` (predict, score,
    monitor, learn; one example at a time or in the policy's mini-batches) with the
    policy's model, detector, cooldowns and drift thresholds;
-3. alerts of the kinds the policy retrains on start a burst; ``debounce_s`` of event
-   time after the first, the burst's retrain runs like the retrainer's: the most recent
-   ``window`` learned examples, :func:`~services.retrainer.training_set`, the holdout
+3. alerts of the kinds the policy retrains on start a burst (:mod:`services.bursts`);
+   ``debounce_s`` of event time after the first, the burst's retrain runs like the
+   retrainer's: the most recent ``window`` learned examples (after a concept alert only
+   those after the drift, waiting up to ``drift_wait_s`` for enough of them),
+   :func:`~services.retrainer.training_set`, the holdout
    split, :func:`~services.retrainer.make_estimator`, :func:`~services.retrainer.evaluate`
    of candidate and champion, :func:`~services.promotion.offline_decision`;
 4. a promoted candidate becomes the champion for the answers that follow.
@@ -38,6 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from services.bursts import Burst, decidable_size, examples_since, fold
 from services.promotion import (
     HIGHER_IS_BETTER,
     PROMOTE,
@@ -46,7 +49,14 @@ from services.promotion import (
     offline_decision,
 )
 from services.registry import RIVER, SKLEARN
-from services.retrainer import ESTIMATORS, evaluate, is_classification, make_estimator, training_set
+from services.retrainer import (
+    DRIFT_WAIT_RETRY_S,
+    ESTIMATORS,
+    evaluate,
+    is_classification,
+    make_estimator,
+    training_set,
+)
 from services.settings import Settings
 from streams.backtest import Item, Served, Timeline
 from streams.contracts import DriftAlert, DriftKind, TrainingExample
@@ -78,6 +88,7 @@ class RetrainPolicy(BaseModel):
     metric: str
     margin: float = Field(ge=0)
     debounce_s: float = Field(ge=0)
+    drift_wait_s: float = Field(ge=0)
     seed: int = 42
 
     @field_validator("estimator")
@@ -157,6 +168,7 @@ def _policy(table: Any, settings: Settings) -> Policy:
         "metric": settings.retrain_metric,
         "margin": settings.retrain_margin,
         "debounce_s": settings.retrain_debounce_s,
+        "drift_wait_s": settings.retrain_drift_wait_s,
     }
     try:
         retrain = RetrainPolicy.model_validate(defaults | dict(table.get("retrain", {})))
@@ -180,7 +192,7 @@ def _learner_config(name: str, table: dict[str, Any], settings: Settings) -> Lea
             model=settings.model_name,
             **{"kind": settings.learner_kind, "detector": settings.learner_detector}
             | {k: _frozen(v) for k, v in table.items()},
-            drift=DriftConfig(**{k: _frozen(v) for k, v in drift.items()}),
+            drift=dataclasses.replace(settings.drift, **{k: _frozen(v) for k, v in drift.items()}),
         )
         Learner(config)  # unknown model kinds and detectors fail here, not mid-replay
     except (TypeError, ValueError) as exc:
@@ -230,7 +242,7 @@ class Replay:
     answers: dict[str, Answer] = field(default_factory=dict)
     labels: dict[str, Label] = field(default_factory=dict)
     queued: list[tuple[str, dict[str, float]]] = field(default_factory=list)
-    burst: tuple[float, list[str]] | None = None
+    burst: Burst | None = None
     alerts: list[dict[str, Any]] = field(default_factory=list)
     retrains: list[dict[str, Any]] = field(default_factory=list)
     champions: list[dict[str, Any]] = field(default_factory=list)
@@ -247,7 +259,7 @@ def replay(timeline: Timeline, policy: Policy, buckets: int = DEFAULT_BUCKETS) -
     retrain (trigger, window, both models' held-out metrics, the decision and its
     reason), which champion served from when, deterministic ``work`` counts and the
     measured ``compute``. A burst still waiting when the range ends is retrained at its
-    due time, as the live retrainer would, though no answer in the range follows it.
+    due time with the examples there are, though no answer in the range follows it.
     """
     started = time.process_time()
     learner = Learner(policy.learner)
@@ -260,11 +272,11 @@ def replay(timeline: Timeline, policy: Policy, buckets: int = DEFAULT_BUCKETS) -
     )
     state.champions.append(_switch(state.champion, None))
     for item in timeline.items:
-        if state.burst is not None and item.at >= state.burst[0] + policy.retrain.debounce_s:
-            _retrain(state, state.burst[0] + policy.retrain.debounce_s)
+        if state.burst is not None and item.at >= state.burst.due:
+            _retrain(state, state.burst.due)
         _process(state, item)
     if state.burst is not None:
-        _retrain(state, state.burst[0] + policy.retrain.debounce_s)
+        _retrain(state, state.burst.due, final=True)
     _flush(state)
     return _report(state, timeline, buckets, time.process_time() - started)
 
@@ -310,28 +322,41 @@ def _on_alert(state: Replay, alert: DriftAlert, at: float, where: Position) -> N
         }
     )
     if triggers:
-        first, ids = state.burst or (at, [])
-        state.burst = (first, [*ids, alert.alert_id])
+        state.burst = fold(state.burst, alert, at, retrain.debounce_s)
 
 
-def _retrain(state: Replay, at: float) -> None:
-    """The retrainer's steps on the window of the moment (see the module docstring)."""
+def _retrain(state: Replay, at: float, final: bool = False) -> None:
+    """The retrainer's steps on the window of the moment (see the module docstring).
+
+    A concept burst short of examples after the drift waits (``state.burst`` is due
+    again later) unless its wait is over or the range has ended (``final``).
+    """
     started = time.process_time()
-    alert_ids = state.burst[1] if state.burst else []
-    state.burst = None
+    burst, state.burst = state.burst, None
     retrain = state.policy.retrain
-    data = training_set(list(state.window))
+    since = burst.since if burst else None
+    waiting = burst is not None and not final and burst.waiting(at, retrain.drift_wait_s)
+    data = training_set(examples_since(list(state.window), since))
+    needed = max(
+        decidable_size(retrain.min_holdout, retrain.holdout) if waiting else 0,
+        2 * retrain.min_holdout,
+    )
+    if burst is not None and waiting and len(data.examples) < needed:
+        state.burst = burst.retry_at(at + max(DRIFT_WAIT_RETRY_S, retrain.debounce_s))
+        state.retrain_cpu_s += time.process_time() - started
+        return
     entry: dict[str, Any] = {
         "at": iso(at),
-        "trigger": alert_ids,
+        "trigger": list(burst.alert_ids) if burst else [],
         "champion": state.champion.version,
         "examples": len(data.examples),
+        **({} if since is None else {"after_drift_seen": since.isoformat()}),
     }
     try:
-        if len(data.examples) < 2 * retrain.min_holdout:
+        if len(data.examples) < needed:
+            after = "" if since is None else f" after {since.isoformat()}"
             raise ValueError(
-                f"only {len(data.examples)} examples in the window; need at least "
-                f"{2 * retrain.min_holdout}"
+                f"only {len(data.examples)} examples in the window{after}; need at least {needed}"
             )
         train, holdout = data.split(retrain.holdout)
         labels = [e.label for e in train]

@@ -4,7 +4,8 @@ One retrain:
 
 1. read the most recent ``EDDY_RETRAIN_WINDOW`` training examples from Kafka (the same
    point-in-time features the online learner saw, so training and serving share one
-   feature code path), drop duplicate ids, order by event time;
+   feature code path), drop duplicate ids, order by event time; after a concept alert,
+   keep only the examples after the drift (:mod:`services.bursts`);
 2. hold out the most recent ``EDDY_RETRAIN_HOLDOUT`` fraction;
 3. fit a scikit-learn pipeline (``DictVectorizer`` over Eddy's numeric encoding, then
    histogram gradient boosting by default) on the rest;
@@ -14,7 +15,9 @@ One retrain:
    promote, challenger, or keep; the decision and its evidence go to the audit log.
 
 ``eddy run retrainer`` listens to ``drift-alerts`` and retrains once per alert burst
-(alerts for a model within ``EDDY_RETRAIN_DEBOUNCE_S`` of the first one are folded in),
+(alerts for a model within ``EDDY_RETRAIN_DEBOUNCE_S`` of the first one are folded in; a
+concept burst waits up to ``EDDY_RETRAIN_DRIFT_WAIT_S`` for enough examples after the
+drift),
 every ``EDDY_RETRAIN_EVERY_S`` seconds when that is set (a schedule), and once per
 command on the ``control`` topic (the status API's ``POST /api/retrain``, the CLI).
 """
@@ -26,6 +29,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import metadata
 from typing import Any
 
@@ -39,6 +43,7 @@ from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, roc_a
 from sklearn.pipeline import Pipeline
 
 from services import metrics
+from services.bursts import Burst, decidable_size, examples_since, fold
 from services.control import (
     RECENT_IDS,
     audit_refusal,
@@ -75,6 +80,11 @@ ESTIMATORS = ("hist_gradient_boosting", "logistic_regression")
 POLL_MS = 500
 LIBRARIES = ("scikit-learn", "river", "numpy", "skops")
 DEAD_LETTER_TIMEOUT_S = 30.0
+DRIFT_WAIT_RETRY_S = 1.0  # fewest seconds between attempts while a burst waits for examples
+
+
+class TooFewExamples(ValueError):
+    """The window holds too few (usable) examples to train and judge a candidate."""
 
 
 @dataclass(frozen=True)
@@ -283,13 +293,27 @@ class Retrainer:
         finally:
             consumer.close()
 
-    def retrain(self, model: str, trigger: dict[str, str]) -> Outcome:
+    def retrain(
+        self,
+        model: str,
+        trigger: dict[str, str],
+        since: datetime | None = None,
+        at_least: int = 0,
+    ) -> Outcome:
+        """Train, register and judge one candidate on the recent window.
+
+        ``since``: learn only from examples with a later event time (after a concept
+        drift). Raises :class:`TooFewExamples` below ``at_least`` examples (and always
+        below twice the smallest holdout), before anything is registered.
+        """
         started = time.monotonic()
-        data = training_set(self.recent_examples(self.settings.retrain_window))
-        if len(data.examples) < 2 * self.settings.retrain_min_holdout:
-            raise ValueError(
-                f"only {len(data.examples)} examples in the window; need at least "
-                f"{2 * self.settings.retrain_min_holdout}"
+        window = self.recent_examples(self.settings.retrain_window)
+        data = training_set(examples_since(window, since))
+        needed = max(at_least, 2 * self.settings.retrain_min_holdout)
+        if len(data.examples) < needed:
+            after = "" if since is None else f" after {since.isoformat()}"
+            raise TooFewExamples(
+                f"only {len(data.examples)} examples in the window{after}; need at least {needed}"
             )
         train, holdout = data.split(self.settings.retrain_holdout)
         labels = [e.label for e in train]
@@ -319,6 +343,7 @@ class Retrainer:
                 "holdout": len(holdout),
                 "from": data.examples[0].event_time.isoformat(),
                 "to": data.examples[-1].event_time.isoformat(),
+                **({} if since is None else {"after_drift_seen": since.isoformat()}),
             },
         )
         version = self.registry.register(
@@ -399,7 +424,7 @@ class AlertListener:
         self._stopping = True
 
     def run(self) -> None:
-        bursts: dict[str, tuple[float, list[str]]] = {}  # model -> (first seen, alert ids)
+        bursts: dict[str, Burst] = {}
         last_scheduled = last_live = time.monotonic()
         self.liveness.start()
         try:
@@ -425,10 +450,12 @@ class AlertListener:
                     self._retrain_safely(
                         self.settings.model_name, {"type": "schedule", "id": f"every {every}s"}
                     )
-                for model, (first, alert_ids) in list(bursts.items()):
-                    if now - first >= self.settings.retrain_debounce_s:
+                for model, burst in list(bursts.items()):
+                    if now >= burst.due:
                         del bursts[model]
-                        self._retrain(model, alert_ids)
+                        retry = self._retrain(model, burst, now)
+                        if retry is not None:
+                            bursts[model] = retry
                 if not bursts:
                     self._commit()
         finally:
@@ -444,7 +471,7 @@ class AlertListener:
             # records are read again and recognised as done (see _retrain).
             log.warning("commit refused after a rebalance", extra={"error": str(exc)})
 
-    def _collect(self, record: Any, bursts: dict[str, tuple[float, list[str]]]) -> None:
+    def _collect(self, record: Any, bursts: dict[str, Burst]) -> None:
         try:
             alert = decode(DriftAlert, record.value)
         except InvalidMessage as exc:
@@ -452,8 +479,9 @@ class AlertListener:
             return
         if alert.action != "retrain":
             return
-        first, ids = bursts.get(alert.model, (time.monotonic(), []))
-        bursts[alert.model] = (first, [*ids, alert.alert_id])
+        bursts[alert.model] = fold(
+            bursts.get(alert.model), alert, time.monotonic(), self.settings.retrain_debounce_s
+        )
 
     def _command(self, record: Any) -> None:
         """Carry out one control command once, or audit why not; never raises on input."""
@@ -497,16 +525,38 @@ class AlertListener:
             },
         )
 
-    def _retrain(self, model: str, alert_ids: list[str]) -> None:
+    def _retrain(self, model: str, burst: Burst, now: float) -> Burst | None:
+        """Retrain for ``burst``; the burst to try again later while it waits for data."""
         # An alert read again after a crash between registering and committing (or
         # after a retrain outlasted the max poll interval) was retrained already.
         done = retrained_alerts(self.retrainer.registry.versions(model))
-        fresh = [alert_id for alert_id in alert_ids if alert_id not in done]
+        fresh = [alert_id for alert_id in burst.alert_ids if alert_id not in done]
         if not fresh:
-            log.info("alerts already retrained", extra={"model": model, "alerts": alert_ids})
-            return
+            log.info("alerts already retrained", extra={"model": model, "alerts": burst.alert_ids})
+            return None
         trigger = {"type": "alert", "id": fresh[0], "burst": ",".join(fresh)}
-        self._retrain_safely(model, trigger)
+        waiting = burst.waiting(now, self.settings.retrain_drift_wait_s)
+        at_least = (
+            decidable_size(self.settings.retrain_min_holdout, self.settings.retrain_holdout)
+            if waiting
+            else 0
+        )
+        try:
+            with self.liveness.busy("retrain"):
+                self.retrainer.retrain(model, trigger, since=burst.since, at_least=at_least)
+        except TooFewExamples as exc:
+            if waiting:
+                log.info(
+                    "retrain waits for examples after the drift",
+                    extra={"model": model, "alerts": fresh, "reason": str(exc)},
+                )
+                return burst.retry_at(
+                    now + max(DRIFT_WAIT_RETRY_S, self.settings.retrain_debounce_s)
+                )
+            log.warning("retrain skipped", extra={"model": model, "reason": str(exc)})
+        except ValueError as exc:  # e.g. one class only: the next trigger will try again
+            log.warning("retrain skipped", extra={"model": model, "reason": str(exc)})
+        return None
 
     def _retrain_safely(self, model: str, trigger: dict[str, str]) -> None:
         try:

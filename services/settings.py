@@ -205,6 +205,12 @@ class Settings(BaseModel):
     retrain_debounce_s: float = Field(
         5.0, ge=0, description="Alerts within this time of the first make one retrain."
     )
+    retrain_drift_wait_s: float = Field(
+        600.0,
+        ge=0,
+        description="After a concept alert, wait up to this long for enough examples after "
+        "the drift to judge a promotion (the retrain learns only from those).",
+    )
     retrain_every_s: float = Field(
         0.0, ge=0, description="Also retrain the learner's model on this schedule (0: never)."
     )

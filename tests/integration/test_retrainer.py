@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from services.bursts import Burst, fold
 from services.model_updates import open_registry
 from services.registry import CHALLENGER, CHAMPION, Registry
 from services.retrainer import AlertListener, Retrainer
@@ -26,7 +27,7 @@ from services.settings import Settings
 from streams.admin import ensure_topics
 from streams.clients import make_producer
 from streams.console import read_topic
-from streams.contracts import DriftAlert, DriftKind, SourceOffset, TrainingExample
+from streams.contracts import DriftAlert, DriftKind, DriftWindow, SourceOffset, TrainingExample
 from streams.serialization import IntegrityError
 from streams.topics import Topic, spec_for
 from streams.validation import encode
@@ -228,13 +229,61 @@ def test_an_alert_read_again_after_a_crash_is_not_retrained_twice(deployment: Se
     publish_examples(deployment, concept(1000, seed=5, flipped=False), start=0)
     registry = open_registry(deployment, announce=False)
     listener = AlertListener(deployment, Retrainer(deployment, registry))
+    now = time.monotonic()
     try:
-        listener._retrain(MODEL, ["a1"])
+        listener._retrain(MODEL, Burst(now, ("a1",), None, now), now)
         assert [v.lineage.trigger["burst"] for v in registry.versions(MODEL)] == ["a1"]
 
-        listener._retrain(MODEL, ["a1"])
-        listener._retrain(MODEL, ["a1", "a2"])
+        listener._retrain(MODEL, Burst(now, ("a1",), None, now), now)
+        listener._retrain(MODEL, Burst(now, ("a1", "a2"), None, now), now)
     finally:
         listener.consumer.close()
         listener.producer.close()
     assert [v.lineage.trigger["burst"] for v in registry.versions(MODEL)] == ["a1", "a2"]
+
+
+def test_a_concept_burst_learns_only_after_the_drift_and_waits_for_enough_of_it(
+    deployment: Settings,
+) -> None:
+    # Before the change: 3000 examples of one concept. A concept alert fires at the
+    # example of second 2999. Training on the window would teach mostly the old concept;
+    # the retrain must wait for examples after it, then learn from those alone.
+    settings = deployment.model_copy(update={"retrain_min_holdout": 50})
+    publish_examples(settings, concept(3000, seed=6, flipped=False), start=0)
+    registry = open_registry(settings, announce=False)
+    retrainer = Retrainer(settings, registry)
+    retrainer.retrain(MODEL, {"type": "operator", "id": "first champion"})
+    seen = datetime.fromtimestamp(BASE + 2999, UTC)
+    alert = DriftAlert(
+        alert_id=f"{MODEL}:concept:3000",
+        model=MODEL,
+        kind=DriftKind.CONCEPT,
+        detector="adwin",
+        statistic=0.4,
+        threshold=0.0,
+        action="retrain",
+        window=DriftWindow(times=(datetime.fromtimestamp(BASE + 2000, UTC), seen)),
+    )
+    listener = AlertListener(settings, retrainer)
+    now = time.monotonic()
+    try:
+        burst = fold(None, alert, now, debounce_s=0.0)
+        retry = listener._retrain(MODEL, burst, now)
+        assert retry is not None, "nothing after the drift yet: wait"
+        assert retry.due > now
+        assert len(registry.versions(MODEL)) == 1
+
+        publish_examples(settings, concept(300, seed=7, flipped=True), start=3000)
+        assert listener._retrain(MODEL, retry, retry.due) is None
+    finally:
+        listener.consumer.close()
+        listener.producer.close()
+
+    retrained = registry.versions(MODEL)[-1]
+    assert retrained.lineage.window["examples"] == 300
+    assert retrained.lineage.window["after_drift_seen"] == seen.isoformat()
+    assert retrained.lineage.window["from"] > seen.isoformat()
+    assert retrained.metrics["accuracy"] > 0.9, "the new concept, learned cleanly"
+    champion = registry.alias(MODEL, CHAMPION)
+    assert champion is not None
+    assert champion.version == retrained.version

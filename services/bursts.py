@@ -1,0 +1,93 @@
+"""Alert bursts: which alerts make one retrain, when it runs, and what it may learn from.
+
+Alerts for a model within ``EDDY_RETRAIN_DEBOUNCE_S`` of the first one fold into one
+burst and one retrain. A *concept* alert also bounds the data: once the relation between
+features and labels has changed, the labels from before the change teach the old
+concept, so the retrain learns only from examples after the event time where the
+detector fired, and waits (up to ``EDDY_RETRAIN_DRIFT_WAIT_S``) until enough of them
+have arrived to judge a promotion. Data and prediction drift leave the labels right for
+their inputs, so they keep the whole window. Pure: no Kafka, no registry.
+
+>>> from datetime import UTC, datetime
+>>> from streams.contracts import DriftAlert, DriftWindow
+>>> seen = datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)
+>>> alert = DriftAlert(alert_id="m:concept:900", model="m", kind="concept", detector="adwin",
+...     statistic=0.4, threshold=0.0, action="retrain",
+...     window=DriftWindow(times=(datetime(2026, 1, 1, tzinfo=UTC), seen)))
+>>> burst = fold(None, alert, now=100.0, debounce_s=5.0)
+>>> burst.alert_ids, burst.since == seen, burst.due
+(('m:concept:900',), True, 105.0)
+>>> decidable_size(min_holdout=200, holdout=0.2)
+1000
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from streams.contracts import DriftAlert, DriftKind, TrainingExample
+
+
+@dataclass(frozen=True)
+class Burst:
+    """Alerts folded into one retrain of a model.
+
+    ``since``: learn only from examples with a later event time (None: the whole
+    window). ``due``: monotonic time of the next attempt.
+    """
+
+    first_seen: float
+    alert_ids: tuple[str, ...]
+    since: datetime | None
+    due: float
+
+    def waiting(self, now: float, wait_s: float) -> bool:
+        """Still within the time a concept burst may wait for examples after the drift."""
+        return self.since is not None and now - self.first_seen < wait_s
+
+    def retry_at(self, due: float) -> Burst:
+        return replace(self, due=due)
+
+
+def change_seen(alert: DriftAlert) -> datetime | None:
+    """The event time after which a retrain for ``alert`` should learn, if bounded.
+
+    For a concept alert: the last example its detector had seen when it fired (the
+    change lies before it). Other kinds, or an alert without a window: unbounded.
+    """
+    if alert.kind is not DriftKind.CONCEPT or alert.window.times is None:
+        return None
+    return alert.window.times[1]
+
+
+def fold(burst: Burst | None, alert: DriftAlert, now: float, debounce_s: float) -> Burst:
+    """``burst`` with ``alert`` added, or a new burst due ``debounce_s`` from now.
+
+    The latest change wins: a second concept alert means the concept moved again.
+    """
+    since = change_seen(alert)
+    if burst is None:
+        return Burst(now, (alert.alert_id,), since, now + debounce_s)
+    if burst.since is not None and (since is None or burst.since > since):
+        since = burst.since
+    return replace(burst, alert_ids=(*burst.alert_ids, alert.alert_id), since=since)
+
+
+def examples_since(
+    examples: Sequence[TrainingExample], since: datetime | None
+) -> list[TrainingExample]:
+    """The examples with an event time after ``since`` (all of them when None)."""
+    if since is None:
+        return list(examples)
+    return [e for e in examples if e.event_time > since]
+
+
+def decidable_size(min_holdout: int, holdout: float) -> int:
+    """Fewest examples whose held-out share (as the retrainer splits it) decides a promotion."""
+    size = math.ceil(min_holdout / holdout)
+    while int(size * holdout) < min_holdout:  # float rounding in the split
+        size += 1
+    return size

@@ -46,6 +46,7 @@ LABEL_DELAY_S = 1.0
 DRAIN_S = 15.0
 WARMUP_S = 8.0
 RECOVERY_WINDOW_S = 10.0
+DRIFT_WARMUP_S = 5  # seconds of the stream before drift references start (cold start)
 POLL_MS = 200
 
 
@@ -93,6 +94,7 @@ def demo_settings(base: Settings, options: DemoOptions) -> Settings:
             "retrain_min_holdout": max(20, per_second // 2),
             "retrain_debounce_s": 4.0,
             "label_wait_s": 30,
+            "drift_warmup": DRIFT_WARMUP_S * per_second,
         }
     )
 

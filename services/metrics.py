@@ -20,7 +20,8 @@ The metric objects live here, named once, so dashboards and alerts have one list
     eddy_label_coverage / eddy_label_latency_seconds   learner's late-label join
     eddy_drift_statistic{feature,test}    learner: latest drift statistic per feature
     eddy_retrains_total{action}, eddy_retrain_seconds  retrainer
-    eddy_requests_total{outcome}          predictor: answered, invalid_request, no_champion
+    eddy_requests_total{outcome}          predictor: answered, invalid_request, no_champion,
+                                          resent (a repeat of an answer counted before)
     eddy_request_latency_seconds          predictor: request timestamp → answer
     eddy_serving_version{model,alias}     version number each alias serves
     eddy_consumer_lag{topic,partition}    records behind the end of the log

@@ -135,7 +135,8 @@ class Monitor:
         )
         counters = {
             "events": _total(features, "eddy_events_total"),
-            "requests": _total(predictor, "eddy_requests_total"),
+            "requests": _total(predictor, "eddy_requests_total")
+            - _total(predictor, "eddy_requests_total", outcome="resent"),
             "examples": _total(learner, "eddy_examples_learned_total"),
         }
         elapsed = now - self._previous.get("at", now)

@@ -71,6 +71,7 @@ PRODUCER_LINGER_MS = 1
 SEND_TIMEOUT_S = 30.0
 NO_CHAMPION = "no_champion"
 INVALID_REQUEST = "invalid_request"
+RESENT = "resent"  # a repeated answer to a redelivered request (counted once before)
 
 
 def request_log_key(prefix: str, request_id: str) -> str:
@@ -297,15 +298,20 @@ class Predictor:
         )
         wire = [encode(answer) for _, _, answer in answers]
         # The log first: an answer that went out is always in it, to be re-sent as it was.
-        self._log_requests(
-            [
-                (record, answer, sent)
-                for (record, _, answer), sent in zip(answers, wire, strict=True)
-                if logged_source(record) not in resent
-            ],
-            served_from_cache,
-            writes,
+        # Where another owner of the partition logged this very record first, its answer
+        # is the one that counts: send that one, so both copies are identical.
+        fresh = [
+            i
+            for i, (record, _, _) in enumerate(answers)
+            if not resent or logged_source(record) not in resent
+        ]
+        taken = self._log_requests(
+            [(answers[i][0], answers[i][2], wire[i]) for i in fresh], served_from_cache, writes
         )
+        for k, answer in taken.items():
+            record, reply_topic, _ = answers[fresh[k]]
+            answers[fresh[k]] = (record, reply_topic, answer)
+            wire[fresh[k]] = encode(answer)
         for (_, reply_topic, answer), value in zip(answers, wire, strict=True):
             futures.append(
                 self.producer.send(
@@ -318,10 +324,15 @@ class Predictor:
         for future in futures:
             future.get(timeout=SEND_TIMEOUT_S)
         errors = sum(1 for _, _, a in answers if a.error is not None)
-        for _, _, answer in answers:
+        repeats = {logged_source(answers[fresh[k]][0]) for k in taken} | set(resent)
+        for record, _, answer in answers:
+            if repeats and logged_source(record) in repeats:  # counted when first answered
+                continue
             metrics.REQUESTS.labels(answer.error.code if answer.error else "answered").inc()
             if answer.latency_ms is not None:
                 metrics.REQUEST_LATENCY.observe(answer.latency_ms / 1000)
+        if repeats:
+            metrics.REQUESTS.labels(RESENT).inc(len(repeats))
         self._report_lag()
         return Outcome(len(answers), errors, sum(1 for _, _, a in answers if a.cached))
 
@@ -367,18 +378,14 @@ class Predictor:
         logged = self.redis.mget([request_log_key(prefix, r.request_id) for _, r in requests])
         found: dict[str, Prediction] = {}
         for (record, request), raw in zip(requests, logged, strict=True):
-            if raw is None:
-                continue
             try:
-                entry = orjson.loads(raw)
-                if entry.get("source") != logged_source(record):
-                    continue
-                answer = Prediction.model_validate(entry["output"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
-                # An entry this version cannot read: answer the request afresh instead.
+                answer = logged_answer(raw, logged_source(record))
+            except ValueError:  # an entry this version cannot read: answer afresh instead
                 log.warning(
                     "unreadable request-log entry", extra={"request_id": request.request_id}
                 )
+                continue
+            if answer is None:
                 continue
             found[logged_source(record)] = answer
             log.info(
@@ -469,11 +476,19 @@ class Predictor:
         answers: list[tuple[Any, Prediction, bytes]],
         served_from_cache: dict[str, Entry],
         pipe: Any,
-    ) -> None:
+    ) -> dict[int, Prediction]:
         """One request-log entry per request, under the id its answer carries; a cached
         answer's entry says which revision and when the answer was computed from.
         ``answers``: the request record, its answer and the answer's wire form (logged
-        as it is, byte for byte)."""
+        as it is, byte for byte).
+
+        Entries are only created, never replaced blindly: where one exists, an entry for
+        the very same record means another owner of the partition (one whose commit
+        the group will refuse) answered it first; that answer is returned, by index into
+        ``answers``, to be sent instead. An entry for another record (a reused request
+        id) or one that cannot be read is replaced."""
+        first = len(pipe)
+        entries: list[tuple[str, bytes]] = []
         for record, answer, sent in answers:
             request_id = answer.request_id
             entry: dict[str, Any] = {
@@ -488,11 +503,10 @@ class Predictor:
             hit = served_from_cache.get(request_id)
             if hit is not None:
                 entry["cache"] = {"rev": hit.rev, "computed_at": hit.at}
-            pipe.set(
-                request_log_key(self.settings.topic_prefix, request_id),
-                orjson.dumps(entry),
-                ex=self.settings.request_log_ttl_s,
+            entries.append(
+                (request_log_key(self.settings.topic_prefix, request_id), orjson.dumps(entry))
             )
+            pipe.set(*entries[-1], ex=self.settings.request_log_ttl_s, nx=True)
             log.debug(
                 "answered",
                 extra={
@@ -503,7 +517,46 @@ class Predictor:
                     "cached": answer.cached,
                 },
             )
+        created = pipe.execute()[first:]
+        refused = [k for k, ok in enumerate(created) if not ok]
+        if not refused:
+            return {}
+        taken: dict[int, Prediction] = {}
+        existing = self.redis.mget([entries[k][0] for k in refused])
+        for k, raw in zip(refused, existing, strict=True):
+            record, answer, _ = answers[k]
+            try:
+                first_answer = logged_answer(raw, logged_source(record))
+            except ValueError:  # unreadable: ours replaces it
+                first_answer = None
+            if first_answer is None:
+                pipe.set(*entries[k], ex=self.settings.request_log_ttl_s)
+                continue
+            taken[k] = first_answer
+            log.info(
+                "another owner answered this request first; its answer was sent",
+                extra={
+                    "request_id": answer.request_id,
+                    "model_version": first_answer.model_version,
+                },
+            )
         pipe.execute()
+        return taken
+
+
+def logged_answer(raw: bytes | str | None, source: str) -> Prediction | None:
+    """The answer a request-log entry holds for the record named ``source``; None when
+    there is no entry or it is for another record. Raises ``ValueError`` when the entry
+    cannot be read."""
+    if raw is None:
+        return None
+    try:
+        entry = orjson.loads(raw)
+        if entry.get("source") != source:
+            return None
+        return Prediction.model_validate(entry["output"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"unreadable request-log entry: {exc}") from exc
 
 
 def _latency_ms(record: Any) -> float:

@@ -174,6 +174,12 @@ class Settings(BaseModel):
         description="A drifted feature alerts again only after every statistic fell below "
         "threshold x this (hysteresis).",
     )
+    drift_warmup: int = Field(
+        DEFAULT_DRIFT.warmup,
+        ge=0,
+        description="Observations before the drift references start (a cold start's new "
+        "entities and a still-learning model are no evidence).",
+    )
     learner_dedup_ids: int = Field(
         200_000, ge=1, description="How many learned example/label ids the learner remembers."
     )
@@ -320,6 +326,7 @@ class Settings(BaseModel):
             check_every=self.drift_check_every,
             cooldown=self.drift_cooldown,
             rearm_ratio=self.drift_rearm_ratio,
+            warmup=self.drift_warmup,
         )
 
     @field_validator("kafka_bootstrap")

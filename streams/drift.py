@@ -2,7 +2,9 @@
 
 A model degrades quietly when its inputs (data drift) or outputs (prediction drift) move
 away from what it learned from. Each feature keeps a *reference* window (its first
-``window`` values, or those of the last reset) and a sliding *current* window of its latest
+``window`` values after the first ``warmup`` observations, which are no evidence: a cold
+start's new entities and a model still learning are not the normal state; or those of
+the last reset) and a sliding *current* window of its latest
 ``window`` values; every ``check_every`` updates, a feature with ``min_samples`` values in
 both drifts when any of its tests exceeds its threshold. One drift gives one alert: the
 feature is then disarmed until all its statistics fall below ``threshold * rearm_ratio``
@@ -267,6 +269,7 @@ class DriftConfig:
     check_every: int = 100
     cooldown: int = 1000
     rearm_ratio: float = 0.5
+    warmup: int = 0
 
     def __post_init__(self) -> None:
         # A plain dict (a copy), so that configs and monitors pickle into checkpoints.
@@ -282,6 +285,7 @@ class DriftConfig:
         _require(1 <= self.min_samples <= self.window, "1 <= min_samples <= window")
         _require(self.check_every >= 1 and self.cooldown >= 0, "check_every >= 1, cooldown >= 0")
         _require(0 <= self.rearm_ratio <= 1, "0 <= rearm_ratio <= 1")
+        _require(self.warmup >= 0, "warmup >= 0")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -489,6 +493,9 @@ class DataDriftMonitor:
         a feature changing kind (from its first value's) raises before anything is
         recorded.
         """
+        if self._updates < self.config.warmup:
+            self._updates += 1
+            return []
         values = {name: _as_value(name, value) for name, value in x.items() if value is not None}
         kinds = {name: CATEGORICAL if isinstance(v, str) else NUMERIC for name, v in values.items()}
         for name, kind in kinds.items():
@@ -515,7 +522,9 @@ class DataDriftMonitor:
         odd value cannot stop a learner.
         """
         found: list[tuple[int, list[FeatureDrift]]] = []
-        every, start = self.config.check_every, 0
+        every = self.config.check_every
+        start = min(len(rows), max(0, self.config.warmup - self._updates))
+        self._updates += start  # warm-up observations: counted, not evidence
         while start < len(rows):
             end = min(len(rows), start + every - self._updates % every)
             self._add_columns(rows[start:end])

@@ -388,6 +388,56 @@ def test_an_unreadable_request_log_entry_means_answering_afresh(service: Service
     assert logged["output"]["model_version"] == "1"
 
 
+def test_an_answer_another_owner_logged_first_is_the_one_sent_again(service: Service) -> None:
+    """Two live owners of one partition: the old one (its commit will be refused) logs
+    and sends an answer after the new one looked the log up. The new one must not send a
+    different answer: its log write finds the entry and it sends the logged answer. An
+    entry left by another record under a reused request id is replaced, as before."""
+    from services import metrics
+    from services.predictor import Predictor, request_log_key
+
+    with_champion(service)
+    send_requests(
+        service,
+        [
+            {"request_id": f"r{i}", "entity_id": "u1", "features": {"amount": 70.0}}
+            for i in range(3)
+        ],
+    )
+    records = request_records(service, 3)
+    redis = make_redis(service.settings)
+    reused = request_log_key(service.settings.topic_prefix, "r2")
+    redis.set(reused, orjson.dumps({"source": "elsewhere[0]@7", "output": {"request_id": "r2"}}))
+    old_owner = Predictor(service.settings, service.registry, "m")
+    try:
+        old_owner.handle(records[:1])
+    finally:
+        old_owner.consumer.close(autocommit=False)
+    service.registry.register("m", "sklearn", trained(1, flip=True), {"log_loss": 0.3}, LINEAGE)
+    service.registry.promote("m", 2, "test", "the opposite concept")
+    new_owner = Predictor(service.settings, service.registry, "m")
+    resent_before = metrics.REQUESTS.labels("resent")._value.get()
+    try:
+        outcome = new_owner.handle(records)  # no record is a suspect: its lookup came first
+    finally:
+        new_owner.consumer.close(autocommit=False)
+    assert outcome.answered == 3
+    consumer = answers_consumer(service)
+    answers = collect(consumer, 4, service)
+    consumer.close()
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for _, answer in answers:
+        by_id.setdefault(answer["request_id"], []).append(answer)
+    first, again = by_id["r0"]
+    assert again == first
+    assert first["model_version"] == "1"
+    assert [a["model_version"] for a in by_id["r1"] + by_id["r2"]] == ["2", "2"]
+    assert metrics.REQUESTS.labels("resent")._value.get() - resent_before == 1
+    replaced = orjson.loads(redis.get(reused))
+    assert replaced["source"] != "elsewhere[0]@7"
+    assert replaced["output"]["model_version"] == "2"
+
+
 def test_eddy_score_writes_the_champions_predictions_beside_the_file(
     service: Service, tmp_path: Path
 ) -> None:

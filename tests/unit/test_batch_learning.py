@@ -121,10 +121,10 @@ def _feature_rows(rng: random.Random, count: int) -> list[dict[str, object]]:
 
 
 def _drifts_one_by_one_and_batched(
-    rng: random.Random, rows: list[dict[str, object]]
+    rng: random.Random, rows: list[dict[str, object]], warmup: int = 0
 ) -> tuple[list[Any], list[Any], DataDriftMonitor, DataDriftMonitor]:
     """Drifts found stepping ``rows`` one by one and in random cuts, and both monitors."""
-    config = DriftConfig(window=300, min_samples=100, check_every=50, cooldown=400)
+    config = DriftConfig(window=300, min_samples=100, check_every=50, cooldown=400, warmup=warmup)
     one_by_one = DataDriftMonitor(config)
     expected = [(i, d) for i, row in enumerate(rows) if (d := one_by_one.update(row))]
     batched, found = DataDriftMonitor(config), []
@@ -141,6 +141,17 @@ def test_drift_update_many_matches_update_across_any_cuts() -> None:
     assert {d.feature for _, drifts in expected for d in drifts} >= {"a", "plan"}
     assert found == expected
     assert batched.state() == one_by_one.state()
+
+
+def test_drift_update_many_matches_update_after_a_warmup() -> None:
+    rng = random.Random(8)
+    expected, found, one_by_one, batched = _drifts_one_by_one_and_batched(
+        rng, _feature_rows(rng, 4000), warmup=737
+    )
+    assert expected
+    assert found == expected
+    assert batched.state() == one_by_one.state()
+    assert one_by_one.updates == 4000
 
 
 def test_drift_update_many_matches_update_when_rows_lack_features() -> None:

@@ -297,6 +297,7 @@ def test_config_merges_thresholds_over_the_defaults() -> None:
         {"check_every": 0},
         {"cooldown": -1},
         {"rearm_ratio": 1.5},
+        {"warmup": -1},
     ],
 )
 def test_config_refuses_nonsense(bad: dict[str, object]) -> None:
@@ -517,3 +518,16 @@ def test_a_drift_track_pickled_with_an_old_prepared_reference_is_rebuilt() -> No
     restored = type(track).__new__(type(track))
     restored.__setstate__(old_state)
     assert restored.measure(config)
+
+
+def test_a_cold_start_within_the_warmup_is_no_evidence() -> None:
+    # The first values differ (new entities, a model still learning), then the stream
+    # settles. Taken into the reference, the cold start reads as drift; warmed up, not.
+    rng = np.random.default_rng(21)
+    cold = [{"gap": rng.normal(5.0, 1.0)} for _ in range(300)]
+    steady = [{"gap": rng.normal(0.0, 1.0)} for _ in range(2500)]
+    config = DriftConfig(window=500, min_samples=200)
+    assert _run(DataDriftMonitor(config), cold + steady), "cold start taken as evidence"
+    warmed = DataDriftMonitor(DriftConfig(window=500, min_samples=200, warmup=300))
+    assert _run(warmed, cold + steady) == []
+    assert warmed.updates == 2800

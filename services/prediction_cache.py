@@ -109,6 +109,7 @@ from streams.features import (
     feature_vector,
 )
 from streams.online_store import OnlineStore
+from streams.redis_commands import set_expiring
 from streams.topics import Topic, spec_for
 from streams.validation import InvalidMessage, decode
 
@@ -394,7 +395,7 @@ class AnswerCache:
         expiry = self.timing.expiry_ms(as_of, self._ttl_s)
         for ask, scored in answers:
             entry = Entry(champion.version, champion.artifact, ask.rev, ask.digest, scored, as_of)
-            target.set(self.key(ask.entity_id), entry.encode(), px=expiry)
+            set_expiring(target, self.key(ask.entity_id), entry.encode(), expiry)
         if pipe is None:
             target.execute()
 

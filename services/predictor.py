@@ -59,6 +59,7 @@ from streams.dead_letter import RawRecord, dead_letter
 from streams.feature_definitions import FEATURES
 from streams.features import feature_vector, freshness
 from streams.online_store import OnlineStore
+from streams.redis_commands import set_expiring
 from streams.serialization import IntegrityError
 from streams.snapshots import Snapshot, SnapshotStore
 from streams.topics import Topic, spec_for
@@ -506,7 +507,7 @@ class Predictor:
             entries.append(
                 (request_log_key(self.settings.topic_prefix, request_id), orjson.dumps(entry))
             )
-            pipe.set(*entries[-1], ex=self.settings.request_log_ttl_s, nx=True)
+            set_expiring(pipe, *entries[-1], self.settings.request_log_ttl_s * 1000, nx=True)
             log.debug(
                 "answered",
                 extra={
@@ -530,7 +531,7 @@ class Predictor:
             except ValueError:  # unreadable: ours replaces it
                 first_answer = None
             if first_answer is None:
-                pipe.set(*entries[k], ex=self.settings.request_log_ttl_s)
+                set_expiring(pipe, *entries[k], self.settings.request_log_ttl_s * 1000)
                 continue
             taken[k] = first_answer
             log.info(

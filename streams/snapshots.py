@@ -21,6 +21,7 @@ import orjson
 import redis
 
 from streams.features import FeatureValue
+from streams.redis_commands import set_expiring
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,9 @@ class SnapshotStore:
             return
         pipe = self._client.pipeline(transaction=False)
         for record_id, snapshot in snapshots:
-            pipe.set(self.key(record_id), orjson.dumps(snapshot.__dict__), px=self._ttl_ms, nx=True)
+            set_expiring(
+                pipe, self.key(record_id), orjson.dumps(snapshot.__dict__), self._ttl_ms, nx=True
+            )
         created = pipe.execute()
         new = sum(1 for ok in created if ok)
         if new:
@@ -76,7 +79,7 @@ class SnapshotStore:
             return
         pipe = self._client.pipeline(transaction=False)
         for record_id, label in labels:
-            pipe.set(self.label_key(record_id), orjson.dumps(label), px=self._ttl_ms)
+            set_expiring(pipe, self.label_key(record_id), orjson.dumps(label), self._ttl_ms)
         pipe.execute()
 
     def fetch_labels(self, record_ids: Iterable[str]) -> dict[str, Any]:

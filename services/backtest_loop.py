@@ -40,7 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from services.bursts import Burst, decidable_size, examples_since, fold
+from services.bursts import AFTER_DRIFT_SEEN, Burst, choose_examples, fold
 from services.promotion import (
     HIGHER_IS_BETTER,
     PROMOTE,
@@ -50,11 +50,11 @@ from services.promotion import (
 )
 from services.registry import RIVER, SKLEARN
 from services.retrainer import (
-    DRIFT_WAIT_RETRY_S,
     ESTIMATORS,
     evaluate,
     is_classification,
     make_estimator,
+    require_examples,
     training_set,
 )
 from services.settings import Settings
@@ -192,12 +192,20 @@ def _learner_config(name: str, table: dict[str, Any], settings: Settings) -> Lea
             model=settings.model_name,
             **{"kind": settings.learner_kind, "detector": settings.learner_detector}
             | {k: _frozen(v) for k, v in table.items()},
-            drift=dataclasses.replace(settings.drift, **{k: _frozen(v) for k, v in drift.items()}),
+            drift=_drift_config(settings.drift, {k: _frozen(v) for k, v in drift.items()}),
         )
         Learner(config)  # unknown model kinds and detectors fail here, not mid-replay
     except (TypeError, ValueError) as exc:
         raise PolicyError(f"policy {name!r}: learner: {exc}") from None
     return config
+
+
+def _drift_config(deployment: DriftConfig, policy: dict[str, Any]) -> DriftConfig:
+    """The deployment's drift settings with the policy's over them; thresholds merge
+    key by key, so a policy naming one test keeps the deployment's others."""
+    if "thresholds" in policy:
+        policy = policy | {"thresholds": {**deployment.thresholds, **policy["thresholds"]}}
+    return dataclasses.replace(deployment, **policy)
 
 
 def _frozen(value: Any) -> Any:
@@ -273,10 +281,10 @@ def replay(timeline: Timeline, policy: Policy, buckets: int = DEFAULT_BUCKETS) -
     state.champions.append(_switch(state.champion, None))
     for item in timeline.items:
         if state.burst is not None and item.at >= state.burst.due:
-            _retrain(state, state.burst.due)
+            _retrain(state, state.burst, state.burst.due)
         _process(state, item)
     if state.burst is not None:
-        _retrain(state, state.burst.due, final=True)
+        _retrain(state, state.burst, state.burst.due, final=True)
     _flush(state)
     return _report(state, timeline, buckets, time.process_time() - started)
 
@@ -325,39 +333,34 @@ def _on_alert(state: Replay, alert: DriftAlert, at: float, where: Position) -> N
         state.burst = fold(state.burst, alert, at, retrain.debounce_s)
 
 
-def _retrain(state: Replay, at: float, final: bool = False) -> None:
+def _retrain(state: Replay, burst: Burst, at: float, final: bool = False) -> None:
     """The retrainer's steps on the window of the moment (see the module docstring).
 
     A concept burst short of examples after the drift waits (``state.burst`` is due
     again later) unless its wait is over or the range has ended (``final``).
     """
     started = time.process_time()
-    burst, state.burst = state.burst, None
+    state.burst = None
     retrain = state.policy.retrain
-    since = burst.since if burst else None
-    waiting = burst is not None and not final and burst.waiting(at, retrain.drift_wait_s)
-    data = training_set(examples_since(list(state.window), since))
-    needed = max(
-        decidable_size(retrain.min_holdout, retrain.holdout) if waiting else 0,
-        2 * retrain.min_holdout,
+    waiting = not final and burst.waiting(at, retrain.drift_wait_s)
+    chosen = choose_examples(
+        list(state.window), burst.since, waiting, retrain.min_holdout, retrain.holdout
     )
-    if burst is not None and waiting and len(data.examples) < needed:
-        state.burst = burst.retry_at(at + max(DRIFT_WAIT_RETRY_S, retrain.debounce_s))
+    if chosen is None:
+        state.burst = burst.retry(at, retrain.debounce_s)
         state.retrain_cpu_s += time.process_time() - started
         return
+    data = training_set(chosen.examples)
     entry: dict[str, Any] = {
         "at": iso(at),
-        "trigger": list(burst.alert_ids) if burst else [],
+        "trigger": list(burst.alert_ids),
         "champion": state.champion.version,
         "examples": len(data.examples),
-        **({} if since is None else {"after_drift_seen": since.isoformat()}),
     }
+    if burst.since is not None and chosen.after_drift:
+        entry[AFTER_DRIFT_SEEN] = burst.since.isoformat()
     try:
-        if len(data.examples) < needed:
-            after = "" if since is None else f" after {since.isoformat()}"
-            raise ValueError(
-                f"only {len(data.examples)} examples in the window{after}; need at least {needed}"
-            )
+        require_examples(len(data.examples), retrain.min_holdout)
         train, holdout = data.split(retrain.holdout)
         labels = [e.label for e in train]
         estimator = make_estimator(retrain.estimator, is_classification(labels), retrain.seed)

@@ -43,7 +43,7 @@ from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, roc_a
 from sklearn.pipeline import Pipeline
 
 from services import metrics
-from services.bursts import Burst, decidable_size, examples_since, fold
+from services.bursts import AFTER_DRIFT_SEEN, Burst, choose_examples, decidable_size, fold
 from services.control import (
     RECENT_IDS,
     audit_refusal,
@@ -80,11 +80,18 @@ ESTIMATORS = ("hist_gradient_boosting", "logistic_regression")
 POLL_MS = 500
 LIBRARIES = ("scikit-learn", "river", "numpy", "skops")
 DEAD_LETTER_TIMEOUT_S = 30.0
-DRIFT_WAIT_RETRY_S = 1.0  # fewest seconds between attempts while a burst waits for examples
 
 
 class TooFewExamples(ValueError):
-    """The window holds too few (usable) examples to train and judge a candidate."""
+    """Too few examples to train and judge a candidate (yet)."""
+
+
+def require_examples(count: int, min_holdout: int) -> None:
+    """Refuse a training set smaller than twice the smallest decidable holdout."""
+    if count < 2 * min_holdout:
+        raise TooFewExamples(
+            f"only {count} examples in the window; need at least {2 * min_holdout}"
+        )
 
 
 @dataclass(frozen=True)
@@ -298,23 +305,24 @@ class Retrainer:
         model: str,
         trigger: dict[str, str],
         since: datetime | None = None,
-        at_least: int = 0,
+        waiting: bool = False,
     ) -> Outcome:
         """Train, register and judge one candidate on the recent window.
 
-        ``since``: learn only from examples with a later event time (after a concept
-        drift). Raises :class:`TooFewExamples` below ``at_least`` examples (and always
-        below twice the smallest holdout), before anything is registered.
+        ``since``: after a concept drift, learn from the examples with a later event
+        time (:func:`~services.bursts.choose_examples`; ``waiting``: rather wait than
+        fall back to the whole window). Raises :class:`TooFewExamples` before anything
+        is registered when there is too little to learn from, or to wait for.
         """
         started = time.monotonic()
         window = self.recent_examples(self.settings.retrain_window)
-        data = training_set(examples_since(window, since))
-        needed = max(at_least, 2 * self.settings.retrain_min_holdout)
-        if len(data.examples) < needed:
-            after = "" if since is None else f" after {since.isoformat()}"
-            raise TooFewExamples(
-                f"only {len(data.examples)} examples in the window{after}; need at least {needed}"
-            )
+        min_holdout, share = self.settings.retrain_min_holdout, self.settings.retrain_holdout
+        chosen = choose_examples(window, since, waiting, min_holdout, share)
+        if chosen is None:
+            needed = decidable_size(min_holdout, share)
+            raise TooFewExamples(f"fewer than {needed} examples after the drift ({since}) yet")
+        data = training_set(chosen.examples)
+        require_examples(len(data.examples), min_holdout)
         train, holdout = data.split(self.settings.retrain_holdout)
         labels = [e.label for e in train]
         classification = is_classification(labels)
@@ -343,7 +351,7 @@ class Retrainer:
                 "holdout": len(holdout),
                 "from": data.examples[0].event_time.isoformat(),
                 "to": data.examples[-1].event_time.isoformat(),
-                **({} if since is None else {"after_drift_seen": since.isoformat()}),
+                **({AFTER_DRIFT_SEEN: since.isoformat()} if since and chosen.after_drift else {}),
             },
         )
         version = self.registry.register(
@@ -536,23 +544,16 @@ class AlertListener:
             return None
         trigger = {"type": "alert", "id": fresh[0], "burst": ",".join(fresh)}
         waiting = burst.waiting(now, self.settings.retrain_drift_wait_s)
-        at_least = (
-            decidable_size(self.settings.retrain_min_holdout, self.settings.retrain_holdout)
-            if waiting
-            else 0
-        )
         try:
             with self.liveness.busy("retrain"):
-                self.retrainer.retrain(model, trigger, since=burst.since, at_least=at_least)
+                self.retrainer.retrain(model, trigger, since=burst.since, waiting=waiting)
         except TooFewExamples as exc:
             if waiting:
                 log.info(
                     "retrain waits for examples after the drift",
                     extra={"model": model, "alerts": fresh, "reason": str(exc)},
                 )
-                return burst.retry_at(
-                    now + max(DRIFT_WAIT_RETRY_S, self.settings.retrain_debounce_s)
-                )
+                return burst.retry(now, self.settings.retrain_debounce_s)
             log.warning("retrain skipped", extra={"model": model, "reason": str(exc)})
         except ValueError as exc:  # e.g. one class only: the next trigger will try again
             log.warning("retrain skipped", extra={"model": model, "reason": str(exc)})

@@ -249,7 +249,7 @@ class Learner:
         )
 
     def window(self) -> DriftWindow:
-        """Offsets (first, last per partition) and times of the recent examples."""
+        """Offsets (first, last per partition) and event-time span of the recent examples."""
         if not self._window:
             return DriftWindow()
         offsets: dict[str, tuple[int, int]] = {}
@@ -257,9 +257,12 @@ class Learner:
             name = f"{p.topic}[{p.partition}]"
             first, _ = offsets.get(name, (p.offset, p.offset))
             offsets[name] = (first, p.offset)
+        # The span, not first and last: late labels and interleaved partitions arrive
+        # out of event-time order, and a retrain bounded by an alert needs its latest.
+        seen = [p.event_time for p in self._window]
         times = (
-            datetime.fromtimestamp(self._window[0].event_time, UTC),
-            datetime.fromtimestamp(self._window[-1].event_time, UTC),
+            datetime.fromtimestamp(min(seen), UTC),
+            datetime.fromtimestamp(max(seen), UTC),
         )
         return DriftWindow(offsets=offsets, times=times)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.bursts import decidable_size, examples_since, fold
+from services.bursts import Chosen, choose_examples, decidable_size, examples_since, fold
 from streams.contracts import DriftAlert, DriftKind, DriftWindow, SourceOffset, TrainingExample
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -60,7 +60,16 @@ def test_a_concept_burst_waits_for_data_only_within_its_wait() -> None:
     assert burst.waiting(now=69.0, wait_s=60.0)
     assert not burst.waiting(now=70.0, wait_s=60.0)
     assert not fold(None, alert(1, DriftKind.DATA, 40), 10.0, 5.0).waiting(11.0, 60.0)
-    assert burst.retry_at(20.0).due == 20.0
+
+
+def test_a_waiting_burst_backs_off_to_a_ceiling() -> None:
+    burst = fold(None, alert(1, DriftKind.CONCEPT, 40), 10.0, 2.0)
+    steps = []
+    for _ in range(8):
+        burst = burst.retry(now=100.0, debounce_s=2.0)
+        steps.append(burst.due - 100.0)
+    assert steps == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+    assert fold(None, alert(1, DriftKind.CONCEPT, 40), 0.0, 0.0).retry(5.0, 0.0).due == 6.0
 
 
 def test_examples_after_the_change_only() -> None:
@@ -71,6 +80,25 @@ def test_examples_after_the_change_only() -> None:
         "e9",
     ]
     assert examples_since(examples, None) == examples
+
+
+def test_a_concept_retrain_learns_after_the_drift_waits_or_falls_back() -> None:
+    window = [example(s) for s in range(100)]
+    since = T0 + timedelta(seconds=49)  # 50 examples after it
+    kept = ["e50", "e99"]
+
+    def choose(waiting: bool, min_holdout: int) -> tuple[list[str], bool] | None:
+        chosen = choose_examples(window, since, waiting, min_holdout, holdout=0.2)
+        if chosen is None:
+            return None
+        return [chosen.examples[0].example_id, chosen.examples[-1].example_id], chosen.after_drift
+
+    assert choose(waiting=True, min_holdout=10) == (kept, True), "50 fill a holdout of 10"
+    assert choose(waiting=True, min_holdout=11) is None, "55 needed: wait"
+    assert choose(waiting=False, min_holdout=11) == (kept, True), "wait over: 50 >= 22"
+    assert choose(waiting=False, min_holdout=30) == (["e0", "e99"], False), "50 < 60: all"
+    unbounded = choose_examples(window, None, waiting=True, min_holdout=30, holdout=0.2)
+    assert unbounded == Chosen(window, after_drift=False)
 
 
 def test_the_decidable_size_survives_the_splits_rounding() -> None:

@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from kafka import TopicPartition as KafkaPartition
+from kafka.errors import CoordinatorNotAvailableError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -199,7 +200,12 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
 
 
 def committed(admin: Any, group: str, topic: str) -> int:
-    offsets = admin.list_group_offsets({group: None}).get(group, {})
+    """Offsets the group committed on ``topic``, summed; 0 while the broker has no
+    coordinator for it yet (a fresh broker creates its offsets topic on first use)."""
+    try:
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
+    except CoordinatorNotAvailableError:
+        return 0
     return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
 
 

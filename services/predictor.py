@@ -53,7 +53,13 @@ from services.redelivery import RedeliveryWindow, WindowOnAssignment, logged_sou
 from services.registry import CHALLENGER, CHAMPION, Registry
 from services.serving import Loaded, Scored, ServingModels, score_batch
 from services.settings import Settings
-from streams.clients import make_consumer, make_producer, make_redis, subscribe
+from streams.clients import (
+    commit_unless_refused,
+    make_consumer,
+    make_producer,
+    make_redis,
+    subscribe,
+)
 from streams.contracts import Prediction, PredictionError, PredictionRequest
 from streams.dead_letter import RawRecord, dead_letter
 from streams.feature_definitions import FEATURES
@@ -207,7 +213,7 @@ class Predictor:
                 records = [r for rs in polled.values() for r in rs]
                 if records:
                     self.handle(records)
-                    self.consumer.commit()
+                    commit_unless_refused(self.consumer)  # refused: redelivered, re-sent
         finally:
             liveness.stop()
             self.watcher.stop()

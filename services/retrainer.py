@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 from kafka import TopicPartition
-from kafka.errors import CommitFailedError
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -65,7 +64,7 @@ from services.promotion import (
 )
 from services.registry import CHALLENGER, CHAMPION, SKLEARN, Lineage, Registry, Version
 from services.settings import PROJECT_ROOT, Settings
-from streams.clients import make_consumer, make_producer
+from streams.clients import commit_unless_refused, make_consumer, make_producer
 from streams.contracts import ControlCommand, DriftAlert, TrainingExample
 from streams.dead_letter import RawRecord, dead_letter
 from streams.models import numeric
@@ -472,12 +471,9 @@ class AlertListener:
             self.producer.close()
 
     def _commit(self) -> None:
-        try:
-            self.consumer.commit()
-        except CommitFailedError as exc:
-            # A retrain outlasted the max poll interval and the group moved on: the
-            # records are read again and recognised as done (see _retrain).
-            log.warning("commit refused after a rebalance", extra={"error": str(exc)})
+        # Refused when a retrain outlasted the max poll interval or a rebalance is under
+        # way: the records are read again and recognised as done (see _retrain).
+        commit_unless_refused(self.consumer)
 
     def _collect(self, record: Any, bursts: dict[str, Burst]) -> None:
         try:

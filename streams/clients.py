@@ -15,6 +15,7 @@ streams.clients.ClientInvariantError: producer setting acks must stay 'all' (got
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -22,8 +23,11 @@ from typing import Any
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, RebalanceInProgressError
 
 from services.settings import SecurityProtocol, Settings
+
+log = logging.getLogger(__name__)
 
 PRODUCER_INVARIANTS: dict[str, Any] = {"acks": "all", "enable_idempotence": True}
 CONSUMER_INVARIANTS: dict[str, Any] = {"enable_auto_commit": False}
@@ -139,6 +143,22 @@ def subscribe(
                 )
             time.sleep(TOPIC_METADATA_RETRY_S)
     consumer.subscribe(topics, listener=listener)
+
+
+def commit_unless_refused(consumer: KafkaConsumer) -> bool:
+    """Commit the consumer's positions; False when the group refused (it is rebalancing,
+    or it moved on after a max poll interval) instead of raising.
+
+    A refused commit loses nothing: the records are read again by whoever owns their
+    partition next, and Eddy's effects are idempotent (or, for answers, re-sent as
+    logged). Raising would only end the worker for its supervisor to restart it.
+    """
+    try:
+        consumer.commit()
+    except (CommitFailedError, RebalanceInProgressError) as exc:
+        log.warning("offset commit refused by the group", extra={"error": str(exc)})
+        return False
+    return True
 
 
 def make_admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:

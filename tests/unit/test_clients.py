@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from kafka.errors import CommitFailedError, KafkaConnectionError, RebalanceInProgressError
 
 from services.settings import Settings
 from streams.clients import (
     ClientInvariantError,
+    commit_unless_refused,
     consumer_config,
     producer_config,
     security_config,
@@ -56,3 +60,30 @@ def test_sasl_ssl_settings_pass_through() -> None:
         "sasl_plain_username": "eddy",
         "sasl_plain_password": "pw",
     }
+
+
+class RefusingConsumer:
+    """Commits raise ``error`` (None: commits succeed); counts the attempts."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+        self.commits = 0
+
+    def commit(self) -> None:
+        self.commits += 1
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.mark.parametrize("error", [CommitFailedError("moved on"), RebalanceInProgressError()])
+def test_a_commit_the_group_refuses_is_reported_not_raised(error: Exception) -> None:
+    consumer: Any = RefusingConsumer(error)
+    assert commit_unless_refused(consumer) is False
+    assert consumer.commits == 1
+    assert commit_unless_refused(RefusingConsumer(None)) is True  # type: ignore[arg-type]
+
+
+def test_other_commit_failures_still_raise() -> None:
+    consumer: Any = RefusingConsumer(KafkaConnectionError("broker gone"))
+    with pytest.raises(KafkaConnectionError):
+        commit_unless_refused(consumer)

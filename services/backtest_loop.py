@@ -51,6 +51,7 @@ from services.promotion import (
 from services.registry import RIVER, SKLEARN
 from services.retrainer import (
     ESTIMATORS,
+    TrainingSet,
     evaluate,
     is_classification,
     make_estimator,
@@ -343,14 +344,13 @@ def _retrain(state: Replay, burst: Burst, at: float, final: bool = False) -> Non
     state.burst = None
     retrain = state.policy.retrain
     waiting = not final and burst.waiting(at, retrain.drift_wait_s)
-    chosen = choose_examples(
-        list(state.window), burst.since, waiting, retrain.min_holdout, retrain.holdout
-    )
+    window = training_set(list(state.window)).examples
+    chosen = choose_examples(window, burst.since, waiting, retrain.min_holdout, retrain.holdout)
     if chosen is None:
         state.burst = burst.retry(at, retrain.debounce_s)
         state.retrain_cpu_s += time.process_time() - started
         return
-    data = training_set(chosen.examples)
+    data = TrainingSet(chosen.examples)  # a subset of a training set: unique, ordered
     entry: dict[str, Any] = {
         "at": iso(at),
         "trigger": list(burst.alert_ids),

@@ -331,9 +331,11 @@ class Predictor:
         for future in futures:
             future.get(timeout=SEND_TIMEOUT_S)
         errors = sum(1 for _, _, a in answers if a.error is not None)
-        repeats = {logged_source(answers[fresh[k]][0]) for k in taken} | set(resent)
-        for record, _, answer in answers:
-            if repeats and logged_source(record) in repeats:  # counted when first answered
+        # Re-sent from the lookup (not in ``fresh``) or taken over at logging: each was
+        # counted when it was first answered.
+        repeats = set(range(len(answers))).difference(fresh) | {fresh[k] for k in taken}
+        for i, (_, _, answer) in enumerate(answers):
+            if i in repeats:
                 continue
             metrics.REQUESTS.labels(answer.error.code if answer.error else "answered").inc()
             if answer.latency_ms is not None:

@@ -314,13 +314,13 @@ class Retrainer:
         is registered when there is too little to learn from, or to wait for.
         """
         started = time.monotonic()
-        window = self.recent_examples(self.settings.retrain_window)
+        window = training_set(self.recent_examples(self.settings.retrain_window)).examples
         min_holdout, share = self.settings.retrain_min_holdout, self.settings.retrain_holdout
         chosen = choose_examples(window, since, waiting, min_holdout, share)
         if chosen is None:
             needed = decidable_size(min_holdout, share)
             raise TooFewExamples(f"fewer than {needed} examples after the drift ({since}) yet")
-        data = training_set(chosen.examples)
+        data = TrainingSet(chosen.examples)  # a subset of a training set: unique, ordered
         require_examples(len(data.examples), min_holdout)
         train, holdout = data.split(self.settings.retrain_holdout)
         labels = [e.label for e in train]

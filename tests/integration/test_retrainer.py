@@ -85,9 +85,9 @@ def publish_examples(
         producer.close()
 
 
-def publish_alert(settings: Settings, alert_id: str) -> None:
-    topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
-    alert = DriftAlert(
+def concept_alert(alert_id: str, window: DriftWindow | None = None) -> DriftAlert:
+    """An ADWIN concept alert asking for a retrain (``window``: where it fired)."""
+    return DriftAlert(
         alert_id=alert_id,
         model=MODEL,
         kind=DriftKind.CONCEPT,
@@ -95,7 +95,13 @@ def publish_alert(settings: Settings, alert_id: str) -> None:
         statistic=0.4,
         threshold=0.0,
         action="retrain",
+        window=window or DriftWindow(),
     )
+
+
+def publish_alert(settings: Settings, alert_id: str) -> None:
+    topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+    alert = concept_alert(alert_id)
     producer = make_producer(settings)
     try:
         producer.send(topic, key=MODEL.encode(), value=encode(alert)).get(timeout=30)
@@ -254,15 +260,9 @@ def test_a_concept_burst_learns_only_after_the_drift_and_waits_for_enough_of_it(
     retrainer = Retrainer(settings, registry)
     retrainer.retrain(MODEL, {"type": "operator", "id": "first champion"})
     seen = datetime.fromtimestamp(BASE + 2999, UTC)
-    alert = DriftAlert(
-        alert_id=f"{MODEL}:concept:3000",
-        model=MODEL,
-        kind=DriftKind.CONCEPT,
-        detector="adwin",
-        statistic=0.4,
-        threshold=0.0,
-        action="retrain",
-        window=DriftWindow(times=(datetime.fromtimestamp(BASE + 2000, UTC), seen)),
+    alert = concept_alert(
+        f"{MODEL}:concept:3000",
+        DriftWindow(times=(datetime.fromtimestamp(BASE + 2000, UTC), seen)),
     )
     listener = AlertListener(settings, retrainer)
     now = time.monotonic()

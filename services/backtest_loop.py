@@ -10,7 +10,9 @@ point-in-time features) through Eddy's own parts:
    its label arrives (on the event or later on ``labels``);
 2. every label feeds :meth:`streams.learner.Learner.learn_many` (predict, score,
    monitor, learn; one example at a time or in the policy's mini-batches) with the
-   policy's model, detector, cooldowns and drift thresholds;
+   policy's model, detector, cooldowns and drift thresholds, and, with the answer the
+   champion served for it, :meth:`~streams.learner.Learner.watch_served` (the served
+   version's live error and answers), as the learner process does;
 3. alerts of the kinds the policy retrains on start a burst (:mod:`services.bursts`);
    ``debounce_s`` of event time after the first, the burst's retrain runs like the
    retrainer's: the most recent ``window`` learned examples (after a concept alert only
@@ -41,6 +43,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from services.bursts import AFTER_DRIFT_SEEN, Burst, choose_examples, fold
+from services.learner_config import deployment_learner
 from services.promotion import (
     HIGHER_IS_BETTER,
     PROMOTE,
@@ -64,6 +67,7 @@ from streams.contracts import DriftAlert, DriftKind, TrainingExample
 from streams.drift import DriftConfig
 from streams.learner import RETRAIN, Learner, LearnerConfig, Position
 from streams.models import Label, numeric
+from streams.served import ServedOutcome
 
 METRICS = ("log_loss", "accuracy", "roc_auc", "mae")
 DEFAULT_BUCKETS = 12
@@ -188,12 +192,12 @@ def _learner_config(name: str, table: dict[str, Any], settings: Settings) -> Lea
                 f"policy {name!r}: unknown {where} keys {sorted(set(keys) - allowed)}; "
                 f"known: {sorted(allowed)}"
             )
+    deployment = deployment_learner(settings)
     try:
-        config = LearnerConfig(
-            model=settings.model_name,
-            **{"kind": settings.learner_kind, "detector": settings.learner_detector}
-            | {k: _frozen(v) for k, v in table.items()},
-            drift=_drift_config(settings.drift, {k: _frozen(v) for k, v in drift.items()}),
+        config = dataclasses.replace(
+            deployment,
+            **{k: _frozen(v) for k, v in table.items()},
+            drift=_drift_config(deployment.drift, {k: _frozen(v) for k, v in drift.items()}),
         )
         Learner(config)  # unknown model kinds and detectors fail here, not mid-replay
     except (TypeError, ValueError) as exc:
@@ -308,7 +312,14 @@ def _process(state: Replay, item: Item) -> None:
     # As the learner process does: in mini-batch mode the steps (and their alerts) come
     # when a batch is full, and batches are cut by count, so a replay cuts them alike.
     steps = state.learner.learn_many([(example.features, example.label, item.position)])
-    for alert in (alert for step in steps for alert in step.alerts):
+    alerts = [alert for step in steps for alert in step.alerts]
+    served = state.answers.get(item.event_id)
+    if served is not None:  # as the learner process does with the label of a served answer
+        if served.prediction is None:
+            _flush(state)
+        outcome = ServedOutcome(served.version, served.prediction, None, example.label, served.at)
+        alerts += state.learner.watch_served([outcome])
+    for alert in alerts:
         _on_alert(state, alert, item.at, item.position)
 
 
@@ -321,6 +332,8 @@ def _on_alert(state: Replay, alert: DriftAlert, at: float, where: Position) -> N
             "alert_id": alert.alert_id,
             "kind": alert.kind.value,
             "detector": alert.detector,
+            "stream": alert.stream.value if alert.stream else None,
+            "model_version": alert.model_version,
             "feature": alert.feature,
             "statistic": alert.statistic,
             "threshold": alert.threshold,

@@ -4,9 +4,10 @@ Alerts for a model within ``EDDY_RETRAIN_DEBOUNCE_S`` of the first one fold into
 burst and one retrain (a burst that waits, below, takes in the alerts of its wait too).
 A *concept* alert also bounds the data: once the relation between features and labels
 has changed, the labels from before the change teach the old concept, so the retrain
-learns only from examples after the latest event time the detector had seen when it
-fired, and waits (up to ``EDDY_RETRAIN_DRIFT_WAIT_S``, retrying with a back-off) until
-enough of them have arrived to judge a promotion. When the wait is over it takes those
+learns only from examples after the change point the detector estimated (or, without
+one, the latest event time it had seen when it fired), and waits (up to
+``EDDY_RETRAIN_DRIFT_WAIT_S``, retrying with a back-off) until enough of them have
+arrived to judge a promotion. When the wait is over it takes those
 if they reach the retrainer's minimum, else the whole window: a blend judged on the
 newest examples still beats a champion failing them. Data and prediction drift leave
 the labels right for their inputs, so they keep the whole window. Pure: no Kafka, no
@@ -70,12 +71,15 @@ class Burst:
 def change_seen(alert: DriftAlert) -> datetime | None:
     """The event time after which a retrain for ``alert`` should learn, if bounded.
 
-    For a concept alert: the last example its detector had seen when it fired (the
-    change lies before it). Other kinds, or an alert without a window: unbounded.
+    For a concept alert: where its detector estimates the change began (``change_at``:
+    ADWIN's cut, Page-Hinkley's onset), else the last example it had seen when it fired
+    (the change lies before it). Other kinds, or an alert without either: unbounded.
     """
-    if alert.kind is not DriftKind.CONCEPT or alert.window.times is None:
+    if alert.kind is not DriftKind.CONCEPT:
         return None
-    return alert.window.times[1]
+    if alert.change_at is not None:
+        return alert.change_at
+    return None if alert.window.times is None else alert.window.times[1]
 
 
 def fold(burst: Burst | None, alert: DriftAlert, now: float, debounce_s: float) -> Burst:

@@ -168,21 +168,13 @@ def run_learner() -> None:
     Model, detector and checkpoint cadence come from EDDY_LEARNER_* and
     EDDY_CHECKPOINT_* settings. Extra learners of the same model are hot standbys.
     """
+    from services.learner_config import deployment_learner
     from services.model_updates import learner_snapshots, open_registry
     from services.registry import trainer_identity
-    from streams.learner import LearnerConfig
     from streams.learner_worker import LearnerWorker
 
     settings = _settings()
-    config = LearnerConfig(
-        model=settings.model_name,
-        kind=settings.learner_kind,
-        detector=settings.learner_detector,
-        batch=settings.learner_batch,
-        slices=settings.slices,
-        slice_max_values=settings.slice_max_values,
-        drift=settings.drift,
-    )
+    config = deployment_learner(settings)
     serve_metrics("learner", settings)
     hook = learner_snapshots(open_registry(settings), trainer_identity("eddy run learner"))
     LearnerWorker(settings, config, on_snapshot=hook).run()
@@ -738,7 +730,8 @@ def demo(
 
     Brings the stack up, starts every service, plays an application (events, requests,
     late labels), lets the drift fire, a retrain get promoted and accuracy recover, then
-    prints a summary and writes an HTML and PNG report.
+    prints a summary ending with a verdict and writes an HTML and PNG report. Exits 1
+    when no answer was served before or after the drift.
     """
     from rich.console import Console
 
@@ -751,7 +744,9 @@ def demo(
     if _stack("up") != 0:
         raise typer.Exit(1)
     options = DemoOptions(duration_s=60.0 if short else duration, rate=rate, scenario=scenario)
-    run_demo(settings, options, Console())
+    summary = run_demo(settings, options, Console())
+    if not summary["verdict"]["served"]:  # a service never served: the run proved nothing
+        raise typer.Exit(1)
 
 
 def main() -> None:

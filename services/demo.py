@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from services.demo_scenarios import describe, percentile, phase_accuracy, scenario_stream
+from services.demo_scenarios import describe, percentile, phase_accuracy, scenario_stream, verdict
 from services.model_updates import open_registry
 from services.registry import CHAMPION
 from services.settings import Settings
@@ -99,7 +99,8 @@ def demo_settings(base: Settings, options: DemoOptions) -> Settings:
     )
 
 
-def run_demo(base: Settings, options: DemoOptions, console: Console) -> Path:
+def run_demo(base: Settings, options: DemoOptions, console: Console) -> dict[str, Any]:
+    """Play the demo; its summary (written as ``summary.json`` beside the report)."""
     settings = demo_settings(base, options)
     ensure_topics(settings)
     supervisor = Supervisor(SERVICES, settings.data_dir / "logs", env=settings.child_env())
@@ -140,7 +141,7 @@ def run_demo(base: Settings, options: DemoOptions, console: Console) -> Path:
         orjson.dumps(summary, option=orjson.OPT_INDENT_2)
     )
     console.print(f"\nreport: {report} (and {report.with_suffix('.png')})")
-    return report
+    return summary
 
 
 def _play(settings: Settings, options: DemoOptions, observed: Observed, refresh: Any) -> None:
@@ -269,6 +270,7 @@ def _summary(
     timed = [(at, right) for at, right, _ in observed.outcomes]
     concept = [(t, a) for t, a in observed.alerts if a["kind"] == "concept" and t >= drift_s]
     history = registry.history(settings.model_name)
+    delay_events = int((concept[0][0] - drift_s) * options.rate) if concept else None
     versions = [
         {
             "version": f"{settings.model_name}@{d.version}",
@@ -297,11 +299,16 @@ def _summary(
             for t, a in observed.alerts
         ],
         "first_concept_alert_delay_s": round(concept[0][0] - drift_s, 1) if concept else None,
-        "first_concept_alert_delay_events": int((concept[0][0] - drift_s) * options.rate)
-        if concept
-        else None,
+        "first_concept_alert_delay_events": delay_events,
         "champions": versions,
         "accuracy": phase_accuracy(timed, drift_s, RECOVERY_WINDOW_S),
+        "verdict": verdict(
+            timed,
+            [t for t, _ in observed.alerts],
+            drift_s,
+            options.duration_s,
+            delay_events,
+        ),
     }
 
 
@@ -333,6 +340,16 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
             "-" if accuracy[k] is None else f"{accuracy[k]:.3f}"
             for k in ("before", "during", "after")
         ),
+    )
+    judged = summary["verdict"]
+    before, last = judged["accuracy_before"], judged["accuracy_last_third"]
+    delay = judged["detection_delay_events"]
+    table.add_row(
+        "verdict",
+        f"{judged['verdict']}: last third after the drift "
+        f"{'-' if last is None else f'{last:.3f}'} vs {judged['recovery_ratio']} x before "
+        f"{'-' if before is None else f'{before:.3f}'}; {judged['false_alarms']} alert(s) "
+        f"before the drift; detection delay {'-' if delay is None else delay} events",
     )
     console.print(table)
 

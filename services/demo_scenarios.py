@@ -102,6 +102,58 @@ def phase_accuracy(
     return {k: round(sum(v) / len(v), 4) if v else None for k, v in phases.items()}
 
 
+RECOVERY_RATIO = 0.95  # recovered: the last third after the drift at this share of before
+
+
+def verdict(
+    outcomes: Sequence[tuple[float, bool]],
+    alerts_at_s: Sequence[float],
+    drift_at_s: float,
+    end_s: float,
+    concept_delay_events: int | None,
+) -> dict[str, Any]:
+    """Did the loop keep its promise? Served accuracy in the last third of the time after
+    the drift against the accuracy before it, alerts of any kind before the drift (false
+    alarms: the world had not changed yet), the detection delay, and whether answers
+    were served before and after the drift at all.
+
+    >>> right = [(float(t), True) for t in range(90)]
+    >>> verdict(right, [61.0], 60.0, end_s=90.0, concept_delay_events=50)["verdict"]
+    'recovered'
+    >>> verdict(right[:60], [10.0], 60.0, end_s=90.0, concept_delay_events=None)["verdict"]
+    'never served after the drift'
+    """
+    before = [right for at, right in outcomes if at < drift_at_s]
+    last_third = drift_at_s + 2 * (end_s - drift_at_s) / 3
+    after = [right for at, right in outcomes if at >= last_third]
+    accuracy_before = sum(before) / len(before) if before else None
+    accuracy_after = sum(after) / len(after) if after else None
+    false_alarms = sum(1 for at in alerts_at_s if at < drift_at_s)
+    recovered = (
+        accuracy_before is not None
+        and accuracy_after is not None
+        and accuracy_after >= RECOVERY_RATIO * accuracy_before
+    )
+    if not before:
+        word = "never served before the drift"
+    elif not after:
+        word = "never served after the drift"
+    elif not recovered:
+        word = "not recovered"
+    else:
+        word = "recovered"
+    return {
+        "verdict": word,
+        "served": bool(before and after),
+        "recovered": recovered,
+        "accuracy_before": None if accuracy_before is None else round(accuracy_before, 4),
+        "accuracy_last_third": None if accuracy_after is None else round(accuracy_after, 4),
+        "recovery_ratio": RECOVERY_RATIO,
+        "false_alarms": false_alarms,
+        "detection_delay_events": concept_delay_events,
+    }
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The ``q`` quantile (0-100) of ``values``, None when empty."""
     if not values:

@@ -474,8 +474,8 @@ def _live(v: Version, audit: Sequence[Mapping[str, Any]], gaps: _Gaps) -> dict[s
         if e["action"] != DECISION or _offline_decision(e):
             continue
         details = e["details"]
-        if "baseline_error_rate" in details and e["version"] == v.version:
-            role, other = "champion (rollback guard)", None
+        if "previous" in details and e["version"] == v.version:
+            role, other = "champion (rollback guard)", details["previous"]
         elif e["version"] == v.version:
             role, other = "challenger", details.get("champion")
         elif details.get("champion") == v.version:

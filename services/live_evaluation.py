@@ -8,8 +8,8 @@ the registry, with its evidence in the audit log:
 
 - :meth:`LiveEvaluator.compare` — promote the challenger when it is significantly
   better over enough paired requests;
-- :meth:`LiveEvaluator.guard` — roll a new champion back when its live error rate
-  passes the previous champion's baseline by more than the tolerance.
+- :meth:`LiveEvaluator.guard_champion` — serve the previous champion again when it is
+  significantly better than the current one on the same recent labelled examples.
 """
 
 from __future__ import annotations
@@ -149,23 +149,17 @@ class LiveEvaluator:
         return decision
 
     def guard_champion(
-        self,
-        answers: Iterable[RecordedAnswer],
-        labels: Mapping[str, Answer],
-        baseline_error_rate: float,
+        self, champion_correct: Sequence[bool], previous_correct: Sequence[bool]
     ) -> Decision | None:
-        """Roll the champion back if its live error rate broke the guard."""
+        """Roll back if the previous champion is significantly better on the same recent
+        labelled examples (each list: was that model right on example i?). None when
+        there is no earlier champion."""
         champion = self.registry.alias(self.model, CHAMPION)
-        if champion is None:
+        previous = self.registry.previous_champion(self.model)
+        if champion is None or previous is None:
             return None
-        outcomes = [
-            a.prediction == labels[a.request_id]
-            for a in answers
-            if a.version == champion.version and a.request_id in labels
-        ]
-        error_rate = 1 - sum(outcomes) / len(outcomes) if outcomes else 0.0
-        decision = rollback_decision(error_rate, len(outcomes), baseline_error_rate, self.guard)
-        self._record(champion.version, decision, {"baseline_error_rate": baseline_error_rate})
+        decision = rollback_decision(champion_correct, previous_correct, self.guard)
+        self._record(champion.version, decision, {"previous": previous})
         if decision.action == "rollback":
             self.registry.rollback(self.model, self.actor, decision.reason)
         return decision

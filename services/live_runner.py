@@ -4,8 +4,8 @@ The predictors record every shadow-scored request's answers (champion and challe
 on the ``<prefix>shadow`` stream; the learner records each label it joins under the
 request id. Every ``EDDY_LIVE_EVALUATION_EVERY_S`` the retrainer process pairs them and
 lets :class:`~services.live_evaluation.LiveEvaluator` promote a significantly better
-challenger, or roll back a champion whose live error rate broke the guard (baseline:
-its own held-out error when it was registered).
+challenger (:func:`evaluate_live`). The same round guards the champion on the same
+recent labelled examples (:meth:`services.retrainer.Retrainer.guard_champion`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import orjson
 from services.live_evaluation import LiveEvaluator, RecordedAnswer
 from services.predictor import shadow_stream
 from services.promotion import Decision, SliceGate
-from services.registry import CHAMPION, Registry
+from services.registry import Registry
 from services.settings import Settings
 from streams.clients import make_redis
 from streams.slices import SliceNamer
@@ -60,7 +60,7 @@ def request_slices(
 
 
 def evaluate_live(settings: Settings, registry: Registry, model: str) -> list[Decision]:
-    """One round: compare champion and challenger, then guard the champion."""
+    """One round of the challenger comparison on shadow-scored requests."""
     answers = [a for a in recorded_answers(settings) if a.model == model]
     if not answers:
         return []
@@ -81,11 +81,6 @@ def evaluate_live(settings: Settings, registry: Registry, model: str) -> list[De
     compared = evaluator.compare(answers, labels, request_slices(settings, store, labels))
     if compared is not None:
         decisions.append(compared)
-    champion = registry.alias(model, CHAMPION)
-    if champion is not None and "accuracy" in champion.metrics:
-        guarded = evaluator.guard_champion(answers, labels, 1 - champion.metrics["accuracy"])
-        if guarded is not None:
-            decisions.append(guarded)
     for decision in decisions:
         log.info(
             "live decision",

@@ -67,7 +67,7 @@ from streams.features import feature_vector, freshness
 from streams.online_store import OnlineStore
 from streams.redis_commands import set_expiring
 from streams.serialization import IntegrityError
-from streams.snapshots import Snapshot, SnapshotStore
+from streams.snapshots import ServedAnswer, Snapshot, SnapshotStore
 from streams.topics import Topic, spec_for
 from streams.validation import InvalidMessage, decode, encode
 
@@ -264,6 +264,7 @@ class Predictor:
             feature_vector(stored[r.entity_id].state, FEATURES, now, raw=r.features)
             for _, r in requests
         ]
+        served: list[ServedAnswer | None] = [None] * len(requests)  # for the label to score
         if serving.champion is None:
             for record, request in requests:
                 answers.append((record, request.reply_topic, self._no_champion(record, request)))
@@ -277,6 +278,8 @@ class Predictor:
             )
             shadow = {c: score_batch(c, vectors) for c in serving.challengers}
             for i, (record, request) in enumerate(requests):
+                scored = champion_scores[i]
+                served[i] = ServedAnswer(serving.champion.name, scored.prediction, scored.positive)
                 hit = hits[i]
                 if hit is not None:
                     served_from_cache[request.request_id] = hit
@@ -299,8 +302,8 @@ class Predictor:
         # the learner (that is how a cold start gets its first model).
         self.snapshots.record(
             [
-                (request.request_id, Snapshot(request.entity_id, now, vector))
-                for (_, request), vector in zip(requests, vectors, strict=True)
+                (request.request_id, Snapshot(request.entity_id, now, vector, served[i]))
+                for i, ((_, request), vector) in enumerate(zip(requests, vectors, strict=True))
             ]
         )
         wire = [encode(answer) for _, _, answer in answers]

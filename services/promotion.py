@@ -1,12 +1,14 @@
 """The model registry's decision rules: promote, challenge, keep, roll back or wait.
 
 A new model never replaces the champion on a hunch. Offline, it must beat the champion on
-the same held-out slice by a relative margin; live, as a challenger answering the same
-requests, it must be better with a one-sided significance test on the paired outcomes;
-after a promotion, the new champion is rolled back when its live error rate rises above
-the previous champion's baseline by more than a tolerance. The rules are pure functions so
-they can be tested exhaustively, and every :class:`Decision` carries the numbers behind it
-(JSON-serialisable) so the registry can write it to its audit log as is.
+the same held-out slice by a relative margin (and a classifier must be significantly
+better on those very examples); live, as a challenger answering the same requests, it
+must be better with a one-sided significance test on the paired outcomes; after a
+promotion, the previous champion serves again only if it is significantly better on the
+same recent labelled examples. Every comparison is paired: like with like. The rules are
+pure functions so they can be tested exhaustively, and every :class:`Decision` carries
+the numbers behind it (JSON-serialisable) so the registry can write it to its audit log
+as is.
 
 >>> gate = OfflineGate(metric="log_loss", margin=0.01, min_holdout=200)
 >>> offline_decision({"log_loss": 0.40}, {"log_loss": 0.45}, 500, gate).action
@@ -27,6 +29,7 @@ import scipy.stats  # type: ignore[import-untyped, unused-ignore]
 PROMOTE, CHALLENGER, KEEP, ROLLBACK, WAIT = "promote", "challenger", "keep", "rollback", "wait"
 ACTIONS = frozenset({PROMOTE, CHALLENGER, KEEP, ROLLBACK, WAIT})
 EvidenceValue = float | int | str
+LabelValue = bool | int | float | str
 # Metrics where a bigger value is a better model; the rest (log_loss, mae, rmse) are losses.
 HIGHER_IS_BETTER = frozenset({"accuracy", "roc_auc"})
 
@@ -85,15 +88,15 @@ class LiveGate:
 
 @dataclass(frozen=True)
 class RollbackGuard:
-    """How much worse than the previous champion a new champion may be before rollback."""
+    """How much paired evidence a rollback needs: the previous champion must be
+    significantly better than the current one on the same recent labelled examples."""
 
     min_samples: int = 300
-    tolerance: float = 0.05
+    confidence: float = 0.95
 
     def __post_init__(self) -> None:
         _require(self.min_samples >= 1, f"min_samples {self.min_samples} < 1")
-        ok = math.isfinite(self.tolerance) and self.tolerance >= 0
-        _require(ok, f"tolerance {self.tolerance} is not finite and >= 0")
+        _require(0.0 < self.confidence < 1.0, f"confidence {self.confidence} not in (0, 1)")
 
 
 def _num(x: float) -> str:
@@ -305,49 +308,58 @@ def live_decision_regression(
 
 
 def rollback_decision(
-    new_champion_error_rate: float,
-    samples: int,
-    baseline_error_rate: float,
-    guard: RollbackGuard,
+    champion_correct: Sequence[bool], previous_correct: Sequence[bool], guard: RollbackGuard
 ) -> Decision:
-    """Undo a promotion whose live error rate exceeds the old baseline by over the tolerance.
+    """Serve the previous champion again only if it is significantly better than the
+    current one on the same recent labelled examples (one-sided exact McNemar).
 
-    A fixed absolute tolerance rather than a test: rollback must be fast and predictable, and
-    with the default 300 samples a tolerance of 0.05 is about three standard errors of a
-    10 % error rate. Rates are fractions in [0, 1]; anything else raises ``ValueError``.
+    Both models are judged on today's examples: comparing today's live error with the
+    error a model had before a drift would roll back to a model of a world that is gone.
 
-    >>> rollback_decision(0.20, 400, 0.10, RollbackGuard()).action
+    >>> guard = RollbackGuard(min_samples=10)
+    >>> rollback_decision([False] * 8 + [True] * 2, [True] * 10, guard).action
     'rollback'
-    >>> rollback_decision(0.12, 400, 0.10, RollbackGuard()).action
+    >>> rollback_decision([True] * 10, [True] * 9 + [False], guard).action
     'keep'
     """
-    new, base = float(new_champion_error_rate), float(baseline_error_rate)
-    # Written so that NaN fails too.
-    _require(0.0 <= new <= 1.0, f"new champion error rate must be in [0, 1], got {new}")
-    _require(0.0 <= base <= 1.0, f"baseline error rate must be in [0, 1], got {base}")
-    _require(samples >= 0, f"samples must be >= 0, got {samples}")
-    excess = new - base
-    evidence: dict[str, EvidenceValue] = {
-        "new_champion_error_rate": new,
-        "baseline_error_rate": base,
-        "excess": excess,
-        "tolerance": guard.tolerance,
-        "samples": int(samples),
-        "min_samples": guard.min_samples,
-    }
-    rates = (
-        f"error rate {_num(new)} vs baseline {_num(base)} "
-        f"({excess:+.4g}, tolerance {_num(guard.tolerance)})"
-    )
-    limit = guard.tolerance + FLOAT_SLACK
+    samples = _check_paired(champion_correct, previous_correct)
     if samples < guard.min_samples:
         reason = (
-            f"Only {samples} labelled answers of the new champion (fewer than "
-            f"{guard.min_samples}); {rates} so far: wait."
+            f"Only {samples} recent labelled examples (fewer than {guard.min_samples}) to "
+            "compare the champion with the previous one: wait."
         )
+        evidence: dict[str, EvidenceValue] = {
+            "test": MCNEMAR_TEST,
+            "samples": samples,
+            "min_samples": guard.min_samples,
+        }
         return Decision(WAIT, reason, evidence)
-    action, verdict = (ROLLBACK, "roll back") if excess > limit else (KEEP, "keep it")
-    return Decision(action, f"New champion {rates} on {samples} answers: {verdict}.", evidence)
+    pairs = list(zip(map(bool, champion_correct), map(bool, previous_correct), strict=True))
+    b = sum(1 for now, before in pairs if before and not now)  # only the previous was right
+    c = sum(1 for now, before in pairs if now and not before)  # only the champion was right
+    p_value = exact_mcnemar_p(b, c)
+    alpha = round(1.0 - guard.confidence, ALPHA_DIGITS)
+    champion_acc = sum(now for now, _ in pairs) / samples
+    previous_acc = sum(before for _, before in pairs) / samples
+    evidence = {
+        "test": MCNEMAR_TEST,
+        "samples": samples,
+        "min_samples": guard.min_samples,
+        "champion_accuracy": champion_acc,
+        "previous_accuracy": previous_acc,
+        "previous_only_correct": b,
+        "champion_only_correct": c,
+        "p_value": p_value,
+        "alpha": alpha,
+    }
+    summary = (
+        f"On the same {samples} recent labelled examples the champion scored "
+        f"{_num(champion_acc)} and the previous champion {_num(previous_acc)} ({b} vs {c} "
+        f"discordant); one-sided exact McNemar p = {_num(p_value)}"
+    )
+    if p_value <= alpha + FLOAT_SLACK:
+        return Decision(ROLLBACK, f"{summary} <= {_num(alpha)}: roll back.", evidence)
+    return Decision(KEEP, f"{summary} > {_num(alpha)}: keep the champion.", evidence)
 
 
 @dataclass(frozen=True)
@@ -441,3 +453,114 @@ def gate_by_slices(decision: Decision, regressions: Sequence[SliceRegression]) -
         "slice_regressions": listing,
     }
     return Decision(KEEP, reason, evidence)
+
+
+@dataclass(frozen=True)
+class PairedGate:
+    """How sure a promotion must be that the winner beats the champion on the very same
+    held-out examples (classification): a one-sided exact McNemar test on the examples
+    only one of the two got right."""
+
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.confidence < 1.0, f"confidence {self.confidence} not in (0, 1)")
+
+
+def trivial_scores(
+    train_labels: Sequence[LabelValue], holdout_labels: Sequence[LabelValue]
+) -> dict[str, float]:
+    """What a model that ignores the features scores on the holdout: the training
+    labels' majority class (accuracy) and class frequencies (log loss) for a classifier,
+    their mean (MAE) for a regressor. Nothing worse than this is ever served.
+
+    >>> trivial_scores([True, True, False], [True, False])
+    {'accuracy': 0.5, 'log_loss': 0.7520386983881371}
+    >>> trivial_scores([1.5, 2.5], [2.0, 4.0])
+    {'mae': 1.0}
+    """
+    _require(bool(train_labels) and bool(holdout_labels), "trivial scores need labels")
+    if not all(isinstance(y, bool | str) or float(y).is_integer() for y in train_labels):
+        mean = sum(float(y) for y in train_labels) / len(train_labels)
+        return {"mae": sum(abs(float(y) - mean) for y in holdout_labels) / len(holdout_labels)}
+    counts: dict[str, int] = {}
+    for y in train_labels:
+        counts[str(y)] = counts.get(str(y), 0) + 1
+    majority = max(sorted(counts), key=lambda k: counts[k])
+    total = len(train_labels)
+    floor = 1e-15  # as the held-out log loss of a model clips its probabilities
+    return {
+        "accuracy": sum(str(y) == majority for y in holdout_labels) / len(holdout_labels),
+        "log_loss": -sum(
+            math.log(max(floor, counts.get(str(y), 0) / total)) for y in holdout_labels
+        )
+        / len(holdout_labels),
+    }
+
+
+def better(a: Mapping[str, float], b: Mapping[str, float], gate: OfflineGate) -> bool:
+    """``a`` scores strictly better than ``b`` on the gate's metric."""
+    x, y = _metric(a, gate.metric, "first"), _metric(b, gate.metric, "second")
+    return x > y if gate.higher_is_better else x < y
+
+
+def best_contender(
+    contenders: Mapping[str, Mapping[str, float]], trivial: Mapping[str, float], gate: OfflineGate
+) -> str | None:
+    """The best-scoring contender that beats the trivial baseline, or None.
+
+    >>> gate = OfflineGate(metric="accuracy", higher_is_better=True)
+    >>> best_contender({"a": {"accuracy": 0.7}, "b": {"accuracy": 0.9}}, {"accuracy": 0.6}, gate)
+    'b'
+    >>> best_contender({"a": {"accuracy": 0.5}}, {"accuracy": 0.6}, gate) is None
+    True
+    """
+    fit = [name for name, scores in contenders.items() if better(scores, trivial, gate)]
+    best = None
+    for name in fit:
+        if best is None or better(contenders[name], contenders[best], gate):
+            best = name
+    return best
+
+
+def paired_promotion(
+    decision: Decision,
+    winner_correct: Sequence[bool],
+    champion_correct: Sequence[bool],
+    gate: PairedGate,
+) -> Decision:
+    """A promotion stands only if the winner is significantly better than the champion
+    on the same held-out examples; otherwise it runs as challenger, judged live.
+
+    >>> promote = Decision(PROMOTE, "Better: promote.", {})
+    >>> paired_promotion(promote, [True] * 30, [False] * 30, PairedGate()).action
+    'promote'
+    >>> paired_promotion(promote, [True] * 30, [True] * 28 + [False] * 2, PairedGate()).action
+    'challenger'
+    """
+    if decision.action != PROMOTE:
+        return decision
+    _check_paired(winner_correct, champion_correct)
+    pairs = list(zip(winner_correct, champion_correct, strict=True))
+    b = sum(1 for new, old in pairs if new and not old)
+    c = sum(1 for new, old in pairs if old and not new)
+    p_value = exact_mcnemar_p(b, c)
+    alpha = round(1.0 - gate.confidence, ALPHA_DIGITS)
+    evidence = dict(decision.evidence) | {
+        "paired_test": MCNEMAR_TEST,
+        "paired_p_value": p_value,
+        "paired_alpha": alpha,
+        "winner_only_correct": b,
+        "champion_only_correct": c,
+    }
+    if p_value <= alpha + FLOAT_SLACK:
+        reason = (
+            f"{decision.reason.rstrip('.')} (paired: {b} vs {c} discordant, p = {_num(p_value)})."
+        )
+        return Decision(PROMOTE, reason, evidence)
+    reason = (
+        f"{decision.reason.rstrip('.').removesuffix(': promote')}, but on the same held-out "
+        f"examples it is not significantly better ({b} vs {c} discordant, p = {_num(p_value)} "
+        f"> {_num(alpha)}): run it as challenger."
+    )
+    return Decision(CHALLENGER, reason, evidence)

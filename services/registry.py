@@ -237,6 +237,14 @@ class Registry:
         the current champion changes nothing), a rollback pops. So promote 1, 2, 3 then
         roll back twice serves 2, then 1 — never the version just rolled back from.
         """
+        target = self.previous_champion(model)
+        if target is None:
+            raise RegistryError(f"{model} has no earlier champion to roll back to")
+        self.set_alias(model, CHAMPION, target, actor, f"{ROLLBACK_PREFIX}{reason}")
+        return target
+
+    def previous_champion(self, model: str) -> int | None:
+        """The version a rollback would serve again (see :meth:`rollback`), if any."""
         stack: list[int] = []
         for d in self.history(model):
             if d.alias != CHAMPION or d.version is None:
@@ -245,11 +253,7 @@ class Registry:
                 stack.pop()
             elif not stack or stack[-1] != d.version:
                 stack.append(d.version)
-        if len(stack) < 2:
-            raise RegistryError(f"{model} has no earlier champion to roll back to")
-        target = stack[-2]
-        self.set_alias(model, CHAMPION, target, actor, f"{ROLLBACK_PREFIX}{reason}")
-        return target
+        return stack[-2] if len(stack) >= 2 else None
 
     def _audit(
         self,

@@ -9,10 +9,16 @@ One retrain:
 2. hold out the most recent ``EDDY_RETRAIN_HOLDOUT`` fraction;
 3. fit a scikit-learn pipeline (``DictVectorizer`` over Eddy's numeric encoding, then
    histogram gradient boosting by default) on the rest;
-4. score it and the current champion on the same held-out slice;
+4. score it, the current champion, the online learner's latest snapshot (after a drift
+   it adapts first) and the previous champion (a concept may recur) on the same
+   held-out examples, and a trivial baseline (the majority class, the mean);
 5. register it with lineage (offset ranges, feature-set hash, parameters, library and
-   code versions, trigger, trainer, window) and let :func:`offline_decision` decide:
-   promote, challenger, or keep; the decision and its evidence go to the audit log.
+   code versions, trigger, trainer, window) and decide, like with like: the best
+   contender that beats the trivial baseline is promoted when it beats the champion by
+   the margin (:func:`offline_decision`), no slice regressed, and, for a classifier,
+   it is significantly better on the very same examples (:func:`paired_promotion`);
+   otherwise it challenges or is kept. The decision and its evidence go to the audit
+   log; a contender already registered is promoted as itself.
 
 ``eddy run retrainer`` listens to ``drift-alerts`` and retrains once per alert burst
 (alerts for a model within ``EDDY_RETRAIN_DEBOUNCE_S`` of the first one are folded in; a
@@ -51,18 +57,25 @@ from services.control import (
     control_trigger,
     unknown_model,
 )
+from services.live_evaluation import LiveEvaluator
 from services.live_runner import evaluate_live
 from services.liveness import Liveness, consumer_positions
 from services.promotion import (
     HIGHER_IS_BETTER,
+    KEEP,
     Decision,
     OfflineGate,
+    PairedGate,
+    RollbackGuard,
     SliceGate,
+    best_contender,
     gate_by_slices,
     offline_decision,
+    paired_promotion,
     slice_regressions,
+    trivial_scores,
 )
-from services.registry import CHALLENGER, CHAMPION, SKLEARN, Lineage, Registry, Version
+from services.registry import CHALLENGER, CHAMPION, RIVER, SKLEARN, Lineage, Registry, Version
 from services.settings import PROJECT_ROOT, Settings
 from streams.clients import commit_unless_refused, make_consumer, make_producer
 from streams.contracts import ControlCommand, DriftAlert, TrainingExample
@@ -168,6 +181,16 @@ def evaluate(model: Any, flavor: str, examples: Sequence[TrainingExample]) -> di
     return metrics
 
 
+def correctness(model: Any, flavor: str, examples: Sequence[TrainingExample]) -> list[bool]:
+    """Whether a classifier got each example right: the pairs a paired test compares."""
+    xs = [numeric(e.features) for e in examples]
+    if flavor == SKLEARN:
+        predicted = list(model.predict(xs)) if xs else []
+    else:
+        predicted = [model.predict(x)[0] for x in xs]
+    return [str(p) == str(e.label) for p, e in zip(predicted, examples, strict=True)]
+
+
 def evaluate_slices(
     model: Any,
     flavor: str,
@@ -235,9 +258,16 @@ def library_versions() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Outcome:
+    """``version``: the candidate registered; ``winner``: the version the decision is
+    about (the candidate, or an online snapshot or earlier champion that beat it)."""
+
     version: int
     decision: Decision
     seconds: float
+    winner: int | None = None
+
+
+CANDIDATE = "candidate"
 
 
 class Retrainer:
@@ -253,6 +283,7 @@ class Retrainer:
             margin=settings.retrain_margin,
             min_holdout=settings.retrain_min_holdout,
         )
+        self.paired_gate = PairedGate(confidence=settings.retrain_confidence)
         self.slice_gate = SliceGate(
             metric=self.gate.metric,
             higher_is_better=self.gate.higher_is_better,
@@ -270,6 +301,51 @@ class Retrainer:
             examples,
             SliceNamer(self.settings.slices, self.settings.slice_max_values),
             self.settings.slice_min_examples,
+        )
+
+    def other_contenders(self, model: str, champion: Version | None) -> list[Version]:
+        """Registered versions worth judging beside a new candidate: the online
+        learner's latest snapshot and the previous champion (not the champion itself)."""
+        versions = self.registry.versions(model)
+        online = [v for v in versions if v.flavor == RIVER]
+        found = {v.version: v for v in online[-1:]}
+        previous = self.registry.previous_champion(model)
+        if previous is not None:
+            found.setdefault(previous, self.registry.get(model, previous))
+        if champion is not None:
+            found.pop(champion.version, None)
+        return [found[v] for v in sorted(found)]
+
+    def guard_champion(self, model: str) -> Decision | None:
+        """Roll the champion back if the previous one is significantly better on the same
+        labelled examples served since the champion was promoted (classifiers only: the
+        recent window read again, both models scoring the features each example saw)."""
+        champion = self.registry.alias(model, CHAMPION)
+        previous = self.registry.previous_champion(model)
+        if champion is None or previous is None:
+            return None
+        promoted_at = max(
+            d.at
+            for d in self.registry.history(model)
+            if d.alias == CHAMPION and d.version == champion.version
+        )
+        examples = [
+            e
+            for e in training_set(self.recent_examples(self.settings.retrain_window)).examples
+            if e.event_time.timestamp() >= promoted_at
+        ]
+        if not examples or not is_classification([e.label for e in examples]):
+            return None
+        old = self.registry.get(model, previous)
+        evaluator = LiveEvaluator(
+            self.registry,
+            model,
+            guard=RollbackGuard(confidence=self.settings.retrain_confidence),
+            actor=f"live evaluation ({self.settings.client_id})",
+        )
+        return evaluator.guard_champion(
+            correctness(self.registry.load(model, champion.version), champion.flavor, examples),
+            correctness(self.registry.load(model, previous), old.flavor, examples),
         )
 
     def recent_examples(self, count: int) -> list[TrainingExample]:
@@ -331,10 +407,20 @@ class Retrainer:
         candidate_slices = self.evaluate_slices(estimator, SKLEARN, holdout)
         champion = self.registry.alias(model, CHAMPION)
         champion_metrics, champion_slices = None, {}
+        loaded: dict[str, tuple[Version | None, Any, str]] = {CANDIDATE: (None, estimator, SKLEARN)}
         if champion is not None:
             served = self.registry.load(model, champion.version)
             champion_metrics = evaluate(served, champion.flavor, holdout)
             champion_slices = self.evaluate_slices(served, champion.flavor, holdout)
+        for other in self.other_contenders(model, champion):
+            loaded[other.name] = (other, self.registry.load(model, other.version), other.flavor)
+        scores = {CANDIDATE: candidate_metrics} | {
+            name: evaluate(m, flavor, holdout)
+            for name, (_, m, flavor) in loaded.items()
+            if name != CANDIDATE
+        }
+        trivial = trivial_scores(labels, [e.label for e in holdout])
+        winner = best_contender(scores, trivial, self.gate)
         trainer = f"retrainer ({self.settings.client_id})"
         lineage = Lineage(
             trained_on=data.offsets,
@@ -356,10 +442,34 @@ class Retrainer:
         version = self.registry.register(
             model, SKLEARN, estimator, candidate_metrics | flatten(candidate_slices), lineage
         )
-        decision = gate_by_slices(
-            offline_decision(candidate_metrics, champion_metrics, len(holdout), self.gate),
-            slice_regressions(candidate_slices, champion_slices, self.slice_gate),
-        )
+        if winner is None:
+            decision = Decision(
+                KEEP,
+                f"No contender beats the trivial baseline ({self.gate.metric} "
+                f"{trivial[self.gate.metric]:.4g} on {len(holdout)} held-out examples): "
+                "keep the candidate registered, not served.",
+                {"metric": self.gate.metric, "trivial": trivial[self.gate.metric]},
+            )
+            winner_version = version.version
+        else:
+            entry, winner_model, winner_flavor = loaded[winner]
+            winner_version = version.version if entry is None else entry.version
+            winner_slices = (
+                candidate_slices
+                if entry is None
+                else self.evaluate_slices(winner_model, winner_flavor, holdout)
+            )
+            decision = gate_by_slices(
+                offline_decision(scores[winner], champion_metrics, len(holdout), self.gate),
+                slice_regressions(winner_slices, champion_slices, self.slice_gate),
+            )
+            if champion is not None and classification:
+                decision = paired_promotion(
+                    decision,
+                    correctness(winner_model, winner_flavor, holdout),
+                    correctness(served, champion.flavor, holdout),
+                    self.paired_gate,
+                )
         self.registry.record_decision(
             model,
             version.version,
@@ -369,15 +479,17 @@ class Retrainer:
                 "reason": decision.reason,
                 "evidence": decision.evidence,
                 "champion": champion.version if champion else None,
+                "winner": winner_version,
+                "contenders": scores | {"trivial baseline": trivial},
                 "trigger": trigger,
                 "slices": {"candidate": candidate_slices, "champion": champion_slices},
             },
         )
         if decision.action == "promote":
-            self.registry.promote(model, version.version, trainer, decision.reason)
+            self.registry.promote(model, winner_version, trainer, decision.reason)
         elif decision.action == "challenger":
-            self.registry.set_alias(model, CHALLENGER, version.version, trainer, decision.reason)
-        outcome = Outcome(version.version, decision, time.monotonic() - started)
+            self.registry.set_alias(model, CHALLENGER, winner_version, trainer, decision.reason)
+        outcome = Outcome(version.version, decision, time.monotonic() - started, winner_version)
         metrics.RETRAINS.labels(decision.action).inc()
         metrics.RETRAIN_SECONDS.observe(outcome.seconds)
         log.info(
@@ -448,9 +560,18 @@ class AlertListener:
                 if live_every > 0 and now - last_live >= live_every:
                     last_live = now
                     with self.liveness.busy("live evaluation"):
-                        evaluate_live(
-                            self.settings, self.retrainer.registry, self.settings.model_name
-                        )
+                        model = self.settings.model_name
+                        evaluate_live(self.settings, self.retrainer.registry, model)
+                        guarded = self.retrainer.guard_champion(model)
+                        if guarded is not None:
+                            log.info(
+                                "champion guarded",
+                                extra={
+                                    "model": model,
+                                    "action": guarded.action,
+                                    "reason": guarded.reason,
+                                },
+                            )
                 every = self.settings.retrain_every_s
                 if every > 0 and now - last_scheduled >= every:
                     last_scheduled = now

@@ -52,10 +52,25 @@ class ServingModels:
     challengers: tuple[Loaded, ...] = field(default_factory=tuple)
 
 
+# The keys a binary classifier's positive class takes in ``Scored.proba`` (label text).
+POSITIVE_KEYS = ("True", "1")
+
+
 @dataclass(frozen=True)
 class Scored:
     prediction: Answer | None
     proba: dict[str, float]
+
+    @property
+    def positive(self) -> float | None:
+        """P(positive class) of a binary classifier; None otherwise.
+
+        >>> Scored(True, {"False": 0.2, "True": 0.8}).positive, Scored("a", {"a": 1.0}).positive
+        (0.8, None)
+        """
+        if len(self.proba) != 2:
+            return None
+        return next((self.proba[k] for k in POSITIVE_KEYS if k in self.proba), None)
 
 
 def score_batch(model: Loaded, vectors: Sequence[dict[str, Any]]) -> list[Scored]:

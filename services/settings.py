@@ -180,6 +180,12 @@ class Settings(BaseModel):
         description="Observations before the drift references start (a cold start's new "
         "entities and a still-learning model are no evidence).",
     )
+    drift_action: str = Field(
+        "warn",
+        pattern="^(warn|retrain)$",
+        description="What a data- or prediction-drift alert alone asks for: warn (a retrain "
+        "follows only when the served model's live error confirms harm) or retrain.",
+    )
     learner_dedup_ids: int = Field(
         200_000, ge=1, description="How many learned example/label ids the learner remembers."
     )
@@ -207,6 +213,14 @@ class Settings(BaseModel):
     )
     retrain_margin: float = Field(
         0.01, ge=0, description="Relative improvement over the champion needed to promote."
+    )
+    retrain_confidence: float = Field(
+        0.95,
+        gt=0,
+        lt=1,
+        description="Confidence that a classifier beats the champion on the same held-out "
+        "examples (paired exact McNemar) before it is promoted, or before a champion is "
+        "rolled back to the previous one on the same recent labelled examples.",
     )
     retrain_debounce_s: float = Field(
         5.0, ge=0, description="Alerts within this time of the first make one retrain."

@@ -147,6 +147,14 @@ class DriftKind(StrEnum):
     SKEW = "skew"
 
 
+class AlertStream(StrEnum):
+    """Which stream a drift alert watched."""
+
+    SERVED = "served"
+    ONLINE = "online"
+    FEATURES = "features"
+
+
 class DriftWindow(BaseModel):
     """Where the evidence came from: offsets per partition and the time span."""
 
@@ -185,6 +193,13 @@ class DriftAlert(Contract):
     which ranks every drifted feature, most severe first. ``metrics`` are the model's
     prequential metrics when it fired. ``alert_id`` is derived from the model and its
     example count, so a learner replaying from a checkpoint re-sends the same ids.
+
+    ``stream`` says which stream fired: ``served`` (the answers a deployed version gave,
+    joined to their labels; ``model_version`` names it), ``online`` (the online
+    learner's own prequential stream) or ``features`` (the examples' inputs).
+    ``change_at`` is the event time where a concept detector estimates the change
+    began: a retrain learns from the examples after it. ``action`` is ``retrain`` or
+    ``warn`` (a warning: nothing is retrained for it).
     """
 
     alert_id: Identifier
@@ -201,6 +216,8 @@ class DriftAlert(Contract):
     evidence: list[DriftEvidence] = Field(default_factory=list)
     metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
     examples: list[AlertExample] = Field(default_factory=list)  # skew: served vs recomputed
+    stream: AlertStream | None = None
+    change_at: AwareDatetime | None = None
 
 
 class ModelUpdate(Contract):

@@ -37,10 +37,23 @@ kswin         real         p-value of the last KS test            ``alpha``     
 ============  ===========  =====================================  ==================  =====
 
 The statistic is ``None`` while a detector is warming up (and for ``ddm`` while its
-minimum standard deviation is zero); when present it is finite. ``page_hinkley`` watches
-increases only: a *falling* error (a model still learning) is no reason to retrain.
-``kswin`` also requires a KS distance above 0.1 (hard-coded in River). ``adwin`` checks
-for a cut every ``clock`` (32) updates, so its detections land on that grid.
+minimum standard deviation is zero); when present it is finite. ``kswin`` also requires a
+KS distance above 0.1 (hard-coded in River). ``adwin`` checks for a cut every ``clock``
+(32) updates, so its detections land on that grid.
+
+**One-sided.** Only a *rising* error is evidence of a harmful change: a falling one is a
+model still learning, or a world that got easier. ``page_hinkley`` runs in mode ``up``;
+the binary detectors model an error-rate increase (``hddm_*`` one-sided, River's
+default); ``adwin`` and ``kswin`` test both sides, so a detection counts only when the
+part of the window they keep (the newer one) has a higher mean error than the part they
+drop. A two-sided cut whose newer side is better is no detection at all.
+
+**Where the change lies.** On a detection, ``change_age`` says how many updates ago the
+detector estimates the change began (this update included): ``adwin``'s kept window,
+``kswin``'s recent sample, ``page_hinkley``'s onset (the update where its cumulative
+increase was lowest); ``None`` for the binary detectors. A retrain after a concept drift
+learns from the examples after that point. ``baseline`` is the mean error of the dropped
+part (``adwin``, ``kswin``): the level the model had before the change.
 
 >>> import random
 >>> rng = random.Random(7)
@@ -98,6 +111,8 @@ class DriftSignal:
     detector: str
     statistic: float | None
     threshold: float | None
+    change_age: int | None = None  # on drift: updates since the estimated change, this one included
+    baseline: float | None = None  # on drift: the mean error before the change, where known
 
 
 class ConceptDriftMonitor(Protocol):
@@ -272,9 +287,14 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
 class RiverDriftMonitor:
     """One River detector behind Eddy's :class:`ConceptDriftMonitor` protocol.
 
-    Picklable (checkpoints seal it with the model): the state is the Eddy name and the
-    River detector, whose own pickle carries its windows and, for ``kswin``, its RNG.
+    Picklable (checkpoints seal it with the model): the state is the Eddy name, the
+    River detector (whose own pickle carries its windows and, for ``kswin``, its RNG)
+    and the update count with ``page_hinkley``'s onset.
     """
+
+    # Class-level defaults: monitors pickled before these existed restore with them.
+    _seen = 0
+    _onset = 0
 
     def __init__(self, name: str, detector: Any) -> None:
         self.name = name
@@ -282,24 +302,31 @@ class RiverDriftMonitor:
 
     def update(self, value: float) -> DriftSignal:
         """Feed one prequential error; say whether the detector fired on it."""
-        if not math.isfinite(value):
-            raise ValueError(f"{self.name}: error value must be finite, got {value!r}")
-        if self.name in BINARY_INPUT_DETECTORS and value not in BINARY_VALUES:
-            raise ValueError(
-                f"{self.name} takes 0/1 error indicators (1.0 = wrong prediction), "
-                f"got {value!r}; use adwin, page_hinkley or kswin for absolute errors"
-            )
-        self._detector.update(float(value))
-        drifted = bool(self._detector.drift_detected)
+        self._check((value,))
+        drifted, change_age, baseline = self._feed(float(value))
         warning = bool(getattr(self._detector, "warning_detected", False)) and not drifted
         statistic, threshold = _SPECS[self.name].probe(self._detector)
-        return DriftSignal(drifted, warning, self.name, statistic, threshold)
+        return DriftSignal(drifted, warning, self.name, statistic, threshold, change_age, baseline)
 
     def update_many(self, values: Sequence[float]) -> list[tuple[int, DriftSignal]]:
         """Feed many errors in order; the positions where the detector fired, with the
         signal :meth:`update` would have returned there. Checked first, so a bad value
         feeds nothing. The learner's batch path: the evidence is probed only on firing.
         """
+        self._check(values)
+        fired: list[tuple[int, DriftSignal]] = []
+        probe = _SPECS[self.name].probe
+        for i, value in enumerate(values):
+            drifted, change_age, baseline = self._feed(float(value))
+            if drifted:
+                statistic, threshold = probe(self._detector)
+                signal = DriftSignal(
+                    True, False, self.name, statistic, threshold, change_age, baseline
+                )
+                fired.append((i, signal))
+        return fired
+
+    def _check(self, values: Sequence[float]) -> None:
         for value in values:
             if not math.isfinite(value):
                 raise ValueError(f"{self.name}: error value must be finite, got {value!r}")
@@ -309,14 +336,38 @@ class RiverDriftMonitor:
                 f"{self.name} takes 0/1 error indicators (1.0 = wrong prediction), "
                 f"got {odd!r}; use adwin, page_hinkley or kswin for absolute errors"
             )
-        fired: list[tuple[int, DriftSignal]] = []
-        detector, probe = self._detector, _SPECS[self.name].probe
-        for i, value in enumerate(values):
-            detector.update(float(value))
+
+    def _feed(self, value: float) -> tuple[bool, int | None, float | None]:
+        """Update the detector: (fired on a rising error, change age, baseline)."""
+        detector = self._detector
+        self._seen += 1
+        if self.name == ADWIN:
+            width, total = float(detector.width), float(detector.total)
+            detector.update(value)
+            if not detector.drift_detected:
+                return False, None, None
+            kept = float(detector.width)
+            dropped = width + 1 - kept
+            kept_mean = float(detector.total) / kept if kept else 0.0
+            dropped_mean = (total + value - float(detector.total)) / dropped if dropped else 0.0
+            return kept_mean > dropped_mean, int(kept), dropped_mean
+        if self.name == KSWIN:
+            before = list(detector.window)
+            detector.update(value)
+            if not detector.drift_detected:
+                return False, None, None
+            tested = ([*before, value])[-detector.window_size :]
+            recent, older = tested[-detector.stat_size :], tested[: -detector.stat_size]
+            older_mean = sum(older) / len(older)
+            return sum(recent) / len(recent) > older_mean, len(recent), older_mean
+        detector.update(value)
+        if self.name == PAGE_HINKLEY:
+            if detector._sum_increase <= detector._min_increase:
+                self._onset = self._seen
             if detector.drift_detected:
-                statistic, threshold = probe(detector)
-                fired.append((i, DriftSignal(True, False, self.name, statistic, threshold)))
-        return fired
+                return True, max(1, self._seen - self._onset), None
+            return False, None, None
+        return bool(detector.drift_detected), None, None
 
     def __repr__(self) -> str:
         return f"RiverDriftMonitor({self.name!r}, {self._detector!r})"

@@ -46,6 +46,8 @@ SUM_BITS = 64
 SQUARE_BITS = 128
 DISTINCT_CAP = 64
 AGGREGATE_OPS = ("count", "sum", "mean", "min", "max", "std", "last", "distinct")
+# Ops whose value grows with an entity's history by construction (see accumulating_names).
+ACCUMULATING_OPS = frozenset({"count", "sum", "distinct"})
 TIME_SINCE_LAST = "seconds_since_last_event"
 
 
@@ -150,6 +152,25 @@ class FeatureSet:
             source: math.gcd(*(a.window.step_s for a in self.aggregates if a.source == source))
             for source in sorted({a.source for a in self.aggregates})
         }
+
+    def accumulating_names(self) -> tuple[str, ...]:
+        """Features that move with an entity's history by construction: counts, sums and
+        distinct values over a window, and the time since the last event.
+
+        On a stationary stream their distribution still shifts as history accumulates
+        (and as windows roll over), so a test against a fixed reference alarms on them
+        for no change in the world: data drift leaves them out.
+
+        >>> FeatureSet((Aggregate("a", ("count", "mean"), tumbling(60)),)).accumulating_names()
+        ('a_count_1m', 'seconds_since_last_event')
+        """
+        names = [
+            name
+            for a in self.aggregates
+            for op, name in zip(a.ops, a.op_names, strict=True)
+            if op in ACCUMULATING_OPS
+        ]
+        return (*names, *((TIME_SINCE_LAST,) if self.time_since_last else ()))
 
     def fingerprint(self) -> str:
         """A stable hash of the definitions: equal hashes mean equal features."""

@@ -4,6 +4,18 @@ No Kafka or Redis here: :class:`Learner` takes examples and returns what happene
 including the drift alerts to publish. The whole object is what a checkpoint seals, so
 a restored learner continues exactly where the original stopped.
 
+It watches three streams, and every alert says which one fired (``stream``):
+
+- ``online``: its own prequential error, through a one-sided concept detector whose
+  cooldown delays, never drops (:mod:`streams.concept_watch`);
+- ``served``: each deployed version's live error and answers, from the labels joined
+  to what that version served (:meth:`Learner.watch_served`, :mod:`streams.served`);
+- ``features``: data drift of the examples' inputs, leaving out the features that move
+  with an entity's history by construction (``drift_ignore``).
+
+Concept alerts ask for a retrain; data and prediction drift alone warn
+(``drift_action``): the served model's live error is what confirms harm.
+
 >>> learner = Learner(LearnerConfig(model="demo", kind="logistic"))
 >>> step = learner.step({"x": 1.0}, True, Position("t", 0, 0, 1_700_000_000.0))
 >>> step.prediction, learner.examples
@@ -18,8 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from streams.contracts import DriftAlert, DriftEvidence, DriftKind, DriftWindow
-from streams.detectors import DEFAULT_DETECTOR, make_detector
+from streams.concept_watch import ConceptDetection, ConceptWatch
+from streams.contracts import AlertStream, DriftAlert, DriftEvidence, DriftKind, DriftWindow
+from streams.detectors import DEFAULT_DETECTOR
 from streams.drift import DataDriftMonitor, DriftConfig, FeatureDrift
 from streams.evaluation import PrequentialMetrics
 from streams.models import (
@@ -31,10 +44,12 @@ from streams.models import (
     numeric,
     positive_class,
 )
+from streams.served import ServedOutcome, ServedWatch
 from streams.slices import COUNT, SliceNamer
 
-PREDICTION_FEATURE = "prediction"
 RETRAIN = "retrain"
+WARN = "warn"
+ACTIONS = (RETRAIN, WARN)
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,14 @@ class LearnerConfig:
     batch: int = 1  # > 1: mini-batches of this size where the model kind allows
     slices: tuple[str, ...] = ()  # features whose values get prequential metrics of their own
     slice_max_values: int = 50
+    # Features data drift leaves out (they move by construction: FeatureSet.accumulating_names).
+    drift_ignore: tuple[str, ...] = field(default=(), compare=False)
+    # What data and prediction drift alerts ask for: "warn", or "retrain" on their own.
+    drift_action: str = field(default=WARN, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.drift_action not in ACTIONS:
+            raise ValueError(f"drift_action must be one of {ACTIONS}, got {self.drift_action!r}")
 
 
 @dataclass(frozen=True)
@@ -82,16 +105,47 @@ class Learner:
         self.config = config
         self.model = make_model(config.kind, config.seed)
         self.metrics = PrequentialMetrics(self.model.task, config.metric_window)
-        self.detector = make_detector(config.detector, seed=config.seed)
+        self.concept = ConceptWatch(
+            config.detector, seed=config.seed, cooldown=config.concept_cooldown
+        )
         self.data_drift = DataDriftMonitor(config.drift)
-        self.prediction_drift = DataDriftMonitor(config.drift)
+        self.served = ServedWatch(
+            config.detector,
+            seed=config.seed,
+            cooldown=config.concept_cooldown,
+            drift=config.drift,
+            task=self.model.task,
+        )
         self.slice_namer = SliceNamer(config.slices, config.slice_max_values)
         self.slice_metrics: dict[str, PrequentialMetrics] = {}
         self.examples = 0
         self.version = f"{config.model}@online"
         self.pending: list[Item] = []  # mini-batch mode: examples waiting for a full batch
-        self._last_concept_alert: int | None = None
         self._window: collections.deque[Position] = collections.deque(maxlen=config.drift.window)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Restore a checkpoint; one from before the concept watch and the served
+        streams keeps its detector and learned state and gains fresh served watches."""
+        if "detector" in state:
+            config = state["config"]
+            assert isinstance(config, LearnerConfig)  # noqa: S101 - our own sealed pickle
+            concept = ConceptWatch(
+                config.detector, seed=config.seed, cooldown=config.concept_cooldown
+            )
+            concept.detector = state.pop("detector")  # type: ignore[assignment]
+            concept.seen = int(state["examples"])  # type: ignore[call-overload]
+            concept._last_alert = state.pop("_last_concept_alert")  # type: ignore[assignment]
+            state["concept"] = concept
+            state.pop("prediction_drift", None)
+            model = state["model"]
+            state["served"] = ServedWatch(
+                config.detector,
+                seed=config.seed,
+                cooldown=config.concept_cooldown,
+                drift=config.drift,
+                task=model.task,  # type: ignore[attr-defined]
+            )
+        self.__dict__.update(state)
 
     def step(self, x: Features, y: Label, where: Position) -> Step:
         """Prequential step: predict and score ``x`` first, then learn ``(x, y)``."""
@@ -149,39 +203,57 @@ class Learner:
         """Score, watch and alert, exactly as if the examples came one by one."""
         ys = [y for _, y, _ in items]
         errors = [self._error(y, p) for y, p in zip(ys, predictions, strict=True)]
-        watched = [
-            {PREDICTION_FEATURE: _prediction_value(p, positive)}
-            for p, positive in zip(predictions, positives, strict=True)
-        ]
         # Where something fires, in the order step() would have raised it.
-        events: dict[int, list[tuple[DriftKind, str, list[DriftEvidence]]]] = {}
-        for i, signal in self.detector.update_many(errors):
-            concept = DriftEvidence(
-                feature="error",
-                test=signal.detector,
-                statistic=signal.statistic if signal.statistic is not None else errors[i],
-                threshold=signal.threshold if signal.threshold is not None else 0.0,
+        events: dict[int, list[tuple[DriftKind, str, list[DriftEvidence], float | None]]] = {}
+        times = [where.event_time for _, _, where in items]
+        for detection in self.concept.update_many(errors, times):
+            evidence = [_concept_evidence(detection, errors[detection.index])]
+            events.setdefault(detection.index, []).append(
+                (DriftKind.CONCEPT, detection.signal.detector, evidence, detection.change_at)
             )
-            events.setdefault(i, []).append((DriftKind.CONCEPT, signal.detector, [concept]))
-        for i, drifts in self.data_drift.update_many([x for x, _, _ in items]):
-            events.setdefault(i, []).append((DriftKind.DATA, "data_drift", _evidence(drifts)))
-        for i, drifts in self.prediction_drift.update_many(watched):
-            events.setdefault(i, []).append(
-                (DriftKind.PREDICTION, "prediction_drift", _evidence(drifts))
-            )
+        ignore = self.config.drift_ignore
+        watched = [{k: v for k, v in x.items() if k not in ignore} for x, _, _ in items]
+        for i, drifts in self.data_drift.update_many(watched):
+            events.setdefault(i, []).append((DriftKind.DATA, "data_drift", _evidence(drifts), None))
         alerts_at: dict[int, list[DriftAlert]] = {}
         done = 0
         for i in sorted(events):
             self._account(items, ys, predictions, positives, done, i + 1)
             done = i + 1
-            for kind, detector, evidence in events[i]:
-                if kind is DriftKind.CONCEPT and not self._concept_cooled():
-                    continue
-                if kind is DriftKind.CONCEPT:
-                    self._last_concept_alert = self.examples
-                alerts_at.setdefault(i, []).append(self._alert(kind, detector, evidence))
+            for kind, detector, evidence, change_at in events[i]:
+                stream = AlertStream.ONLINE if kind is DriftKind.CONCEPT else AlertStream.FEATURES
+                alerts_at.setdefault(i, []).append(
+                    self._alert(kind, detector, evidence, stream, change_at=change_at)
+                )
         self._account(items, ys, predictions, positives, done, len(items))
         return [Step(predictions[i], errors[i], alerts_at.get(i, [])) for i in range(len(items))]
+
+    def watch_served(self, outcomes: Sequence[ServedOutcome]) -> list[DriftAlert]:
+        """Watch the answers deployed versions served, now that their labels arrived.
+
+        A concept alert here means the model users are served got worse; its
+        ``model_version`` names that version and ``change_at`` where the change began.
+        """
+        alerts = []
+        for found in self.served.update_many(outcomes):
+            if found.concept is not None:
+                evidence = [_concept_evidence(found.concept, found.concept.signal.statistic)]
+                detector = found.concept.signal.detector
+                change_at = found.concept.change_at
+            else:
+                evidence, detector, change_at = _evidence(found.drifts), "prediction_drift", None
+            alerts.append(
+                self._alert(
+                    found.kind,
+                    detector,
+                    evidence,
+                    AlertStream.SERVED,
+                    version=found.version,
+                    count=found.count,
+                    change_at=change_at,
+                )
+            )
+        return alerts
 
     def _account(
         self,
@@ -219,21 +291,33 @@ class Learner:
             for name, m in sorted(self.slice_metrics.items())
         }
 
-    def _concept_cooled(self) -> bool:
-        return (
-            self._last_concept_alert is None
-            or self.examples - self._last_concept_alert >= self.config.concept_cooldown
-        )
-
     def _error(self, y: Label, prediction: Label | None) -> float:
         if self.model.task == CLASSIFICATION:
             return 0.0 if prediction == y else 1.0
         return abs(float(y) - float(prediction or 0.0))
 
-    def _alert(self, kind: DriftKind, detector: str, evidence: list[DriftEvidence]) -> DriftAlert:
+    def _alert(
+        self,
+        kind: DriftKind,
+        detector: str,
+        evidence: list[DriftEvidence],
+        stream: AlertStream,
+        *,
+        version: str | None = None,
+        count: int | None = None,
+        change_at: float | None = None,
+    ) -> DriftAlert:
+        """An alert on the online stream (``version`` None) or on a served version's,
+        whose ``count`` labelled answers so far make its id stable across replays."""
         top = evidence[0]
+        if version is None:
+            alert_id = f"{self.config.model}:{kind.value}:{self.examples}"
+            metrics = self.metrics.report()
+        else:
+            alert_id = f"{self.config.model}:{stream.value}:{kind.value}:{version}:{count}"
+            metrics = self.served.metrics_of(version)
         return DriftAlert(
-            alert_id=f"{self.config.model}:{kind.value}:{self.examples}",
+            alert_id=alert_id,
             model=self.config.model,
             kind=kind,
             detector=detector,
@@ -241,11 +325,13 @@ class Learner:
             statistic=top.statistic,
             threshold=top.threshold,
             window=self.window(),
-            model_version=self.version,
-            action=RETRAIN,
+            model_version=version or self.version,
+            action=RETRAIN if kind is DriftKind.CONCEPT else self.config.drift_action,
             detected_at=datetime.now(UTC),
             evidence=evidence,
-            metrics={k: v for k, v in self.metrics.report().items() if math.isfinite(v)},
+            metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
+            stream=stream,
+            change_at=None if change_at is None else datetime.fromtimestamp(change_at, UTC),
         )
 
     def window(self) -> DriftWindow:
@@ -267,13 +353,15 @@ class Learner:
         return DriftWindow(offsets=offsets, times=times)
 
 
-def _prediction_value(prediction: Label | None, positive: float | None) -> float | str | None:
-    """What prediction drift watches: P(positive) for binary models, else the label."""
-    if positive is not None:
-        return positive
-    if isinstance(prediction, bool):
-        return float(prediction)
-    return prediction
+def _concept_evidence(detection: ConceptDetection, fallback: float | None) -> DriftEvidence:
+    signal = detection.signal
+    statistic = signal.statistic if signal.statistic is not None else fallback
+    return DriftEvidence(
+        feature="error",
+        test=signal.detector + (" (held through a cooldown)" if detection.deferred else ""),
+        statistic=statistic if statistic is not None else 0.0,
+        threshold=signal.threshold if signal.threshold is not None else 0.0,
+    )
 
 
 def _evidence(drifts: list[FeatureDrift]) -> list[DriftEvidence]:

@@ -51,6 +51,7 @@ from streams.feature_definitions import FEATURES
 from streams.learner import Item, Learner, LearnerConfig, Position
 from streams.recent_ids import RecentIds
 from streams.serialization import IntegrityError, seal, signing_key, unseal, write_atomically
+from streams.served import ServedOutcome
 from streams.snapshots import SnapshotStore
 from streams.topics import Topic, spec_for
 from streams.validation import InvalidMessage, decode, encode
@@ -207,6 +208,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.state = self._restore()
         self._joined: list[TrainingExample] = []
         self._rejected: list[DeadLetter] = []  # malformed records of the batch in hand
+        self._served: list[ServedOutcome] = []  # labelled answers of served versions
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._stopping = False
@@ -262,7 +264,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def process(self, records: list[Any]) -> None:
         """Learn from a polled batch in order; alerts are sent before the next checkpoint."""
-        self._joined, self._rejected = [], []
+        self._joined, self._rejected, self._served = [], [], []
         items: list[Item] = []
         feature_sets: set[str] = set()
         labels: list[tuple[str, Label, Position]] = []
@@ -284,6 +286,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         items += joined
         self.state.note_learned(items, feature_sets)
         alerts = [a for step in self.state.learner.learn_many(items) for a in step.alerts]
+        alerts += self.state.learner.watch_served(self._served)
         self._since_checkpoint += len(items)
         metrics.EXAMPLES_LEARNED.inc(len(items))
         self._send(alerts)
@@ -348,6 +351,13 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self.state.label_latency_s_total += max(0.0, label.event_time.timestamp() - snapshot.at)
             at = Position(where.topic, where.partition, where.offset, snapshot.at)
             joined.append((snapshot.features, label.label, at))
+            if snapshot.served is not None:
+                answer = snapshot.served
+                self._served.append(
+                    ServedOutcome(
+                        answer.version, answer.prediction, answer.positive, label.label, snapshot.at
+                    )
+                )
             self._joined.append(
                 TrainingExample(
                     example_id=record_id,

@@ -5,7 +5,11 @@ leakage, the learner needs the features as they were then, not as they are now. 
 feature worker (for unlabelled events) and the prediction service (for requests) record
 them here under the event or request id, for ``EDDY_LABEL_WINDOW_S``::
 
-    <prefix>snapshot:{<event or request id>}   JSON {entity_id, at, features}
+    <prefix>snapshot:{<event or request id>}   JSON {entity_id, at, features[, served]}
+
+A request's snapshot also says what was served for it (``served``: the answering
+version, its answer and P(positive)), so the label that comes back for it scores the
+model users were served, not only the online learner (:mod:`streams.served`).
 
 Recording is idempotent (same id, same content) and a counter of recorded snapshots
 lets the learner report label coverage.
@@ -25,10 +29,30 @@ from streams.redis_commands import set_expiring
 
 
 @dataclass(frozen=True)
+class ServedAnswer:
+    """What a version answered for a request."""
+
+    version: str  # e.g. "fraud@3"
+    prediction: bool | int | float | str | None
+    positive: float | None = None  # P(positive class), for binary classifiers
+
+
+@dataclass(frozen=True)
 class Snapshot:
     entity_id: str
     at: float  # event time or serving time, epoch seconds
     features: dict[str, FeatureValue]
+    served: ServedAnswer | None = None
+
+    def as_json(self) -> bytes:
+        data: dict[str, Any] = {
+            "entity_id": self.entity_id,
+            "at": self.at,
+            "features": self.features,
+        }
+        if self.served is not None:
+            data["served"] = self.served.__dict__
+        return orjson.dumps(data)
 
 
 class SnapshotStore:
@@ -50,9 +74,7 @@ class SnapshotStore:
             return
         pipe = self._client.pipeline(transaction=False)
         for record_id, snapshot in snapshots:
-            set_expiring(
-                pipe, self.key(record_id), orjson.dumps(snapshot.__dict__), self._ttl_ms, nx=True
-            )
+            set_expiring(pipe, self.key(record_id), snapshot.as_json(), self._ttl_ms, nx=True)
         created = pipe.execute()
         new = sum(1 for ok in created if ok)
         if new:
@@ -67,7 +89,13 @@ class SnapshotStore:
         for record_id, raw in zip(ids, self._client.mget([self.key(i) for i in ids]), strict=True):
             if raw is not None:
                 data: dict[str, Any] = orjson.loads(raw)
-                found[record_id] = Snapshot(data["entity_id"], data["at"], data["features"])
+                served = data.get("served")
+                found[record_id] = Snapshot(
+                    data["entity_id"],
+                    data["at"],
+                    data["features"],
+                    None if served is None else ServedAnswer(**served),
+                )
         return found
 
     def label_key(self, record_id: str) -> str:

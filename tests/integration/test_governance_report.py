@@ -21,7 +21,7 @@ import pytest
 
 from services.governance_report import NOT_RECORDED, STILL_SERVING, iso
 from services.governance_sources import alerts_topic, find_alerts, write_report
-from services.live_evaluation import LiveEvaluator, RecordedAnswer
+from services.live_evaluation import LiveEvaluator
 from services.model_updates import open_registry
 from services.promotion import RollbackGuard
 from services.registry import CHAMPION, Registry, trainer_identity
@@ -139,13 +139,11 @@ def make_history(settings: Settings, registry: Registry) -> list[DriftAlert]:
     outcome = retrainer.retrain(MODEL, {"type": "alert", "id": ids[0], "burst": ",".join(ids)})
     assert outcome.decision.action == "promote", outcome.decision.reason
 
-    # Live: 30 of 40 labelled answers wrong → the rollback guard restores version 1.
-    answers = [RecordedAnswer(f"r{i}", MODEL, 2, i >= LIVE_WRONG) for i in range(LIVE_ANSWERS)]
-    labels = {f"r{i}": True for i in range(LIVE_ANSWERS)}
+    # Live: on the same 40 recent labelled examples version 2 got 30 wrong, version 1 none
+    # → the rollback guard restores version 1.
     guard = RollbackGuard(min_samples=LIVE_ANSWERS)
-    version = registry.get(MODEL, 2)
     LiveEvaluator(registry, MODEL, guard=guard).guard_champion(
-        answers, labels, 1 - version.metrics["accuracy"]
+        [i >= LIVE_WRONG for i in range(LIVE_ANSWERS)], [True] * LIVE_ANSWERS
     )
     registry.promote(MODEL, 2, trainer_identity("eddy models promote"), "operator: data bug fixed")
     registry.rollback(MODEL, trainer_identity("eddy models rollback"), "audit drill")
@@ -249,7 +247,8 @@ def test_the_report_of_a_version_made_end_to_end_has_every_field(
     (live,) = report["live"]["decisions"]
     assert (live["role"], live["action"]) == ("champion (rollback guard)", "rollback")
     assert live["evidence"]["samples"] == LIVE_ANSWERS
-    assert live["evidence"]["new_champion_error_rate"] == LIVE_WRONG / LIVE_ANSWERS
+    assert live["evidence"]["champion_accuracy"] == 1 - LIVE_WRONG / LIVE_ANSWERS
+    assert live["evidence"]["previous_accuracy"] == 1.0
 
     # Gaps are named; the HTML shows the same report, escaped, self-contained.
     assert {g["field"] for g in report["not_recorded"]} >= {

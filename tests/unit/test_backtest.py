@@ -288,13 +288,21 @@ def test_two_backtests_of_the_same_range_and_policy_give_identical_results(
     assert again["retrains"], "the comparison is only worth something with a retrain in it"
 
 
+MAX_CHANGE_ERROR = 64  # examples between the real drift and the estimated change point
+
+
 def test_retraining_on_concept_alerts_recovers_after_the_drift_where_never_does_not(
     reports: dict[str, dict[str, Any]],
 ) -> None:
     retrain, never = reports["retrain-on-concept"], reports["never-retrain"]
-    # Same learner, same data: the same alerts; only what follows them differs.
-    assert retrain["alerts"] == [
-        a | {"triggers_retrain": a["kind"] == "concept"} for a in never["alerts"]
+
+    # Same learner, same data: the same alerts on the online and feature streams; only
+    # what follows them differs (the served stream watches whichever champion served).
+    def unserved(report: dict[str, Any]) -> list[dict[str, Any]]:
+        return [a for a in report["alerts"] if a["stream"] != "served"]
+
+    assert unserved(retrain) == [
+        a | {"triggers_retrain": a["kind"] == "concept"} for a in unserved(never)
     ]
     assert retrain["alerts_by_kind"]["concept"] >= 1
     assert [a["triggers_retrain"] for a in never["alerts"]] == [False] * len(never["alerts"])
@@ -302,7 +310,10 @@ def test_retraining_on_concept_alerts_recovers_after_the_drift_where_never_does_
     assert promoted
     assert any(datetime.fromisoformat(r["at"]) > DRIFT_TIME for r in promoted)
     recovering = next(r for r in promoted if datetime.fromisoformat(r["at"]) > DRIFT_TIME)
-    assert datetime.fromisoformat(recovering["after_drift_seen"]) > DRIFT_TIME
+    # It learned from where the detector placed the change (adwin's kept window, refined
+    # by CUSUM within it): near the real drift, on either side.
+    change = datetime.fromisoformat(recovering["after_drift_seen"])
+    assert abs(change - DRIFT_TIME) < timedelta(seconds=MAX_CHANGE_ERROR * STEP_S)
     assert retrain["champions"][-1]["version"].startswith("default@backtest-")
     assert never["retrains"] == []
     assert [c["version"] for c in never["champions"]] == ["default@online"]
@@ -397,7 +408,7 @@ def test_alerts_within_the_debounce_make_one_retrain_even_after_the_range(
     }
     [policy] = policies_from({"policy": [RETRAIN_ON_CONCEPT | {"retrain": retrain}]}, Settings())
     report = replay(timeline, policy)
-    alerts = report["alerts"]
+    alerts = [a for a in report["alerts"] if a["triggers_retrain"]]
     assert len(alerts) >= 2
     [entry] = report["retrains"]
     assert entry["trigger"] == [a["alert_id"] for a in alerts]

@@ -338,19 +338,20 @@ def test_live_decisions_are_reported_for_both_roles(registry: Registry) -> None:
     retrain(registry, {"log_loss": 0.3, "accuracy": 0.9}, retrained_lineage())
     registry.register(MODEL, SKLEARN, sklearn_model(), {"accuracy": 0.9}, retrained_lineage())
     registry.set_alias(MODEL, CHALLENGER, 3, "retrainer (eddy)", "below the margin")
-    evaluator = LiveEvaluator(registry, MODEL, guard=RollbackGuard(min_samples=4))
+    evaluator = LiveEvaluator(registry, MODEL, guard=RollbackGuard(min_samples=4, confidence=0.8))
     answers = [RecordedAnswer(f"r{i}", MODEL, v, i % 2 == 0) for i in range(6) for v in (2, 3)]
     labels = {f"r{i}": True for i in range(6)}
     evaluator.compare(answers, labels)
-    evaluator.guard_champion(answers, labels, baseline_error_rate=0.1)
+    # On the same 6 recent examples the champion (2) got 3 right, the previous one (1) all.
+    evaluator.guard_champion([i % 2 == 0 for i in range(6)], [True] * 6)
 
     report = assemble(inputs(registry, 2))
     decisions = report["live"]["decisions"]
     assert [(d["role"], d["other_version"], d["action"]) for d in decisions] == [
         ("champion", 3, "wait"),
-        ("champion (rollback guard)", None, "rollback"),
+        ("champion (rollback guard)", 1, "rollback"),
     ]
-    assert decisions[1]["evidence"]["new_champion_error_rate"] == 0.5
+    assert decisions[1]["evidence"]["champion_accuracy"] == 0.5
     assert decisions[1]["evidence"]["samples"] == 6
     assert decisions[1]["decided_by"] == "live evaluator"
     (interval,) = report["deployment"]["intervals"]

@@ -292,32 +292,31 @@ def test_regression_wait_and_bad_errors() -> None:
 
 
 @pytest.mark.parametrize(
-    ("new_rate", "samples", "baseline", "action"),
+    ("previous_only", "champion_only", "samples", "action"),
     [
-        (0.20, 400, 0.10, "rollback"),
-        (0.16, 300, 0.10, "rollback"),
-        (0.15, 400, 0.10, "keep"),  # exactly the tolerance is allowed
-        (0.12, 400, 0.10, "keep"),
-        (0.05, 400, 0.10, "keep"),  # better than before
-        (0.90, 299, 0.10, "wait"),
+        (40, 10, 300, "rollback"),  # the previous champion is right far more often
+        (12, 8, 300, "keep"),  # a little better: not significant
+        (5, 30, 300, "keep"),  # the champion is better
+        (20, 0, 299, "wait"),  # too few examples, however clear
     ],
 )
-def test_rollback_cases(new_rate: float, samples: int, baseline: float, action: str) -> None:
-    decision = rollback_decision(new_rate, samples, baseline, RollbackGuard())
+def test_rollback_cases(previous_only: int, champion_only: int, samples: int, action: str) -> None:
+    # Only the previous champion is right on the first examples, only the champion on
+    # the next ones, both on the rest.
+    champion = [i >= previous_only for i in range(samples)]
+    previous = [not previous_only <= i < previous_only + champion_only for i in range(samples)]
+    decision = rollback_decision(champion, previous, RollbackGuard())
     assert decision.action == action
-    for number in (_fmt(new_rate), _fmt(baseline), str(samples)):
-        assert number in decision.reason
-    assert decision.evidence["excess"] == pytest.approx(new_rate - baseline)
+    assert str(samples) in decision.reason
+    if action != "wait":
+        assert decision.evidence["previous_only_correct"] == previous_only
+        assert decision.evidence["champion_only_correct"] == champion_only
     _assert_auditable(decision)
 
 
-@pytest.mark.parametrize(
-    ("new_rate", "samples", "baseline"),
-    [(1.2, 400, 0.1), (0.1, 400, -0.1), (float("nan"), 400, 0.1), (0.1, -1, 0.1)],
-)
-def test_rollback_refuses_bad_input(new_rate: float, samples: int, baseline: float) -> None:
-    with pytest.raises(ValueError, match=r"must be"):
-        rollback_decision(new_rate, samples, baseline, RollbackGuard())
+def test_rollback_refuses_unpaired_outcomes() -> None:
+    with pytest.raises(ValueError, match=r"differ in length"):
+        rollback_decision([True] * 300, [True] * 299, RollbackGuard())
 
 
 # --- gates -----------------------------------------------------------------------------
@@ -331,7 +330,7 @@ def test_rollback_refuses_bad_input(new_rate: float, samples: int, baseline: flo
         lambda: OfflineGate(min_holdout=-1),
         lambda: LiveGate(min_samples=0),
         lambda: LiveGate(confidence=1.0),
-        lambda: RollbackGuard(tolerance=float("nan")),
+        lambda: RollbackGuard(confidence=1.0),
         lambda: RollbackGuard(min_samples=0),
     ],
 )

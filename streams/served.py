@@ -1,0 +1,155 @@
+"""Watch what users are served: each served version's live error and answers.
+
+The prediction service records, with the features each request was answered with, the
+version that answered and its answer (:mod:`streams.snapshots`); the learner joins every
+late label to it. That gives each deployed version a live error stream, and this module
+watches it, version by version:
+
+- a :class:`~streams.concept_watch.ConceptWatch` on the version's errors: when the
+  served model degrades, a concept alert fires, whatever the online learner does (it
+  adapts by itself and can hide a change the champion suffers from);
+- prediction drift on the version's answers, against that version's own first answers.
+  A version is a fixed model, so its outputs move only when its inputs do: the reference
+  needs no warm-up, and a new version starts a new one;
+- rolling live metrics of the version (accuracy, log loss, ...), for the alert's text.
+
+At most :data:`MAX_VERSIONS` versions are watched; the one seen longest ago makes room.
+Pure and picklable (the learner's checkpoint seals it).
+
+>>> watch = ServedWatch("adwin", seed=42, cooldown=100, drift=DriftConfig(), task="classification")
+>>> right = [ServedOutcome("m@1", True, 0.9, True, float(t)) for t in range(2_000)]
+>>> wrong = [ServedOutcome("m@1", True, 0.9, t % 3 == 0, 2_000.0 + t) for t in range(300)]
+>>> [(f.index, f.version, f.kind.value, f.count) for f in watch.update_many(right + wrong)]
+[(2015, 'm@1', 'concept', 2016)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from streams.concept_watch import ConceptDetection, ConceptWatch
+from streams.contracts import DriftKind
+from streams.drift import DataDriftMonitor, DriftConfig, FeatureDrift
+from streams.evaluation import PrequentialMetrics
+from streams.models import CLASSIFICATION, Label
+
+MAX_VERSIONS = 8
+PREDICTION = "prediction"  # the one "feature" prediction drift watches
+
+
+@dataclass(frozen=True)
+class ServedOutcome:
+    """One answer a version served, and the label that arrived for it."""
+
+    version: str  # e.g. "fraud@3"
+    prediction: Label | None
+    positive: float | None  # P(positive class) when the model gave one
+    label: Label
+    at: float  # when it was served, epoch seconds
+
+
+@dataclass(frozen=True)
+class ServedFinding:
+    """Something to alert on: at ``index`` of the outcomes fed, for ``version``, which
+    had then served ``count`` labelled answers."""
+
+    index: int
+    version: str
+    kind: DriftKind
+    count: int
+    concept: ConceptDetection | None = None
+    drifts: list[FeatureDrift] = field(default_factory=list)
+
+
+@dataclass
+class VersionWatch:
+    concept: ConceptWatch
+    answers: DataDriftMonitor
+    metrics: PrequentialMetrics
+    last_seen: int = 0
+
+
+class ServedWatch:
+    def __init__(
+        self, detector: str, *, seed: int, cooldown: int, drift: DriftConfig, task: str
+    ) -> None:
+        self.detector = detector
+        self.seed = seed
+        self.cooldown = cooldown
+        self.drift = drift
+        self.task = task
+        self.versions: dict[str, VersionWatch] = {}
+        self.seen = 0
+
+    def update_many(self, outcomes: Sequence[ServedOutcome]) -> list[ServedFinding]:
+        """Feed labelled answers in order; what fired, in order."""
+        by_version: dict[str, list[int]] = {}
+        for i, outcome in enumerate(outcomes):
+            by_version.setdefault(outcome.version, []).append(i)
+        found: list[ServedFinding] = []
+        for version, rows in by_version.items():
+            watch = self._watch(version)
+            start = watch.concept.seen
+            picked = [outcomes[i] for i in rows]
+            errors = [self.error(o.label, o.prediction) for o in picked]
+            for detection in watch.concept.update_many(errors, [o.at for o in picked]):
+                found.append(
+                    ServedFinding(
+                        rows[detection.index],
+                        version,
+                        DriftKind.CONCEPT,
+                        start + detection.index + 1,
+                        concept=detection,
+                    )
+                )
+            answers = [{PREDICTION: _answer_value(o)} for o in picked]
+            for k, drifts in watch.answers.update_many(answers):
+                found.append(
+                    ServedFinding(
+                        rows[k], version, DriftKind.PREDICTION, start + k + 1, drifts=drifts
+                    )
+                )
+            watch.metrics.update_many(
+                [o.label for o in picked],
+                [o.prediction for o in picked],
+                [o.positive for o in picked],
+            )
+        self.seen += len(outcomes)
+        return sorted(found, key=lambda f: f.index)
+
+    def metrics_of(self, version: str) -> dict[str, float]:
+        watch = self.versions.get(version)
+        return watch.metrics.report() if watch is not None else {}
+
+    def error(self, label: Label, prediction: Label | None) -> float:
+        """0/1 for a classifier, the absolute error for a regressor."""
+        if self.task == CLASSIFICATION:
+            return 0.0 if prediction == label else 1.0
+        return abs(float(label) - float(prediction or 0.0))
+
+    def _watch(self, version: str) -> VersionWatch:
+        watch = self.versions.get(version)
+        if watch is None:
+            if len(self.versions) >= MAX_VERSIONS:
+                oldest = min(self.versions, key=lambda v: self.versions[v].last_seen)
+                del self.versions[oldest]
+            watch = VersionWatch(
+                ConceptWatch(self.detector, seed=self.seed, cooldown=self.cooldown),
+                DataDriftMonitor(replace(self.drift, warmup=0)),  # a fixed model: no warm-up
+                PrequentialMetrics(self.task, self.drift.window),
+            )
+            self.versions[version] = watch
+        watch.last_seen = self.seen
+        return watch
+
+
+def _answer_value(outcome: ServedOutcome) -> float | str | None:
+    """What prediction drift watches: P(positive) for binary models, else the answer."""
+    if outcome.positive is not None:
+        return outcome.positive
+    if isinstance(outcome.prediction, bool):
+        return float(outcome.prediction)
+    if isinstance(outcome.prediction, int | float):
+        return float(outcome.prediction)
+    return outcome.prediction

@@ -14,6 +14,21 @@ end offset minus that position. At each look:
   that saw records waiting without movement (a worker idle for an hour that gets a
   record has a full timeout for it), and at ``stall_timeout_s`` the worker is stalled.
 
+Two rules judge a worker without a position to judge (a member that never got
+partitions, or never fetched):
+
+- **the loop stopped turning** (:class:`StallDetector`, ``turned_at``): the worker's
+  loop hands over its positions once per turn; no turn for ``stall_timeout_s`` (the
+  longer limit inside :meth:`Liveness.busy`) is a stall, records waiting or not, so a
+  worker stuck inside its poll call is caught though it owns nothing;
+- **owning nothing while records wait for nobody** (:class:`JoinDetector`): a member of
+  a consumer group that owns no partition while records wait on partitions of its
+  topics that *no* member of its group owns, for :data:`JOIN_SESSIONS` session timeouts
+  (20 s by default; ``stall_timeout_s`` if shorter; while the group rebalances, for the
+  rebalance's own bound, the consumer's max poll interval). An idle
+  member whose partitions another live member owns (a learner's hot standby, a
+  predictor beyond the partition count) is not stalled, however long it waits.
+
 So a *slow* worker is never stalled: one position moving once per ``stall_timeout_s``
 keeps it healthy while its lag grows (lag is a throughput matter for metrics and more
 partitions, not a liveness one). What the rule cannot see is a single unit of work that
@@ -28,10 +43,14 @@ loop (:meth:`Liveness.observe`); a watchdog thread looks every :data:`CHECK_EVER
 reading the end offsets with a Kafka client of its own, so a worker stuck inside a
 batch (its loop no longer turning) is still judged against records that keep arriving.
 A partition without a known position (nothing read from it yet in this process) or end
-offset is not judged. The verdict is served on ``/healthz`` (:mod:`services.metrics`);
-once stalled for a further :data:`EXIT_GRACE_S` (long enough for a probe to see 503)
-the watchdog logs why and ends the process with :data:`STALLED_EXIT_CODE`, skipping
-clean-up that would wait on the stuck work; the worker's commits follow its effects, so
+offset is not judged by the lag rule. While a kafka-python member owns nothing, the
+watchdog also asks the group's coordinator which partitions of its topics the group's
+members own and what the group has committed there (:class:`KafkaLooks`); the member's
+group and topics come with its positions (:func:`consumer_positions`). The verdict is
+served on ``/healthz`` (:mod:`services.metrics`); once stalled for a further
+:data:`EXIT_GRACE_S` (long enough for a probe to see 503) the watchdog logs why and
+ends the process with :data:`STALLED_EXIT_CODE`, skipping clean-up that would wait on
+the stuck work; the worker's commits follow its effects, so
 the restart replays only uncommitted records, idempotently.
 
 >>> detector = StallDetector(timeout_s=60)
@@ -42,6 +61,8 @@ True
 >>> stalled = detector.observe(65, {("events", 0): 10}, {("events", 0): 40})
 >>> stalled.healthy, stalled.reason
 (False, 'stalled: 30 records waiting on 1 partition(s), no position moved for 60 s (limit 60 s)')
+>>> detector.observe(70, {}, {}, turned_at=5).reason
+'stalled: the poll loop has not turned for 65 s (limit 60 s)'
 """
 
 from __future__ import annotations
@@ -54,21 +75,25 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka import TopicPartition
 
 from services import metrics
 from services.settings import Settings
-from streams.clients import make_consumer
+from streams.clients import make_admin, make_consumer
 
 log = logging.getLogger(__name__)
 
 # (topic, partition): kafka-python's and faust's TopicPartition are such tuples too.
 Partition = tuple[str, int]
 EndOffsets = Callable[[Collection[Partition]], Mapping[Partition, int]]
+# A group's look: (group id, subscribed topics) -> Group.
+GroupLook = Callable[[str, Collection[str]], "Group"]
+_Seen = TypeVar("_Seen")
 
 CHECK_EVERY_S = 1.0
+JOIN_SESSIONS = 2  # session timeouts a member may own nothing while records wait for nobody
 EXIT_GRACE_S = 5.0
 # EX_TEMPFAIL (sysexits.h): a temporary failure, "retry later": what a restart is.
 STALLED_EXIT_CODE = 75
@@ -113,6 +138,27 @@ class StallDetector:
         ends: Mapping[Partition, int],
         *,
         busy: bool = False,
+        turned_at: float | None = None,
+    ) -> Health:
+        """The verdict at ``now``; ``turned_at`` is when the worker's loop last turned
+        (None: not known, so not judged). Records waiting without movement are the
+        first reason given; a loop that stopped turning is a stall without any."""
+        health = self._lag_verdict(now, positions, ends, busy)
+        silent = 0.0 if turned_at is None else now - turned_at
+        if health.healthy and self.timeout_s > 0 and silent >= health.limit_s:
+            limit = health.limit_s
+            reason = (
+                f"stalled: the poll loop has not turned for {silent:.0f} s (limit {limit:.0f} s)"
+            )
+            return Health(False, reason, health.lag, silent, limit, health.partitions)
+        return health
+
+    def _lag_verdict(
+        self,
+        now: float,
+        positions: Mapping[Partition, int],
+        ends: Mapping[Partition, int],
+        busy: bool,
     ) -> Health:
         moved = dict(positions) != self._positions
         self._positions = dict(positions)
@@ -135,6 +181,69 @@ class StallDetector:
             return Health(False, reason, lag, waiting, limit, detail)
         state = "progressing" if waiting == 0 else f"no position moved for {waiting:.0f} s"
         return Health(True, f"{state}: {waiting_on}", lag, waiting, limit, detail)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One look at a member's consumer group, on the topics the member subscribed to."""
+
+    rebalancing: bool
+    owned: frozenset[Partition]  # partitions some member of the group owns now
+    waiting: Mapping[Partition, int]  # records not yet committed by the group, per partition
+
+
+@dataclass
+class JoinDetector:
+    """A member owning nothing, and the group's look → stalled or not (the rule above).
+
+    >>> detector = JoinDetector(timeout_s=60, rebalance_timeout_s=300)
+    >>> nobody = Group(rebalancing=False, owned=frozenset(), waiting={("t", 0): 7})
+    >>> detector.observe(0, owns=False, group=nobody).healthy
+    True
+    >>> stalled = detector.observe(60, owns=False, group=nobody)
+    >>> print(stalled.reason)  # doctest: +NORMALIZE_WHITESPACE
+    stalled: owns no partition while 7 records wait on 1 partition(s) no member of its
+    group owns, for 60 s (limit 60 s)
+    >>> standby = Group(rebalancing=False, owned=frozenset({("t", 0)}), waiting={("t", 0): 7})
+    >>> detector.observe(10_000, owns=False, group=standby) is None
+    True
+    """
+
+    timeout_s: float
+    rebalance_timeout_s: float = 0.0
+    _orphaned_since: float | None = field(default=None, init=False)
+
+    def observe(self, now: float, *, owns: bool, group: Group | None) -> Health | None:
+        """The verdict at ``now``, or None when this rule has nothing to say: the member
+        owns partitions, its group is not known, or every waiting record has an owner."""
+        orphaned = (
+            {}
+            if owns or group is None
+            else {tp: n for tp, n in group.waiting.items() if n > 0 and tp not in group.owned}
+        )
+        if not orphaned or group is None:
+            self._orphaned_since = None
+            return None
+        if self._orphaned_since is None:
+            self._orphaned_since = now
+        waiting = now - self._orphaned_since
+        # A rebalance may wait for every member's next poll: Kafka bounds it by the
+        # max poll interval, and the member owns nothing until it completes.
+        limit = (
+            max(self.timeout_s, self.rebalance_timeout_s) if group.rebalancing else self.timeout_s
+        )
+        lag = sum(orphaned.values())
+        what = (
+            f"owns no partition while {lag} records wait on {len(orphaned)} partition(s) "
+            f"no member of its group owns, for {waiting:.0f} s"
+        )
+        detail = {f"{t}[{p}]": {"waiting": n} for (t, p), n in orphaned.items()}
+        if self.timeout_s > 0 and waiting >= limit:
+            return Health(
+                False, f"stalled: {what} (limit {limit:.0f} s)", lag, waiting, limit, detail
+            )
+        state = "rebalancing" if group.rebalancing else "not joined yet"
+        return Health(True, f"{state}: {what}", lag, waiting, limit, detail)
 
 
 class Positions:
@@ -179,24 +288,46 @@ class Positions:
         }
 
 
-def consumer_positions(consumer: Any) -> dict[Partition, int]:
+@dataclass(frozen=True)
+class Member:
+    """Who a kafka-python worker is in its group: what the join rule needs."""
+
+    group: str
+    topics: frozenset[str]
+    owns: bool  # whether the group has assigned it any partition
+
+
+class ConsumerPositions(dict[Partition, int]):
+    """Positions that also say who the member is, so :meth:`Liveness.observe` can judge
+    a member owning nothing without its worker passing anything more."""
+
+    def __init__(self, positions: Mapping[Partition, int], member: Member | None) -> None:
+        super().__init__(positions)
+        self.member = member
+
+
+def consumer_positions(consumer: Any) -> ConsumerPositions:
     """A kafka-python consumer's positions on the partitions it owns, without waiting.
 
     Call it from the consumer's thread between polls, when every record polled so far
     has been handled: the consumer's position is then the next offset to process, and
     after a rebalance it is the group's committed offset, never a stale one. Partitions
-    whose position is still being looked up are left out.
+    whose position is still being looked up are left out. With a group and a
+    subscription, the result also carries the :class:`Member` (local state, no I/O).
     """
     positions: dict[Partition, int] = {}
-    for tp in consumer.assignment():
+    assigned = consumer.assignment()
+    for tp in assigned:
         offset = consumer.position(tp, timeout_ms=0)
         if offset is not None:
             positions[(tp.topic, tp.partition)] = offset
-    return positions
+    group, topics = consumer.config.get("group_id"), consumer.subscription()
+    member = Member(group, frozenset(topics), bool(assigned)) if group and topics else None
+    return ConsumerPositions(positions, member)
 
 
 class Liveness:
-    """A worker's stall detector, watchdog thread and ``/healthz`` verdict (one per process).
+    """A worker's stall detectors, watchdog thread and ``/healthz`` verdict (one per process).
 
     From a kafka-python poll loop::
 
@@ -205,7 +336,7 @@ class Liveness:
             liveness.observe(consumer_positions(consumer))
             handle(consumer.poll(timeout_ms=500))
 
-    ``ends`` and ``exit_process`` are the I/O, replaceable for a test.
+    ``ends``, ``group`` and ``exit_process`` are the I/O, replaceable for a test.
     """
 
     def __init__(
@@ -214,29 +345,45 @@ class Liveness:
         role: str,
         *,
         ends: EndOffsets | None = None,
+        group: GroupLook | None = None,
         clock: Callable[[], float] = time.monotonic,
         exit_process: Callable[[int], object] = os._exit,
     ) -> None:
         self.role = role
         self.settings = settings
+        max_poll_interval_s = settings.consumer_max_poll_interval_ms / 1000
         self.detector = StallDetector(
-            timeout_s=settings.stall_timeout_s,
-            busy_timeout_s=settings.consumer_max_poll_interval_ms / 1000,
+            timeout_s=settings.stall_timeout_s, busy_timeout_s=max_poll_interval_s
         )
-        self._ends = ends or KafkaEndOffsets(settings)
+        # A stable group leaves partitions unowned only when no member is alive in it:
+        # a member still outside it after JOIN_SESSIONS session timeouts is not joining.
+        join_limit_s = JOIN_SESSIONS * settings.consumer_session_timeout_ms / 1000
+        self.joins = JoinDetector(
+            timeout_s=min(settings.stall_timeout_s, join_limit_s),
+            rebalance_timeout_s=max_poll_interval_s,
+        )
+        looks = KafkaLooks(settings)  # its clients are made on first use only
+        self._ends = ends or looks.end_offsets
+        self._group = group or looks.group
         self._clock = clock
         self._exit = exit_process
         self._positions: dict[Partition, int] = {}
+        self._member: Member | None = None
+        self._turned_at: float | None = None
         self._known_ends: dict[Partition, int] = {}
+        self._known_group: Group | None = None
         self._busy = 0
         self._was_healthy = True
-        self._ends_failing = False
+        self._failing: set[str] = set()  # the looks failing now, each logged once
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def observe(self, positions: Mapping[Partition, int]) -> None:
-        """The worker's positions on the partitions it owns now (from its own thread)."""
+        """The worker's positions on the partitions it owns now (from its own thread),
+        once per turn of its loop: the time of the last turn is judged too."""
+        self._member = positions.member if isinstance(positions, ConsumerPositions) else None
         self._positions = {(topic, partition): o for (topic, partition), o in positions.items()}
+        self._turned_at = self._clock()
 
     @contextmanager
     def busy(self, what: str) -> Iterator[None]:
@@ -250,11 +397,14 @@ class Liveness:
 
     def check(self) -> Health:
         """One look: end offsets, verdict, ``/healthz``; exit once stalled past the grace."""
-        positions = self._positions
-        self._known_ends.update(self._read_ends(positions))
+        positions, member, turned_at = self._positions, self._member, self._turned_at
+        if positions:
+            self._known_ends.update(self._look("end offsets", self._ends, list(positions)) or {})
         health = self.detector.observe(
-            self._clock(), positions, self._known_ends, busy=self._busy > 0
+            self._clock(), positions, self._known_ends, busy=self._busy > 0, turned_at=turned_at
         )
+        if health.healthy:
+            health = self._join_health(member) or health
         context = health.as_json(self.role)
         metrics.report_health(health.healthy, context)
         if health.healthy != self._was_healthy:
@@ -269,19 +419,29 @@ class Liveness:
             self._exit(STALLED_EXIT_CODE)
         return health
 
-    def _read_ends(self, positions: Mapping[Partition, int]) -> Mapping[Partition, int]:
-        if not positions:
-            return {}
+    def _join_health(self, member: Member | None) -> Health | None:
+        """The join rule's verdict; the group is looked at only while the member owns nothing."""
+        if member is None or member.owns:
+            self._known_group = None
+            return self.joins.observe(self._clock(), owns=True, group=None)
+        seen = self._look("group", self._group, member.group, member.topics)
+        if seen is not None:
+            self._known_group = seen
+        return self.joins.observe(self._clock(), owns=False, group=self._known_group)
+
+    def _look(self, what: str, read: Callable[..., _Seen], *args: Any) -> _Seen | None:
+        """``read(*args)``, or None while Kafka does not answer (logged once per outage):
+        the verdict is then made on what was last seen."""
         try:
-            ends = self._ends(list(positions))
-        except Exception as exc:  # Kafka unreachable: judge on the last known ends
-            if not self._ends_failing:
-                context = {"role": self.role, "error": repr(exc)}
-                log.warning("end offsets unavailable", extra=context)
-            self._ends_failing = True
-            return {}
-        self._ends_failing = False
-        return ends
+            seen = read(*args)
+        except Exception as exc:  # Kafka unreachable: judge on what was last seen
+            if what not in self._failing:
+                context = {"role": self.role, "look": what, "error": repr(exc)}
+                log.warning(f"{what} unavailable", extra=context)
+            self._failing.add(what)
+            return None
+        self._failing.discard(what)
+        return seen
 
     def start(self) -> Liveness:
         """Run :meth:`check` every :data:`CHECK_EVERY_S` in a daemon thread."""
@@ -302,18 +462,58 @@ class Liveness:
                 log.exception("liveness check failed", extra={"role": self.role})
 
 
-class KafkaEndOffsets:
-    """End offsets from a consumer of the watchdog's own (no group), created on first use."""
+# Group states in which the coordinator is moving partitions between members.
+REBALANCING_STATES = frozenset({"PreparingRebalance", "CompletingRebalance"})
+
+
+class KafkaLooks:
+    """End offsets and group looks, with clients of the watchdog's own (no group, so
+    they never disturb the worker's), created on first use."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._consumer: Any = None
+        self._admin: Any = None
 
-    def __call__(self, partitions: Collection[Partition]) -> Mapping[Partition, int]:
+    def _client(self) -> Any:
         if self._consumer is None:
             self._consumer = make_consumer(self._settings, group_id=None)
-        ends = self._consumer.end_offsets(
+        return self._consumer
+
+    def end_offsets(self, partitions: Collection[Partition]) -> Mapping[Partition, int]:
+        return self._offsets(self._client().end_offsets, partitions)
+
+    def group(self, group: str, topics: Collection[str]) -> Group:
+        """What ``group``'s members own of ``topics`` and what waits there uncommitted
+        (from the log start where the group never committed)."""
+        if self._admin is None:
+            self._admin = make_admin(self._settings)
+        client = self._client()
+        partitions = [
+            (topic, p) for topic in topics for p in sorted(client.partitions_for_topic(topic) or ())
+        ]
+        description = self._admin.describe_groups([group])[group]
+        owned = frozenset(
+            (assigned["topic"], p)
+            for member in description["members"]
+            for assigned in (member.get("member_assignment") or {}).get("assigned_partitions", [])
+            for p in assigned["partitions"]
+        )
+        committed = {
+            (tp.topic, tp.partition): meta.offset
+            for tp, meta in self._admin.list_group_offsets({group: None}).get(group, {}).items()
+            if meta.offset >= 0
+        }
+        ends = self.end_offsets(partitions)
+        starts = self._offsets(client.beginning_offsets, partitions)
+        waiting = {tp: end - committed.get(tp, starts.get(tp, end)) for tp, end in ends.items()}
+        return Group(description["group_state"] in REBALANCING_STATES, owned, waiting)
+
+    def _offsets(
+        self, read: Callable[..., Any], partitions: Collection[Partition]
+    ) -> dict[Partition, int]:
+        found = read(
             [TopicPartition(topic, partition) for topic, partition in partitions],
             timeout_ms=self._settings.kafka_request_timeout_ms,
         )
-        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+        return {(tp.topic, tp.partition): offset for tp, offset in found.items()}

@@ -253,11 +253,13 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 if self._checkpoint_due():
                     self.checkpoint(wait=False)
         finally:
+            # Liveness first: the poll loop no longer turns, and a final checkpoint
+            # longer than the stall timeout is no stall.
+            self.liveness.stop()
             if self.consumer.assignment():
                 self.checkpoint()
             self.consumer.close(autocommit=False)
             self.producer.close()
-            self.liveness.stop()
 
     def _stop(self, *_: Any) -> None:
         self._stopping = True

@@ -5,11 +5,18 @@ The stall is genuine: the worker's Redis goes through a TCP relay that the test 
 into a black hole (connections stay open, nothing comes back), which is what a network
 partition looks like. Redis commands then block, the worker's positions stop moving,
 and records keep arriving behind them. Nothing in the worker is mocked or paused.
+
+A worker that cannot join or fetch says so too: one whose poll loop stops turning while
+nothing waits for it, and a member that the group never hands a partition while records
+wait for nobody; a hot standby whose partitions another member owns stays healthy. The
+group looks are the watchdog's real ones against the real broker.
 """
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -22,12 +29,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import pytest
+from kafka.coordinator.assignors.abstract import (
+    AbstractPartitionAssignor,
+    ConsumerProtocolAssignment,
+    ConsumerProtocolSubscription,
+)
 
-from services.liveness import STALLED_EXIT_CODE
+from services.liveness import EXIT_GRACE_S, STALLED_EXIT_CODE, Liveness, consumer_positions
 from services.settings import Settings
 from services.supervisor import RestartPolicy, Supervisor, exit_reason
 from streams.admin import ensure_topics
-from streams.clients import make_redis
+from streams.clients import make_consumer, make_producer, make_redis, subscribe
+from streams.learner_worker import AllToOneAssignor
 from streams.online_store import OnlineStore
 from streams.topics import Topic, spec_for
 from tests.integration.test_feature_worker import applied_counts, event, quiet_hour_base, send
@@ -40,6 +53,11 @@ DEADLINE_S = 90.0
 RELAY_BUFFER = 65536
 FEATURES_METRICS_OFFSET = 1
 LEARNER_METRICS_OFFSET = 2
+POLL_MS = 100
+# A join rule's verdict takes the stall timeout plus the exit grace after the join
+# settles; a few seconds more cover the join itself on a loaded machine.
+JOIN_DEADLINE_S = STALL_TIMEOUT_S + EXIT_GRACE_S + 15
+BACKLOG = 5
 
 
 class RedisRelay:
@@ -246,3 +264,148 @@ def test_a_learner_blocked_on_redis_goes_unhealthy_and_exits_non_zero(
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=30)
+
+
+# A worker whose loop reads Redis on every turn, like the learner's checkpoints, retrying
+# a timed-out read as the workers do; nothing is sent to its topic, so no record ever
+# waits for it and no position is there to judge.
+BLOCKING_WORKER = """
+import sys
+import redis as redis_py
+from services import logs
+from services.liveness import Liveness, consumer_positions
+from services.settings import Settings
+from streams.clients import make_consumer, make_redis, subscribe
+
+logs.configure("WARNING")  # JSON lines on stderr, with the verdict's reason
+settings = Settings.from_env()
+consumer = make_consumer(settings, group_id=sys.argv[2])
+subscribe(consumer, [sys.argv[1]])
+redis = make_redis(settings)
+redis.ping()  # connected before the black hole: from now on commands block
+liveness = Liveness(settings, "predictor").start()
+print("serving", flush=True)
+while True:
+    liveness.observe(consumer_positions(consumer))
+    consumer.poll(timeout_ms=100)
+    while True:
+        try:
+            redis.ping()
+            break
+        except redis_py.TimeoutError:
+            continue
+"""
+
+
+def test_a_worker_whose_poll_loop_blocks_with_nothing_waiting_exits_for_a_restart(
+    stack: Settings, relay: RedisRelay, new_topic: Callable[..., str], group_id: str
+) -> None:
+    settings = stack.model_copy(update={"redis_url": relay.url, "stall_timeout_s": STALL_TIMEOUT_S})
+    with subprocess.Popen(
+        [sys.executable, "-c", BLOCKING_WORKER, new_topic(), group_id],
+        env=settings.child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as worker:
+        try:
+            assert worker.stdout is not None
+            while (line := worker.stdout.readline()) and line.strip() != "serving":
+                pass  # kafka-python's warnings, if any
+            assert line, "the worker ended before serving"
+            relay.black_hole()
+            code = worker.wait(timeout=DEADLINE_S)
+            output = worker.stdout.read()
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+    assert code == STALLED_EXIT_CODE, output
+    exiting = [orjson.loads(line) for line in output.splitlines() if "exiting" in line]
+    assert [e["message"] for e in exiting] == ["stalled; exiting for a restart"], output
+    assert exiting[0]["reason"].startswith("stalled: the poll loop has not turned"), output
+
+
+class NothingAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
+    """Hands no partition to anyone: a group whose assignment went wrong."""
+
+    name = "eddy-test-nothing"
+    version = 0
+
+    @classmethod
+    def assign(cls, cluster: Any, members: list[Any]) -> dict[str, Any]:
+        return {m.member_id: ConsumerProtocolAssignment(cls.version, [], b"") for m in members}
+
+    @classmethod
+    def metadata(cls, topics: Any) -> Any:
+        return ConsumerProtocolSubscription(cls.version, list(topics), b"")
+
+    @classmethod
+    def on_assignment(cls, assignment: Any, generation: int) -> None:
+        return None
+
+
+def backlog(settings: Settings, topic: str) -> None:
+    producer = make_producer(settings)
+    try:
+        for i in range(BACKLOG):
+            producer.send(topic, key=b"k", value=f"{i}".encode()).get(timeout=30)
+    finally:
+        producer.close()
+
+
+def judge_idle_member(
+    settings: Settings,
+    group_id: str,
+    topic: str,
+    assignor: type[AbstractPartitionAssignor],
+    owners: int,
+) -> tuple[list[int], str]:
+    """``owners`` + 1 members of one group, polled here; once ``owners`` of them own
+    partitions, the watchdog of one owning nothing is judged (real group looks, real
+    clock) until it exits or the deadline: (exits, last reason)."""
+    members = []
+    for _ in range(owners + 1):
+        member = make_consumer(
+            settings, group_id=group_id, partition_assignment_strategy=[assignor]
+        )
+        subscribe(member, [topic])
+        members.append(member)
+    exits: list[int] = []
+    liveness = Liveness(settings, "learner", exit_process=exits.append)
+    reason = ""
+    deadline = time.monotonic() + JOIN_DEADLINE_S
+    try:
+        while not exits and time.monotonic() < deadline:
+            for member in members:
+                member.poll(timeout_ms=POLL_MS)
+            if sum(bool(member.assignment()) for member in members) < owners:
+                continue  # the group is still settling
+            idle = next(member for member in members if not member.assignment())
+            liveness.observe(consumer_positions(idle))
+            reason = liveness.check().reason
+    finally:
+        for member in members:
+            member.close(autocommit=False)
+    return exits, reason
+
+
+def test_a_member_never_handed_a_partition_while_records_wait_exits(
+    stack: Settings, new_topic: Callable[..., str], group_id: str
+) -> None:
+    settings = stack.model_copy(update={"stall_timeout_s": STALL_TIMEOUT_S})
+    topic = new_topic(partitions=2)
+    backlog(settings, topic)
+    exits, reason = judge_idle_member(settings, group_id, topic, NothingAssignor, owners=0)
+    assert exits == [STALLED_EXIT_CODE], reason
+    assert reason.startswith(f"stalled: owns no partition while {BACKLOG} records wait"), reason
+
+
+def test_a_hot_standby_whose_partitions_another_member_owns_stays_healthy(
+    stack: Settings, new_topic: Callable[..., str], group_id: str
+) -> None:
+    settings = stack.model_copy(update={"stall_timeout_s": STALL_TIMEOUT_S})
+    topic = new_topic(partitions=2)
+    backlog(settings, topic)  # never committed: it waits, for the writer, all along
+    exits, reason = judge_idle_member(settings, group_id, topic, AllToOneAssignor, owners=1)
+    assert exits == []
+    assert reason == "nothing assigned"

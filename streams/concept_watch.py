@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 from streams.detectors import DriftSignal, make_detector
 
 TIME_MEMORY = 5_000
+ROUNDING = 1e-9  # a cumulative sum this close to 0 has not dipped (float rounding)
 """Event times kept for locating a change; an older change point maps to the oldest."""
 
 
@@ -91,6 +92,7 @@ class ConceptWatch:
             if self._cooled(base + i + 1):
                 found.append(detection)
                 self._last_alert = base + i + 1
+                self._held = None  # a newer detection replaces a held one
             else:
                 self._held, self._held_sum, self._held_count = detection, 0.0, 0
         found += self._feed_held(errors, base, cursor, len(errors))
@@ -137,13 +139,13 @@ def change_offset(errors: Sequence[float]) -> int:
 
     >>> change_offset([0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0])
     3
-    >>> change_offset([1.0, 1.0]), change_offset([])
-    (0, 0)
+    >>> change_offset([1.0, 1.0]), change_offset([0.8] * 3), change_offset([])
+    (0, 0, 0)
     """
     if not errors:
         return 0
     mean = sum(errors) / len(errors)
-    total, lowest, offset = 0.0, 0.0, 0
+    total, lowest, offset = 0.0, -ROUNDING, 0
     for i, error in enumerate(errors):
         total += error - mean
         if total < lowest:

@@ -723,7 +723,13 @@ def schemas(
 def demo(
     duration: Annotated[float, typer.Option(help="Seconds of traffic.")] = 120.0,
     rate: Annotated[float, typer.Option(help="Events (and requests) per second.")] = 50.0,
-    scenario: Annotated[str, typer.Option(help="stagger, sea, agrawal or bananas.")] = "stagger",
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="stagger, sea, agrawal, bananas (abrupt), gradual, recurring or control."
+        ),
+    ] = "stagger",
+    seed: Annotated[int, typer.Option(help="Seed of the scenario's stream.")] = 42,
     short: Annotated[bool, typer.Option("--short", help="A 60 s run (CI).")] = False,
 ) -> None:
     """The whole loop on a stream with a known concept drift, live, with a report.
@@ -743,7 +749,9 @@ def demo(
         raise typer.BadParameter(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     if _stack("up") != 0:
         raise typer.Exit(1)
-    options = DemoOptions(duration_s=60.0 if short else duration, rate=rate, scenario=scenario)
+    options = DemoOptions(
+        duration_s=60.0 if short else duration, rate=rate, scenario=scenario, seed=seed
+    )
     summary = run_demo(settings, options, Console())
     if not summary["verdict"]["served"]:  # a service never served: the run proved nothing
         raise typer.Exit(1)

@@ -30,14 +30,30 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from services.demo_scenarios import describe, percentile, phase_accuracy, scenario_stream, verdict
+from services.demo_baselines import (
+    Request,
+    accuracy,
+    fixed_schedule,
+    never_retrained,
+    online_alone,
+)
+from services.demo_scenarios import (
+    describe,
+    drifts,
+    percentile,
+    phase_accuracy,
+    scenario_stream,
+    verdict,
+)
 from services.model_updates import open_registry
 from services.registry import CHAMPION
 from services.settings import Settings
 from services.supervisor import SERVICES, Supervisor
 from streams.admin import ensure_topics
-from streams.clients import make_consumer, make_producer
+from streams.clients import make_consumer, make_producer, make_redis
 from streams.contracts import Event, Label, PredictionRequest
+from streams.models import numeric
+from streams.snapshots import SnapshotStore
 from streams.topics import Topic, spec_for
 from streams.validation import encode
 
@@ -46,7 +62,7 @@ LABEL_DELAY_S = 1.0
 DRAIN_S = 15.0
 WARMUP_S = 8.0
 RECOVERY_WINDOW_S = 10.0
-DRIFT_WARMUP_S = 5  # seconds of the stream before drift references start (cold start)
+LIVE_REVIEW_EVERY_S = 5.0  # the champion is reviewed on recent labels this often
 POLL_MS = 200
 
 
@@ -94,7 +110,7 @@ def demo_settings(base: Settings, options: DemoOptions) -> Settings:
             "retrain_min_holdout": max(20, per_second // 2),
             "retrain_debounce_s": 4.0,
             "label_wait_s": 30,
-            "drift_warmup": DRIFT_WARMUP_S * per_second,
+            "live_evaluation_every_s": LIVE_REVIEW_EVERY_S,
         }
     )
 
@@ -281,8 +297,18 @@ def _summary(
         for d in history
         if d.alias == CHAMPION and d.version is not None
     ]
+    judged = verdict(
+        timed,
+        [t for t, _ in observed.alerts],
+        drift_s,
+        options.duration_s,
+        delay_events,
+        drifted=drifts(options.scenario),
+    )
+    first = versions[0]["at_s"] if versions else None
     return {
         "scenario": describe(options.scenario),
+        "seed": options.seed,
         "events": observed.produced,
         "predictions": len(observed.outcomes),
         "errors": observed.errors,
@@ -302,14 +328,66 @@ def _summary(
         "first_concept_alert_delay_events": delay_events,
         "champions": versions,
         "accuracy": phase_accuracy(timed, drift_s, RECOVERY_WINDOW_S),
-        "verdict": verdict(
-            timed,
-            [t for t, _ in observed.alerts],
-            drift_s,
-            options.duration_s,
-            delay_events,
+        "verdict": judged,
+        "baselines": None if first is None else _baselines(observed, registry, settings, first),
+    }
+
+
+def _baselines(
+    observed: Observed, registry: Any, settings: Settings, first_at_s: float
+) -> dict[str, Any]:
+    """Eddy's served accuracy beside never retraining, the online learner alone and a
+    fixed retraining schedule, on the same requests (those sent once the first champion
+    served), over the whole stream and its last third (:mod:`services.demo_baselines`)."""
+    truth = {rid: (label, at) for rid, (label, at) in observed.truth.items() if at >= first_at_s}
+    store = SnapshotStore(make_redis(settings), settings.topic_prefix, settings.label_window_s)
+    seen = store.fetch(sorted(truth))
+    requests = [
+        Request(truth[rid][1], snapshot.features, truth[rid][0]) for rid, snapshot in seen.items()
+    ]
+    first = next(
+        d.version
+        for d in registry.history(settings.model_name)
+        if d.alias == CHAMPION and d.version is not None
+    )
+    loaded = registry.load(settings.model_name, first)
+
+    def predict_first(features: dict[str, Any]) -> Any:
+        return loaded.predict(numeric(features))[0]
+
+    policies = {
+        "eddy": [(at, right) for at, right, _ in observed.outcomes if at >= first_at_s],
+        "never_retrain": never_retrained(requests, predict_first),
+        "online_alone": online_alone(
+            requests, kind=settings.learner_kind, seed=42, label_delay_s=LABEL_DELAY_S
+        ),
+        "fixed_schedule": fixed_schedule(
+            requests,
+            predict_first,
+            estimator=settings.retrain_estimator,
+            window=settings.retrain_window,
+            min_examples=2 * settings.retrain_min_holdout,
+            label_delay_s=LABEL_DELAY_S,
         ),
     }
+    last_third = first_at_s + 2 * (observed_end(observed) - first_at_s) / 3
+    figures = {
+        name: {"whole": accuracy(outcomes), "last_third": accuracy(outcomes, last_third)}
+        for name, outcomes in policies.items()
+    }
+    others = [
+        f["whole"] for name, f in figures.items() if name != "eddy" and f["whole"] is not None
+    ]
+    eddy = figures["eddy"]["whole"]
+    return figures | {
+        "requests": len(requests),
+        "eddy_at_least_the_best": eddy is not None and all(eddy >= o for o in others),
+    }
+
+
+def observed_end(observed: Observed) -> float:
+    """When the last request was sent (seconds since start)."""
+    return max((at for _, at in observed.truth.values()), default=0.0)
 
 
 def _print_summary(console: Console, summary: dict[str, Any]) -> None:
@@ -341,6 +419,16 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
             for k in ("before", "during", "after")
         ),
     )
+    baselines = summary["baselines"]
+    if baselines is not None:
+        table.add_row(
+            "served accuracy, whole / last third",
+            "; ".join(
+                f"{name.replace('_', ' ')} {baselines[name]['whole']} / "
+                f"{baselines[name]['last_third']}"
+                for name in ("eddy", "never_retrain", "online_alone", "fixed_schedule")
+            ),
+        )
     judged = summary["verdict"]
     before, last = judged["accuracy_before"], judged["accuracy_last_third"]
     delay = judged["detection_delay_events"]

@@ -2,7 +2,12 @@
 
 A scenario yields ``(features, label)`` from River's synthetic generators: one concept
 until the drift index, another after it, so detection delay and recovery are measured
-against a known truth. Pure: no Kafka, no Redis.
+against a known truth. Besides the abrupt drifts (``stagger``, ``sea``, ``agrawal`` and
+the bundled real ``bananas`` with its labels flipped) there are STAGGER's concepts 0 and
+2 in three more shapes: ``gradual`` (the new concept's share rises linearly over
+:data:`GRADUAL_SHARE` of the stream around the drift), ``recurring`` (the old concept
+returns halfway between the drift and the end) and ``control`` (no drift at all: any
+alert is a false alarm). Pure: no Kafka, no Redis.
 
 >>> items = list(scenario_stream("sea", count=10, drift_at=5, seed=1))
 >>> len(items), sorted(items[0][0])
@@ -13,6 +18,7 @@ against a known truth. Pure: no Kafka, no Redis.
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -60,11 +66,26 @@ def _cycled(dataset: Any) -> Iterator[tuple[dict[str, Any], Any]]:
         yield from dataset()
 
 
-SCENARIOS = tuple(_scenarios(0))
+GRADUAL = "gradual"
+RECURRING = "recurring"
+CONTROL = "control"
+GRADUAL_SHARE = 0.2  # of the stream over which a gradual drift moves to the new concept
+SHAPES = {GRADUAL: "stagger", RECURRING: "stagger", CONTROL: "stagger"}  # on STAGGER 0 -> 2
+SCENARIOS = (*_scenarios(0), *SHAPES)
+DESCRIPTIONS = {
+    GRADUAL: "STAGGER: concept 0 drifting gradually to 2 (River)",
+    RECURRING: "STAGGER: concept 0, then 2, then 0 again (River)",
+    CONTROL: "STAGGER: concept 0 throughout, no drift (control)",
+}
 
 
 def describe(name: str) -> str:
-    return _scenarios(0)[name].description
+    return DESCRIPTIONS.get(name) or _scenarios(0)[name].description
+
+
+def drifts(name: str) -> bool:
+    """Whether the scenario's concept changes at all (the control's does not)."""
+    return name != CONTROL
 
 
 def scenario_stream(
@@ -73,10 +94,20 @@ def scenario_stream(
     """``count`` items, the concept switching at index ``drift_at``."""
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
-    chosen = _scenarios(seed)[name]
+    chosen = _scenarios(seed)[SHAPES.get(name, name)]
     before, after = iter(chosen.before), iter(chosen.after)
+    rng = random.Random(seed)  # noqa: S311 - a reproducible stream, not a secret
+    half = GRADUAL_SHARE * count / 2
     for i in range(count):
-        x, y = next(before if i < drift_at else after)
+        if name == CONTROL:
+            new = False
+        elif name == GRADUAL:
+            new = rng.random() < min(1.0, max(0.0, (i - drift_at + half) / (2 * half)))
+        elif name == RECURRING:
+            new = drift_at <= i < (drift_at + count) // 2
+        else:
+            new = i >= drift_at
+        x, y = next(after if new else before)
         yield {f"x{k}" if isinstance(k, int) else str(k): _plain(v) for k, v in x.items()}, bool(y)
 
 
@@ -111,11 +142,13 @@ def verdict(
     drift_at_s: float,
     end_s: float,
     concept_delay_events: int | None,
+    drifted: bool = True,
 ) -> dict[str, Any]:
     """Did the loop keep its promise? Served accuracy in the last third of the time after
     the drift against the accuracy before it, alerts of any kind before the drift (false
-    alarms: the world had not changed yet), the detection delay, and whether answers
-    were served before and after the drift at all.
+    alarms: the world had not changed yet; in a control run without a drift, every alert
+    is one), the detection delay, and whether answers were served before and after the
+    drift at all.
 
     >>> right = [(float(t), True) for t in range(90)]
     >>> verdict(right, [61.0], 60.0, end_s=90.0, concept_delay_events=50)["verdict"]
@@ -128,7 +161,7 @@ def verdict(
     after = [right for at, right in outcomes if at >= last_third]
     accuracy_before = sum(before) / len(before) if before else None
     accuracy_after = sum(after) / len(after) if after else None
-    false_alarms = sum(1 for at in alerts_at_s if at < drift_at_s)
+    false_alarms = sum(1 for at in alerts_at_s if at < drift_at_s or not drifted)
     recovered = (
         accuracy_before is not None
         and accuracy_after is not None

@@ -63,13 +63,17 @@ from services.liveness import Liveness, consumer_positions
 from services.promotion import (
     HIGHER_IS_BETTER,
     KEEP,
+    PROMOTE,
+    ROLLBACK,
     Decision,
+    LiveGate,
     OfflineGate,
     PairedGate,
     RollbackGuard,
     SliceGate,
     best_contender,
     gate_by_slices,
+    live_decision,
     offline_decision,
     paired_promotion,
     slice_regressions,
@@ -316,37 +320,139 @@ class Retrainer:
             found.pop(champion.version, None)
         return [found[v] for v in sorted(found)]
 
-    def guard_champion(self, model: str) -> Decision | None:
-        """Roll the champion back if the previous one is significantly better on the same
-        labelled examples served since the champion was promoted (classifiers only: the
-        recent window read again, both models scoring the features each example saw)."""
+    def review_champion(self, model: str) -> list[Decision]:
+        """Between retrains, judge the champion like with like on the recent labelled
+        examples (classifiers; the window read again, every model scoring the features
+        each example was served with):
+
+        - roll back to the previous champion if it is significantly better on the
+          examples since the champion was promoted (:meth:`guard_champion`);
+        - otherwise promote the online learner's newest snapshot with enough examples
+          labelled after it was taken, if it is significantly better than the champion
+          on them and beats the trivial baseline there: the learner adapts first, and
+          the cold start's first snapshot should not serve for ever;
+        - while an online snapshot serves and no retrain has judged it since it was
+          promoted (a cold start), retrain once the window can decide a promotion
+          (trigger ``cold start``): the same paired gates decide whether it serves.
+        """
         champion = self.registry.alias(model, CHAMPION)
-        previous = self.registry.previous_champion(model)
-        if champion is None or previous is None:
+        if champion is None:
+            return []
+        window = training_set(self.recent_examples(self.settings.retrain_window)).examples
+        if not window or not is_classification([e.label for e in window]):
+            return []
+        guarded = self.guard_champion(model, champion, window)
+        if guarded is not None and guarded.action == ROLLBACK:
+            return [guarded]
+        challenged = self.challenge_with_online(model, champion, window)
+        decisions = [d for d in (guarded, challenged) if d is not None]
+        if challenged is None or challenged.action != PROMOTE:
+            bootstrapped = self.retrain_after_cold_start(model, champion, len(window))
+            if bootstrapped is not None:
+                decisions.append(bootstrapped)
+        return decisions
+
+    def retrain_after_cold_start(
+        self, model: str, champion: Version, examples: int
+    ) -> Decision | None:
+        """One retrain while an online snapshot serves unjudged by any retrain."""
+        if champion.flavor != RIVER:
             return None
         promoted_at = max(
             d.at
             for d in self.registry.history(model)
             if d.alias == CHAMPION and d.version == champion.version
         )
-        examples = [
-            e
-            for e in training_set(self.recent_examples(self.settings.retrain_window)).examples
-            if e.event_time.timestamp() >= promoted_at
-        ]
-        if not examples or not is_classification([e.label for e in examples]):
+        judged = any(
+            v.flavor == SKLEARN and v.created_at >= promoted_at
+            for v in self.registry.versions(model)
+        )
+        needed = decidable_size(self.settings.retrain_min_holdout, self.settings.retrain_holdout)
+        if judged or examples < needed:
+            return None
+        trigger = {"type": "cold start", "id": f"{model}@{champion.version}"}
+        try:
+            return self.retrain(model, trigger).decision
+        except ValueError as exc:  # one class only so far: the next review tries again
+            log.info("cold-start retrain skipped", extra={"model": model, "reason": str(exc)})
+            return None
+
+    def guard_champion(
+        self, model: str, champion: Version, window: Sequence[TrainingExample]
+    ) -> Decision | None:
+        """Roll the champion back if the previous one is significantly better on the same
+        labelled examples served since the champion was promoted."""
+        previous = self.registry.previous_champion(model)
+        if previous is None:
+            return None
+        promoted_at = max(
+            d.at
+            for d in self.registry.history(model)
+            if d.alias == CHAMPION and d.version == champion.version
+        )
+        examples = [e for e in window if e.event_time.timestamp() >= promoted_at]
+        if not examples:
             return None
         old = self.registry.get(model, previous)
         evaluator = LiveEvaluator(
             self.registry,
             model,
-            guard=RollbackGuard(confidence=self.settings.retrain_confidence),
-            actor=f"live evaluation ({self.settings.client_id})",
+            guard=RollbackGuard(
+                min_samples=self.settings.retrain_min_holdout,
+                confidence=self.settings.retrain_confidence,
+            ),
+            actor=self.reviewer,
         )
         return evaluator.guard_champion(
             correctness(self.registry.load(model, champion.version), champion.flavor, examples),
             correctness(self.registry.load(model, previous), old.flavor, examples),
         )
+
+    def challenge_with_online(
+        self, model: str, champion: Version, window: Sequence[TrainingExample]
+    ) -> Decision | None:
+        """Promote the newest online snapshot judged on examples labelled after it was
+        taken, when it beats the trivial baseline and, significantly, the champion."""
+        needed = self.settings.retrain_min_holdout
+        for snapshot in reversed(self.registry.versions(model)):
+            after = [e for e in window if e.event_time.timestamp() > snapshot.created_at]
+            if snapshot.flavor == RIVER and len(after) >= needed:
+                break
+        else:
+            return None
+        if snapshot.version == champion.version:
+            return None
+        earlier = [e.label for e in window if e.event_time.timestamp() <= snapshot.created_at]
+        trivial = trivial_scores(earlier or [e.label for e in after], [e.label for e in after])
+        online = correctness(self.registry.load(model, snapshot.version), RIVER, after)
+        if sum(online) / len(online) <= trivial["accuracy"]:
+            return None
+        served = self.registry.load(model, champion.version)
+        decision = live_decision(
+            correctness(served, champion.flavor, after),
+            online,
+            LiveGate(min_samples=needed, confidence=self.settings.retrain_confidence),
+        )
+        if decision.action != PROMOTE:
+            return decision
+        self.registry.record_decision(
+            model,
+            snapshot.version,
+            self.reviewer,
+            {
+                "action": decision.action,
+                "reason": decision.reason,
+                "evidence": decision.evidence,
+                "champion": champion.version,
+                "trivial baseline": trivial,
+            },
+        )
+        self.registry.promote(model, snapshot.version, self.reviewer, decision.reason)
+        return decision
+
+    @property
+    def reviewer(self) -> str:
+        return f"live evaluation ({self.settings.client_id})"
 
     def recent_examples(self, count: int) -> list[TrainingExample]:
         """The last ``count`` examples across partitions (per partition: its share)."""
@@ -562,14 +668,13 @@ class AlertListener:
                     with self.liveness.busy("live evaluation"):
                         model = self.settings.model_name
                         evaluate_live(self.settings, self.retrainer.registry, model)
-                        guarded = self.retrainer.guard_champion(model)
-                        if guarded is not None:
+                        for decision in self.retrainer.review_champion(model):
                             log.info(
-                                "champion guarded",
+                                "champion reviewed",
                                 extra={
                                     "model": model,
-                                    "action": guarded.action,
-                                    "reason": guarded.reason,
+                                    "action": decision.action,
+                                    "reason": decision.reason,
                                 },
                             )
                 every = self.settings.retrain_every_s

@@ -28,7 +28,7 @@ from streams.learner import Learner, LearnerConfig, Position
 from streams.learner_worker import CheckpointStore, LearnerState
 from streams.recent_ids import RecentIds
 from streams.serialization import signing_key
-from streams.snapshots import Snapshot, SnapshotStore
+from streams.snapshots import ServedAnswer, Snapshot, SnapshotStore
 from streams.topics import Topic, spec_for
 from streams.validation import encode
 from tests.conftest import settings_env
@@ -236,6 +236,67 @@ def test_late_shuffled_duplicated_and_missing_labels_join_their_snapshots(
     coverage = state.labels_joined / store.recorded()
     assert coverage == pytest.approx(0.9)
     assert 1 <= state.label_latency_s_total / state.labels_joined <= 600
+
+
+def test_labels_of_served_answers_raise_a_served_concept_alert_naming_the_version(
+    learner_deployment: LearnerDeployment,
+) -> None:
+    """The champion's live error, from the answers the predictor recorded with each
+    request's snapshot: it degrades while the online learner may not."""
+    deployment = learner_deployment
+    settings = deployment.settings
+    count, change = 1_200, 600
+    store = SnapshotStore(make_redis(settings), settings.topic_prefix, 3600)
+    # The served version always answers True; the labels are True, then mostly False.
+    truth = [True] * change + [i % 5 == 0 for i in range(count - change)]
+    store.record(
+        [
+            (
+                f"req-{i}",
+                Snapshot(
+                    f"u{i % 5}", BASE_TIME + i, {"x": float(i % 7)}, ServedAnswer("m@3", True)
+                ),
+            )
+            for i in range(count)
+        ]
+    )
+    deployment.start()
+    send(
+        settings,
+        deployment.topic(Topic.LABELS),
+        [
+            Label(
+                request_id=f"req-{i}",
+                label=truth[i],
+                event_time=datetime.fromtimestamp(BASE_TIME + i + 1, UTC),
+            )
+            for i in range(count)
+        ],
+    )
+
+    def alerts() -> list[dict[str, Any]]:
+        return [
+            r.value
+            for r in read_topic(
+                settings,
+                deployment.topic(Topic.DRIFT_ALERTS),
+                from_beginning=True,
+                max_messages=None,
+                idle_timeout_s=1.0,
+            )
+        ]
+
+    def served_concept() -> bool:
+        return any(a["stream"] == "served" and a["kind"] == "concept" for a in alerts())
+
+    wait_for(served_concept, "a served concept alert", deployment.logs)
+    (alert,) = [a for a in alerts() if a["stream"] == "served" and a["kind"] == "concept"]
+    assert alert["model_version"] == "m@3"
+    assert alert["action"] == "retrain"
+    assert alert["alert_id"].startswith(f"{settings.model_name}:served:concept:m@3:")
+    change_at = datetime.fromisoformat(alert["change_at"]).timestamp()
+    assert abs(change_at - (BASE_TIME + change)) < 100  # where the answers went wrong
+    assert alert["metrics"]["accuracy"] < 1.0
 
 
 def test_malformed_examples_and_labels_are_dead_lettered_and_the_rest_learned(

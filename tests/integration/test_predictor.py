@@ -32,6 +32,7 @@ from streams.console import read_topic
 from streams.feature_definitions import FEATURES
 from streams.features import EntityState, apply_event
 from streams.online_store import OnlineStore, StoredState
+from streams.snapshots import ServedAnswer, SnapshotStore
 from streams.topics import Topic, spec_for
 from tests.conftest import settings_env
 
@@ -159,6 +160,13 @@ def test_requests_from_a_plain_producer_get_answers_with_version_and_features(
     assert 25 <= online["freshness_s"] <= 120
     assert online["latency_ms"] >= 0
     assert "freshness_s" not in own or own["freshness_s"] is None
+
+    # What was served is kept with the features it was served with: the label that
+    # comes back for the request scores the champion itself.
+    snapshots = SnapshotStore(make_redis(service.settings), service.settings.topic_prefix, 3600)
+    served = snapshots.fetch(["r-online", "r-own"])
+    assert served["r-online"].served == ServedAnswer("m@1", True, online["proba"]["True"])
+    assert served["r-own"].served == ServedAnswer("m@1", False, own["proba"]["True"])
 
     traced = trace_request(service.settings, service.registry, "r-online")
     assert traced is not None

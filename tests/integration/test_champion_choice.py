@@ -1,0 +1,177 @@
+"""Choosing the champion like with like, on real Kafka and a real registry.
+
+Every decision scores the models on the same labelled examples read back from
+``training-examples``: a retrain never serves a model worse than ignoring the features;
+between retrains the champion is rolled back only to a previous champion that is
+significantly better on the examples since its promotion, and a cold start's snapshot is
+judged once by a retrain.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from services.model_updates import open_registry
+from services.registry import CHAMPION, RIVER, SKLEARN, Lineage, Registry
+from services.retrainer import Retrainer, make_estimator
+from services.settings import Settings
+from streams.admin import ensure_topics
+from streams.clients import make_producer
+from streams.contracts import SourceOffset, TrainingExample
+from streams.models import make_model, numeric
+from streams.topics import Topic, spec_for
+from streams.validation import encode
+
+MODEL = "churn"
+LINEAGE = Lineage({}, "fs-test", {}, {}, "test", {"type": "operator", "id": "test"}, "test")
+Rows = list[tuple[dict[str, float], bool]]
+
+
+@pytest.fixture
+def deployment(stack: Settings, tmp_path: Path) -> Settings:
+    settings = stack.model_copy(
+        update={
+            "topic_prefix": f"eddy-cc-{uuid.uuid4().hex[:8]}.",
+            "data_dir": tmp_path / "data",
+            "retrain_window": 2000,
+            "retrain_min_holdout": 100,
+        }
+    )
+    ensure_topics(settings)
+    return settings
+
+
+def concept(count: int, seed: int, flipped: bool) -> Rows:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        x = {"a": rng.uniform(-1, 1), "b": rng.uniform(-1, 1)}
+        rows.append((x, (x["a"] + 0.5 * x["b"] > 0) != flipped))
+    return rows
+
+
+def noise(count: int, seed: int, positive: float) -> Rows:
+    """Labels that ignore the features: nothing can beat the majority class."""
+    rng = random.Random(seed)
+    return [
+        ({"a": rng.uniform(-1, 1), "b": rng.uniform(-1, 1)}, rng.random() < positive)
+        for _ in range(count)
+    ]
+
+
+def publish(settings: Settings, rows: Rows, start: float, tag: str) -> None:
+    """``rows`` as training examples with event times from ``start`` on (epoch s)."""
+    topic = spec_for(Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=3).name
+    producer = make_producer(settings, linger_ms=10)
+    try:
+        for i, (x, y) in enumerate(rows):
+            example = TrainingExample(
+                example_id=f"{tag}-{i}",
+                entity_id=f"u{i % 11}",
+                event_time=datetime.fromtimestamp(start + i * 0.001, UTC),
+                label=y,
+                features=x,
+                feature_set="fs-test",
+                source=SourceOffset(topic="events", partition=i % 3, offset=i),
+            )
+            producer.send(topic, key=example.entity_id.encode(), value=encode(example))
+        producer.flush(timeout=60)
+    finally:
+        producer.close()
+
+
+def fitted(rows: Rows) -> object:
+    estimator = make_estimator("logistic_regression", classification=True, seed=1)
+    estimator.fit([numeric(x) for x, _ in rows], [y for _, y in rows])
+    return estimator
+
+
+def test_a_retrain_never_serves_a_model_worse_than_ignoring_the_features(
+    deployment: Settings,
+) -> None:
+    registry = open_registry(deployment, announce=False)
+    publish(deployment, noise(1500, seed=1, positive=0.75), time.time(), "noise")
+    outcome = Retrainer(deployment, registry).retrain(MODEL, {"type": "operator", "id": "t"})
+    assert outcome.decision.action == "keep", outcome.decision.reason
+    assert outcome.decision.reason.startswith("No contender beats the trivial baseline")
+    assert registry.alias(MODEL, CHAMPION) is None
+    (decision,) = [e for e in registry.audit_log(MODEL) if e["action"] == "decision"]
+    contenders = decision["details"]["contenders"]
+    trivial = contenders["trivial baseline"]["log_loss"]
+    assert contenders["candidate"]["log_loss"] >= trivial
+
+
+def test_a_retrain_judges_the_champion_and_promotes_only_a_significant_winner(
+    deployment: Settings,
+) -> None:
+    registry = open_registry(deployment, announce=False)
+    champion = registry.register(MODEL, SKLEARN, fitted(concept(800, 1, False)), {}, LINEAGE)
+    registry.promote(MODEL, champion.version, "test", "initial")
+    # The same concept: the candidate is no better on the same held-out examples.
+    publish(deployment, concept(1500, seed=2, flipped=False), time.time(), "same")
+    same = Retrainer(deployment, registry).retrain(MODEL, {"type": "operator", "id": "same"})
+    assert same.decision.action != "promote", same.decision.reason
+    assert registry.alias(MODEL, CHAMPION).version == champion.version  # type: ignore[union-attr]
+
+
+def champion_pair(registry: Registry) -> tuple[int, int]:
+    """v1 (concept A) served first, then v2 (concept B) promoted over it."""
+    first = registry.register(MODEL, SKLEARN, fitted(concept(800, 1, False)), {}, LINEAGE)
+    registry.promote(MODEL, first.version, "test", "initial")
+    second = registry.register(MODEL, SKLEARN, fitted(concept(800, 2, True)), {}, LINEAGE)
+    registry.promote(MODEL, second.version, "test", "concept B")
+    return first.version, second.version
+
+
+def test_the_review_rolls_back_to_a_previous_champion_better_on_the_same_examples(
+    deployment: Settings,
+) -> None:
+    registry = open_registry(deployment, announce=False)
+    first, second = champion_pair(registry)
+    # Since the promotion the world is concept A again: v1 is right where v2 is wrong.
+    publish(deployment, concept(600, seed=3, flipped=False), time.time() + 1, "back")
+    (decision,) = Retrainer(deployment, registry).review_champion(MODEL)
+    assert decision.action == "rollback", decision.reason
+    assert decision.evidence["previous_accuracy"] > decision.evidence["champion_accuracy"]
+    assert registry.alias(MODEL, CHAMPION).version == first  # type: ignore[union-attr]
+    assert second != first
+
+
+def test_the_review_keeps_a_champion_right_on_the_examples_since_its_promotion(
+    deployment: Settings,
+) -> None:
+    registry = open_registry(deployment, announce=False)
+    _, second = champion_pair(registry)
+    # Examples from before the promotion (concept A) do not count against it.
+    publish(deployment, concept(600, seed=4, flipped=False), time.time() - 3600, "old")
+    publish(deployment, concept(600, seed=5, flipped=True), time.time() + 1, "new")
+    decisions = Retrainer(deployment, registry).review_champion(MODEL)
+    assert [d.action for d in decisions] == ["keep"], [d.reason for d in decisions]
+    assert decisions[0].evidence["samples"] == 600
+    assert registry.alias(MODEL, CHAMPION).version == second  # type: ignore[union-attr]
+
+
+def test_a_cold_start_snapshot_is_judged_once_by_a_retrain(deployment: Settings) -> None:
+    registry = open_registry(deployment, announce=False)
+    cold = make_model("logistic")
+    for x, y in concept(5, seed=6, flipped=False):  # a few labels: barely learned
+        cold.learn(numeric(x), y)
+    snapshot = registry.register(MODEL, RIVER, cold, {}, LINEAGE)
+    registry.promote(MODEL, snapshot.version, "test", "cold start")
+    publish(deployment, concept(1500, seed=7, flipped=False), time.time() + 1, "warm")
+    retrainer = Retrainer(deployment, registry)
+    decisions = retrainer.review_champion(MODEL)
+    assert [d.action for d in decisions] == ["promote"], [d.reason for d in decisions]
+    champion = registry.alias(MODEL, CHAMPION)
+    assert champion is not None
+    assert champion.flavor == SKLEARN
+    assert champion.lineage.trigger["type"] == "cold start"
+    again = retrainer.review_champion(MODEL)  # an sklearn champion: no second retrain
+    assert all(d.action != "promote" for d in again), [d.reason for d in again]
+    assert len(registry.versions(MODEL)) == 2

@@ -96,6 +96,9 @@ ESTIMATORS = ("hist_gradient_boosting", "logistic_regression")
 POLL_MS = 500
 LIBRARIES = ("scikit-learn", "river", "numpy", "skops")
 DEAD_LETTER_TIMEOUT_S = 30.0
+# A champion review reads this many smallest decidable holdouts of recent examples (at
+# most the retrain window): enough to judge, cheap enough for every review tick.
+REVIEW_HOLDOUTS = 10
 
 
 class TooFewExamples(ValueError):
@@ -338,7 +341,10 @@ class Retrainer:
         champion = self.registry.alias(model, CHAMPION)
         if champion is None:
             return []
-        window = training_set(self.recent_examples(self.settings.retrain_window)).examples
+        recent = min(
+            self.settings.retrain_window, REVIEW_HOLDOUTS * self.settings.retrain_min_holdout
+        )
+        window = training_set(self.recent_examples(recent)).examples
         if not window or not is_classification([e.label for e in window]):
             return []
         guarded = self.guard_champion(model, champion, window)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,11 +21,8 @@ from services.registry import CHAMPION, RIVER, SKLEARN, Lineage, Registry
 from services.retrainer import Retrainer, make_estimator
 from services.settings import Settings
 from streams.admin import ensure_topics
-from streams.clients import make_producer
-from streams.contracts import SourceOffset, TrainingExample
 from streams.models import make_model, numeric
-from streams.topics import Topic, spec_for
-from streams.validation import encode
+from tests.integration.test_retrainer import publish_examples
 
 MODEL = "churn"
 LINEAGE = Lineage({}, "fs-test", {}, {}, "test", {"type": "operator", "id": "test"}, "test")
@@ -67,23 +63,7 @@ def noise(count: int, seed: int, positive: float) -> Rows:
 
 def publish(settings: Settings, rows: Rows, start: float, tag: str) -> None:
     """``rows`` as training examples with event times from ``start`` on (epoch s)."""
-    topic = spec_for(Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=3).name
-    producer = make_producer(settings, linger_ms=10)
-    try:
-        for i, (x, y) in enumerate(rows):
-            example = TrainingExample(
-                example_id=f"{tag}-{i}",
-                entity_id=f"u{i % 11}",
-                event_time=datetime.fromtimestamp(start + i * 0.001, UTC),
-                label=y,
-                features=x,
-                feature_set="fs-test",
-                source=SourceOffset(topic="events", partition=i % 3, offset=i),
-            )
-            producer.send(topic, key=example.entity_id.encode(), value=encode(example))
-        producer.flush(timeout=60)
-    finally:
-        producer.close()
+    publish_examples(settings, rows, 0, base=start, step_s=0.001, tag=tag)
 
 
 def fitted(rows: Rows) -> object:

@@ -64,16 +64,24 @@ def concept(count: int, seed: int, flipped: bool) -> list[tuple[dict[str, float]
 
 
 def publish_examples(
-    settings: Settings, rows: list[tuple[dict[str, float], bool]], start: int
+    settings: Settings,
+    rows: list[tuple[dict[str, float], bool]],
+    start: int,
+    *,
+    base: float = BASE,
+    step_s: float = 1.0,
+    tag: str = "ex",
 ) -> None:
+    """``rows`` as training examples ``tag-<start + i>``, event times ``base + i * step_s``
+    from ``start`` on."""
     topic = spec_for(Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=3).name
     producer = make_producer(settings, linger_ms=10)
     try:
         for i, (x, y) in enumerate(rows, start=start):
             example = TrainingExample(
-                example_id=f"ex-{i}",
+                example_id=f"{tag}-{i}",
                 entity_id=f"u{i % 11}",
-                event_time=datetime.fromtimestamp(BASE + i, UTC),
+                event_time=datetime.fromtimestamp(base + i * step_s, UTC),
                 label=y,
                 features=x,
                 feature_set="fs-test",

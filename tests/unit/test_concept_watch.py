@@ -66,7 +66,7 @@ def _within_span(change_at: float | None, index: int, signal: DriftSignal) -> bo
     return change_at in span
 
 
-def _two_sided_cuts(errors: Sequence[float]) -> int:
+def two_sided_cuts(errors: Sequence[float]) -> int:
     """How often River's ADWIN, which tests both sides, cuts the stream."""
     detector: Any = drift.ADWIN()  # type: ignore[no-untyped-call]
     cuts = 0
@@ -164,7 +164,7 @@ def test_a_falling_error_raises_nothing(name: str) -> None:
         watch = ConceptWatch(name, seed=SEED, cooldown=500)
         assert watch.update_many(errors, _times(len(errors))) == []
     # The premise: a two-sided detector does cut this stream.
-    assert _two_sided_cuts(_errors([0.5] * CHANGE + [0.1] * 1_000, 0)) > 0
+    assert two_sided_cuts(_errors([0.5] * CHANGE + [0.1] * 1_000, 0)) > 0
 
 
 EQUIVALENCE_RATES = (

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import pickle
 import random
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
-from river import drift
 
 from streams.contracts import AlertStream, DriftAlert, DriftKind
 from streams.drift import DriftConfig
 from streams.learner import Learner, LearnerConfig, Position
 from streams.served import MAX_VERSIONS, PREDICTION, ServedOutcome, ServedWatch
+from tests.unit.test_concept_watch import two_sided_cuts
 
 T0 = 1_700_000_000.0
 SMALL_DRIFT = DriftConfig(window=200, min_samples=100, check_every=100)
@@ -257,16 +255,6 @@ def test_online_concept_alerts_carry_stream_online_and_a_change_point() -> None:
         assert abs(alert.change_at - _at(2_000)).total_seconds() <= 100
 
 
-def _two_sided_cuts(errors: Sequence[float]) -> int:
-    """How often River's ADWIN, which tests both sides, cuts the stream."""
-    detector: Any = drift.ADWIN()  # type: ignore[no-untyped-call]
-    cuts = 0
-    for error in errors:
-        detector.update(error)
-        cuts += bool(detector.drift_detected)
-    return cuts
-
-
 def test_a_learner_whose_error_falls_raises_no_concept_alert() -> None:
     config = LearnerConfig(model="m", drift_ignore=("count",))
     for seed in range(2):
@@ -274,5 +262,5 @@ def test_a_learner_whose_error_falls_raises_no_concept_alert() -> None:
         steps = Learner(config).learn_many(_rows(3_000, seed, noisy_until=1_500))
         assert [a for s in steps for a in s.alerts if a.kind is DriftKind.CONCEPT] == []
         # The premise: a two-sided detector does see a change in this error stream.
-        assert _two_sided_cuts([s.error for s in steps]) > 0
+        assert two_sided_cuts([s.error for s in steps]) > 0
         assert sum(s.error for s in steps[:1_500]) > 10 * sum(s.error for s in steps[1_500:])

@@ -38,6 +38,7 @@ from services.demo_baselines import (
     online_alone,
 )
 from services.demo_scenarios import (
+    change_lead,
     describe,
     drifts,
     percentile,
@@ -304,6 +305,8 @@ def _summary(
         options.duration_s,
         delay_events,
         drifted=drifts(options.scenario),
+        change_from_s=drift_s
+        - change_lead(options.scenario, int(options.duration_s * options.rate)) / options.rate,
     )
     first = versions[0]["at_s"] if versions else None
     return {

@@ -88,6 +88,16 @@ def drifts(name: str) -> bool:
     return name != CONTROL
 
 
+def change_lead(name: str, count: int) -> float:
+    """How many items before the drift index the world starts to change: a gradual
+    drift's new concept appears :data:`GRADUAL_SHARE` / 2 of the stream early.
+
+    >>> change_lead("gradual", 1000), change_lead("stagger", 1000)
+    (100.0, 0.0)
+    """
+    return GRADUAL_SHARE * count / 2 if name == GRADUAL else 0.0
+
+
 def scenario_stream(
     name: str, count: int, drift_at: int, seed: int = 42
 ) -> Iterator[tuple[dict[str, Any], bool]]:
@@ -143,12 +153,14 @@ def verdict(
     end_s: float,
     concept_delay_events: int | None,
     drifted: bool = True,
+    change_from_s: float | None = None,
 ) -> dict[str, Any]:
     """Did the loop keep its promise? Served accuracy in the last third of the time after
     the drift against the accuracy before it, alerts of any kind before the drift (false
     alarms: the world had not changed yet; in a control run without a drift, every alert
     is one), the detection delay, and whether answers were served before and after the
-    drift at all.
+    drift at all. ``change_from_s``: when the world starts to change, if before the
+    drift (a gradual drift): "before" and false alarms end there.
 
     >>> right = [(float(t), True) for t in range(90)]
     >>> verdict(right, [61.0], 60.0, end_s=90.0, concept_delay_events=50)["verdict"]
@@ -156,12 +168,13 @@ def verdict(
     >>> verdict(right[:60], [10.0], 60.0, end_s=90.0, concept_delay_events=None)["verdict"]
     'never served after the drift'
     """
-    before = [right for at, right in outcomes if at < drift_at_s]
+    changing = drift_at_s if change_from_s is None else change_from_s
+    before = [right for at, right in outcomes if at < changing]
     last_third = drift_at_s + 2 * (end_s - drift_at_s) / 3
     after = [right for at, right in outcomes if at >= last_third]
     accuracy_before = sum(before) / len(before) if before else None
     accuracy_after = sum(after) / len(after) if after else None
-    false_alarms = sum(1 for at in alerts_at_s if at < drift_at_s or not drifted)
+    false_alarms = sum(1 for at in alerts_at_s if at < changing or not drifted)
     recovered = (
         accuracy_before is not None
         and accuracy_after is not None

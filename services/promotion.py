@@ -30,6 +30,7 @@ PROMOTE, CHALLENGER, KEEP, ROLLBACK, WAIT = "promote", "challenger", "keep", "ro
 ACTIONS = frozenset({PROMOTE, CHALLENGER, KEEP, ROLLBACK, WAIT})
 EvidenceValue = float | int | str
 LabelValue = bool | int | float | str
+TRIVIAL_ROC_AUC = 0.5
 # Metrics where a bigger value is a better model; the rest (log_loss, mae, rmse) are losses.
 HIGHER_IS_BETTER = frozenset({"accuracy", "roc_auc"})
 
@@ -475,7 +476,7 @@ def trivial_scores(
     their mean (MAE) for a regressor. Nothing worse than this is ever served.
 
     >>> trivial_scores([True, True, False], [True, False])
-    {'accuracy': 0.5, 'log_loss': 0.7520386983881371}
+    {'accuracy': 0.5, 'log_loss': 0.7520386983881371, 'roc_auc': 0.5}
     >>> trivial_scores([1.5, 2.5], [2.0, 4.0])
     {'mae': 1.0}
     """
@@ -489,13 +490,16 @@ def trivial_scores(
     majority = max(sorted(counts), key=lambda k: counts[k])
     total = len(train_labels)
     floor = 1e-15  # as the held-out log loss of a model clips its probabilities
-    return {
+    scores = {
         "accuracy": sum(str(y) == majority for y in holdout_labels) / len(holdout_labels),
         "log_loss": -sum(
             math.log(max(floor, counts.get(str(y), 0) / total)) for y in holdout_labels
         )
         / len(holdout_labels),
     }
+    if len(counts) == 2:  # one score for every example ranks no better than chance
+        scores["roc_auc"] = TRIVIAL_ROC_AUC
+    return scores
 
 
 def better(a: Mapping[str, float], b: Mapping[str, float], gate: OfflineGate) -> bool:
@@ -515,7 +519,11 @@ def best_contender(
     >>> best_contender({"a": {"accuracy": 0.5}}, {"accuracy": 0.6}, gate) is None
     True
     """
-    fit = [name for name, scores in contenders.items() if better(scores, trivial, gate)]
+    if gate.metric not in trivial:  # no floor on this metric (e.g. ROC AUC, one class)
+        trivial = {}
+    fit = [
+        name for name, scores in contenders.items() if not trivial or better(scores, trivial, gate)
+    ]
     best = None
     for name in fit:
         if best is None or better(contenders[name], contenders[best], gate):

@@ -291,6 +291,7 @@ class Retrainer:
             min_holdout=settings.retrain_min_holdout,
         )
         self.paired_gate = PairedGate(confidence=settings.retrain_confidence)
+        self._bootstrapped: set[int] = set()  # snapshots a cold-start retrain was tried for
         self.slice_gate = SliceGate(
             metric=self.gate.metric,
             higher_is_better=self.gate.higher_is_better,
@@ -361,25 +362,22 @@ class Retrainer:
     def retrain_after_cold_start(
         self, model: str, champion: Version, examples: int
     ) -> Decision | None:
-        """One retrain while an online snapshot serves unjudged by any retrain."""
-        if champion.flavor != RIVER:
+        """One retrain while an online snapshot serves that no retrain has judged: none
+        registered after the snapshot was (a snapshot that won a retrain was judged)."""
+        if champion.flavor != RIVER or champion.version in self._bootstrapped:
             return None
-        promoted_at = max(
-            d.at
-            for d in self.registry.history(model)
-            if d.alias == CHAMPION and d.version == champion.version
-        )
         judged = any(
-            v.flavor == SKLEARN and v.created_at >= promoted_at
+            v.flavor == SKLEARN and v.created_at >= champion.created_at
             for v in self.registry.versions(model)
         )
         needed = decidable_size(self.settings.retrain_min_holdout, self.settings.retrain_holdout)
         if judged or examples < needed:
             return None
+        self._bootstrapped.add(champion.version)  # tried once per snapshot and process
         trigger = {"type": "cold start", "id": f"{model}@{champion.version}"}
         try:
             return self.retrain(model, trigger).decision
-        except ValueError as exc:  # one class only so far: the next review tries again
+        except ValueError as exc:  # e.g. one class only: a later alert or command retrains
             log.info("cold-start retrain skipped", extra={"model": model, "reason": str(exc)})
             return None
 
@@ -672,17 +670,7 @@ class AlertListener:
                 if live_every > 0 and now - last_live >= live_every:
                     last_live = now
                     with self.liveness.busy("live evaluation"):
-                        model = self.settings.model_name
-                        evaluate_live(self.settings, self.retrainer.registry, model)
-                        for decision in self.retrainer.review_champion(model):
-                            log.info(
-                                "champion reviewed",
-                                extra={
-                                    "model": model,
-                                    "action": decision.action,
-                                    "reason": decision.reason,
-                                },
-                            )
+                        self._review(self.settings.model_name)
                 every = self.settings.retrain_every_s
                 if every > 0 and now - last_scheduled >= every:
                     last_scheduled = now
@@ -701,6 +689,19 @@ class AlertListener:
             self.liveness.stop()
             self.consumer.close(autocommit=False)
             self.producer.close()
+
+    def _review(self, model: str) -> None:
+        """The live comparison and the champion review; a failure (an unreadable artifact,
+        Kafka away) is logged and the next tick tries again: retraining goes on."""
+        try:
+            evaluate_live(self.settings, self.retrainer.registry, model)
+            for decision in self.retrainer.review_champion(model):
+                log.info(
+                    "champion reviewed",
+                    extra={"model": model, "action": decision.action, "reason": decision.reason},
+                )
+        except Exception:
+            log.exception("champion review failed", extra={"model": model})
 
     def _commit(self) -> None:
         # Refused when a retrain outlasted the max poll interval or a rebalance is under

@@ -42,8 +42,8 @@ from dataclasses import dataclass, replace
 from streams.detectors import DriftSignal, make_detector
 
 TIME_MEMORY = 5_000
-ROUNDING = 1e-9  # a cumulative sum this close to 0 has not dipped (float rounding)
 """Event times kept for locating a change; an older change point maps to the oldest."""
+ROUNDING = 1e-9  # a cumulative sum this close to 0 has not dipped (float rounding)
 
 
 @dataclass(frozen=True)
@@ -80,15 +80,12 @@ class ConceptWatch:
         """Feed errors (with their examples' event times) in order; the detections to
         raise, with their index in ``errors``."""
         base = self.seen
-        self._times.extend(times)
-        self._errors.extend(errors)
-        self.seen += len(errors)
         found: list[ConceptDetection] = []
         cursor = 0
         for i, signal in self.detector.update_many(errors):
             found += self._feed_held(errors, base, cursor, i)
             cursor = i
-            detection = ConceptDetection(i, signal, self._change_time(base + i + 1, signal))
+            detection = ConceptDetection(i, signal, self._change_time(errors, times, i, signal))
             if self._cooled(base + i + 1):
                 found.append(detection)
                 self._last_alert = base + i + 1
@@ -96,6 +93,9 @@ class ConceptWatch:
             else:
                 self._held, self._held_sum, self._held_count = detection, 0.0, 0
         found += self._feed_held(errors, base, cursor, len(errors))
+        self._times.extend(times)
+        self._errors.extend(errors)
+        self.seen += len(errors)
         return found
 
     def _cooled(self, update: int) -> bool:
@@ -123,14 +123,20 @@ class ConceptWatch:
         self._last_alert = base + at + 1
         return [replace(held, index=at, deferred=True)]
 
-    def _change_time(self, update: int, signal: DriftSignal) -> float | None:
-        """The event time of the update where the change began (``update`` fired)."""
-        if not self._times:
-            return None
-        newest = len(self._times) - 1 - (self.seen - update)  # deque index of ``update``
-        first = max(0, newest - (signal.change_age or 1) + 1)
-        span = list(itertools.islice(self._errors, first, newest + 1))
-        return self._times[first + change_offset(span)]
+    def _change_time(
+        self, errors: Sequence[float], times: Sequence[float], i: int, signal: DriftSignal
+    ) -> float | None:
+        """The event time of the update where the change began, for a detection at
+        ``errors[i]``: its span is the detector's ``change_age`` updates up to there, from
+        this batch and, before it, the memory (as far back as it reaches)."""
+        age = signal.change_age or 1
+        older = min(max(0, age - (i + 1)), len(self._times))
+        start = max(0, i + 1 - age)
+        span_errors = [*itertools.islice(self._errors, len(self._errors) - older, None)]
+        span_times = [*itertools.islice(self._times, len(self._times) - older, None)]
+        span_errors += errors[start : i + 1]
+        span_times += times[start : i + 1]
+        return span_times[change_offset(span_errors)] if span_times else None
 
 
 def change_offset(errors: Sequence[float]) -> int:

@@ -36,7 +36,6 @@ from streams.detectors import DEFAULT_DETECTOR
 from streams.drift import DataDriftMonitor, DriftConfig, FeatureDrift
 from streams.evaluation import PrequentialMetrics
 from streams.models import (
-    CLASSIFICATION,
     MODEL_KINDS,
     Features,
     Label,
@@ -44,7 +43,7 @@ from streams.models import (
     numeric,
     positive_class,
 )
-from streams.served import ServedOutcome, ServedWatch
+from streams.served import ServedOutcome, ServedWatch, prediction_error
 from streams.slices import COUNT, SliceNamer
 
 RETRAIN = "retrain"
@@ -292,9 +291,8 @@ class Learner:
         }
 
     def _error(self, y: Label, prediction: Label | None) -> float:
-        if self.model.task == CLASSIFICATION:
-            return 0.0 if prediction == y else 1.0
-        return abs(float(y) - float(prediction or 0.0))
+        error = prediction_error(self.model.task, y, prediction)
+        return abs(float(y)) if error is None else error  # no answer yet: as if it said 0
 
     def _alert(
         self,

@@ -475,6 +475,9 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         restored = self.checkpoints.latest()
         if restored is not None and restored.learner.config == self.config:
             restored.learned = restored_dedup_memory(restored.learned, limit)
+            # What does not make the learned state another one (the features data drift
+            # leaves out, what drift alone asks for) comes from today's settings.
+            restored.learner.config = self.config
             return restored
         if restored is not None:
             log.warning("checkpoint is for another configuration; starting fresh")

@@ -25,6 +25,7 @@ Pure and picklable (the learner's checkpoint seals it).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -81,18 +82,27 @@ class ServedWatch:
         self.task = task
         self.versions: dict[str, VersionWatch] = {}
         self.seen = 0
+        self.unscored = 0
 
     def update_many(self, outcomes: Sequence[ServedOutcome]) -> list[ServedFinding]:
-        """Feed labelled answers in order; what fired, in order."""
+        """Feed labelled answers in order; what fired, in order. An answer that cannot
+        be scored (a regressor's non-numeric or non-finite answer) is counted in
+        :attr:`unscored` and skipped: one odd record must not stop the learner."""
         by_version: dict[str, list[int]] = {}
+        errors_of: dict[int, float] = {}
         for i, outcome in enumerate(outcomes):
+            error = prediction_error(self.task, outcome.label, outcome.prediction)
+            if error is None:
+                self.unscored += 1
+                continue
+            errors_of[i] = error
             by_version.setdefault(outcome.version, []).append(i)
         found: list[ServedFinding] = []
         for version, rows in by_version.items():
             watch = self._watch(version)
             start = watch.concept.seen
             picked = [outcomes[i] for i in rows]
-            errors = [self.error(o.label, o.prediction) for o in picked]
+            errors = [errors_of[i] for i in rows]
             for detection in watch.concept.update_many(errors, [o.at for o in picked]):
                 found.append(
                     ServedFinding(
@@ -122,12 +132,6 @@ class ServedWatch:
         watch = self.versions.get(version)
         return watch.metrics.report() if watch is not None else {}
 
-    def error(self, label: Label, prediction: Label | None) -> float:
-        """0/1 for a classifier, the absolute error for a regressor."""
-        if self.task == CLASSIFICATION:
-            return 0.0 if prediction == label else 1.0
-        return abs(float(label) - float(prediction or 0.0))
-
     def _watch(self, version: str) -> VersionWatch:
         watch = self.versions.get(version)
         if watch is None:
@@ -142,6 +146,23 @@ class ServedWatch:
             self.versions[version] = watch
         watch.last_seen = self.seen
         return watch
+
+
+def prediction_error(task: str, label: Label, prediction: Label | None) -> float | None:
+    """0/1 for a classifier, the absolute error for a regressor; None when a regressor's
+    answer or label is missing, not a number or not finite.
+
+    >>> prediction_error("classification", True, False), prediction_error("regression", 2, 3.5)
+    (1.0, 1.5)
+    >>> prediction_error("regression", 2.0, "x") is None
+    True
+    """
+    if task == CLASSIFICATION:
+        return 0.0 if prediction == label else 1.0
+    if isinstance(prediction, bool | str) or prediction is None or isinstance(label, str):
+        return None
+    error = abs(float(label) - float(prediction))
+    return error if math.isfinite(error) else None
 
 
 def _answer_value(outcome: ServedOutcome) -> float | str | None:

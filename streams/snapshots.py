@@ -94,7 +94,7 @@ class SnapshotStore:
                     data["entity_id"],
                     data["at"],
                     data["features"],
-                    None if served is None else ServedAnswer(**served),
+                    None if served is None else _served_answer(served),
                 )
         return found
 
@@ -120,3 +120,16 @@ class SnapshotStore:
     def recorded(self) -> int:
         """How many snapshots were ever recorded (the denominator of label coverage)."""
         return int(self._client.get(self._counter) or 0)
+
+
+def _served_answer(data: dict[str, Any]) -> ServedAnswer | None:
+    """The answer a snapshot recorded; None for one this version cannot read."""
+    version = data.get("version")
+    if not isinstance(version, str):
+        return None
+    positive = data.get("positive")
+    return ServedAnswer(
+        version,
+        data.get("prediction"),
+        float(positive) if isinstance(positive, int | float) else None,
+    )

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from river import drift
 
-from streams.concept_watch import ConceptWatch
+from streams.concept_watch import TIME_MEMORY, ConceptWatch
 from streams.detectors import DriftSignal, make_detector
 
 SEED = 42
@@ -313,3 +313,17 @@ def test_scripted_detection_on_the_update_the_cooldown_ends_leaves_nothing_held(
     assert (19, False, _times(1, 17)[0]) in found
     assert max(i for i, _, _ in found) == 19, f"a stale held detection was raised later: {found}"
     assert not watch.holding
+
+
+def test_a_batch_longer_than_the_time_memory_still_locates_its_change() -> None:
+    # One call of 7,000 updates (a backlog of joined labels) with the rise early in it,
+    # more than the memory keeps: the change is located within the batch itself.
+    rng = random.Random(5)
+    errors = [float(rng.random() < 0.05) for _ in range(1_000)]
+    errors += [float(rng.random() < 0.9) for _ in range(6_000)]
+    times = [float(t) for t in range(len(errors))]
+    found = ConceptWatch("adwin", seed=42, cooldown=100).update_many(errors, times)
+    assert found
+    assert found[0].change_at is not None
+    assert len(errors) > TIME_MEMORY
+    assert abs(found[0].change_at - 1_000) < NEAR / STEP

@@ -61,9 +61,19 @@ def test_trivial_scores_of_a_binary_classifier_are_the_majority_and_the_prior() 
     train = [True] * 7 + [False] * 3
     holdout = [True] * 6 + [False] * 4
     scores = trivial_scores(train, holdout)
-    assert set(scores) == {"accuracy", "log_loss"}
+    assert set(scores) == {"accuracy", "log_loss", "roc_auc"}
+    assert scores["roc_auc"] == 0.5  # one score for all: chance
     assert scores["accuracy"] == pytest.approx(0.6)
     assert scores["log_loss"] == pytest.approx(-(6 * math.log(0.7) + 4 * math.log(0.3)) / 10)
+
+
+def test_a_roc_auc_gate_has_its_floor_and_a_metric_without_one_has_none() -> None:
+    gate = OfflineGate(metric="roc_auc", higher_is_better=True)
+    trivial = trivial_scores([True, False, True], [True, False])
+    assert best_contender({"a": {"roc_auc": 0.5}, "b": {"roc_auc": 0.8}}, trivial, gate) == "b"
+    assert best_contender({"a": {"roc_auc": 0.4}}, trivial, gate) is None
+    multiclass = trivial_scores(["a", "b", "c"], ["a"])  # no ROC AUC for three classes
+    assert best_contender({"a": {"roc_auc": 0.4}}, multiclass, gate) == "a"
 
 
 def test_trivial_scores_of_a_multiclass_classifier_use_the_training_frequencies() -> None:

@@ -47,6 +47,7 @@ from services.settings import Settings
 from streams.clients import make_consumer, make_producer, make_redis, subscribe
 from streams.contracts import DriftAlert, Label, SourceOffset, TrainingExample
 from streams.dead_letter import DeadLetter, RawRecord, dead_letter
+from streams.error_policy import retry_transient
 from streams.feature_definitions import FEATURES
 from streams.learner import Item, Learner, LearnerConfig, Position
 from streams.recent_ids import RecentIds
@@ -251,13 +252,20 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 polled = self.consumer.poll(timeout_ms=POLL_MS)
                 self.process([r for records in polled.values() for r in records])
                 if self._checkpoint_due():
-                    self.checkpoint(wait=False)
-        finally:
-            # Liveness first: the poll loop no longer turns, and a final checkpoint
-            # longer than the stall timeout is no stall.
+                    # Redis or disk away: wait it out while the watchdog judges the stall.
+                    retry_transient(lambda: self.checkpoint(wait=False), "checkpoint")
+        except BaseException:
+            # A batch that raised may have moved the state's offsets past records it
+            # never learned: no final checkpoint, the restart restores the last good one.
             self.liveness.stop()
+            raise
+        # Liveness first: the poll loop no longer turns, and a final checkpoint longer
+        # than the stall timeout is no stall.
+        self.liveness.stop()
+        try:
             if self.consumer.assignment():
                 self.checkpoint()
+        finally:
             self.consumer.close(autocommit=False)
             self.producer.close()
 

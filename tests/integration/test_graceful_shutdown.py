@@ -277,6 +277,18 @@ def learner_deployment(stack: Settings, tmp_path: Path) -> Iterator[LearnerDeplo
             process.wait(timeout=30)
 
 
+def interleave(
+    in_order: list[Outgoing], others: list[Outgoing], rng: random.Random
+) -> list[Outgoing]:
+    """``in_order`` in its order, with ``others`` shuffled in at random places."""
+    shuffled = others[:]
+    rng.shuffle(shuffled)
+    slots = [True] * len(in_order) + [False] * len(shuffled)
+    rng.shuffle(slots)
+    ordered, rest = iter(in_order), iter(shuffled)
+    return [next(ordered) if keep else next(rest) for keep in slots]
+
+
 def test_learner_sigterm_mid_stream_then_restart_learns_every_example_once(
     learner_deployment: LearnerDeployment,
 ) -> None:
@@ -314,10 +326,12 @@ def test_learner_sigterm_mid_stream_then_restart_learns_every_example_once(
         )
         for i, r in enumerate(requests)
     ]
-    stream: list[Outgoing] = [(examples_topic, e.entity_id.encode(), encode(e)) for e in examples]
-    stream += [(examples_topic, e.entity_id.encode(), encode(e)) for e in examples[::9]]  # again
-    stream += [(labels_topic, (label.request_id or "").encode(), encode(label)) for label in labels]
-    random.Random(4).shuffle(stream)
+    in_order: list[Outgoing] = [(examples_topic, e.entity_id.encode(), encode(e)) for e in examples]
+    others = [(examples_topic, e.entity_id.encode(), encode(e)) for e in examples[::9]]  # again
+    others += [(labels_topic, (label.request_id or "").encode(), encode(label)) for label in labels]
+    # Duplicates and labels land anywhere; the examples keep their order, so the flip is a
+    # change in time that the learner's detectors see (shuffled, it is only noise).
+    stream = interleave(in_order, others, random.Random(4))
     warm_up, rest = stream[:WARM_UP], stream[WARM_UP:]
     distinct = len(examples) + len(requests)
 

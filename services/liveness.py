@@ -48,10 +48,11 @@ watchdog also asks the group's coordinator which partitions of its topics the gr
 members own and what the group has committed there (:class:`KafkaLooks`); the member's
 group and topics come with its positions (:func:`consumer_positions`). The verdict is
 served on ``/healthz`` (:mod:`services.metrics`); once stalled for a further
-:data:`EXIT_GRACE_S` (long enough for a probe to see 503) the watchdog logs why and
-ends the process with :data:`STALLED_EXIT_CODE`, skipping clean-up that would wait on
-the stuck work; the worker's commits follow its effects, so
-the restart replays only uncommitted records, idempotently.
+:data:`EXIT_GRACE_S` (long enough for a probe to see 503) the watchdog logs why, dumps
+every thread's stack to stderr (where the stuck work stood) and ends the process with
+:data:`STALLED_EXIT_CODE`, skipping clean-up that would wait on the stuck work; the
+worker's commits follow its effects, so the restart replays only uncommitted records,
+idempotently.
 
 >>> detector = StallDetector(timeout_s=60)
 >>> detector.observe(0, {("events", 0): 10}, {("events", 0): 10}).reason
@@ -67,6 +68,7 @@ True
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import sys
@@ -415,9 +417,18 @@ class Liveness:
             self._was_healthy = health.healthy
         if not health.healthy and health.waiting_s >= health.limit_s + EXIT_GRACE_S:
             log.critical("stalled; exiting for a restart", extra=context)
+            self._dump_threads()
             sys.stderr.flush()  # log handlers flush per record; this is the stream's buffer
             self._exit(STALLED_EXIT_CODE)
         return health
+
+    @staticmethod
+    def _dump_threads() -> None:
+        """Where every thread stood (stderr): what a stall's post-mortem needs first."""
+        try:
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        except (OSError, ValueError):  # a stderr without a file descriptor (embedded)
+            log.warning("could not dump the threads' stacks: stderr has no file descriptor")
 
     def _join_health(self, member: Member | None) -> Health | None:
         """The join rule's verdict; the group is looked at only while the member owns nothing."""

@@ -6,7 +6,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -232,39 +231,44 @@ def test_a_live_model_swap_loses_no_request_and_versions_move_forward(
     service.registry.register("m", "sklearn", trained(2, flip=True), {"log_loss": 0.2}, LINEAGE)
     service.start()
     consumer = answers_consumer(service)
-    total = 1500
-    requests = [
-        {"request_id": f"r{i}", "entity_id": f"u{i % 30}", "features": {"amount": 75.0}}
-        for i in range(total)
-    ]
+    producer = KafkaProducer(bootstrap_servers=service.settings.kafka_bootstrap)
+    sent: list[str] = []
+    answers: list[tuple[int, dict[str, Any]]] = []
+    features = {"amount": 75.0}
 
-    def load() -> None:
-        producer = KafkaProducer(bootstrap_servers=service.settings.kafka_bootstrap)
-        try:
-            for start in range(0, total, 50):  # about 3 s of steady load
-                for request in requests[start : start + 50]:
-                    producer.send(
-                        service.topic(Topic.PREDICTION_REQUESTS),
-                        key=str(request["entity_id"]).encode(),
-                        value=orjson.dumps(request),
-                    )
-                producer.flush()
-                time.sleep(0.1)
-        finally:
-            producer.close()
+    def load_until(version: str) -> None:
+        """Steady load (50 requests every 0.1 s) until an answer names ``version``:
+        however long the predictor takes to start or notice the swap, it is under load."""
+        deadline = time.monotonic() + DEADLINE_S
+        while not any(a["model_version"] == version for _, a in answers):
+            if time.monotonic() > deadline:
+                pytest.fail(f"no answer from version {version}\n{service.log.read_text()[-3000:]}")
+            for _ in range(50):
+                request_id, entity_id = f"r{len(sent)}", f"u{len(sent) % 30}"
+                request = {"request_id": request_id, "entity_id": entity_id, "features": features}
+                producer.send(
+                    service.topic(Topic.PREDICTION_REQUESTS),
+                    key=entity_id.encode(),
+                    value=orjson.dumps(request),
+                )
+                sent.append(request_id)
+            producer.flush()
+            time.sleep(0.1)
+            for tp, records in consumer.poll(timeout_ms=0).items():
+                answers.extend((tp.partition, orjson.loads(r.value)) for r in records)
 
-    sender = threading.Thread(target=load)
-    sender.start()
-    time.sleep(1.0)
-    service.registry.promote("m", 2, "test", "swap under load")
-    sender.join()
-    answers = collect(consumer, total, service)
+    try:
+        load_until("1")
+        service.registry.promote("m", 2, "test", "swap under load")
+        load_until("2")
+    finally:
+        producer.close()
+    answers += collect(consumer, len(sent) - len(answers), service)
     consumer.close()
 
-    assert sorted(a["request_id"] for _, a in answers) == sorted(r["request_id"] for r in requests)
+    assert sorted(a["request_id"] for _, a in answers) == sorted(sent)
     assert not [a for _, a in answers if a.get("error")]
-    versions = {a["model_version"] for _, a in answers}
-    assert versions == {"1", "2"}, "the swap did not happen under load"
+    assert {a["model_version"] for _, a in answers} == {"1", "2"}
     for partition in range(3):
         sequence = [a["model_version"] for p, a in answers if p == partition]
         assert sequence == sorted(sequence), f"partition {partition} went back to version 1"

@@ -212,6 +212,10 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._served: list[ServedOutcome] = []  # labelled answers of served versions
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        # Offsets restored but not committed (after a rebalance or a crash): the commit
+        # is owed to the next turn of the loop, new records or not, or the group's lag
+        # says that work waits which was done.
+        self._commit_owed = False
         self._stopping = False
 
     # --- consumer-group callbacks -------------------------------------------------
@@ -224,6 +228,9 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.state = self._restore()
+        # The restored offsets may be ahead of the group's (sealed in a rebalance or
+        # before a crash): the owner commits them at its next turn; a standby, nothing.
+        self._commit_owed = bool(assigned)
         for tp in assigned:
             offset = self.state.offsets.get((tp.topic, tp.partition))
             if offset is None:
@@ -417,9 +424,13 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     # --- checkpoints ----------------------------------------------------------------
 
     def _checkpoint_due(self) -> bool:
-        return self._since_checkpoint >= self.settings.checkpoint_every or (
-            self._since_checkpoint > 0
-            and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s
+        return (
+            self._commit_owed
+            or self._since_checkpoint >= self.settings.checkpoint_every
+            or (
+                self._since_checkpoint > 0
+                and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s
+            )
         )
 
     def checkpoint(self, *, commit: bool = True, wait: bool = True) -> None:
@@ -438,6 +449,8 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             TopicPartition(topic, partition): offset
             for (topic, partition), offset in self.state.offsets.items()
         }
+        if commit:
+            self._commit_owed = False
         if offsets and commit:
             committed = {tp: _offset_meta(o) for tp, o in offsets.items()}
             try:

@@ -32,10 +32,6 @@ SNAPSHOT_EVERY = 1_000
 RETRAIN_WINDOW = 1_000
 RETRAIN_MIN_HOLDOUT = 20
 RETRAIN_DEBOUNCE_S = 1.0
-# A worker whose records wait without moving this long is restarted by its watchdog
-# (services.liveness): short enough that a stuck consumer is repaired inside the
-# catch-up deadline. Outages longer than it end in such restarts too (counted).
-STALL_TIMEOUT_S = 25.0
 # The slow-retrain scenario's retrainer reads every example there is.
 SLOW_RETRAIN_WINDOW = 1_000_000
 
@@ -171,7 +167,6 @@ def deployment_settings(base: Settings, ports: Ports, data_dir: Path, signing_ke
             "retrain_window": RETRAIN_WINDOW,
             "retrain_min_holdout": RETRAIN_MIN_HOLDOUT,
             "retrain_debounce_s": RETRAIN_DEBOUNCE_S,
-            "stall_timeout_s": STALL_TIMEOUT_S,
             "signing_key": SecretStr(signing_key),
             "log_level": "INFO",
         }
@@ -180,12 +175,10 @@ def deployment_settings(base: Settings, ports: Ports, data_dir: Path, signing_ke
 
 def slow_retrainer_settings(settings: Settings, mode: Mode) -> Settings:
     """The retrainer of the slow-retrain scenario: a window as big as the topic and a
-    max poll interval shorter than the retrain it causes. The retrain is meant to outlast
-    the poll interval, not the watchdog: it keeps the deployment default stall timeout."""
+    max poll interval shorter than the retrain it causes."""
     return settings.model_copy(
         update={
             "retrain_window": SLOW_RETRAIN_WINDOW,
             "consumer_max_poll_interval_ms": mode.slow_poll_interval_ms,
-            "stall_timeout_s": Settings.model_fields["stall_timeout_s"].default,
         }
     )

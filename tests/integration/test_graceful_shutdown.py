@@ -49,6 +49,7 @@ from tests.integration.test_feature_worker import (
 from tests.integration.test_learner import (
     BASE_TIME,
     LearnerDeployment,
+    examples,
     synthetic,
     wait_for,
 )
@@ -381,3 +382,44 @@ def test_learner_sigterm_mid_stream_then_restart_learns_every_example_once(
     )
     assert alerts, "the flipped concept raised no alert: nothing to check for duplicates"
     assert max(alerts.values()) == 1, f"an alert was published twice: {alerts.most_common(3)}"
+
+
+def test_a_rebalance_after_learning_commits_what_the_checkpoint_holds_without_new_records(
+    learner_deployment: LearnerDeployment,
+) -> None:
+    """A rebalance seals the checkpoint without a commit (callbacks cannot block): the
+    owner after it must commit the checkpoint's offsets even when no record follows, or
+    the group's lag says work is waiting that was done (the chaos run's kill-learner)."""
+    deployment = learner_deployment
+    settings = deployment.settings
+    rows = synthetic(500, seed=5)
+    examples_topic = deployment.topic(Topic.TRAINING_EXAMPLES)
+    outgoing: list[Outgoing] = [
+        (examples_topic, e.entity_id.encode(), encode(e)) for e in examples(rows, examples_topic)
+    ]
+    half = len(outgoing) // 2
+    first_port = with_metrics(deployment)
+    deployment.start()
+    # The first half outlasts the member's start-up rebalances; the second half is
+    # learned with no checkpoint (only on the way out) and so no commit.
+    for sent in (half, len(outgoing)):
+        Streamer(settings, outgoing[sent - half : sent]).run()
+        wait_for(lambda n=sent: learned_by(first_port) == n, "examples learned", deployment.logs)
+    probe = make_consumer(settings, group_id=None)
+    try:
+        partitions = [TopicPartition(examples_topic, p) for p in range(settings.partitions)]
+        ends = {(tp.topic, tp.partition): o for tp, o in probe.end_offsets(partitions).items()}
+    finally:
+        probe.close()
+    group = f"{settings.topic_prefix}learner-{settings.model_name}"
+    assert committed(settings, group) != ends, "committed without a rebalance: nothing to test"
+
+    deployment.start()  # a standby joins: the group rebalances, nothing new arrives
+    wait_for(
+        lambda: {k: v for k, v in committed(settings, group).items() if k in ends} == ends,
+        "the checkpoint's offsets committed after the rebalance",
+        deployment.logs,
+    )
+    state = deployment.latest()
+    assert state is not None
+    assert state.learner.examples == len(rows)

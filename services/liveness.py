@@ -416,8 +416,8 @@ class Liveness:
                 log.error("stalled; unhealthy", extra=context)
             self._was_healthy = health.healthy
         if not health.healthy and health.waiting_s >= health.limit_s + EXIT_GRACE_S:
+            self._dump_threads()  # before the verdict, which stays the log's last line
             log.critical("stalled; exiting for a restart", extra=context)
-            self._dump_threads()
             sys.stderr.flush()  # log handlers flush per record; this is the stream's buffer
             self._exit(STALLED_EXIT_CODE)
         return health

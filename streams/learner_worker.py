@@ -212,10 +212,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._served: list[ServedOutcome] = []  # labelled answers of served versions
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
-        # Offsets restored but not committed (after a rebalance or a crash): the commit
-        # is owed to the next turn of the loop, new records or not, or the group's lag
-        # says that work waits which was done.
-        self._commit_owed = False
+        self._commit_owed = False  # see on_partitions_assigned
         self._stopping = False
 
     # --- consumer-group callbacks -------------------------------------------------
@@ -229,7 +226,8 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.state = self._restore()
         # The restored offsets may be ahead of the group's (sealed in a rebalance or
-        # before a crash): the owner commits them at its next turn; a standby, nothing.
+        # before a crash): the owner commits them at its next turn, new records or not,
+        # or the group's lag says that work waits which was done. A standby, nothing.
         self._commit_owed = bool(assigned)
         for tp in assigned:
             offset = self.state.offsets.get((tp.topic, tp.partition))
@@ -261,6 +259,8 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 if self._checkpoint_due():
                     # Redis or disk away: wait it out while the watchdog judges the stall.
                     retry_transient(lambda: self.checkpoint(wait=False), "checkpoint")
+                elif self._commit_owed and self._since_checkpoint == 0:
+                    self._commit(wait=False)  # only sealed offsets: commits follow effects
         except BaseException:
             # A batch that raised may have moved the state's offsets past records it
             # never learned: no final checkpoint, the restart restores the last good one.
@@ -424,13 +424,9 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     # --- checkpoints ----------------------------------------------------------------
 
     def _checkpoint_due(self) -> bool:
-        return (
-            self._commit_owed
-            or self._since_checkpoint >= self.settings.checkpoint_every
-            or (
-                self._since_checkpoint > 0
-                and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s
-            )
+        return self._since_checkpoint >= self.settings.checkpoint_every or (
+            self._since_checkpoint > 0
+            and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s
         )
 
     def checkpoint(self, *, commit: bool = True, wait: bool = True) -> None:
@@ -445,21 +441,8 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self.state.snapshot_taken()
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
-        offsets = {
-            TopicPartition(topic, partition): offset
-            for (topic, partition), offset in self.state.offsets.items()
-        }
         if commit:
-            self._commit_owed = False
-        if offsets and commit:
-            committed = {tp: _offset_meta(o) for tp, o in offsets.items()}
-            try:
-                if wait:
-                    self.consumer.commit(offsets=committed)
-                else:
-                    self.consumer.commit_async(offsets=committed, callback=_commit_done)
-            except Exception as exc:  # lag reporting only; the checkpoint is the truth
-                log.warning("offset commit failed", extra={"error": repr(exc)})
+            self._commit(wait=wait)
         self._report_metrics()
         log.info(
             "checkpoint",
@@ -470,6 +453,23 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 **self.state.learner.metrics.report(),
             },
         )
+
+    def _commit(self, *, wait: bool) -> None:
+        """Commit the state's offsets (lag reporting only; the checkpoint is the truth)."""
+        self._commit_owed = False
+        committed = {
+            TopicPartition(topic, partition): _offset_meta(offset)
+            for (topic, partition), offset in self.state.offsets.items()
+        }
+        if not committed:
+            return
+        try:
+            if wait:
+                self.consumer.commit(offsets=committed)
+            else:
+                self.consumer.commit_async(offsets=committed, callback=_commit_done)
+        except Exception as exc:
+            log.warning("offset commit failed", extra={"error": repr(exc)})
 
     def _report_metrics(self) -> None:
         for name, value in self.state.learner.metrics.report().items():

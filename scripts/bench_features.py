@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from services.settings import Settings
-from streams.admin import ensure_topics
+from streams.admin import committed_offsets, describe_group, ensure_topics
 from streams.clients import make_admin, make_consumer, make_producer, make_redis
 from streams.dead_letter import RawRecord
 from streams.feature_worker import app_id, build_pipeline
@@ -203,10 +203,10 @@ def committed(admin: Any, group: str, topic: str) -> int:
     """Offsets the group committed on ``topic``, summed; 0 while the broker has no
     coordinator for it yet (a fresh broker creates its offsets topic on first use)."""
     try:
-        offsets = admin.list_group_offsets({group: None}).get(group, {})
+        offsets = committed_offsets(admin, group)
     except CoordinatorNotAvailableError:
         return 0
-    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
+    return sum(offset for tp, offset in offsets.items() if tp.topic == topic)
 
 
 def committed_rate(
@@ -253,32 +253,14 @@ def wait_for_group(
     try:
         deadline = time.monotonic() + GROUP_READY_S
         while time.monotonic() < deadline:
-            described = admin.describe_groups([group]).get(group, {})
-            joined = described.get("members", [])
-            assigned = {
-                partition
-                for member in joined
-                for name, partitions in _assignment(member)
-                if name == topic
-                for partition in partitions
-            }
-            if (
-                described.get("group_state") == "Stable"
-                and len(joined) == members
-                and len(assigned) == partitions
-            ):
+            view = describe_group(admin, group)
+            assigned = {partition for name, partition in view.owned if name == topic}
+            if view.state == "Stable" and view.members == members and len(assigned) == partitions:
                 return
             time.sleep(POLL_S * 4)
         raise RuntimeError(f"group {group} not stable with {members} members on {topic}")
     finally:
         admin.close()
-
-
-def _assignment(member: dict[str, Any]) -> list[tuple[str, list[int]]]:
-    """``(topic, partitions)`` pairs of a member as ``describe_groups`` decodes them."""
-    assignment = member.get("member_assignment") or {}
-    topics = assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []
-    return [(entry["topic"], list(entry["partitions"])) for entry in topics]
 
 
 def start_group(

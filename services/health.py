@@ -25,7 +25,7 @@ PROBE_TIMEOUT_MS = 2_000
 def kafka_answer(settings: Settings) -> str:
     """A one-line description of the cluster; raises when the broker does not answer."""
     admin = make_admin(
-        settings, bootstrap_timeout_ms=PROBE_TIMEOUT_MS, request_timeout_ms=PROBE_TIMEOUT_MS
+        settings, api_version_auto_timeout_ms=PROBE_TIMEOUT_MS, request_timeout_ms=PROBE_TIMEOUT_MS
     )
     try:
         cluster = admin.describe_cluster()

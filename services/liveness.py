@@ -83,6 +83,7 @@ from kafka import TopicPartition
 
 from services import metrics
 from services.settings import Settings
+from streams.admin import committed_offsets, describe_group
 from streams.clients import make_admin, make_consumer
 
 log = logging.getLogger(__name__)
@@ -503,28 +504,19 @@ class KafkaLooks:
         partitions = [
             (topic, p) for topic in topics for p in sorted(client.partitions_for_topic(topic) or ())
         ]
-        description = self._admin.describe_groups([group])[group]
-        owned = frozenset(
-            (assigned["topic"], p)
-            for member in description["members"]
-            for assigned in (member.get("member_assignment") or {}).get("assigned_partitions", [])
-            for p in assigned["partitions"]
-        )
+        view = describe_group(self._admin, group)
         committed = {
-            (tp.topic, tp.partition): meta.offset
-            for tp, meta in self._admin.list_group_offsets({group: None}).get(group, {}).items()
-            if meta.offset >= 0
+            (tp.topic, tp.partition): offset
+            for tp, offset in committed_offsets(self._admin, group).items()
         }
         ends = self.end_offsets(partitions)
         starts = self._offsets(client.beginning_offsets, partitions)
         waiting = {tp: end - committed.get(tp, starts.get(tp, end)) for tp, end in ends.items()}
-        return Group(description["group_state"] in REBALANCING_STATES, owned, waiting)
+        return Group(view.state in REBALANCING_STATES, view.owned, waiting)
 
     def _offsets(
         self, read: Callable[..., Any], partitions: Collection[Partition]
     ) -> dict[Partition, int]:
-        found = read(
-            [TopicPartition(topic, partition) for topic, partition in partitions],
-            timeout_ms=self._settings.kafka_request_timeout_ms,
-        )
+        # bounded by the client's request timeout (the deployment's kafka_request_timeout_ms)
+        found = read([TopicPartition(topic, partition) for topic, partition in partitions])
         return {(tp.topic, tp.partition): offset for tp, offset in found.items()}

@@ -53,6 +53,7 @@ from services.control import (
 from services.metrics import ROLE_OFFSETS
 from services.registry import CHAMPION, Registry
 from services.settings import PROJECT_ROOT, Settings
+from streams.admin import committed_offsets
 from streams.clients import make_admin, make_consumer, make_producer
 from streams.slices import split
 from streams.topics import Topic, spec_for
@@ -186,18 +187,18 @@ class Monitor:
         if self._admin is None:  # one admin client and consumer for the monitor's life
             self._admin = make_admin(self.settings)
             self._lag_consumer = make_consumer(self.settings, group_id=None)
-        committed: dict[str, Any] = {}
+        committed: dict[str, dict[Any, int]] = {}
         for group in groups:
             try:
-                committed |= self._admin.list_group_offsets({group: None})
+                committed[group] = committed_offsets(self._admin, group)
             except KafkaError as exc:  # a group that has not committed yet: no lag yet
                 log.debug("no offsets", extra={"group": group, "error": repr(exc)})
         partitions = {tp for offsets in committed.values() for tp in offsets}
         ends = self._lag_consumer.end_offsets(list(partitions)) if partitions else {}
         return {
             group: {
-                f"{tp.topic}[{tp.partition}]": max(0, ends.get(tp, meta.offset) - meta.offset)
-                for tp, meta in sorted(offsets.items())
+                f"{tp.topic}[{tp.partition}]": max(0, ends.get(tp, offset) - offset)
+                for tp, offset in sorted(offsets.items())
             }
             for group, offsets in committed.items()
             if offsets

@@ -6,6 +6,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 
+from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -70,7 +71,7 @@ def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, in
     """Partitions with a leader (usable ones) per topic that the broker knows."""
     described = admin.describe_topics(names)
     return {
-        t["name"]: sum(1 for p in t["partitions"] if p["leader_id"] >= 0)
+        t["topic"]: sum(1 for p in t["partitions"] if p["leader"] >= 0)
         for t in described
         if not t["error_code"]
     }
@@ -84,3 +85,35 @@ def list_topics(settings: Settings) -> dict[str, int]:
         return _partition_counts(admin, names) if names else {}
     finally:
         admin.close()
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """One look at a consumer group: its state, how many members, what they own."""
+
+    state: str  # "Stable", "PreparingRebalance", "CompletingRebalance", "Empty", "Dead"
+    members: int
+    owned: frozenset[tuple[str, int]]  # (topic, partition) some member owns now
+
+
+def describe_group(admin: KafkaAdminClient, group: str) -> GroupView:
+    """``group`` as its coordinator describes it (a group that does not exist is
+    ``Dead`` with no members)."""
+    (description,) = admin.describe_consumer_groups([group])
+    owned = frozenset(
+        (topic, partition)
+        for member in description.members
+        # a member not yet assigned carries empty bytes, not a decoded assignment
+        for topic, partitions in getattr(member.member_assignment, "assignment", None) or []
+        for partition in partitions
+    )
+    return GroupView(description.state, len(description.members), owned)
+
+
+def committed_offsets(admin: KafkaAdminClient, group: str) -> dict[TopicPartition, int]:
+    """The next offset ``group`` will read per partition, where it has committed one."""
+    return {
+        tp: meta.offset
+        for tp, meta in admin.list_consumer_group_offsets(group).items()
+        if meta.offset >= 0
+    }

@@ -35,10 +35,10 @@ from typing import Any
 
 from kafka import TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.coordinator.assignors.abstract import (
-    AbstractPartitionAssignor,
-    ConsumerProtocolAssignment,
-    ConsumerProtocolSubscription,
+from kafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from kafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment_v0,
+    ConsumerProtocolMemberMetadata_v0,
 )
 
 from services import metrics
@@ -78,23 +78,24 @@ class AllToOneAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
     version = 0
 
     @classmethod
-    def assign(cls, cluster: Any, members: list[Any]) -> dict[str, Any]:
-        chosen = min(member.member_id for member in members)
-        topics = sorted({t for member in members for t in member.metadata.topics})
+    def assign(cls, cluster: Any, members: dict[str, Any]) -> dict[str, Any]:
+        """``members``: member id -> its subscription (``.topics``)."""
+        chosen = min(members)
+        topics = sorted({t for subscription in members.values() for t in subscription.topics})
         everything = [(t, sorted(cluster.partitions_for_topic(t) or [])) for t in topics]
         return {
-            member.member_id: ConsumerProtocolAssignment(
-                cls.version, everything if member.member_id == chosen else [], b""
+            member_id: ConsumerProtocolMemberAssignment_v0(
+                cls.version, everything if member_id == chosen else [], b""
             )
-            for member in members
+            for member_id in members
         }
 
     @classmethod
     def metadata(cls, topics: Iterable[str]) -> Any:
-        return ConsumerProtocolSubscription(cls.version, list(topics), b"")
+        return ConsumerProtocolMemberMetadata_v0(cls.version, list(topics), b"")
 
     @classmethod
-    def on_assignment(cls, assignment: Any, generation: int) -> None:
+    def on_assignment(cls, assignment: Any) -> None:
         return None
 
 
@@ -218,8 +219,8 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     # --- consumer-group callbacks -------------------------------------------------
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # Runs on the client's IO thread, where a blocking commit is not allowed: the
-        # checkpoint file is what matters, the commit follows with the next checkpoint.
+        # Runs inside poll, as the group rebalances: the checkpoint file is what matters;
+        # whoever owns the partitions next restores it and commits its offsets.
         if revoked:
             self.checkpoint(commit=False)
 

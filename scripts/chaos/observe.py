@@ -21,6 +21,7 @@ from kafka import KafkaConsumer, TopicPartition
 from chaos.ledger import Answer, Observed, SeenVersion
 from services.model_updates import open_registry
 from services.settings import Settings
+from streams.admin import committed_offsets
 from streams.clients import make_admin, make_consumer, make_redis
 from streams.dead_letter import ERROR_CLASS, source_of
 from streams.features import EntityState
@@ -213,11 +214,11 @@ class Inspector:
             )
             partitions = partitions_of(self.settings, *topics)
             ends = self.end_offsets(partitions)
-            committed = self.admin.list_group_offsets(group)[group]
+            committed = committed_offsets(self.admin, group)
             behind = {
-                tp: (committed[tp].offset if tp in committed else 0, ends[tp])
+                tp: (committed.get(tp, 0), ends[tp])
                 for tp in partitions
-                if ends[tp] > (committed[tp].offset if tp in committed else 0)
+                if ends[tp] > committed.get(tp, 0)
             }
             if service == "learner":
                 observed.lag[service], observed.skipped_backlog = self._learner_backlog(behind)

@@ -27,6 +27,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
 from services.settings import PROJECT_ROOT, Settings
+from streams.admin import committed_offsets
 from streams.clients import make_admin, make_consumer, make_producer
 from tests.conftest import settings_env
 from tests.integration.faust_counter_app import READY_MARKER, CounterNames, counter_names
@@ -185,10 +186,9 @@ def wait_for_commit(
     try:
         deadline = time.monotonic() + DEADLINE_S
         while True:
-            groups = admin.list_group_offsets({names.app_id: None})
-            offsets = groups.get(names.app_id, {})
+            offsets = committed_offsets(admin, names.app_id)
             committed = {
-                partition: offsets[tp].offset
+                partition: offsets[tp]
                 for partition in ends
                 if (tp := TopicPartition(names.source, partition)) in offsets
             }

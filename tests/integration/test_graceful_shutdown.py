@@ -32,7 +32,7 @@ from kafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.settings import Settings
-from streams.admin import ensure_topics
+from streams.admin import committed_offsets, ensure_topics
 from streams.clients import make_admin, make_consumer, make_producer, make_redis
 from streams.contracts import Label, SourceOffset, TrainingExample
 from streams.dead_letter import SOURCE_OFFSET, SOURCE_PARTITION
@@ -105,10 +105,10 @@ def stop_gracefully(process: subprocess.Popen[bytes], logs: Callable[[], str]) -
 def committed(settings: Settings, group: str) -> dict[tuple[str, int], int]:
     admin = make_admin(settings)
     try:
-        offsets = admin.list_group_offsets({group: None}).get(group, {})
+        offsets = committed_offsets(admin, group)
     finally:
         admin.close()
-    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+    return {(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
 
 
 class Seen(NamedTuple):

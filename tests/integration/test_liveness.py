@@ -29,10 +29,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import pytest
-from kafka.coordinator.assignors.abstract import (
-    AbstractPartitionAssignor,
-    ConsumerProtocolAssignment,
-    ConsumerProtocolSubscription,
+from kafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from kafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment_v0,
+    ConsumerProtocolMemberMetadata_v0,
 )
 
 from services.liveness import EXIT_GRACE_S, STALLED_EXIT_CODE, Liveness, consumer_positions
@@ -332,15 +332,15 @@ class NothingAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
     version = 0
 
     @classmethod
-    def assign(cls, cluster: Any, members: list[Any]) -> dict[str, Any]:
-        return {m.member_id: ConsumerProtocolAssignment(cls.version, [], b"") for m in members}
+    def assign(cls, cluster: Any, members: dict[str, Any]) -> dict[str, Any]:
+        return {m: ConsumerProtocolMemberAssignment_v0(cls.version, [], b"") for m in members}
 
     @classmethod
     def metadata(cls, topics: Any) -> Any:
-        return ConsumerProtocolSubscription(cls.version, list(topics), b"")
+        return ConsumerProtocolMemberMetadata_v0(cls.version, list(topics), b"")
 
     @classmethod
-    def on_assignment(cls, assignment: Any, generation: int) -> None:
+    def on_assignment(cls, assignment: Any) -> None:
         return None
 
 

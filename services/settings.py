@@ -368,6 +368,16 @@ class Settings(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _requests_outlast_sessions(self) -> Settings:
+        # kafka-python refuses a group consumer whose requests may time out before its
+        # session does (a JoinGroup waits up to a session timeout): say so at start-up.
+        if self.kafka_request_timeout_ms <= self.consumer_session_timeout_ms:
+            raise ValueError(
+                "EDDY_KAFKA_REQUEST_TIMEOUT_MS must be larger than EDDY_CONSUMER_SESSION_TIMEOUT_MS"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _sasl_is_complete(self) -> Settings:
         uses_sasl = self.kafka_security_protocol.startswith("SASL")
         if uses_sasl and not (

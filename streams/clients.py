@@ -16,6 +16,7 @@ streams.clients.ClientInvariantError: producer setting acks must stay 'all' (got
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -119,6 +120,11 @@ class Producer(KafkaProducer):  # type: ignore[misc]
     """
 
     def close(self, timeout: float | None = None, null_logger: bool = False) -> None:
+        if getattr(self, "_closed", True) or sys.is_finalizing():
+            # closed already, or collected at interpreter exit (``__del__`` closes too),
+            # when no new thread may start: nothing to wake
+            super().close(timeout=timeout, null_logger=null_logger)
+            return
         sender: Any = getattr(self, "_sender", None)
         closed = threading.Event()
 

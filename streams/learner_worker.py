@@ -24,10 +24,11 @@ restart. A hot standby owns nothing: healthy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,6 +215,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._commit_owed = False  # see on_partitions_assigned
+        self._listener_error: Exception | None = None  # see _listener_errors_kept
         self._stopping = False
 
     # --- consumer-group callbacks -------------------------------------------------
@@ -222,9 +224,24 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         # Runs inside poll, as the group rebalances: the checkpoint file is what matters;
         # whoever owns the partitions next restores it and commits its offsets.
         if revoked:
-            self.checkpoint(commit=False)
+            with self._listener_errors_kept():
+                self.checkpoint(commit=False)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        with self._listener_errors_kept():
+            self._assigned(assigned)
+
+    @contextlib.contextmanager
+    def _listener_errors_kept(self) -> Iterator[None]:
+        """kafka-python logs what a rebalance callback raises and carries on: a learner
+        whose restore failed would learn on from a state it does not own. The error is
+        kept and raised by the poll loop instead (:meth:`run`), ending the worker."""
+        try:
+            yield
+        except Exception as exc:
+            self._listener_error = exc
+
+    def _assigned(self, assigned: list[TopicPartition]) -> None:
         self.state = self._restore()
         # The restored offsets may be ahead of the group's (sealed in a rebalance or
         # before a crash): the owner commits them at its next turn, new records or not,
@@ -256,6 +273,8 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             while not self._stopping:
                 self.liveness.observe(consumer_positions(self.consumer))
                 polled = self.consumer.poll(timeout_ms=POLL_MS)
+                if self._listener_error is not None:
+                    raise self._listener_error
                 self.process([r for records in polled.values() for r in records])
                 if self._checkpoint_due():
                     # Redis or disk away: wait it out while the watchdog judges the stall.

@@ -110,3 +110,10 @@ def test_inconsistent_drift_settings_are_refused_at_start(
 ) -> None:
     with pytest.raises(SettingsError, match=complaint):
         Settings.from_env(env)
+
+
+def test_a_request_timeout_within_the_session_timeout_is_refused_at_start_up() -> None:
+    with pytest.raises(SettingsError, match="EDDY_KAFKA_REQUEST_TIMEOUT_MS"):
+        Settings.from_env(
+            {"EDDY_KAFKA_REQUEST_TIMEOUT_MS": "5000", "EDDY_CONSUMER_SESSION_TIMEOUT_MS": "10000"}
+        )

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import collections
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from streams.detectors import DriftSignal, make_detector
@@ -44,6 +44,8 @@ from streams.detectors import DriftSignal, make_detector
 TIME_MEMORY = 5_000
 """Event times kept for locating a change; an older change point maps to the oldest."""
 ROUNDING = 1e-9  # a cumulative sum this close to 0 has not dipped (float rounding)
+# (last update before the change, update of the detection, error before) -> the world's?
+Attribution = Callable[[int, int, "float | None"], bool]
 
 
 @dataclass(frozen=True)
@@ -75,17 +77,27 @@ class ConceptWatch:
         return self._held is not None
 
     def update_many(
-        self, errors: Sequence[float], times: Sequence[float]
+        self,
+        errors: Sequence[float],
+        times: Sequence[float],
+        attribute: Attribution | None = None,
     ) -> list[ConceptDetection]:
         """Feed errors (with their examples' event times) in order; the detections to
-        raise, with their index in ``errors``."""
+        raise, with their index in ``errors``.
+
+        ``attribute(change, detected, baseline)`` (updates counted from 1) says whether a
+        rise is the world's rather than the model's own (:mod:`streams.attribution`); a
+        detection it disowns is no detection: nothing is raised, held or cooled down."""
         base = self.seen
         found: list[ConceptDetection] = []
         cursor = 0
         for i, signal in self.detector.update_many(errors):
             found += self._feed_held(errors, base, cursor, i)
             cursor = i
-            detection = ConceptDetection(i, signal, self._change_time(errors, times, i, signal))
+            change, change_at = self._change(errors, times, base, i, signal)
+            if attribute is not None and not attribute(change, base + i + 1, signal.baseline):
+                continue
+            detection = ConceptDetection(i, signal, change_at)
             if self._cooled(base + i + 1):
                 found.append(detection)
                 self._last_alert = base + i + 1
@@ -123,12 +135,18 @@ class ConceptWatch:
         self._last_alert = base + at + 1
         return [replace(held, index=at, deferred=True)]
 
-    def _change_time(
-        self, errors: Sequence[float], times: Sequence[float], i: int, signal: DriftSignal
-    ) -> float | None:
-        """The event time of the update where the change began, for a detection at
-        ``errors[i]``: its span is the detector's ``change_age`` updates up to there, from
-        this batch and, before it, the memory (as far back as it reaches)."""
+    def _change(
+        self,
+        errors: Sequence[float],
+        times: Sequence[float],
+        base: int,
+        i: int,
+        signal: DriftSignal,
+    ) -> tuple[int, float | None]:
+        """Where the change began, for a detection at ``errors[i]``: the last update
+        before it (counted from 1) and the event time of the first after it. Its span is
+        the detector's ``change_age`` updates up to there, from this batch and, before
+        it, the memory (as far back as it reaches)."""
         age = signal.change_age or 1
         older = min(max(0, age - (i + 1)), len(self._times))
         start = max(0, i + 1 - age)
@@ -136,7 +154,9 @@ class ConceptWatch:
         span_times = [*itertools.islice(self._times, len(self._times) - older, None)]
         span_errors += errors[start : i + 1]
         span_times += times[start : i + 1]
-        return span_times[change_offset(span_errors)] if span_times else None
+        offset = change_offset(span_errors)
+        change = base + i + 1 - len(span_errors) + offset
+        return change, span_times[offset] if span_times else None
 
 
 def change_offset(errors: Sequence[float]) -> int:

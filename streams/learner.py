@@ -7,7 +7,9 @@ a restored learner continues exactly where the original stopped.
 It watches three streams, and every alert says which one fired (``stream``):
 
 - ``online``: its own prequential error, through a one-sided concept detector whose
-  cooldown delays, never drops (:mod:`streams.concept_watch`);
+  cooldown delays, never drops (:mod:`streams.concept_watch`), and whose detections
+  count only when the model as it was before the change is worse on the examples since
+  (:mod:`streams.attribution`): a rise the model caused itself is no concept drift;
 - ``served``: each deployed version's live error and answers, from the labels joined
   to what that version served (:meth:`Learner.watch_served`, :mod:`streams.served`);
 - ``features``: data drift of the examples' inputs, leaving out the features that move
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from streams.attribution import ModelHistory
 from streams.concept_watch import ConceptDetection, ConceptWatch
 from streams.contracts import AlertStream, DriftAlert, DriftEvidence, DriftKind, DriftWindow
 from streams.detectors import DEFAULT_DETECTOR
@@ -107,6 +110,7 @@ class Learner:
         self.concept = ConceptWatch(
             config.detector, seed=config.seed, cooldown=config.concept_cooldown
         )
+        self.history = ModelHistory(self.model.task)
         self.data_drift = DataDriftMonitor(config.drift)
         self.served = ServedWatch(
             config.detector,
@@ -144,6 +148,10 @@ class Learner:
                 drift=config.drift,
                 task=model.task,  # type: ignore[attr-defined]
             )
+        if "history" not in state:  # a checkpoint from before the history: it starts now
+            history = ModelHistory(state["model"].task)  # type: ignore[attr-defined]
+            history.seen = int(state["examples"])  # type: ignore[call-overload]
+            state["history"] = history
         self.__dict__.update(state)
 
     def step(self, x: Features, y: Label, where: Position) -> Step:
@@ -183,12 +191,13 @@ class Learner:
                 predictions.append(prediction)
                 positives.append(positive_class(proba))
                 self.model.learn(xn, y)
+                self.history.learned(self.model, xn, y)
             return predictions, positives
         for start in range(0, len(items), self.config.batch):
             chunk = items[start : start + self.config.batch]
-            chunk_predictions, chunk_positives = self.model.predict_and_learn_many(
-                [numeric(x) for x, _, _ in chunk], [y for _, y, _ in chunk]
-            )
+            xns, ys = [numeric(x) for x, _, _ in chunk], [y for _, y, _ in chunk]
+            chunk_predictions, chunk_positives = self.model.predict_and_learn_many(xns, ys)
+            self.history.learned_many(self.model, xns, ys)
             predictions += chunk_predictions
             positives += chunk_positives
         return predictions, positives
@@ -205,7 +214,7 @@ class Learner:
         # Where something fires, in the order step() would have raised it.
         events: dict[int, list[tuple[DriftKind, str, list[DriftEvidence], float | None]]] = {}
         times = [where.event_time for _, _, where in items]
-        for detection in self.concept.update_many(errors, times):
+        for detection in self.concept.update_many(errors, times, self.history.attributes):
             evidence = [_concept_evidence(detection, errors[detection.index])]
             events.setdefault(detection.index, []).append(
                 (DriftKind.CONCEPT, detection.signal.detector, evidence, detection.change_at)

@@ -255,7 +255,11 @@ def wait_for_group(
         while time.monotonic() < deadline:
             view = describe_group(admin, group)
             assigned = {partition for name, partition in view.owned if name == topic}
-            if view.state == "Stable" and view.members == members and len(assigned) == partitions:
+            if (
+                view.state == "Stable"
+                and len(view.member_ids) == members
+                and len(assigned) == partitions
+            ):
                 return
             time.sleep(POLL_S * 4)
         raise RuntimeError(f"group {group} not stable with {members} members on {topic}")

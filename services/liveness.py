@@ -14,8 +14,8 @@ end offset minus that position. At each look:
   that saw records waiting without movement (a worker idle for an hour that gets a
   record has a full timeout for it), and at ``stall_timeout_s`` the worker is stalled.
 
-Two rules judge a worker without a position to judge (a member that never got
-partitions, or never fetched):
+Three rules judge a worker whose positions say nothing (a member that never got
+partitions, never fetched, or fetches no more):
 
 - **the loop stopped turning** (:class:`StallDetector`, ``turned_at``): the worker's
   loop hands over its positions once per turn; no turn for ``stall_timeout_s`` (the
@@ -27,7 +27,12 @@ partitions, or never fetched):
   (20 s by default; ``stall_timeout_s`` if shorter; while the group rebalances, for the
   rebalance's own bound, the consumer's max poll interval). An idle
   member whose partitions another live member owns (a learner's hot standby, a
-  predictor beyond the partition count) is not stalled, however long it waits.
+  predictor beyond the partition count) is not stalled, however long it waits;
+- **owning partitions its group no longer lists it for** (:class:`DroppedDetector`): a
+  member the coordinator removed (no heartbeat for a session timeout) whose client
+  missed it keeps its positions and fetches nothing; outside a rebalance, not listed
+  for one session timeout is a stall (the group is looked at every
+  :data:`OWNER_LOOK_EVERY_S` while the member owns partitions).
 
 So a *slow* worker is never stalled: one position moving once per ``stall_timeout_s``
 keeps it healthy while its lag grows (lag is a throughput matter for metrics and more
@@ -97,6 +102,7 @@ _Seen = TypeVar("_Seen")
 
 CHECK_EVERY_S = 1.0
 JOIN_SESSIONS = 2  # session timeouts a member may own nothing while records wait for nobody
+OWNER_LOOK_EVERY_S = 5.0  # how often an owning member checks that its group still lists it
 EXIT_GRACE_S = 5.0
 # EX_TEMPFAIL (sysexits.h): a temporary failure, "retry later": what a restart is.
 STALLED_EXIT_CODE = 75
@@ -193,6 +199,50 @@ class Group:
     rebalancing: bool
     owned: frozenset[Partition]  # partitions some member of the group owns now
     waiting: Mapping[Partition, int]  # records not yet committed by the group, per partition
+    members: frozenset[str] = frozenset()  # the member ids the coordinator lists
+
+
+@dataclass
+class DroppedDetector:
+    """A member that believes it owns partitions, and the group's look → stalled or not.
+
+    The coordinator removes a member that stopped heartbeating; a client that missed its
+    removal keeps its partitions' positions, fetches nothing and rejoins never (kafka-python
+    3.0.12 did, docs/reliability.md finding 7). Its loop turns and its lag is judged only
+    after the stall timeout; the coordinator knows at once. Not listed in its own group
+    (outside a rebalance) for ``timeout_s``: stalled.
+
+    >>> detector = DroppedDetector(timeout_s=10)
+    >>> empty = Group(rebalancing=False, owned=frozenset(), waiting={}, members=frozenset())
+    >>> detector.observe(0, member_id="m-1", group=empty).healthy
+    True
+    >>> print(detector.observe(10, member_id="m-1", group=empty).reason)
+    stalled: owns partitions, but its group lists 0 members and not this one, for 10 s (limit 10 s)
+    >>> listed = Group(rebalancing=False, owned=frozenset(), waiting={}, members=frozenset({"m-1"}))
+    >>> detector.observe(11, member_id="m-1", group=listed) is None
+    True
+    """
+
+    timeout_s: float
+    _dropped_since: float | None = field(default=None, init=False)
+
+    def observe(self, now: float, *, member_id: str | None, group: Group | None) -> Health | None:
+        """The verdict at ``now``, or None when the member is listed (or not known)."""
+        if member_id is None or group is None or group.rebalancing or member_id in group.members:
+            self._dropped_since = None
+            return None
+        if self._dropped_since is None:
+            self._dropped_since = now
+        waiting = now - self._dropped_since
+        what = (
+            f"owns partitions, but its group lists {len(group.members)} members and not "
+            f"this one, for {waiting:.0f} s"
+        )
+        if self.timeout_s > 0 and waiting >= self.timeout_s:
+            return Health(
+                False, f"stalled: {what} (limit {self.timeout_s:.0f} s)", 0, waiting, self.timeout_s
+            )
+        return Health(True, f"not listed by its group: {what}", 0, waiting, self.timeout_s)
 
 
 @dataclass
@@ -298,6 +348,7 @@ class Member:
     group: str
     topics: frozenset[str]
     owns: bool  # whether the group has assigned it any partition
+    member_id: str | None = None  # as the coordinator named it at the last join
 
 
 class ConsumerPositions(dict[Partition, int]):
@@ -325,8 +376,20 @@ def consumer_positions(consumer: Any) -> ConsumerPositions:
         if offset is not None:
             positions[(tp.topic, tp.partition)] = offset
     group, topics = consumer.config.get("group_id"), consumer.subscription()
-    member = Member(group, frozenset(topics), bool(assigned)) if group and topics else None
+    member = (
+        Member(group, frozenset(topics), bool(assigned), _member_id(consumer))
+        if group and topics
+        else None
+    )
     return ConsumerPositions(positions, member)
+
+
+def _member_id(consumer: Any) -> str | None:
+    """The member id of the consumer's last join (kafka-python keeps it in its
+    coordinator's generation, which has no public accessor); None before a join."""
+    generation = getattr(getattr(consumer, "_coordinator", None), "_generation", None)
+    member_id = getattr(generation, "member_id", None)
+    return member_id if isinstance(member_id, str) and member_id else None
 
 
 class Liveness:
@@ -365,6 +428,10 @@ class Liveness:
             timeout_s=min(settings.stall_timeout_s, join_limit_s),
             rebalance_timeout_s=max_poll_interval_s,
         )
+        # The coordinator drops a member one session timeout after its last heartbeat.
+        session_s = settings.consumer_session_timeout_ms / 1000
+        self.dropped = DroppedDetector(timeout_s=min(settings.stall_timeout_s, session_s))
+        self._group_looked_at: float | None = None
         looks = KafkaLooks(settings)  # its clients are made on first use only
         self._ends = ends or looks.end_offsets
         self._group = group or looks.group
@@ -432,14 +499,29 @@ class Liveness:
             log.warning("could not dump the threads' stacks: stderr has no file descriptor")
 
     def _join_health(self, member: Member | None) -> Health | None:
-        """The join rule's verdict; the group is looked at only while the member owns nothing."""
-        if member is None or member.owns:
+        """The join and dropped rules' verdict: the group is looked at every check while
+        the member owns nothing, every :data:`OWNER_LOOK_EVERY_S` while it owns partitions
+        under a known member id, and never otherwise."""
+        now = self._clock()
+        if member is None or (member.owns and member.member_id is None):
             self._known_group = None
-            return self.joins.observe(self._clock(), owns=True, group=None)
-        seen = self._look("group", self._group, member.group, member.topics)
-        if seen is not None:
-            self._known_group = seen
-        return self.joins.observe(self._clock(), owns=False, group=self._known_group)
+            self.dropped.observe(now, member_id=None, group=None)
+            return self.joins.observe(now, owns=True, group=None)
+        due = (
+            not member.owns
+            or self._group_looked_at is None
+            or now - self._group_looked_at >= OWNER_LOOK_EVERY_S
+        )
+        if due:
+            self._group_looked_at = now
+            seen = self._look("group", self._group, member.group, member.topics)
+            if seen is not None:
+                self._known_group = seen
+        if member.owns:
+            self.joins.observe(now, owns=True, group=None)
+            return self.dropped.observe(now, member_id=member.member_id, group=self._known_group)
+        self.dropped.observe(now, member_id=None, group=None)
+        return self.joins.observe(now, owns=False, group=self._known_group)
 
     def _look(self, what: str, read: Callable[..., _Seen], *args: Any) -> _Seen | None:
         """``read(*args)``, or None while Kafka does not answer (logged once per outage):
@@ -512,7 +594,7 @@ class KafkaLooks:
         ends = self.end_offsets(partitions)
         starts = self._offsets(client.beginning_offsets, partitions)
         waiting = {tp: end - committed.get(tp, starts.get(tp, end)) for tp, end in ends.items()}
-        return Group(view.state in REBALANCING_STATES, view.owned, waiting)
+        return Group(view.state in REBALANCING_STATES, view.owned, waiting, view.member_ids)
 
     def _offsets(
         self, read: Callable[..., Any], partitions: Collection[Partition]

@@ -92,7 +92,7 @@ class GroupView:
     """One look at a consumer group: its state, how many members, what they own."""
 
     state: str  # "Stable", "PreparingRebalance", "CompletingRebalance", "Empty", "Dead"
-    members: int
+    member_ids: frozenset[str]
     owned: frozenset[tuple[str, int]]  # (topic, partition) some member owns now
 
 
@@ -107,7 +107,8 @@ def describe_group(admin: KafkaAdminClient, group: str) -> GroupView:
         for topic, partitions in getattr(member.member_assignment, "assignment", None) or []
         for partition in partitions
     )
-    return GroupView(description.state, len(description.members), owned)
+    members = frozenset(member.member_id for member in description.members)
+    return GroupView(description.state, members, owned)
 
 
 def committed_offsets(admin: KafkaAdminClient, group: str) -> dict[TopicPartition, int]:

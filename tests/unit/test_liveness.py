@@ -11,6 +11,7 @@ import pytest
 from services import metrics
 from services.liveness import (
     EXIT_GRACE_S,
+    OWNER_LOOK_EVERY_S,
     STALLED_EXIT_CODE,
     ConsumerPositions,
     Group,
@@ -484,3 +485,49 @@ def test_an_unanswered_group_look_keeps_the_last_one(script: Script) -> None:
     script.now = TIMEOUT_S
     liveness.observe(ConsumerPositions({}, IDLE))
     assert not liveness.check().healthy
+
+
+OWNER = Member(IDLE.group, IDLE.topics, owns=True, member_id="m-1")
+
+
+def test_an_owner_its_group_no_longer_lists_exits_after_one_session_timeout(
+    script: Script,
+) -> None:
+    """kafka-python 3.0.12's stall: positions kept, nothing fetched, the group Empty. Its
+    loop turned and its lag was judged only at the stall timeout (60 s here, 120 s by
+    default); the coordinator's member list tells within a session timeout."""
+    liveness = watchdog(script)
+    script.ends = {P0: 9}
+    script.group = Group(rebalancing=False, owned=frozenset(), waiting={}, members=frozenset())
+    while not script.exits and script.now < TIMEOUT_S:
+        liveness.observe(ConsumerPositions({P0: 0}, OWNER))  # turning, never moving
+        liveness.check()
+        script.now += 1
+    assert script.exits == [STALLED_EXIT_CODE]
+    assert metrics.health()[1]["reason"].startswith("stalled: owns partitions, but its group")
+    # judged within a session timeout of the first look, then the exit grace
+    assert script.now <= SESSION_TIMEOUT_S + OWNER_LOOK_EVERY_S + EXIT_GRACE_S + 1
+
+
+def test_a_listed_owner_stays_healthy_and_its_group_is_looked_at_seldom(script: Script) -> None:
+    liveness = watchdog(script)
+    script.ends = {P0: 6}
+    script.group = Group(
+        rebalancing=False, owned=frozenset({P0}), waiting={}, members=frozenset({"m-1"})
+    )
+    for second in range(int(3 * TIMEOUT_S)):
+        script.now = second
+        liveness.observe(ConsumerPositions({P0: 6}, OWNER))
+        assert liveness.check().healthy
+    assert len(script.group_looks) == pytest.approx(3 * TIMEOUT_S / OWNER_LOOK_EVERY_S, abs=1)
+    assert script.exits == []
+
+
+def test_an_owner_outside_its_group_during_a_rebalance_is_not_judged(script: Script) -> None:
+    liveness = watchdog(script)
+    script.ends = {P0: 6}
+    script.group = Group(rebalancing=True, owned=frozenset(), waiting={}, members=frozenset())
+    for second in range(int(3 * TIMEOUT_S)):
+        script.now = second
+        liveness.observe(ConsumerPositions({P0: 6}, OWNER))
+        assert liveness.check().healthy

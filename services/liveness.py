@@ -30,9 +30,10 @@ partitions, never fetched, or fetches no more):
   predictor beyond the partition count) is not stalled, however long it waits;
 - **owning partitions its group no longer lists it for** (:class:`DroppedDetector`): a
   member the coordinator removed (no heartbeat for a session timeout) whose client
-  missed it keeps its positions and fetches nothing; outside a rebalance, not listed
-  for one session timeout is a stall (the group is looked at every
-  :data:`OWNER_LOOK_EVERY_S` while the member owns partitions).
+  missed it keeps its positions and fetches nothing; outside a rebalance and outside
+  :meth:`Liveness.busy` (a client leaves its group by design when one unit of work
+  outlasts its max poll interval), not listed for one session timeout is a stall (the
+  group is looked at every :data:`OWNER_LOOK_EVERY_S` while the member owns partitions).
 
 So a *slow* worker is never stalled: one position moving once per ``stall_timeout_s``
 keeps it healthy while its lag grows (lag is a throughput matter for metrics and more
@@ -519,7 +520,12 @@ class Liveness:
                 self._known_group = seen
         if member.owns:
             self.joins.observe(now, owns=True, group=None)
-            return self.dropped.observe(now, member_id=member.member_id, group=self._known_group)
+            # Work declared long (a retrain) may outlast the max poll interval, and the
+            # client then leaves its group by design, rejoining at its next poll.
+            busy = self._busy > 0
+            return self.dropped.observe(
+                now, member_id=None if busy else member.member_id, group=self._known_group
+            )
         self.dropped.observe(now, member_id=None, group=None)
         return self.joins.observe(now, owns=False, group=self._known_group)
 

@@ -531,3 +531,17 @@ def test_an_owner_outside_its_group_during_a_rebalance_is_not_judged(script: Scr
         script.now = second
         liveness.observe(ConsumerPositions({P0: 6}, OWNER))
         assert liveness.check().healthy
+
+
+def test_an_owner_outside_its_group_while_busy_is_not_judged_dropped(script: Script) -> None:
+    """A retrain longer than the max poll interval: kafka-python leaves the group by
+    design and rejoins at the next poll (the chaos suite's slow-retrain scenario)."""
+    liveness = watchdog(script)
+    script.ends = {P0: 6}
+    script.group = Group(rebalancing=False, owned=frozenset(), waiting={}, members=frozenset())
+    with liveness.busy("retrain"):
+        for second in range(int(TIMEOUT_S)):
+            script.now = second
+            liveness.observe(ConsumerPositions({P0: 6}, OWNER))
+            assert liveness.check().healthy
+    assert script.exits == []

@@ -51,7 +51,14 @@ from services.liveness import Liveness, consumer_positions
 from services.prediction_cache import AnswerCache, Ask, Entry, Policy, Precomputer
 from services.redelivery import RedeliveryWindow, WindowOnAssignment, logged_source
 from services.registry import CHALLENGER, CHAMPION, Registry
-from services.serving import Loaded, Scored, ServingModels, score_batch
+from services.serving import (
+    MAX_REASON_CHARS,
+    Loaded,
+    Scored,
+    ServingModels,
+    Unscorable,
+    score_each,
+)
 from services.settings import Settings
 from streams.clients import (
     commit_unless_refused,
@@ -68,8 +75,8 @@ from streams.online_store import OnlineStore
 from streams.redis_commands import set_expiring
 from streams.serialization import IntegrityError
 from streams.snapshots import ServedAnswer, Snapshot, SnapshotStore
-from streams.topics import Topic, spec_for
-from streams.validation import InvalidMessage, decode, encode
+from streams.topics import Topic, reply_topic_refusal, spec_for
+from streams.validation import REFUSED_UNPARSED, InvalidMessage, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +85,7 @@ PRODUCER_LINGER_MS = 1
 SEND_TIMEOUT_S = 30.0
 NO_CHAMPION = "no_champion"
 INVALID_REQUEST = "invalid_request"
+UNSCORABLE = "unscorable"
 RESENT = "resent"  # a repeated answer to a redelivered request (counted once before)
 
 
@@ -239,7 +247,7 @@ class Predictor:
         suspects = self.redelivery.suspects((r.topic, r.partition) for r in records)
         for record, suspect in zip(records, suspects, strict=True):
             try:
-                requests.append((record, decode(PredictionRequest, record.value)))
+                requests.append((record, self._checked(decode(PredictionRequest, record.value))))
             except InvalidMessage as exc:
                 answers.append((record, None, self._error(record, exc.error_class, exc.reason)))
                 letter = dead_letter(RawRecord.of(record), exc.error_class, exc.reason)
@@ -276,27 +284,24 @@ class Predictor:
                 now,
                 writes,
             )
-            shadow = {c: score_batch(c, vectors) for c in serving.challengers}
+            shadow = {c: score_each(c, vectors) for c in serving.challengers}
             for i, (record, request) in enumerate(requests):
                 scored = champion_scores[i]
+                answer = self._scored_answer(
+                    record,
+                    request,
+                    serving.champion,
+                    scored,
+                    freshness(stored[request.entity_id].state, now),
+                    hits[i],
+                )
+                answers.append((record, request.reply_topic, answer))
+                if answer.error is not None or not isinstance(scored, Scored):
+                    continue
                 served[i] = ServedAnswer(serving.champion.name, scored.prediction, scored.positive)
                 hit = hits[i]
                 if hit is not None:
                     served_from_cache[request.request_id] = hit
-                answers.append(
-                    (
-                        record,
-                        request.reply_topic,
-                        self._answer(
-                            record,
-                            request,
-                            serving.champion,
-                            champion_scores[i],
-                            freshness(stored[request.entity_id].state, now),
-                            hit,
-                        ),
-                    )
-                )
             self._record_shadow(requests, serving.champion, champion_scores, shadow)
         # What each request saw, answered or not: a late label for it can still teach
         # the learner (that is how a cold start gets its first model).
@@ -355,12 +360,12 @@ class Predictor:
         vectors: list[dict[str, Any]],
         now: float,
         writes: Any,
-    ) -> tuple[list[Scored], list[Entry | None]]:
+    ) -> tuple[list[Scored | Unscorable], list[Entry | None]]:
         """The champion's answer per request, served from the cache where an entry
         matches; answers computed for misses worth keeping are queued on ``writes``.
         ``reads`` are the requests' entities and the revisions read for them."""
         if self.cache is None:
-            return score_batch(champion, vectors), [None] * len(vectors)
+            return score_each(champion, vectors), [None] * len(vectors)
         asks = [
             Ask(entity_id, rev, self.cache.timing.digest(vector, now))
             for (entity_id, rev), vector in zip(reads, vectors, strict=True)
@@ -370,11 +375,18 @@ class Predictor:
         metrics.PREDICTION_CACHE.labels("hit").inc(len(asks) - len(misses))
         metrics.PREDICTION_CACHE.labels("miss").inc(len(misses))
         computed = dict(
-            zip(misses, score_batch(champion, [vectors[i] for i in misses]), strict=True)
+            zip(misses, score_each(champion, [vectors[i] for i in misses]), strict=True)
         )
         scores = [hit.scored if hit else computed[i] for i, hit in enumerate(lookup.hits)]
         self.cache.save(
-            [(asks[i], computed[i]) for i in misses if lookup.keep[i]], champion, now, writes
+            [
+                (asks[i], scored)
+                for i in misses
+                if lookup.keep[i] and isinstance(scored := computed[i], Scored)
+            ],
+            champion,
+            now,
+            writes,
         )
         return scores, lookup.hits
 
@@ -434,6 +446,51 @@ class Predictor:
             cached=cached is not None,
         )
 
+    def _checked(self, request: PredictionRequest) -> PredictionRequest:
+        """``request``, unless it names a reply topic answers may not go to."""
+        if request.reply_topic is not None:
+            refusal = reply_topic_refusal(
+                request.reply_topic,
+                prefix=self.settings.topic_prefix,
+                pattern=self.settings.reply_topic_pattern,
+            )
+            if refusal is not None:
+                raise InvalidMessage("forbidden_reply_topic", refusal)
+        return request
+
+    def _scored_answer(
+        self,
+        record: Any,
+        request: PredictionRequest,
+        champion: Loaded,
+        scored: Scored | Unscorable,
+        fresh: float | None,
+        cached: Entry | None,
+    ) -> Prediction:
+        """The answer for a scored request, or its error answer when the champion could
+        not score it or answered what no answer may carry (a NaN probability)."""
+        if isinstance(scored, Scored):
+            try:
+                return self._answer(record, request, champion, scored, fresh, cached)
+            except ValueError as exc:
+                scored = Unscorable(f"the model's answer is invalid: {exc}"[:MAX_REASON_CHARS])
+        return self._unscorable(record, request, scored)
+
+    def _unscorable(
+        self, record: Any, request: PredictionRequest, unscorable: Unscorable
+    ) -> Prediction:
+        log.warning(
+            "the champion could not score a request",
+            extra={"request_id": request.request_id, "reason": unscorable.reason},
+        )
+        return Prediction(
+            request_id=request.request_id,
+            entity_id=request.entity_id,
+            model=self.model,
+            latency_ms=_latency_ms(record),
+            error=PredictionError(code=UNSCORABLE, message=unscorable.reason),
+        )
+
     def _no_champion(self, record: Any, request: PredictionRequest) -> Prediction:
         return Prediction(
             request_id=request.request_id,
@@ -447,7 +504,7 @@ class Predictor:
         )
 
     def _error(self, record: Any, error_class: str, reason: str) -> Prediction:
-        request_id = _salvaged_request_id(record.value) or (
+        request_id = _salvaged_request_id(record.value, error_class) or (
             f"{record.topic}:{record.partition}:{record.offset}"
         )
         return Prediction(
@@ -461,8 +518,8 @@ class Predictor:
         self,
         requests: list[tuple[Any, PredictionRequest]],
         champion: Loaded,
-        champion_scores: list[Scored],
-        shadow: dict[Loaded, list[Scored]],
+        champion_scores: list[Scored | Unscorable],
+        shadow: dict[Loaded, list[Scored | Unscorable]],
     ) -> None:
         if not shadow:
             return
@@ -470,6 +527,8 @@ class Predictor:
         stream = shadow_stream(self.settings.topic_prefix)
         for model, scores in [(champion, champion_scores), *shadow.items()]:
             for (_, request), scored in zip(requests, scores, strict=True):
+                if isinstance(scored, Unscorable):
+                    continue
                 pipe.xadd(
                     stream,
                     {
@@ -576,12 +635,20 @@ def _latency_ms(record: Any) -> float:
     return round(max(0.0, time.time() * 1000 - float(record.timestamp)), 3)
 
 
-def _salvaged_request_id(raw: bytes | None) -> str | None:
+def _salvaged_request_id(raw: bytes | None, error_class: str) -> str | None:
     """The request id of a request too broken to validate, when one can be read.
 
     The lenient standard parser is used on purpose: it reads NaN and duplicate keys,
-    so a request refused for those still gets its answer under its own id.
+    so a request refused for those still gets its answer under its own id. A request
+    refused before parsing (too large, too deep, not UTF-8) is not parsed here either:
+    the guards that refused it are what keep a parser from recursing or running long.
+
+    >>> _salvaged_request_id(b'{"request_id": "r1", "x": NaN}', "non_finite_number")
+    'r1'
+    >>> _salvaged_request_id(b'{"request_id": "r1", "x": ' + b"[" * 100_000, "too_deep")
     """
+    if error_class in REFUSED_UNPARSED:
+        return None
     try:
         document = json.loads(raw or b"")
     except ValueError:

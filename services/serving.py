@@ -24,6 +24,8 @@ import numpy as np
 from streams.models import numeric
 
 Answer = bool | int | float | str
+# An unscorable request's error message carries this much of the model's exception.
+MAX_REASON_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,43 @@ class Scored:
         if len(self.proba) != 2:
             return None
         return next((self.proba[k] for k in POSITIVE_KEYS if k in self.proba), None)
+
+
+@dataclass(frozen=True)
+class Unscorable:
+    """A vector the model raised on: the request gets an error answer with ``reason``."""
+
+    reason: str
+
+
+def score_each(model: Loaded, vectors: Sequence[dict[str, Any]]) -> list[Scored | Unscorable]:
+    """Like :func:`score_batch`, but a vector the model cannot score costs only its own
+    answer: when the batch raises, each vector is scored alone, so one request that a
+    user's model chokes on cannot take the batch (or the process) down with it.
+
+    Scoring is pure (no I/O), so whatever it raises is about the model and its input.
+
+    >>> class Picky:
+    ...     classes_ = [False, True]
+    ...     def predict_proba(self, xs):
+    ...         if any(x["a"] < 0 for x in xs):
+    ...             raise ValueError("negative a")
+    ...         return [[0.0, 1.0] for _ in xs]
+    >>> picky = Loaded("m", 1, "sklearn", Picky())
+    >>> good, bad = score_each(picky, [{"a": 1.0}, {"a": -1.0}])
+    >>> good.prediction, bad
+    (True, Unscorable(reason='ValueError: negative a'))
+    """
+    try:
+        return list(score_batch(model, vectors))
+    except Exception:  # isolated per vector below, where it is reported
+        results: list[Scored | Unscorable] = []
+        for vector in vectors:
+            try:
+                results.extend(score_batch(model, [vector]))
+            except Exception as exc:  # this request's error answer
+                results.append(Unscorable(f"{type(exc).__name__}: {exc}"[:MAX_REASON_CHARS]))
+        return results
 
 
 def score_batch(model: Loaded, vectors: Sequence[dict[str, Any]]) -> list[Scored]:

@@ -240,6 +240,12 @@ class Settings(BaseModel):
     predictor_fetch_wait_ms: int = Field(
         5, ge=0, description="Longest a predictor's fetch waits for requests (latency)."
     )
+    reply_topic_pattern: str = Field(
+        r"^[A-Za-z0-9][A-Za-z0-9._-]{0,248}$",
+        description="Reply topics a prediction request may name (a regular expression). "
+        "Internal topics (a leading underscore) and Eddy's own topics other than the "
+        "answers topic are refused whatever it says.",
+    )
     request_log_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, description="How long each request's log entry is kept."
     )

@@ -12,6 +12,7 @@ else in the code refers to topics through :class:`Topic` and :func:`topic_specs`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -108,6 +109,32 @@ def spec_for(topic: Topic, *, prefix: str, partitions: int) -> TopicSpec:
 def topic_specs(*, prefix: str, partitions: int) -> list[TopicSpec]:
     """Every Eddy topic, in declaration order."""
     return [spec_for(t, prefix=prefix, partitions=partitions) for t in Topic]
+
+
+def reply_topic_refusal(name: str, *, prefix: str, pattern: str) -> str | None:
+    """Why a prediction request may not have its answer sent to ``name``; None if it may.
+
+    Answers go to the answers topic or to a topic of the application's own: never to a
+    broker-internal topic, nor to a topic Eddy reads, where an answer would be taken for
+    an event, a label or a control message.
+
+    >>> reply_topic_refusal("app.answers", prefix="eddy.", pattern=r"^[a-z.]+$") is None
+    True
+    >>> reply_topic_refusal("eddy.predictions", prefix="eddy.", pattern=r"^[a-z.]+$") is None
+    True
+    >>> reply_topic_refusal("eddy.control", prefix="eddy.", pattern=r"^[a-z.]+$")
+    "'eddy.control' is one of Eddy's own topics"
+    >>> reply_topic_refusal("__consumer_offsets", prefix="eddy.", pattern=r"^.*$")
+    "'__consumer_offsets' is internal to the broker"
+    """
+    if name.startswith("_"):
+        return f"{name!r} is internal to the broker"
+    own = {f"{prefix}{topic.value}" for topic in Topic if topic is not Topic.PREDICTIONS}
+    if name in own:
+        return f"{name!r} is one of Eddy's own topics"
+    if re.fullmatch(pattern, name) is None:
+        return f"{name!r} does not match the allowed reply topics {pattern!r}"
+    return None
 
 
 def message_key(spec: TopicSpec, message: Contract) -> bytes | None:

@@ -38,12 +38,20 @@ from streams.contracts import SCHEMA_VERSION, Contract
 MAX_MESSAGE_BYTES = 512 * 1024
 MAX_DEPTH = 8
 MAX_REASONS = 5
+# Integers as orjson reads them: signed or unsigned 64 bits. Digits are counted before
+# converting, so a 500 KiB number costs no quadratic int() conversion.
+MIN_INT, MAX_INT = -(2**63), 2**64 - 1
+MAX_INT_DIGITS = len(str(MAX_INT))
 # Event times outside [EARLIEST_EVENT_TIME, now + max_future] are clock or encoding
 # faults (an epoch-0 default, a timestamp in the wrong unit), not observations.
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 DEFAULT_MAX_FUTURE = timedelta(minutes=5)
 
 C = TypeVar("C", bound=Contract)
+
+# The error classes of a message refused before it was parsed: a caller must not parse
+# it either (the guards that refused it keep a parser from recursing or running long).
+REFUSED_UNPARSED = frozenset({"empty", "too_large", "bad_utf8", "too_deep"})
 
 
 class InvalidMessage(ValueError):
@@ -146,6 +154,7 @@ def _parse_json_exactly(text: str) -> Any:
             object_pairs_hook=_unique_keys,
             parse_constant=_reject_constant,
             parse_float=_finite_float,
+            parse_int=_bounded_int,
         )
     except InvalidMessage:
         raise
@@ -176,11 +185,21 @@ def _depth(text: str) -> int:
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The object of ``pairs``, refusing a repeated key in linear time (an object of tens
+    of thousands of keys must not cost a quadratic search).
+
+    >>> _unique_keys([("a", 1), ("b", 2), ("a", 3)])
+    Traceback (most recent call last):
+    ...
+    streams.validation.InvalidMessage: duplicate_key: key 'a' appears more than once
+    """
     document = dict(pairs)
     if len(document) != len(pairs):
-        names = [name for name, _ in pairs]
-        duplicate = next(name for name in names if names.count(name) > 1)
-        raise InvalidMessage("duplicate_key", f"key {duplicate!r} appears more than once")
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise InvalidMessage("duplicate_key", f"key {name!r} appears more than once")
+            seen.add(name)
     return document
 
 
@@ -192,6 +211,28 @@ def _finite_float(literal: str) -> float:
     value = float(literal)
     if value in (float("inf"), float("-inf")):
         raise InvalidMessage("non_finite_number", f"{literal} overflows a 64-bit float")
+    return value
+
+
+def _bounded_int(literal: str) -> int:
+    """An integer that fits 64 bits, as orjson's fast path already requires: a longer one
+    passes no type check the models rely on (it overflows a float when scored).
+
+    >>> _bounded_int("-9223372036854775808")
+    -9223372036854775808
+    >>> _bounded_int("1" + "0" * 30)
+    Traceback (most recent call last):
+    ...
+    streams.validation.InvalidMessage: number_out_of_range: an integer of 31 digits ...
+    """
+    if (
+        len(literal.lstrip("-")) > MAX_INT_DIGITS
+        or not MIN_INT <= (value := int(literal)) <= MAX_INT
+    ):
+        digits = len(literal.lstrip("-"))
+        raise InvalidMessage(
+            "number_out_of_range", f"an integer of {digits} digits does not fit 64 bits"
+        )
     return value
 
 

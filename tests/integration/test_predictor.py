@@ -212,6 +212,47 @@ def test_each_kind_of_bad_request_gets_an_error_answer_and_a_dead_letter(
     assert service.process.poll() is None
 
 
+def test_hostile_requests_get_error_answers_and_the_predictor_keeps_serving(
+    service: Service,
+) -> None:
+    """Each of these ended or stalled the predictor once: a deep nesting re-parsed to
+    salvage its id (RecursionError), an integer beyond 64 bits (overflow when scored),
+    reply topics internal to the broker or Eddy's own (a non-retriable send error, or
+    answers read back as control messages), an object of many keys with a repeat."""
+    with_champion(service)
+    service.start()
+    consumer = answers_consumer(service)
+    deep = b'{"request_id": "r-deep", "entity_id": "u", "x": ' + b"[" * 200_000
+    many_keys = ", ".join(f'"f{i}": 1' for i in range(30_000))
+    repeated = f'{{"request_id": "r-keys", "entity_id": "u", "features": {{{many_keys}, '
+    hostile: list[bytes | dict[str, Any]] = [
+        deep + b"]" * 200_000 + b"}",
+        b'{"request_id": "r-int", "entity_id": "u", "features": {"amount": 1' + b"0" * 400 + b"}}",
+        {"request_id": "r-internal", "entity_id": "u", "reply_topic": "__consumer_offsets"},
+        {
+            "request_id": "r-own",
+            "entity_id": "u",
+            "reply_topic": service.topic(Topic.CONTROL),
+        },
+        (repeated + '"f29999": 2}}').encode(),
+        {"request_id": "r-ok", "entity_id": "u", "features": {"amount": 99.0}},
+    ]
+    send_requests(service, hostile)
+    answers = {a["request_id"]: a for _, a in collect(consumer, len(hostile), service)}
+    consumer.close()
+    assert answers.pop("r-ok")["prediction"] is True
+    assert all(a["error"]["code"] == "invalid_request" for a in answers.values()), answers
+    messages = {rid: a["error"]["message"] for rid, a in answers.items()}
+    assert messages["r-int"].startswith("number_out_of_range")
+    assert messages["r-internal"].startswith("forbidden_reply_topic")
+    assert messages["r-own"].startswith("forbidden_reply_topic")
+    assert messages["r-keys"] == "duplicate_key: key 'f29999' appears more than once"
+    deep_id = next(rid for rid in messages if rid not in {"r-int", "r-internal", "r-own", "r-keys"})
+    assert messages[deep_id].startswith("too_deep"), "a too-deep request is not parsed again"
+    assert service.process is not None
+    assert service.process.poll() is None
+
+
 def test_a_cold_start_answers_no_champion_instead_of_guessing(service: Service) -> None:
     service.start()
     client = PredictionClient(service.settings)

@@ -55,9 +55,10 @@ from services.registry import CHAMPION, Registry
 from services.settings import PROJECT_ROOT, Settings
 from streams.admin import committed_offsets
 from streams.clients import make_admin, make_consumer, make_producer
+from streams.contracts import DriftAlert
 from streams.slices import split
 from streams.topics import Topic, spec_for
-from streams.validation import InvalidMessage
+from streams.validation import InvalidMessage, decode
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +304,14 @@ class Monitor:
             while not self._stop.is_set():
                 for records in consumer.poll(timeout_ms=500).values():
                     for record in records:
+                        try:  # the retrainer dead-letters what is not an alert
+                            decode(DriftAlert, record.value)
+                        except InvalidMessage as exc:
+                            log.warning(
+                                "not an alert: left off the dashboard",
+                                extra={"offset": record.offset, "error": str(exc)},
+                            )
+                            continue
                         alert = orjson.loads(record.value)
                         self.alerts.append({**alert, "received_at": record.timestamp / 1000})
         finally:

@@ -75,6 +75,9 @@ def test_status_api_and_dashboard_show_models_history_and_alerts(
     )
     producer = make_producer(settings)
     topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+    # Anyone can write to the alerts topic: a record that is not an alert is left off the
+    # dashboard, and the alerts after it still show (it once ended the reading thread).
+    producer.send(topic, key=b"m", value=b"not an alert").get(timeout=30)
     producer.send(topic, key=b"m", value=encode(alert)).get(timeout=30)
     requests = spec_for(Topic.PREDICTION_REQUESTS, prefix=settings.topic_prefix, partitions=3).name
     for _ in range(5):

@@ -716,6 +716,12 @@ class AlertListener:
             return
         if alert.action != "retrain":
             return
+        unknown = unknown_model(
+            alert.model, self.settings.model_name, self.retrainer.registry.models()
+        )
+        if unknown is not None:  # a typo or a forgery must not create a model
+            self._dead_letter(record, InvalidMessage("unknown_model", unknown))
+            return
         bursts[alert.model] = fold(
             bursts.get(alert.model), alert, time.monotonic(), self.settings.retrain_debounce_s
         )

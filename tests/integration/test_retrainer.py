@@ -47,6 +47,7 @@ def deployment(stack: Settings, tmp_path: Path) -> Settings:
             "retrain_window": 4000,
             "retrain_debounce_s": 1.0,
             "retrain_estimator": "logistic_regression",
+            "model_name": MODEL,
         }
     )
     ensure_topics(settings)
@@ -107,12 +108,12 @@ def concept_alert(alert_id: str, window: DriftWindow | None = None) -> DriftAler
     )
 
 
-def publish_alert(settings: Settings, alert_id: str) -> None:
+def publish_alert(settings: Settings, alert_id: str, model: str = MODEL) -> None:
     topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
-    alert = concept_alert(alert_id)
+    alert = concept_alert(alert_id).model_copy(update={"model": model})
     producer = make_producer(settings)
     try:
-        producer.send(topic, key=MODEL.encode(), value=encode(alert)).get(timeout=30)
+        producer.send(topic, key=model.encode(), value=encode(alert)).get(timeout=30)
     finally:
         producer.close()
 
@@ -169,6 +170,32 @@ def test_a_drift_alert_yields_a_promoted_model_announced_on_model_updates(
     assert champion.metrics["accuracy"] > 0.9
     updates = announcements(deployment)
     assert [(u["model"], u["alias"], u["version"]) for u in updates] == [(MODEL, CHAMPION, "1")]
+
+
+def test_an_alert_for_a_model_nobody_deploys_is_dead_lettered_and_creates_none(
+    deployment: Settings, retrainer_process: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    publish_examples(deployment, concept(600, seed=2, flipped=False), start=0)
+    publish_alert(deployment, "frod:concept:1", model="frod")
+    publish_alert(deployment, f"{MODEL}:concept:2")
+    registry = open_registry(deployment, announce=False)
+    deadline = time.monotonic() + DEADLINE_S
+    while registry.alias(MODEL, CHAMPION) is None:
+        assert retrainer_process.poll() is None, (tmp_path / "retrainer.log").read_text()
+        if time.monotonic() > deadline:
+            pytest.fail((tmp_path / "retrainer.log").read_text()[-3000:])
+        time.sleep(0.3)
+    letters = list(
+        read_topic(
+            deployment,
+            spec_for(Topic.DEAD_LETTER, prefix=deployment.topic_prefix, partitions=3).name,
+            from_beginning=True,
+            max_messages=None,
+            idle_timeout_s=3.0,
+        )
+    )
+    assert [r.headers["eddy.error.class"] for r in letters] == ["unknown_model"]
+    assert registry.models() == [MODEL], "the forged name created a model"
 
 
 def test_worse_candidates_stay_challengers_and_rollback_is_audited(deployment: Settings) -> None:

@@ -613,8 +613,14 @@ def dlq_replay(
     else:
         typer.secho("error: name dead letters, or use --error-class or --all", fg="red", err=True)
         raise typer.Exit(2)
-    for replayed in replay(records, settings):
-        typer.echo(f"replayed {replayed.dead_letter} to {replayed.to_topic}")
+    outcomes = replay(records, settings)
+    for replayed in outcomes:
+        if replayed.refused is None:
+            typer.echo(f"replayed {replayed.dead_letter} to {replayed.to_topic}")
+        else:
+            typer.secho(f"refused {replayed.dead_letter}: {replayed.refused}", fg="red", err=True)
+    if any(r.refused is not None for r in outcomes):
+        raise typer.Exit(1)
 
 
 def _position(where: str) -> tuple[int, int]:

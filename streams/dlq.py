@@ -25,6 +25,33 @@ SEND_TIMEOUT_S = 30.0
 class Replayed:
     dead_letter: str  # partition@offset in the dead-letter topic
     to_topic: str
+    refused: str | None = None  # why it was not sent; None when it was
+
+
+# The topics Eddy's own consumers read, the only ones a dead letter can have come from.
+REPLAYABLE = (
+    Topic.EVENTS,
+    Topic.LABELS,
+    Topic.PREDICTION_REQUESTS,
+    Topic.TRAINING_EXAMPLES,
+    Topic.DRIFT_ALERTS,
+    Topic.CONTROL,
+)
+
+
+def replay_refusal(topic: str, prefix: str) -> str | None:
+    """Why a dead letter naming ``topic`` as its source is not replayed there; None if
+    it may be. The header is data anyone who can write to the dead-letter topic wrote:
+    a replay goes only to a topic this deployment's workers read.
+
+    >>> replay_refusal("eddy.events", "eddy.") is None
+    True
+    >>> replay_refusal("__consumer_offsets", "eddy.")
+    "source topic '__consumer_offsets' is not one Eddy's workers read"
+    """
+    if topic in {f"{prefix}{t.value}" for t in REPLAYABLE}:
+        return None
+    return f"source topic {topic!r} is not one Eddy's workers read"
 
 
 def dead_letter_topic(settings: Settings) -> str:
@@ -57,15 +84,24 @@ def dead_letters(
 
 
 def replay(records: list[Record], settings: Settings) -> list[Replayed]:
-    """Re-publish each dead letter's original record to its source topic."""
+    """Re-publish each dead letter's original record to its source topic, unless that
+    is not a topic Eddy's workers read (then it is returned with the refusal)."""
     producer = make_producer(settings)
     sent: list[Replayed] = []
     try:
         futures = []
         for record in records:
             raw = record.original
-            topic, _, _ = source_of(raw.headers)
             where = f"{record.partition}@{record.offset}"
+            try:
+                topic, _, _ = source_of(raw.headers)
+            except (KeyError, ValueError, TypeError, AttributeError):  # not one Eddy wrote
+                sent.append(Replayed(where, "", "it has no readable source headers"))
+                continue
+            refusal = replay_refusal(topic, settings.topic_prefix)
+            if refusal is not None:
+                sent.append(Replayed(where, topic, refusal))
+                continue
             headers = [*original_headers(raw.headers), (REPLAYED_FROM, where.encode())]
             futures.append(producer.send(topic, key=raw.key, value=raw.value, headers=headers))
             sent.append(Replayed(where, topic))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from kafka import KafkaProducer
 
 from services.settings import Settings
 from streams.topics import Topic
@@ -150,3 +151,42 @@ def test_alerts_watch_explains_each_alert(topics: Settings) -> None:
             watcher.stdout.close()
     assert "DATA drift on m (m@online) -> retrain  [m:data:900]" in headline
     assert "psi=0.9000 > 0.2500  (3.6x)" in evidence
+
+
+def test_dlq_replay_sends_only_to_topics_eddy_reads(stack: Settings) -> None:
+    """Anyone who can write to the dead-letter topic writes its headers: a replay must not
+    publish to whatever topic they name (nor fail on a letter without them)."""
+    settings = stack.model_copy(update={"topic_prefix": f"eddy-dlq-{uuid.uuid4().hex[:8]}."})
+    assert eddy(settings, "topics", "create").returncode == 0
+    events = f"{settings.topic_prefix}{Topic.EVENTS.value}"
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+
+    def letter(source: str | None) -> None:
+        headers = (
+            []
+            if source is None
+            else [
+                ("eddy.source.topic", source.encode()),
+                ("eddy.source.partition", b"0"),
+                ("eddy.source.offset", b"7"),
+                ("eddy.error.class", b"bad_json"),
+            ]
+        )
+        dead = f"{settings.topic_prefix}{Topic.DEAD_LETTER.value}"
+        producer.send(dead, key=b"u1", value=b"{fixed", headers=headers, partition=0)
+
+    letter(events)
+    letter("__consumer_offsets")
+    letter(f"{settings.topic_prefix}{Topic.PREDICTIONS.value}")
+    letter(None)
+    producer.flush()
+    producer.close()
+    replayed = eddy(settings, "dlq", "replay", "--all")
+    assert replayed.returncode == 1, replayed.stderr
+    assert replayed.stdout.splitlines() == [f"replayed 0@0 to {events}"]
+    refused = replayed.stderr.splitlines()
+    assert [line.split(":")[0] for line in refused] == ["refused 0@1", "refused 0@2", "refused 0@3"]
+    assert "'__consumer_offsets' is not one Eddy's workers read" in refused[0]
+    assert "no readable source headers" in refused[2]
+    sent = eddy(settings, "consume", "events", "--json", "--timeout", "3")
+    assert sent.stdout.count("{fixed") == 1, sent.stdout

@@ -42,7 +42,16 @@ class RawRecord:
 
     @classmethod
     def of(cls, record: Any) -> RawRecord:
-        """From any Kafka client's record (kafka-python, aiokafka, faust messages)."""
+        """From any Kafka client's record (kafka-python, aiokafka, faust messages).
+
+        A header's value may be null on the wire; it becomes empty bytes (``bytes(None)``
+        raised, and the feature agent lost its batch).
+
+        >>> from types import SimpleNamespace as Record
+        >>> RawRecord.of(Record(topic="t", partition=0, offset=1, key=None, value=b"{}",
+        ...                     headers=[("trace", None), ("k", b"v")])).headers
+        [('trace', b''), ('k', b'v')]
+        """
         headers = record.headers or []
         if isinstance(headers, dict):
             headers = list(headers.items())
@@ -52,7 +61,7 @@ class RawRecord:
             offset=record.offset,
             key=record.key,
             value=record.value,
-            headers=[(k, bytes(v)) for k, v in headers],
+            headers=[(k, b"" if v is None else bytes(v)) for k, v in headers],
         )
 
 

@@ -14,6 +14,12 @@ hands the positions of the partitions the worker owns to the watchdog every seco
 revoked partitions are forgotten. A batch stuck in the pipeline (Redis unreachable, say)
 leaves the positions where they were while records keep arriving: stalled.
 
+A batch that fails with anything but a transient outage (a bug, Redis refusing writes)
+ends the process at once (:func:`~streams.faust_app.exit_before_acknowledging`): faust
+would restart the agent in the same process, and ``take_events`` acknowledges the batch
+in hand on its way out, so the batch would be committed unapplied. The supervisor
+restarts the worker from the committed offsets instead.
+
 On SIGTERM faust pauses fetching, waits until every event handed to the agent has been
 processed and acknowledged (``stream_wait_empty``, on by default), commits, then stops;
 ``handle`` has waited for every send, so nothing is left in the producer.
@@ -39,7 +45,7 @@ from services.settings import Settings
 from streams.clients import make_consumer, make_producer, make_redis
 from streams.dead_letter import RawRecord
 from streams.error_policy import retry_transient
-from streams.faust_app import make_app
+from streams.faust_app import exit_before_acknowledging, make_app
 from streams.feature_definitions import FEATURES
 from streams.feature_pipeline import FeaturePipeline
 from streams.features import FeatureSet
@@ -97,13 +103,16 @@ def build_app(settings: Settings, fs: FeatureSet = FEATURES) -> faust.App:
     @app.agent(events, concurrency=1)
     async def ingest(stream: Any) -> None:
         async for batch in stream.take_events(settings.feature_batch_size, within=wait_s):
-            records = [RawRecord.of(event.message) for event in batch]
-            offsets = [(r.topic, r.partition, r.offset) for r in records]
-            positions.starting(offsets)
-            started = time.perf_counter()
-            counts = await asyncio.to_thread(
-                retry_transient, functools.partial(pipeline.handle, records), "feature batch"
-            )
+            try:
+                records = [RawRecord.of(event.message) for event in batch]
+                offsets = [(r.topic, r.partition, r.offset) for r in records]
+                positions.starting(offsets)
+                started = time.perf_counter()
+                counts = await asyncio.to_thread(
+                    retry_transient, functools.partial(pipeline.handle, records), "feature batch"
+                )
+            except Exception:
+                exit_before_acknowledging("a feature batch failed")
             positions.finished(offsets)
             metrics.BATCH_SECONDS.labels("features").observe(time.perf_counter() - started)
             for verdict in ("new", "duplicate", "too_late", "invalid"):

@@ -351,10 +351,16 @@ def _quotient(numerator: int, denominator: int) -> float | None:
 
 
 def _ratio(numerator: FeatureValue, denominator: FeatureValue) -> float | None:
+    """``numerator / denominator``; None where no finite float is the answer.
+
+    >>> _ratio(3, 2), _ratio(1, 0), _ratio(1e300, 1e-300)
+    (1.5, None, None)
+    """
     top, bottom = _as_number(numerator), _as_number(denominator)
     if top is None or bottom is None or bottom == 0:
         return None
-    return top / bottom
+    quotient = top / bottom
+    return quotient if math.isfinite(quotient) else None
 
 
 def _as_number(value: FeatureValue) -> float | None:

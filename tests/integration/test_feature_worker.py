@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,14 +24,16 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 
 from services.settings import Settings
-from streams.admin import ensure_topics
-from streams.clients import make_producer, make_redis
+from streams.admin import committed_offsets, ensure_topics
+from streams.clients import make_admin, make_producer, make_redis
 from streams.console import read_topic
 from streams.dead_letter import ERROR_CLASS, ERROR_REASON, SOURCE_OFFSET, SOURCE_PARTITION
+from streams.faust_app import EXIT_FAILED_BATCH
 from streams.feature_definitions import FEATURES
-from streams.feature_worker import build_pipeline, rebuild
+from streams.feature_worker import app_id, build_pipeline, rebuild
 from streams.features import encode_state, feature_vector
 from streams.online_store import OnlineStore
 from streams.topics import Topic, spec_for
@@ -340,3 +343,82 @@ def test_a_flushed_redis_is_rebuilt_identically_from_kafka(deployment: Deploymen
     after = {e: encode_state(s.state) for e, s in store.load(entities).items()}
     assert after == before
     assert totals["new"] == len(events)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of this test's own (its memory limit is changed under load)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_a_batch_redis_refuses_ends_the_worker_unacknowledged_and_a_restart_applies_it(
+    deployment: Deployment, private_redis: str
+) -> None:
+    """faust restarts a failed agent in-process and acknowledges the batch in hand: a
+    batch that failed for good (not an outage) was committed unapplied. Redis out of
+    memory is such a failure: the worker must exit with nothing committed."""
+    deployment.settings = deployment.settings.model_copy(update={"redis_url": private_redis})
+    refusing = redis.Redis.from_url(private_redis)
+    refusing.config_set("maxmemory", 1)  # every write: OOM command not allowed
+    base = quiet_hour_base()
+    entities = [f"oom-{i}" for i in range(5)]
+    records = [
+        (entity.encode(), event(entity, f"{entity}-{n}", base + n, 1.0))
+        for n in range(4)
+        for entity in entities
+    ]
+    send(deployment.settings, deployment.topic(Topic.EVENTS), records)
+    worker = deployment.start_worker()
+    try:
+        code = worker.wait(timeout=DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the worker went on past a refused batch\n{deployment.logs()}")
+    assert code == EXIT_FAILED_BATCH, deployment.logs()
+    admin = make_admin(deployment.settings)
+    try:
+        committed = committed_offsets(admin, app_id(deployment.settings))
+    finally:
+        admin.close()
+    assert not any(committed.values()), f"committed unapplied: {committed}"
+
+    refusing.config_set("maxmemory", 0)
+    deployment.start_worker()
+    every = dict.fromkeys(entities, 4)
+    wait_until(
+        lambda: applied_counts(deployment.store(), entities, base + 10) == every,
+        "every refused event applied after the restart",
+        deployment.logs,
+    )

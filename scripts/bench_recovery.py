@@ -15,7 +15,8 @@ detection delay in events, served accuracy in the last third after the drift aga
 side by side on the same requests, the served accuracy of never retraining, of the
 online learner alone and of retraining on a fixed schedule
 (:mod:`services.demo_baselines`). Writes docs/recovery.md (``--out`` elsewhere) with
-every run and the targets each missed. Uses the running stack (``eddy up``).
+every run and the targets each missed. Uses the running stack (``eddy up``) and the
+EDDY_* settings of its environment (``EDDY_RETRAIN_REFRESH=false`` measures without).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ BASELINES = ("never_retrain", "online_alone", "fixed_schedule")
 def run_one(scenario: str, seed: int, duration_s: float, rate: float) -> dict[str, Any]:
     """One ``eddy demo`` in a data folder of its own; its summary plus the exit code."""
     data = RUNS_DIR / f"{scenario}-{seed}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    env = Settings().model_copy(update={"data_dir": data}).child_env()
+    env = Settings.from_env().model_copy(update={"data_dir": data}).child_env()
     command = [
         str(Path(sys.executable).with_name("eddy")),
         "demo",

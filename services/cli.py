@@ -190,11 +190,19 @@ def run_retrainer() -> None:
     import signal
     import threading
 
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
     from services.model_updates import open_registry
+    from services.registry import preload_codecs
     from services.retrainer import AlertListener, Retrainer
     from services.skew_check import run_scheduled
 
     settings = _settings()
+    # Native thread pools (OpenMP in gradient boosting) beyond the cores the retrainer
+    # can have to itself only spin against the other services: a fit of a few hundred
+    # examples took 5 to 15 s on 2 busy cores.
+    threadpool_limits(limits=settings.retrain_threads or None)
+    preload_codecs()
     serve_metrics("retrainer", settings)
     listener = AlertListener(settings, Retrainer(settings, open_registry(settings)))
     signal.signal(signal.SIGTERM, listener.stop)
@@ -217,7 +225,7 @@ def run_predictor() -> None:
 
     Start several to share the load (one consumer group).
     """
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    from threadpoolctl import threadpool_limits
 
     from services.model_updates import open_registry
     from services.predictor import Predictor

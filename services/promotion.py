@@ -169,6 +169,9 @@ def offline_decision(
     return Decision(CHALLENGER, f"{comparison}, below {margin}: run it as challenger.", evidence)
 
 
+NO_REGRESSION_TEST = "no fewer discordant wins"
+
+
 def exact_mcnemar_p(challenger_better: int, champion_better: int) -> float:
     """One-sided exact McNemar p-value: P(X >= challenger_better), X ~ Bin(discordant, 1/2).
 
@@ -529,6 +532,45 @@ def best_contender(
         if best is None or better(contenders[name], contenders[best], gate):
             best = name
     return best
+
+
+def paired_no_regression(
+    decision: Decision,
+    winner_correct: Sequence[bool],
+    champion_correct: Sequence[bool],
+) -> Decision:
+    """A refresh's promotion (the champion's own kind of model, fitted again on data the
+    champion never saw) stands unless the champion was right on more of the same held-out
+    examples than the winner: a scheduled refit replaces the model it refreshes when it
+    is no worse, as teams deploy scheduled retrains, while a candidate that would
+    *replace* a model's kind must be significantly better (:func:`paired_promotion`).
+
+    >>> promote = Decision(PROMOTE, "Better: promote.", {})
+    >>> paired_no_regression(promote, [True] * 28 + [False] * 2, [True] * 30).action
+    'challenger'
+    >>> paired_no_regression(promote, [True, False], [False, True]).action
+    'promote'
+    """
+    if decision.action != PROMOTE:
+        return decision
+    _check_paired(winner_correct, champion_correct)
+    pairs = list(zip(winner_correct, champion_correct, strict=True))
+    b = sum(1 for new, old in pairs if new and not old)
+    c = sum(1 for new, old in pairs if old and not new)
+    evidence = dict(decision.evidence) | {
+        "paired_test": NO_REGRESSION_TEST,
+        "winner_only_correct": b,
+        "champion_only_correct": c,
+    }
+    if b >= c:
+        reason = f"{decision.reason.rstrip('.')} (a refresh, no regression: {b} vs {c} discordant)."
+        return Decision(PROMOTE, reason, evidence)
+    reason = (
+        f"{decision.reason.rstrip('.').removesuffix(': promote')}, but on the same held-out "
+        f"examples the champion was right more often ({c} vs {b} discordant): run it as "
+        "challenger."
+    )
+    return Decision(CHALLENGER, reason, evidence)
 
 
 def paired_promotion(

@@ -231,6 +231,18 @@ class Settings(BaseModel):
         description="After a concept alert, wait up to this long for enough examples after "
         "the drift to judge a promotion (the retrain learns only from those).",
     )
+    retrain_threads: int = Field(
+        1,
+        ge=0,
+        description="Native threads (OpenMP, BLAS) a retrain's fit may use; 0: every core. "
+        "One suits windows of thousands of examples on cores shared with other services.",
+    )
+    retrain_refresh: bool = Field(
+        True,
+        description="Retrain when the recent review window holds only examples no "
+        "retrained version learned from; the refit serves when it is no worse on the same "
+        "held-out examples.",
+    )
     retrain_every_s: float = Field(
         0.0, ge=0, description="Also retrain the learner's model on this schedule (0: never)."
     )

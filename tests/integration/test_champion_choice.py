@@ -3,8 +3,9 @@
 Every decision scores the models on the same labelled examples read back from
 ``training-examples``: a retrain never serves a model worse than ignoring the features;
 between retrains the champion is rolled back only to a previous champion that is
-significantly better on the examples since its promotion, and a cold start's snapshot is
-judged once by a retrain.
+significantly better on the examples since its promotion, a cold start's snapshot is
+judged once by a retrain, and a champion is refitted once a review window of data it
+never saw has arrived.
 """
 
 from __future__ import annotations
@@ -155,3 +156,41 @@ def test_a_cold_start_snapshot_is_judged_once_by_a_retrain(deployment: Settings)
     again = retrainer.review_champion(MODEL)  # an sklearn champion: no second retrain
     assert all(d.action != "promote" for d in again), [d.reason for d in again]
     assert len(registry.versions(MODEL)) == 2
+
+
+def test_a_champion_is_refreshed_once_the_review_window_is_data_it_never_saw(
+    deployment: Settings,
+) -> None:
+    registry = open_registry(deployment, announce=False)
+    retrainer = Retrainer(deployment, registry)
+    start = time.time()
+    publish(deployment, concept(400, seed=8, flipped=True), start, "first")
+    first = retrainer.retrain(MODEL, {"type": "operator", "id": "first"})
+    assert first.decision.action == "promote", first.decision.reason
+    # Still data the champion learned from in the review window: no refresh.
+    publish(deployment, concept(300, seed=9, flipped=False), start + 1, "some")
+    assert all(d.action != "promote" for d in retrainer.review_champion(MODEL))
+    assert len(registry.versions(MODEL)) == 1
+    # A whole review window of examples it never saw: refitted, and the refit serves.
+    publish(deployment, concept(1200, seed=10, flipped=False), start + 2, "new")
+    decisions = retrainer.review_champion(MODEL)
+    assert [d.action for d in decisions] == ["promote"], [d.reason for d in decisions]
+    champion = registry.alias(MODEL, CHAMPION)
+    assert champion is not None
+    assert champion.version == 2
+    assert champion.lineage.trigger == {"type": "refresh", "id": f"{MODEL}@1"}
+    again = retrainer.review_champion(MODEL)
+    assert all(d.action != "promote" for d in again), [d.reason for d in again]
+    assert len(registry.versions(MODEL)) == 2, "one refresh per window of new data"
+
+
+def test_no_refresh_when_it_is_turned_off(deployment: Settings) -> None:
+    settings = deployment.model_copy(update={"retrain_refresh": False})
+    registry = open_registry(settings, announce=False)
+    retrainer = Retrainer(settings, registry)
+    start = time.time()
+    publish(settings, concept(400, seed=8, flipped=True), start, "first")
+    retrainer.retrain(MODEL, {"type": "operator", "id": "first"})
+    publish(settings, concept(1500, seed=10, flipped=False), start + 1, "new")
+    retrainer.review_champion(MODEL)
+    assert len(registry.versions(MODEL)) == 1

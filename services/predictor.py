@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import threading
 import time
@@ -630,6 +631,10 @@ def logged_answer(raw: bytes | str | None, source: str) -> Prediction | None:
         raise ValueError(f"unreadable request-log entry: {exc}") from exc
 
 
+# A request id as a top-level string member, found without parsing (see below).
+_REQUEST_ID = re.compile(rb'"request_id"\s*:\s*"([^"\\]{1,256})"')
+
+
 def _latency_ms(record: Any) -> float:
     """From the request's Kafka timestamp to now: what the caller waited so far."""
     return round(max(0.0, time.time() * 1000 - float(record.timestamp)), 3)
@@ -640,15 +645,21 @@ def _salvaged_request_id(raw: bytes | None, error_class: str) -> str | None:
 
     The lenient standard parser is used on purpose: it reads NaN and duplicate keys,
     so a request refused for those still gets its answer under its own id. A request
-    refused before parsing (too large, too deep, not UTF-8) is not parsed here either:
-    the guards that refused it are what keep a parser from recursing or running long.
+    refused before it was parsed (too large, too deep, not UTF-8) is not parsed here
+    either, since the guards that refused it keep a parser from recursing or running
+    long: its id is looked for by a linear scan of the bytes instead.
 
     >>> _salvaged_request_id(b'{"request_id": "r1", "x": NaN}', "non_finite_number")
     'r1'
-    >>> _salvaged_request_id(b'{"request_id": "r1", "x": ' + b"[" * 100_000, "too_deep")
+    >>> _salvaged_request_id(b'{"request_id": "r2", "x": ' + b"[" * 100_000, "too_deep")
+    'r2'
     """
     if error_class in REFUSED_UNPARSED:
-        return None
+        found = _REQUEST_ID.search(raw or b"")
+        try:
+            return found.group(1).decode("utf-8") if found else None
+        except UnicodeDecodeError:
+            return None
     try:
         document = json.loads(raw or b"")
     except ValueError:

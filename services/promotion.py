@@ -206,6 +206,22 @@ def _check_paired(champion: Sequence[object], challenger: Sequence[object]) -> i
     return len(champion)
 
 
+def _discordant(
+    winner_correct: Sequence[bool], champion_correct: Sequence[bool]
+) -> tuple[int, int]:
+    """(examples only the winner got right, examples only the champion got right).
+
+    >>> _discordant([True, True, False], [False, True, True])
+    (1, 1)
+    """
+    _check_paired(winner_correct, champion_correct)
+    pairs = list(zip(winner_correct, champion_correct, strict=True))
+    return (
+        sum(1 for new, old in pairs if new and not old),
+        sum(1 for new, old in pairs if old and not new),
+    )
+
+
 def _judge(
     p_value: float, gate: LiveGate, summary: str, evidence: dict[str, EvidenceValue]
 ) -> Decision:
@@ -553,10 +569,7 @@ def paired_no_regression(
     """
     if decision.action != PROMOTE:
         return decision
-    _check_paired(winner_correct, champion_correct)
-    pairs = list(zip(winner_correct, champion_correct, strict=True))
-    b = sum(1 for new, old in pairs if new and not old)
-    c = sum(1 for new, old in pairs if old and not new)
+    b, c = _discordant(winner_correct, champion_correct)
     evidence = dict(decision.evidence) | {
         "paired_test": NO_REGRESSION_TEST,
         "winner_only_correct": b,
@@ -590,10 +603,7 @@ def paired_promotion(
     """
     if decision.action != PROMOTE:
         return decision
-    _check_paired(winner_correct, champion_correct)
-    pairs = list(zip(winner_correct, champion_correct, strict=True))
-    b = sum(1 for new, old in pairs if new and not old)
-    c = sum(1 for new, old in pairs if old and not new)
+    b, c = _discordant(winner_correct, champion_correct)
     p_value = exact_mcnemar_p(b, c)
     alpha = round(1.0 - gate.confidence, ALPHA_DIGITS)
     evidence = dict(decision.evidence) | {

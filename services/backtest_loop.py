@@ -66,7 +66,7 @@ from streams.backtest import Item, Served, Timeline
 from streams.contracts import DriftAlert, DriftKind, TrainingExample
 from streams.drift import DriftConfig
 from streams.learner import RETRAIN, Learner, LearnerConfig, Position
-from streams.models import Label, numeric
+from streams.models import Label, encode_for, fit_vectors
 from streams.served import ServedOutcome
 
 METRICS = ("log_loss", "accuracy", "roc_auc", "mae")
@@ -300,9 +300,11 @@ def _process(state: Replay, item: Item) -> None:
         state.answers[item.event_id] = answer
         state.work.predictions_served += 1
         if state.champion.flavor == RIVER:
-            answer.prediction = state.learner.model.predict(numeric(item.features))[0]
+            answer.prediction = state.learner.model.predict_one(item.features)
         else:
-            state.queued.append((item.event_id, numeric(item.features)))
+            state.queued.append(
+                (item.event_id, encode_for(state.champion.model, [item.features])[0])
+            )
     if item.example is None:
         return
     example = item.example
@@ -379,7 +381,7 @@ def _retrain(state: Replay, burst: Burst, at: float, final: bool = False) -> Non
         estimator = make_estimator(retrain.estimator, is_classification(labels), retrain.seed)
         state.work.models_fitted += 1
         state.work.rows_fitted += len(train)
-        estimator.fit([numeric(e.features) for e in train], labels)
+        estimator.fit(fit_vectors([e.features for e in train]), labels)
         candidate = evaluate(estimator, SKLEARN, holdout)
         champion = evaluate(state.champion.model, state.champion.flavor, holdout)
         state.work.rows_evaluated += 2 * len(holdout)

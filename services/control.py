@@ -8,6 +8,10 @@ asked and why, so the registry's audit log and the new version's lineage answer 
 was this trained". The web process never trains: a slow retrain cannot stall the
 dashboard, and every command, from any channel, takes one audited path.
 
+Every command is signed with the deployment's key (:mod:`streams.record_signatures`);
+the retrainer dead-letters one that is not, so writing to the topic is not enough to
+retrain anything.
+
 The pure parts, tested without a broker: the token check, the request body, the
 command's trigger, and de-duplication by ``command_id`` (in memory, and durably from the
 registry's audit log, so a command redelivered after a crash is not carried out twice).
@@ -37,6 +41,7 @@ from services.registry import Registry
 from services.settings import Settings
 from streams.clients import make_producer
 from streams.contracts import Contract, ControlAction, ControlCommand, Identifier
+from streams.record_signatures import SIGNATURE_HEADER, signature
 from streams.topics import Topic, message_key, spec_for
 from streams.validation import decode, encode
 
@@ -209,12 +214,15 @@ def control_topic(settings: Settings) -> str:
 def publish(
     settings: Settings, command: ControlCommand, producer: KafkaProducer | None = None
 ) -> ControlCommand:
-    """Send ``command`` to the control topic; returns once the broker has it (acks=all)."""
+    """Send ``command``, signed with the deployment's key, to the control topic; returns
+    once the broker has it (acks=all)."""
     spec = spec_for(Topic.CONTROL, prefix=settings.topic_prefix, partitions=1)
     own = producer is None
     sender = make_producer(settings) if producer is None else producer
+    value = encode(command)
+    headers = [(SIGNATURE_HEADER, signature(settings.deployment_key(), value))]
     try:
-        sender.send(spec.name, key=message_key(spec, command), value=encode(command)).get(
+        sender.send(spec.name, key=message_key(spec, command), value=value, headers=headers).get(
             timeout=SEND_TIMEOUT_S
         )
     finally:

@@ -53,7 +53,6 @@ from services.supervisor import SERVICES, Supervisor
 from streams.admin import ensure_topics
 from streams.clients import make_consumer, make_producer, make_redis
 from streams.contracts import Event, Label, PredictionRequest
-from streams.models import numeric
 from streams.snapshots import SnapshotStore
 from streams.topics import Topic, spec_for
 from streams.validation import encode
@@ -356,7 +355,7 @@ def _baselines(
     loaded = registry.load(settings.model_name, first)
 
     def predict_first(features: dict[str, Any]) -> Any:
-        return loaded.predict(numeric(features))[0]
+        return loaded.predict_one(features)
 
     policies = {
         "eddy": [(at, right) for at, right, _ in observed.outcomes if at >= first_at_s],

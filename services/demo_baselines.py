@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.retrainer import make_estimator
-from streams.models import Label, make_model, numeric
+from streams.models import Label, encode_for, fit_vectors, make_model
 
 SCHEDULE_S = 10.0  # how often the fixed-schedule baseline refits
 
@@ -61,9 +61,8 @@ def online_alone(
     for request in sorted(requests, key=lambda r: r.at):
         while waiting and waiting[0].at + label_delay_s <= request.at:
             done = waiting.popleft()
-            model.learn(numeric(done.features), done.label)
-        x = numeric(request.features)
-        outcomes.append((request.at, model.predict(x)[0] == request.label))
+            model.learn_one(done.features, done.label)
+        outcomes.append((request.at, model.predict_one(request.features) == request.label))
         waiting.append(request)
     return outcomes
 
@@ -93,11 +92,11 @@ def fixed_schedule(
             labels = [r.label for r in arrived]
             if len(arrived) >= min_examples and len(set(labels)) > 1:
                 fitted = make_estimator(estimator, classification=True, seed=42)
-                fitted.fit([numeric(r.features) for r in arrived], labels)
+                fitted.fit(fit_vectors([r.features for r in arrived]), labels)
         if fitted is None:
             answer = predict_first(request.features)
         else:
-            answer = fitted.predict([numeric(request.features)])[0]
+            answer = fitted.predict(encode_for(fitted, [request.features]))[0]
         outcomes.append((request.at, bool(answer == request.label)))
     return outcomes
 

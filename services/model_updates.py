@@ -20,7 +20,6 @@ from services.settings import Settings
 from streams.clients import make_producer
 from streams.contracts import ModelUpdate
 from streams.learner_worker import LearnerState
-from streams.serialization import signing_key
 from streams.slices import flatten
 from streams.topics import Topic, spec_for
 from streams.validation import encode
@@ -55,10 +54,9 @@ def announcer(settings: Settings) -> Callable[[str, Version, str | None], None]:
 
 def open_registry(settings: Settings, *, announce: bool = True) -> Registry:
     """The deployment's registry, signing with the deployment's key."""
-    configured = settings.signing_key.get_secret_value().encode() if settings.signing_key else None
     return Registry(
         settings.data_dir / "registry",
-        signing_key(configured, settings.data_dir),
+        settings.deployment_key(),
         announcer(settings) if announce else None,
     )
 

@@ -85,8 +85,9 @@ from services.settings import PROJECT_ROOT, Settings
 from streams.clients import commit_unless_refused, make_consumer, make_producer
 from streams.contracts import ControlCommand, DriftAlert, TrainingExample
 from streams.dead_letter import RawRecord, dead_letter
-from streams.models import numeric
+from streams.models import encode_for, fit_vectors
 from streams.recent_ids import RecentIds
+from streams.record_signatures import signature_refusal
 from streams.slices import COUNT, SliceNamer, flatten
 from streams.topics import Topic, spec_for
 from streams.validation import InvalidMessage, decode
@@ -162,7 +163,7 @@ def make_estimator(name: str, classification: bool, seed: int) -> Pipeline:
 
 def evaluate(model: Any, flavor: str, examples: Sequence[TrainingExample]) -> dict[str, float]:
     """Held-out metrics of a scikit-learn pipeline or a River online model."""
-    xs = [numeric(e.features) for e in examples]
+    xs = encode_for(model, [e.features for e in examples])
     ys = [e.label for e in examples]
     if not is_classification(ys):
         predictions = (
@@ -192,7 +193,7 @@ def evaluate(model: Any, flavor: str, examples: Sequence[TrainingExample]) -> di
 
 def correctness(model: Any, flavor: str, examples: Sequence[TrainingExample]) -> list[bool]:
     """Whether a classifier got each example right: the pairs a paired test compares."""
-    xs = [numeric(e.features) for e in examples]
+    xs = encode_for(model, [e.features for e in examples])
     if flavor == SKLEARN:
         predicted = list(model.predict(xs)) if xs else []
     else:
@@ -548,7 +549,7 @@ class Retrainer:
         labels = [e.label for e in train]
         classification = is_classification(labels)
         estimator = make_estimator(self.settings.retrain_estimator, classification, seed=42)
-        estimator.fit([numeric(e.features) for e in train], labels)
+        estimator.fit(fit_vectors([e.features for e in train]), labels)
         candidate_metrics = evaluate(estimator, SKLEARN, holdout)
         candidate_slices = self.evaluate_slices(estimator, SKLEARN, holdout)
         champion = self.registry.alias(model, CHAMPION)
@@ -685,6 +686,7 @@ class AlertListener:
             Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=settings.partitions
         ).name
         self.control_topic = control_topic(settings)
+        self.control_key = settings.deployment_key()
         self.dead_letter_topic = spec_for(
             Topic.DEAD_LETTER, prefix=settings.topic_prefix, partitions=settings.partitions
         ).name
@@ -776,6 +778,9 @@ class AlertListener:
     def _command(self, record: Any) -> None:
         """Carry out one control command once, or audit why not; never raises on input."""
         try:
+            refusal = signature_refusal(self.control_key, record.value, record.headers or [])
+            if refusal is not None:
+                raise InvalidMessage(*refusal)
             command = decode(ControlCommand, record.value)
         except InvalidMessage as exc:
             self._dead_letter(record, exc)

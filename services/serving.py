@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.models import numeric
+from streams.models import encode_for
 
 Answer = bool | int | float | str
 # An unscorable request's error message carries this much of the model's exception.
@@ -114,7 +114,7 @@ def score_each(model: Loaded, vectors: Sequence[dict[str, Any]]) -> list[Scored 
 
 def score_batch(model: Loaded, vectors: Sequence[dict[str, Any]]) -> list[Scored]:
     """Predictions (and class probabilities, keyed by label text) for each vector."""
-    xs = [numeric(v) for v in vectors]
+    xs = encode_for(model.estimator, vectors)
     if not xs:
         return []
     if model.flavor == "sklearn":

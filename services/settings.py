@@ -35,6 +35,7 @@ from pydantic import (
 
 from streams.drift import DEFAULT_CONFIG as DEFAULT_DRIFT
 from streams.drift import DriftConfig
+from streams.serialization import signing_key
 
 ENV_PREFIX = "EDDY_"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -360,6 +361,12 @@ class Settings(BaseModel):
             rearm_ratio=self.drift_rearm_ratio,
             warmup=self.drift_warmup,
         )
+
+    def deployment_key(self) -> bytes:
+        """The key that signs model artifacts and control records: ``EDDY_SIGNING_KEY``,
+        or this installation's own random key in the data directory."""
+        configured = self.signing_key.get_secret_value().encode() if self.signing_key else None
+        return signing_key(configured, self.data_dir)
 
     @field_validator("kafka_bootstrap")
     @classmethod

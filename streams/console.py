@@ -17,6 +17,7 @@ from kafka import TopicPartition
 
 from services.settings import Settings
 from streams.clients import make_consumer, make_producer
+from streams.record_signatures import SIGNATURE_HEADER, signature
 from streams.topics import Topic, TopicSpec, message_key, spec_for
 from streams.validation import InvalidMessage, decode, encode
 
@@ -71,8 +72,12 @@ def validate_lines(
 
 
 def produce_lines(settings: Settings, spec: TopicSpec, lines: Iterable[bytes]) -> ProduceReport:
-    """Send every valid line to ``spec``'s topic; report the others with their reasons."""
+    """Send every valid line to ``spec``'s topic; report the others with their reasons.
+
+    Control commands are signed with the deployment's key, as the retrainer requires.
+    """
     report = ProduceReport()
+    key = settings.deployment_key() if spec.topic is Topic.CONTROL else None
     producer = make_producer(settings)
     try:
         futures = []
@@ -80,8 +85,11 @@ def produce_lines(settings: Settings, spec: TopicSpec, lines: Iterable[bytes]) -
             if isinstance(item, Rejection):
                 report.rejected.append(item)
             else:
-                _, key, value = item
-                futures.append(producer.send(spec.name, key=key, value=value))
+                _, record_key, value = item
+                headers = [] if key is None else [(SIGNATURE_HEADER, signature(key, value))]
+                futures.append(
+                    producer.send(spec.name, key=record_key, value=value, headers=headers)
+                )
         producer.flush(timeout=SEND_TIMEOUT_S)
         for future in futures:
             metadata = future.get(timeout=SEND_TIMEOUT_S)

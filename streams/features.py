@@ -45,6 +45,12 @@ FeatureValue = bool | int | float | str | None
 SUM_BITS = 64
 SQUARE_BITS = 128
 DISTINCT_CAP = 64
+# Raw feature names whose last value one entity keeps: past it, the smallest names are
+# kept (order-free, like DISTINCT_CAP), so a producer inventing names cannot grow an
+# entity's state without bound.
+MAX_ENTITY_FEATURES = 1024
+OTHER_CATEGORY = "__other__"
+DAY_S = 24 * 3600
 AGGREGATE_OPS = ("count", "sum", "mean", "min", "max", "std", "last", "distinct")
 # Ops whose value grows with an entity's history by construction (see accumulating_names).
 ACCUMULATING_OPS = frozenset({"count", "sum", "distinct"})
@@ -129,14 +135,50 @@ class Ratio:
 
 
 @dataclass(frozen=True)
+class Categories:
+    """The values a string feature may take; any other value is served and learned as
+    :data:`OTHER_CATEGORY`, so an unexpected value cannot add a model column.
+
+    >>> Categories("country", ("NL", "DE")).admit("FR")
+    '__other__'
+    """
+
+    feature: str
+    allowed: tuple[str, ...]
+
+    @cached_property
+    def _allowed(self) -> frozenset[str]:
+        return frozenset(self.allowed)
+
+    def admit(self, value: FeatureValue) -> FeatureValue:
+        if isinstance(value, str) and value not in self._allowed:
+            return OTHER_CATEGORY
+        return value
+
+
+@dataclass(frozen=True)
 class FeatureSet:
-    """Everything that defines the features; its :meth:`fingerprint` goes into lineage."""
+    """Everything that defines the features; its :meth:`fingerprint` goes into lineage.
+
+    ``last_value_ttl_s``: a raw feature's last value is forgotten when the entity's
+    newest event is this much later (at least the allowed lateness, so forgetting stays
+    order-free). ``categories``: allow-lists of string features' values.
+    """
 
     aggregates: tuple[Aggregate, ...] = ()
     ratios: tuple[Ratio, ...] = ()
     passthrough: tuple[str, ...] | None = None  # None: every raw feature passes through
     time_since_last: bool = True
     allowed_lateness_s: int = 3600
+    last_value_ttl_s: int = 7 * DAY_S
+    categories: tuple[Categories, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.last_value_ttl_s < self.allowed_lateness_s:
+            raise ValueError(
+                f"last_value_ttl_s ({self.last_value_ttl_s}) must be at least "
+                f"allowed_lateness_s ({self.allowed_lateness_s})"
+            )
 
     @property
     def horizon_s(self) -> int:
@@ -238,9 +280,14 @@ def apply_event(
         return verdict
     state.seen[event_id] = event_time
     for name, value in raw.items():
+        if fs.passthrough is not None and name not in fs.passthrough:
+            continue
         current = state.last.get(name)
         if current is None or (event_time, event_id) > current[:2]:
             state.last[name] = (event_time, event_id, value)
+    if len(state.last) > MAX_ENTITY_FEATURES:
+        kept = sorted(state.last)[:MAX_ENTITY_FEATURES]
+        state.last = {name: state.last[name] for name in kept}
     for source, width in fs.bucket_widths.items():
         if source in raw:
             start = math.floor(event_time / width) * width
@@ -262,9 +309,13 @@ def admission(state: EntityState, fs: FeatureSet, event_id: str, event_time: flo
 
 
 def _prune(state: EntityState, fs: FeatureSet, newest: float) -> None:
-    """Forget ids and buckets that no acceptable event can touch any more."""
+    """Forget ids and buckets that no acceptable event can touch any more, and last
+    values older than their time to live."""
     seen_floor = newest - fs.allowed_lateness_s
     state.seen = {k: t for k, t in state.seen.items() if t >= seen_floor}
+    last_floor = newest - fs.last_value_ttl_s
+    if any(last[0] < last_floor for last in state.last.values()):
+        state.last = {k: last for k, last in state.last.items() if last[0] >= last_floor}
     bucket_floor = newest - fs.horizon_s
     for source, buckets in state.buckets.items():
         width = fs.bucket_widths[source]
@@ -305,6 +356,9 @@ def feature_vector(
         vector[ratio.name] = _ratio(vector.get(ratio.numerator), vector.get(ratio.denominator))
     if fs.time_since_last:
         vector[TIME_SINCE_LAST] = freshness(state, as_of)
+    for categories in fs.categories:
+        if categories.feature in vector:
+            vector[categories.feature] = categories.admit(vector[categories.feature])
     return vector
 
 

@@ -43,7 +43,6 @@ from streams.models import (
     Features,
     Label,
     make_model,
-    numeric,
     positive_class,
 )
 from streams.served import ServedOutcome, ServedWatch, prediction_error
@@ -186,7 +185,7 @@ class Learner:
         positives: list[float | None] = []
         if self.config.batch == 1:
             for x, y, _ in items:
-                xn = numeric(x)
+                xn = self.model.encode(x, learning=True)
                 prediction, proba = self.model.predict(xn)
                 predictions.append(prediction)
                 positives.append(positive_class(proba))
@@ -195,7 +194,10 @@ class Learner:
             return predictions, positives
         for start in range(0, len(items), self.config.batch):
             chunk = items[start : start + self.config.batch]
-            xns, ys = [numeric(x) for x, _, _ in chunk], [y for _, y, _ in chunk]
+            xns, ys = (
+                [self.model.encode(x, learning=True) for x, _, _ in chunk],
+                [y for _, y, _ in chunk],
+            )
             chunk_predictions, chunk_positives = self.model.predict_and_learn_many(xns, ys)
             self.history.learned_many(self.model, xns, ys)
             predictions += chunk_predictions

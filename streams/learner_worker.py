@@ -52,7 +52,7 @@ from streams.error_policy import retry_transient
 from streams.feature_definitions import FEATURES
 from streams.learner import Item, Learner, LearnerConfig, Position
 from streams.recent_ids import RecentIds
-from streams.serialization import IntegrityError, seal, signing_key, unseal, write_atomically
+from streams.serialization import IntegrityError, seal, unseal, write_atomically
 from streams.served import ServedOutcome
 from streams.snapshots import SnapshotStore
 from streams.topics import Topic, spec_for
@@ -193,10 +193,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.dead_letter_topic = spec_for(
             Topic.DEAD_LETTER, prefix=prefix, partitions=partitions
         ).name
-        key = signing_key(
-            settings.signing_key.get_secret_value().encode() if settings.signing_key else None,
-            settings.data_dir,
-        )
+        key = settings.deployment_key()
         self.checkpoints = CheckpointStore(settings.data_dir / "checkpoints" / config.model, key)
         self.snapshots = SnapshotStore(make_redis(settings), prefix, settings.label_window_s)
         self.producer = make_producer(settings)

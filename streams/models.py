@@ -4,7 +4,10 @@ Every model speaks River's verbs on plain dicts (``predict_one``, ``predict_prob
 ``learn_one``) through :class:`OnlineModel`, which also turns Eddy's feature vectors
 (numbers, booleans, strings, missing values) into the numeric dicts River expects:
 booleans become 0/1, strings are one-hot encoded as ``name=value``, missing values are
-left out.
+left out. A model learns at most :data:`MAX_MODEL_FEATURES` feature names and
+:data:`MAX_CATEGORIES` values per string feature (later ones are encoded as
+``name=__other__``), so a producer inventing names or ids cannot grow a model, its
+snapshots and the predictor's memory without bound.
 
 >>> model = make_model("logistic")
 >>> for i in range(200):
@@ -15,18 +18,23 @@ left out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 from river import forest, linear_model, preprocessing, tree
 
+from streams.features import OTHER_CATEGORY
+
 Label = bool | int | float | str
 Features = Mapping[str, bool | int | float | str | None]
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
+MAX_MODEL_FEATURES = 4096
+MAX_CATEGORIES = 256
 
 
 @dataclass(frozen=True)
@@ -85,22 +93,111 @@ def numeric(x: Features) -> dict[str, float]:
     return out
 
 
+def cap_categories(xs: Sequence[Features], cap: int = MAX_CATEGORIES) -> list[dict[str, Any]]:
+    """``xs`` with each string feature limited to its ``cap`` most frequent values (ties:
+    the smaller value); the rest become :data:`OTHER_CATEGORY`. What a batch fit sees.
+
+    >>> cap_categories([{"c": "a"}, {"c": "b"}, {"c": "a"}, {"c": None}], cap=1)
+    [{'c': 'a'}, {'c': '__other__'}, {'c': 'a'}, {'c': None}]
+    """
+    counts: dict[str, Counter[str]] = {}
+    for x in xs:
+        for name, value in x.items():
+            if isinstance(value, str):
+                counts.setdefault(name, Counter())[value] += 1
+    kept = {
+        name: {v for v, _ in sorted(c.items(), key=lambda vc: (-vc[1], vc[0]))[:cap]}
+        for name, c in counts.items()
+    }
+    return [
+        {
+            name: OTHER_CATEGORY if isinstance(v, str) and v not in kept[name] else v
+            for name, v in x.items()
+        }
+        for x in xs
+    ]
+
+
+def fit_vectors(xs: Sequence[Features]) -> list[dict[str, float]]:
+    """What a batch (scikit-learn) fit learns from: :func:`numeric` of
+    :func:`cap_categories`."""
+    return [numeric(x) for x in cap_categories(xs)]
+
+
+def encode_for(model: Any, xs: Sequence[Features]) -> list[dict[str, float]]:
+    """The numeric vectors ``model`` scores ``xs`` with: an :class:`OnlineModel`'s own
+    bounded encoding, or :func:`numeric` where a string a fitted scikit-learn pipeline's
+    ``encode`` step never saw counts as ``__other__`` (as it did when fitted by
+    :func:`cap_categories`)."""
+    if isinstance(model, OnlineModel):
+        return [model.encode(x) for x in xs]
+    encoder = getattr(model, "named_steps", {}).get("encode")
+    columns: Mapping[str, int] = getattr(encoder, "vocabulary_", {})
+    out = [numeric(x) for x in xs]
+    for xn in out:
+        unseen = [column for column in xn if column not in columns and "=" in column]
+        for column in unseen:
+            other = f"{column.rsplit('=', 1)[0]}={OTHER_CATEGORY}"
+            if other in columns:
+                del xn[column]
+                xn[other] = 1.0
+    return out
+
+
 class OnlineModel:
-    """A River estimator plus Eddy's feature encoding; picklable for checkpoints."""
+    """A River estimator plus Eddy's feature encoding; picklable for checkpoints.
+
+    ``vocabulary`` holds the feature names and, per string feature, the values the
+    model has learned; :meth:`encode` keeps both within their caps.
+
+    >>> model = make_model("logistic")
+    >>> model.encode({"n": 2, "country": "NL"}, learning=True)
+    {'n': 2.0, 'country=NL': 1.0}
+    """
 
     def __init__(self, kind: str, estimator: Any) -> None:
         self.kind = kind
         self.task = MODEL_KINDS[kind].task
         self.estimator = estimator
+        self.vocabulary: dict[str, set[str]] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"vocabulary": {}, **state})
+
+    def encode(self, x: Features, *, learning: bool = False) -> dict[str, float]:
+        """:func:`numeric`, within the caps; ``learning`` admits new names and values
+        while there is room. A name past the cap is left out; a string value past its
+        feature's cap becomes ``__other__``."""
+        out: dict[str, float] = {}
+        vocabulary = self.vocabulary
+        for name, value in x.items():
+            if value is None:
+                continue
+            values = vocabulary.get(name)
+            if values is None:
+                if len(vocabulary) >= MAX_MODEL_FEATURES:
+                    continue
+                if learning:
+                    values = vocabulary[name] = set()
+            if isinstance(value, str):
+                if values is not None and value not in values:
+                    if len(values) >= MAX_CATEGORIES:
+                        value = OTHER_CATEGORY
+                    elif learning:
+                        values.add(value)
+                out[f"{name}={value}"] = 1.0
+            else:
+                out[name] = float(value)
+        return out
 
     def predict_one(self, x: Features) -> Label | None:
-        return self.predict(numeric(x))[0]
+        return self.predict(self.encode(x))[0]
 
     def predict_proba_one(self, x: Features) -> dict[Label, float]:
-        return self.predict(numeric(x))[1]
+        return self.predict(self.encode(x))[1]
 
     def learn_one(self, x: Features, y: Label) -> None:
-        self.learn(numeric(x), y)
+        self.learn(self.encode(x, learning=True), y)
 
     def predict(self, xn: dict[str, float]) -> tuple[Label | None, dict[Label, float]]:
         """Prediction and class probabilities from an already :func:`numeric` vector.

@@ -37,6 +37,8 @@ from streams.console import read_topic
 from streams.contracts import ControlAction, ControlCommand
 from streams.dead_letter import ERROR_CLASS, ERROR_REASON, SOURCE_TOPIC
 from streams.dlq import dead_letters
+from streams.record_signatures import SIGNATURE_HEADER, signature
+from streams.validation import encode
 from tests.integration.test_monitor import free_port
 from tests.integration.test_retrainer import concept, publish_examples
 
@@ -126,11 +128,15 @@ def control_records(settings: Settings) -> list[Any]:
     ]
 
 
-def send_raw(settings: Settings, values: list[bytes]) -> None:
+def send_raw(settings: Settings, values: list[bytes], key: bytes | None) -> None:
+    """Send ``values`` as they are, signed with ``key`` (None: unsigned)."""
     producer = make_producer(settings)
     try:
         for value in values:
-            producer.send(control_topic(settings), key=MODEL.encode(), value=value).get(timeout=30)
+            headers = [] if key is None else [(SIGNATURE_HEADER, signature(key, value))]
+            producer.send(
+                control_topic(settings), key=MODEL.encode(), value=value, headers=headers
+            ).get(timeout=30)
     finally:
         producer.close()
 
@@ -199,8 +205,12 @@ def test_without_a_configured_token_the_endpoint_is_forbidden_and_publishes_noth
 def test_refused_and_malformed_commands_never_stop_the_listener(deployment: Settings) -> None:
     registry = open_registry(deployment, announce=False)
     malformed = [b'{"command_id": "x"', b'{"command_id": "x", "action": "drop-tables"}']
+    unsigned = [encode(command("unsigned"))]
+    forged = [encode(command("forged"))]
     with running_listener(deployment, registry) as listener:
-        send_raw(deployment, malformed)
+        send_raw(deployment, malformed, key=deployment.deployment_key())
+        send_raw(deployment, unsigned, key=None)
+        send_raw(deployment, forged, key=b"not the deployment's key")
         publish(deployment, command("for-a-ghost", model="ghost"))
         publish(deployment, command("too-early"))  # no examples yet
         wait_for(lambda: len(registry.audit_log(MODEL)) >= 1, listener, "a refusal")
@@ -216,10 +226,16 @@ def test_refused_and_malformed_commands_never_stop_the_listener(deployment: Sett
     assert refused["details"]["trigger"]["id"] == "too-early"
     assert "examples" in refused["details"]["reason"]
     assert [v.lineage.trigger["id"] for v in registry.versions(MODEL)] == ["in-time"]
+    assert not [e for e in registry.audit_log(MODEL) if "forged" in str(e) or "unsigned" in str(e)]
     letters = list(dead_letters(deployment, idle_timeout_s=2.0))
-    assert [r.original.value for r in letters] == malformed
+    assert [r.original.value for r in letters] == [*malformed, *unsigned, *forged]
     assert {r.headers[SOURCE_TOPIC] for r in letters} == {control_topic(deployment)}
-    assert [r.headers[ERROR_CLASS] for r in letters] == ["bad_json", "invalid_fields"]
+    assert [r.headers[ERROR_CLASS] for r in letters] == [
+        "bad_json",
+        "invalid_fields",
+        "unsigned",
+        "bad_signature",
+    ]
     assert "action" in letters[1].headers[ERROR_REASON]
 
 

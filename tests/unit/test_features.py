@@ -20,9 +20,12 @@ import pytest
 from streams.features import (
     AGGREGATE_OPS,
     DISTINCT_CAP,
+    MAX_ENTITY_FEATURES,
+    OTHER_CATEGORY,
     TIME_SINCE_LAST,
     Aggregate,
     Applied,
+    Categories,
     EntityState,
     FeatureSet,
     FeatureValue,
@@ -672,3 +675,54 @@ def test_distinct_overflow_is_capped_and_still_order_free() -> None:
 
     for seed in SHUFFLE_SEEDS:
         assert encode_state(_apply_all(fs, _shuffled(events, seed))) == expected, seed
+
+
+# --- 12. bounds on what one entity keeps -----------------------------------------------
+
+
+def test_an_entity_keeps_at_most_the_cap_of_feature_names_whatever_the_order() -> None:
+    fs = FeatureSet()
+    names = [f"f{i:05d}" for i in range(MAX_ENTITY_FEATURES + 300)]
+    events: list[Event] = [
+        (f"e{i}", H + i, {name: 1.0 for name in names[k : k + 400]})
+        for i, k in enumerate(range(0, len(names), 400))
+    ]
+    state = _apply_all(fs, events)
+    assert len(state.last) == MAX_ENTITY_FEATURES
+    assert sorted(state.last) == names[:MAX_ENTITY_FEATURES]
+    expected = encode_state(state)
+    for seed in SHUFFLE_SEEDS:
+        assert encode_state(_apply_all(fs, _shuffled(events, seed))) == expected, seed
+
+
+def test_only_passthrough_features_are_kept_when_passthrough_is_declared() -> None:
+    fs = FeatureSet(passthrough=("amount",))
+    state = EntityState()
+    apply_event(state, fs, "e1", H, {"amount": 3.0, "noise": "x" * 4000})
+    assert set(state.last) == {"amount"}
+
+
+def test_a_last_value_older_than_its_time_to_live_is_forgotten() -> None:
+    fs = FeatureSet(allowed_lateness_s=60, last_value_ttl_s=HOUR)
+    state = EntityState()
+    apply_event(state, fs, "e1", H, {"country": "NL", "amount": 1.0})
+    apply_event(state, fs, "e2", H + HOUR - 1, {"amount": 2.0})
+    assert feature_vector(state, fs, as_of=H + HOUR)["country"] == "NL"
+    apply_event(state, fs, "e3", H + HOUR + 1, {"amount": 3.0})
+    vector = feature_vector(state, fs, as_of=H + HOUR + 1)
+    assert "country" not in vector
+    assert vector["amount"] == 3.0
+
+
+def test_a_time_to_live_shorter_than_the_lateness_is_rejected() -> None:
+    with pytest.raises(ValueError, match="last_value_ttl_s"):
+        FeatureSet(allowed_lateness_s=HOUR, last_value_ttl_s=60)
+
+
+def test_a_value_outside_a_features_allow_list_is_served_as_other() -> None:
+    fs = FeatureSet(categories=(Categories("country", ("NL", "DE")),))
+    state = EntityState()
+    apply_event(state, fs, "e1", H, {"country": "NL", "amount": 1.0})
+    assert feature_vector(state, fs, as_of=H)["country"] == "NL"
+    assert feature_vector(state, fs, as_of=H, raw={"country": "FR"})["country"] == OTHER_CATEGORY
+    assert feature_vector(state, fs, as_of=H, raw={"country": None})["country"] is None

@@ -31,6 +31,9 @@ KAFKA_LIBS=$KAFKA_DIR/libs
 KAFKA_PID=$KAFKA_DIR/broker.pid
 REDIS_DIR=$DATA/redis
 REDIS_PID=$REDIS_DIR/redis.pid
+# Full Redis refuses writes (noeviction): the feature worker stops before committing
+# rather than Redis evicting feature state. Same default as Settings.redis_maxmemory.
+REDIS_MAXMEMORY=${EDDY_REDIS_MAXMEMORY:-2gb}
 POM=$ROOT/scripts/kafka/pom.xml
 
 say() { printf 'eddy-stack: %s\n' "$*" >&2; }
@@ -187,6 +190,7 @@ redis_up() {
   install_redis
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
     --dir "$REDIS_DIR" --appendonly yes --appendfsync everysec \
+    --maxmemory "$REDIS_MAXMEMORY" --maxmemory-policy noeviction \
     --daemonize yes --pidfile "$REDIS_PID" --logfile "$REDIS_DIR/redis.log"
   probe redis --wait "$READY_TIMEOUT_S" >&2 || die "redis did not answer; see $REDIS_DIR/redis.log"
   say "redis: ready on 127.0.0.1:$REDIS_PORT (pid $(<"$REDIS_PID"), append-only in $REDIS_DIR)"

@@ -2,7 +2,8 @@
 
 ``scripts/stack.sh`` waits on these after starting a service, and ``eddy status`` reports
 them. A port that accepts connections is not enough: a starting broker listens before
-it can serve metadata.
+it can serve metadata. Redis's answer includes its memory policy, with a warning when
+it could lose feature state (see :func:`memory_warning`).
 
     python -m services.health kafka --wait 60
 """
@@ -36,13 +37,47 @@ def kafka_answer(settings: Settings) -> str:
 
 
 def redis_answer(settings: Settings) -> str:
-    """A one-line description of the Redis server; raises when it does not answer."""
+    """A one-line description of the Redis server; raises when it does not answer.
+
+    Read from INFO alone (managed Redis services often refuse CONFIG).
+    """
     client = make_redis(settings, socket_timeout=PROBE_TIMEOUT_MS / 1000)
     try:
-        info = client.info("server")
-        return f"redis {info['redis_version']}, aof {client.config_get('appendonly')}"
+        info = client.info("server") | client.info("memory") | client.info("persistence")
     finally:
         client.close()
+    limit, policy = int(info.get("maxmemory", 0)), str(info.get("maxmemory_policy", "unknown"))
+    described = (
+        f"redis {info['redis_version']}, aof {'on' if info.get('aof_enabled') else 'off'}, "
+        f"memory {info.get('used_memory_human', '?')} of "
+        f"{limit if limit else 'unlimited'} bytes, policy {policy}"
+    )
+    warning = memory_warning(limit, policy)
+    return described if warning is None else f"{described}; WARNING: {warning}"
+
+
+def memory_warning(limit: int, policy: str) -> str | None:
+    """What a Redis memory configuration risks for the online feature store, if anything.
+
+    An evicting policy drops an entity's state without a trace while its events' offsets
+    stay committed; ``noeviction`` refuses the write instead, the feature worker stops
+    before committing, and nothing is lost. No limit lets Redis grow until the OS kills it.
+
+    >>> memory_warning(2**31, "noeviction") is None
+    True
+    >>> memory_warning(2**31, "allkeys-lru")
+    'policy allkeys-lru evicts feature state when memory is full; set maxmemory-policy noeviction'
+    >>> memory_warning(0, "noeviction")
+    'no maxmemory: Redis can grow until the machine runs out; set maxmemory'
+    """
+    if policy != "noeviction":
+        return (
+            f"policy {policy} evicts feature state when memory is full; "
+            "set maxmemory-policy noeviction"
+        )
+    if limit == 0:
+        return "no maxmemory: Redis can grow until the machine runs out; set maxmemory"
+    return None
 
 
 PROBES: dict[str, Callable[[Settings], str]] = {"kafka": kafka_answer, "redis": redis_answer}

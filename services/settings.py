@@ -103,6 +103,14 @@ class Settings(BaseModel):
         None, description="HMAC key for model artifacts (default: a random key in the data dir)."
     )
     redis_password: SecretStr | None = None
+    redis_maxmemory: str = Field(
+        "2gb",
+        pattern=r"^[0-9]+(b|kb|mb|gb)?$",
+        description=(
+            "Memory limit of the Redis that `eddy up` starts (policy noeviction: a full "
+            "Redis refuses writes, it never evicts feature state)."
+        ),
+    )
     redis_ssl_ca_certs: Path | None = None
     feature_batch_size: int = Field(
         500, ge=1, description="Events per feature-worker batch (one Redis round trip each)."

@@ -88,7 +88,11 @@ def _containers(cleanup: ExitStack) -> dict[str, str]:
     from testcontainers.redis import RedisContainer
 
     kafka = cleanup.enter_context(KafkaContainer(KAFKA_IMAGE).with_kraft())
-    redis = cleanup.enter_context(RedisContainer(REDIS_IMAGE))
+    redis = cleanup.enter_context(
+        RedisContainer(REDIS_IMAGE).with_command(
+            "redis-server --maxmemory 2gb --maxmemory-policy noeviction"
+        )
+    )
     host, port = redis.get_container_host_ip(), redis.get_exposed_port(6379)
     return {
         "kafka_bootstrap": kafka.get_bootstrap_server(),

@@ -108,6 +108,8 @@ def test_status_reports_both_services_healthy(stack: Settings) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "kafka: healthy" in result.stdout
     assert "redis: healthy" in result.stdout
+    assert "policy noeviction" in result.stdout, "eddy up's Redis never evicts feature state"
+    assert "WARNING" not in result.stdout
 
 
 def test_an_unknown_setting_stops_the_command_with_its_name(stack: Settings) -> None:

@@ -793,7 +793,9 @@ class AlertListener:
             log.info("control command already carried out", extra=context)
             return
         reason = unknown_model(command.model, self.settings.model_name, registry.models())
-        if reason is None:
+        if reason is not None:
+            self._dead_letter(record, InvalidMessage("unknown_model", reason))
+        else:
             try:
                 with self.liveness.busy("retrain"):
                     self.retrainer.retrain(command.model, control_trigger(command))

@@ -228,6 +228,10 @@ def test_refused_and_malformed_commands_never_stop_the_listener(deployment: Sett
     assert [v.lineage.trigger["id"] for v in registry.versions(MODEL)] == ["in-time"]
     assert not [e for e in registry.audit_log(MODEL) if "forged" in str(e) or "unsigned" in str(e)]
     letters = list(dead_letters(deployment, idle_timeout_s=2.0))
+    ghost_value = [r.original.value for r in letters if r.headers[ERROR_CLASS] == "unknown_model"]
+    assert len(ghost_value) == 1
+    assert orjson.loads(ghost_value[0])["model"] == "ghost"
+    letters = [r for r in letters if r.headers[ERROR_CLASS] != "unknown_model"]
     assert [r.original.value for r in letters] == [*malformed, *unsigned, *forged]
     assert {r.headers[SOURCE_TOPIC] for r in letters} == {control_topic(deployment)}
     assert [r.headers[ERROR_CLASS] for r in letters] == [

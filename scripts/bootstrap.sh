@@ -39,9 +39,17 @@ if [[ ! -f $WEB/node_modules/chart.js/dist/chart.umd.js ]]; then
   fi
 fi
 
+UV_VERSION=0.9.13
 want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
 if [[ ! -f $STAMP || $(<"$STAMP") != "$want" ]]; then
   say "installing Eddy and its pinned dependencies (first run downloads them from PyPI) ..."
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]"
+  # uv (itself from PyPI) installs the same pins as pip in seconds instead of about 90;
+  # pip stays the fallback.
+  if "$VENV/bin/python" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"; then
+    "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -e "$ROOT[test]"
+  else
+    say "uv could not be installed; installing with pip (slower)"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]"
+  fi
   echo "$want" >"$STAMP"
 fi

@@ -50,7 +50,7 @@ def redis_answer(settings: Settings) -> str:
     described = (
         f"redis {info['redis_version']}, aof {'on' if info.get('aof_enabled') else 'off'}, "
         f"memory {info.get('used_memory_human', '?')} of "
-        f"{limit if limit else 'unlimited'} bytes, policy {policy}"
+        f"{info.get('maxmemory_human', limit) if limit else 'unlimited'}, policy {policy}"
     )
     warning = memory_warning(limit, policy)
     return described if warning is None else f"{described}; WARNING: {warning}"

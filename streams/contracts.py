@@ -30,12 +30,17 @@ SCHEMA_VERSION: Literal[1] = 1
 MAX_ID_LENGTH = 256
 MAX_FEATURES = 512
 
+# Features and labels are numbers a model can square: within ±2⁶⁴, like the integers
+# (streams.validation). Past about 1e154 River's trees overflow on (x - mean)².
+MAX_MAGNITUDE = 2.0**64
+
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+ModelFloat = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 FeatureName = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 # Order matters: pydantic's smart union keeps bools as bools and ints as ints.
-FeatureValue = bool | int | FiniteFloat | Annotated[str, Field(max_length=4096)] | None
-LabelValue = bool | int | FiniteFloat | Identifier
+FeatureValue = bool | int | ModelFloat | Annotated[str, Field(max_length=4096)] | None
+LabelValue = bool | int | ModelFloat | Identifier
 Features = Annotated[dict[FeatureName, FeatureValue], Field(max_length=MAX_FEATURES)]
 
 

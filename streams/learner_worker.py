@@ -46,11 +46,12 @@ from services import metrics
 from services.liveness import Liveness, consumer_positions
 from services.settings import Settings
 from streams.clients import make_consumer, make_producer, make_redis, subscribe
-from streams.contracts import DriftAlert, Label, SourceOffset, TrainingExample
+from streams.contracts import DriftAlert, Label, LabelValue, SourceOffset, TrainingExample
 from streams.dead_letter import DeadLetter, RawRecord, dead_letter
 from streams.error_policy import retry_transient
 from streams.feature_definitions import FEATURES
 from streams.learner import Item, Learner, LearnerConfig, Position
+from streams.models import label_refusal
 from streams.recent_ids import RecentIds
 from streams.serialization import IntegrityError, seal, unseal, write_atomically
 from streams.served import ServedOutcome
@@ -331,6 +332,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         """The example as the learner takes it, and its feature set; None to skip it."""
         try:
             example = decode(TrainingExample, record.value)
+            self._check_label(example.label)
         except InvalidMessage as exc:
             self._reject(record, exc)
             return None
@@ -343,10 +345,17 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _label(self, record: Any) -> Label | None:
         try:
-            return decode(Label, record.value)
+            label = decode(Label, record.value)
+            self._check_label(label.label)
         except InvalidMessage as exc:
             self._reject(record, exc)
             return None
+        return label
+
+    def _check_label(self, label: LabelValue) -> None:
+        refusal = label_refusal(self.config.kind, label)
+        if refusal is not None:
+            raise InvalidMessage("label_not_learnable", refusal)
 
     def _reject(self, record: Any, exc: InvalidMessage) -> None:
         """A malformed example or label goes to the dead-letter topic with its reason,

@@ -43,6 +43,7 @@ class ModelKind:
     build: Callable[[int], Any]
     description: str
     batchable: bool = False  # River's learn_many / predict_*_many work for it
+    binary: bool = False  # learns true/false (or 0/1) labels only
 
 
 MODEL_KINDS: dict[str, ModelKind] = {
@@ -51,6 +52,7 @@ MODEL_KINDS: dict[str, ModelKind] = {
         lambda seed: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
         "binary: StandardScaler | LogisticRegression",
         batchable=True,
+        binary=True,
     ),
     "softmax": ModelKind(
         CLASSIFICATION,
@@ -246,6 +248,27 @@ class OnlineModel:
             predictions, positives = self.estimator.predict_many(frame).tolist(), [None] * len(xns)
         self.estimator.learn_many(frame, pd.Series(ys))
         return predictions, positives
+
+
+def label_refusal(kind: str, label: Label) -> str | None:
+    """Why a model of ``kind`` cannot learn ``label`` (None: it can). A label of the
+    wrong type raises inside River, so the learner refuses it before learning.
+
+    >>> label_refusal("logistic", "yes")
+    "model kind 'logistic' learns true/false or 0/1 labels, not 'yes'"
+    >>> label_refusal("linear_regression", "yes")
+    "model kind 'linear_regression' learns numeric labels, not 'yes'"
+    >>> label_refusal("logistic", 1), label_refusal("softmax", "yes")
+    (None, None)
+    """
+    spec = MODEL_KINDS[kind]
+    if spec.task == REGRESSION and isinstance(label, str):
+        return f"model kind {kind!r} learns numeric labels, not {label!r}"
+    if spec.binary and not (
+        isinstance(label, bool) or (not isinstance(label, str) and label in (0, 1))
+    ):
+        return f"model kind {kind!r} learns true/false or 0/1 labels, not {label!r}"
+    return None
 
 
 def positive_class(proba: Mapping[Label, float]) -> float | None:

@@ -23,7 +23,7 @@ from streams.admin import ensure_topics
 from streams.clients import make_producer, make_redis
 from streams.console import read_topic
 from streams.contracts import Label, SourceOffset, TrainingExample
-from streams.dead_letter import ERROR_REASON, source_of
+from streams.dead_letter import ERROR_CLASS, ERROR_REASON, source_of
 from streams.learner import Learner, LearnerConfig, Position
 from streams.learner_worker import CheckpointStore, LearnerState
 from streams.recent_ids import RecentIds
@@ -305,15 +305,24 @@ def test_malformed_examples_and_labels_are_dead_lettered_and_the_rest_learned(
     deployment = learner_deployment
     settings = deployment.settings
     good = examples(synthetic(50, seed=3), "events")
-    bad_examples = [b"{not json", orjson.dumps({"example_id": "x", "label": True})]
-    bad_labels = [b"\xff\xfe", orjson.dumps({"request_id": "r1", "label": {"nested": 1}})]
+    # A label the binary model cannot learn (River raised on it: a crash loop).
+    unlearnable = encode(good[0].model_copy(update={"example_id": "strange", "label": "yes"}))
+    bad_examples = [b"{not json", unlearnable, orjson.dumps({"example_id": "x", "label": True})]
+    unlearnable_label = orjson.dumps(
+        {"request_id": "r2", "label": "maybe", "event_time": "2026-01-01T00:00:00Z"}
+    )
+    bad_labels = [
+        b"\xff\xfe",
+        orjson.dumps({"request_id": "r1", "label": {"nested": 1}}),
+        unlearnable_label,
+    ]
     producer = make_producer(settings)
     try:
         for i, example in enumerate(good):
             producer.send(deployment.topic(Topic.TRAINING_EXAMPLES), value=encode(example))
-            if i in (10, 30):
+            if i in (10, 20, 30):
                 producer.send(
-                    deployment.topic(Topic.TRAINING_EXAMPLES), value=bad_examples[i // 30]
+                    deployment.topic(Topic.TRAINING_EXAMPLES), value=bad_examples[i // 10 - 1]
                 )
         for raw in bad_labels:
             producer.send(deployment.topic(Topic.LABELS), value=raw)
@@ -328,7 +337,7 @@ def test_malformed_examples_and_labels_are_dead_lettered_and_the_rest_learned(
             settings,
             deployment.topic(Topic.DEAD_LETTER),
             from_beginning=True,
-            max_messages=4,
+            max_messages=6,
             idle_timeout_s=10,
         )
     ]
@@ -336,11 +345,15 @@ def test_malformed_examples_and_labels_are_dead_lettered_and_the_rest_learned(
     assert sources == [
         (deployment.topic(Topic.LABELS), 0, 0),
         (deployment.topic(Topic.LABELS), 0, 1),
+        (deployment.topic(Topic.LABELS), 0, 2),
         (deployment.topic(Topic.TRAINING_EXAMPLES), 0, 11),
-        (deployment.topic(Topic.TRAINING_EXAMPLES), 0, 32),
+        (deployment.topic(Topic.TRAINING_EXAMPLES), 0, 22),
+        (deployment.topic(Topic.TRAINING_EXAMPLES), 0, 33),
     ]
     assert sorted(letter.value for letter in letters) == sorted(bad_examples + bad_labels)
     assert all(dict(letter.headers)[ERROR_REASON] for letter in letters)
+    classes = {letter.value: dict(letter.headers)[ERROR_CLASS].decode() for letter in letters}
+    assert classes[unlearnable] == classes[unlearnable_label] == "label_not_learnable"
     assert deployment.processes[0].poll() is None  # still running
 
 

@@ -117,3 +117,28 @@ def test_messages_are_keyed_by_entity_or_model() -> None:
     assert message_key(spec_for(Topic.EVENTS, prefix="", partitions=1), event) == b"u1"
     label = Label(event_id="e1", entity_id="u1", label=0, event_time=NOW)
     assert message_key(spec_for(Topic.LABELS, prefix="", partitions=1), label) == b"u1"
+
+
+OUT_OF_RANGE = r"(less|greater) than or equal"
+
+
+@pytest.mark.parametrize("value", ["1e300", "-1e20", "1.9e19"])
+def test_feature_and_label_numbers_beyond_two_to_the_64_are_refused(value: str) -> None:
+    event = '{"event_id":"e","entity_id":"a","event_time":"2026-01-01T00:00:00Z","features":'
+    with pytest.raises(InvalidMessage, match=OUT_OF_RANGE):
+        decode(Event, f'{event}{{"x":{value}}}}}'.encode(), now=datetime(2026, 1, 2, tzinfo=UTC))
+    with pytest.raises(InvalidMessage, match=OUT_OF_RANGE):
+        decode(
+            Label,
+            f'{{"event_id":"e","label":{value},"event_time":"2026-01-01T00:00:00Z"}}'.encode(),
+            now=datetime(2026, 1, 2, tzinfo=UTC),
+        )
+
+
+def test_numbers_up_to_two_to_the_64_are_kept() -> None:
+    raw = (
+        b'{"event_id":"e","entity_id":"a","event_time":"2026-01-01T00:00:00Z",'
+        b'"features":{"x":1.8e19,"y":-1.8e19,"z":5e-324}}'
+    )
+    event = decode(Event, raw, now=datetime(2026, 1, 2, tzinfo=UTC))
+    assert event.features == {"x": 1.8e19, "y": -1.8e19, "z": 5e-324}

@@ -50,6 +50,13 @@ ROLE_OFFSETS = {"features": 1, "learner": 2, "retrainer": 3, "predictor": 4, "mo
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 EVENTS = Counter("eddy_events_total", "Events handled by the feature worker.", ["verdict"])
+STORE_LOSSES = Counter(
+    "eddy_online_store_losses_total",
+    "Times the online store came back without writes it had acknowledged (then repaired).",
+)
+EVENTS_REPAIRED = Counter(
+    "eddy_events_repaired_total", "Events re-applied from Kafka after an online-store loss."
+)
 DEAD_LETTERS = Counter("eddy_dead_letters_total", "Records dead-lettered.", ["source"])
 BATCH_SECONDS = Histogram("eddy_batch_seconds", "Time to process one batch.", ["role"])
 EXAMPLES_LEARNED = Counter("eddy_examples_learned_total", "Examples the learner learned.")

@@ -17,6 +17,12 @@ A crash before 5 replays the batch: the examples are sent again with the same id
 (consumers de-duplicate by ``example_id``) and the states are computed again from the
 same inputs. A crash after 5 replays events that the states already hold, which
 :func:`~streams.features.apply_event` recognises by id and ignores.
+
+Step 5 also raises, per partition, the highest offset applied (the store's watermark).
+Offsets are committed after step 5, so a Redis that later comes back without some of
+those writes would lose events for good; the watermark it returns shows it
+(:func:`lost_ranges`), and :attr:`FeaturePipeline.losses` tells the worker which offsets
+to re-apply from the retained ``events`` topic.
 """
 
 from __future__ import annotations
@@ -59,6 +65,45 @@ class Folded:
         counts = Counter(v.value for entity, v in self.verdicts if entity not in excluding)
         counts["examples"] = sum(1 for e in self.examples if e.entity_id not in excluding)
         return counts
+
+
+@dataclass(frozen=True)
+class LostRange:
+    """Offsets ``first``..``last`` (inclusive) of one partition that the store lost."""
+
+    topic: str
+    partition: int
+    first: int
+    last: int
+
+
+def applied_offsets(records: Sequence[RawRecord]) -> dict[str, int]:
+    """The highest offset of each ``<topic>:<partition>`` in a batch.
+
+    >>> applied_offsets([RawRecord("t", 0, 7, None, b"", ()), RawRecord("t", 0, 9, None, b"", ())])
+    {'t:0': 9}
+    """
+    applied: dict[str, int] = {}
+    for record in records:
+        name = f"{record.topic}:{record.partition}"
+        applied[name] = max(applied.get(name, -1), record.offset)
+    return applied
+
+
+def lost_ranges(found: dict[str, int], expected: dict[str, int]) -> list[LostRange]:
+    """Where the store holds less than was written: a watermark ``found`` below the
+    offset ``expected`` (the last this writer applied, or for a partition it has not
+    written yet, the one before its batch; -1 = nothing).
+
+    >>> lost_ranges({"t:0": 41, "t:1": 9}, {"t:0": 44, "t:1": 9})
+    [LostRange(topic='t', partition=0, first=42, last=44)]
+    """
+    ranges = []
+    for name, offset in expected.items():
+        if found.get(name, -1) < offset:
+            topic, _, partition = name.rpartition(":")
+            ranges.append(LostRange(topic, int(partition), found.get(name, -1) + 1, offset))
+    return ranges
 
 
 def decode_batch(
@@ -146,7 +191,8 @@ class FeaturePipeline:
         side_outputs: bool = True,
         snapshot_store: SnapshotStore | None = None,
     ) -> None:
-        """``side_outputs=False`` (a rebuild from Kafka) writes only the online state."""
+        """``side_outputs=False`` (a rebuild or repair from Kafka) sends no dead letters
+        and no training examples; snapshots are recorded when a store is given."""
         self._fs = fs
         self._store = store
         self._producer = producer
@@ -154,7 +200,9 @@ class FeaturePipeline:
         self._examples_topic = examples_topic
         self._max_future = max_future
         self._side_outputs = side_outputs
-        self._snapshot_store = snapshot_store if side_outputs else None
+        self._snapshot_store = snapshot_store
+        self._written: dict[str, int] = {}  # the watermark this writer last set
+        self.losses: list[LostRange] = []  # found by handle(), for the caller to repair
 
     def handle(self, records: Sequence[RawRecord]) -> Counter[str]:
         """Process one batch; when this returns, every effect is durable."""
@@ -169,6 +217,11 @@ class FeaturePipeline:
             for d in letters
         ]
         pending = events
+        applied = applied_offsets(records)
+        first: dict[str, int] = {}
+        for record in records:
+            first.setdefault(f"{record.topic}:{record.partition}", record.offset)
+        expected = {name: self._written.get(name, first[name] - 1) for name in applied}
         for _attempt in range(MAX_SAVE_ATTEMPTS):
             loaded = self._store.load(event.entity_id for _, event in pending)
             folded = fold_events(
@@ -187,7 +240,13 @@ class FeaturePipeline:
             futures = []
             if self._snapshot_store is not None:
                 self._snapshot_store.record(folded.snapshots)
-            lost = set(self._store.save(folded.changed))
+            lost_entities, found = self._store.save_applied(folded.changed, applied)
+            if applied:
+                self.losses += lost_ranges(found, expected)
+                for name, offset in applied.items():
+                    self._written[name] = max(self._written.get(name, -1), offset)
+                applied = {}
+            lost = set(lost_entities)
             counts.update(folded.counts(excluding=lost))
             if not lost:
                 return counts

@@ -47,7 +47,7 @@ from streams.dead_letter import RawRecord
 from streams.error_policy import retry_transient
 from streams.faust_app import exit_before_acknowledging, make_app
 from streams.feature_definitions import FEATURES
-from streams.feature_pipeline import FeaturePipeline
+from streams.feature_pipeline import FeaturePipeline, LostRange
 from streams.features import FeatureSet
 from streams.online_store import OnlineStore
 from streams.snapshots import SnapshotStore
@@ -66,21 +66,28 @@ def app_id(settings: Settings) -> str:
 
 
 def build_pipeline(
-    settings: Settings, fs: FeatureSet = FEATURES, *, side_outputs: bool = True
+    settings: Settings,
+    fs: FeatureSet = FEATURES,
+    *,
+    side_outputs: bool = True,
+    snapshots: bool | None = None,
 ) -> FeaturePipeline:
+    """The worker's pipeline; ``side_outputs=False`` for re-applying from Kafka, with
+    snapshots recorded only when ``snapshots`` (default: as ``side_outputs``)."""
+
     def name(topic: Topic) -> str:
         return spec_for(topic, prefix=settings.topic_prefix, partitions=settings.partitions).name
 
     redis = make_redis(settings)
-    snapshots = (
+    snapshot_store = (
         SnapshotStore(redis, settings.topic_prefix, settings.label_window_s)
-        if settings.label_window_s
+        if settings.label_window_s and (side_outputs if snapshots is None else snapshots)
         else None
     )
     return FeaturePipeline(
         fs=fs,
         store=OnlineStore(redis, settings.topic_prefix, settings.feature_ttl_s),
-        snapshot_store=snapshots,
+        snapshot_store=snapshot_store,
         producer=make_producer(settings, linger_ms=PRODUCER_LINGER_MS),
         dead_letter_topic=name(Topic.DEAD_LETTER),
         examples_topic=name(Topic.TRAINING_EXAMPLES),
@@ -111,6 +118,9 @@ def build_app(settings: Settings, fs: FeatureSet = FEATURES) -> faust.App:
                 counts = await asyncio.to_thread(
                     retry_transient, functools.partial(pipeline.handle, records), "feature batch"
                 )
+                if pipeline.losses:
+                    losses, pipeline.losses = pipeline.losses, []
+                    await asyncio.to_thread(repair, settings, losses, fs)
             except Exception:
                 exit_before_acknowledging("a feature batch failed")
             positions.finished(offsets)
@@ -155,17 +165,46 @@ def rebuild(settings: Settings, fs: FeatureSet = FEATURES) -> Counter[str]:
     dead letters and training examples were already sent the first time. Events the
     store already holds are recognised by id, so a rebuild over intact state is a no-op.
     """
-    pipeline = build_pipeline(settings, fs, side_outputs=False)
     topic = spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=settings.partitions)
+    partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+    return _reapply(settings, build_pipeline(settings, fs, side_outputs=False), partitions, {})
+
+
+def repair(settings: Settings, losses: list[LostRange], fs: FeatureSet = FEATURES) -> None:
+    """Re-apply the offsets the online store lost (:attr:`FeaturePipeline.losses`) from
+    the retained ``events`` topic: states and snapshots, no side outputs (they were sent
+    the first time). Events the store still holds are recognised by id and skipped."""
+    metrics.STORE_LOSSES.inc()
+    log.error(
+        "the online store lost writes it had acknowledged; re-applying them from Kafka",
+        extra={"lost": [f"{r.topic}[{r.partition}]@{r.first}..{r.last}" for r in losses]},
+    )
+    pipeline = build_pipeline(settings, fs, side_outputs=False, snapshots=True)
+    partitions = [TopicPartition(r.topic, r.partition) for r in losses]
+    spans = {TopicPartition(r.topic, r.partition): (r.first, r.last + 1) for r in losses}
+    totals = _reapply(settings, pipeline, partitions, spans)
+    metrics.EVENTS_REPAIRED.inc(totals["new"])
+    log.warning("online store repaired", extra=dict(totals))
+
+
+def _reapply(
+    settings: Settings,
+    pipeline: FeaturePipeline,
+    partitions: list[TopicPartition],
+    spans: dict[TopicPartition, tuple[int, int]],
+) -> Counter[str]:
+    """Feed ``pipeline`` each partition's records from ``spans`` (first, end exclusive;
+    a partition without one: from the earliest retained offset to the end as of now),
+    outside any consumer group."""
     consumer = make_consumer(settings, group_id=None, max_poll_records=settings.feature_batch_size)
     totals: Counter[str] = Counter()
     try:
-        partitions = [
-            TopicPartition(topic.name, p) for p in consumer.partitions_for_topic(topic.name)
-        ]
         consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
+        earliest = consumer.beginning_offsets(partitions)
+        latest = consumer.end_offsets(partitions)
+        end = {tp: spans.get(tp, (0, latest[tp]))[1] for tp in partitions}
+        for tp in partitions:
+            consumer.seek(tp, max(spans.get(tp, (0, 0))[0], earliest[tp]))
         while any(consumer.position(tp) < end[tp] for tp in partitions):
             polled = consumer.poll(timeout_ms=REBUILD_POLL_MS)
             records = [
@@ -175,7 +214,7 @@ def rebuild(settings: Settings, fs: FeatureSet = FEATURES) -> Counter[str]:
                 if r.offset < end[TopicPartition(r.topic, r.partition)]
             ]
             if records:
-                totals += retry_transient(functools.partial(pipeline.handle, records), "rebuild")
+                totals += retry_transient(functools.partial(pipeline.handle, records), "re-apply")
     finally:
         consumer.close()
     return totals

@@ -4,6 +4,7 @@ Key layout (the entity id is the hash tag, so everything about one entity lives 
 Redis Cluster slot)::
 
     <prefix>features:{<entity id>}   string: b"<rev>\n" + encoded EntityState
+    <prefix>features:applied         hash: "<topic>:<partition>" -> highest offset applied
 
 ``rev`` counts the writes. A batch costs two commands whatever its size: one ``MGET``
 for :meth:`OnlineStore.load` and one script call for :meth:`OnlineStore.save`, which
@@ -11,6 +12,12 @@ writes each entity only if its ``rev`` is still the one that was read
 (compare-and-set). Two workers that briefly both own a partition during a rebalance
 therefore cannot lose each other's updates: the loser is told, reloads and re-applies,
 which is safe because applying is idempotent.
+
+The ``applied`` watermarks are written by the same script as the states, so Redis keeps
+or loses both together. A Redis that comes back with less than it acknowledged (restarted
+without its append-only file, a failover to a replica that lagged, a lost disk) shows it
+as a watermark below what the writer last wrote: :meth:`OnlineStore.save_applied` returns
+the watermarks it found, for the feature pipeline to notice and repair.
 
 Both commands name many keys, which a single Redis server (or a Cluster with the keys
 in one slot) accepts; against Redis Cluster the batch would have to be split per slot,
@@ -34,20 +41,33 @@ from streams.features import (
     freshness,
 )
 
-# KEYS: entity keys. ARGV[1]: ttl in ms; then, per key, the expected rev ("0" when new)
-# and the new value. Returns the 1-based positions of the keys whose rev had moved on.
+# KEYS: n entity keys, then the watermark hash. ARGV[1]: ttl in ms; ARGV[2]: n; then,
+# per entity key, the expected rev ("0" when new) and the new value; then pairs of
+# watermark field and offset. Returns the 1-based positions of the keys whose rev had
+# moved on, and each watermark as it was before (-1: none), raised to the new offset.
 _COMPARE_AND_SET = r"""
 local lost = {}
-for i, key in ipairs(KEYS) do
+local n = tonumber(ARGV[2])
+for i = 1, n do
+  local key = KEYS[i]
   local head = redis.call('GETRANGE', key, 0, 20)
   local rev = string.match(head, '^(%d+)\n') or '0'
-  if rev == ARGV[2 * i] then
-    redis.call('SET', key, ARGV[2 * i + 1], 'PX', ARGV[1])
+  if rev == ARGV[1 + 2 * i] then
+    redis.call('SET', key, ARGV[2 + 2 * i], 'PX', ARGV[1])
   else
     table.insert(lost, i)
   end
 end
-return lost
+local priors = {}
+local marks = KEYS[n + 1]
+for j = 3 + 2 * n, #ARGV, 2 do
+  local prior = tonumber(redis.call('HGET', marks, ARGV[j]) or '-1')
+  table.insert(priors, prior)
+  if tonumber(ARGV[j + 1]) > prior then
+    redis.call('HSET', marks, ARGV[j], ARGV[j + 1])
+  end
+end
+return {lost, priors}
 """
 
 
@@ -93,15 +113,39 @@ class OnlineStore:
         One round trip. Returns the entities whose write lost a race (to reload and
         re-apply); the others now hold the new state at ``rev + 1``.
         """
-        ids = list(updates)
-        if not ids:
-            return []
-        args: list[Any] = [self._ttl_ms]
+        return self.save_applied(updates, {})[0]
+
+    def save_applied(
+        self, updates: Mapping[str, StoredState], applied: Mapping[str, int]
+    ) -> tuple[list[str], dict[str, int]]:
+        """:meth:`save`, and raise the watermarks in ``applied`` (field → offset) in the
+        same script; returns the lost entities and each watermark as it was (-1: none)."""
+        ids, fields = list(updates), list(applied)
+        if not ids and not fields:
+            return [], {}
+        args: list[Any] = [self._ttl_ms, len(ids)]
         for entity_id in ids:
             stored = updates[entity_id]
             args += [stored.rev, b"%d\n%s" % (stored.rev + 1, encode_state(stored.state))]
-        lost = self._cas(keys=[self.key(entity_id) for entity_id in ids], args=args)
-        return [ids[int(position) - 1] for position in lost]
+        for field in fields:
+            args += [field, applied[field]]
+        keys = [self.key(entity_id) for entity_id in ids] + [self.watermarks_key]
+        lost, priors = self._cas(keys=keys, args=args)
+        return (
+            [ids[int(position) - 1] for position in lost],
+            {field: int(prior) for field, prior in zip(fields, priors, strict=True)},
+        )
+
+    @property
+    def watermarks_key(self) -> str:
+        return f"{self._prefix}features:applied"
+
+    def watermarks(self) -> dict[str, int]:
+        """Every ``<topic>:<partition>`` watermark: the highest offset applied."""
+        return {
+            (field.decode() if isinstance(field, bytes) else field): int(offset)
+            for field, offset in self._client.hgetall(self.watermarks_key).items()
+        }
 
     def online_features(
         self, entity_ids: Iterable[str], fs: FeatureSet, as_of: float

@@ -345,43 +345,96 @@ def test_a_flushed_redis_is_rebuilt_identically_from_kafka(deployment: Deploymen
     assert totals["new"] == len(events)
 
 
+class PrivateRedis:
+    """A redis-server of a test's own, without persistence: killed, it comes back empty."""
+
+    def __init__(self, directory: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.directory = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.server = self.start()
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.server = subprocess.Popen(
+            [
+                *("redis-server", "--bind", "127.0.0.1", "--port", str(self.port)),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.directory)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                return self.server
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        self.server.kill()
+        self.server.wait(timeout=30)
+
+
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[str]:
+def private_redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    yield server
+    server.server.terminate()
+    server.server.wait(timeout=30)
+
+
+@pytest.fixture
+def private_redis(private_redis_server: PrivateRedis) -> str:
     """A redis-server of this test's own (its memory limit is changed under load)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    return private_redis_server.url
+
+
+def test_a_redis_that_comes_back_without_acknowledged_writes_is_repaired_from_kafka(
+    deployment: Deployment, private_redis_server: PrivateRedis
+) -> None:
+    """Offsets are committed once Redis acknowledged the writes; a Redis that then comes
+    back without them (no persistence here; a lagging replica or lost disk elsewhere)
+    would lose those events for good. The watermark written with the states shows it,
+    and the worker re-applies the lost offsets from the events topic by itself."""
+    deployment.settings = deployment.settings.model_copy(
+        update={"redis_url": private_redis_server.url}
     )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
+    base = quiet_hour_base()
+    entities = [f"lost-{i}" for i in range(10)]
+
+    def round_of(first: int, count: int) -> list[tuple[bytes | None, bytes | None]]:
+        return [
+            (e.encode(), event(e, f"{e}-{j}", base + j, float(j)))
+            for j in range(first, first + count)
+            for e in entities
+        ]
+
+    deployment.start_worker()
+    send(deployment.settings, deployment.topic(Topic.EVENTS), round_of(0, 10))
+    store = deployment.store()
+    wait_until(
+        lambda: set(applied_counts(store, entities, base + 60).values()) == {10},
+        "the first events applied",
+        deployment.logs,
+    )
+    private_redis_server.kill()
+    private_redis_server.start()
+    assert set(applied_counts(store, entities, base + 60).values()) == {0}, "Redis came back empty"
+
+    send(deployment.settings, deployment.topic(Topic.EVENTS), round_of(10, 5))
+    wait_until(
+        lambda: set(applied_counts(store, entities, base + 60).values()) == {15},
+        "every event applied again, the lost ones included",
+        deployment.logs,
+    )
+    assert "lost writes it had acknowledged" in deployment.logs()
+    assert all(worker.poll() is None for worker in deployment.workers)
 
 
 def test_a_batch_redis_refuses_ends_the_worker_unacknowledged_and_a_restart_applies_it(

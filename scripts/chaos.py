@@ -19,6 +19,7 @@ scenario fails. The shared stack on the default ports is never touched.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 from datetime import UTC, datetime
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--short", action="store_true", help="the short mode CI runs")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--only", action="append", metavar="SCENARIO", help="play only this scenario (repeatable)"
+    )
     parser.add_argument("--workdir", type=Path, help="where the run keeps its stack and logs")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
@@ -54,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     mode = SHORT if args.short else FULL
+    if args.only:
+        unknown = set(args.only) - {s.name for s in mode.scenarios}
+        if unknown:
+            parser.error(f"no scenario {sorted(unknown)} in {mode.name} mode")
+        mode = dataclasses.replace(
+            mode, scenarios=tuple(s for s in mode.scenarios if s.name in args.only)
+        )
     base = Settings.from_env()
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     workdir = args.workdir or base.data_dir / "chaos" / f"{mode.name}-{stamp}"

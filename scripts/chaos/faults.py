@@ -24,6 +24,7 @@ from chaos.plan import KILLED, Mode, slow_retrainer_settings
 from chaos.stack import PrivateStack
 from chaos.traffic import Traffic
 from services.settings import Settings
+from streams.clients import make_redis
 
 POLL_S = 0.02  # how fast a registration is noticed (the kill must beat the commit)
 RESTARTED_TIMEOUT_S = 120.0
@@ -119,6 +120,25 @@ def stop_redis(ctx: Context, ledger: Ledger) -> None:
     ctx.stack.up()
 
 
+def lose_redis(ctx: Context, ledger: Ledger) -> None:
+    ledger.requests_before_redis_loss = set(ledger.requests_sent)
+    ctx.stack.lose_redis()
+    ledger.notes["redis came back"] = "empty"
+
+
+def fill_redis(ctx: Context, ledger: Ledger) -> None:
+    """Redis full: with noeviction every write is refused while reads go on."""
+    client = make_redis(ctx.settings)
+    try:
+        limit = client.config_get("maxmemory")["maxmemory"]
+        client.config_set("maxmemory", 1)
+        time.sleep(ctx.mode.redis_down_s)
+        client.config_set("maxmemory", limit)
+    finally:
+        client.close()
+    ledger.notes["maxmemory restored to"] = limit
+
+
 def flood(ctx: Context, ledger: Ledger) -> None:
     ctx.traffic.flood(ledger, ctx.mode.flood_copies)
 
@@ -184,6 +204,8 @@ FAULTS: dict[str, Callable[[Context, Ledger], None]] = {
     "kill-retrainer": kill_retrainer_after_registering,
     "kafka-restart": restart_kafka,
     "redis-outage": stop_redis,
+    "redis-loss": lose_redis,
+    "redis-full": fill_redis,
     "malformed-flood": flood,
     "slow-retrain": slow_retrain,
 }

@@ -50,6 +50,8 @@ SCENARIOS = (
     Scenario("kill-retrainer", "SIGKILL the retrainer right after it registers a retrain"),
     Scenario("kafka-restart", "stop the Kafka broker, keep it down, start it again"),
     Scenario("redis-outage", "stop Redis (SIGTERM), keep it down, start it again"),
+    Scenario("redis-loss", "SIGKILL Redis and start it without its data (an empty failover)"),
+    Scenario("redis-full", "Redis out of memory (maxmemory 1, noeviction), then not"),
     Scenario("malformed-flood", "flood events and requests with the malformed corpus"),
     Scenario("slow-retrain", "a retrain that runs past the retrainer's max poll interval"),
 )

@@ -9,6 +9,7 @@ stack's own pid files and are checked against ``/proc/<pid>/cmdline`` first.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -126,6 +127,18 @@ class PrivateStack:
     def stop_redis(self) -> None:
         """SIGTERM: Redis writes its append-only file out and exits (a clean stop)."""
         _stop(self.redis_pid(), signal.SIGTERM)
+
+    def lose_redis(self) -> None:
+        """SIGKILL Redis and delete what it persisted, then start it: it comes back
+        empty, as after a failover to a replica that lagged or a lost disk."""
+        _stop(self.redis_pid(), signal.SIGKILL)
+        folder = self.data_dir / "redis"
+        for path in [*folder.glob("appendonlydir*"), *folder.glob("*.rdb"), *folder.glob("*.aof")]:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        self.up()
 
 
 def _stop(pid: int, how: signal.Signals) -> None:

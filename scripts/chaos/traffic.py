@@ -145,6 +145,7 @@ class Traffic:
         request = PredictionRequest(
             request_id=request_id, entity_id=entity, features={"amount": features["amount"]}
         )
+        ledger.requests_sent.append(request_id)
         self._send(Topic.PREDICTION_REQUESTS, request, lambda _: ledger.requests.add(request_id))
         return Label(
             request_id=request_id, entity_id=entity, label=label, event_time=datetime.now(UTC)

@@ -38,6 +38,8 @@ EXPECTED = {
     "kill-retrainer",
     "kafka-restart",
     "redis-outage",
+    "redis-loss",
+    "redis-full",
     "malformed-flood",
     "slow-retrain",
 }

@@ -62,6 +62,7 @@ from services.serving import (
 )
 from services.settings import Settings
 from streams.clients import (
+    TopicWatch,
     commit_unless_refused,
     make_consumer,
     make_producer,
@@ -76,13 +77,15 @@ from streams.online_store import OnlineStore
 from streams.redis_commands import set_expiring
 from streams.serialization import IntegrityError
 from streams.snapshots import ServedAnswer, Snapshot, SnapshotStore
-from streams.topics import Topic, reply_topic_refusal, spec_for
+from streams.topics import KnownTopics, Topic, reply_topic_refusal, spec_for
 from streams.validation import REFUSED_UNPARSED, InvalidMessage, decode, encode
 
 log = logging.getLogger(__name__)
 
 POLL_MS = 100
 PRODUCER_LINGER_MS = 1
+# How often, at most, the broker is asked again whether an unknown reply topic exists.
+REPLY_TOPICS_REFRESH_S = 5.0
 SEND_TIMEOUT_S = 30.0
 NO_CHAMPION = "no_champion"
 INVALID_REQUEST = "invalid_request"
@@ -204,6 +207,7 @@ class Predictor:
             max_poll_records=settings.predictor_batch_size,
             fetch_max_wait_ms=settings.predictor_fetch_wait_ms,
         )
+        self.known_topics = KnownTopics(self.consumer.topics, REPLY_TOPICS_REFRESH_S)
         self.redelivery = RedeliveryWindow(settings.predictor_batch_size)
         subscribe(self.consumer, [self.requests_topic], WindowOnAssignment(self.redelivery))
         self._stopping = False
@@ -215,8 +219,10 @@ class Predictor:
         if self.precomputer is not None:
             self.precomputer.start()
         liveness = Liveness(self.settings, "predictor").start()
+        topics = TopicWatch.start(self.settings, [self.requests_topic])
         try:
             while not self._stopping:
+                topics.check()
                 liveness.observe(consumer_positions(self.consumer))
                 polled = self.consumer.poll(timeout_ms=POLL_MS)
                 records = [r for rs in polled.values() for r in rs]
@@ -224,6 +230,7 @@ class Predictor:
                     self.handle(records)
                     commit_unless_refused(self.consumer)  # refused: redelivered, re-sent
         finally:
+            topics.stop()
             liveness.stop()
             self.watcher.stop()
             if self.precomputer is not None:
@@ -457,6 +464,12 @@ class Predictor:
             )
             if refusal is not None:
                 raise InvalidMessage("forbidden_reply_topic", refusal)
+            if not self.known_topics.exists(request.reply_topic):
+                raise InvalidMessage(
+                    "unknown_reply_topic",
+                    f"reply topic {request.reply_topic!r} does not exist: create it first "
+                    "(topics are never created on first use)",
+                )
         return request
 
     def _scored_answer(

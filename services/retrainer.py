@@ -82,7 +82,7 @@ from services.promotion import (
 )
 from services.registry import CHALLENGER, CHAMPION, RIVER, SKLEARN, Lineage, Registry, Version
 from services.settings import PROJECT_ROOT, Settings
-from streams.clients import commit_unless_refused, make_consumer, make_producer
+from streams.clients import TopicWatch, commit_unless_refused, make_consumer, make_producer
 from streams.contracts import ControlCommand, DriftAlert, TrainingExample
 from streams.dead_letter import RawRecord, dead_letter
 from streams.models import encode_for, fit_vectors
@@ -704,9 +704,11 @@ class AlertListener:
     def run(self) -> None:
         bursts: dict[str, Burst] = {}
         last_scheduled = last_live = time.monotonic()
+        topics = TopicWatch.start(self.settings, [self.topic, self.control_topic])
         self.liveness.start()
         try:
             while not self._stopping:
+                topics.check()
                 self.liveness.observe(consumer_positions(self.consumer))
                 for records in self.consumer.poll(timeout_ms=POLL_MS).values():
                     for record in records:
@@ -735,6 +737,7 @@ class AlertListener:
                 if not bursts:
                     self._commit()
         finally:
+            topics.stop()
             self.liveness.stop()
             self.consumer.close(autocommit=False)
             self.producer.close()

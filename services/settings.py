@@ -92,6 +92,12 @@ class Settings(BaseModel):
         "reports unhealthy and exits, for its supervisor to restart it (0: never).",
     )
     kafka_request_timeout_ms: int = Field(30_000, ge=1_000, description="Kafka request timeout.")
+    topic_check_s: float = Field(
+        30.0,
+        gt=0,
+        description="How often a worker checks that the topics it reads still exist (it "
+        "stops, naming the topic, when one was deleted).",
+    )
     kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
     kafka_sasl_mechanism: SaslMechanism | None = None
     kafka_sasl_username: str | None = None
@@ -105,7 +111,7 @@ class Settings(BaseModel):
     redis_password: SecretStr | None = None
     redis_maxmemory: str = Field(
         "2gb",
-        pattern=r"^[0-9]+(b|kb|mb|gb)?$",
+        pattern=r"^(?i)[0-9]+([kmg]b?|b)?$",
         description=(
             "Memory limit of the Redis that `eddy up` starts (policy noeviction: a full "
             "Redis refuses writes, it never evicts feature state)."

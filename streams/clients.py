@@ -19,7 +19,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -141,6 +141,77 @@ class Producer(KafkaProducer):  # type: ignore[misc]
             super().close(timeout=timeout, null_logger=null_logger)
         finally:
             closed.set()
+
+
+class TopicGone(RuntimeError):
+    """A topic a worker reads was deleted from the broker."""
+
+
+class TopicWatch:
+    """Stops a worker whose topic was deleted, saying which.
+
+    A deleted topic does not come back by itself (the broker Eddy starts never creates
+    topics on first use), and kafka-python's consumer just stops being assigned its
+    partitions: it would poll nothing for ever, healthy to every probe. A daemon thread
+    lists the broker's topics every ``every_s`` (``EDDY_TOPIC_CHECK_S``) with a client
+    of its own, so a broker that does not answer never blocks the poll loop; the loop's
+    :meth:`check` only reads the verdict. Missing twice in a row means deleted (one
+    listing taken mid-change is not enough).
+
+    >>> listings = iter([{"eddy.events"}, set(), set()])
+    >>> watch = TopicWatch(lambda: next(listings), ["eddy.events"], every_s=0)
+    >>> watch.look(), watch.look(), watch.look()[:34]
+    (None, None, 'topic eddy.events no longer exists')
+    """
+
+    def __init__(
+        self, list_topics: Callable[[], Iterable[str]], topics: Iterable[str], every_s: float
+    ) -> None:
+        self._list_topics = list_topics
+        self._topics = sorted(set(topics))
+        self._every_s = every_s
+        self._missing_before: set[str] = set()
+        self._verdict: str | None = None
+        self._stopped = threading.Event()
+
+    @classmethod
+    def start(cls, settings: Settings, topics: Iterable[str]) -> TopicWatch:
+        """A watch on its own thread and admin client, stopped by :meth:`stop`."""
+        admin = make_admin(settings)
+        watch = cls(admin.list_topics, topics, settings.topic_check_s)
+        thread = threading.Thread(target=watch._run, args=(admin,), name="topic-watch", daemon=True)
+        thread.start()
+        return watch
+
+    def look(self) -> str | None:
+        """List the topics once; the verdict once a topic was missing twice in a row."""
+        missing = set(self._topics) - set(self._list_topics())
+        gone = sorted(missing & self._missing_before)
+        self._missing_before = missing
+        if gone:
+            self._verdict = (
+                f"topic {', '.join(gone)} no longer exists on the broker: stopping "
+                "(recreate it with `eddy topics create`)"
+            )
+        return self._verdict
+
+    def check(self) -> None:
+        """Raise :class:`TopicGone` once the watch found a topic deleted."""
+        if self._verdict is not None:
+            raise TopicGone(self._verdict)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self, admin: Any) -> None:
+        try:
+            while not self._stopped.wait(self._every_s) and self._verdict is None:
+                try:
+                    self.look()
+                except Exception:  # the broker away: the liveness watchdog judges that
+                    log.debug("topic listing failed", exc_info=True)
+        finally:
+            admin.close()
 
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:

@@ -20,16 +20,20 @@ same inputs. A crash after 5 replays events that the states already hold, which
 
 Step 5 also raises, per partition, the highest offset applied (the store's watermark).
 Offsets are committed after step 5, so a Redis that later comes back without some of
-those writes would lose events for good; the watermark it returns shows it
-(:func:`lost_ranges`), and :attr:`FeaturePipeline.losses` tells the worker which offsets
-to re-apply from the retained ``events`` topic.
+those writes would lose events for good. Before step 2 the pipeline therefore reads
+the watermarks of the batch's partitions: one below what was applied before this batch
+(:func:`lost_ranges`) means Redis lost acknowledged writes, and the ``repair`` callback
+re-applies exactly those offsets from the retained ``events`` topic, older events
+first, before this batch is folded in. Until that repair has raised the watermark, every
+batch finds the same gap again, so a repair that fails is tried again, never forgotten.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -92,8 +96,8 @@ def applied_offsets(records: Sequence[RawRecord]) -> dict[str, int]:
 
 def lost_ranges(found: dict[str, int], expected: dict[str, int]) -> list[LostRange]:
     """Where the store holds less than was written: a watermark ``found`` below the
-    offset ``expected`` (the last this writer applied, or for a partition it has not
-    written yet, the one before its batch; -1 = nothing).
+    offset ``expected`` (what must have been applied before a batch: the offset before
+    it, or more if this writer applied more; -1 = nothing).
 
     >>> lost_ranges({"t:0": 41, "t:1": 9}, {"t:0": 44, "t:1": 9})
     [LostRange(topic='t', partition=0, first=42, last=44)]
@@ -190,9 +194,13 @@ class FeaturePipeline:
         max_future: timedelta,
         side_outputs: bool = True,
         snapshot_store: SnapshotStore | None = None,
+        snapshot_horizon_s: float | None = None,
+        repair: Callable[[list[LostRange]], None] | None = None,
     ) -> None:
         """``side_outputs=False`` (a rebuild or repair from Kafka) sends no dead letters
-        and no training examples; snapshots are recorded when a store is given."""
+        and no training examples; snapshots are recorded when a store is given, only for
+        events within ``snapshot_horizon_s`` of now when that is set. ``repair``
+        re-applies offsets the store lost (None: losses are not looked for)."""
         self._fs = fs
         self._store = store
         self._producer = producer
@@ -201,8 +209,9 @@ class FeaturePipeline:
         self._max_future = max_future
         self._side_outputs = side_outputs
         self._snapshot_store = snapshot_store
+        self._snapshot_horizon_s = snapshot_horizon_s
+        self._repair = repair
         self._written: dict[str, int] = {}  # the watermark this writer last set
-        self.losses: list[LostRange] = []  # found by handle(), for the caller to repair
 
     def handle(self, records: Sequence[RawRecord]) -> Counter[str]:
         """Process one batch; when this returns, every effect is durable."""
@@ -218,10 +227,8 @@ class FeaturePipeline:
         ]
         pending = events
         applied = applied_offsets(records)
-        first: dict[str, int] = {}
-        for record in records:
-            first.setdefault(f"{record.topic}:{record.partition}", record.offset)
-        expected = {name: self._written.get(name, first[name] - 1) for name in applied}
+        if self._repair is not None and applied:
+            self._repair_losses(records, applied)
         for _attempt in range(MAX_SAVE_ATTEMPTS):
             loaded = self._store.load(event.entity_id for _, event in pending)
             folded = fold_events(
@@ -239,20 +246,36 @@ class FeaturePipeline:
             self._wait_for(futures)
             futures = []
             if self._snapshot_store is not None:
-                self._snapshot_store.record(folded.snapshots)
-            lost_entities, found = self._store.save_applied(folded.changed, applied)
-            if applied:
-                self.losses += lost_ranges(found, expected)
-                for name, offset in applied.items():
-                    self._written[name] = max(self._written.get(name, -1), offset)
-                applied = {}
-            lost = set(lost_entities)
+                self._snapshot_store.record(self._recent(folded.snapshots))
+            lost = set(self._store.save(folded.changed, applied))
+            for name, offset in applied.items():
+                self._written[name] = max(self._written.get(name, -1), offset)
+            applied = {}
             counts.update(folded.counts(excluding=lost))
             if not lost:
                 return counts
             log.warning("online-store write lost a race; re-applying", extra={"lost": len(lost)})
             pending = [(r, e) for r, e in pending if e.entity_id in lost]
         raise StoreContention(f"entities kept changing under this worker: {sorted(lost)}")
+
+    def _repair_losses(self, records: Sequence[RawRecord], applied: dict[str, int]) -> None:
+        first: dict[str, int] = {}
+        for record in records:
+            first.setdefault(f"{record.topic}:{record.partition}", record.offset)
+        expected = {name: max(self._written.get(name, -1), first[name] - 1) for name in applied}
+        losses = lost_ranges(self._store.watermarks_of(list(applied)), expected)
+        if losses and self._repair is not None:
+            self._repair(losses)
+
+    def _recent(self, snapshots: list[tuple[str, Snapshot]]) -> list[tuple[str, Snapshot]]:
+        if self._snapshot_horizon_s is None:
+            return snapshots
+        oldest = time.time() - self._snapshot_horizon_s
+        return [(record_id, s) for record_id, s in snapshots if s.at >= oldest]
+
+    def close(self) -> None:
+        """Close the producer (a pipeline built for one rebuild or repair)."""
+        self._producer.close()
 
     def _wait_for(self, futures: list[Any]) -> None:
         if not futures:

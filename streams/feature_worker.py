@@ -71,9 +71,11 @@ def build_pipeline(
     *,
     side_outputs: bool = True,
     snapshots: bool | None = None,
+    repairs: bool = False,
 ) -> FeaturePipeline:
-    """The worker's pipeline; ``side_outputs=False`` for re-applying from Kafka, with
-    snapshots recorded only when ``snapshots`` (default: as ``side_outputs``)."""
+    """The worker's pipeline (``repairs``: it re-applies what the store lost);
+    ``side_outputs=False`` for re-applying from Kafka, with snapshots of the last label
+    window recorded only when ``snapshots`` (default: as ``side_outputs``)."""
 
     def name(topic: Topic) -> str:
         return spec_for(topic, prefix=settings.topic_prefix, partitions=settings.partitions).name
@@ -93,6 +95,8 @@ def build_pipeline(
         examples_topic=name(Topic.TRAINING_EXAMPLES),
         max_future=timedelta(seconds=settings.max_event_time_skew_s),
         side_outputs=side_outputs,
+        snapshot_horizon_s=None if side_outputs else settings.label_window_s,
+        repair=functools.partial(repair, settings, fs=fs) if repairs else None,
     )
 
 
@@ -102,7 +106,7 @@ def build_app(settings: Settings, fs: FeatureSet = FEATURES) -> faust.App:
         Topic.EVENTS, prefix=settings.topic_prefix, partitions=settings.partitions
     ).name
     events = app.topic(events_topic, key_serializer="raw", value_serializer="raw")
-    pipeline = build_pipeline(settings, fs)
+    pipeline = build_pipeline(settings, fs, repairs=True)
     wait_s = settings.feature_batch_wait_ms / 1000
     liveness = Liveness(settings, "features")
     positions = Positions()
@@ -118,9 +122,6 @@ def build_app(settings: Settings, fs: FeatureSet = FEATURES) -> faust.App:
                 counts = await asyncio.to_thread(
                     retry_transient, functools.partial(pipeline.handle, records), "feature batch"
                 )
-                if pipeline.losses:
-                    losses, pipeline.losses = pipeline.losses, []
-                    await asyncio.to_thread(repair, settings, losses, fs)
             except Exception:
                 exit_before_acknowledging("a feature batch failed")
             positions.finished(offsets)
@@ -167,13 +168,18 @@ def rebuild(settings: Settings, fs: FeatureSet = FEATURES) -> Counter[str]:
     """
     topic = spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=settings.partitions)
     partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
-    return _reapply(settings, build_pipeline(settings, fs, side_outputs=False), partitions, {})
+    pipeline = build_pipeline(settings, fs, side_outputs=False)
+    try:
+        return _reapply(settings, pipeline, partitions, {})
+    finally:
+        pipeline.close()
 
 
 def repair(settings: Settings, losses: list[LostRange], fs: FeatureSet = FEATURES) -> None:
-    """Re-apply the offsets the online store lost (:attr:`FeaturePipeline.losses`) from
-    the retained ``events`` topic: states and snapshots, no side outputs (they were sent
-    the first time). Events the store still holds are recognised by id and skipped."""
+    """Re-apply the offsets the online store lost (found by the worker's pipeline before
+    a batch) from the retained ``events`` topic: states, and snapshots of the last label
+    window; no side outputs (they were sent the first time). Events the store still
+    holds are recognised by id and skipped."""
     metrics.STORE_LOSSES.inc()
     log.error(
         "the online store lost writes it had acknowledged; re-applying them from Kafka",
@@ -182,7 +188,10 @@ def repair(settings: Settings, losses: list[LostRange], fs: FeatureSet = FEATURE
     pipeline = build_pipeline(settings, fs, side_outputs=False, snapshots=True)
     partitions = [TopicPartition(r.topic, r.partition) for r in losses]
     spans = {TopicPartition(r.topic, r.partition): (r.first, r.last + 1) for r in losses}
-    totals = _reapply(settings, pipeline, partitions, spans)
+    try:
+        totals = _reapply(settings, pipeline, partitions, spans)
+    finally:
+        pipeline.close()
     metrics.EVENTS_REPAIRED.inc(totals["new"])
     log.warning("online store repaired", extra=dict(totals))
 
@@ -202,7 +211,8 @@ def _reapply(
         consumer.assign(partitions)
         earliest = consumer.beginning_offsets(partitions)
         latest = consumer.end_offsets(partitions)
-        end = {tp: spans.get(tp, (0, latest[tp]))[1] for tp in partitions}
+        # Never past the partition's end: a topic re-created since has fewer offsets.
+        end = {tp: min(spans.get(tp, (0, latest[tp]))[1], latest[tp]) for tp in partitions}
         for tp in partitions:
             consumer.seek(tp, max(spans.get(tp, (0, 0))[0], earliest[tp]))
         while any(consumer.position(tp) < end[tp] for tp in partitions):

@@ -40,14 +40,17 @@ from typing import Any
 
 import orjson
 
+from streams.contracts import MAX_MAGNITUDE
+
 FeatureValue = bool | int | float | str | None
 
 SUM_BITS = 64
 SQUARE_BITS = 128
 DISTINCT_CAP = 64
 # Raw feature names whose last value one entity keeps: past it, the smallest names are
-# kept (order-free, like DISTINCT_CAP), so a producer inventing names cannot grow an
-# entity's state without bound.
+# kept, so a producer inventing names cannot grow an entity's state without bound. The
+# arrival-order freedom holds for entities within the cap: once a name was dropped, a
+# smaller name expiring later does not bring it back.
 MAX_ENTITY_FEATURES = 1024
 OTHER_CATEGORY = "__other__"
 DAY_S = 24 * 3600
@@ -405,16 +408,17 @@ def _quotient(numerator: int, denominator: int) -> float | None:
 
 
 def _ratio(numerator: FeatureValue, denominator: FeatureValue) -> float | None:
-    """``numerator / denominator``; None where no finite float is the answer.
+    """``numerator / denominator``; None where no float within the contracts' bound
+    (±2⁶⁴, what a model can square) is the answer.
 
-    >>> _ratio(3, 2), _ratio(1, 0), _ratio(1e300, 1e-300)
-    (1.5, None, None)
+    >>> _ratio(3, 2), _ratio(1, 0), _ratio(1e300, 1e-300), _ratio(1e19, 1e-289)
+    (1.5, None, None, None)
     """
     top, bottom = _as_number(numerator), _as_number(denominator)
     if top is None or bottom is None or bottom == 0:
         return None
     quotient = top / bottom
-    return quotient if math.isfinite(quotient) else None
+    return quotient if abs(quotient) <= MAX_MAGNITUDE else None
 
 
 def _as_number(value: FeatureValue) -> float | None:

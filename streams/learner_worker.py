@@ -45,7 +45,7 @@ from kafka.coordinator.protocol import (
 from services import metrics
 from services.liveness import Liveness, consumer_positions
 from services.settings import Settings
-from streams.clients import make_consumer, make_producer, make_redis, subscribe
+from streams.clients import TopicWatch, make_consumer, make_producer, make_redis, subscribe
 from streams.contracts import DriftAlert, Label, LabelValue, SourceOffset, TrainingExample
 from streams.dead_letter import DeadLetter, RawRecord, dead_letter
 from streams.error_policy import retry_transient
@@ -266,9 +266,11 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         subscribe(self.consumer, [self.examples_topic, self.labels_topic], listener=self)
+        topics = TopicWatch.start(self.settings, [self.examples_topic, self.labels_topic])
         self.liveness.start()
         try:
             while not self._stopping:
+                topics.check()
                 self.liveness.observe(consumer_positions(self.consumer))
                 polled = self.consumer.poll(timeout_ms=POLL_MS)
                 if self._listener_error is not None:
@@ -284,6 +286,8 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             # never learned: no final checkpoint, the restart restores the last good one.
             self.liveness.stop()
             raise
+        finally:
+            topics.stop()
         # Liveness first: the poll loop no longer turns, and a final checkpoint longer
         # than the stall timeout is no stall.
         self.liveness.stop()

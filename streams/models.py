@@ -161,7 +161,8 @@ class OnlineModel:
         self.kind = kind
         self.task = MODEL_KINDS[kind].task
         self.estimator = estimator
-        self.vocabulary: dict[str, set[str]] = {}
+        # Dicts, not sets: insertion-ordered, so equal learning pickles to equal bytes.
+        self.vocabulary: dict[str, dict[str, None]] = {}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update({"vocabulary": {}, **state})
@@ -180,13 +181,13 @@ class OnlineModel:
                 if len(vocabulary) >= MAX_MODEL_FEATURES:
                     continue
                 if learning:
-                    values = vocabulary[name] = set()
+                    values = vocabulary[name] = {}
             if isinstance(value, str):
                 if values is not None and value not in values:
                     if len(values) >= MAX_CATEGORIES:
                         value = OTHER_CATEGORY
                     elif learning:
-                        values.add(value)
+                        values[value] = None
                 out[f"{name}={value}"] = 1.0
             else:
                 out[name] = float(value)

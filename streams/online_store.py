@@ -16,8 +16,8 @@ which is safe because applying is idempotent.
 The ``applied`` watermarks are written by the same script as the states, so Redis keeps
 or loses both together. A Redis that comes back with less than it acknowledged (restarted
 without its append-only file, a failover to a replica that lagged, a lost disk) shows it
-as a watermark below what the writer last wrote: :meth:`OnlineStore.save_applied` returns
-the watermarks it found, for the feature pipeline to notice and repair.
+as a watermark below what the writer applied (:meth:`OnlineStore.watermarks_of`), for the
+feature pipeline to notice and repair.
 
 Both commands name many keys, which a single Redis server (or a Cluster with the keys
 in one slot) accepts; against Redis Cluster the batch would have to be split per slot,
@@ -44,7 +44,7 @@ from streams.features import (
 # KEYS: n entity keys, then the watermark hash. ARGV[1]: ttl in ms; ARGV[2]: n; then,
 # per entity key, the expected rev ("0" when new) and the new value; then pairs of
 # watermark field and offset. Returns the 1-based positions of the keys whose rev had
-# moved on, and each watermark as it was before (-1: none), raised to the new offset.
+# moved on; each watermark is raised to its offset (never lowered).
 _COMPARE_AND_SET = r"""
 local lost = {}
 local n = tonumber(ARGV[2])
@@ -58,16 +58,14 @@ for i = 1, n do
     table.insert(lost, i)
   end
 end
-local priors = {}
 local marks = KEYS[n + 1]
 for j = 3 + 2 * n, #ARGV, 2 do
   local prior = tonumber(redis.call('HGET', marks, ARGV[j]) or '-1')
-  table.insert(priors, prior)
   if tonumber(ARGV[j + 1]) > prior then
     redis.call('HSET', marks, ARGV[j], ARGV[j + 1])
   end
 end
-return {lost, priors}
+return lost
 """
 
 
@@ -107,22 +105,20 @@ class OnlineStore:
         values = self._client.mget([self.key(entity_id) for entity_id in ids])
         return {entity_id: _parse(value) for entity_id, value in zip(ids, values, strict=True)}
 
-    def save(self, updates: Mapping[str, StoredState]) -> list[str]:
-        """Write each entity's state if its rev is unchanged since :meth:`load`.
+    def save(
+        self, updates: Mapping[str, StoredState], applied: Mapping[str, int] | None = None
+    ) -> list[str]:
+        """Write each entity's state if its rev is unchanged since :meth:`load`, and
+        raise the watermarks in ``applied`` (``<topic>:<partition>`` → offset) in the
+        same script, so Redis keeps or loses both together.
 
         One round trip. Returns the entities whose write lost a race (to reload and
         re-apply); the others now hold the new state at ``rev + 1``.
         """
-        return self.save_applied(updates, {})[0]
-
-    def save_applied(
-        self, updates: Mapping[str, StoredState], applied: Mapping[str, int]
-    ) -> tuple[list[str], dict[str, int]]:
-        """:meth:`save`, and raise the watermarks in ``applied`` (field → offset) in the
-        same script; returns the lost entities and each watermark as it was (-1: none)."""
+        applied = applied or {}
         ids, fields = list(updates), list(applied)
         if not ids and not fields:
-            return [], {}
+            return []
         args: list[Any] = [self._ttl_ms, len(ids)]
         for entity_id in ids:
             stored = updates[entity_id]
@@ -130,15 +126,17 @@ class OnlineStore:
         for field in fields:
             args += [field, applied[field]]
         keys = [self.key(entity_id) for entity_id in ids] + [self.watermarks_key]
-        lost, priors = self._cas(keys=keys, args=args)
-        return (
-            [ids[int(position) - 1] for position in lost],
-            {field: int(prior) for field, prior in zip(fields, priors, strict=True)},
-        )
+        lost = self._cas(keys=keys, args=args)
+        return [ids[int(position) - 1] for position in lost]
 
     @property
     def watermarks_key(self) -> str:
         return f"{self._prefix}features:applied"
+
+    def watermarks_of(self, fields: list[str]) -> dict[str, int]:
+        """The watermarks of ``fields`` (-1: none), one round trip."""
+        values = self._client.hmget(self.watermarks_key, fields) if fields else []
+        return {f: -1 if v is None else int(v) for f, v in zip(fields, values, strict=True)}
 
     def watermarks(self) -> dict[str, int]:
         """Every ``<topic>:<partition>`` watermark: the highest offset applied."""

@@ -13,6 +13,8 @@ else in the code refers to topics through :class:`Topic` and :func:`topic_specs`
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -135,6 +137,41 @@ def reply_topic_refusal(name: str, *, prefix: str, pattern: str) -> str | None:
     if re.fullmatch(pattern, name) is None:
         return f"{name!r} does not match the allowed reply topics {pattern!r}"
     return None
+
+
+class KnownTopics:
+    """Which topics exist, as the broker lists them; listed again (at most every
+    ``refresh_s``) only when asked about a name it has not seen.
+
+    The broker Eddy starts never creates a topic on first use, so an answer for a reply
+    topic nobody created would wait for it until the send times out: the predictor asks
+    here first and answers ``unknown_reply_topic`` instead.
+
+    >>> calls = []
+    >>> known = KnownTopics(lambda: calls.append(1) or {"a"}, refresh_s=60, clock=lambda: 0.0)
+    >>> known.exists("a"), known.exists("a"), known.exists("b"), len(calls)
+    (True, True, False, 1)
+    """
+
+    def __init__(
+        self,
+        list_names: Callable[[], Iterable[str]],
+        refresh_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._list_names = list_names
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._names: set[str] = set()
+        self._listed_at: float | None = None
+
+    def exists(self, name: str) -> bool:
+        if name in self._names:
+            return True
+        now = self._clock()
+        if self._listed_at is None or now - self._listed_at >= self._refresh_s:
+            self._names, self._listed_at = set(self._list_names()), now
+        return name in self._names
 
 
 def message_key(spec: TopicSpec, message: Contract) -> bytes | None:

@@ -87,7 +87,11 @@ def _containers(cleanup: ExitStack) -> dict[str, str]:
     from testcontainers.kafka import KafkaContainer
     from testcontainers.redis import RedisContainer
 
-    kafka = cleanup.enter_context(KafkaContainer(KAFKA_IMAGE).with_kraft())
+    kafka = cleanup.enter_context(
+        KafkaContainer(KAFKA_IMAGE)
+        .with_kraft()
+        .with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
+    )
     redis = cleanup.enter_context(
         RedisContainer(REDIS_IMAGE).with_command(
             "redis-server --maxmemory 2gb --maxmemory-policy noeviction"

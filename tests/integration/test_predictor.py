@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -26,7 +27,7 @@ from services.registry import Lineage, Registry
 from services.settings import Settings
 from services.tracing import trace_request
 from streams.admin import ensure_topics
-from streams.clients import make_redis
+from streams.clients import make_admin, make_redis
 from streams.console import read_topic
 from streams.feature_definitions import FEATURES
 from streams.features import EntityState, apply_event
@@ -235,6 +236,7 @@ def test_hostile_requests_get_error_answers_and_the_predictor_keeps_serving(
             "reply_topic": service.topic(Topic.CONTROL),
         },
         (repeated + '"f29999": 2}}').encode(),
+        {"request_id": "r-unknown", "entity_id": "u", "reply_topic": "app.nobody-made-this"},
         {"request_id": "r-ok", "entity_id": "u", "features": {"amount": 99.0}},
     ]
     send_requests(service, hostile)
@@ -246,11 +248,54 @@ def test_hostile_requests_get_error_answers_and_the_predictor_keeps_serving(
     assert messages["r-int"].startswith("number_out_of_range")
     assert messages["r-internal"].startswith("forbidden_reply_topic")
     assert messages["r-own"].startswith("forbidden_reply_topic")
+    assert messages["r-unknown"].startswith("unknown_reply_topic")
     assert messages["r-keys"] == "duplicate_key: key 'f29999' appears more than once"
-    deep_id = next(rid for rid in messages if rid not in {"r-int", "r-internal", "r-own", "r-keys"})
+    named = {"r-int", "r-internal", "r-own", "r-keys", "r-unknown"}
+    deep_id = next(rid for rid in messages if rid not in named)
     assert messages[deep_id].startswith("too_deep"), "a too-deep request is not parsed again"
     assert service.process is not None
     assert service.process.poll() is None
+
+
+def test_an_answer_goes_to_the_reply_topic_the_application_created(service: Service) -> None:
+    reply_topic = f"{service.settings.topic_prefix}app-replies"
+    admin = make_admin(service.settings)
+    try:
+        admin.create_topics([NewTopic(reply_topic, num_partitions=1, replication_factor=1)])
+    finally:
+        admin.close()
+    with_champion(service)
+    service.start()
+    send_requests(
+        service,
+        [{"request_id": "r-app", "entity_id": "u", "reply_topic": reply_topic}],
+    )
+    (answer,) = read_topic(
+        service.settings, reply_topic, from_beginning=True, max_messages=1, idle_timeout_s=60
+    )
+    assert answer.value["request_id"] == "r-app"
+    assert answer.value.get("error") is None
+
+
+def test_a_predictor_whose_requests_topic_is_deleted_says_so_and_stops(service: Service) -> None:
+    """kafka-python's consumer would poll a deleted topic's nothing for ever, healthy to
+    every probe; and no broker Eddy starts brings the topic back by itself."""
+    service.settings = service.settings.model_copy(update={"topic_check_s": 1.0})
+    with_champion(service)
+    service.start()
+    admin = make_admin(service.settings)
+    try:
+        admin.delete_topics([service.topic(Topic.PREDICTION_REQUESTS)])
+    finally:
+        admin.close()
+    assert service.process is not None
+    try:
+        code = service.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running\n{service.log.read_text()[-3000:]}")
+    assert code != 0
+    log = service.log.read_text()
+    assert f"topic {service.topic(Topic.PREDICTION_REQUESTS)} no longer exists" in log, log[-3000:]
 
 
 def test_a_cold_start_answers_no_champion_instead_of_guessing(service: Service) -> None:

@@ -50,9 +50,10 @@ from services.model_updates import open_registry
 from services.registry import CHAMPION
 from services.settings import Settings
 from services.supervisor import SERVICES, Supervisor
-from streams.admin import ensure_topics
-from streams.clients import make_consumer, make_producer, make_redis
+from streams.admin import GroupView, describe_group, ensure_topics
+from streams.clients import make_admin, make_consumer, make_producer, make_redis
 from streams.contracts import Event, Label, PredictionRequest
+from streams.groups import SERVICES_WITH_GROUPS, group_id
 from streams.snapshots import SnapshotStore
 from streams.topics import Topic, spec_for
 from streams.validation import encode
@@ -60,7 +61,9 @@ from streams.validation import encode
 ENTITIES = 50
 LABEL_DELAY_S = 1.0
 DRAIN_S = 15.0
-WARMUP_S = 8.0
+# Five Python services starting on two busy cores took 34 s once: the traffic must wait
+# for them, or it meets no predictor and the demo serves a fraction of its requests.
+READY_TIMEOUT_S = 180.0
 RECOVERY_WINDOW_S = 10.0
 LIVE_REVIEW_EVERY_S = 5.0  # the champion is reviewed on recent labels this often
 POLL_MS = 200
@@ -134,7 +137,7 @@ def run_demo(base: Settings, options: DemoOptions, console: Console) -> dict[str
         watcher.start()
     registry = open_registry(settings, announce=False)
     try:
-        time.sleep(WARMUP_S)  # services join their groups
+        _wait_for_services(settings)
         observed.started, observed.started_wall = time.monotonic(), time.time()
         with Live(_table(observed, registry, settings, options), console=console) as live:
             _play(
@@ -222,6 +225,38 @@ def _watch_answers(settings: Settings, observed: Observed, stop: threading.Event
                     _observe_answer(observed, record.value)
     finally:
         consumer.close()
+
+
+def _wait_for_services(settings: Settings) -> None:
+    """Until every service's consumer group is stable with members, so the first event
+    and request meet running services; raises after :data:`READY_TIMEOUT_S`."""
+    admin = make_admin(settings)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    try:
+        while True:
+            waiting = [
+                service
+                for service in SERVICES_WITH_GROUPS
+                if not _stable(
+                    describe_group(
+                        admin, group_id(settings.topic_prefix, service, settings.model_name)
+                    )
+                )
+            ]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{', '.join(waiting)} not serving after {READY_TIMEOUT_S:.0f} s: "
+                    f"see the logs in {settings.data_dir / 'logs'}"
+                )
+            time.sleep(0.5)
+    finally:
+        admin.close()
+
+
+def _stable(group: GroupView) -> bool:
+    return group.state == "Stable" and bool(group.member_ids)
 
 
 def _observe_answer(observed: Observed, raw: bytes) -> None:

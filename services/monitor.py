@@ -56,6 +56,7 @@ from services.settings import PROJECT_ROOT, Settings
 from streams.admin import committed_offsets
 from streams.clients import make_admin, make_consumer, make_producer
 from streams.contracts import DriftAlert
+from streams.groups import group_id
 from streams.slices import split
 from streams.topics import Topic, spec_for
 from streams.validation import InvalidMessage, decode
@@ -181,9 +182,9 @@ class Monitor:
         prefix = self.settings.topic_prefix
         groups = (
             f"{prefix}features",
-            f"{prefix}learner-{self.settings.model_name}",
-            f"{prefix}predictors",
-            f"{prefix}retrainer",
+            group_id(prefix, "learner", self.settings.model_name),
+            group_id(prefix, "predictor", self.settings.model_name),
+            group_id(prefix, "retrainer", self.settings.model_name),
         )
         if self._admin is None:  # one admin client and consumer for the monitor's life
             self._admin = make_admin(self.settings)

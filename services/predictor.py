@@ -73,6 +73,7 @@ from streams.contracts import Prediction, PredictionError, PredictionRequest
 from streams.dead_letter import RawRecord, dead_letter
 from streams.feature_definitions import FEATURES
 from streams.features import feature_vector, freshness
+from streams.groups import group_id
 from streams.online_store import OnlineStore
 from streams.redis_commands import set_expiring
 from streams.serialization import IntegrityError
@@ -203,7 +204,7 @@ class Predictor:
         )
         self.consumer = make_consumer(
             settings,
-            group_id=f"{prefix}predictors",
+            group_id=group_id(prefix, "predictor", model),
             max_poll_records=settings.predictor_batch_size,
             fetch_max_wait_ms=settings.predictor_fetch_wait_ms,
         )

@@ -85,6 +85,7 @@ from services.settings import PROJECT_ROOT, Settings
 from streams.clients import TopicWatch, commit_unless_refused, make_consumer, make_producer
 from streams.contracts import ControlCommand, DriftAlert, TrainingExample
 from streams.dead_letter import RawRecord, dead_letter
+from streams.groups import group_id
 from streams.models import encode_for, fit_vectors
 from streams.recent_ids import RecentIds
 from streams.record_signatures import signature_refusal
@@ -691,7 +692,10 @@ class AlertListener:
             Topic.DEAD_LETTER, prefix=settings.topic_prefix, partitions=settings.partitions
         ).name
         self.consumer = make_consumer(
-            settings, self.topic, self.control_topic, group_id=f"{settings.topic_prefix}retrainer"
+            settings,
+            self.topic,
+            self.control_topic,
+            group_id=group_id(settings.topic_prefix, "retrainer", settings.model_name),
         )
         self.producer = make_producer(settings)
         self.recent = RecentIds(RECENT_IDS)

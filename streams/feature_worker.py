@@ -49,6 +49,7 @@ from streams.faust_app import exit_before_acknowledging, make_app
 from streams.feature_definitions import FEATURES
 from streams.feature_pipeline import FeaturePipeline, LostRange
 from streams.features import FeatureSet
+from streams.groups import group_id
 from streams.online_store import OnlineStore
 from streams.snapshots import SnapshotStore
 from streams.topics import Topic, spec_for
@@ -62,7 +63,7 @@ OBSERVE_EVERY_S = 1.0
 
 
 def app_id(settings: Settings) -> str:
-    return f"{settings.topic_prefix}features"
+    return group_id(settings.topic_prefix, "features", settings.model_name)
 
 
 def build_pipeline(

@@ -50,6 +50,7 @@ from streams.contracts import DriftAlert, Label, LabelValue, SourceOffset, Train
 from streams.dead_letter import DeadLetter, RawRecord, dead_letter
 from streams.error_policy import retry_transient
 from streams.feature_definitions import FEATURES
+from streams.groups import group_id
 from streams.learner import Item, Learner, LearnerConfig, Position
 from streams.models import label_refusal
 from streams.recent_ids import RecentIds
@@ -200,7 +201,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.producer = make_producer(settings)
         self.consumer = make_consumer(
             settings,
-            group_id=f"{prefix}learner-{config.model}",
+            group_id=group_id(prefix, "learner", config.model),
             partition_assignment_strategy=[AllToOneAssignor],
             max_poll_records=settings.feature_batch_size,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,

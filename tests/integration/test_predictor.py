@@ -283,6 +283,10 @@ def test_a_predictor_whose_requests_topic_is_deleted_says_so_and_stops(service: 
     service.settings = service.settings.model_copy(update={"topic_check_s": 1.0})
     with_champion(service)
     service.start()
+    consumer = answers_consumer(service)
+    send_requests(service, [{"request_id": "r-before", "entity_id": "u"}])
+    collect(consumer, 1, service)  # serving: past its start, reading the topic
+    consumer.close()
     admin = make_admin(service.settings)
     try:
         admin.delete_topics([service.topic(Topic.PREDICTION_REQUESTS)])

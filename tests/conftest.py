@@ -27,6 +27,7 @@ from services.settings import PROJECT_ROOT, Settings
 from streams.clients import make_admin
 
 STACK_SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"
+CHAOS_TESTS = "test_chaos.py"
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 REDIS_IMAGE = "redis:7"
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -42,6 +43,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         elif "unit" in parts or "tests" not in parts:
             item.add_marker(pytest.mark.unit)
+    # What needs nothing running first (the chaos run works in the background meanwhile,
+    # see pytest_collection_finish), then the chaos tests, then the other integration tests.
+    items.sort(key=_running_order)
+
+
+def _running_order(item: pytest.Item) -> int:
+    path = Path(str(item.path))
+    if "integration" not in path.parts:
+        return 0
+    return 1 if path.name == CHAOS_TESTS else 2
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    if any(Path(str(item.path)).name == CHAOS_TESTS for item in session.items):
+        from tests.integration import chaos_run
+
+        chaos_run.started()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.integration import chaos_run
+
+    chaos_run.stop_if_started()
 
 
 def _docker_answers() -> bool:

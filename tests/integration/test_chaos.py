@@ -4,7 +4,8 @@ Part of the suite CI runs (about 2.5 minutes); alone: ``pytest -m chaos
 tests/integration/test_chaos.py``, and ``pytest -m 'not chaos'`` leaves it out.
 
 ``scripts/chaos.py --short`` starts a Kafka broker and a Redis of its own (other ports,
-a folder under ``tmp_path``), so it never touches the stack the other tests share. This
+a folder of its own), so it never touches the stack the other tests share; the session
+starts it in the background while the unit tests run (``chaos_run.py``). This
 test runs the command and asserts its accounting scenario by scenario, from the figures
 the command wrote: so a failure names the scenario and the invariant, not just an exit
 code. Deadlines are the suite's own and generous; nothing here is timed.
@@ -16,21 +17,16 @@ import subprocess
 import sys
 from typing import Any
 
-import orjson
 import pytest
 
 from services.settings import PROJECT_ROOT
+from tests.integration import chaos_run
 
 pytestmark = pytest.mark.chaos
 
-CHAOS = PROJECT_ROOT / "scripts" / "chaos.py"
 # The suite's pure modules (accounting, corpus, plan, report) carry doctests; pytest
 # collects doctests only under streams/ and services/, so they are run here.
 PURE_MODULES = ("chaos/plan.py", "chaos/corpus.py", "chaos/ledger.py", "chaos/report.py")
-# The suite's own deadlines bound it (each scenario gives up after its catch-up
-# deadline); this only stops a hung run.
-RUN_TIMEOUT_S = 1800
-STOP_TIMEOUT_S = 180
 EXPECTED = {
     "kill-features",
     "kill-learner",
@@ -58,25 +54,10 @@ def test_the_accounting_doctests_pass() -> None:
 
 
 @pytest.fixture(scope="module")
-def chaos(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
-    workdir = tmp_path_factory.mktemp("chaos")
-    figures = workdir / "figures.json"
-    command = [sys.executable, str(CHAOS), "--short", "--workdir", str(workdir)]
-    with subprocess.Popen(
-        [*command, "--json", str(figures)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as run:
-        try:
-            stdout, stderr = run.communicate(timeout=RUN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            run.terminate()  # the suite stops its private stack and services on SIGTERM
-            stdout, stderr = run.communicate(timeout=STOP_TIMEOUT_S)
-    output = stdout[-12_000:] + stderr[-4_000:]
-    assert figures.exists(), f"the suite wrote no figures (exit {run.returncode}):\n{output}"
-    report = orjson.loads(figures.read_bytes())
-    assert (run.returncode == 0) == report["passed"], output
+def chaos() -> tuple[dict[str, Any], str]:
+    report, output, code = chaos_run.started().result()
+    assert report, f"the suite wrote no figures (exit {code}):\n{output}"
+    assert (code == 0) == report["passed"], output
     return report, output
 
 

@@ -9,6 +9,7 @@ pipes a busy session would not drain.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -72,5 +73,9 @@ def started() -> ChaosRun:
 
 
 def stop_if_started() -> None:
+    """Stop the run if it still goes; remove its folder if it passed (a failed run's
+    logs and state stay, named in its output)."""
     if _RUN is not None:
         _RUN.stop()
+        if _RUN.process.returncode == 0:
+            shutil.rmtree(_RUN.workdir, ignore_errors=True)

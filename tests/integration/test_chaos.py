@@ -33,9 +33,7 @@ EXPECTED = {
     "kill-predictor",
     "kill-retrainer",
     "kafka-restart",
-    "redis-outage",
     "redis-loss",
-    "redis-full",
     "malformed-flood",
     "slow-retrain",
 }

@@ -145,14 +145,14 @@ def test_sigkill_at_random_points_ends_in_the_uninterrupted_state(
     learner_deployment: LearnerDeployment,
 ) -> None:
     deployment = learner_deployment
-    rows = synthetic(30_000, seed=3)
+    rows = synthetic(15_000, seed=3)
     held_out = [x for x, _ in synthetic(200, seed=99)]
     stream = examples(rows, deployment.topic(Topic.TRAINING_EXAMPLES))
     send(deployment.settings, deployment.topic(Topic.TRAINING_EXAMPLES), stream)
 
     rng = random.Random(5)
     killed_at = []
-    for target in (rng.randint(2_000, 6_000), rng.randint(10_000, 14_000), 20_000):
+    for target in (rng.randint(2_000, 4_000), rng.randint(6_000, 8_000), 11_000):
         process = deployment.start()
         wait_for(
             lambda target=target: learned(deployment) >= target,  # type: ignore[misc]

@@ -177,9 +177,10 @@ class TopicWatch:
     @classmethod
     def start(cls, settings: Settings, topics: Iterable[str]) -> TopicWatch:
         """A watch on its own thread and admin client, stopped by :meth:`stop`."""
-        admin = make_admin(settings)
-        watch = cls(admin.list_topics, topics, settings.topic_check_s)
-        thread = threading.Thread(target=watch._run, args=(admin,), name="topic-watch", daemon=True)
+        watch = cls(list, topics, settings.topic_check_s)  # listing set by the thread
+        thread = threading.Thread(
+            target=watch._run, args=(settings,), name="topic-watch", daemon=True
+        )
         thread.start()
         return watch
 
@@ -203,7 +204,14 @@ class TopicWatch:
     def stop(self) -> None:
         self._stopped.set()
 
-    def _run(self, admin: Any) -> None:
+    def _run(self, settings: Settings) -> None:
+        # Connecting here, not in start(): a worker's start-up does not wait for it.
+        try:
+            admin = make_admin(settings)
+        except Exception:  # the broker away: the worker's own clients will say so
+            log.warning("topic watch could not connect; not watching", exc_info=True)
+            return
+        self._list_topics = admin.list_topics
         try:
             while not self._stopped.wait(self._every_s) and self._verdict is None:
                 try:

@@ -81,17 +81,18 @@ class LostRange:
     last: int
 
 
-def applied_offsets(records: Sequence[RawRecord]) -> dict[str, int]:
-    """The highest offset of each ``<topic>:<partition>`` in a batch.
+def offset_spans(records: Sequence[RawRecord]) -> dict[str, tuple[int, int]]:
+    """The first and last offset of each ``<topic>:<partition>`` in a batch (records
+    come in offset order within a partition).
 
-    >>> applied_offsets([RawRecord("t", 0, 7, None, b"", ()), RawRecord("t", 0, 9, None, b"", ())])
-    {'t:0': 9}
+    >>> offset_spans([RawRecord("t", 0, 7, None, b"", ()), RawRecord("t", 0, 9, None, b"", ())])
+    {'t:0': (7, 9)}
     """
-    applied: dict[str, int] = {}
+    spans: dict[str, tuple[int, int]] = {}
     for record in records:
         name = f"{record.topic}:{record.partition}"
-        applied[name] = max(applied.get(name, -1), record.offset)
-    return applied
+        spans[name] = (spans.get(name, (record.offset, 0))[0], record.offset)
+    return spans
 
 
 def lost_ranges(found: dict[str, int], expected: dict[str, int]) -> list[LostRange]:
@@ -226,9 +227,10 @@ class FeaturePipeline:
             for d in letters
         ]
         pending = events
-        applied = applied_offsets(records)
-        if self._repair is not None and applied:
-            self._repair_losses(records, applied)
+        spans = offset_spans(records)
+        if self._repair is not None and spans:
+            self._repair_losses(spans, self._repair)
+        applied = {name: last for name, (_, last) in spans.items()}
         for _attempt in range(MAX_SAVE_ATTEMPTS):
             loaded = self._store.load(event.entity_id for _, event in pending)
             folded = fold_events(
@@ -258,14 +260,15 @@ class FeaturePipeline:
             pending = [(r, e) for r, e in pending if e.entity_id in lost]
         raise StoreContention(f"entities kept changing under this worker: {sorted(lost)}")
 
-    def _repair_losses(self, records: Sequence[RawRecord], applied: dict[str, int]) -> None:
-        first: dict[str, int] = {}
-        for record in records:
-            first.setdefault(f"{record.topic}:{record.partition}", record.offset)
-        expected = {name: max(self._written.get(name, -1), first[name] - 1) for name in applied}
-        losses = lost_ranges(self._store.watermarks_of(list(applied)), expected)
-        if losses and self._repair is not None:
-            self._repair(losses)
+    def _repair_losses(
+        self, spans: dict[str, tuple[int, int]], repair: Callable[[list[LostRange]], None]
+    ) -> None:
+        expected = {
+            name: max(self._written.get(name, -1), first - 1) for name, (first, _) in spans.items()
+        }
+        losses = lost_ranges(self._store.watermarks_of(list(spans)), expected)
+        if losses:
+            repair(losses)
 
     def _recent(self, snapshots: list[tuple[str, Snapshot]]) -> list[tuple[str, Snapshot]]:
         if self._snapshot_horizon_s is None:

@@ -138,13 +138,6 @@ class OnlineStore:
         values = self._client.hmget(self.watermarks_key, fields) if fields else []
         return {f: -1 if v is None else int(v) for f, v in zip(fields, values, strict=True)}
 
-    def watermarks(self) -> dict[str, int]:
-        """Every ``<topic>:<partition>`` watermark: the highest offset applied."""
-        return {
-            (field.decode() if isinstance(field, bytes) else field): int(offset)
-            for field, offset in self._client.hgetall(self.watermarks_key).items()
-        }
-
     def online_features(
         self, entity_ids: Iterable[str], fs: FeatureSet, as_of: float
     ) -> dict[str, OnlineFeatures]:

@@ -50,7 +50,7 @@ from services.model_updates import open_registry
 from services.registry import CHAMPION
 from services.settings import Settings
 from services.supervisor import SERVICES, Supervisor
-from streams.admin import GroupView, describe_group, ensure_topics
+from streams.admin import describe_group, ensure_topics
 from streams.clients import make_admin, make_consumer, make_producer, make_redis
 from streams.contracts import Event, Label, PredictionRequest
 from streams.groups import SERVICES_WITH_GROUPS, group_id
@@ -234,15 +234,7 @@ def _wait_for_services(settings: Settings) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     try:
         while True:
-            waiting = [
-                service
-                for service in SERVICES_WITH_GROUPS
-                if not _stable(
-                    describe_group(
-                        admin, group_id(settings.topic_prefix, service, settings.model_name)
-                    )
-                )
-            ]
+            waiting = [s for s in SERVICES_WITH_GROUPS if not _serving(admin, settings, s)]
             if not waiting:
                 return
             if time.monotonic() > deadline:
@@ -255,7 +247,9 @@ def _wait_for_services(settings: Settings) -> None:
         admin.close()
 
 
-def _stable(group: GroupView) -> bool:
+def _serving(admin: Any, settings: Settings, service: str) -> bool:
+    """Whether ``service``'s consumer group is stable with members."""
+    group = describe_group(admin, group_id(settings.topic_prefix, service, settings.model_name))
     return group.state == "Stable" and bool(group.member_ids)
 
 

@@ -89,7 +89,7 @@ def numeric(x: Features) -> dict[str, float]:
         if value is None:
             continue
         if isinstance(value, str):
-            out[f"{name}={value}"] = 1.0
+            out[one_hot(name, value)] = 1.0
         else:
             out[name] = float(value)
     return out
@@ -135,15 +135,17 @@ def encode_for(model: Any, xs: Sequence[Features]) -> list[dict[str, float]]:
         return [model.encode(x) for x in xs]
     encoder = getattr(model, "named_steps", {}).get("encode")
     columns: Mapping[str, int] = getattr(encoder, "vocabulary_", {})
-    out = [numeric(x) for x in xs]
-    for xn in out:
-        unseen = [column for column in xn if column not in columns and "=" in column]
-        for column in unseen:
-            other = f"{column.rsplit('=', 1)[0]}={OTHER_CATEGORY}"
-            if other in columns:
-                del xn[column]
-                xn[other] = 1.0
-    return out
+
+    def seen(name: str, value: Any) -> Any:
+        unseen = isinstance(value, str) and one_hot(name, value) not in columns
+        return OTHER_CATEGORY if unseen and one_hot(name, OTHER_CATEGORY) in columns else value
+
+    return [numeric({name: seen(name, value) for name, value in x.items()}) for x in xs]
+
+
+def one_hot(name: str, value: str) -> str:
+    """The column of a string feature's value: ``name=value``."""
+    return f"{name}={value}"
 
 
 class OnlineModel:
@@ -188,7 +190,7 @@ class OnlineModel:
                         value = OTHER_CATEGORY
                     elif learning:
                         values[value] = None
-                out[f"{name}={value}"] = 1.0
+                out[one_hot(name, value)] = 1.0
             else:
                 out[name] = float(value)
         return out

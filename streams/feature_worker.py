@@ -18,7 +18,9 @@ A batch that fails with anything but a transient outage (a bug, Redis refusing w
 ends the process at once (:func:`~streams.faust_app.exit_before_acknowledging`): faust
 would restart the agent in the same process, and ``take_events`` acknowledges the batch
 in hand on its way out, so the batch would be committed unapplied. The supervisor
-restarts the worker from the committed offsets instead.
+restarts the worker from the committed offsets instead. So does a deleted ``events``
+topic (:class:`~streams.clients.TopicWatch`, checked by a timer): faust would otherwise
+wait for its partitions for ever, healthy to every probe.
 
 On SIGTERM faust pauses fetching, waits until every event handed to the agent has been
 processed and acknowledged (``stream_wait_empty``, on by default), commits, then stops;
@@ -42,7 +44,7 @@ from kafka import TopicPartition
 from services import metrics
 from services.liveness import Liveness, Positions
 from services.settings import Settings
-from streams.clients import make_consumer, make_producer, make_redis
+from streams.clients import TopicGone, TopicWatch, make_consumer, make_producer, make_redis
 from streams.dead_letter import RawRecord
 from streams.error_policy import retry_transient
 from streams.faust_app import exit_before_acknowledging, make_app
@@ -139,8 +141,18 @@ def build_app(settings: Settings, fs: FeatureSet = FEATURES) -> faust.App:
                 },
             )
 
+    topic_watch: list[TopicWatch] = []  # started with the app, not when it is built
+
     async def watch() -> None:
         liveness.start()
+        topic_watch.append(TopicWatch.start(settings, [events_topic]))
+
+    async def check_topic() -> None:
+        try:
+            for each in topic_watch:
+                each.check()
+        except TopicGone:
+            exit_before_acknowledging("the events topic was deleted")
 
     async def observe() -> None:
         try:
@@ -155,6 +167,7 @@ def build_app(settings: Settings, fs: FeatureSet = FEATURES) -> faust.App:
 
     app.task(watch)
     app.timer(OBSERVE_EVERY_S)(observe)
+    app.timer(settings.topic_check_s)(check_topic)
     app.on_partitions_revoked.connect(forget)
     return app
 

@@ -315,6 +315,35 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
         assert all(copy == copies[0] for copy in copies)
 
 
+def test_a_worker_whose_events_topic_is_deleted_says_so_and_stops(deployment: Deployment) -> None:
+    """faust would wait for a deleted topic's partitions for ever, healthy to every
+    probe; and no broker Eddy starts brings the topic back by itself."""
+    deployment.settings = deployment.settings.model_copy(update={"topic_check_s": 1.0})
+    worker = deployment.start_worker()
+    producer = make_producer(deployment.settings)
+    base = quiet_hour_base()
+    producer.send(deployment.topic(Topic.EVENTS), key=b"u", value=event("u", "e-before", base, 1.0))
+    producer.flush()
+    producer.close()
+    store = deployment.store()
+    deadline = time.monotonic() + DEADLINE_S
+    while "e-before" not in store.load(["u"])["u"].state.seen:  # running, reading the topic
+        if time.monotonic() > deadline or worker.poll() is not None:
+            pytest.fail(f"the event was never applied\n{deployment.logs()}")
+        time.sleep(0.2)
+    admin = make_admin(deployment.settings)
+    try:
+        admin.delete_topics([deployment.topic(Topic.EVENTS)])
+    finally:
+        admin.close()
+    try:
+        code = worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running\n{deployment.logs()}")
+    assert code == EXIT_FAILED_BATCH
+    assert f"topic {deployment.topic(Topic.EVENTS)} no longer exists" in deployment.logs()
+
+
 def test_a_flushed_redis_is_rebuilt_identically_from_kafka(deployment: Deployment) -> None:
     base = quiet_hour_base()
     entities = [f"r{i}" for i in range(10)]

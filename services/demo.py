@@ -249,8 +249,9 @@ def _wait_for_services(settings: Settings) -> None:
 
 def _serving(admin: Any, settings: Settings, service: str) -> bool:
     """Whether ``service``'s consumer group is stable with members."""
-    group = describe_group(admin, group_id(settings.topic_prefix, service, settings.model_name))
-    return group.state == "Stable" and bool(group.member_ids)
+    return describe_group(
+        admin, group_id(settings.topic_prefix, service, settings.model_name)
+    ).serving
 
 
 def _observe_answer(observed: Observed, raw: bytes) -> None:

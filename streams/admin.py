@@ -95,6 +95,11 @@ class GroupView:
     member_ids: frozenset[str]
     owned: frozenset[tuple[str, int]]  # (topic, partition) some member owns now
 
+    @property
+    def serving(self) -> bool:
+        """Stable with members: the group's consumers own their partitions and read."""
+        return self.state == "Stable" and bool(self.member_ids)
+
 
 def describe_group(admin: KafkaAdminClient, group: str) -> GroupView:
     """``group`` as its coordinator describes it (a group that does not exist is

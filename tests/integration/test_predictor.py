@@ -26,11 +26,12 @@ from services.model_updates import open_registry
 from services.registry import Lineage, Registry
 from services.settings import Settings
 from services.tracing import trace_request
-from streams.admin import ensure_topics
+from streams.admin import describe_group, ensure_topics
 from streams.clients import make_admin, make_redis
 from streams.console import read_topic
 from streams.feature_definitions import FEATURES
 from streams.features import EntityState, apply_event
+from streams.groups import group_id
 from streams.online_store import OnlineStore, StoredState
 from streams.snapshots import ServedAnswer, SnapshotStore
 from streams.topics import Topic, spec_for
@@ -67,7 +68,21 @@ class Service:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        time.sleep(3)  # join the group before the first request (answers would wait anyway)
+        self.wait_until_serving()
+
+    def wait_until_serving(self) -> None:
+        """Until the predictor's group is stable with a member: a test's load then meets
+        a running predictor, however long this machine takes to start one."""
+        group = group_id(self.settings.topic_prefix, "predictor", self.settings.model_name)
+        admin = make_admin(self.settings)
+        deadline = time.monotonic() + DEADLINE_S
+        try:
+            while not describe_group(admin, group).serving:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"predictor not serving\n{self.log.read_text()[-3000:]}")
+                time.sleep(0.2)
+        finally:
+            admin.close()
 
 
 def answers_consumer(service: Service) -> KafkaConsumer:

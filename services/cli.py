@@ -754,11 +754,15 @@ def demo(
     when no answer was served before or after the drift.
     """
     from rich.console import Console
+    from threadpoolctl import threadpool_limits
 
     from services.demo import DemoOptions, run_demo
     from services.demo_scenarios import SCENARIOS
 
     settings = _settings()
+    # The demo's baselines fit scikit-learn models beside the services, as the retrainer
+    # does: the same limit on native threads, or they spin against the services.
+    threadpool_limits(limits=settings.retrain_threads or None)
     if scenario not in SCENARIOS:
         raise typer.BadParameter(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     if _stack("up") != 0:

@@ -46,6 +46,7 @@ from typing import Any
 
 import orjson
 from kafka import TopicPartition
+from pydantic import TypeAdapter, ValidationError
 
 from services import metrics
 from services.liveness import Liveness, consumer_positions
@@ -69,7 +70,7 @@ from streams.clients import (
     make_redis,
     subscribe,
 )
-from streams.contracts import Prediction, PredictionError, PredictionRequest
+from streams.contracts import Identifier, Prediction, PredictionError, PredictionRequest
 from streams.dead_letter import RawRecord, dead_letter
 from streams.feature_definitions import FEATURES
 from streams.features import feature_vector, freshness
@@ -646,6 +647,7 @@ def logged_answer(raw: bytes | str | None, source: str) -> Prediction | None:
 
 
 # A request id as a top-level string member, found without parsing (see below).
+_ANSWER_ID = TypeAdapter(Identifier)
 _REQUEST_ID = re.compile(rb'"request_id"\s*:\s*"([^"\\]{1,256})"')
 
 
@@ -667,16 +669,25 @@ def _salvaged_request_id(raw: bytes | None, error_class: str) -> str | None:
     'r1'
     >>> _salvaged_request_id(b'{"request_id": "r2", "x": ' + b"[" * 100_000, "too_deep")
     'r2'
+
+    An id the answer's contract would refuse is no id (the answer then names the
+    record's place): a lone surrogate, found by the long fuzz, crashed the predictor.
+
+    >>> _salvaged_request_id(rb'{"request_id": "\\ud800", "x": NaN}', "non_finite_number")
     """
     if error_class in REFUSED_UNPARSED:
         found = _REQUEST_ID.search(raw or b"")
         try:
-            return found.group(1).decode("utf-8") if found else None
+            value: object = found.group(1).decode("utf-8") if found else None
         except UnicodeDecodeError:
             return None
+    else:
+        try:
+            document = json.loads(raw or b"")
+        except ValueError:
+            return None
+        value = document.get("request_id") if isinstance(document, dict) else None
     try:
-        document = json.loads(raw or b"")
-    except ValueError:
+        return _ANSWER_ID.validate_python(value)
+    except ValidationError:
         return None
-    value = document.get("request_id") if isinstance(document, dict) else None
-    return value if isinstance(value, str) and 0 < len(value) <= 256 else None

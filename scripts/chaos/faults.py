@@ -143,6 +143,10 @@ def flood(ctx: Context, ledger: Ledger) -> None:
     ctx.traffic.flood(ledger, ctx.mode.flood_copies)
 
 
+def fuzz(ctx: Context, ledger: Ledger) -> None:
+    ctx.traffic.fuzz(ledger, ctx.mode.fuzz_records)
+
+
 def slow_retrain(ctx: Context, ledger: Ledger) -> None:
     """The retrainer again, now with a max poll interval shorter than its retrain (a
     window of every example there is); then two alerts, one after the other's retrain."""
@@ -208,6 +212,7 @@ FAULTS: dict[str, Callable[[Context, Ledger], None]] = {
     "redis-full": fill_redis,
     "malformed-flood": flood,
     "slow-retrain": slow_retrain,
+    "fuzz": fuzz,
 }
 # Run after the scenario has caught up (or given up), before its figures are taken.
 AFTERWARDS: dict[str, Callable[[Context, Ledger], None]] = {"slow-retrain": slow_retrain_notes}

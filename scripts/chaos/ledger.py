@@ -76,6 +76,8 @@ class Ledger:
     # Malformed training examples and labels: (topic, partition, offset) → error class.
     bad_learning: dict[tuple[str, int, int], str] = field(default_factory=dict)
     alerts: list[str] = field(default_factory=list)  # alerts injected by the driver
+    # The fuzz's mutated records: (topic, partition, offset) → mutation.
+    fuzzed: dict[tuple[str, int, int], str] = field(default_factory=dict)
     kills: Counter[str] = field(default_factory=Counter)
     restarts: Counter[str] = field(default_factory=Counter)  # by the supervisors, kills too
     broker_restarts: int = 0
@@ -218,11 +220,31 @@ def account(ledger: Ledger, observed: Observed, bounds: Bounds) -> Figures:
     _account_registry(ledger, observed, figures)
     figures.kills = sum(ledger.kills.values())
     figures.unplanned_restarts = max(0, sum(ledger.restarts.values()) - figures.kills)
+    if ledger.fuzzed:
+        _account_fuzz(ledger, observed, figures)
     figures.recovered_s = ledger.recovered_s
     figures.lag = sum(ledger.lag.values())
     if ledger.ended is not None and ledger.recovered_s is None:
         figures.problems.append("did not catch up by itself within the deadline")
     return figures
+
+
+def _account_fuzz(ledger: Ledger, observed: Observed, figures: Figures) -> None:
+    """Records tried, dead-lettered (the rest were valid, or answered with an error),
+    and crashes, which must be none: a worker that restarts on a record has a bug."""
+    tried = Counter(topic for topic, _, _ in ledger.fuzzed)
+    dead = Counter(where[0] for where in ledger.fuzzed if where in observed.dead_letters)
+    figures.notes["fuzz"] = {
+        "tried": len(ledger.fuzzed),
+        "dead_lettered": sum(dead.values()),
+        "crashes": figures.unplanned_restarts,
+        "by_topic": {t: f"{dead[t]}/{n} dead-lettered" for t, n in sorted(tried.items())},
+        "mutations": dict(Counter(ledger.fuzzed.values())),
+    }
+    if figures.unplanned_restarts:
+        figures.problems.append(
+            f"{figures.unplanned_restarts} worker crashes during the fuzz: {dict(ledger.restarts)}"
+        )
 
 
 def _applied(ledger: Ledger, observed: Observed) -> set[str]:

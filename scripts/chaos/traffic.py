@@ -23,6 +23,7 @@ from typing import Any
 from kafka import KafkaProducer
 
 from chaos.corpus import Malformed, malformed_events, malformed_learning, malformed_requests
+from chaos.fuzz import FuzzTopic, HostileRecord, hostile_records
 from chaos.ledger import Ledger, SentEvent
 from chaos.plan import MODEL, Mode
 from services.settings import Settings
@@ -76,9 +77,15 @@ class Traffic:
         self._send_raw(topic, message_key(spec, message), encode(message), on_ack)
 
     def _send_raw(
-        self, topic: Topic, key: bytes | None, value: bytes | None, on_ack: Record
+        self,
+        topic: Topic,
+        key: bytes | None,
+        value: bytes | None,
+        on_ack: Record,
+        headers: list[tuple[str, bytes | None]] | None = None,
     ) -> None:
-        future = self.producer.send(self.topics[topic].name, key=key, value=value)
+        name = self.topics[topic].name
+        future = self.producer.send(name, key=key, value=value, headers=headers)
         with self._lock:
             self._pending.append((future, on_ack))
 
@@ -171,6 +178,22 @@ class Traffic:
             for topic, bad in malformed_learning(serial):
                 self._send_raw(topic, bad.key, bad.value, _bad_learning(ledger, topic, bad))
 
+    def fuzz(self, ledger: Ledger, per_topic: int) -> None:
+        """``per_topic`` mutated records into each input topic, interleaved."""
+        batches = {
+            Topic(topic.value): hostile_records(self.rng, topic, per_topic) for topic in FuzzTopic
+        }
+        for i in range(per_topic):
+            for topic, records in batches.items():
+                hostile = records[i]
+                self._send_raw(
+                    topic,
+                    hostile.key,
+                    hostile.value,
+                    _fuzzed(ledger, topic, hostile),
+                    hostile.headers,
+                )
+
     def alert(self, ledger: Ledger, alert_id: str) -> None:
         """A drift alert asking for a retrain, as the learner would send it."""
         alert = DriftAlert(
@@ -251,5 +274,12 @@ def _bad_request(ledger: Ledger, bad: Malformed) -> Record:
 def _bad_learning(ledger: Ledger, topic: Topic, bad: Malformed) -> Record:
     def record(metadata: Any) -> None:
         ledger.bad_learning[(topic.value, metadata.partition, metadata.offset)] = bad.error_class
+
+    return record
+
+
+def _fuzzed(ledger: Ledger, topic: Topic, hostile: HostileRecord) -> Record:
+    def record(metadata: Any) -> None:
+        ledger.fuzzed[(topic.value, metadata.partition, metadata.offset)] = hostile.mutation
 
     return record

@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 
 PRODUCER_INVARIANTS: dict[str, Any] = {"acks": "all", "enable_idempotence": True}
 CONSUMER_INVARIANTS: dict[str, Any] = {"enable_auto_commit": False}
+# kafka-python 2.3.3 fetches up to 1 MiB per partition (50 MiB per response) yet refuses
+# any response frame over 1,000,000 bytes: a consumer behind on three partitions of large
+# records closed its connection on every fetch ("Invalid frame length"). A response is
+# bounded here, and the frame limit holds it with room for one oversized batch, which
+# the broker returns whole.
+FETCH_MAX_BYTES = 16 * 1024 * 1024
+BROKER_MAX_BATCH_BYTES = 2 * 1024 * 1024
 # A group notices new topics or partitions (scaling out) at its next metadata refresh:
 # 30 s instead of the client default of 5 min.
 METADATA_MAX_AGE_MS = 30_000
@@ -102,6 +109,8 @@ def consumer_config(settings: Settings, group_id: str | None, **overrides: Any) 
         "max_poll_interval_ms": settings.consumer_max_poll_interval_ms,
         "auto_offset_reset": "earliest",
         "metadata_max_age_ms": METADATA_MAX_AGE_MS,
+        "fetch_max_bytes": FETCH_MAX_BYTES,
+        "receive_message_max_bytes": FETCH_MAX_BYTES + BROKER_MAX_BATCH_BYTES,
         **overrides,
         **CONSUMER_INVARIANTS,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -126,3 +127,33 @@ def test_a_producer_closed_as_soon_as_it_is_made_closes(stack: Settings) -> None
         closing.start()
         closing.join(DEADLINE_S)
         assert not closing.is_alive(), "close() still waiting for the producer's sender"
+
+
+def test_a_consumer_behind_on_large_records_reads_them(
+    stack: Settings, new_topic: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """kafka-python 2.3.3 fetches up to 1 MiB per partition but refuses any response
+    frame over 1,000,000 bytes (``receive_message_max_bytes``): a consumer behind on
+    three partitions of records near Eddy's 512 KiB limit closed the connection on
+    every fetch ("Invalid frame length"), stalling until a retry happened to ask for
+    less. The long fuzz found it.
+    """
+    topic = new_topic(partitions=3)
+    values = [random.Random(i).randbytes(400 * 1024) for i in range(9)]  # incompressible
+    producer = make_producer(stack)
+    try:
+        for i, value in enumerate(values):
+            producer.send(topic, partition=i % 3, value=value)
+        producer.flush(timeout=DEADLINE_S)
+    finally:
+        producer.close()
+    consumer = make_consumer(stack, group_id=None)
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(3)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        with caplog.at_level(logging.ERROR, logger="kafka"):
+            assert sorted(_take(consumer, len(values))) == sorted(values)
+    finally:
+        consumer.close()
+    assert "Invalid frame length" not in caplog.text

@@ -82,7 +82,7 @@ class Traffic:
         key: bytes | None,
         value: bytes | None,
         on_ack: Record,
-        headers: list[tuple[str, bytes | None]] | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         name = self.topics[topic].name
         future = self.producer.send(name, key=key, value=value, headers=headers)

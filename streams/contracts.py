@@ -191,6 +191,12 @@ class AlertExample(BaseModel):
     recomputed: FeatureValue = None
 
 
+# What an alert asks for: a retrain, a warning, an investigation (training-serving skew),
+# or nothing. Anything else is refused: the long fuzz found alerts with actions of any
+# text accepted, then ignored without a dead letter.
+AlertAction = Literal["retrain", "warn", "investigate", "none"]
+
+
 class DriftAlert(Contract):
     """A drift detector fired (topic ``drift-alerts``).
 
@@ -216,7 +222,7 @@ class DriftAlert(Contract):
     threshold: FiniteFloat
     window: DriftWindow = Field(default_factory=DriftWindow)
     model_version: str | None = None
-    action: str = "none"
+    action: AlertAction = "none"
     detected_at: AwareDatetime | None = None
     evidence: list[DriftEvidence] = Field(default_factory=list)
     metrics: dict[str, FiniteFloat] = Field(default_factory=dict)

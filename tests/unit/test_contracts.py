@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from streams import schema_files
-from streams.contracts import Event, Label, Prediction, PredictionError
+from streams.contracts import DriftAlert, Event, Label, Prediction, PredictionError
 from streams.topics import Topic, message_key, spec_for, topic_specs
 from streams.validation import MAX_MESSAGE_BYTES, InvalidMessage, decode, encode
 
@@ -142,3 +142,19 @@ def test_numbers_up_to_two_to_the_64_are_kept() -> None:
     )
     event = decode(Event, raw, now=datetime(2026, 1, 2, tzinfo=UTC))
     assert event.features == {"x": 1.8e19, "y": -1.8e19, "z": 5e-324}
+
+
+@pytest.mark.parametrize("action", ["retrain", "warn", "investigate", "none"])
+def test_an_alert_asks_for_one_of_the_known_actions(action: str) -> None:
+    alert = {
+        "alert_id": "a1",
+        "model": "m",
+        "kind": "concept",
+        "detector": "adwin",
+        "statistic": 1.0,
+        "threshold": 0.5,
+        "action": action,
+    }
+    assert decode(DriftAlert, orjson.dumps(alert)).action == action
+    with pytest.raises(InvalidMessage, match="action"):
+        decode(DriftAlert, orjson.dumps(alert | {"action": action + "x"}))

@@ -86,7 +86,7 @@ from streams.clients import TopicWatch, commit_unless_refused, make_consumer, ma
 from streams.contracts import ControlCommand, DriftAlert, TrainingExample
 from streams.dead_letter import RawRecord, dead_letter
 from streams.groups import group_id
-from streams.models import encode_for, fit_vectors
+from streams.models import encode_for, fit_vectors, label_refusal
 from streams.recent_ids import RecentIds
 from streams.record_signatures import signature_refusal
 from streams.slices import COUNT, SliceNamer, flatten
@@ -516,9 +516,17 @@ class Retrainer:
                     for record in records:
                         if record.offset < ends[TopicPartition(record.topic, record.partition)]:
                             try:
-                                found.append(decode(TrainingExample, record.value))
+                                example = decode(TrainingExample, record.value)
                             except InvalidMessage as exc:
                                 log.warning("skipping bad example", extra={"error": str(exc)})
+                                continue
+                            # The learner dead-letters an example of a label its kind
+                            # cannot learn; a fit on it would learn a wrong class.
+                            refusal = label_refusal(self.settings.learner_kind, example.label)
+                            if refusal is None:
+                                found.append(example)
+                            else:
+                                log.warning("skipping bad example", extra={"error": refusal})
             return found
         finally:
             consumer.close()

@@ -120,10 +120,25 @@ def cap_categories(xs: Sequence[Features], cap: int = MAX_CATEGORIES) -> list[di
     ]
 
 
-def fit_vectors(xs: Sequence[Features]) -> list[dict[str, float]]:
+def fit_vectors(
+    xs: Sequence[Features], max_columns: int = MAX_MODEL_FEATURES
+) -> list[dict[str, float]]:
     """What a batch (scikit-learn) fit learns from: :func:`numeric` of
-    :func:`cap_categories`."""
-    return [numeric(x) for x in cap_categories(xs)]
+    :func:`cap_categories`, keeping the ``max_columns`` most frequent columns (ties: the
+    smaller name). The fit's matrix is dense: without the cap, a window whose examples
+    each bring new feature names would be as wide as all of them together. A column
+    the fit never saw is ignored when scoring, as any unseen name is.
+
+    >>> fit_vectors([{"a": 1.0, "b": 2.0}, {"a": 3.0, "c": "x"}], max_columns=2)
+    [{'a': 1.0, 'b': 2.0}, {'a': 3.0}]
+    """
+    vectors = [numeric(x) for x in cap_categories(xs)]
+    counts = Counter(column for vector in vectors for column in vector)
+    if len(counts) <= max_columns:
+        return vectors
+    ranked = sorted(counts.items(), key=lambda cn: (-cn[1], cn[0]))
+    kept = {column for column, _ in ranked[:max_columns]}
+    return [{c: v for c, v in vector.items() if c in kept} for vector in vectors]
 
 
 def encode_for(model: Any, xs: Sequence[Features]) -> list[dict[str, float]]:

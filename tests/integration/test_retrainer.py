@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,7 +67,7 @@ def concept(count: int, seed: int, flipped: bool) -> list[tuple[dict[str, float]
 
 def publish_examples(
     settings: Settings,
-    rows: list[tuple[dict[str, float], bool]],
+    rows: list[tuple[dict[str, float], Any]],
     start: int,
     *,
     base: float = BASE,
@@ -322,3 +323,19 @@ def test_a_concept_burst_learns_only_after_the_drift_and_waits_for_enough_of_it(
     champion = registry.alias(MODEL, CHAMPION)
     assert champion is not None
     assert champion.version == retrained.version
+
+
+def test_examples_with_labels_the_model_kind_cannot_learn_are_left_out_of_a_fit(
+    deployment: Settings,
+) -> None:
+    """A string label in a binary model's window would make scikit-learn fit classes
+    of strings ("True", "yes"): the learner dead-letters such examples, the retrainer
+    leaves them out."""
+    assert deployment.learner_kind == "logistic"  # binary: true/false or 0/1
+    rows: list[tuple[dict[str, float], Any]] = list(concept(40, seed=3, flipped=False))
+    rows += [({"a": 0.5, "b": 0.5}, "yes"), ({"a": -0.5, "b": 0.1}, 7)]
+    publish_examples(deployment, rows, start=0)
+    retrainer = Retrainer(deployment, open_registry(deployment, announce=False))
+    window = retrainer.recent_examples(100)
+    assert len(window) == 40
+    assert {type(e.label) for e in window} == {bool}

@@ -23,12 +23,15 @@ from services.model_updates import open_registry
 from services.settings import Settings
 from streams.admin import committed_offsets
 from streams.clients import make_admin, make_consumer, make_redis
+from streams.contracts import TrainingExample
 from streams.dead_letter import ERROR_CLASS, source_of
 from streams.features import EntityState
 from streams.learner_worker import CheckpointStore
+from streams.models import label_refusal
 from streams.online_store import OnlineStore
 from streams.serialization import signing_key
 from streams.topics import Topic, spec_for
+from streams.validation import InvalidMessage, decode
 
 log = logging.getLogger(__name__)
 
@@ -226,13 +229,23 @@ class Inspector:
                 observed.lag[service] = sum(end - start for start, end in behind.values())
 
     def _learner_backlog(self, behind: dict[TopicPartition, tuple[int, int]]) -> tuple[int, int]:
-        """(records the learner will still learn, records it skips) in ``behind``."""
+        """(records the learner will still learn, records it skips) in ``behind``.
+
+        It skips its own late-label joins, and what it dead-letters (an example that
+        does not decode, a label its model kind cannot learn: the fuzz writes both).
+        """
         examples = topic_name(self.settings, Topic.TRAINING_EXAMPLES)
         published_by_learner = topic_name(self.settings, Topic.LABELS)
         to_learn = sum(end - start for tp, (start, end) in behind.items() if tp.topic != examples)
         skipped = 0
         for record in self._read({tp: span for tp, span in behind.items() if tp.topic == examples}):
-            if orjson.loads(record.value)["source"]["topic"] == published_by_learner:
+            try:
+                example = decode(TrainingExample, record.value)
+            except InvalidMessage:
+                skipped += 1
+                continue
+            refused = label_refusal(self.settings.learner_kind, example.label)
+            if example.source.topic == published_by_learner or refused is not None:
                 skipped += 1
             else:
                 to_learn += 1

@@ -381,7 +381,7 @@ def _combine(op: str, buckets: list[Bucket]) -> FeatureValue:
         lasts = [b.last for b in buckets if b.last is not None]
         return max(lasts, key=lambda last: last[:2])[2] if lasts else None
     if op == "sum":
-        return _quotient(sum(b.sum_fixed for b in buckets), 1 << SUM_BITS)
+        return _within_bound(_quotient(sum(b.sum_fixed for b in buckets), 1 << SUM_BITS))
     if numeric == 0:
         return None
     if op == "min":
@@ -407,6 +407,18 @@ def _quotient(numerator: int, denominator: int) -> float | None:
         return None
 
 
+def _within_bound(value: float | None) -> float | None:
+    """``value`` when a model may get it (within the contracts' ±2⁶⁴), else None. A sum
+    of values each within the bound can pass it: the long fuzz's two amounts of 1.4e19
+    made a sum no training example could carry, and the feature worker restarted on
+    that event for ever.
+
+    >>> _within_bound(2.0**64), _within_bound(2.77e19), _within_bound(None)
+    (1.8446744073709552e+19, None, None)
+    """
+    return value if value is None or abs(value) <= MAX_MAGNITUDE else None
+
+
 def _ratio(numerator: FeatureValue, denominator: FeatureValue) -> float | None:
     """``numerator / denominator``; None where no float within the contracts' bound
     (±2⁶⁴, what a model can square) is the answer.
@@ -417,8 +429,7 @@ def _ratio(numerator: FeatureValue, denominator: FeatureValue) -> float | None:
     top, bottom = _as_number(numerator), _as_number(denominator)
     if top is None or bottom is None or bottom == 0:
         return None
-    quotient = top / bottom
-    return quotient if abs(quotient) <= MAX_MAGNITUDE else None
+    return _within_bound(top / bottom)
 
 
 def _as_number(value: FeatureValue) -> float | None:

@@ -12,11 +12,13 @@ import math
 import random
 import statistics
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from fractions import Fraction
 
 import orjson
 import pytest
 
+from streams.contracts import SourceOffset, TrainingExample
 from streams.features import (
     AGGREGATE_OPS,
     DISTINCT_CAP,
@@ -290,14 +292,37 @@ def test_window_std_is_the_population_std(dataset: str) -> None:
 def test_large_finite_values_are_aggregated() -> None:
     fs = FeatureSet(aggregates=(Aggregate("x", ("count", "sum", "min", "max"), tumbling(HOUR)),))
     state = EntityState()
-    values = [1e200, -3e199, 2.0]
+    values = [1.5e19, -3e18, 2.0]  # within the contracts' ±2⁶⁴
     for i, value in enumerate(values):
         assert apply_event(state, fs, f"e{i}", H + i, {"x": value}) is Applied.NEW
     vector = feature_vector(state, fs, as_of=H + 10)
     assert vector["x_count_1h"] == 3
     assert vector["x_sum_1h"] == math.fsum(values)
-    assert vector["x_min_1h"] == -3e199
-    assert vector["x_max_1h"] == 1e200
+    assert vector["x_min_1h"] == -3e18
+    assert vector["x_max_1h"] == 1.5e19
+
+
+def test_a_sum_past_the_contracts_bound_is_none_and_the_example_still_valid() -> None:
+    """Two amounts each within ±2⁶⁴ sum past it: a training example refused the sum, and
+    the feature worker restarted on that event for ever (found by the long fuzz)."""
+    fs = FeatureSet(aggregates=(Aggregate("x", ("count", "sum", "mean", "std"), tumbling(HOUR)),))
+    state = EntityState()
+    for i in range(2):
+        assert apply_event(state, fs, f"e{i}", H + i, {"x": 1.4e19}) is Applied.NEW
+    vector = feature_vector(state, fs, as_of=H + 10)
+    assert vector["x_sum_1h"] is None
+    assert vector["x_mean_1h"] == 1.4e19
+    assert vector["x_count_1h"] == 2
+    example = TrainingExample(
+        example_id="e1",
+        entity_id="u",
+        event_time=datetime.fromtimestamp(H + 1, UTC),
+        label=True,
+        features=vector,
+        feature_set=fs.fingerprint(),
+        source=SourceOffset(topic="events", partition=0, offset=1),
+    )
+    assert example.features["x_sum_1h"] is None
 
 
 # --- 4. windows ------------------------------------------------------------------------

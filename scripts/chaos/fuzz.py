@@ -10,7 +10,7 @@ processed like any other (its ids and entities are the fuzz's own, apart from th
 Pure and seeded: the same seed gives the same records.
 
 >>> import random
->>> records = hostile_records(random.Random(7), FuzzTopic.EVENTS, 50)
+>>> records = hostile_records(random.Random(7), Topic.EVENTS, 50)
 >>> len(records), len({r.value for r in records}) > 40
 (50, True)
 >>> all(isinstance(h[0], str) for r in records for h in r.headers)
@@ -23,11 +23,11 @@ import json
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from streams.feature_definitions import FEATURES
 from streams.features import EntityState, feature_vector
+from streams.topics import Topic
 from streams.validation import MAX_MESSAGE_BYTES
 
 HOSTILE = "hostile"  # the prefix of every id and entity the fuzz writes
@@ -61,15 +61,15 @@ EDGE_VALUES: tuple[Any, ...] = (
 RAW_TOKENS = (b"NaN", b"Infinity", b"-Infinity", b'"\\ud800"', b"1e999", b"[" * 200, b"\xff\xfe")
 
 
-class FuzzTopic(StrEnum):
-    """The input topics the fuzz writes to, by their :class:`~streams.topics.Topic` value."""
-
-    EVENTS = "events"
-    REQUESTS = "prediction-requests"
-    LABELS = "labels"
-    EXAMPLES = "training-examples"
-    CONTROL = "control"
-    ALERTS = "drift-alerts"
+# The input topics the fuzz writes to: every topic a worker reads from outside Eddy.
+FUZZED_TOPICS = (
+    Topic.EVENTS,
+    Topic.PREDICTION_REQUESTS,
+    Topic.LABELS,
+    Topic.TRAINING_EXAMPLES,
+    Topic.CONTROL,
+    Topic.DRIFT_ALERTS,
+)
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,10 @@ class HostileRecord:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
-def base_document(topic: FuzzTopic, serial: int, now: datetime) -> dict[str, Any]:
+def base_document(topic: Topic, serial: int, now: datetime) -> dict[str, Any]:
     """A valid message of ``topic``'s contract, with the fuzz's own ids."""
     at = now.isoformat()
-    if topic is FuzzTopic.EVENTS:
+    if topic is Topic.EVENTS:
         return {
             "event_id": f"{HOSTILE}-e{serial}",
             "entity_id": f"{HOSTILE}-u{serial % 7}",
@@ -91,15 +91,15 @@ def base_document(topic: FuzzTopic, serial: int, now: datetime) -> dict[str, Any
             "features": {"amount": 12.5, "country": "A"},
             "label": serial % 2 == 0,
         }
-    if topic is FuzzTopic.REQUESTS:
+    if topic is Topic.PREDICTION_REQUESTS:
         return {
             "request_id": f"{HOSTILE}-r{serial}",
             "entity_id": f"{HOSTILE}-u{serial % 7}",
             "features": {"amount": 40.0},
         }
-    if topic is FuzzTopic.LABELS:
+    if topic is Topic.LABELS:
         return {"request_id": f"{HOSTILE}-r{serial}", "label": True, "event_time": at}
-    if topic is FuzzTopic.EXAMPLES:
+    if topic is Topic.TRAINING_EXAMPLES:
         stamp = now.timestamp()
         features = feature_vector(EntityState(), FEATURES, stamp, raw={"amount": 3.0})
         return {
@@ -111,7 +111,7 @@ def base_document(topic: FuzzTopic, serial: int, now: datetime) -> dict[str, Any
             "feature_set": FEATURES.fingerprint(),
             "source": {"topic": f"{HOSTILE}-source", "partition": 0, "offset": serial},
         }
-    if topic is FuzzTopic.CONTROL:
+    if topic is Topic.CONTROL:
         return {
             "command_id": f"{HOSTILE}-c{serial}",
             "action": "retrain",
@@ -132,7 +132,7 @@ def base_document(topic: FuzzTopic, serial: int, now: datetime) -> dict[str, Any
 
 
 def hostile_records(
-    rng: random.Random, topic: FuzzTopic, count: int, now: datetime | None = None
+    rng: random.Random, topic: Topic, count: int, now: datetime | None = None
 ) -> list[HostileRecord]:
     """``count`` mutated records for ``topic``."""
     now = now or datetime.now(UTC)

@@ -23,7 +23,7 @@ from typing import Any
 from kafka import KafkaProducer
 
 from chaos.corpus import Malformed, malformed_events, malformed_learning, malformed_requests
-from chaos.fuzz import FuzzTopic, HostileRecord, hostile_records
+from chaos.fuzz import FUZZED_TOPICS, HostileRecord, hostile_records
 from chaos.ledger import Ledger, SentEvent
 from chaos.plan import MODEL, Mode
 from services.settings import Settings
@@ -180,9 +180,7 @@ class Traffic:
 
     def fuzz(self, ledger: Ledger, per_topic: int) -> None:
         """``per_topic`` mutated records into each input topic, interleaved."""
-        batches = {
-            Topic(topic.value): hostile_records(self.rng, topic, per_topic) for topic in FuzzTopic
-        }
+        batches = {topic: hostile_records(self.rng, topic, per_topic) for topic in FUZZED_TOPICS}
         for i in range(per_topic):
             for topic, records in batches.items():
                 hostile = records[i]

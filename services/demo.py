@@ -50,7 +50,7 @@ from services.model_updates import open_registry
 from services.registry import CHAMPION
 from services.settings import Settings
 from services.supervisor import SERVICES, Supervisor
-from streams.admin import describe_group, ensure_topics
+from streams.admin import ensure_topics, group_serving
 from streams.clients import make_admin, make_consumer, make_producer, make_redis
 from streams.contracts import Event, Label, PredictionRequest
 from streams.groups import SERVICES_WITH_GROUPS, group_id
@@ -249,9 +249,7 @@ def _wait_for_services(settings: Settings) -> None:
 
 def _serving(admin: Any, settings: Settings, service: str) -> bool:
     """Whether ``service``'s consumer group is stable with members."""
-    return describe_group(
-        admin, group_id(settings.topic_prefix, service, settings.model_name)
-    ).serving
+    return group_serving(admin, group_id(settings.topic_prefix, service, settings.model_name))
 
 
 def _observe_answer(observed: Observed, raw: bytes) -> None:

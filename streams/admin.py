@@ -8,7 +8,12 @@ from dataclasses import dataclass
 
 from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    NotCoordinatorError,
+    TopicAlreadyExistsError,
+)
 
 from services.settings import Settings
 from streams.clients import make_admin
@@ -95,11 +100,6 @@ class GroupView:
     member_ids: frozenset[str]
     owned: frozenset[tuple[str, int]]  # (topic, partition) some member owns now
 
-    @property
-    def serving(self) -> bool:
-        """Stable with members: the group's consumers own their partitions and read."""
-        return self.state == "Stable" and bool(self.member_ids)
-
 
 def describe_group(admin: KafkaAdminClient, group: str) -> GroupView:
     """``group`` as its coordinator describes it (a group that does not exist is
@@ -114,6 +114,25 @@ def describe_group(admin: KafkaAdminClient, group: str) -> GroupView:
     )
     members = frozenset(member.member_id for member in description.members)
     return GroupView(description.state, members, owned)
+
+
+# What a broker answers about a group before its coordinator is up (just started, its
+# offsets topic still being created) or while the coordinator moves: ask again.
+COORDINATOR_NOT_READY = (
+    CoordinatorNotAvailableError,
+    CoordinatorLoadInProgressError,
+    NotCoordinatorError,
+)
+
+
+def group_serving(admin: KafkaAdminClient, group: str) -> bool:
+    """Whether ``group`` is stable with members (its consumers own their partitions and
+    read); False, not an error, while its coordinator is not ready yet."""
+    try:
+        view = describe_group(admin, group)
+    except COORDINATOR_NOT_READY:
+        return False
+    return view.state == "Stable" and bool(view.member_ids)
 
 
 def committed_offsets(admin: KafkaAdminClient, group: str) -> dict[TopicPartition, int]:

@@ -26,7 +26,7 @@ from services.model_updates import open_registry
 from services.registry import Lineage, Registry
 from services.settings import Settings
 from services.tracing import trace_request
-from streams.admin import describe_group, ensure_topics
+from streams.admin import ensure_topics, group_serving
 from streams.clients import make_admin, make_redis
 from streams.console import read_topic
 from streams.feature_definitions import FEATURES
@@ -77,7 +77,7 @@ class Service:
         admin = make_admin(self.settings)
         deadline = time.monotonic() + DEADLINE_S
         try:
-            while not describe_group(admin, group).serving:
+            while not group_serving(admin, group):
                 if time.monotonic() > deadline:
                     pytest.fail(f"predictor not serving\n{self.log.read_text()[-3000:]}")
                 time.sleep(0.2)

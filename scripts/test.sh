@@ -14,4 +14,6 @@ VENV_BIN=$ROOT/.venv/bin
 echo "== ruff check" && "$VENV_BIN/ruff" check .
 echo "== ruff format --check" && "$VENV_BIN/ruff" format --check .
 echo "== mypy streams services" && "$VENV_BIN/mypy" streams services
-echo "== pytest" && "$VENV_BIN/python" -m pytest "$@"
+# Two workers, each test file whole on one of them (its module fixtures set up once):
+# the integration tests mostly wait on the broker, so two of them overlap that waiting.
+echo "== pytest" && "$VENV_BIN/python" -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"

@@ -5,8 +5,10 @@ Tests under ``tests/unit`` are marked ``unit`` and need nothing running. Tests u
 session-scoped :func:`stack` fixture, which starts them once per run:
 
 - with a Docker engine answering, testcontainers runs the same images as
-  docker-compose.yml;
-- otherwise ``scripts/stack.sh up`` starts (or reuses) the local broker and Redis.
+  docker-compose.yml (a pair per pytest-xdist worker);
+- otherwise ``scripts/stack.sh up`` starts (or reuses) the local broker and Redis, once
+  for all the session's pytest-xdist workers (``tests/session_state.py``); the
+  controller stops it when every worker is done.
 
 When neither works the run fails loudly: integration tests are never skipped.
 """
@@ -20,14 +22,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from services.settings import PROJECT_ROOT, Settings
 from streams.clients import make_admin
+from tests import session_state
+from tests.integration import chaos_run
 
 STACK_SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"
 CHAOS_TESTS = "test_chaos.py"
+STACK_STARTED = "stack-started"
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 REDIS_IMAGE = "redis:7"
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -46,6 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
+    session_state.open_folder()
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, "1")
     threadpool_limits(limits=1)
@@ -71,18 +78,29 @@ def _running_order(item: pytest.Item) -> int:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if session.config.option.collectonly:
+    if session.config.option.collectonly or session_state.is_worker(session.config):
         return
     if any(Path(str(item.path)).name == CHAOS_TESTS for item in session.items):
-        from tests.integration import chaos_run
+        chaos_run.start_once(session_state.folder())
 
-        chaos_run.started()
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """The controller of pytest-xdist workers starts the chaos run (workers never do)."""
+    if node.config.option.collectonly:
+        return
+    if any(CHAOS_TESTS in test_id for test_id in ids):
+        chaos_run.start_once(session_state.folder())
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    from tests.integration import chaos_run
-
-    chaos_run.stop_if_started()
+    """The controller stops what the session started, once every worker is done."""
+    if session_state.is_worker(session.config):
+        return
+    chaos_run.stop_if_started(session_state.folder())
+    if session_state.marked(STACK_STARTED):
+        _stack("down")
+    session_state.close_folder()
 
 
 def _docker_answers() -> bool:
@@ -110,17 +128,21 @@ def _stack(action: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _local_stack(cleanup: ExitStack) -> dict[str, str]:
-    already_running = _stack("status").returncode == 0
-    if not already_running:
-        started = _stack("up")
-        if started.returncode != 0:
-            pytest.fail(
-                "could not start Kafka and Redis with scripts/stack.sh up "
-                f"(exit {started.returncode}):\n{started.stderr}{started.stdout}",
-                pytrace=False,
-            )
-        cleanup.callback(_stack, "down")
+def _local_stack() -> dict[str, str]:
+    """Start the local stack unless it runs; the session's controller stops what it started.
+
+    Every worker asks, under the session's lock, so only one of them starts it.
+    """
+    with session_state.exclusive("stack"):
+        if _stack("status").returncode != 0:
+            started = _stack("up")
+            if started.returncode != 0:
+                pytest.fail(
+                    "could not start Kafka and Redis with scripts/stack.sh up "
+                    f"(exit {started.returncode}):\n{started.stderr}{started.stdout}",
+                    pytrace=False,
+                )
+            session_state.mark(STACK_STARTED)
     return {}
 
 
@@ -155,7 +177,7 @@ def stack() -> Iterator[Settings]:
         if not uses_external and _docker_answers():
             endpoints = _containers(cleanup)
         else:
-            endpoints = _local_stack(cleanup)
+            endpoints = _local_stack()
         yield base.model_copy(
             update={
                 **endpoints,

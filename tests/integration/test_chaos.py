@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from services.settings import PROJECT_ROOT
+from tests import session_state
 from tests.integration import chaos_run
 
 pytestmark = pytest.mark.chaos
@@ -53,7 +54,7 @@ def test_the_accounting_doctests_pass() -> None:
 
 @pytest.fixture(scope="module")
 def chaos() -> tuple[dict[str, Any], str]:
-    report, output, code = chaos_run.started().result()
+    report, output, code = chaos_run.session_run(session_state.folder()).result()
     assert report, f"the suite wrote no figures (exit {code}):\n{output}"
     assert (code == 0) == report["passed"], output
     return report, output

@@ -11,6 +11,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import (
     CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
+    KafkaError,
     NotCoordinatorError,
     TopicAlreadyExistsError,
 )
@@ -101,10 +102,27 @@ class GroupView:
     owned: frozenset[tuple[str, int]]  # (topic, partition) some member owns now
 
 
+class GroupAnswerUnreadable(KafkaError):  # type: ignore[misc]
+    """An error answer to DescribeGroups that kafka-python 2.3.3 cannot read.
+
+    Kafka fills an error answer's ``authorized_operations`` with its default, INT32_MIN
+    (bit 31); kafka-python decodes those bits before it looks at the error code and
+    raises ``ValueError: 31 is not a valid ACLOperation`` instead of the error (a broker
+    loading its group coordinator answers so: ``tests/unit/test_admin.py`` shows it).
+    """
+
+    retriable = True
+
+
 def describe_group(admin: KafkaAdminClient, group: str) -> GroupView:
     """``group`` as its coordinator describes it (a group that does not exist is
     ``Dead`` with no members)."""
-    (description,) = admin.describe_consumer_groups([group])
+    try:
+        (description,) = admin.describe_consumer_groups([group])
+    except ValueError as exc:
+        if "ACLOperation" not in str(exc):
+            raise
+        raise GroupAnswerUnreadable(f"group {group}: {exc}") from exc
     owned = frozenset(
         (topic, partition)
         for member in description.members
@@ -117,11 +135,12 @@ def describe_group(admin: KafkaAdminClient, group: str) -> GroupView:
 
 
 # What a broker answers about a group before its coordinator is up (just started, its
-# offsets topic still being created) or while the coordinator moves: ask again.
+# offsets topic still being created or loaded) or while the coordinator moves: ask again.
 COORDINATOR_NOT_READY = (
     CoordinatorNotAvailableError,
     CoordinatorLoadInProgressError,
     NotCoordinatorError,
+    GroupAnswerUnreadable,
 )
 
 

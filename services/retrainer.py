@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -511,6 +512,9 @@ class Retrainer:
             for tp in partitions:
                 consumer.seek(tp, max(starts[tp], ends[tp] - share))
             found: list[TrainingExample] = []
+            # One line per window, not one per record: a window full of junk must not
+            # cost a log line per record at every retrain and review.
+            skipped: Counter[str] = Counter()
             while any(consumer.position(tp) < ends[tp] for tp in partitions):
                 for records in consumer.poll(timeout_ms=POLL_MS).values():
                     for record in records:
@@ -518,7 +522,7 @@ class Retrainer:
                             try:
                                 example = decode(TrainingExample, record.value)
                             except InvalidMessage as exc:
-                                log.warning("skipping bad example", extra={"error": str(exc)})
+                                skipped[exc.error_class] += 1
                                 continue
                             # The learner dead-letters an example of a label its kind
                             # cannot learn; a fit on it would learn a wrong class.
@@ -526,7 +530,12 @@ class Retrainer:
                             if refusal is None:
                                 found.append(example)
                             else:
-                                log.warning("skipping bad example", extra={"error": refusal})
+                                skipped["label_not_learnable"] += 1
+            if skipped:
+                log.warning(
+                    "skipped bad examples in the window",
+                    extra={"skipped": sum(skipped.values()), "by_error": dict(skipped)},
+                )
             return found
         finally:
             consumer.close()
@@ -728,12 +737,19 @@ class AlertListener:
                             self._command(record)
                         else:
                             self._collect(record, bursts)
+                # Before any long work: a review or a retrain may outlast the max poll
+                # interval, and a commit after it is refused; the batch just handled
+                # must not be read and handled again at every turn.
+                if not bursts:
+                    self._commit()
                 now = time.monotonic()
                 live_every = self.settings.live_evaluation_every_s
                 if live_every > 0 and now - last_live >= live_every:
-                    last_live = now
                     with self.liveness.busy("live evaluation"):
                         self._review(self.settings.model_name)
+                    # The next review a full period after this one ended: one longer
+                    # than the period must still leave the loop time to poll.
+                    last_live = now = time.monotonic()
                 every = self.settings.retrain_every_s
                 if every > 0 and now - last_scheduled >= every:
                     last_scheduled = now
@@ -746,8 +762,6 @@ class AlertListener:
                         retry = self._retrain(model, burst, now)
                         if retry is not None:
                             bursts[model] = retry
-                if not bursts:
-                    self._commit()
         finally:
             topics.stop()
             self.liveness.stop()

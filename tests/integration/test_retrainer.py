@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,10 +26,11 @@ from services.model_updates import open_registry
 from services.registry import CHALLENGER, CHAMPION, Registry
 from services.retrainer import AlertListener, Retrainer
 from services.settings import Settings
-from streams.admin import ensure_topics
-from streams.clients import make_producer
+from streams.admin import committed_offsets, ensure_topics
+from streams.clients import make_admin, make_producer
 from streams.console import read_topic
 from streams.contracts import DriftAlert, DriftKind, DriftWindow, SourceOffset, TrainingExample
+from streams.groups import group_id
 from streams.serialization import IntegrityError
 from streams.topics import Topic, spec_for
 from streams.validation import encode
@@ -339,3 +341,46 @@ def test_examples_with_labels_the_model_kind_cannot_learn_are_left_out_of_a_fit(
     window = retrainer.recent_examples(100)
     assert len(window) == 40
     assert {type(e.label) for e in window} == {bool}
+
+
+def test_reviews_longer_than_a_session_still_let_the_alerts_be_committed(
+    deployment: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review that outlasts the max poll interval, the group's session and its own
+    period ended every turn of the loop in a refused commit: the listener handled the
+    same batch for ever (found by the chaos full mode's fuzz: behind the slow-retrain
+    scenario's 5 s max poll interval, reviews of a window full of junk took 70 s)."""
+    settings = deployment.model_copy(
+        update={"consumer_max_poll_interval_ms": 2_000, "live_evaluation_every_s": 1.0}
+    )
+
+    def slow_review(_listener: AlertListener, _model: str) -> None:
+        time.sleep(settings.consumer_session_timeout_ms / 1000 + 2)
+
+    monkeypatch.setattr(AlertListener, "_review", slow_review)
+    alerts = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+    producer = make_producer(settings)
+    try:
+        for n in range(20):
+            producer.send(alerts, key=MODEL.encode(), value=f"not an alert {n}".encode())
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    listener = AlertListener(settings, Retrainer(settings, open_registry(settings)))
+    running = threading.Thread(target=listener.run, daemon=True)
+    running.start()
+    group = group_id(settings.topic_prefix, "retrainer", MODEL)
+    admin = make_admin(settings)
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        committed: dict[Any, int] = {}
+        while sum(committed.values()) < 20:
+            assert running.is_alive(), "the listener ended"
+            if time.monotonic() > deadline:
+                pytest.fail(f"committed {committed} of 20 alerts (a commit refused each turn)")
+            time.sleep(1.0)
+            committed = committed_offsets(admin, group)
+    finally:
+        admin.close()
+        listener.stop()
+        running.join(timeout=DEADLINE_S)

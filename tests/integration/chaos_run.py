@@ -55,6 +55,7 @@ class ChaosRun:
             stderr=subprocess.DEVNULL,
         )
         self.pid.write_text(str(parent.pid))
+        _PARENTS.append(parent)  # kept, and reaped at the end: an unreaped Popen warns
 
     def started(self) -> bool:
         return self.pid.exists()
@@ -94,6 +95,10 @@ class ChaosRun:
         return True
 
 
+# The parents this process started (the session's controller starts one).
+_PARENTS: list[subprocess.Popen[bytes]] = []
+
+
 def session_run(session_folder: Path) -> ChaosRun:
     return ChaosRun(session_folder / FOLDER_NAME)
 
@@ -110,6 +115,12 @@ def stop_if_started(session_folder: Path) -> None:
     logs and state stay, named in its output)."""
     run = session_run(session_folder)
     run.stop()
+    for parent in _PARENTS:
+        try:
+            parent.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            parent.kill()
+            parent.wait()
     if run.passed():
         shutil.rmtree(run.folder, ignore_errors=True)
 

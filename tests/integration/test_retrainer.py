@@ -343,44 +343,66 @@ def test_examples_with_labels_the_model_kind_cannot_learn_are_left_out_of_a_fit(
     assert {type(e.label) for e in window} == {bool}
 
 
-def test_reviews_longer_than_a_session_still_let_the_alerts_be_committed(
+def test_a_handled_batch_is_committed_before_a_review_longer_than_a_session(
     deployment: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A review that outlasts the max poll interval, the group's session and its own
-    period ended every turn of the loop in a refused commit: the listener handled the
-    same batch for ever (found by the chaos full mode's fuzz: behind the slow-retrain
-    scenario's 5 s max poll interval, reviews of a window full of junk took 70 s)."""
+    """The listener committed a batch only after the review that followed it: a review
+    that outlasts the max poll interval, the group's session and its own period ended
+    every turn in a refused commit, and the listener handled the same batch for ever
+    (found by the chaos full mode's fuzz: behind the slow-retrain scenario's 5 s max poll
+    interval, reviews of a window full of junk took 70 s). Each review here checks, as
+    it starts, that every alert handled so far is committed."""
     settings = deployment.model_copy(
         update={"consumer_max_poll_interval_ms": 2_000, "live_evaluation_every_s": 1.0}
     )
+    sent = 20
+    group = group_id(settings.topic_prefix, "retrainer", MODEL)
+    handled: list[int] = []
+    uncommitted_at_review: list[tuple[int, int]] = []
+    reviewing_admin = make_admin(settings)
+    dead_letter = AlertListener._dead_letter
+
+    def counting_dead_letter(listener: AlertListener, record: Any, exc: Any) -> None:
+        dead_letter(listener, record, exc)
+        handled.append(record.offset)
+
+    reviewing = threading.Event()
 
     def slow_review(_listener: AlertListener, _model: str) -> None:
+        committed = sum(committed_offsets(reviewing_admin, group).values())
+        if committed < min(len(handled), sent):
+            uncommitted_at_review.append((len(handled), committed))
+        reviewing.set()
         time.sleep(settings.consumer_session_timeout_ms / 1000 + 2)
 
+    monkeypatch.setattr(AlertListener, "_dead_letter", counting_dead_letter)
     monkeypatch.setattr(AlertListener, "_review", slow_review)
+    listener = AlertListener(settings, Retrainer(settings, open_registry(settings)))
+    running = threading.Thread(target=listener.run, daemon=True)
+    running.start()
+    # The alerts arrive during a review: the batch after it meets a review already due.
+    assert reviewing.wait(timeout=DEADLINE_S), "no review started"
     alerts = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
     producer = make_producer(settings)
     try:
-        for n in range(20):
+        for n in range(sent):
             producer.send(alerts, key=MODEL.encode(), value=f"not an alert {n}".encode())
         producer.flush(timeout=30)
     finally:
         producer.close()
-    listener = AlertListener(settings, Retrainer(settings, open_registry(settings)))
-    running = threading.Thread(target=listener.run, daemon=True)
-    running.start()
-    group = group_id(settings.topic_prefix, "retrainer", MODEL)
     admin = make_admin(settings)
     try:
         deadline = time.monotonic() + DEADLINE_S
         committed: dict[Any, int] = {}
-        while sum(committed.values()) < 20:
+        while sum(committed.values()) < sent:
             assert running.is_alive(), "the listener ended"
             if time.monotonic() > deadline:
-                pytest.fail(f"committed {committed} of 20 alerts (a commit refused each turn)")
+                pytest.fail(f"committed {committed} of {sent} alerts (refused each turn)")
             time.sleep(1.0)
             committed = committed_offsets(admin, group)
     finally:
         admin.close()
         listener.stop()
         running.join(timeout=DEADLINE_S)
+        reviewing_admin.close()
+    assert uncommitted_at_review == [], "(handled, committed) as a review started"

@@ -31,12 +31,17 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import ValidationError
 
-from streams.contracts import SCHEMA_VERSION, Contract
+from streams.contracts import MAX_FEATURES, SCHEMA_VERSION, Contract
 
 # Below the broker's default message.max.bytes (~1 MiB), so that a too-large record can
 # still be dead-lettered whole, with its evidence headers.
 MAX_MESSAGE_BYTES = 512 * 1024
 MAX_DEPTH = 8
+# Keys at every depth. The largest contract, a training example, holds a dozen fields,
+# its raw features (at most MAX_FEATURES) and the ones derived from them. A document with
+# more is refused before field validation, which would report each extra key: 20,000
+# keys cost about 30 ms that way, and a worker fed such records falls behind.
+MAX_KEYS = 4 * MAX_FEATURES
 MAX_REASONS = 5
 # Integers as orjson reads them: signed or unsigned 64 bits. Digits are counted before
 # converting, so a 500 KiB number costs no quadratic int() conversion.
@@ -105,7 +110,8 @@ def decode(
 
 
 def _parse_json(text: str) -> Any:
-    """Strict JSON: no NaN/Infinity, no overflowing numbers, no duplicate keys, bounded depth.
+    """Strict JSON: no NaN/Infinity, no overflowing numbers, no duplicate keys, bounded depth
+    and key count.
 
     Fast path: orjson, which already refuses NaN, Infinity and overflowing numbers, and
     a duplicate-key check by counting: every key in the text ends in ``"`` then ``:``,
@@ -119,10 +125,32 @@ def _parse_json(text: str) -> Any:
     try:
         document = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return _parse_json_exactly(text)
-    if len(_KEY_END.findall(text)) != _count_keys(document):
+        document = _parse_json_exactly(text)
+        _bounded_key_count(document)
+        return document
+    keys = _bounded_key_count(document)
+    if len(_KEY_END.findall(text)) != keys:
         return _parse_json_exactly(text)
     return document
+
+
+def _bounded_key_count(document: Any) -> int:
+    """``document``'s keys at every depth, refused past :data:`MAX_KEYS`.
+
+    A repeated key collapses in a parsed document, so when the parsed count is over the
+    bound, the text's is too.
+
+    >>> _bounded_key_count({"a": {"b": 1}})
+    2
+    >>> _bounded_key_count({f"k{i}": i for i in range(MAX_KEYS + 1)})
+    Traceback (most recent call last):
+    ...
+    streams.validation.InvalidMessage: too_many_keys: 2049 keys, more than the limit of 2048
+    """
+    count = _count_keys(document)
+    if count > MAX_KEYS:
+        raise InvalidMessage("too_many_keys", f"{count} keys, more than the limit of {MAX_KEYS}")
+    return count
 
 
 _KEY_END = re.compile(r'"\s*:')

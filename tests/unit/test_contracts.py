@@ -47,6 +47,7 @@ MALFORMED: list[tuple[str, bytes | None, str]] = [
     ("overflowing number", _event().replace(b"3.5", b"1e309"), "non_finite_number"),
     ("duplicate key", b'{"event_id": "a", "event_id": "b"}', "duplicate_key"),
     ("deep nesting", b'{"features": ' + b"[" * 50 + b"]" * 50 + b"}", "too_deep"),
+    ("20,000 keys", _event(features={f"k{i}": i for i in range(20_000)}), "too_many_keys"),
     ("epoch 0", _event(event_time="1970-01-01T00:00:00Z"), "event_time_out_of_range"),
     ("a day ahead", _event(event_time="2026-01-02T00:00:00Z"), "event_time_out_of_range"),
     ("array", b"[1, 2]", "not_an_object"),

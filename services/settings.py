@@ -195,6 +195,12 @@ class Settings(BaseModel):
         description="Observations before the drift references start (a cold start's new "
         "entities and a still-learning model are no evidence).",
     )
+    drift_max_features: int = Field(
+        DEFAULT_DRIFT.max_features,
+        ge=1,
+        description="Features a drift monitor tracks, the first it sees (ever-new names "
+        "would grow it and every checkpoint without end).",
+    )
     drift_action: str = Field(
         "warn",
         pattern="^(warn|retrain)$",
@@ -374,6 +380,7 @@ class Settings(BaseModel):
             cooldown=self.drift_cooldown,
             rearm_ratio=self.drift_rearm_ratio,
             warmup=self.drift_warmup,
+            max_features=self.drift_max_features,
         )
 
     def deployment_key(self) -> bytes:

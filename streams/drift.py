@@ -270,6 +270,10 @@ class DriftConfig:
     cooldown: int = 1000
     rearm_ratio: float = 0.5
     warmup: int = 0
+    # Features a monitor tracks, the first it sees; each keeps two windows of values, so
+    # a stream of ever-new names (ids used as keys, a producer's typo) must not grow
+    # the monitor and every checkpoint of it without end.
+    max_features: int = 512
 
     def __post_init__(self) -> None:
         # A plain dict (a copy), so that configs and monitors pickle into checkpoints.
@@ -286,6 +290,7 @@ class DriftConfig:
         _require(self.check_every >= 1 and self.cooldown >= 0, "check_every >= 1, cooldown >= 0")
         _require(0 <= self.rearm_ratio <= 1, "0 <= rearm_ratio <= 1")
         _require(self.warmup >= 0, "warmup >= 0")
+        _require(self.max_features >= 1, "max_features >= 1")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -478,6 +483,24 @@ class DataDriftMonitor:
         self._updates = 0
         self._tracks: dict[str, _Track] = {}
         self.refused = 0  # values update_many skipped (see there)
+        self.untracked = 0  # values of features past config.max_features, not tracked
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"untracked": 0, **state})  # checkpoints from before the cap
+
+    def _tracks_room_for(self, name: str, values: int) -> bool:
+        """True if ``name`` is tracked or can be; else its ``values`` count as untracked.
+
+        >>> monitor = DataDriftMonitor(DriftConfig(window=2, min_samples=1, max_features=1))
+        >>> monitor.update_many([{"a": 1.0, "b": 2.0}, {"b": 3.0}])
+        []
+        >>> monitor.statistics(), monitor.untracked
+        ({}, 2)
+        """
+        if name in self._tracks or len(self._tracks) < self.config.max_features:
+            return True
+        self.untracked += values
+        return False
 
     @property
     def updates(self) -> int:
@@ -502,6 +525,8 @@ class DataDriftMonitor:
             if name in self._tracks and self._tracks[name].kind != kind:
                 raise ValueError(f"feature {name!r} is {self._tracks[name].kind}, not {kind}")
         for name, value in values.items():
+            if not self._tracks_room_for(name, 1):
+                continue
             if name not in self._tracks:
                 self._tracks[name] = _Track(name, kinds[name], self.config.window)
             self._tracks[name].add(value)
@@ -544,7 +569,7 @@ class DataDriftMonitor:
             elif name in self._tracks and self._tracks[name].kind != NUMERIC:
                 self.refused += len(values)
                 continue
-            if not values:
+            if not values or not self._tracks_room_for(name, len(values)):
                 continue
             if name not in self._tracks:
                 kind = CATEGORICAL if isinstance(values[0], str) else NUMERIC

@@ -531,3 +531,18 @@ def test_a_cold_start_within_the_warmup_is_no_evidence() -> None:
     warmed = DataDriftMonitor(DriftConfig(window=500, min_samples=200, warmup=300))
     assert _run(warmed, cold + steady) == []
     assert warmed.updates == 2800
+
+
+def test_ever_new_feature_names_do_not_grow_the_monitor_past_its_cap() -> None:
+    """A fuzz of valid examples with mangled names once gave the learner 20,038 tracks and
+    an 8 MB checkpoint that took a second to write, every second."""
+    monitor = DataDriftMonitor(DriftConfig(window=10, min_samples=5, check_every=5))
+    rows = [{"amount": float(i % 7), f"junk_{i}": float(i)} for i in range(2_000)]
+    monitor.update_many(rows)
+    tracked = monitor.state()["features"]
+    assert len(tracked) == DriftConfig().max_features
+    assert "amount" in tracked, "the first names seen keep their tracks"
+    assert monitor.untracked == 2_000 - (DriftConfig().max_features - 1)
+    for row in rows[:50]:
+        monitor.update(row)
+    assert len(monitor.state()["features"]) == DriftConfig().max_features

@@ -214,6 +214,13 @@ class Settings(BaseModel):
     checkpoint_interval_s: float = Field(
         10.0, gt=0, description="... or after this many seconds with unsaved learning."
     )
+    checkpoint_max_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Most of the learner's time checkpoints may take: after one that took d "
+        "seconds, the next waits at least d x (1/share - 1).",
+    )
     snapshot_every: int = Field(
         10_000,
         ge=0,

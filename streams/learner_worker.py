@@ -8,9 +8,11 @@ newest checkpoint first).
 Exactly-once learning rests on the checkpoint, not on Kafka's committed offsets: every
 ``EDDY_CHECKPOINT_EVERY`` examples or ``EDDY_CHECKPOINT_INTERVAL_S`` seconds (and on a
 clean stop) the learner seals its whole state *with the offsets it has consumed* into one
-file, atomically. On start or on assignment it restores that file and seeks to those
-offsets, so an example after the checkpoint is learned again exactly once and one
-before it never. Committed offsets follow the checkpoints, for lag monitoring only.
+file, atomically; never so often that sealing takes more than
+``EDDY_CHECKPOINT_MAX_SHARE`` of its time. On start or on assignment it restores that
+file and seeks to those offsets, so an example after the checkpoint is learned again
+exactly once and one before it never. Committed offsets follow the checkpoints, for lag
+monitoring only.
 
 SIGTERM (or SIGINT) lets the batch in hand finish (its alerts and late-labelled examples
 sent and acknowledged), then writes a final checkpoint and commits it: a restart seeks to
@@ -213,6 +215,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._served: list[ServedOutcome] = []  # labelled answers of served versions
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        self._checkpoint_cost_s = 0.0  # how long the last checkpoint took
         self._commit_owed = False  # see on_partitions_assigned
         self._listener_error: Exception | None = None  # see _listener_errors_kept
         self._stopping = False
@@ -455,14 +458,13 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     # --- checkpoints ----------------------------------------------------------------
 
     def _checkpoint_due(self) -> bool:
-        return self._since_checkpoint >= self.settings.checkpoint_every or (
-            self._since_checkpoint > 0
-            and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s
-        )
+        since = time.monotonic() - self._last_checkpoint
+        return checkpoint_due(self._since_checkpoint, since, self._checkpoint_cost_s, self.settings)
 
     def checkpoint(self, *, commit: bool = True, wait: bool = True) -> None:
         """Seal the state with its offsets; then commit those offsets (for lag reporting:
         without ``wait`` the commit is not waited for, the next one supersedes it)."""
+        started = time.monotonic()
         recorded = self.snapshots.recorded()
         if recorded and self.state.labels_joined:
             self.state.label_coverage = self.state.labels_joined / recorded
@@ -472,6 +474,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self.state.snapshot_taken()
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        self._checkpoint_cost_s = self._last_checkpoint - started
         if commit:
             self._commit(wait=wait)
         self._report_metrics()
@@ -534,6 +537,29 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         if restored is not None:
             log.warning("checkpoint is for another configuration; starting fresh")
         return LearnerState(Learner(self.config), RecentIds(limit))
+
+
+def checkpoint_due(unsaved: int, since_s: float, last_cost_s: float, settings: Settings) -> bool:
+    """Whether ``unsaved`` changes, ``since_s`` after the last checkpoint (which took
+    ``last_cost_s``), call for the next one.
+
+    The cadence settings ask; the share bounds them: a state that grew slow to seal
+    (a big model, a busy machine) is sealed less often rather than leaving the learner
+    no time to learn. A crash then replays more, and still learns each example once.
+
+    >>> from services.settings import Settings
+    >>> paced = Settings(checkpoint_every=10, checkpoint_interval_s=1.0, checkpoint_max_share=0.25)
+    >>> checkpoint_due(10, 0.1, 0.01, paced), checkpoint_due(3, 2.0, 0.01, paced)
+    (True, True)
+    >>> checkpoint_due(10, 1.0, 0.5, paced), checkpoint_due(10, 1.6, 0.5, paced)
+    (False, True)
+    """
+    if unsaved == 0:
+        return False
+    spacing = last_cost_s * (1 - settings.checkpoint_max_share) / settings.checkpoint_max_share
+    if since_s < spacing:
+        return False
+    return unsaved >= settings.checkpoint_every or since_s >= settings.checkpoint_interval_s
 
 
 def restored_dedup_memory(learned: RecentIds | Iterable[str], limit: int) -> RecentIds:

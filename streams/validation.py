@@ -37,11 +37,14 @@ from streams.contracts import MAX_FEATURES, SCHEMA_VERSION, Contract
 # still be dead-lettered whole, with its evidence headers.
 MAX_MESSAGE_BYTES = 512 * 1024
 MAX_DEPTH = 8
-# Keys at every depth. The largest contract, a training example, holds a dozen fields,
-# its raw features (at most MAX_FEATURES) and the ones derived from them. A document with
-# more is refused before field validation, which would report each extra key: 20,000
-# keys cost about 30 ms that way, and a worker fed such records falls behind.
-MAX_KEYS = 4 * MAX_FEATURES
+# Keys in all, counted at every depth. The largest documents are Eddy's own: a drift
+# alert ranks every drifted feature in its evidence, four keys each, and a monitor tracks
+# at most MAX_FEATURES (2,048 keys); a training example holds a dozen fields, its raw
+# features (at most MAX_FEATURES), the ones derived from them and the entity's kept last
+# values (at most 1,024). A document with more is refused before field validation, which
+# would report each extra key: 20,000 keys cost about 30 ms that way, and a worker fed
+# such records falls behind.
+MAX_KEYS = 8 * MAX_FEATURES
 MAX_REASONS = 5
 # Integers as orjson reads them: signed or unsigned 64 bits. Digits are counted before
 # converting, so a 500 KiB number costs no quadratic int() conversion.
@@ -145,7 +148,7 @@ def _bounded_key_count(document: Any) -> int:
     >>> _bounded_key_count({f"k{i}": i for i in range(MAX_KEYS + 1)})
     Traceback (most recent call last):
     ...
-    streams.validation.InvalidMessage: too_many_keys: 2049 keys, more than the limit of 2048
+    streams.validation.InvalidMessage: too_many_keys: 4097 keys, more than the limit of 4096
     """
     count = _count_keys(document)
     if count > MAX_KEYS:

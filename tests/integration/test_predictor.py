@@ -234,13 +234,16 @@ def test_hostile_requests_get_error_answers_and_the_predictor_keeps_serving(
     """Each of these ended or stalled the predictor once: a deep nesting re-parsed to
     salvage its id (RecursionError), an integer beyond 64 bits (overflow when scored),
     reply topics internal to the broker or Eddy's own (a non-retriable send error, or
-    answers read back as control messages), an object of many keys with a repeat."""
+    answers read back as control messages), an object of many keys with a repeat, an
+    object of more keys than any message may have."""
     with_champion(service)
     service.start()
     consumer = answers_consumer(service)
     deep = b'{"request_id": "r-deep", "entity_id": "u", "x": ' + b"[" * 200_000
-    many_keys = ", ".join(f'"f{i}": 1' for i in range(30_000))
-    repeated = f'{{"request_id": "r-keys", "entity_id": "u", "features": {{{many_keys}, '
+    keys = ", ".join(f'"f{i}": 1' for i in range(2_000))  # within the bound: checked
+    repeated = f'{{"request_id": "r-keys", "entity_id": "u", "features": {{{keys}, '
+    too_many = ", ".join(f'"f{i}": 1' for i in range(30_000))
+    too_many_keys = f'{{"request_id": "r-many", "entity_id": "u", "x": {{{too_many}}}}}'
     hostile: list[bytes | dict[str, Any]] = [
         deep + b"]" * 200_000 + b"}",
         b'{"request_id": "r-int", "entity_id": "u", "features": {"amount": 1' + b"0" * 400 + b"}}",
@@ -250,7 +253,8 @@ def test_hostile_requests_get_error_answers_and_the_predictor_keeps_serving(
             "entity_id": "u",
             "reply_topic": service.topic(Topic.CONTROL),
         },
-        (repeated + '"f29999": 2}}').encode(),
+        (repeated + '"f1999": 2}}').encode(),
+        too_many_keys.encode(),
         {"request_id": "r-unknown", "entity_id": "u", "reply_topic": "app.nobody-made-this"},
         {"request_id": "r-ok", "entity_id": "u", "features": {"amount": 99.0}},
     ]
@@ -264,8 +268,9 @@ def test_hostile_requests_get_error_answers_and_the_predictor_keeps_serving(
     assert messages["r-internal"].startswith("forbidden_reply_topic")
     assert messages["r-own"].startswith("forbidden_reply_topic")
     assert messages["r-unknown"].startswith("unknown_reply_topic")
-    assert messages["r-keys"] == "duplicate_key: key 'f29999' appears more than once"
-    named = {"r-int", "r-internal", "r-own", "r-keys", "r-unknown"}
+    assert messages["r-keys"] == "duplicate_key: key 'f1999' appears more than once"
+    assert messages["r-many"].startswith("too_many_keys"), "refused before its fields"
+    named = {"r-int", "r-internal", "r-own", "r-keys", "r-many", "r-unknown"}
     deep_id = next(rid for rid in messages if rid not in named)
     assert messages[deep_id].startswith("too_deep"), "a too-deep request is not parsed again"
     assert service.process is not None

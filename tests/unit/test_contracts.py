@@ -5,10 +5,19 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from services.settings import Settings
 from streams import schema_files
-from streams.contracts import DriftAlert, Event, Label, Prediction, PredictionError
+from streams.contracts import (
+    DriftAlert,
+    DriftEvidence,
+    DriftWindow,
+    Event,
+    Label,
+    Prediction,
+    PredictionError,
+)
 from streams.topics import Topic, message_key, spec_for, topic_specs
-from streams.validation import MAX_MESSAGE_BYTES, InvalidMessage, decode, encode
+from streams.validation import MAX_KEYS, MAX_MESSAGE_BYTES, InvalidMessage, decode, encode
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 VALID_EVENT = {
@@ -159,3 +168,31 @@ def test_an_alert_asks_for_one_of_the_known_actions(action: str) -> None:
     assert decode(DriftAlert, orjson.dumps(alert)).action == action
     with pytest.raises(InvalidMessage, match="action"):
         decode(DriftAlert, orjson.dumps(alert | {"action": action + "x"}))
+
+
+def test_an_alert_naming_every_feature_a_monitor_may_track_stays_within_the_key_bound() -> None:
+    """The largest alert Eddy writes: every tracked feature drifted, on many partitions."""
+    evidence = [
+        DriftEvidence(feature=f"feature_{i}", test="psi", statistic=1.0, threshold=0.25)
+        for i in range(Settings.model_fields["drift_max_features"].default)
+    ]
+    alert = DriftAlert(
+        alert_id="m:data:1",
+        model="m",
+        kind="data",
+        detector="psi",
+        statistic=1.0,
+        threshold=0.25,
+        window=DriftWindow(offsets={f"training-examples[{p}]": (0, 9) for p in range(64)}),
+        evidence=evidence,
+        metrics={f"metric_{i}": 0.5 for i in range(32)},
+    )
+    assert decode(DriftAlert, encode(alert)) == alert
+
+
+def test_the_key_bound_holds_on_the_exact_parser_too() -> None:
+    """A lone surrogate sends a document past orjson to the standard library's parser."""
+    keys = ", ".join(f'"f{i}": 1' for i in range(MAX_KEYS + 1))
+    raw = ('{"event_id": "\\ud800", "entity_id": "u", "features": {' + keys + "}}").encode()
+    with pytest.raises(InvalidMessage, match="too_many_keys"):
+        decode(Event, raw)

@@ -80,6 +80,11 @@ SERVING_VERSION = Gauge("eddy_serving_version", "Version each alias serves.", ["
 DRIFT_STATISTIC = Gauge(
     "eddy_drift_statistic", "Latest data-drift statistic per feature.", ["feature", "test"]
 )
+DRIFT_UNTRACKED = Gauge(
+    "eddy_drift_untracked_values",
+    "Values of features past EDDY_DRIFT_MAX_FEATURES the data-drift monitor did not track "
+    "(since the learner started).",
+)
 CONSUMER_LAG = Gauge("eddy_consumer_lag", "Records behind the log end.", ["topic", "partition"])
 HEALTHY = Gauge("eddy_healthy", "1 while the liveness check passes, 0 when stalled.")
 

@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from streams.contracts import MAX_FEATURES
 from streams.drift import DEFAULT_CONFIG as DEFAULT_DRIFT
 from streams.drift import DriftConfig
 from streams.serialization import signing_key
@@ -198,8 +199,10 @@ class Settings(BaseModel):
     drift_max_features: int = Field(
         DEFAULT_DRIFT.max_features,
         ge=1,
+        le=MAX_FEATURES,
         description="Features a drift monitor tracks, the first it sees (ever-new names "
-        "would grow it and every checkpoint without end).",
+        "would grow it and every checkpoint without end; an alert naming them all must "
+        "stay within a message's key bound).",
     )
     drift_action: str = Field(
         "warn",

@@ -486,7 +486,12 @@ class DataDriftMonitor:
         self.untracked = 0  # values of features past config.max_features, not tracked
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"untracked": 0, **state})  # checkpoints from before the cap
+        # Checkpoints from before the cap: no count, and perhaps tracks past it (a dict
+        # keeps its order through pickling, so the first names seen stay).
+        self.__dict__.update({"untracked": 0, **state})
+        if len(self._tracks) > self.config.max_features:
+            kept = list(self._tracks.items())[: self.config.max_features]
+            self._tracks = dict(kept)
 
     def _tracks_room_for(self, name: str, values: int) -> bool:
         """True if ``name`` is tracked or can be; else its ``values`` count as untracked.

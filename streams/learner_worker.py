@@ -8,7 +8,7 @@ newest checkpoint first).
 Exactly-once learning rests on the checkpoint, not on Kafka's committed offsets: every
 ``EDDY_CHECKPOINT_EVERY`` examples or ``EDDY_CHECKPOINT_INTERVAL_S`` seconds (and on a
 clean stop) the learner seals its whole state *with the offsets it has consumed* into one
-file, atomically; never so often that sealing takes more than
+file, atomically; never so often that checkpoints take more than
 ``EDDY_CHECKPOINT_MAX_SHARE`` of its time. On start or on assignment it restores that
 file and seeks to those offsets, so an example after the checkpoint is learned again
 exactly once and one before it never. Committed offsets follow the checkpoints, for lag
@@ -514,6 +514,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         for feature, tests in self.state.learner.data_drift.statistics().items():
             for test, value in tests.items():
                 metrics.DRIFT_STATISTIC.labels(feature, test).set(value)
+        metrics.DRIFT_UNTRACKED.set(self.state.learner.data_drift.untracked)
         joined = self.state.labels_joined
         if joined:
             metrics.LABEL_LATENCY.set(self.state.label_latency_s_total / joined)
@@ -547,7 +548,6 @@ def checkpoint_due(unsaved: int, since_s: float, last_cost_s: float, settings: S
     (a big model, a busy machine) is sealed less often rather than leaving the learner
     no time to learn. A crash then replays more, and still learns each example once.
 
-    >>> from services.settings import Settings
     >>> paced = Settings(checkpoint_every=10, checkpoint_interval_s=1.0, checkpoint_max_share=0.25)
     >>> checkpoint_due(10, 0.1, 0.01, paced), checkpoint_due(3, 2.0, 0.01, paced)
     (True, True)

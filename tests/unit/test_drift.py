@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
@@ -543,6 +544,20 @@ def test_ever_new_feature_names_do_not_grow_the_monitor_past_its_cap() -> None:
     assert len(tracked) == DriftConfig().max_features
     assert "amount" in tracked, "the first names seen keep their tracks"
     assert monitor.untracked == 2_000 - (DriftConfig().max_features - 1)
-    for row in rows[:50]:
-        monitor.update(row)
+    untracked = monitor.untracked
+    for i in range(50):
+        monitor.update({"amount": 1.0, f"late_{i}": 2.0})
     assert len(monitor.state()["features"]) == DriftConfig().max_features
+    assert monitor.untracked == untracked + 50
+
+
+def test_a_monitor_restored_from_before_the_cap_keeps_the_first_names_it_saw() -> None:
+    monitor = DataDriftMonitor(DriftConfig(window=10, min_samples=5, max_features=600))
+    monitor.update_many([{f"name_{i:03d}": 1.0 for i in range(600)}])
+    # As a checkpoint from before the cap: its config (pickled without the field) reads
+    # the default, and the monitor has no untracked count.
+    monitor.config = DriftConfig(window=10, min_samples=5)
+    del monitor.untracked
+    restored = pickle.loads(pickle.dumps(monitor))
+    assert list(restored.state()["features"]) == [f"name_{i:03d}" for i in range(512)]
+    assert restored.untracked == 0

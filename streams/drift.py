@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from streams.contracts import MAX_FEATURES
+
 FloatArray = NDArray[np.float64]
 Sample = Sequence[float] | FloatArray  # a window of numeric values
 NumericTest = Callable[["Sequence[float] | Reference", Sample], float]
@@ -273,7 +275,7 @@ class DriftConfig:
     # Features a monitor tracks, the first it sees; each keeps two windows of values, so
     # a stream of ever-new names (ids used as keys, a producer's typo) must not grow
     # the monitor and every checkpoint of it without end.
-    max_features: int = 512
+    max_features: int = MAX_FEATURES
 
     def __post_init__(self) -> None:
         # A plain dict (a copy), so that configs and monitors pickle into checkpoints.

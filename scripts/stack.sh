@@ -98,7 +98,7 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 # A development broker: let the first consumer-group join complete at once.
 group.initial.rebalance.delay.ms=0
-# Topics exist because `eddy topics create` made them, with their partitions and
+# Topics exist because "eddy topics create" made them, with their partitions and
 # compaction: a topic deleted by mistake must not come back by itself with one
 # partition and none of its settings.
 auto.create.topics.enable=false

@@ -85,6 +85,11 @@ DRIFT_UNTRACKED = Gauge(
     "Values of features past EDDY_DRIFT_MAX_FEATURES the data-drift monitor did not track "
     "(since the learner started).",
 )
+CONCEPT_UNCONFIRMED = Gauge(
+    "eddy_concept_unconfirmed",
+    "Online-learner concept detections not raised because the served answers' error did "
+    "not rise over the same span (checkpointed with the learner).",
+)
 CONSUMER_LAG = Gauge("eddy_consumer_lag", "Records behind the log end.", ["topic", "partition"])
 HEALTHY = Gauge("eddy_healthy", "1 while the liveness check passes, 0 when stalled.")
 

@@ -46,6 +46,8 @@ TIME_MEMORY = 5_000
 ROUNDING = 1e-9  # a cumulative sum this close to 0 has not dipped (float rounding)
 # (last update before the change, update of the detection, error before) -> the world's?
 Attribution = Callable[[int, int, "float | None"], bool]
+# (event time the change began) -> does a second stream agree that errors rose since?
+Confirmation = Callable[["float | None"], bool]
 
 
 @dataclass(frozen=True)
@@ -81,13 +83,16 @@ class ConceptWatch:
         errors: Sequence[float],
         times: Sequence[float],
         attribute: Attribution | None = None,
+        confirm: Confirmation | None = None,
     ) -> list[ConceptDetection]:
         """Feed errors (with their examples' event times) in order; the detections to
         raise, with their index in ``errors``.
 
         ``attribute(change, detected, baseline)`` (updates counted from 1) says whether a
-        rise is the world's rather than the model's own (:mod:`streams.attribution`); a
-        detection it disowns is no detection: nothing is raised, held or cooled down."""
+        rise is the world's rather than the model's own (:mod:`streams.attribution`);
+        ``confirm(change_at)`` whether a second stream saw the rise too (the
+        served answers, :meth:`streams.served.ServedWatch.confirms`). A detection either
+        disowns is no detection: nothing is raised, held or cooled down."""
         base = self.seen
         found: list[ConceptDetection] = []
         cursor = 0
@@ -96,6 +101,8 @@ class ConceptWatch:
             cursor = i
             change, change_at = self._change(errors, times, base, i, signal)
             if attribute is not None and not attribute(change, base + i + 1, signal.baseline):
+                continue
+            if confirm is not None and not confirm(change_at):
                 continue
             detection = ConceptDetection(i, signal, change_at)
             if self._cooled(base + i + 1):
@@ -109,6 +116,11 @@ class ConceptWatch:
         self._errors.extend(errors)
         self.seen += len(errors)
         return found
+
+    def kept(self) -> list[tuple[float, float]]:
+        """The (event time, error) of the updates kept, oldest first (at most
+        :data:`TIME_MEMORY`): what another stream's detection is checked against."""
+        return list(zip(self._times, self._errors, strict=True))
 
     def _cooled(self, update: int) -> bool:
         return self._last_alert is None or update - self._last_alert >= self.cooldown

@@ -9,7 +9,10 @@ It watches three streams, and every alert says which one fired (``stream``):
 - ``online``: its own prequential error, through a one-sided concept detector whose
   cooldown delays, never drops (:mod:`streams.concept_watch`), and whose detections
   count only when the model as it was before the change is worse on the examples since
-  (:mod:`streams.attribution`): a rise the model caused itself is no concept drift;
+  (:mod:`streams.attribution`): a rise the model caused itself is no concept drift; and
+  unless the answers users were served over the same span say they did not get worse
+  (:meth:`ServedWatch.confirms`): it is the second signal, and stands alone only where
+  too few served answers have labels to say;
 - ``served``: each deployed version's live error and answers, from the labels joined
   to what that version served (:meth:`Learner.watch_served`, :mod:`streams.served`);
 - ``features``: data drift of the examples' inputs, leaving out the features that move
@@ -121,6 +124,7 @@ class Learner:
         self.slice_namer = SliceNamer(config.slices, config.slice_max_values)
         self.slice_metrics: dict[str, PrequentialMetrics] = {}
         self.examples = 0
+        self.unconfirmed = 0  # online detections the served answers did not confirm
         self.version = f"{config.model}@online"
         self.pending: list[Item] = []  # mini-batch mode: examples waiting for a full batch
         self._window: collections.deque[Position] = collections.deque(maxlen=config.drift.window)
@@ -151,6 +155,7 @@ class Learner:
             history = ModelHistory(state["model"].task)  # type: ignore[attr-defined]
             history.seen = int(state["examples"])  # type: ignore[call-overload]
             state["history"] = history
+        state.setdefault("unconfirmed", 0)  # a checkpoint from before the confirmation
         self.__dict__.update(state)
 
     def step(self, x: Features, y: Label, where: Position) -> Step:
@@ -216,7 +221,9 @@ class Learner:
         # Where something fires, in the order step() would have raised it.
         events: dict[int, list[tuple[DriftKind, str, list[DriftEvidence], float | None]]] = {}
         times = [where.event_time for _, _, where in items]
-        for detection in self.concept.update_many(errors, times, self.history.attributes):
+        for detection in self.concept.update_many(
+            errors, times, self.history.attributes, self._served_confirms
+        ):
             evidence = [_concept_evidence(detection, errors[detection.index])]
             events.setdefault(detection.index, []).append(
                 (DriftKind.CONCEPT, detection.signal.detector, evidence, detection.change_at)
@@ -300,6 +307,14 @@ class Learner:
             name: {COUNT: float(m.count), **m.report()}
             for name, m in sorted(self.slice_metrics.items())
         }
+
+    def _served_confirms(self, change_at: float | None) -> bool:
+        """The online learner's rise stands unless the answers users were served, over
+        the same span, say they did not get worse (:meth:`ServedWatch.confirms`)."""
+        if self.served.confirms(change_at) is False:
+            self.unconfirmed += 1
+            return False
+        return True
 
     def _error(self, y: Label, prediction: Label | None) -> float:
         error = prediction_error(self.model.task, y, prediction)

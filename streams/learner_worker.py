@@ -328,8 +328,10 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             feature_sets.add(SNAPSHOT_FEATURE_SET)
         items += joined
         self.state.note_learned(items, feature_sets)
-        alerts = [a for step in self.state.learner.learn_many(items) for a in step.alerts]
-        alerts += self.state.learner.watch_served(self._served)
+        # The served answers first: the online learner's detections are checked against
+        # them (Learner._served_confirms), and this batch's answers may cover the span.
+        alerts = self.state.learner.watch_served(self._served)
+        alerts += [a for step in self.state.learner.learn_many(items) for a in step.alerts]
         self._since_checkpoint += len(items)
         metrics.EXAMPLES_LEARNED.inc(len(items))
         self._send(alerts)
@@ -515,6 +517,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             for test, value in tests.items():
                 metrics.DRIFT_STATISTIC.labels(feature, test).set(value)
         metrics.DRIFT_UNTRACKED.set(self.state.learner.data_drift.untracked)
+        metrics.CONCEPT_UNCONFIRMED.set(self.state.learner.unconfirmed)
         joined = self.state.labels_joined
         if joined:
             metrics.LABEL_LATENCY.set(self.state.label_latency_s_total / joined)

@@ -37,6 +37,12 @@ from streams.models import CLASSIFICATION, Label
 
 MAX_VERSIONS = 8
 PREDICTION = "prediction"  # the one "feature" prediction drift watches
+CONFIRM_MIN_ANSWERS = 30
+"""Fewest labelled answers on each side of a change point to say whether the served
+error rose there; with fewer, the served answers cannot say (and do not veto)."""
+CONFIRM_Z = 1.645
+"""One-sided 5 % level: how many standard errors above the error before the change
+point the error after it must be for the served answers to confirm a rise."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,22 @@ class ServedWatch:
         self.seen += len(outcomes)
         return sorted(found, key=lambda f: f.index)
 
+    def confirms(self, change_at: float | None) -> bool | None:
+        """Whether the answers users were served got worse after ``change_at`` too: the
+        error of every labelled answer served since against as many answers just before
+        it, over every version watched (what users were served, whichever version
+        served it). None when either side has fewer than :data:`CONFIRM_MIN_ANSWERS`.
+
+        The online learner's own error can rise while what is served stays right: a
+        tree that split on a noisy feature, for one. Its detection is a second signal,
+        which the served answers confirm or not."""
+        if change_at is None:
+            return None
+        kept = sorted(pair for watch in self.versions.values() for pair in watch.concept.kept())
+        after = [error for at, error in kept if at >= change_at]
+        before = [error for at, error in kept if at < change_at][-len(after) :] if after else []
+        return rose(before, after)
+
     def metrics_of(self, version: str) -> dict[str, float]:
         watch = self.versions.get(version)
         return watch.metrics.report() if watch is not None else {}
@@ -146,6 +168,33 @@ class ServedWatch:
             self.versions[version] = watch
         watch.last_seen = self.seen
         return watch
+
+
+def rose(before: Sequence[float], after: Sequence[float]) -> bool | None:
+    """Whether the mean error ``after`` is significantly above ``before`` (one-sided,
+    :data:`CONFIRM_Z` standard errors); None when a side has too few values to say.
+
+    >>> rose([0.0] * 40, [0.0] * 38 + [1.0] * 2), rose([0.0] * 40, [1.0, 0.0] * 20)
+    (False, True)
+    >>> rose([0.0] * 5, [1.0] * 5) is None
+    True
+    """
+    if min(len(before), len(after)) < CONFIRM_MIN_ANSWERS:
+        return None
+    mean_before, mean_after = _mean(before), _mean(after)
+    spread = math.sqrt(_variance(before) / len(before) + _variance(after) / len(after))
+    if spread == 0.0:
+        return mean_after > mean_before
+    return (mean_after - mean_before) / spread >= CONFIRM_Z
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _variance(values: Sequence[float]) -> float:
+    mean = _mean(values)
+    return sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)
 
 
 def prediction_error(task: str, label: Label, prediction: Label | None) -> float | None:

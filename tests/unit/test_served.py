@@ -264,3 +264,46 @@ def test_a_learner_whose_error_falls_raises_no_concept_alert() -> None:
         # The premise: a two-sided detector does see a change in this error stream.
         assert two_sided_cuts([s.error for s in steps]) > 0
         assert sum(s.error for s in steps[:1_500]) > 10 * sum(s.error for s in steps[1_500:])
+
+
+def _online_concept(learner: Learner, rows: list, served: list[ServedOutcome]) -> list[int]:
+    """Where the online stream raised concept alerts, fed in batches of 100 with the
+    served answers of the same seconds first (as the learner worker feeds them)."""
+    found = []
+    for start in range(0, len(rows), 100):
+        learner.watch_served([o for o in served if T0 + start <= o.at < T0 + start + 100])
+        for i, step in enumerate(learner.learn_many(rows[start : start + 100])):
+            found += [start + i for a in step.alerts if a.stream is AlertStream.ONLINE]
+    return found
+
+
+def test_an_online_rise_the_served_answers_do_not_share_raises_no_alert() -> None:
+    config = LearnerConfig(model="m", drift_ignore=("count",))
+    rows = _rows(4_000, 1, flip_at=2_000)
+    steady = _served("m@1", 4_000, 0.05, 0.7, start=0, seed=1)
+    worse = steady[:2_000] + _served("m@1", 2_000, 0.5, 0.7, start=2_000, seed=2)
+
+    quiet = Learner(config)
+    assert _online_concept(quiet, rows, steady) == []
+    assert quiet.unconfirmed >= 1
+    # The same online rise stands when the served answers got worse over it too...
+    confirmed = _online_concept(Learner(config), rows, worse)
+    assert confirmed
+    assert 2_000 <= confirmed[0] < 2_300
+    # ... and alone, where no served answer has a label to say otherwise.
+    alone = _online_concept(Learner(config), rows, [])
+    assert alone
+    assert 2_000 <= alone[0] < 2_300
+
+
+def test_served_answers_confirm_a_rise_only_with_enough_of_them_on_both_sides() -> None:
+    watch = ServedWatch("adwin", seed=42, cooldown=100, drift=DriftConfig(), task="classification")
+    watch.update_many(_served("m@1", 200, 0.05, 0.7, start=0, seed=1))
+    watch.update_many(_served("m@2", 200, 0.6, 0.7, start=200, seed=2))
+    assert watch.confirms(T0 + 200) is True  # a new version served worse
+    assert watch.confirms(T0 + 390) is None  # 10 answers after: cannot say
+    assert watch.confirms(T0 + 10) is None  # 10 answers before
+    assert watch.confirms(None) is None
+    steady = ServedWatch("adwin", seed=42, cooldown=100, drift=DriftConfig(), task="classification")
+    steady.update_many(_served("m@1", 400, 0.05, 0.7, start=0, seed=1))
+    assert steady.confirms(T0 + 200) is False

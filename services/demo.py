@@ -36,6 +36,7 @@ from services.demo_baselines import (
     fixed_schedule,
     never_retrained,
     online_alone,
+    timeline,
 )
 from services.demo_scenarios import (
     change_lead,
@@ -402,7 +403,11 @@ def _baselines(
     }
     last_third = first_at_s + 2 * (observed_end(observed) - first_at_s) / 3
     figures = {
-        name: {"whole": accuracy(outcomes), "last_third": accuracy(outcomes, last_third)}
+        name: {
+            "whole": accuracy(outcomes),
+            "last_third": accuracy(outcomes, last_third),
+            "every_10s": timeline(outcomes, first_at_s),
+        }
         for name, outcomes in policies.items()
     }
     others = [

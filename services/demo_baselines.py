@@ -101,6 +101,24 @@ def fixed_schedule(
     return outcomes
 
 
+def timeline(
+    outcomes: Sequence[tuple[float, bool]], start: float, step: float = SCHEDULE_S
+) -> list[float | None]:
+    """Accuracy per ``step`` seconds from ``start``: where one policy gains or loses.
+
+    >>> timeline([(0.5, True), (1.5, False), (2.5, True), (3.5, True)], 0.0, step=2.0)
+    [0.5, 1.0]
+    """
+    buckets: dict[int, list[bool]] = {}
+    for at, right in outcomes:
+        if at >= start:
+            buckets.setdefault(int((at - start) // step), []).append(right)
+    last = max(buckets, default=-1)
+    return [
+        round(sum(b) / len(b), 4) if (b := buckets.get(k)) else None for k in range(last + 1)
+    ]
+
+
 def accuracy(outcomes: Sequence[tuple[float, bool]], since: float = 0.0) -> float | None:
     """Share of right answers among those given at or after ``since``."""
     chosen = [right for at, right in outcomes if at >= since]

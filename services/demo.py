@@ -402,18 +402,17 @@ def _baselines(
         ),
     }
     last_third = first_at_s + 2 * (observed_end(observed) - first_at_s) / 3
+    wholes = {name: accuracy(outcomes) for name, outcomes in policies.items()}
     figures = {
         name: {
-            "whole": accuracy(outcomes),
+            "whole": wholes[name],
             "last_third": accuracy(outcomes, last_third),
             "every_10s": timeline(outcomes, first_at_s),
         }
         for name, outcomes in policies.items()
     }
-    others = [
-        f["whole"] for name, f in figures.items() if name != "eddy" and f["whole"] is not None
-    ]
-    eddy = figures["eddy"]["whole"]
+    others = [w for name, w in wholes.items() if name != "eddy" and w is not None]
+    eddy = wholes["eddy"]
     return figures | {
         "requests": len(requests),
         "eddy_at_least_the_best": eddy is not None and all(eddy >= o for o in others),

@@ -114,9 +114,7 @@ def timeline(
         if at >= start:
             buckets.setdefault(int((at - start) // step), []).append(right)
     last = max(buckets, default=-1)
-    return [
-        round(sum(b) / len(b), 4) if (b := buckets.get(k)) else None for k in range(last + 1)
-    ]
+    return [round(sum(b) / len(b), 4) if (b := buckets.get(k)) else None for k in range(last + 1)]
 
 
 def accuracy(outcomes: Sequence[tuple[float, bool]], since: float = 0.0) -> float | None:

@@ -311,16 +311,19 @@ def _process(state: Replay, item: Item) -> None:
     state.labels[item.event_id] = example.label
     state.window.append(example)
     state.work.examples_learned += 1
-    # As the learner process does: in mini-batch mode the steps (and their alerts) come
-    # when a batch is full, and batches are cut by count, so a replay cuts them alike.
-    steps = state.learner.learn_many([(example.features, example.label, item.position)])
-    alerts = [alert for step in steps for alert in step.alerts]
+    alerts: list[DriftAlert] = []
     served = state.answers.get(item.event_id)
-    if served is not None:  # as the learner process does with the label of a served answer
+    # As the learner process does: a served answer's label first (the online learner's
+    # detections are judged against the served answers), then the example.
+    if served is not None:
         if served.prediction is None:
             _flush(state)
         outcome = ServedOutcome(served.version, served.prediction, None, example.label, served.at)
         alerts += state.learner.watch_served([outcome])
+    # In mini-batch mode the steps (and their alerts) come when a batch is full, and
+    # batches are cut by count, so a replay cuts them alike.
+    steps = state.learner.learn_many([(example.features, example.label, item.position)])
+    alerts += [alert for step in steps for alert in step.alerts]
     for alert in alerts:
         _on_alert(state, alert, item.at, item.position)
 

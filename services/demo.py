@@ -31,6 +31,7 @@ from rich.live import Live
 from rich.table import Table
 
 from services.demo_baselines import (
+    SCHEDULE_S,
     Request,
     accuracy,
     fixed_schedule,
@@ -407,13 +408,14 @@ def _baselines(
         name: {
             "whole": wholes[name],
             "last_third": accuracy(outcomes, last_third),
-            "every_10s": timeline(outcomes, first_at_s),
+            "timeline": timeline(outcomes, first_at_s),
         }
         for name, outcomes in policies.items()
     }
     others = [w for name, w in wholes.items() if name != "eddy" and w is not None]
     eddy = wholes["eddy"]
     return figures | {
+        "timeline_step_s": SCHEDULE_S,
         "requests": len(requests),
         "eddy_at_least_the_best": eddy is not None and all(eddy >= o for o in others),
     }

@@ -46,8 +46,9 @@ TIME_MEMORY = 5_000
 ROUNDING = 1e-9  # a cumulative sum this close to 0 has not dipped (float rounding)
 # (last update before the change, update of the detection, error before) -> the world's?
 Attribution = Callable[[int, int, "float | None"], bool]
-# (event time the change began) -> does a second stream agree that errors rose since?
-Confirmation = Callable[["float | None"], bool]
+# (event time the change began, event time of the detection, how much the error rose)
+# -> False when a second stream says it did not rise with it
+Confirmation = Callable[["float | None", float, "float | None"], bool]
 
 
 @dataclass(frozen=True)
@@ -90,19 +91,20 @@ class ConceptWatch:
 
         ``attribute(change, detected, baseline)`` (updates counted from 1) says whether a
         rise is the world's rather than the model's own (:mod:`streams.attribution`);
-        ``confirm(change_at)`` whether a second stream saw the rise too (the
-        served answers, :meth:`streams.served.ServedWatch.confirms`). A detection either
-        disowns is no detection: nothing is raised, held or cooled down."""
+        ``confirm(change_at, detected_at, rise)`` whether a second stream does not
+        contradict it (the served answers, :meth:`streams.served.ServedWatch.confirms`).
+        A detection either disowns is no detection: nothing is raised, held or cooled
+        down."""
         base = self.seen
         found: list[ConceptDetection] = []
         cursor = 0
         for i, signal in self.detector.update_many(errors):
             found += self._feed_held(errors, base, cursor, i)
             cursor = i
-            change, change_at = self._change(errors, times, base, i, signal)
+            change, change_at, rise = self._change(errors, times, base, i, signal)
             if attribute is not None and not attribute(change, base + i + 1, signal.baseline):
                 continue
-            if confirm is not None and not confirm(change_at):
+            if confirm is not None and not confirm(change_at, times[i], rise):
                 continue
             detection = ConceptDetection(i, signal, change_at)
             if self._cooled(base + i + 1):
@@ -154,11 +156,13 @@ class ConceptWatch:
         base: int,
         i: int,
         signal: DriftSignal,
-    ) -> tuple[int, float | None]:
+    ) -> tuple[int, float | None, float | None]:
         """Where the change began, for a detection at ``errors[i]``: the last update
-        before it (counted from 1) and the event time of the first after it. Its span is
-        the detector's ``change_age`` updates up to there, from this batch and, before
-        it, the memory (as far back as it reaches)."""
+        before it (counted from 1), the event time of the first after it, and how much
+        the mean error rose there (since the change, against the detector's
+        ``baseline`` or, without one, the span before the change; None when neither is
+        known). Its span is the detector's ``change_age`` updates up to there, from
+        this batch and, before it, the memory (as far back as it reaches)."""
         age = signal.change_age or 1
         older = min(max(0, age - (i + 1)), len(self._times))
         start = max(0, i + 1 - age)
@@ -168,7 +172,12 @@ class ConceptWatch:
         span_times += times[start : i + 1]
         offset = change_offset(span_errors)
         change = base + i + 1 - len(span_errors) + offset
-        return change, span_times[offset] if span_times else None
+        level = signal.baseline
+        if level is None and offset:
+            level = sum(span_errors[:offset]) / offset
+        since = span_errors[offset:]
+        rise = None if level is None or not since else sum(since) / len(since) - level
+        return change, span_times[offset] if span_times else None, rise
 
 
 def change_offset(errors: Sequence[float]) -> int:

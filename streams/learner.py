@@ -10,9 +10,9 @@ It watches three streams, and every alert says which one fired (``stream``):
   cooldown delays, never drops (:mod:`streams.concept_watch`), and whose detections
   count only when the model as it was before the change is worse on the examples since
   (:mod:`streams.attribution`): a rise the model caused itself is no concept drift; and
-  unless the answers users were served over the same span say they did not get worse
-  (:meth:`ServedWatch.confirms`): it is the second signal, and stands alone only where
-  too few served answers have labels to say;
+  unless the answers users were served over the same span clearly did not get worse
+  with it (:meth:`ServedWatch.confirms`): it is the second signal, and stands alone
+  where too few served answers have labels to say;
 - ``served``: each deployed version's live error and answers, from the labels joined
   to what that version served (:meth:`Learner.watch_served`, :mod:`streams.served`);
 - ``features``: data drift of the examples' inputs, leaving out the features that move
@@ -308,10 +308,12 @@ class Learner:
             for name, m in sorted(self.slice_metrics.items())
         }
 
-    def _served_confirms(self, change_at: float | None) -> bool:
-        """The online learner's rise stands unless the answers users were served, over
-        the same span, say they did not get worse (:meth:`ServedWatch.confirms`)."""
-        if self.served.confirms(change_at) is False:
+    def _served_confirms(
+        self, change_at: float | None, detected_at: float, rise: float | None
+    ) -> bool:
+        """The online learner's rise stands unless the answers users were served over
+        the same span clearly did not rise with it (:meth:`ServedWatch.confirms`)."""
+        if self.served.confirms(change_at, detected_at, rise) is False:
             self.unconfirmed += 1
             return False
         return True

@@ -13,6 +13,10 @@ watches it, version by version:
   needs no warm-up, and a new version starts a new one;
 - rolling live metrics of the version (accuracy, log loss, ...), for the alert's text.
 
+It also judges the online learner's concept detections (:meth:`ServedWatch.confirms`):
+when the error of what users were served clearly did not rise with the online error,
+the detection is the online model's own trouble, not the world's.
+
 At most :data:`MAX_VERSIONS` versions are watched; the one seen longest ago makes room.
 Pure and picklable (the learner's checkpoint seals it).
 
@@ -38,11 +42,14 @@ from streams.models import CLASSIFICATION, Label
 MAX_VERSIONS = 8
 PREDICTION = "prediction"  # the one "feature" prediction drift watches
 CONFIRM_MIN_ANSWERS = 30
-"""Fewest labelled answers on each side of a change point to say whether the served
-error rose there; with fewer, the served answers cannot say (and do not veto)."""
+"""Fewest labelled answers on each side of a change point to bound the served error's
+rise there; with fewer, the served answers cannot say (and do not veto)."""
 CONFIRM_Z = 1.645
-"""One-sided 5 % level: how many standard errors above the error before the change
-point the error after it must be for the served answers to confirm a rise."""
+"""One-sided 95 %: standard errors added to the served error's rise for its upper bound."""
+CONFIRM_SHARE = 0.5
+"""The served answers veto another stream's detection when their error's rise is, at
+95 %, below this share of the rise that stream saw: what users were served stayed
+clearly better than the detection claims."""
 
 
 @dataclass(frozen=True)
@@ -134,21 +141,34 @@ class ServedWatch:
         self.seen += len(outcomes)
         return sorted(found, key=lambda f: f.index)
 
-    def confirms(self, change_at: float | None) -> bool | None:
-        """Whether the answers users were served got worse after ``change_at`` too: the
-        error of every labelled answer served since against as many answers just before
-        it, over every version watched (what users were served, whichever version
-        served it). None when either side has fewer than :data:`CONFIRM_MIN_ANSWERS`.
+    def confirms(
+        self, change_at: float | None, detected_at: float, rise: float | None
+    ) -> bool | None:
+        """Whether the answers users were served leave standing another stream's
+        detection that its error rose by ``rise`` from ``change_at`` to ``detected_at``.
+
+        The labelled answers of every version watched (what users were served,
+        whichever version served them) in that span are compared with those of the
+        span as long just before it. False, a veto, only on evidence: the served
+        error's rise is, at 95 % one-sided, below :data:`CONFIRM_SHARE` of ``rise``.
+        None (no veto) when either span has fewer than :data:`CONFIRM_MIN_ANSWERS`
+        answers or the rise is unknown.
 
         The online learner's own error can rise while what is served stays right: a
         tree that split on a noisy feature, for one. Its detection is a second signal,
-        which the served answers confirm or not."""
-        if change_at is None:
+        and the served answers can overrule it; a weak test must not (the served watch
+        has its own detector for what users suffer)."""
+        if change_at is None or rise is None or rise <= 0 or detected_at <= change_at:
             return None
-        kept = sorted(pair for watch in self.versions.values() for pair in watch.concept.kept())
-        after = [error for at, error in kept if at >= change_at]
-        before = [error for at, error in kept if at < change_at][-len(after) :] if after else []
-        return rose(before, after)
+        span = detected_at - change_at
+        kept = sorted(
+            (pair for watch in self.versions.values() for pair in watch.concept.kept()),
+            key=lambda pair: pair[0],
+        )
+        after = [error for at, error in kept if change_at <= at <= detected_at]
+        before = [error for at, error in kept if change_at - span <= at < change_at]
+        bound = rise_bound(before, after)
+        return None if bound is None else bound >= CONFIRM_SHARE * rise
 
     def metrics_of(self, version: str) -> dict[str, float]:
         watch = self.versions.get(version)
@@ -170,22 +190,20 @@ class ServedWatch:
         return watch
 
 
-def rose(before: Sequence[float], after: Sequence[float]) -> bool | None:
-    """Whether the mean error ``after`` is significantly above ``before`` (one-sided,
-    :data:`CONFIRM_Z` standard errors); None when a side has too few values to say.
+def rise_bound(before: Sequence[float], after: Sequence[float]) -> float | None:
+    """How much higher the mean error ``after`` may be than ``before``: the one-sided
+    upper bound of the difference (:data:`CONFIRM_Z` standard errors above it); None
+    when a side has fewer than :data:`CONFIRM_MIN_ANSWERS` values.
 
-    >>> rose([0.0] * 40, [0.0] * 38 + [1.0] * 2), rose([0.0] * 40, [1.0, 0.0] * 20)
-    (False, True)
-    >>> rose([0.0] * 5, [1.0] * 5) is None
+    >>> round(rise_bound([0.0] * 40, [0.0] * 38 + [1.0] * 2), 3)
+    0.107
+    >>> rise_bound([0.0] * 5, [1.0] * 5) is None
     True
     """
     if min(len(before), len(after)) < CONFIRM_MIN_ANSWERS:
         return None
-    mean_before, mean_after = _mean(before), _mean(after)
     spread = math.sqrt(_variance(before) / len(before) + _variance(after) / len(after))
-    if spread == 0.0:
-        return mean_after > mean_before
-    return (mean_after - mean_before) / spread >= CONFIRM_Z
+    return _mean(after) - _mean(before) + CONFIRM_Z * spread
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -56,6 +56,9 @@ WARN = "warn"
 ACTIONS = (RETRAIN, WARN)
 
 
+EVERY_VERSION = "all"  # an alert id's scope for the watch on every answer served
+
+
 @dataclass(frozen=True)
 class LearnerConfig:
     """What the learner learns and how it watches itself (from settings)."""
@@ -268,6 +271,7 @@ class Learner:
                     version=found.version,
                     count=found.count,
                     change_at=change_at,
+                    every_version=found.every_version,
                 )
             )
         return alerts
@@ -332,15 +336,18 @@ class Learner:
         version: str | None = None,
         count: int | None = None,
         change_at: float | None = None,
+        every_version: bool = False,
     ) -> DriftAlert:
         """An alert on the online stream (``version`` None) or on a served version's,
-        whose ``count`` labelled answers so far make its id stable across replays."""
+        whose ``count`` labelled answers so far make its id stable across replays
+        (``every_version``: on all answers served, ``version`` the one answering then)."""
         top = evidence[0]
         if version is None:
             alert_id = f"{self.config.model}:{kind.value}:{self.examples}"
             metrics = self.metrics.report()
         else:
-            alert_id = f"{self.config.model}:{stream.value}:{kind.value}:{version}:{count}"
+            scope = EVERY_VERSION if every_version else version
+            alert_id = f"{self.config.model}:{stream.value}:{kind.value}:{scope}:{count}"
             metrics = self.served.metrics_of(version)
         return DriftAlert(
             alert_id=alert_id,

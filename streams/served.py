@@ -11,7 +11,11 @@ watches it, version by version:
 - prediction drift on the version's answers, against that version's own first answers.
   A version is a fixed model, so its outputs move only when its inputs do: the reference
   needs no warm-up, and a new version starts a new one;
-- rolling live metrics of the version (accuracy, log loss, ...), for the alert's text.
+- rolling live metrics of the version (accuracy, log loss, ...), for the alert's text;
+- a concept watch on *every* answer served, whichever version gave it: a version
+  promoted just as the world changed (live evaluation can pick it in the very second
+  of a drift) starts its own error stream already high and sees no rise in it, while
+  what users were served rose from one version's answers to the next's.
 
 It also judges the online learner's concept detections (:meth:`ServedWatch.confirms`):
 when the error of what users were served clearly did not rise with the online error,
@@ -23,8 +27,9 @@ Pure and picklable (the learner's checkpoint seals it).
 >>> watch = ServedWatch("adwin", seed=42, cooldown=100, drift=DriftConfig(), task="classification")
 >>> right = [ServedOutcome("m@1", True, 0.9, True, float(t)) for t in range(2_000)]
 >>> wrong = [ServedOutcome("m@1", True, 0.9, t % 3 == 0, 2_000.0 + t) for t in range(300)]
->>> [(f.index, f.version, f.kind.value, f.count) for f in watch.update_many(right + wrong)]
-[(2015, 'm@1', 'concept', 2016)]
+>>> found = watch.update_many(right + wrong)
+>>> [(f.index, f.version, f.kind.value, f.count, f.every_version) for f in found]
+[(2015, 'm@1', 'concept', 2016, True), (2015, 'm@1', 'concept', 2016, False)]
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ class ServedFinding:
     count: int
     concept: ConceptDetection | None = None
     drifts: list[FeatureDrift] = field(default_factory=list)
+    every_version: bool = False  # found on all answers served, whichever version
 
 
 @dataclass
@@ -94,6 +100,9 @@ class ServedWatch:
         self.drift = drift
         self.task = task
         self.versions: dict[str, VersionWatch] = {}
+        # Every answer served, whichever version: a version promoted just as the world
+        # changed starts its own error stream already high, and sees no rise in it.
+        self.every_version = ConceptWatch(detector, seed=seed, cooldown=cooldown)
         self.seen = 0
         self.unscored = 0
 
@@ -111,6 +120,22 @@ class ServedWatch:
             errors_of[i] = error
             by_version.setdefault(outcome.version, []).append(i)
         found: list[ServedFinding] = []
+        scored = sorted(errors_of)
+        start = self.every_version.seen
+        for detection in self.every_version.update_many(
+            [errors_of[i] for i in scored], [outcomes[i].at for i in scored]
+        ):
+            index = scored[detection.index]
+            found.append(
+                ServedFinding(
+                    index,
+                    outcomes[index].version,
+                    DriftKind.CONCEPT,
+                    start + detection.index + 1,
+                    concept=detection,
+                    every_version=True,
+                )
+            )
         for version, rows in by_version.items():
             watch = self._watch(version)
             start = watch.concept.seen
@@ -147,9 +172,9 @@ class ServedWatch:
         """Whether the answers users were served leave standing another stream's
         detection that its error rose by ``rise`` from ``change_at`` to ``detected_at``.
 
-        The labelled answers of every version watched (what users were served,
-        whichever version served them) in that span are compared with those of the
-        span as long just before it. False, a veto, only on evidence: the served
+        The labelled answers served in that span (what users were served, whichever
+        version served them) are compared with those of the span as long just before
+        it. False, a veto, only on evidence: the served
         error's rise is, at 95 % one-sided, below :data:`CONFIRM_SHARE` of ``rise``.
         None (no veto) when either span has fewer than :data:`CONFIRM_MIN_ANSWERS`
         answers or the rise is unknown.
@@ -161,14 +186,21 @@ class ServedWatch:
         if change_at is None or rise is None or rise <= 0 or detected_at <= change_at:
             return None
         span = detected_at - change_at
-        kept = sorted(
-            (pair for watch in self.versions.values() for pair in watch.concept.kept()),
-            key=lambda pair: pair[0],
-        )
+        kept = sorted(self.every_version.kept(), key=lambda pair: pair[0])
         after = [error for at, error in kept if change_at <= at <= detected_at]
         before = [error for at, error in kept if change_at - span <= at < change_at]
         bound = rise_bound(before, after)
         return None if bound is None else bound >= CONFIRM_SHARE * rise
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Restore a checkpoint; one from before the every-version watch starts it now."""
+        if "every_version" not in state:
+            state["every_version"] = ConceptWatch(
+                str(state["detector"]),
+                seed=int(state["seed"]),  # type: ignore[call-overload]
+                cooldown=int(state["cooldown"]),  # type: ignore[call-overload]
+            )
+        self.__dict__.update(state)
 
     def metrics_of(self, version: str) -> dict[str, float]:
         watch = self.versions.get(version)

@@ -59,7 +59,10 @@ def test_a_served_version_whose_live_error_rises_raises_a_served_concept_alert()
     learner = Learner(LearnerConfig(model="m"))
     alerts = learner.watch_served(outcomes)
     assert _of(alerts, DriftKind.PREDICTION) == []  # the answers did not move
-    (alert,) = _of(alerts, DriftKind.CONCEPT)
+    every, alert = _of(alerts, DriftKind.CONCEPT)
+    # One on every answer served (m@1 answered them all), one on m@1's own.
+    assert every.alert_id.startswith("m:served:concept:all:")
+    assert every.model_version == "m@1"
     assert alert.stream is AlertStream.SERVED
     assert alert.model_version == "m@1"
     assert alert.action == "retrain"
@@ -97,7 +100,11 @@ def test_served_alert_ids_are_the_same_when_the_outcomes_are_replayed() -> None:
 def test_a_new_version_that_errs_more_and_answers_differently_is_not_drift_of_the_old() -> None:
     before = _served("m@1", 2_000, 0.1, 0.2, 0, 1)
     new_version = _served("m@2", 1_000, 0.5, 0.8, 2_000, 2)
-    assert Learner(LearnerConfig(model="m")).watch_served(before + new_version) == []
+    # Neither version's own answers changed; what users were served did get worse.
+    (alert,) = Learner(LearnerConfig(model="m")).watch_served(before + new_version)
+    assert alert.kind is DriftKind.CONCEPT
+    assert alert.alert_id.startswith("m:served:concept:all:")
+    assert alert.model_version == "m@2"
     # The same change within one version is both a concept and a prediction drift.
     same_version = [
         ServedOutcome("m@1", o.prediction, o.positive, o.label, o.at) for o in new_version
@@ -114,7 +121,7 @@ def test_interleaved_versions_are_watched_separately() -> None:
     watch = ServedWatch(
         "adwin", seed=42, cooldown=1_000, drift=DriftConfig(), task="classification"
     )
-    found = watch.update_many(mixed)
+    found = [f for f in watch.update_many(mixed) if not f.every_version]
     assert [(f.version, f.kind) for f in found] == [("m@2", DriftKind.CONCEPT)]
     (finding,) = found
     assert mixed[finding.index].version == "m@2"
@@ -318,3 +325,30 @@ def test_served_answers_veto_only_a_rise_they_clearly_did_not_share() -> None:
     assert watch.confirms(None, T0 + 199, rise=0.3) is None
     # Answers served after the detection do not count: the verdict is the span's.
     assert watch.confirms(T0 + 150, T0 + 199, rise=0.3) is False
+
+
+def test_a_version_promoted_as_the_world_changed_is_caught_on_every_answer_served() -> None:
+    # m@1 right until 2,000; m@2 takes over exactly then and is wrong from its start:
+    # its own error stream never rises, what users were served does.
+    outcomes = _served("m@1", 2_000, 0.1, 0.2, 0, 1) + _served("m@2", 600, 0.6, 0.2, 2_000, 2)
+    watch = ServedWatch("adwin", seed=42, cooldown=100, drift=DriftConfig(), task="classification")
+    found = watch.update_many(outcomes)
+    assert [f for f in found if not f.every_version] == []
+    (finding,) = [f for f in found if f.every_version]
+    assert finding.version == "m@2"
+    assert 2_000 <= finding.index < 2_200
+    assert finding.concept is not None
+    assert finding.concept.change_at is not None
+    assert abs(finding.concept.change_at - (T0 + 2_000)) <= 100
+
+
+def test_a_served_watch_from_before_the_every_version_watch_restores_with_one() -> None:
+    watch = ServedWatch("adwin", seed=42, cooldown=100, drift=DriftConfig(), task="classification")
+    watch.update_many(_served("m@1", 100, 0.1, 0.2, 0, 1))
+    state = dict(watch.__dict__)
+    del state["every_version"]
+    old = ServedWatch.__new__(ServedWatch)
+    old.__setstate__(state)
+    assert old.every_version.seen == 0
+    assert old.update_many(_served("m@1", 100, 0.1, 0.2, 100, 2)) == []
+    assert old.every_version.seen == 100

@@ -286,11 +286,16 @@ def test_labels_of_served_answers_raise_a_served_concept_alert_naming_the_versio
             )
         ]
 
-    def served_concept() -> bool:
-        return any(a["stream"] == "served" and a["kind"] == "concept" for a in alerts())
+    def served_concepts() -> dict[str, dict]:
+        """The served concept alerts by scope: m@3's own, and every answer served's."""
+        found = [a for a in alerts() if a["stream"] == "served" and a["kind"] == "concept"]
+        return {a["alert_id"].split(":")[3]: a for a in found}
 
-    wait_for(served_concept, "a served concept alert", deployment.logs)
-    (alert,) = [a for a in alerts() if a["stream"] == "served" and a["kind"] == "concept"]
+    wait_for(lambda: len(served_concepts()) == 2, "both served concept alerts", deployment.logs)
+    assert set(served_concepts()) == {"m@3", "all"}  # no other scope
+    every = served_concepts()["all"]
+    assert every["model_version"] == "m@3"  # the version answering when it fired
+    alert = served_concepts()["m@3"]
     assert alert["model_version"] == "m@3"
     assert alert["action"] == "retrain"
     assert alert["alert_id"].startswith(f"{settings.model_name}:served:concept:m@3:")

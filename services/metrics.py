@@ -87,8 +87,8 @@ DRIFT_UNTRACKED = Gauge(
 )
 CONCEPT_UNCONFIRMED = Gauge(
     "eddy_concept_unconfirmed",
-    "Online-learner concept detections not raised because the served answers' error did "
-    "not rise over the same span (checkpointed with the learner).",
+    "Online-learner concept detections not raised because the served answers' error, over "
+    "the same span, clearly rose less than half as much (checkpointed with the learner).",
 )
 CONSUMER_LAG = Gauge("eddy_consumer_lag", "Records behind the log end.", ["topic", "partition"])
 HEALTHY = Gauge("eddy_healthy", "1 while the liveness check passes, 0 when stalled.")

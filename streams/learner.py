@@ -127,7 +127,7 @@ class Learner:
         self.slice_namer = SliceNamer(config.slices, config.slice_max_values)
         self.slice_metrics: dict[str, PrequentialMetrics] = {}
         self.examples = 0
-        self.unconfirmed = 0  # online detections the served answers did not confirm
+        self.unconfirmed = 0  # online detections the served answers vetoed
         self.version = f"{config.model}@online"
         self.pending: list[Item] = []  # mini-batch mode: examples waiting for a full batch
         self._window: collections.deque[Position] = collections.deque(maxlen=config.drift.window)

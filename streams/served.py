@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from statistics import fmean, variance
 
 from streams.concept_watch import ConceptDetection, ConceptWatch
 from streams.contracts import DriftKind
@@ -174,8 +175,8 @@ class ServedWatch:
 
         The labelled answers served in that span (what users were served, whichever
         version served them) are compared with those of the span as long just before
-        it. False, a veto, only on evidence: the served
-        error's rise is, at 95 % one-sided, below :data:`CONFIRM_SHARE` of ``rise``.
+        it. False, a veto, only on evidence: the served error's rise is, at 95 %
+        one-sided, below :data:`CONFIRM_SHARE` of ``rise``.
         None (no veto) when either span has fewer than :data:`CONFIRM_MIN_ANSWERS`
         answers or the rise is unknown.
 
@@ -186,7 +187,7 @@ class ServedWatch:
         if change_at is None or rise is None or rise <= 0 or detected_at <= change_at:
             return None
         span = detected_at - change_at
-        kept = sorted(self.every_version.kept(), key=lambda pair: pair[0])
+        kept = self.every_version.kept()
         after = [error for at, error in kept if change_at <= at <= detected_at]
         before = [error for at, error in kept if change_at - span <= at < change_at]
         bound = rise_bound(before, after)
@@ -234,17 +235,8 @@ def rise_bound(before: Sequence[float], after: Sequence[float]) -> float | None:
     """
     if min(len(before), len(after)) < CONFIRM_MIN_ANSWERS:
         return None
-    spread = math.sqrt(_variance(before) / len(before) + _variance(after) / len(after))
-    return _mean(after) - _mean(before) + CONFIRM_Z * spread
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
-
-
-def _variance(values: Sequence[float]) -> float:
-    mean = _mean(values)
-    return sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)
+    spread = math.sqrt(variance(before) / len(before) + variance(after) / len(after))
+    return fmean(after) - fmean(before) + CONFIRM_Z * spread
 
 
 def prediction_error(task: str, label: Label, prediction: Label | None) -> float | None:

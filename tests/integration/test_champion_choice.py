@@ -19,7 +19,7 @@ import pytest
 
 from services.model_updates import open_registry
 from services.registry import CHAMPION, RIVER, SKLEARN, Lineage, Registry
-from services.retrainer import Retrainer, make_estimator
+from services.retrainer import REFITTED_ON, Retrainer, make_estimator
 from services.settings import Settings
 from streams.admin import ensure_topics
 from streams.models import make_model, numeric
@@ -153,6 +153,8 @@ def test_a_cold_start_snapshot_is_judged_once_by_a_retrain(deployment: Settings)
     assert champion is not None
     assert champion.flavor == SKLEARN
     assert champion.lineage.trigger["type"] == "cold start"
+    window = champion.lineage.window
+    assert window[REFITTED_ON] == window["examples"] == window["train"] + window["holdout"]
     again = retrainer.review_champion(MODEL)  # an sklearn champion: no second retrain
     assert all(d.action != "promote" for d in again), [d.reason for d in again]
     assert len(registry.versions(MODEL)) == 2

@@ -24,7 +24,7 @@ import pytest
 from services.bursts import Burst, fold
 from services.model_updates import open_registry
 from services.registry import CHALLENGER, CHAMPION, Registry
-from services.retrainer import AlertListener, Retrainer
+from services.retrainer import REFITTED_ON, AlertListener, Retrainer
 from services.settings import Settings
 from streams.admin import committed_offsets, ensure_topics
 from streams.clients import make_admin, make_producer
@@ -212,6 +212,10 @@ def test_worse_candidates_stay_challengers_and_rollback_is_audited(deployment: S
     second = retrainer.retrain(MODEL, {"type": "schedule", "id": "nightly"})
     assert second.decision.action == "challenger"
     assert registry.aliases(MODEL) == {CHAMPION: 1, CHALLENGER: 2}
+    promoted, challenger = registry.versions(MODEL)
+    window = promoted.lineage.window
+    assert window[REFITTED_ON] == window["examples"], "served: refitted on its holdout too"
+    assert REFITTED_ON not in challenger.lineage.window, "a challenger stays as it was judged"
 
     # The concept flips: the retrained model wins clearly and is promoted.
     publish_examples(deployment, concept(4000, seed=3, flipped=True), start=3000)

@@ -149,16 +149,22 @@ class LiveEvaluator:
         return decision
 
     def guard_champion(
-        self, champion_correct: Sequence[bool], previous_correct: Sequence[bool]
+        self,
+        champion_correct: Sequence[bool],
+        previous_correct: Sequence[bool],
+        trivial_accuracy: float = 0.0,
     ) -> Decision | None:
         """Roll back if the previous champion is significantly better on the same recent
-        labelled examples (each list: was that model right on example i?). None when
-        there is no earlier champion."""
+        labelled examples (each list: was that model right on example i?) and better
+        than the majority class there (``trivial_accuracy``). None when there is no
+        earlier champion."""
         champion = self.registry.alias(self.model, CHAMPION)
         previous = self.registry.previous_champion(self.model)
         if champion is None or previous is None:
             return None
-        decision = rollback_decision(champion_correct, previous_correct, self.guard)
+        decision = rollback_decision(
+            champion_correct, previous_correct, self.guard, trivial_accuracy
+        )
         self._record(champion.version, decision, {"previous": previous})
         if decision.action == "rollback":
             self.registry.rollback(self.model, self.actor, decision.reason)

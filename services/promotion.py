@@ -328,18 +328,26 @@ def live_decision_regression(
 
 
 def rollback_decision(
-    champion_correct: Sequence[bool], previous_correct: Sequence[bool], guard: RollbackGuard
+    champion_correct: Sequence[bool],
+    previous_correct: Sequence[bool],
+    guard: RollbackGuard,
+    trivial_accuracy: float = 0.0,
 ) -> Decision:
     """Serve the previous champion again only if it is significantly better than the
-    current one on the same recent labelled examples (one-sided exact McNemar).
+    current one on the same recent labelled examples (one-sided exact McNemar) and
+    better than ignoring the features there (``trivial_accuracy``: the majority class's).
 
     Both models are judged on today's examples: comparing today's live error with the
     error a model had before a drift would roll back to a model of a world that is gone.
+    In a drift both may be wrong most of the time; the less wrong is still not served
+    when a constant answer would do better.
 
     >>> guard = RollbackGuard(min_samples=10)
     >>> rollback_decision([False] * 8 + [True] * 2, [True] * 10, guard).action
     'rollback'
     >>> rollback_decision([True] * 10, [True] * 9 + [False], guard).action
+    'keep'
+    >>> rollback_decision([False] * 10, [True] * 6 + [False] * 4, guard, 0.7).action
     'keep'
     """
     samples = _check_paired(champion_correct, previous_correct)
@@ -371,12 +379,19 @@ def rollback_decision(
         "champion_only_correct": c,
         "p_value": p_value,
         "alpha": alpha,
+        "trivial_accuracy": trivial_accuracy,
     }
     summary = (
         f"On the same {samples} recent labelled examples the champion scored "
         f"{_num(champion_acc)} and the previous champion {_num(previous_acc)} ({b} vs {c} "
         f"discordant); one-sided exact McNemar p = {_num(p_value)}"
     )
+    if p_value <= alpha + FLOAT_SLACK and previous_acc <= trivial_accuracy:
+        reason = (
+            f"{summary} <= {_num(alpha)}, but the previous champion is no better than the "
+            f"majority class there ({_num(trivial_accuracy)}): keep the champion."
+        )
+        return Decision(KEEP, reason, evidence)
     if p_value <= alpha + FLOAT_SLACK:
         return Decision(ROLLBACK, f"{summary} <= {_num(alpha)}: roll back.", evidence)
     return Decision(KEEP, f"{summary} > {_num(alpha)}: keep the champion.", evidence)

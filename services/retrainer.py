@@ -424,7 +424,8 @@ class Retrainer:
         self, model: str, champion: Version, window: Sequence[TrainingExample]
     ) -> Decision | None:
         """Roll the champion back if the previous one is significantly better on the same
-        labelled examples served since the champion was promoted."""
+        labelled examples served since the champion was promoted, and better there than
+        the majority class of the labels before them (of those examples, if none)."""
         previous = self.registry.previous_champion(model)
         if previous is None:
             return None
@@ -437,6 +438,10 @@ class Retrainer:
         if not examples:
             return None
         old = self.registry.get(model, previous)
+        earlier = [e.label for e in window if e.event_time.timestamp() < promoted_at]
+        trivial = trivial_scores(
+            earlier or [e.label for e in examples], [e.label for e in examples]
+        )
         evaluator = LiveEvaluator(
             self.registry,
             model,
@@ -449,6 +454,7 @@ class Retrainer:
         return evaluator.guard_champion(
             correctness(self.registry.load(model, champion.version), champion.flavor, examples),
             correctness(self.registry.load(model, previous), old.flavor, examples),
+            trivial["accuracy"],
         )
 
     def challenge_with_online(

@@ -258,3 +258,16 @@ def test_rollback_waits_for_enough_paired_examples_and_refuses_unpaired_ones() -
     assert rollback_decision(champion, previous, RollbackGuard(min_samples=300)).action == ROLLBACK
     with pytest.raises(ValueError, match="differ in length"):
         rollback_decision([True] * 300, [True] * 301, RollbackGuard())
+
+
+def test_rollback_never_serves_a_previous_champion_no_better_than_the_majority_class() -> None:
+    # Mid-drift both are mostly wrong: 300 examples, the previous right on 140, the
+    # champion on 80 (every champion-right one also previous-right): significant, yet
+    # a constant answer right on 60 % of them beats both.
+    champion, previous = _paired(80, 0, 60, 160)
+    decision = rollback_decision(champion, previous, RollbackGuard(), trivial_accuracy=0.6)
+    assert decision.action == KEEP
+    assert "no better than the majority class" in decision.reason
+    assert decision.evidence["trivial_accuracy"] == 0.6
+    lower = rollback_decision(champion, previous, RollbackGuard(), trivial_accuracy=0.4)
+    assert lower.action == ROLLBACK

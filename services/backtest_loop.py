@@ -58,6 +58,7 @@ from services.retrainer import (
     evaluate,
     is_classification,
     make_estimator,
+    refit_on_all,
     require_examples,
     training_set,
 )
@@ -394,7 +395,10 @@ def _retrain(state: Replay, burst: Burst, at: float, final: bool = False) -> Non
     else:
         version = f"{state.policy.learner.model}@backtest-{len(state.retrains) + 1}"
         entry |= _decided(version, len(train), len(holdout), candidate, champion, decision)
-        if decision.action == PROMOTE:
+        if decision.action == PROMOTE:  # as the retrainer: served refitted on its holdout
+            state.work.models_fitted += 1
+            state.work.rows_fitted += len(data.examples)
+            estimator = refit_on_all(estimator, data.examples)
             _flush(state)
             state.champion = Champion(version, SKLEARN, estimator, at)
             state.champions.append(_switch(state.champion, entry["reason"]))

@@ -152,7 +152,8 @@ class LiveEvaluator:
         self,
         champion_correct: Sequence[bool],
         previous_correct: Sequence[bool],
-        trivial_accuracy: float = 0.0,
+        *,
+        trivial_accuracy: float,
     ) -> Decision | None:
         """Roll back if the previous champion is significantly better on the same recent
         labelled examples (each list: was that model right on example i?) and better
@@ -163,7 +164,7 @@ class LiveEvaluator:
         if champion is None or previous is None:
             return None
         decision = rollback_decision(
-            champion_correct, previous_correct, self.guard, trivial_accuracy
+            champion_correct, previous_correct, self.guard, trivial_accuracy=trivial_accuracy
         )
         self._record(champion.version, decision, {"previous": previous})
         if decision.action == "rollback":

@@ -331,7 +331,8 @@ def rollback_decision(
     champion_correct: Sequence[bool],
     previous_correct: Sequence[bool],
     guard: RollbackGuard,
-    trivial_accuracy: float = 0.0,
+    *,
+    trivial_accuracy: float,
 ) -> Decision:
     """Serve the previous champion again only if it is significantly better than the
     current one on the same recent labelled examples (one-sided exact McNemar) and
@@ -343,11 +344,12 @@ def rollback_decision(
     when a constant answer would do better.
 
     >>> guard = RollbackGuard(min_samples=10)
-    >>> rollback_decision([False] * 8 + [True] * 2, [True] * 10, guard).action
+    >>> rollback_decision([False] * 8 + [True] * 2, [True] * 10, guard, trivial_accuracy=0.5).action
     'rollback'
-    >>> rollback_decision([True] * 10, [True] * 9 + [False], guard).action
+    >>> rollback_decision([True] * 10, [True] * 9 + [False], guard, trivial_accuracy=0.5).action
     'keep'
-    >>> rollback_decision([False] * 10, [True] * 6 + [False] * 4, guard, 0.7).action
+    >>> wrong, seven_right = [False] * 10, [True] * 7 + [False] * 3
+    >>> rollback_decision(wrong, seven_right, guard, trivial_accuracy=0.7).action
     'keep'
     """
     samples = _check_paired(champion_correct, previous_correct)
@@ -570,11 +572,12 @@ def paired_no_regression(
     winner_correct: Sequence[bool],
     champion_correct: Sequence[bool],
 ) -> Decision:
-    """A refresh's promotion (the champion's own kind of model, fitted again on data the
-    champion never saw) stands unless the champion was right on more of the same held-out
-    examples than the winner: a scheduled refit replaces the model it refreshes when it
-    is no worse, as teams deploy scheduled retrains, while a candidate that would
-    *replace* a model's kind must be significantly better (:func:`paired_promotion`).
+    """A fresh fit's promotion over a model that needs no proof to be replaced (an
+    earlier fit of the same estimator on a refresh, a frozen online snapshot) stands
+    unless the champion was right on more of the same held-out examples than the winner:
+    a scheduled refit replaces the model it refreshes when it is no worse, as teams
+    deploy scheduled retrains. Every other promotion must be significantly better
+    (:func:`paired_promotion`).
 
     >>> promote = Decision(PROMOTE, "Better: promote.", {})
     >>> paired_no_regression(promote, [True] * 28 + [False] * 2, [True] * 30).action
@@ -591,7 +594,7 @@ def paired_no_regression(
         "champion_only_correct": c,
     }
     if b >= c:
-        reason = f"{decision.reason.rstrip('.')} (a refresh, no regression: {b} vs {c} discordant)."
+        reason = f"{decision.reason.rstrip('.')} (no regression: {b} vs {c} discordant)."
         return Decision(PROMOTE, reason, evidence)
     reason = (
         f"{decision.reason.rstrip('.').removesuffix(': promote')}, but on the same held-out "

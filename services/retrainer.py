@@ -12,13 +12,16 @@ One retrain:
 4. score it, the current champion, the online learner's latest snapshot (after a drift
    it adapts first) and the previous champion (a concept may recur) on the same
    held-out examples, and a trivial baseline (the majority class, the mean);
-5. register it with lineage (offset ranges, feature-set hash, parameters, library and
-   code versions, trigger, trainer, window) and decide, like with like: the best
-   contender that beats the trivial baseline is promoted when it beats the champion by
-   the margin (:func:`offline_decision`), no slice regressed, and, for a classifier,
-   it is significantly better on the very same examples (:func:`paired_promotion`);
-   otherwise it challenges or is kept. The decision and its evidence go to the audit
-   log; a contender already registered is promoted as itself.
+5. decide, like with like: the best contender that beats the trivial baseline is
+   promoted when it beats the champion by the margin (:func:`offline_decision`), no
+   slice regressed, and, for a classifier, it is significantly better on the very same
+   examples (:func:`paired_promotion`), or only no worse for a fresh fit replacing an
+   online snapshot or refreshing a fit (:func:`refit_needs_no_proof`); otherwise it
+   challenges or is kept. A fresh fit to be promoted is refitted on its holdout too
+   (:func:`refit_on_all`); a contender already registered is promoted as itself;
+6. register the fit with lineage (offset ranges, feature-set hash, parameters, library
+   and code versions, trigger, trainer, window); the decision and its evidence go to
+   the audit log.
 
 ``eddy run retrainer`` listens to ``drift-alerts`` and retrains once per alert burst
 (alerts for a model within ``EDDY_RETRAIN_DEBOUNCE_S`` of the first one are folded in; a
@@ -345,7 +348,8 @@ class Retrainer:
           the cold start's first snapshot should not serve for ever;
         - while an online snapshot serves and no retrain has judged it since it was
           promoted (a cold start), retrain once the window can decide a promotion
-          (trigger ``cold start``): the same paired gates decide whether it serves.
+          (trigger ``cold start``): a fresh fit no worse than the snapshot on the same
+          held-out examples serves (:func:`refit_needs_no_proof`).
         """
         champion = self.registry.alias(model, CHAMPION)
         if champion is None:
@@ -425,7 +429,7 @@ class Retrainer:
     ) -> Decision | None:
         """Roll the champion back if the previous one is significantly better on the same
         labelled examples served since the champion was promoted, and better there than
-        the majority class of the labels before them (of those examples, if none)."""
+        their own majority class."""
         previous = self.registry.previous_champion(model)
         if previous is None:
             return None
@@ -438,10 +442,8 @@ class Retrainer:
         if not examples:
             return None
         old = self.registry.get(model, previous)
-        earlier = [e.label for e in window if e.event_time.timestamp() < promoted_at]
-        trivial = trivial_scores(
-            earlier or [e.label for e in examples], [e.label for e in examples]
-        )
+        labels = [e.label for e in examples]
+        trivial = trivial_scores(labels, labels)  # hindsight: refuses more, never less
         evaluator = LiveEvaluator(
             self.registry,
             model,
@@ -454,7 +456,7 @@ class Retrainer:
         return evaluator.guard_champion(
             correctness(self.registry.load(model, champion.version), champion.flavor, examples),
             correctness(self.registry.load(model, previous), old.flavor, examples),
-            trivial["accuracy"],
+            trivial_accuracy=trivial["accuracy"],
         )
 
     def challenge_with_online(
@@ -470,6 +472,10 @@ class Retrainer:
         else:
             return None
         if snapshot.version == champion.version:
+            return None
+        until = refitted_until(champion)
+        after = [e for e in after if until is None or e.event_time > until]
+        if len(after) < needed:
             return None
         earlier = [e.label for e in window if e.event_time.timestamp() <= snapshot.created_at]
         trivial = trivial_scores(earlier or [e.label for e in after], [e.label for e in after])
@@ -555,7 +561,7 @@ class Retrainer:
         since: datetime | None = None,
         waiting: bool = False,
     ) -> Outcome:
-        """Train, register and judge one candidate on the recent window.
+        """Train, judge and register one candidate on the recent window.
 
         ``since``: after a concept drift, learn from the examples with a later event
         time (:func:`~services.bursts.choose_examples`; ``waiting``: rather wait than
@@ -571,14 +577,14 @@ class Retrainer:
             raise TooFewExamples(f"fewer than {needed} examples after the drift ({since}) yet")
         data = TrainingSet(chosen.examples)  # a subset of a training set: unique, ordered
         require_examples(len(data.examples), min_holdout)
-        train, holdout = data.split(self.settings.retrain_holdout)
+        champion = self.registry.alias(model, CHAMPION)
+        train, holdout = unseen_holdout(data, share, champion, min_holdout)
         labels = [e.label for e in train]
         classification = is_classification(labels)
         estimator = make_estimator(self.settings.retrain_estimator, classification, seed=42)
         estimator.fit(fit_vectors([e.features for e in train]), labels)
         candidate_metrics = evaluate(estimator, SKLEARN, holdout)
         candidate_slices = self.evaluate_slices(estimator, SKLEARN, holdout)
-        champion = self.registry.alias(model, CHAMPION)
         champion_metrics, champion_slices = None, {}
         loaded: dict[str, tuple[Version | None, Any, str]] = {CANDIDATE: (None, estimator, SKLEARN)}
         if champion is not None:
@@ -684,6 +690,34 @@ class Retrainer:
         return outcome
 
 
+def unseen_holdout(
+    data: TrainingSet, share: float, champion: Version | None, min_holdout: int
+) -> tuple[list[TrainingExample], list[TrainingExample]]:
+    """Train and holdout split, the holdout keeping only examples newer than the newest
+    a refitted champion learned from (the rest go to training): a champion refitted on
+    its own holdout (:func:`refit_on_all`) would otherwise be judged on examples it
+    learned, when a retrain follows its promotion before a holdout's worth of new data.
+    When fewer than ``min_holdout`` would be left (an operator's retrain right after a
+    promotion), the plain split: judged partly in-sample, the champion can only look
+    better than it is, so the error is on the side of keeping it.
+    """
+    train, holdout = data.split(share)
+    learned_until = None if champion is None else refitted_until(champion)
+    if learned_until is None:
+        return train, holdout
+    seen = [e for e in holdout if e.event_time <= learned_until]
+    unseen = holdout[len(seen) :]
+    if len(unseen) < min(min_holdout, len(holdout)):
+        return train, holdout
+    return train + seen, unseen
+
+
+def refitted_until(version: Version) -> datetime | None:
+    """The newest example a version refitted on its holdout learned from (None if not
+    refitted: it never learned the examples it was judged on)."""
+    return _window_time(version, "to") if REFITTED_ON in version.lineage.window else None
+
+
 def refit_on_all(judged: Pipeline, examples: Sequence[TrainingExample]) -> Pipeline:
     """The judged candidate's estimator fitted again on every example, its holdout too.
 
@@ -715,6 +749,8 @@ def refit_needs_no_proof(trigger: dict[str, str], champion_flavor: str) -> bool:
     >>> refit_needs_no_proof({"type": "cold start"}, RIVER)
     True
     >>> refit_needs_no_proof({"type": "refresh"}, SKLEARN)
+    True
+    >>> refit_needs_no_proof({"type": "alert"}, RIVER)
     True
     >>> refit_needs_no_proof({"type": "alert"}, SKLEARN)
     False

@@ -143,7 +143,9 @@ def make_history(settings: Settings, registry: Registry) -> list[DriftAlert]:
     # → the rollback guard restores version 1.
     guard = RollbackGuard(min_samples=LIVE_ANSWERS)
     LiveEvaluator(registry, MODEL, guard=guard).guard_champion(
-        [i >= LIVE_WRONG for i in range(LIVE_ANSWERS)], [True] * LIVE_ANSWERS
+        [i >= LIVE_WRONG for i in range(LIVE_ANSWERS)],
+        [True] * LIVE_ANSWERS,
+        trivial_accuracy=0.0,
     )
     registry.promote(MODEL, 2, trainer_identity("eddy models promote"), "operator: data bug fixed")
     registry.rollback(MODEL, trainer_identity("eddy models rollback"), "audit drill")

@@ -343,7 +343,7 @@ def test_live_decisions_are_reported_for_both_roles(registry: Registry) -> None:
     labels = {f"r{i}": True for i in range(6)}
     evaluator.compare(answers, labels)
     # On the same 6 recent examples the champion (2) got 3 right, the previous one (1) all.
-    evaluator.guard_champion([i % 2 == 0 for i in range(6)], [True] * 6)
+    evaluator.guard_champion([i % 2 == 0 for i in range(6)], [True] * 6, trivial_accuracy=0.0)
 
     report = assemble(inputs(registry, 2))
     decisions = report["live"]["decisions"]

@@ -65,7 +65,7 @@ def test_a_new_champion_worse_on_the_same_examples_is_rolled_back(tmp_path: Path
     champion = [rng.random() < 0.6 for _ in range(1000)]
     previous = [rng.random() < 0.9 for _ in range(1000)]
     evaluator = LiveEvaluator(registry, "m", guard=RollbackGuard(min_samples=300))
-    decision = evaluator.guard_champion(champion, previous)
+    decision = evaluator.guard_champion(champion, previous, trivial_accuracy=0.0)
     assert decision is not None
     assert decision.action == "rollback"
     assert registry.aliases("m")[CHAMPION] == 1
@@ -82,15 +82,22 @@ def test_a_champion_no_worse_than_the_previous_on_the_same_examples_stays(
     rng = random.Random(4)
     outcomes = [(rng.random() < 0.6, rng.random() < 0.6) for _ in range(1000)]
     evaluator = LiveEvaluator(registry, "m", guard=RollbackGuard(min_samples=300))
-    decision = evaluator.guard_champion([c for c, _ in outcomes], [p for _, p in outcomes])
+    decision = evaluator.guard_champion(
+        [c for c, _ in outcomes], [p for _, p in outcomes], trivial_accuracy=0.0
+    )
     assert decision is not None
     assert decision.action == "keep"
     assert registry.aliases("m")[CHAMPION] == 2
-    few = evaluator.guard_champion([False] * 10, [True] * 10)
+    few = evaluator.guard_champion([False] * 10, [True] * 10, trivial_accuracy=0.0)
     assert few is not None
     assert few.action == "wait"
 
 
 def test_without_an_earlier_champion_there_is_nothing_to_guard(tmp_path: Path) -> None:
     registry = registry_with_two_versions(tmp_path)
-    assert LiveEvaluator(registry, "m").guard_champion([False] * 500, [True] * 500) is None
+    assert (
+        LiveEvaluator(registry, "m").guard_champion(
+            [False] * 500, [True] * 500, trivial_accuracy=0.0
+        )
+        is None
+    )

@@ -224,7 +224,7 @@ def test_a_champion_worse_than_its_old_holdout_but_not_than_the_previous_one_is_
     # previous champion is a little better, not significantly (p ~ 0.29).
     champion, previous = _paired(268, 12, 16, 104)
     assert sum(champion) / len(champion) < old_holdout_accuracy - 0.15
-    decision = rollback_decision(champion, previous, RollbackGuard())
+    decision = rollback_decision(champion, previous, RollbackGuard(), trivial_accuracy=0.0)
     assert decision.action == KEEP
     assert decision.evidence["previous_only_correct"] == 16
     assert decision.evidence["champion_only_correct"] == 12
@@ -234,7 +234,7 @@ def test_a_champion_worse_than_its_old_holdout_but_not_than_the_previous_one_is_
 
 def test_a_previous_champion_significantly_better_on_the_same_examples_is_rolled_back_to() -> None:
     champion, previous = _paired(250, 5, 30, 115)
-    decision = rollback_decision(champion, previous, RollbackGuard())
+    decision = rollback_decision(champion, previous, RollbackGuard(), trivial_accuracy=0.0)
     assert decision.action == ROLLBACK
     assert decision.evidence["p_value"] == exact_mcnemar_p(30, 5)
     json.dumps(decision.evidence)
@@ -247,17 +247,27 @@ def test_rollback_judges_pairs_not_accuracies() -> None:
     for champion, previous in (consistent, churning):
         assert sum(champion) == 280
         assert sum(previous) == 300
-    assert rollback_decision(*consistent, RollbackGuard()).action == ROLLBACK
-    assert rollback_decision(*churning, RollbackGuard()).action == KEEP
+    assert rollback_decision(*consistent, RollbackGuard(), trivial_accuracy=0.0).action == ROLLBACK
+    assert rollback_decision(*churning, RollbackGuard(), trivial_accuracy=0.0).action == KEEP
 
 
 def test_rollback_waits_for_enough_paired_examples_and_refuses_unpaired_ones() -> None:
     champion, previous = _paired(0, 0, 299, 0)
-    assert rollback_decision(champion, previous, RollbackGuard(min_samples=300)).action == WAIT
+    assert (
+        rollback_decision(
+            champion, previous, RollbackGuard(min_samples=300), trivial_accuracy=0.0
+        ).action
+        == WAIT
+    )
     champion, previous = _paired(0, 0, 300, 0)
-    assert rollback_decision(champion, previous, RollbackGuard(min_samples=300)).action == ROLLBACK
+    assert (
+        rollback_decision(
+            champion, previous, RollbackGuard(min_samples=300), trivial_accuracy=0.0
+        ).action
+        == ROLLBACK
+    )
     with pytest.raises(ValueError, match="differ in length"):
-        rollback_decision([True] * 300, [True] * 301, RollbackGuard())
+        rollback_decision([True] * 300, [True] * 301, RollbackGuard(), trivial_accuracy=0.0)
 
 
 def test_rollback_never_serves_a_previous_champion_no_better_than_the_majority_class() -> None:

@@ -305,7 +305,7 @@ def test_rollback_cases(previous_only: int, champion_only: int, samples: int, ac
     # the next ones, both on the rest.
     champion = [i >= previous_only for i in range(samples)]
     previous = [not previous_only <= i < previous_only + champion_only for i in range(samples)]
-    decision = rollback_decision(champion, previous, RollbackGuard())
+    decision = rollback_decision(champion, previous, RollbackGuard(), trivial_accuracy=0.0)
     assert decision.action == action
     assert str(samples) in decision.reason
     if action != "wait":
@@ -316,7 +316,7 @@ def test_rollback_cases(previous_only: int, champion_only: int, samples: int, ac
 
 def test_rollback_refuses_unpaired_outcomes() -> None:
     with pytest.raises(ValueError, match=r"differ in length"):
-        rollback_decision([True] * 300, [True] * 299, RollbackGuard())
+        rollback_decision([True] * 300, [True] * 299, RollbackGuard(), trivial_accuracy=0.0)
 
 
 # --- gates -----------------------------------------------------------------------------

@@ -388,15 +388,15 @@ def rollback_decision(
         f"{_num(champion_acc)} and the previous champion {_num(previous_acc)} ({b} vs {c} "
         f"discordant); one-sided exact McNemar p = {_num(p_value)}"
     )
-    if p_value <= alpha + FLOAT_SLACK and previous_acc <= trivial_accuracy:
+    if p_value > alpha + FLOAT_SLACK:
+        return Decision(KEEP, f"{summary} > {_num(alpha)}: keep the champion.", evidence)
+    if previous_acc <= trivial_accuracy:
         reason = (
             f"{summary} <= {_num(alpha)}, but the previous champion is no better than the "
             f"majority class there ({_num(trivial_accuracy)}): keep the champion."
         )
         return Decision(KEEP, reason, evidence)
-    if p_value <= alpha + FLOAT_SLACK:
-        return Decision(ROLLBACK, f"{summary} <= {_num(alpha)}: roll back.", evidence)
-    return Decision(KEEP, f"{summary} > {_num(alpha)}: keep the champion.", evidence)
+    return Decision(ROLLBACK, f"{summary} <= {_num(alpha)}: roll back.", evidence)
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,12 @@ One retrain:
 5. decide, like with like: the best contender that beats the trivial baseline is
    promoted when it beats the champion by the margin (:func:`offline_decision`), no
    slice regressed, and, for a classifier, it is significantly better on the very same
-   examples (:func:`paired_promotion`), or only no worse for a fresh fit replacing an
-   online snapshot or refreshing a fit (:func:`refit_needs_no_proof`); otherwise it
-   challenges or is kept. A fresh fit to be promoted is refitted on its holdout too
-   (:func:`refit_on_all`); a contender already registered is promoted as itself;
+   examples (:func:`paired_promotion`), or only no worse for a fresh fit replacing a
+   stop-gap champion or refreshing a fit (:func:`refit_needs_no_proof`); otherwise it
+   challenges or is kept. When none beats the trivial baseline and the champion is
+   below it too, the majority class serves (:func:`majority_class`). A fresh fit to be
+   promoted is refitted on its holdout too (:func:`refit_on_all`); a contender already
+   registered is promoted as itself;
 6. register the fit with lineage (offset ranges, feature-set hash, parameters, library
    and code versions, trigger, trainer, window); the decision and its evidence go to
    the audit log.
@@ -38,7 +40,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from importlib import metadata
 from typing import Any
@@ -46,6 +48,7 @@ from typing import Any
 import numpy as np
 from kafka import TopicPartition
 from sklearn.base import clone
+from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -108,7 +111,9 @@ DEAD_LETTER_TIMEOUT_S = 30.0
 # most the retrain window): enough to judge, cheap enough for every review tick.
 REVIEW_HOLDOUTS = 10
 REFRESH = "refresh"  # the trigger type of a retrain on data no retrained version saw
+BELOW_MAJORITY = "below majority"  # the trigger of a retrain for a champion worse than it
 REFITTED_ON = "refitted_on"  # lineage window: examples the promoted fit learned from
+MAJORITY_CLASS = "majority_class"  # the estimator of the stand-in served when no model beats it
 
 
 class TooFewExamples(ValueError):
@@ -366,7 +371,9 @@ class Retrainer:
         challenged = self.challenge_with_online(model, champion, window)
         decisions = [d for d in (guarded, challenged) if d is not None]
         if challenged is None or challenged.action != PROMOTE:
-            retrained = self.retrain_after_cold_start(model, champion, len(window))
+            retrained = self.retrain_below_majority(model, champion, window)
+            if retrained is None:
+                retrained = self.retrain_after_cold_start(model, champion, len(window))
             if retrained is None:
                 retrained = self.refresh(model, champion, window)
             if retrained is not None:
@@ -394,13 +401,64 @@ class Retrainer:
             return None
         if window[0].event_time <= max(t for t in learned_until if t is not None):
             return None
-        change_points = [t for v in retrained if (t := _window_time(v, AFTER_DRIFT_SEEN))]
         trigger = {"type": REFRESH, "id": f"{model}@{champion.version}"}
         try:
-            return self.retrain(model, trigger, since=max(change_points, default=None)).decision
+            return self.retrain(model, trigger, since=self.newest_change_point(model)).decision
         except ValueError as exc:  # e.g. one class only in the window
             log.info("refresh skipped", extra={"model": model, "reason": str(exc)})
             return None
+
+    def newest_change_point(self, model: str) -> datetime | None:
+        """The newest change point a retrain learned after (None: none did)."""
+        return max(
+            (
+                t
+                for v in self.registry.versions(model)
+                if v.flavor == SKLEARN and (t := _window_time(v, AFTER_DRIFT_SEEN))
+            ),
+            default=None,
+        )
+
+    def retrain_below_majority(
+        self, model: str, champion: Version, window: Sequence[TrainingExample]
+    ) -> Decision | None:
+        """Retrain now, whatever the refresh's pacing (trigger ``below majority``), when
+        the champion was right on fewer of the examples labelled since its promotion
+        than their own majority class; a fresh fit no worse than it replaces it, and if
+        no fit beats the majority class either, the majority class serves
+        (:func:`majority_class`).
+
+        Mid-change in a gradual drift (the recovery benchmark, seed 1) the old concept's
+        champion served 0.41, then 0.22, for 12 s, while the majority class would have
+        been right 0.6 to 0.7 of the time: the drift's retrain had found no fit better
+        than the majority class on the mixed window, and the next refresh waited for a
+        review window of new labels.
+        """
+        examples = self.served_since_promotion(model, champion, window)
+        if len(examples) < self.settings.retrain_min_holdout:
+            return None
+        labels = [e.label for e in examples]
+        right = correctness(self.registry.load(model, champion.version), champion.flavor, examples)
+        if sum(right) / len(right) >= trivial_scores(labels, labels)["accuracy"]:
+            return None
+        trigger = {"type": BELOW_MAJORITY, "id": f"{model}@{champion.version}"}
+        try:
+            return self.retrain(model, trigger, since=self.newest_change_point(model)).decision
+        except ValueError as exc:  # e.g. one class only in the window
+            log.info("below-majority retrain skipped", extra={"model": model, "reason": str(exc)})
+            return None
+
+    def served_since_promotion(
+        self, model: str, champion: Version, window: Sequence[TrainingExample]
+    ) -> list[TrainingExample]:
+        """The window's examples with an event time after the champion's latest
+        promotion: the ones it served."""
+        promoted_at = max(
+            d.at
+            for d in self.registry.history(model)
+            if d.alias == CHAMPION and d.version == champion.version
+        )
+        return [e for e in window if e.event_time.timestamp() >= promoted_at]
 
     def retrain_after_cold_start(
         self, model: str, champion: Version, examples: int
@@ -433,12 +491,7 @@ class Retrainer:
         previous = self.registry.previous_champion(model)
         if previous is None:
             return None
-        promoted_at = max(
-            d.at
-            for d in self.registry.history(model)
-            if d.alias == CHAMPION and d.version == champion.version
-        )
-        examples = [e for e in window if e.event_time.timestamp() >= promoted_at]
+        examples = self.served_since_promotion(model, champion, window)
         if not examples:
             return None
         old = self.registry.get(model, previous)
@@ -600,6 +653,7 @@ class Retrainer:
         }
         trivial = trivial_scores(labels, [e.label for e in holdout])
         winner = best_contender(scores, trivial, self.gate)
+        below_trivial = champion_metrics is not None and below_majority(champion_metrics, trivial)
         trainer = f"retrainer ({self.settings.client_id})"
         lineage = Lineage(
             trained_on=data.offsets,
@@ -618,7 +672,25 @@ class Retrainer:
                 **({AFTER_DRIFT_SEEN: since.isoformat()} if since and chosen.after_drift else {}),
             },
         )
-        if winner is None:
+        if winner is None and below_trivial and champion_metrics is not None:
+            estimator = majority_class(data.examples)
+            candidate_metrics, candidate_slices = trivial, {}
+            lineage = replace(lineage, params={"estimator": MAJORITY_CLASS})
+            lineage.window[REFITTED_ON] = len(data.examples)
+            decision = Decision(
+                PROMOTE,
+                f"No contender beats the trivial baseline ({self.gate.metric} "
+                f"{trivial[self.gate.metric]:.4g} on {len(holdout)} held-out examples) and "
+                f"the champion is right on fewer of them than the majority class (accuracy "
+                f"{champion_metrics['accuracy']:.4g} < {trivial['accuracy']:.4g}): serve "
+                "the majority class until a model beats it.",
+                {
+                    "metric": "accuracy",
+                    "champion": champion_metrics["accuracy"],
+                    "trivial": trivial["accuracy"],
+                },
+            )
+        elif winner is None:
             decision = Decision(
                 KEEP,
                 f"No contender beats the trivial baseline ({self.gate.metric} "
@@ -642,7 +714,10 @@ class Retrainer:
                 champion_correct = correctness(served, champion.flavor, holdout)
                 decision = (
                     paired_no_regression(decision, winner_correct, champion_correct)
-                    if winner == CANDIDATE and refit_needs_no_proof(trigger, champion.flavor)
+                    if winner == CANDIDATE
+                    and refit_needs_no_proof(
+                        trigger, champion.flavor, stop_gap=below_trivial or is_majority(champion)
+                    )
                     else paired_promotion(
                         decision, winner_correct, champion_correct, self.paired_gate
                     )
@@ -732,7 +807,41 @@ def refit_on_all(judged: Pipeline, examples: Sequence[TrainingExample]) -> Pipel
     return estimator
 
 
-def refit_needs_no_proof(trigger: dict[str, str], champion_flavor: str) -> bool:
+def below_majority(champion: dict[str, float], trivial: dict[str, float]) -> bool:
+    """Whether a classifier champion was right on fewer held-out examples than the
+    majority class (a tie is not below: on a one-class holdout both are perfect).
+
+    >>> below_majority({"accuracy": 0.41, "log_loss": 2.1}, {"accuracy": 0.62, "log_loss": 0.7})
+    True
+    >>> below_majority({"accuracy": 1.0}, {"accuracy": 1.0})
+    False
+    >>> below_majority({"mae": 3.0}, {"mae": 1.0})  # a regressor's floor is the gate's
+    False
+    """
+    return "accuracy" in champion and champion["accuracy"] < trivial["accuracy"]
+
+
+def majority_class(examples: Sequence[TrainingExample]) -> Pipeline:
+    """The trivial baseline as a servable model: it answers every request with the
+    examples' class frequencies (the majority class first), whatever the features.
+
+    Mid-change (a gradual drift) no fit on the mixed window may beat it while the old
+    concept's champion is right less often than it: serving it is the least wrong
+    answer until a fit on the new concept beats it.
+    """
+    model = Pipeline(
+        [("encode", DictVectorizer(sparse=False)), ("model", DummyClassifier(strategy="prior"))]
+    )
+    model.fit(fit_vectors([e.features for e in examples]), [e.label for e in examples])
+    return model
+
+
+def is_majority(version: Version) -> bool:
+    """Whether a version is the majority-class stand-in (:func:`majority_class`)."""
+    return version.lineage.params.get("estimator") == MAJORITY_CLASS
+
+
+def refit_needs_no_proof(trigger: dict[str, str], champion_flavor: str, *, stop_gap: bool) -> bool:
     """Whether a fresh fit of the retrain estimator replaces the champion when it is no
     worse on the same held-out examples (:func:`paired_no_regression`) rather than
     significantly better (:func:`paired_promotion`).
@@ -744,18 +853,21 @@ def refit_needs_no_proof(trigger: dict[str, str], champion_flavor: str) -> bool:
     (63 held-out examples) a paired test cannot separate a snapshot right 91 % of the
     time from a fit right 96 % of the time, and the snapshot kept serving. A snapshot
     or a previous champion replacing a fit, and a fit replacing another fit on an alert,
-    still need significance.
+    still need significance, unless the champion is a ``stop_gap``: the majority-class
+    stand-in, or a fit right less often than the majority class on the held-out examples.
 
-    >>> refit_needs_no_proof({"type": "cold start"}, RIVER)
+    >>> refit_needs_no_proof({"type": "cold start"}, RIVER, stop_gap=False)
     True
-    >>> refit_needs_no_proof({"type": "refresh"}, SKLEARN)
+    >>> refit_needs_no_proof({"type": "refresh"}, SKLEARN, stop_gap=False)
     True
-    >>> refit_needs_no_proof({"type": "alert"}, RIVER)
+    >>> refit_needs_no_proof({"type": "alert"}, RIVER, stop_gap=False)
     True
-    >>> refit_needs_no_proof({"type": "alert"}, SKLEARN)
+    >>> refit_needs_no_proof({"type": "alert"}, SKLEARN, stop_gap=False)
     False
+    >>> refit_needs_no_proof({"type": "alert"}, SKLEARN, stop_gap=True)
+    True
     """
-    return champion_flavor == RIVER or trigger.get("type") == REFRESH
+    return stop_gap or champion_flavor == RIVER or trigger.get("type") == REFRESH
 
 
 def _window_time(version: Version, key: str) -> datetime | None:

@@ -4,8 +4,9 @@ Every decision scores the models on the same labelled examples read back from
 ``training-examples``: a retrain never serves a model worse than ignoring the features;
 between retrains the champion is rolled back only to a previous champion that is
 significantly better on the examples since its promotion, a cold start's snapshot is
-judged once by a retrain, and a champion is refitted once a review window of data it
-never saw has arrived.
+judged once by a retrain, a champion is refitted once a review window of data it
+never saw has arrived, and a champion right less often than the majority class is
+replaced at once: by a fit no worse than it, or by the majority class itself.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ import pytest
 
 from services.model_updates import open_registry
 from services.registry import CHAMPION, RIVER, SKLEARN, Lineage, Registry
-from services.retrainer import REFITTED_ON, Retrainer, make_estimator
+from services.retrainer import (
+    MAJORITY_CLASS,
+    REFITTED_ON,
+    Retrainer,
+    is_majority,
+    make_estimator,
+)
 from services.settings import Settings
 from streams.admin import ensure_topics
 from streams.models import make_model, numeric
@@ -170,11 +177,11 @@ def test_a_champion_is_refreshed_once_the_review_window_is_data_it_never_saw(
     first = retrainer.retrain(MODEL, {"type": "operator", "id": "first"})
     assert first.decision.action == "promote", first.decision.reason
     # Still data the champion learned from in the review window: no refresh.
-    publish(deployment, concept(300, seed=9, flipped=False), start + 1, "some")
+    publish(deployment, concept(300, seed=9, flipped=True), start + 1, "some")
     assert all(d.action != "promote" for d in retrainer.review_champion(MODEL))
     assert len(registry.versions(MODEL)) == 1
     # A whole review window of examples it never saw: refitted, and the refit serves.
-    publish(deployment, concept(1200, seed=10, flipped=False), start + 2, "new")
+    publish(deployment, concept(1200, seed=10, flipped=True), start + 2, "new")
     decisions = retrainer.review_champion(MODEL)
     assert [d.action for d in decisions] == ["promote"], [d.reason for d in decisions]
     champion = registry.alias(MODEL, CHAMPION)
@@ -193,6 +200,53 @@ def test_no_refresh_when_it_is_turned_off(deployment: Settings) -> None:
     start = time.time()
     publish(settings, concept(400, seed=8, flipped=True), start, "first")
     retrainer.retrain(MODEL, {"type": "operator", "id": "first"})
-    publish(settings, concept(1500, seed=10, flipped=False), start + 1, "new")
+    publish(settings, concept(1500, seed=10, flipped=True), start + 1, "new")
     retrainer.review_champion(MODEL)
+    assert len(registry.versions(MODEL)) == 1
+
+
+def test_a_champion_worse_than_the_majority_class_gives_way_to_it_until_a_fit_beats_it(
+    deployment: Settings,
+) -> None:
+    registry = open_registry(deployment, announce=False)
+    retrainer = Retrainer(deployment, registry)
+    old = registry.register(MODEL, SKLEARN, fitted(concept(800, 1, False)), {}, LINEAGE)
+    registry.promote(MODEL, old.version, "test", "initial")
+    # Since its promotion the labels ignore the features and are mostly True: the old
+    # concept's champion is right about half the time, the majority class 3 times in 4.
+    start = time.time() + 1
+    publish(deployment, noise(1500, seed=11, positive=0.75), start, "mixed")
+    decisions = retrainer.review_champion(MODEL)
+    assert [d.action for d in decisions] == ["promote"], [d.reason for d in decisions]
+    assert "serve the majority class" in decisions[0].reason
+    stand_in = registry.alias(MODEL, CHAMPION)
+    assert stand_in is not None
+    assert is_majority(stand_in)
+    assert stand_in.lineage.params == {"estimator": MAJORITY_CLASS}
+    assert stand_in.lineage.trigger == {"type": "below majority", "id": f"{MODEL}@{old.version}"}
+    served = registry.load(MODEL, stand_in.version)
+    probes = [numeric(x) for x, _ in concept(20, seed=12, flipped=False)]
+    assert list(served.predict(probes)) == [True] * 20  # type: ignore[attr-defined]
+    # A new concept the old champion never learned (no rollback to it): the next
+    # retrain's fit beats the stand-in and replaces it.
+    publish(deployment, concept(1500, seed=13, flipped=True), start + 2, "new")
+    assert all(d.action != "rollback" for d in retrainer.review_champion(MODEL))
+    outcome = retrainer.retrain(MODEL, {"type": "operator", "id": "new concept"})
+    assert outcome.decision.action == "promote", outcome.decision.reason
+    fit = registry.alias(MODEL, CHAMPION)
+    assert fit is not None
+    assert not is_majority(fit)
+    assert fit.version not in (old.version, stand_in.version)
+
+
+def test_a_champion_no_worse_than_the_majority_class_is_not_retrained_for_it(
+    deployment: Settings,
+) -> None:
+    registry = open_registry(deployment, announce=False)
+    champion = registry.register(MODEL, SKLEARN, fitted(concept(800, 1, False)), {}, LINEAGE)
+    registry.promote(MODEL, champion.version, "test", "initial")
+    publish(deployment, concept(1500, seed=14, flipped=False), time.time() + 1, "same")
+    decisions = Retrainer(deployment, registry).review_champion(MODEL)
+    assert all(d.action != "promote" for d in decisions), [d.reason for d in decisions]
+    assert registry.alias(MODEL, CHAMPION).version == champion.version  # type: ignore[union-attr]
     assert len(registry.versions(MODEL)) == 1

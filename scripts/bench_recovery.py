@@ -16,7 +16,8 @@ side by side on the same requests, the served accuracy of never retraining, of t
 online learner alone and of retraining on a fixed schedule
 (:mod:`services.demo_baselines`). Writes docs/recovery.md (``--out`` elsewhere) with
 every run and the targets each missed. Uses the running stack (``eddy up``) and the
-EDDY_* settings of its environment (``EDDY_RETRAIN_REFRESH=false`` measures without).
+EDDY_* settings of its environment (``EDDY_RETRAIN_REFRESH=false`` measures without the
+data-paced refresh; a champion below the majority class is still retrained).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ as is.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -520,10 +521,8 @@ def trivial_scores(
     if not all(isinstance(y, bool | str) or float(y).is_integer() for y in train_labels):
         mean = sum(float(y) for y in train_labels) / len(train_labels)
         return {"mae": sum(abs(float(y) - mean) for y in holdout_labels) / len(holdout_labels)}
-    counts: dict[str, int] = {}
-    for y in train_labels:
-        counts[str(y)] = counts.get(str(y), 0) + 1
-    majority = max(sorted(counts), key=lambda k: counts[k])
+    counts = Counter(str(y) for y in train_labels)
+    majority = majority_label(train_labels)
     total = len(train_labels)
     floor = 1e-15  # as the held-out log loss of a model clips its probabilities
     scores = {
@@ -536,6 +535,41 @@ def trivial_scores(
     if len(counts) == 2:  # one score for every example ranks no better than chance
         scores["roc_auc"] = TRIVIAL_ROC_AUC
     return scores
+
+
+def majority_label(labels: Sequence[LabelValue]) -> str:
+    """The most frequent label, as text (a tie: the first in sorted order).
+
+    >>> majority_label([True, False, True]), majority_label(["b", "a"])
+    ('True', 'a')
+    """
+    _require(bool(labels), "a majority needs labels")
+    counts = Counter(str(y) for y in labels)
+    return max(sorted(counts), key=lambda k: counts[k])
+
+
+def significantly_below_majority(
+    correct: Sequence[bool],
+    labels: Sequence[LabelValue],
+    majority: str,
+    confidence: float,
+) -> bool:
+    """Whether a classifier was right significantly less often than always answering
+    ``majority`` on the same examples: one-sided exact McNemar on the examples only one
+    of the two got right, at ``confidence``. A model that merely scores a little below
+    a majority picked in hindsight is not below it.
+
+    >>> labels = [True] * 7 + [False] * 3
+    >>> significantly_below_majority([False] * 10, labels, "True", 0.95)
+    True
+    >>> significantly_below_majority([True] * 4 + [False] * 6, labels, "True", 0.95)
+    False
+    """
+    _check_paired(correct, labels)
+    majority_right = [str(y) == majority for y in labels]
+    majority_only, model_only = _discordant(majority_right, [bool(c) for c in correct])
+    alpha = round(1.0 - confidence, ALPHA_DIGITS)
+    return exact_mcnemar_p(majority_only, model_only) <= alpha + FLOAT_SLACK
 
 
 def better(a: Mapping[str, float], b: Mapping[str, float], gate: OfflineGate) -> bool:

@@ -82,9 +82,11 @@ from services.promotion import (
     best_contender,
     gate_by_slices,
     live_decision,
+    majority_label,
     offline_decision,
     paired_no_regression,
     paired_promotion,
+    significantly_below_majority,
     slice_regressions,
     trivial_scores,
 )
@@ -308,6 +310,8 @@ class Retrainer:
         )
         self.paired_gate = PairedGate(confidence=settings.retrain_confidence)
         self._bootstrapped: set[int] = set()  # snapshots a cold-start retrain was tried for
+        # champion version -> the newest example a below-majority retrain was tried on
+        self._below_majority_tried: dict[int, datetime] = {}
         self.slice_gate = SliceGate(
             metric=self.gate.metric,
             higher_is_better=self.gate.higher_is_better,
@@ -422,11 +426,13 @@ class Retrainer:
     def retrain_below_majority(
         self, model: str, champion: Version, window: Sequence[TrainingExample]
     ) -> Decision | None:
-        """Retrain now, whatever the refresh's pacing (trigger ``below majority``), when
-        the champion was right on fewer of the examples labelled since its promotion
-        than their own majority class; a fresh fit no worse than it replaces it, and if
-        no fit beats the majority class either, the majority class serves
-        (:func:`majority_class`).
+        """Retrain now, whatever the refresh's pacing and setting (trigger ``below
+        majority``), when the champion was right on significantly fewer of the examples
+        labelled since its promotion than their own majority class; the retrain's gates
+        judge its fit against it as against a stop-gap (:func:`refit_needs_no_proof`),
+        and if no fit beats the majority class and the champion is below it on the
+        holdout too, the majority class serves (:func:`majority_class`). Tried again for
+        the same champion only once ``EDDY_RETRAIN_MIN_HOLDOUT`` newer examples arrived.
 
         Mid-change in a gradual drift (the recovery benchmark, seed 1) the old concept's
         champion served 0.41, then 0.22, for 12 s, while the majority class would have
@@ -434,13 +440,19 @@ class Retrainer:
         than the majority class on the mixed window, and the next refresh waited for a
         review window of new labels.
         """
+        needed = self.settings.retrain_min_holdout
         examples = self.served_since_promotion(model, champion, window)
-        if len(examples) < self.settings.retrain_min_holdout:
+        tried_until = self._below_majority_tried.get(champion.version)
+        if tried_until is not None:
+            examples = [e for e in examples if e.event_time > tried_until]
+        if len(examples) < needed:
             return None
         labels = [e.label for e in examples]
         right = correctness(self.registry.load(model, champion.version), champion.flavor, examples)
-        if sum(right) / len(right) >= trivial_scores(labels, labels)["accuracy"]:
+        confidence = self.settings.retrain_confidence
+        if not significantly_below_majority(right, labels, majority_label(labels), confidence):
             return None
+        self._below_majority_tried[champion.version] = examples[-1].event_time
         trigger = {"type": BELOW_MAJORITY, "id": f"{model}@{champion.version}"}
         try:
             return self.retrain(model, trigger, since=self.newest_change_point(model)).decision
@@ -640,10 +652,19 @@ class Retrainer:
         candidate_slices = self.evaluate_slices(estimator, SKLEARN, holdout)
         champion_metrics, champion_slices = None, {}
         loaded: dict[str, tuple[Version | None, Any, str]] = {CANDIDATE: (None, estimator, SKLEARN)}
+        below_trivial = False
         if champion is not None:
             served = self.registry.load(model, champion.version)
             champion_metrics = evaluate(served, champion.flavor, holdout)
             champion_slices = self.evaluate_slices(served, champion.flavor, holdout)
+            if classification:
+                champion_correct = correctness(served, champion.flavor, holdout)
+                below_trivial = significantly_below_majority(
+                    champion_correct,
+                    [e.label for e in holdout],
+                    majority_label(labels),
+                    self.settings.retrain_confidence,
+                )
         for other in self.other_contenders(model, champion):
             loaded[other.name] = (other, self.registry.load(model, other.version), other.flavor)
         scores = {CANDIDATE: candidate_metrics} | {
@@ -653,7 +674,6 @@ class Retrainer:
         }
         trivial = trivial_scores(labels, [e.label for e in holdout])
         winner = best_contender(scores, trivial, self.gate)
-        below_trivial = champion_metrics is not None and below_majority(champion_metrics, trivial)
         trainer = f"retrainer ({self.settings.client_id})"
         lineage = Lineage(
             trained_on=data.offsets,
@@ -681,9 +701,9 @@ class Retrainer:
                 PROMOTE,
                 f"No contender beats the trivial baseline ({self.gate.metric} "
                 f"{trivial[self.gate.metric]:.4g} on {len(holdout)} held-out examples) and "
-                f"the champion is right on fewer of them than the majority class (accuracy "
-                f"{champion_metrics['accuracy']:.4g} < {trivial['accuracy']:.4g}): serve "
-                "the majority class until a model beats it.",
+                f"the champion is right on significantly fewer of them than the majority "
+                f"class (accuracy {champion_metrics['accuracy']:.4g} vs "
+                f"{trivial['accuracy']:.4g}): serve the majority class until a model beats it.",
                 {
                     "metric": "accuracy",
                     "champion": champion_metrics["accuracy"],
@@ -711,7 +731,6 @@ class Retrainer:
             )
             if champion is not None and classification:
                 winner_correct = correctness(winner_model, winner_flavor, holdout)
-                champion_correct = correctness(served, champion.flavor, holdout)
                 decision = (
                     paired_no_regression(decision, winner_correct, champion_correct)
                     if winner == CANDIDATE
@@ -805,20 +824,6 @@ def refit_on_all(judged: Pipeline, examples: Sequence[TrainingExample]) -> Pipel
     estimator = clone(judged)
     estimator.fit(fit_vectors([e.features for e in examples]), [e.label for e in examples])
     return estimator
-
-
-def below_majority(champion: dict[str, float], trivial: dict[str, float]) -> bool:
-    """Whether a classifier champion was right on fewer held-out examples than the
-    majority class (a tie is not below: on a one-class holdout both are perfect).
-
-    >>> below_majority({"accuracy": 0.41, "log_loss": 2.1}, {"accuracy": 0.62, "log_loss": 0.7})
-    True
-    >>> below_majority({"accuracy": 1.0}, {"accuracy": 1.0})
-    False
-    >>> below_majority({"mae": 3.0}, {"mae": 1.0})  # a regressor's floor is the gate's
-    False
-    """
-    return "accuracy" in champion and champion["accuracy"] < trivial["accuracy"]
 
 
 def majority_class(examples: Sequence[TrainingExample]) -> Pipeline:

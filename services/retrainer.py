@@ -406,11 +406,18 @@ class Retrainer:
             return None
         if window[0].event_time <= max(t for t in learned_until if t is not None):
             return None
-        trigger = {"type": REFRESH, "id": f"{model}@{champion.version}"}
+        return self.retrain_after_change_point(model, champion, REFRESH)
+
+    def retrain_after_change_point(
+        self, model: str, champion: Version, kind: str
+    ) -> Decision | None:
+        """A retrain about ``champion`` (trigger ``kind``) learning after the newest change
+        point a retrain learned after; None when there was too little to train on."""
+        trigger = {"type": kind, "id": f"{model}@{champion.version}"}
         try:
             return self.retrain(model, trigger, since=self.newest_change_point(model)).decision
         except ValueError as exc:  # e.g. one class only in the window
-            log.info("refresh skipped", extra={"model": model, "reason": str(exc)})
+            log.info(f"{kind} retrain skipped", extra={"model": model, "reason": str(exc)})
             return None
 
     def newest_change_point(self, model: str) -> datetime | None:
@@ -454,12 +461,7 @@ class Retrainer:
         if not significantly_below_majority(right, labels, majority_label(labels), confidence):
             return None
         self._below_majority_tried[champion.version] = examples[-1].event_time
-        trigger = {"type": BELOW_MAJORITY, "id": f"{model}@{champion.version}"}
-        try:
-            return self.retrain(model, trigger, since=self.newest_change_point(model)).decision
-        except ValueError as exc:  # e.g. one class only in the window
-            log.info("below-majority retrain skipped", extra={"model": model, "reason": str(exc)})
-            return None
+        return self.retrain_after_change_point(model, champion, BELOW_MAJORITY)
 
     def served_since_promotion(
         self, model: str, champion: Version, window: Sequence[TrainingExample]

@@ -50,8 +50,8 @@ import bench_predictor
 import bench_retrain
 import bench_scaling
 
-from services.settings import Settings
-from streams.clients import make_consumer, make_redis
+from eddy.services.config.settings import Settings
+from eddy.streams.transport.clients import make_consumer, make_redis
 
 DOCS = ROOT / "docs" / "benchmarks.md"
 BENCH_DIR = bench_features.BENCH_DIR

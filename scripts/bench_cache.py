@@ -55,19 +55,19 @@ sys.path.insert(0, str(ROOT))
 
 from bench_features import deployment, throwaway
 
-from services.model_updates import open_registry
-from services.prediction_cache import AnswerCache, Ask, Usage
-from services.predictor import Predictor
-from services.registry import RIVER, SKLEARN, Lineage
-from services.retrainer import make_estimator
-from services.serving import Loaded, score_batch
-from services.settings import Settings
-from streams.clients import make_consumer, make_producer, make_redis
-from streams.feature_definitions import FEATURES
-from streams.features import EntityState, FeatureValue, apply_event, feature_vector
-from streams.models import make_model, numeric
-from streams.online_store import OnlineStore, StoredState
-from streams.topics import Topic, spec_for
+from eddy.services.config.settings import Settings
+from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.store import RIVER, SKLEARN, Lineage
+from eddy.services.serving.cache import AnswerCache, Ask, Usage
+from eddy.services.serving.predictor import Predictor
+from eddy.services.serving.scoring import Loaded, score_batch
+from eddy.services.training.retrainer import make_estimator
+from eddy.streams.features.compute import EntityState, FeatureValue, apply_event, feature_vector
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.learning.models import make_model, numeric
+from eddy.streams.store.online import OnlineStore, StoredState
+from eddy.streams.transport.clients import make_consumer, make_producer, make_redis
+from eddy.streams.transport.topics import Topic, spec_for
 
 MODEL = "bench"
 ZIPF_S = 1.1

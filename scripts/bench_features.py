@@ -8,7 +8,7 @@ For each run, the same pre-produced events (on a fresh topic prefix) are consume
   event in one pipeline per fetched batch: the floor any Kafka→Redis worker pays;
 - **faust no-op**: a faust agent that takes the same batches and does nothing with
   them: the ceiling faust-streaming's per-event machinery sets on this machine;
-- **pipeline**: Eddy's :class:`~streams.feature_pipeline.FeaturePipeline` in this
+- **pipeline**: Eddy's :class:`~eddy.streams.features.pipeline.FeaturePipeline` in this
   process, without faust, fed the same records in batches of ``EDDY_FEATURE_BATCH_SIZE``
   (validation, features, training examples, compare-and-set writes, real Redis/Kafka);
 - **eddy**: an ``eddy run features`` process (faust agent around that pipeline,
@@ -48,12 +48,12 @@ from kafka.errors import CoordinatorNotAvailableError
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.settings import Settings
-from streams.admin import committed_offsets, describe_group, ensure_topics
-from streams.clients import make_admin, make_consumer, make_producer, make_redis
-from streams.dead_letter import RawRecord
-from streams.feature_worker import app_id, build_pipeline
-from streams.topics import Topic, spec_for
+from eddy.services.config.settings import Settings
+from eddy.services.workers.features import app_id, build_pipeline
+from eddy.streams.dead_letters.letter import RawRecord
+from eddy.streams.transport.admin import committed_offsets, describe_group, ensure_topics
+from eddy.streams.transport.clients import make_admin, make_consumer, make_producer, make_redis
+from eddy.streams.transport.topics import Topic, spec_for
 
 ENTITIES = 2_000
 PARTITIONS = 3
@@ -401,7 +401,7 @@ def noop_app_id(settings: Settings) -> str:
 
 def run_noop_worker() -> None:
     """A faust agent that takes batches like the feature worker and does nothing."""
-    from streams.faust_app import make_app, run_worker
+    from eddy.services.workers.faust_app import make_app, run_worker
 
     settings = Settings.from_env()
     app = make_app(settings, noop_app_id(settings))

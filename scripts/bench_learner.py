@@ -6,7 +6,8 @@ Over the same seeded examples (River's SEA generator, 3 numeric features, binary
 
 - **bare logistic**: ``StandardScaler | LogisticRegression`` with ``predict_proba_one``,
   ``predict_one``, an Accuracy update and ``learn_one`` per example: the floor;
-- **learner, one by one** / **learner, mini-batches**: :class:`streams.learner.Learner`
+- **learner, one by one** / **learner, mini-batches**:
+:class:`eddy.streams.learning.learner.Learner`
   in-process, fed 500-example polls like the worker (the same model, plus cumulative
   and rolling metrics, the ADWIN error monitor and data and prediction drift monitors),
   with ``EDDY_LEARNER_BATCH`` 1 and ``--batch``; and both again with the drift windows
@@ -44,17 +45,17 @@ sys.path.insert(0, str(ROOT))
 from bench_features import throwaway
 from river import datasets, drift, linear_model, metrics, preprocessing, tree
 
-from services.settings import Settings
-from streams.clients import make_consumer, make_producer
-from streams.contracts import SourceOffset, TrainingExample
-from streams.detectors import make_detector
-from streams.drift import DEFAULT_CONFIG as DEFAULT_DRIFT
-from streams.drift import DriftConfig
-from streams.learner import Learner, LearnerConfig, Position
-from streams.learner_worker import CheckpointStore
-from streams.serialization import signing_key
-from streams.topics import Topic, spec_for
-from streams.validation import decode, encode
+from eddy.services.config.settings import Settings
+from eddy.services.workers.learner import CheckpointStore
+from eddy.streams.drift.data import DEFAULT_CONFIG as DEFAULT_DRIFT
+from eddy.streams.drift.data import DriftConfig
+from eddy.streams.drift.detectors import make_detector
+from eddy.streams.learning.learner import Learner, LearnerConfig, Position
+from eddy.streams.messages.contracts import SourceOffset, TrainingExample
+from eddy.streams.messages.validation import decode, encode
+from eddy.streams.store.serialization import signing_key
+from eddy.streams.transport.clients import make_consumer, make_producer
+from eddy.streams.transport.topics import Topic, spec_for
 
 DEADLINE_S = 600
 POLL = 500  # examples per learn_many call, as the worker's polls bring them

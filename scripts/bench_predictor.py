@@ -59,19 +59,19 @@ from bench_features import (
 )
 from kafka import TopicPartition
 
-from services.model_updates import open_registry
-from services.predictor import POLL_MS, PRODUCER_LINGER_MS, SEND_TIMEOUT_S
-from services.registry import CHAMPION, Lineage
-from services.retrainer import make_estimator
-from services.settings import Settings
-from streams.clients import make_consumer, make_producer, make_redis
-from streams.contracts import FeatureValue, PredictionRequest
-from streams.feature_definitions import FEATURES
-from streams.features import EntityState, apply_event, feature_vector
-from streams.models import numeric
-from streams.online_store import OnlineStore, StoredState
-from streams.topics import Topic, spec_for
-from streams.validation import encode
+from eddy.services.config.settings import Settings
+from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.store import CHAMPION, Lineage
+from eddy.services.serving.predictor import POLL_MS, PRODUCER_LINGER_MS, SEND_TIMEOUT_S
+from eddy.services.training.retrainer import make_estimator
+from eddy.streams.features.compute import EntityState, apply_event, feature_vector
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.learning.models import numeric
+from eddy.streams.messages.contracts import FeatureValue, PredictionRequest
+from eddy.streams.messages.validation import encode
+from eddy.streams.store.online import OnlineStore, StoredState
+from eddy.streams.transport.clients import make_consumer, make_producer, make_redis
+from eddy.streams.transport.topics import Topic, spec_for
 
 ENTITIES = 1_000
 EVENTS_PER_ENTITY = 5

@@ -14,7 +14,7 @@ detection delay in events, served accuracy in the last third after the drift aga
 0.95 x before, the time from the drift to the champion that served at the end, and,
 side by side on the same requests, the served accuracy of never retraining, of the
 online learner alone and of retraining on a fixed schedule
-(:mod:`services.demo_baselines`). Writes docs/recovery.md (``--out`` elsewhere) with
+(:mod:`eddy.services.demo.baselines`). Writes docs/recovery.md (``--out`` elsewhere) with
 every run and the targets each missed. Uses the running stack (``eddy up``) and the
 EDDY_* settings of its environment (``EDDY_RETRAIN_REFRESH=false`` measures without the
 data-paced refresh; a champion below the majority class is still retrained).
@@ -37,8 +37,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.demo_scenarios import SCENARIOS, describe, drifts
-from services.settings import Settings
+from eddy.services.config.settings import Settings
+from eddy.services.demo.scenarios import SCENARIOS, describe, drifts
 
 DOCS = ROOT / "docs" / "recovery.md"
 RUNS_DIR = ROOT / ".eddy" / "bench" / "recovery"

@@ -29,13 +29,13 @@ sys.path.insert(0, str(ROOT))
 from bench_features import deployment, throwaway, wait_for_group
 from kafka import TopicPartition
 
-from services.retrainer import make_estimator
-from services.settings import Settings
-from streams.clients import make_consumer, make_producer
-from streams.contracts import DriftAlert, DriftKind, SourceOffset, TrainingExample
-from streams.models import numeric
-from streams.topics import Topic, spec_for
-from streams.validation import decode, encode
+from eddy.services.config.settings import Settings
+from eddy.services.training.retrainer import make_estimator
+from eddy.streams.learning.models import numeric
+from eddy.streams.messages.contracts import DriftAlert, DriftKind, SourceOffset, TrainingExample
+from eddy.streams.messages.validation import decode, encode
+from eddy.streams.transport.clients import make_consumer, make_producer
+from eddy.streams.transport.topics import Topic, spec_for
 
 FEATURES = 8
 DEADLINE_S = 900
@@ -115,7 +115,7 @@ def alert_to_champion(settings: Settings, workdir: Path) -> float:
 
 
 def decode_alias(raw: bytes) -> str | None:
-    from streams.contracts import ModelUpdate
+    from eddy.streams.messages.contracts import ModelUpdate
 
     return decode(ModelUpdate, raw).alias
 

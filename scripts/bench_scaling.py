@@ -53,8 +53,8 @@ from bench_predictor import (
     topics,
 )
 
-from services.settings import Settings
-from streams.feature_worker import app_id
+from eddy.services.config.settings import Settings
+from eddy.services.workers.features import app_id
 
 
 def feature_workers(base: Settings, processes: int, events: int, runs: int) -> list[float]:

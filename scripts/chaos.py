@@ -33,7 +33,7 @@ from chaos.plan import FULL, SHORT
 from chaos.report import as_json, details, record, section, table
 from chaos.run import run
 
-from services.settings import Settings
+from eddy.services.config.settings import Settings
 
 DOCUMENT = ROOT / "docs" / "reliability.md"
 

@@ -30,8 +30,8 @@ from bench_features import EDDY, deployment, start_workers, stop_workers, throwa
 from bench_predictor import MODEL, register_champion, request_records, seed_features, topics
 from kafka import TopicPartition
 
-from services.settings import Settings
-from streams.clients import make_consumer, make_producer
+from eddy.services.config.settings import Settings
+from eddy.streams.transport.clients import make_consumer, make_producer
 
 BATCH = 50
 BATCH_EVERY_S = 0.1

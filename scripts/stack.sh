@@ -54,7 +54,7 @@ alive() {
 probe() {
   EDDY_KAFKA_BOOTSTRAP=${EDDY_KAFKA_BOOTSTRAP:-127.0.0.1:$KAFKA_PORT} \
     EDDY_REDIS_URL=${EDDY_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0} \
-    "$PY" -m services.health "$@"
+    "$PY" -m eddy.services.ops.health "$@"
 }
 
 need_python() {

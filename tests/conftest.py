@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from services.settings import PROJECT_ROOT, Settings
-from streams.clients import make_admin
+from eddy.services.config.settings import PROJECT_ROOT, Settings
+from eddy.streams.transport.clients import make_admin
 from tests import session_state
 from tests.integration import chaos_run
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
-from streams.topics import Topic
-from streams.validation import MAX_DEPTH, MAX_MESSAGE_BYTES
+from eddy.streams.messages.validation import MAX_DEPTH, MAX_MESSAGE_BYTES
+from eddy.streams.transport.topics import Topic
 
 OVERSIZE = MAX_MESSAGE_BYTES + 1024
 LONG_STRING = 5_000  # longer than a feature string may be (4096)

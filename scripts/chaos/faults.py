@@ -23,8 +23,8 @@ from chaos.observe import Inspector
 from chaos.plan import KILLED, Mode, slow_retrainer_settings
 from chaos.stack import PrivateStack
 from chaos.traffic import Traffic
-from services.settings import Settings
-from streams.clients import make_redis
+from eddy.services.config.settings import Settings
+from eddy.streams.transport.clients import make_redis
 
 POLL_S = 0.02  # how fast a registration is noticed (the kill must beat the commit)
 RESTARTED_TIMEOUT_S = 120.0

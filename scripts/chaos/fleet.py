@@ -1,6 +1,6 @@
 """Eddy's services for the run, each under Eddy's own supervisor (as ``eddy run all`` does).
 
-One :class:`~services.supervisor.Supervisor` per service, so one service can be started
+One :class:`~eddy.services.ops.supervisor.Supervisor` per service, so one service can be started
 again with other settings (the slow-retrain scenario's retrainer) while the others keep
 running. A thread drives every supervisor's restart checks; nothing here restarts a
 service by hand, so "resumes by itself" means what it says.
@@ -13,8 +13,8 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from services.settings import Settings
-from services.supervisor import CHECK_EVERY_S, Supervisor
+from eddy.services.config.settings import Settings
+from eddy.services.ops.supervisor import CHECK_EVERY_S, Supervisor
 
 
 class FleetError(RuntimeError):

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from streams.feature_definitions import FEATURES
-from streams.features import EntityState, feature_vector
-from streams.topics import Topic
-from streams.validation import MAX_MESSAGE_BYTES
+from eddy.streams.features.compute import EntityState, feature_vector
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.messages.validation import MAX_MESSAGE_BYTES
+from eddy.streams.transport.topics import Topic
 
 HOSTILE = "hostile"  # the prefix of every id and entity the fuzz writes
 MAX_EDITS = 4  # byte edits per mutated record

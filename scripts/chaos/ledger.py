@@ -37,9 +37,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.feature_definitions import FEATURES
-from streams.features import EntityState, apply_event, encode_state
-from streams.recent_ids import RecentIds
+from eddy.streams.features.compute import EntityState, apply_event, encode_state
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.store.recent_ids import RecentIds
 
 AGGREGATED = "amount"  # the aggregated feature whose bucket counts reveal a double count
 CHECKPOINT = "checkpoint"

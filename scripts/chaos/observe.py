@@ -19,19 +19,19 @@ import orjson
 from kafka import KafkaConsumer, TopicPartition
 
 from chaos.ledger import Answer, Observed, SeenVersion
-from services.model_updates import open_registry
-from services.settings import Settings
-from streams.admin import committed_offsets
-from streams.clients import make_admin, make_consumer, make_redis
-from streams.contracts import TrainingExample
-from streams.dead_letter import ERROR_CLASS, source_of
-from streams.features import EntityState
-from streams.learner_worker import CheckpointStore
-from streams.models import label_refusal
-from streams.online_store import OnlineStore
-from streams.serialization import signing_key
-from streams.topics import Topic, spec_for
-from streams.validation import InvalidMessage, decode
+from eddy.services.config.settings import Settings
+from eddy.services.registry.announcements import open_registry
+from eddy.services.workers.learner import CheckpointStore
+from eddy.streams.dead_letters.letter import ERROR_CLASS, source_of
+from eddy.streams.features.compute import EntityState
+from eddy.streams.learning.models import label_refusal
+from eddy.streams.messages.contracts import TrainingExample
+from eddy.streams.messages.validation import InvalidMessage, decode
+from eddy.streams.store.online import OnlineStore
+from eddy.streams.store.serialization import signing_key
+from eddy.streams.transport.admin import committed_offsets
+from eddy.streams.transport.clients import make_admin, make_consumer, make_redis
+from eddy.streams.transport.topics import Topic, spec_for
 
 log = logging.getLogger(__name__)
 

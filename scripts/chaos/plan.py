@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from services.settings import Settings
+from eddy.services.config.settings import Settings
 
 MODEL = "chaos"
 TOPIC_PREFIX = "chaos."

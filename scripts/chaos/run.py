@@ -33,10 +33,10 @@ from chaos.observe import Inspector, Tap
 from chaos.plan import SERVICES, Mode, Scenario, deployment_settings
 from chaos.stack import PrivateStack, choose_ports
 from chaos.traffic import Traffic
-from services.logs import NOISY_LIBRARIES, JsonLineFormatter
-from services.registry import CHAMPION
-from services.settings import Settings
-from streams.admin import ensure_topics
+from eddy.services.config.settings import Settings
+from eddy.services.ops.logs import NOISY_LIBRARIES, JsonLineFormatter
+from eddy.services.registry.store import CHAMPION
+from eddy.streams.transport.admin import ensure_topics
 
 CHECK_EVERY_S = 1.0
 DRAIN_S = 60.0

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from chaos.plan import Ports
-from services.settings import ENV_PREFIX, PROJECT_ROOT
+from eddy.services.config.settings import ENV_PREFIX, PROJECT_ROOT
 
 STACK_SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"
 PREFERRED = Ports(kafka=19092, controller=19093, redis=16379)

@@ -26,9 +26,10 @@ from chaos.corpus import Malformed, malformed_events, malformed_learning, malfor
 from chaos.fuzz import FUZZED_TOPICS, HostileRecord, hostile_records
 from chaos.ledger import Ledger, SentEvent
 from chaos.plan import MODEL, Mode
-from services.settings import Settings
-from streams.clients import make_producer
-from streams.contracts import (
+from eddy.services.config.settings import Settings
+from eddy.streams.features.compute import EntityState, feature_vector
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.messages.contracts import (
     Contract,
     DriftAlert,
     DriftKind,
@@ -38,10 +39,9 @@ from streams.contracts import (
     SourceOffset,
     TrainingExample,
 )
-from streams.feature_definitions import FEATURES
-from streams.features import EntityState, feature_vector
-from streams.topics import Topic, message_key, spec_for
-from streams.validation import decode, encode
+from eddy.streams.messages.validation import decode, encode
+from eddy.streams.transport.clients import make_producer
+from eddy.streams.transport.topics import Topic, message_key, spec_for
 
 LABEL_DELAY_S = 1.0
 NOISE = 0.1

@@ -22,8 +22,8 @@ from typing import Any
 
 import faust
 
-from services.settings import Settings
-from streams.faust_app import make_app
+from eddy.services.config.settings import Settings
+from eddy.services.workers.faust_app import make_app
 
 TABLE_NAME = "counts"
 # Touched in the app's datadir each time a rebalance, table recovery included, ends.

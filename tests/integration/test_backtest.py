@@ -18,12 +18,12 @@ from typing import Any
 import orjson
 import pytest
 
-from services.backtest import Bound, render, run_backtest
-from services.settings import Settings
-from streams.admin import ensure_topics
-from streams.clients import make_producer
-from streams.topics import Topic, spec_for
-from streams.validation import encode
+from eddy.services.backtest.command import Bound, render, run_backtest
+from eddy.services.config.settings import Settings
+from eddy.streams.messages.validation import encode
+from eddy.streams.transport.admin import ensure_topics
+from eddy.streams.transport.clients import make_producer
+from eddy.streams.transport.topics import Topic, spec_for
 from tests.conftest import settings_env
 from tests.unit.test_backtest import (
     COUNT,
@@ -43,8 +43,8 @@ FIRST_OFFSETS = 100
 # state shared with the first, and no result resting on set or dict iteration order.
 IN_ANOTHER_PROCESS = (
     "import sys; from pathlib import Path; "
-    "from services.backtest import parse_bound, run_backtest; "
-    "from services.settings import Settings; "
+    "from eddy.services.backtest.command import parse_bound, run_backtest; "
+    "from eddy.services.config.settings import Settings; "
     "run_backtest(Settings.from_env(), Path(sys.argv[1]), start=parse_bound(sys.argv[2]), "
     "out=Path(sys.argv[3]))"
 )

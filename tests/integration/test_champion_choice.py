@@ -18,18 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from services.model_updates import open_registry
-from services.registry import CHAMPION, RIVER, SKLEARN, Lineage, Registry
-from services.retrainer import (
+from eddy.services.config.settings import Settings
+from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.store import CHAMPION, RIVER, SKLEARN, Lineage, Registry
+from eddy.services.training.retrainer import (
     MAJORITY_CLASS,
     REFITTED_ON,
     Retrainer,
     is_majority,
     make_estimator,
 )
-from services.settings import Settings
-from streams.admin import ensure_topics
-from streams.models import make_model, numeric
+from eddy.streams.learning.models import make_model, numeric
+from eddy.streams.transport.admin import ensure_topics
 from tests.integration.test_retrainer import publish_examples
 
 MODEL = "churn"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from services.settings import PROJECT_ROOT
+from eddy.services.config.settings import PROJECT_ROOT
 from tests import session_state
 from tests.integration import chaos_run
 

@@ -11,9 +11,9 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from services.settings import Settings
-from streams.topics import Topic
-from streams.validation import MAX_MESSAGE_BYTES
+from eddy.services.config.settings import Settings
+from eddy.streams.messages.validation import MAX_MESSAGE_BYTES
+from eddy.streams.transport.topics import Topic
 from tests.conftest import settings_env
 
 EDDY = str(Path(sys.executable).with_name("eddy"))

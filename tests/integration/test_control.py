@@ -25,20 +25,20 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from services.control import control_topic, publish, request_retrain
-from services.model_updates import open_registry
-from services.monitor import Monitor
-from services.registry import Registry
-from services.retrainer import AlertListener, Retrainer
-from services.settings import Settings
-from streams.admin import ensure_topics
-from streams.clients import make_producer
-from streams.console import read_topic
-from streams.contracts import ControlAction, ControlCommand
-from streams.dead_letter import ERROR_CLASS, ERROR_REASON, SOURCE_TOPIC
-from streams.dlq import dead_letters
-from streams.record_signatures import SIGNATURE_HEADER, signature
-from streams.validation import encode
+from eddy.services.config.settings import Settings
+from eddy.services.ops.console import read_topic
+from eddy.services.ops.dead_letters import dead_letters
+from eddy.services.ops.monitor import Monitor
+from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.store import Registry
+from eddy.services.training.control import control_topic, publish, request_retrain
+from eddy.services.training.retrainer import AlertListener, Retrainer
+from eddy.streams.dead_letters.letter import ERROR_CLASS, ERROR_REASON, SOURCE_TOPIC
+from eddy.streams.messages.contracts import ControlAction, ControlCommand
+from eddy.streams.messages.signatures import SIGNATURE_HEADER, signature
+from eddy.streams.messages.validation import encode
+from eddy.streams.transport.admin import ensure_topics
+from eddy.streams.transport.clients import make_producer
 from tests.integration.test_monitor import free_port
 from tests.integration.test_retrainer import concept, publish_examples
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from services.settings import Settings
+from eddy.services.config.settings import Settings
 from tests.conftest import settings_env
 
 

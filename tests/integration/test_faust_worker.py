@@ -26,9 +26,9 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
-from services.settings import PROJECT_ROOT, Settings
-from streams.admin import committed_offsets
-from streams.clients import make_admin, make_consumer, make_producer
+from eddy.services.config.settings import PROJECT_ROOT, Settings
+from eddy.streams.transport.admin import committed_offsets
+from eddy.streams.transport.clients import make_admin, make_consumer, make_producer
 from tests.conftest import settings_env
 from tests.integration.faust_counter_app import READY_MARKER, CounterNames, counter_names
 

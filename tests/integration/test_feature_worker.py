@@ -26,17 +26,22 @@ import orjson
 import pytest
 import redis
 
-from services.settings import Settings
-from streams.admin import committed_offsets, ensure_topics
-from streams.clients import make_admin, make_producer, make_redis
-from streams.console import read_topic
-from streams.dead_letter import ERROR_CLASS, ERROR_REASON, SOURCE_OFFSET, SOURCE_PARTITION
-from streams.faust_app import EXIT_FAILED_BATCH
-from streams.feature_definitions import FEATURES
-from streams.feature_worker import app_id, build_pipeline, rebuild
-from streams.features import encode_state, feature_vector
-from streams.online_store import OnlineStore
-from streams.topics import Topic, spec_for
+from eddy.services.config.settings import Settings
+from eddy.services.ops.console import read_topic
+from eddy.services.workers.faust_app import EXIT_FAILED_BATCH
+from eddy.services.workers.features import app_id, build_pipeline, rebuild
+from eddy.streams.dead_letters.letter import (
+    ERROR_CLASS,
+    ERROR_REASON,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+)
+from eddy.streams.features.compute import encode_state, feature_vector
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.store.online import OnlineStore
+from eddy.streams.transport.admin import committed_offsets, ensure_topics
+from eddy.streams.transport.clients import make_admin, make_producer, make_redis
+from eddy.streams.transport.topics import Topic, spec_for
 from tests.conftest import settings_env
 
 DEADLINE_S = 120.0
@@ -257,7 +262,7 @@ def test_duplicates_and_reordering_leave_the_state_of_one_in_order_pass(stack: S
 
 
 def _raw(settings: Settings, offset: int, key: bytes, value: bytes) -> Any:
-    from streams.dead_letter import RawRecord
+    from eddy.streams.dead_letters.letter import RawRecord
 
     return RawRecord(f"{settings.topic_prefix}events", 0, offset, key, value, [])
 

@@ -19,17 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from services.governance_report import NOT_RECORDED, STILL_SERVING, iso
-from services.governance_sources import alerts_topic, find_alerts, write_report
-from services.live_evaluation import LiveEvaluator
-from services.model_updates import open_registry
-from services.promotion import RollbackGuard
-from services.registry import CHAMPION, Registry, trainer_identity
-from services.retrainer import LIBRARIES, Retrainer
-from services.settings import Settings
-from streams.admin import ensure_topics
-from streams.clients import make_producer
-from streams.contracts import (
+from eddy.services.config.settings import Settings
+from eddy.services.governance.report import NOT_RECORDED, STILL_SERVING, iso
+from eddy.services.governance.sources import alerts_topic, find_alerts, write_report
+from eddy.services.promotion.live_evaluation import LiveEvaluator
+from eddy.services.promotion.rules import RollbackGuard
+from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.store import CHAMPION, Registry, trainer_identity
+from eddy.services.training.retrainer import LIBRARIES, Retrainer
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.learning.slices import split
+from eddy.streams.messages.contracts import (
     DriftAlert,
     DriftEvidence,
     DriftKind,
@@ -37,10 +37,10 @@ from streams.contracts import (
     SourceOffset,
     TrainingExample,
 )
-from streams.feature_definitions import FEATURES
-from streams.slices import split
-from streams.topics import Topic, spec_for
-from streams.validation import encode
+from eddy.streams.messages.validation import encode
+from eddy.streams.transport.admin import ensure_topics
+from eddy.streams.transport.clients import make_producer
+from eddy.streams.transport.topics import Topic, spec_for
 
 MODEL = "fraud"
 PARTITIONS = 3

@@ -31,15 +31,15 @@ import pytest
 from kafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.settings import Settings
-from streams.admin import committed_offsets, ensure_topics
-from streams.clients import make_admin, make_consumer, make_producer, make_redis
-from streams.contracts import Label, SourceOffset, TrainingExample
-from streams.dead_letter import SOURCE_OFFSET, SOURCE_PARTITION
-from streams.feature_worker import app_id
-from streams.snapshots import Snapshot, SnapshotStore
-from streams.topics import Topic
-from streams.validation import encode
+from eddy.services.config.settings import Settings
+from eddy.services.workers.features import app_id
+from eddy.streams.dead_letters.letter import SOURCE_OFFSET, SOURCE_PARTITION
+from eddy.streams.messages.contracts import Label, SourceOffset, TrainingExample
+from eddy.streams.messages.validation import encode
+from eddy.streams.store.snapshots import Snapshot, SnapshotStore
+from eddy.streams.transport.admin import committed_offsets, ensure_topics
+from eddy.streams.transport.clients import make_admin, make_consumer, make_producer, make_redis
+from eddy.streams.transport.topics import Topic
 from tests.integration.test_feature_worker import (
     Deployment,
     applied_counts,

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from services.settings import Settings
-from streams.clients import make_consumer, make_producer, subscribe
+from eddy.services.config.settings import Settings
+from eddy.streams.transport.clients import make_consumer, make_producer, subscribe
 
 DEADLINE_S = 60
 

@@ -18,19 +18,19 @@ from typing import Any
 import orjson
 import pytest
 
-from services.settings import Settings
-from streams.admin import ensure_topics
-from streams.clients import make_producer, make_redis
-from streams.console import read_topic
-from streams.contracts import Label, SourceOffset, TrainingExample
-from streams.dead_letter import ERROR_CLASS, ERROR_REASON, source_of
-from streams.learner import Learner, LearnerConfig, Position
-from streams.learner_worker import CheckpointStore, LearnerState
-from streams.recent_ids import RecentIds
-from streams.serialization import signing_key
-from streams.snapshots import ServedAnswer, Snapshot, SnapshotStore
-from streams.topics import Topic, spec_for
-from streams.validation import encode
+from eddy.services.config.settings import Settings
+from eddy.services.ops.console import read_topic
+from eddy.services.workers.learner import CheckpointStore, LearnerState
+from eddy.streams.dead_letters.letter import ERROR_CLASS, ERROR_REASON, source_of
+from eddy.streams.learning.learner import Learner, LearnerConfig, Position
+from eddy.streams.messages.contracts import Label, SourceOffset, TrainingExample
+from eddy.streams.messages.validation import encode
+from eddy.streams.store.recent_ids import RecentIds
+from eddy.streams.store.serialization import signing_key
+from eddy.streams.store.snapshots import ServedAnswer, Snapshot, SnapshotStore
+from eddy.streams.transport.admin import ensure_topics
+from eddy.streams.transport.clients import make_producer, make_redis
+from eddy.streams.transport.topics import Topic, spec_for
 from tests.conftest import settings_env
 
 DEADLINE_S = 120.0
@@ -375,8 +375,8 @@ def test_restored_checkpoints_refuse_tampering(learner_deployment: LearnerDeploy
 def test_online_snapshots_become_registry_versions_with_contiguous_lineage(
     learner_deployment: LearnerDeployment,
 ) -> None:
-    from services.model_updates import open_registry
-    from services.registry import CHAMPION
+    from eddy.services.registry.announcements import open_registry
+    from eddy.services.registry.store import CHAMPION
 
     deployment = learner_deployment
     deployment.settings = deployment.settings.model_copy(update={"snapshot_every": 1000})

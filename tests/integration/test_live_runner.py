@@ -8,13 +8,13 @@ from pathlib import Path
 
 import orjson
 
-from services.live_runner import evaluate_live
-from services.predictor import shadow_stream
-from services.registry import CHALLENGER, CHAMPION, RIVER, Lineage, Registry
-from services.settings import Settings
-from streams.clients import make_redis
-from streams.models import make_model
-from streams.snapshots import SnapshotStore
+from eddy.services.config.settings import Settings
+from eddy.services.promotion.live_runner import evaluate_live
+from eddy.services.registry.store import CHALLENGER, CHAMPION, RIVER, Lineage, Registry
+from eddy.services.serving.predictor import shadow_stream
+from eddy.streams.learning.models import make_model
+from eddy.streams.store.snapshots import SnapshotStore
+from eddy.streams.transport.clients import make_redis
 
 LINEAGE = Lineage({}, "fs", {}, {}, "test", {"type": "operator", "id": "t"}, "test")
 

@@ -35,14 +35,14 @@ from kafka.coordinator.protocol import (
     ConsumerProtocolMemberMetadata_v0,
 )
 
-from services.liveness import EXIT_GRACE_S, STALLED_EXIT_CODE, Liveness, consumer_positions
-from services.settings import Settings
-from services.supervisor import RestartPolicy, Supervisor, exit_reason
-from streams.admin import ensure_topics
-from streams.clients import make_consumer, make_producer, make_redis, subscribe
-from streams.learner_worker import AllToOneAssignor
-from streams.online_store import OnlineStore
-from streams.topics import Topic, spec_for
+from eddy.services.config.settings import Settings
+from eddy.services.ops.liveness import EXIT_GRACE_S, STALLED_EXIT_CODE, Liveness, consumer_positions
+from eddy.services.ops.supervisor import RestartPolicy, Supervisor, exit_reason
+from eddy.services.workers.learner import AllToOneAssignor
+from eddy.streams.store.online import OnlineStore
+from eddy.streams.transport.admin import ensure_topics
+from eddy.streams.transport.clients import make_consumer, make_producer, make_redis, subscribe
+from eddy.streams.transport.topics import Topic, spec_for
 from tests.integration.test_feature_worker import applied_counts, event, quiet_hour_base, send
 from tests.integration.test_learner import LearnerDeployment, examples, synthetic
 from tests.integration.test_learner import send as send_messages
@@ -272,10 +272,10 @@ def test_a_learner_blocked_on_redis_goes_unhealthy_and_exits_non_zero(
 BLOCKING_WORKER = """
 import sys
 import redis as redis_py
-from services import logs
-from services.liveness import Liveness, consumer_positions
-from services.settings import Settings
-from streams.clients import make_consumer, make_redis, subscribe
+from eddy.services.ops import logs
+from eddy.services.ops.liveness import Liveness, consumer_positions
+from eddy.services.config.settings import Settings
+from eddy.streams.transport.clients import make_consumer, make_redis, subscribe
 
 logs.configure("WARNING")  # JSON lines on stderr, with the verdict's reason
 settings = Settings.from_env()

@@ -15,16 +15,16 @@ import pytest
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from services.model_updates import open_registry
-from services.monitor import CHART_JS
-from services.registry import Lineage
-from services.settings import Settings
-from streams.admin import ensure_topics
-from streams.clients import make_consumer, make_producer
-from streams.contracts import DriftAlert, DriftKind
-from streams.models import make_model
-from streams.topics import Topic, spec_for
-from streams.validation import encode
+from eddy.services.config.settings import Settings
+from eddy.services.ops.monitor import CHART_JS
+from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.store import Lineage
+from eddy.streams.learning.models import make_model
+from eddy.streams.messages.contracts import DriftAlert, DriftKind
+from eddy.streams.messages.validation import encode
+from eddy.streams.transport.admin import ensure_topics
+from eddy.streams.transport.clients import make_consumer, make_producer
+from eddy.streams.transport.topics import Topic, spec_for
 from tests.conftest import settings_env
 
 LINEAGE = Lineage({"ex[0]": [0, 9]}, "fs", {}, {}, "test", {"type": "alert", "id": "a1"}, "t")

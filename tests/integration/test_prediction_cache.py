@@ -29,20 +29,20 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from services.model_updates import open_registry
-from services.prediction_cache import Entry
-from services.predictor import Predictor, request_log_key
-from services.registry import Registry
-from services.serving import Loaded, score_batch
-from services.settings import Settings
-from streams.admin import ensure_topics
-from streams.clients import make_producer, make_redis
-from streams.dead_letter import RawRecord
-from streams.feature_definitions import FEATURES
-from streams.feature_pipeline import FeaturePipeline
-from streams.online_store import OnlineStore
-from streams.snapshots import SnapshotStore
-from streams.topics import Topic, spec_for
+from eddy.services.config.settings import Settings
+from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.store import Registry
+from eddy.services.serving.cache import Entry
+from eddy.services.serving.predictor import Predictor, request_log_key
+from eddy.services.serving.scoring import Loaded, score_batch
+from eddy.streams.dead_letters.letter import RawRecord
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.features.pipeline import FeaturePipeline
+from eddy.streams.store.online import OnlineStore
+from eddy.streams.store.snapshots import SnapshotStore
+from eddy.streams.transport.admin import ensure_topics
+from eddy.streams.transport.clients import make_producer, make_redis
+from eddy.streams.transport.topics import Topic, spec_for
 from tests.integration.test_predictor import LINEAGE, Service, answers_consumer
 
 DEADLINE_S = 60.0

@@ -21,20 +21,20 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from services.client import PredictionClient
-from services.model_updates import open_registry
-from services.registry import Lineage, Registry
-from services.settings import Settings
-from services.tracing import trace_request
-from streams.admin import ensure_topics, group_serving
-from streams.clients import make_admin, make_redis
-from streams.console import read_topic
-from streams.feature_definitions import FEATURES
-from streams.features import EntityState, apply_event
-from streams.groups import group_id
-from streams.online_store import OnlineStore, StoredState
-from streams.snapshots import ServedAnswer, SnapshotStore
-from streams.topics import Topic, spec_for
+from eddy.services.config.settings import Settings
+from eddy.services.ops.console import read_topic
+from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.store import Lineage, Registry
+from eddy.services.registry.tracing import trace_request
+from eddy.services.serving.client import PredictionClient
+from eddy.streams.features.compute import EntityState, apply_event
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.store.online import OnlineStore, StoredState
+from eddy.streams.store.snapshots import ServedAnswer, SnapshotStore
+from eddy.streams.transport.admin import ensure_topics, group_serving
+from eddy.streams.transport.clients import make_admin, make_redis
+from eddy.streams.transport.groups import group_id
+from eddy.streams.transport.topics import Topic, spec_for
 from tests.conftest import settings_env
 
 DEADLINE_S = 60.0
@@ -448,7 +448,7 @@ def test_a_redelivered_request_gets_its_logged_answer_even_after_a_swap(
     owner: the same records again, while a new champion (here: the opposite concept)
     serves. The window covers the first batch after an assignment; later records are
     new requests and are scored by the champion of the moment."""
-    from services.predictor import Predictor
+    from eddy.services.serving.predictor import Predictor
 
     with_champion(service)
     batch = service.settings.predictor_batch_size
@@ -492,7 +492,7 @@ def test_a_redelivered_request_gets_its_logged_answer_even_after_a_swap(
 
 
 def test_an_unreadable_request_log_entry_means_answering_afresh(service: Service) -> None:
-    from services.predictor import Predictor, request_log_key
+    from eddy.services.serving.predictor import Predictor, request_log_key
 
     with_champion(service)
     send_requests(service, [{"request_id": "odd", "entity_id": "u1", "features": {"amount": 70.0}}])
@@ -515,8 +515,8 @@ def test_an_answer_another_owner_logged_first_is_the_one_sent_again(service: Ser
     and sends an answer after the new one looked the log up. The new one must not send a
     different answer: its log write finds the entry and it sends the logged answer. An
     entry left by another record under a reused request id is replaced, as before."""
-    from services import metrics
-    from services.predictor import Predictor, request_log_key
+    from eddy.services.ops import metrics
+    from eddy.services.serving.predictor import Predictor, request_log_key
 
     with_champion(service)
     send_requests(

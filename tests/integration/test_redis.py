@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from services.settings import Settings
-from streams.clients import make_redis
+from eddy.services.config.settings import Settings
+from eddy.streams.transport.clients import make_redis
 
 
 def test_round_trip_pipeline_and_ttl(stack: Settings) -> None:

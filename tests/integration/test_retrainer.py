@@ -21,19 +21,25 @@ from typing import Any
 
 import pytest
 
-from services.bursts import Burst, fold
-from services.model_updates import open_registry
-from services.registry import CHALLENGER, CHAMPION, Registry
-from services.retrainer import REFITTED_ON, AlertListener, Retrainer
-from services.settings import Settings
-from streams.admin import committed_offsets, ensure_topics
-from streams.clients import make_admin, make_producer
-from streams.console import read_topic
-from streams.contracts import DriftAlert, DriftKind, DriftWindow, SourceOffset, TrainingExample
-from streams.groups import group_id
-from streams.serialization import IntegrityError
-from streams.topics import Topic, spec_for
-from streams.validation import encode
+from eddy.services.config.settings import Settings
+from eddy.services.ops.console import read_topic
+from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.store import CHALLENGER, CHAMPION, Registry
+from eddy.services.training.bursts import Burst, fold
+from eddy.services.training.retrainer import REFITTED_ON, AlertListener, Retrainer
+from eddy.streams.messages.contracts import (
+    DriftAlert,
+    DriftKind,
+    DriftWindow,
+    SourceOffset,
+    TrainingExample,
+)
+from eddy.streams.messages.validation import encode
+from eddy.streams.store.serialization import IntegrityError
+from eddy.streams.transport.admin import committed_offsets, ensure_topics
+from eddy.streams.transport.clients import make_admin, make_producer
+from eddy.streams.transport.groups import group_id
+from eddy.streams.transport.topics import Topic, spec_for
 from tests.conftest import settings_env
 
 DEADLINE_S = 90.0

@@ -1,7 +1,7 @@
 """The training-serving skew check over real Kafka and Redis.
 
 Online features are built from the ``events`` topic by the feature worker's own
-pipeline, a real :class:`~services.predictor.Predictor` answers requests from the
+pipeline, a real :class:`~eddy.services.serving.predictor.Predictor` answers requests from the
 ``prediction-requests`` topic (recording its snapshots and request log), and the check
 then recomputes the sampled requests' features from the event log. Served through the
 true definitions, nothing is flagged — even with an event the worker had not applied
@@ -30,24 +30,24 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-import services.predictor
-from services.model_updates import open_registry
-from services.predictor import Predictor
-from services.registry import Lineage, Registry
-from services.settings import Settings
-from services.skew_check import SkewCheck, run_check, run_scheduled
-from streams.admin import ensure_topics
-from streams.clients import make_consumer, make_producer, make_redis
-from streams.console import read_topic
-from streams.contracts import DriftAlert
-from streams.dead_letter import RawRecord
-from streams.feature_definitions import FEATURES
-from streams.feature_pipeline import FeaturePipeline
-from streams.feature_worker import build_pipeline
-from streams.features import Ratio
-from streams.skew import READ_SLACK_S
-from streams.snapshots import SnapshotStore
-from streams.topics import Topic, spec_for
+import eddy.services.serving.predictor
+from eddy.services.config.settings import Settings
+from eddy.services.ops.console import read_topic
+from eddy.services.quality.skew_check import SkewCheck, run_check, run_scheduled
+from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.store import Lineage, Registry
+from eddy.services.serving.predictor import Predictor
+from eddy.services.workers.features import build_pipeline
+from eddy.streams.dead_letters.letter import RawRecord
+from eddy.streams.features.compute import Ratio
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.features.pipeline import FeaturePipeline
+from eddy.streams.features.skew import READ_SLACK_S
+from eddy.streams.messages.contracts import DriftAlert
+from eddy.streams.store.snapshots import SnapshotStore
+from eddy.streams.transport.admin import ensure_topics
+from eddy.streams.transport.clients import make_consumer, make_producer, make_redis
+from eddy.streams.transport.topics import Topic, spec_for
 
 ENTITIES = ("u0", "u1", "u2", "u3")
 EVENTS_PER_ENTITY = 5
@@ -281,7 +281,7 @@ def test_serving_through_the_true_definitions_shows_no_skew(deployment: Deployme
 def test_a_broken_serving_definition_raises_a_skew_alert_naming_it(
     deployment: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(services.predictor, "FEATURES", BROKEN)
+    monkeypatch.setattr(eddy.services.serving.predictor, "FEATURES", BROKEN)
     traffic = a_day_of_traffic(deployment)
     check = run_check(deployment.settings, publish=False)
     assert check.alert is not None

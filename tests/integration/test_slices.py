@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from services.model_updates import open_registry
-from services.registry import CHAMPION, SKLEARN, Lineage
-from services.retrainer import Retrainer, make_estimator
-from services.settings import Settings
-from streams.admin import ensure_topics
-from streams.models import numeric
-from streams.slices import split
+from eddy.services.config.settings import Settings
+from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.store import CHAMPION, SKLEARN, Lineage
+from eddy.services.training.retrainer import Retrainer, make_estimator
+from eddy.streams.learning.models import numeric
+from eddy.streams.learning.slices import split
+from eddy.streams.transport.admin import ensure_topics
 from tests.integration.test_retrainer import publish_examples
 
 MODEL = "sliced"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from services.supervisor import RestartPolicy, Supervisor
+from eddy.services.ops.supervisor import RestartPolicy, Supervisor
 
 
 def test_a_crashing_service_is_restarted_with_backoff_and_all_stop(tmp_path: Path) -> None:

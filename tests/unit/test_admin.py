@@ -9,7 +9,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import CoordinatorLoadInProgressError, KafkaConnectionError
 from kafka.protocol.admin import DescribeGroupsResponse_v3
 
-from streams.admin import GroupAnswerUnreadable, describe_group, group_serving
+from eddy.streams.transport.admin import GroupAnswerUnreadable, describe_group, group_serving
 
 LOAD_IN_PROGRESS = 14
 KAFKA_DEFAULT_OPERATIONS = {31}  # INT32_MIN: what Kafka puts in an error answer

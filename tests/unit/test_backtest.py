@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from services.backtest import render
-from services.backtest_loop import PolicyError, policies_from, replay
-from services.demo_scenarios import scenario_stream
-from services.settings import Settings
-from streams.backtest import Joined, LogRecord, Served, Timeline, build_timeline
-from streams.contracts import Event, Label
-from streams.dead_letter import RawRecord
-from streams.feature_definitions import FEATURES
-from streams.validation import encode
+from eddy.services.backtest.command import render
+from eddy.services.backtest.replay import PolicyError, policies_from, replay
+from eddy.services.backtest.timeline import Joined, LogRecord, Served, Timeline, build_timeline
+from eddy.services.config.settings import Settings
+from eddy.services.demo.scenarios import scenario_stream
+from eddy.streams.dead_letters.letter import RawRecord
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.messages.contracts import Event, Label
+from eddy.streams.messages.validation import encode
 
 COUNT = 3000
 DRIFT_AT = 1500

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from river import datasets, metrics, utils
 
-from streams.detectors import DETECTORS, make_detector
-from streams.drift import DataDriftMonitor, DriftConfig
-from streams.evaluation import PrequentialMetrics
-from streams.learner import Learner, LearnerConfig, Position
+from eddy.streams.drift.data import DataDriftMonitor, DriftConfig
+from eddy.streams.drift.detectors import DETECTORS, make_detector
+from eddy.streams.learning.evaluation import PrequentialMetrics
+from eddy.streams.learning.learner import Learner, LearnerConfig, Position
 
 
 def _cuts(rng: random.Random, total: int, largest: int = 300) -> list[tuple[int, int]]:

@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.bursts import Chosen, choose_examples, decidable_size, examples_since, fold
-from streams.contracts import DriftAlert, DriftKind, DriftWindow, SourceOffset, TrainingExample
+from eddy.services.training.bursts import (
+    Chosen,
+    choose_examples,
+    decidable_size,
+    examples_since,
+    fold,
+)
+from eddy.streams.messages.contracts import (
+    DriftAlert,
+    DriftKind,
+    DriftWindow,
+    SourceOffset,
+    TrainingExample,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

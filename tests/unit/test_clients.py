@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 from kafka.errors import CommitFailedError, KafkaConnectionError, RebalanceInProgressError
 
-from services.settings import Settings
-from streams.clients import (
+from eddy.services.config.settings import Settings
+from eddy.streams.transport.clients import (
     ClientInvariantError,
     commit_unless_refused,
     consumer_config,

@@ -1,4 +1,5 @@
-"""Properties of streams.concept_watch.ConceptWatch, the cooldown that delays, never drops.
+"""Properties of eddy.streams.drift.concept_watch.ConceptWatch, the cooldown that delays, never
+drops.
 
 On seeded Bernoulli error streams (rate 0.1, then higher): a rise outside any cooldown
 is raised at once, where the detector fires, and its ``change_at`` is the event time of
@@ -21,8 +22,8 @@ from typing import Any
 import pytest
 from river import drift
 
-from streams.concept_watch import TIME_MEMORY, ConceptWatch
-from streams.detectors import DriftSignal, make_detector
+from eddy.streams.drift.concept_watch import TIME_MEMORY, ConceptWatch
+from eddy.streams.drift.detectors import DriftSignal, make_detector
 
 SEED = 42
 T0 = 1_700_000_000.0

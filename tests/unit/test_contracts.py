@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from services.settings import Settings
-from streams import schema_files
-from streams.contracts import (
+from eddy.services.config.settings import Settings
+from eddy.streams.messages import schema_files
+from eddy.streams.messages.contracts import (
     DriftAlert,
     DriftEvidence,
     DriftWindow,
@@ -16,8 +16,14 @@ from streams.contracts import (
     Prediction,
     PredictionError,
 )
-from streams.topics import Topic, message_key, spec_for, topic_specs
-from streams.validation import MAX_KEYS, MAX_MESSAGE_BYTES, InvalidMessage, decode, encode
+from eddy.streams.messages.validation import (
+    MAX_KEYS,
+    MAX_MESSAGE_BYTES,
+    InvalidMessage,
+    decode,
+    encode,
+)
+from eddy.streams.transport.topics import Topic, message_key, spec_for, topic_specs
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 VALID_EVENT = {

@@ -12,7 +12,10 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from services.control import (
+from eddy.services.config.settings import Settings
+from eddy.services.ops.monitor import Monitor
+from eddy.services.registry.store import RIVER, Lineage, Registry
+from eddy.services.training.control import (
     MAX_REASON_LENGTH,
     RetrainRequest,
     audit_refusal,
@@ -24,12 +27,9 @@ from services.control import (
     retrain_command,
     unknown_model,
 )
-from services.monitor import Monitor
-from services.registry import RIVER, Lineage, Registry
-from services.settings import Settings
-from streams.contracts import ControlAction, ControlCommand
-from streams.models import make_model
-from streams.validation import InvalidMessage
+from eddy.streams.learning.models import make_model
+from eddy.streams.messages.contracts import ControlAction, ControlCommand
+from eddy.streams.messages.validation import InvalidMessage
 
 TOKEN = SecretStr("a-long-random-operator-token")
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -204,7 +204,7 @@ def test_the_status_api_refuses_before_publishing(
         (monitor(tmp_path), good, b'{"reason": ""}', 400),
         (monitor(tmp_path), good, b'{"reason": "r", "model": "ghost"}', 400),
     ]
-    with caplog.at_level("WARNING", logger="services.monitor"):
+    with caplog.at_level("WARNING", logger="eddy.services.ops.monitor"):
         answers = [m.request_retrain(auth, raw, "127.0.0.9") for m, auth, raw, _ in cases]
     assert [status for status, _ in answers] == [status for *_, status in cases]
     assert all(answer["error"] for _, answer in answers)

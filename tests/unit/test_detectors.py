@@ -1,4 +1,4 @@
-"""Golden and contract tests for streams.detectors, River style.
+"""Golden and contract tests for eddy.streams.drift.detectors, River style.
 
 Golden indices are exact for the pinned river==0.26.1 and numpy's seeded PCG64: each was
 computed once by running the same loop as the test and is hard-coded, with the delay
@@ -19,7 +19,7 @@ import pytest
 from river import linear_model, optim, preprocessing, tree
 from river.datasets import synth
 
-from streams.detectors import (
+from eddy.streams.drift.detectors import (
     BINARY_INPUT_DETECTORS,
     DEFAULT_DETECTOR,
     DETECTORS,

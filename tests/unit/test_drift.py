@@ -1,4 +1,4 @@
-"""Properties of streams.drift, checked from the outside.
+"""Properties of eddy.streams.drift.data, checked from the outside.
 
 The statistics: zero for identical samples, growing with the size of a shift, exact on
 tiny hand-computed inputs, refusing bad input. The monitor: silent on a stationary
@@ -19,7 +19,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from streams.drift import (
+from eddy.streams.drift.data import (
     CATEGORICAL_TESTS,
     DEFAULT_THRESHOLDS,
     NUMERIC_TESTS,

@@ -1,4 +1,4 @@
-"""Properties of streams.features, checked from the outside.
+"""Properties of eddy.streams.features.compute, checked from the outside.
 
 Each test states one promise of the module (idempotence, order-freedom, exactness,
 windows, the event-time guard, point-in-time reads, ratios, freshness, the state
@@ -18,8 +18,7 @@ from fractions import Fraction
 import orjson
 import pytest
 
-from streams.contracts import SourceOffset, TrainingExample
-from streams.features import (
+from eddy.streams.features.compute import (
     AGGREGATE_OPS,
     DISTINCT_CAP,
     MAX_ENTITY_FEATURES,
@@ -41,6 +40,7 @@ from streams.features import (
     sliding,
     tumbling,
 )
+from eddy.streams.messages.contracts import SourceOffset, TrainingExample
 
 Event = tuple[str, float, dict[str, FeatureValue]]
 

@@ -19,7 +19,7 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from services.governance_report import (
+from eddy.services.governance.report import (
     NOT_APPLICABLE,
     NOT_RECORDED,
     STILL_SERVING,
@@ -30,9 +30,9 @@ from services.governance_report import (
     render_html,
     served_intervals,
 )
-from services.live_evaluation import LiveEvaluator, RecordedAnswer
-from services.promotion import OfflineGate, RollbackGuard, offline_decision
-from services.registry import (
+from eddy.services.promotion.live_evaluation import LiveEvaluator, RecordedAnswer
+from eddy.services.promotion.rules import OfflineGate, RollbackGuard, offline_decision
+from eddy.services.registry.store import (
     CHALLENGER,
     CHAMPION,
     RIVER,
@@ -42,9 +42,9 @@ from services.registry import (
     Registry,
     Version,
 )
-from streams.contracts import DriftAlert, DriftEvidence, DriftKind, DriftWindow
-from streams.feature_definitions import FEATURES
-from streams.models import make_model
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.learning.models import make_model
+from eddy.streams.messages.contracts import DriftAlert, DriftEvidence, DriftKind, DriftWindow
 
 MODEL = "fraud"
 ALERT_ID = "fraud:concept:1200"
@@ -141,7 +141,8 @@ def retrained_lineage(**changes: Any) -> Lineage:
 
 
 def retrain(registry: Registry, metrics: dict[str, float], lineage: Lineage) -> Version:
-    """Register and decide as services/retrainer.py does (decision audited with trigger)."""
+    """Register and decide as eddy/services/training/retrainer.py does (decision audited with
+    trigger)."""
     champion = registry.alias(MODEL, CHAMPION)
     version = registry.register(MODEL, SKLEARN, sklearn_model(), metrics, lineage)
     decision = offline_decision(
@@ -327,7 +328,7 @@ def test_an_online_snapshot_says_what_its_producer_does_not_record(registry: Reg
     fields = {g["field"] for g in report["not_recorded"]}
     assert {"data.time_span", "features.definitions", "comparison", "live"} <= fields
     assert all(
-        "model_updates.py" in g["needs"]
+        "announcements.py" in g["needs"]
         for g in report["not_recorded"]
         if g["field"] in ("data.time_span", "comparison")
     )

@@ -1,7 +1,7 @@
 """Generated hostile bytes, headers and keys against every decoder and per-batch function.
 
 Property: whatever arrives, a decoder either returns a valid message or raises
-:class:`~streams.validation.InvalidMessage` (never anything else, which would end a
+:class:`~eddy.streams.messages.validation.InvalidMessage` (never anything else, which would end a
 worker), and the pure per-batch functions of the feature pipeline and the predictor turn
 every record into exactly one outcome. Examples are bounded so the suite stays fast; the
 chaos suite's full mode runs the long fuzz against the real services.
@@ -20,9 +20,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.predictor import _salvaged_request_id
-from services.serving import Loaded, Unscorable, score_each
-from streams.contracts import (
+from eddy.services.serving.predictor import _salvaged_request_id
+from eddy.services.serving.scoring import Loaded, Unscorable, score_each
+from eddy.streams.dead_letters.letter import RawRecord
+from eddy.streams.features.compute import EntityState
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.features.pipeline import decode_batch, fold_events
+from eddy.streams.learning.models import make_model, numeric
+from eddy.streams.messages.contracts import (
     ControlCommand,
     DriftAlert,
     Event,
@@ -31,14 +36,9 @@ from streams.contracts import (
     PredictionRequest,
     TrainingExample,
 )
-from streams.dead_letter import RawRecord
-from streams.feature_definitions import FEATURES
-from streams.feature_pipeline import decode_batch, fold_events
-from streams.features import EntityState
-from streams.models import make_model, numeric
-from streams.online_store import StoredState
-from streams.topics import reply_topic_refusal
-from streams.validation import InvalidMessage, decode, encode
+from eddy.streams.messages.validation import InvalidMessage, decode, encode
+from eddy.streams.store.online import StoredState
+from eddy.streams.transport.topics import reply_topic_refusal
 
 pytestmark = pytest.mark.unit
 

@@ -6,9 +6,9 @@ import random
 import pytest
 from river import datasets
 
-from services.demo_scenarios import scenario_stream
-from streams.contracts import DriftKind
-from streams.learner import Learner, LearnerConfig, Position
+from eddy.services.demo.scenarios import scenario_stream
+from eddy.streams.learning.learner import Learner, LearnerConfig, Position
+from eddy.streams.messages.contracts import DriftKind
 
 
 def _sea(variant: int, count: int, seed: int) -> list[tuple[dict[str, float], bool]]:

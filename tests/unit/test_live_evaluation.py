@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from services.live_evaluation import LiveEvaluator, RecordedAnswer
-from services.promotion import LiveGate, RollbackGuard
-from services.registry import CHALLENGER, CHAMPION, RIVER, Lineage, Registry
-from streams.models import make_model
+from eddy.services.promotion.live_evaluation import LiveEvaluator, RecordedAnswer
+from eddy.services.promotion.rules import LiveGate, RollbackGuard
+from eddy.services.registry.store import CHALLENGER, CHAMPION, RIVER, Lineage, Registry
+from eddy.streams.learning.models import make_model
 
 LINEAGE = Lineage({}, "fs", {}, {}, "test", {"type": "operator", "id": "t"}, "test")
 

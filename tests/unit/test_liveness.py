@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from services import metrics
-from services.liveness import (
+from eddy.services.config.settings import Settings
+from eddy.services.ops import metrics
+from eddy.services.ops.liveness import (
     EXIT_GRACE_S,
     OWNER_LOOK_EVERY_S,
     STALLED_EXIT_CODE,
@@ -24,7 +25,6 @@ from services.liveness import (
     StallDetector,
     consumer_positions,
 )
-from services.settings import Settings
 
 P0, P1 = ("events", 0), ("events", 1)
 TIMEOUT_S = 60.0

@@ -8,8 +8,8 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from streams.features import OTHER_CATEGORY
-from streams.models import (
+from eddy.streams.features.compute import OTHER_CATEGORY
+from eddy.streams.learning.models import (
     MAX_CATEGORIES,
     MAX_MODEL_FEATURES,
     cap_categories,

@@ -1,4 +1,4 @@
-"""Properties of the retrainer's choice rules in services.promotion.
+"""Properties of the retrainer's choice rules in eddy.services.promotion.rules.
 
 The trivial baseline (majority class accuracy and the training prior's log loss for a
 classifier; the training mean's MAE for a regressor) is computed by hand; best_contender
@@ -18,7 +18,7 @@ import random
 
 import pytest
 
-from services.promotion import (
+from eddy.services.promotion.rules import (
     CHALLENGER,
     KEEP,
     PROMOTE,

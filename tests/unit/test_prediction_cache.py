@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from services.prediction_cache import (
+from eddy.services.serving.cache import (
     PENDING_MAX_ENTITIES,
     Ask,
     Entry,
@@ -16,9 +16,8 @@ from services.prediction_cache import (
     Timing,
     worth_keeping,
 )
-from services.serving import Loaded, Scored
-from streams.feature_definitions import FEATURES
-from streams.features import (
+from eddy.services.serving.scoring import Loaded, Scored
+from eddy.streams.features.compute import (
     TIME_SINCE_LAST,
     Aggregate,
     EntityState,
@@ -29,6 +28,7 @@ from streams.features import (
     sliding,
     tumbling,
 )
+from eddy.streams.features.definitions import FEATURES
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a whole minute
 TIMING = Timing.of(FEATURES, fallback_s=3600)

@@ -1,4 +1,4 @@
-"""Properties of services.promotion, the registry's decision rules.
+"""Properties of eddy.services.promotion.rules, the registry's decision rules.
 
 Offline: no champion promotes, a margin-sized improvement promotes in either metric
 direction, less makes a challenger, a small holdout keeps. Live: a clearly better
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from services.promotion import (
+from eddy.services.promotion.rules import (
     ACTIONS,
     Decision,
     LiveGate,

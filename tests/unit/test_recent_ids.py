@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from streams.recent_ids import RecentIds
+from eddy.streams.store.recent_ids import RecentIds
 
 
 def test_it_remembers_exactly_the_last_limit_ids_like_an_ordered_dict() -> None:
@@ -67,7 +67,7 @@ def test_a_resized_memory_keeps_the_newest_ids_and_then_forgets_the_oldest_first
 def test_a_checkpoint_from_before_digests_keeps_its_ids_in_order() -> None:
     from collections import OrderedDict
 
-    from streams.learner_worker import restored_dedup_memory
+    from eddy.services.workers.learner import restored_dedup_memory
 
     old = OrderedDict((f"id-{i}", None) for i in range(5))
     memory = restored_dedup_memory(old, limit=3)

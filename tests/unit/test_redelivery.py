@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from services.redelivery import RedeliveryWindow
+from eddy.services.serving.redelivery import RedeliveryWindow
 
 
 def test_only_the_first_batch_of_each_assigned_partition_is_suspect() -> None:

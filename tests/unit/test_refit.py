@@ -1,24 +1,25 @@
 """A promoted fit learns from its holdout too, and is never judged on what it learned.
 
-:func:`services.retrainer.refit_on_all` fits the judged estimator again on every example;
-:func:`services.retrainer.unseen_holdout` keeps a later retrain's holdout to examples newer
-than the newest a refitted champion learned from.
+:func:`eddy.services.training.retrainer.refit_on_all` fits the judged estimator again on every
+example;
+:func:`eddy.services.training.retrainer.unseen_holdout` keeps a later retrain's holdout to examples
+newer than the newest a refitted champion learned from.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.registry import RIVER, SKLEARN, Lineage, Version
-from services.retrainer import (
+from eddy.services.registry.store import RIVER, SKLEARN, Lineage, Version
+from eddy.services.training.retrainer import (
     REFITTED_ON,
     TrainingSet,
     make_estimator,
     refit_on_all,
     unseen_holdout,
 )
-from streams.contracts import SourceOffset, TrainingExample
-from streams.models import encode_for, fit_vectors
+from eddy.streams.learning.models import encode_for, fit_vectors
+from eddy.streams.messages.contracts import SourceOffset, TrainingExample
 
 LINEAGE = Lineage({}, "fs", {}, {}, "test", {"type": "operator", "id": "t"}, "test")
 

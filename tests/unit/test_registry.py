@@ -1,4 +1,4 @@
-"""Properties of services.registry, the model registry.
+"""Properties of eddy.services.registry.store, the model registry.
 
 Round trips: a scikit-learn pipeline and a River model come back predicting exactly like
 the originals; versions count 1, 2, ... per model; metrics and lineage survive exactly;
@@ -40,8 +40,8 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 
-import streams.serialization
-from services.registry import (
+import eddy.streams.store.serialization
+from eddy.services.registry.store import (
     CHALLENGER,
     CHAMPION,
     RIVER,
@@ -53,8 +53,8 @@ from services.registry import (
     Version,
     trainer_identity,
 )
-from streams.models import OnlineModel, make_model
-from streams.serialization import PICKLE, SKOPS, IntegrityError, sign
+from eddy.streams.learning.models import OnlineModel, make_model
+from eddy.streams.store.serialization import PICKLE, SKOPS, IntegrityError, sign
 
 KEY = b"registry-test-key-0123456789abcdef"
 OTHER_KEY = b"someone-else's-key-fedcba9876543210"
@@ -248,7 +248,7 @@ def unpickled(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
         raise AssertionError("the registry tried to deserialise an unverified artifact")
 
     monkeypatch.setattr(
-        streams.serialization,
+        eddy.streams.store.serialization,
         "pickle",
         types.SimpleNamespace(
             dumps=pickle.dumps, loads=refuse, HIGHEST_PROTOCOL=pickle.HIGHEST_PROTOCOL

@@ -1,6 +1,6 @@
 """Properties of the learner's alert streams: served versions, online error, features.
 
-Served (streams.served.ServedWatch through Learner.watch_served): each version has its
+Served (eddy.streams.drift.served.ServedWatch through Learner.watch_served): each version has its
 own concept watch and its own prediction-drift reference, so a new version that errs
 more or answers differently is not drift of the old one; a version whose live error
 rises raises a concept alert on stream "served" for that version, asking for a retrain,
@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streams.contracts import AlertStream, DriftAlert, DriftKind
-from streams.drift import DriftConfig
-from streams.learner import Item, Learner, LearnerConfig, Position
-from streams.served import MAX_VERSIONS, PREDICTION, ServedOutcome, ServedWatch
+from eddy.streams.drift.data import DriftConfig
+from eddy.streams.drift.served import MAX_VERSIONS, PREDICTION, ServedOutcome, ServedWatch
+from eddy.streams.learning.learner import Item, Learner, LearnerConfig, Position
+from eddy.streams.messages.contracts import AlertStream, DriftAlert, DriftKind
 from tests.unit.test_concept_watch import two_sided_cuts
 
 T0 = 1_700_000_000.0

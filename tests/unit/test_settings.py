@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from services.settings import SecurityProtocol, Settings, SettingsError
+from eddy.services.config.settings import Settings, SettingsError
+from eddy.streams.transport.config import SecurityProtocol
 
 
 def test_defaults_work_on_a_laptop() -> None:
@@ -78,7 +79,7 @@ def test_secrets_are_masked_when_printed() -> None:
 
 
 def test_drift_settings_make_the_learners_drift_config() -> None:
-    from streams.drift import DEFAULT_CONFIG
+    from eddy.streams.drift.data import DEFAULT_CONFIG
 
     assert Settings.from_env({}).drift == DEFAULT_CONFIG
     drift = Settings.from_env(

@@ -1,4 +1,4 @@
-"""The training-serving skew check's pure logic (streams.skew), without a broker.
+"""The training-serving skew check's pure logic (eddy.streams.features.skew), without a broker.
 
 The served side is built the way the predictor builds it (events applied with
 ``apply_event``, read with ``feature_vector`` and stored as JSON); the check replays
@@ -16,10 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.contracts import DriftKind
-from streams.dead_letter import RawRecord
-from streams.feature_definitions import FEATURES
-from streams.features import (
+from eddy.streams.dead_letters.letter import RawRecord
+from eddy.streams.features.compute import (
     TIME_SINCE_LAST,
     EntityState,
     FeatureSet,
@@ -28,7 +26,8 @@ from streams.features import (
     apply_event,
     feature_vector,
 )
-from streams.skew import (
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.features.skew import (
     ACTION,
     EXAMPLES_PER_FEATURE,
     FeatureDiff,
@@ -44,6 +43,7 @@ from streams.skew import (
     skew_alert,
     summarize,
 )
+from eddy.streams.messages.contracts import DriftKind
 
 H = 472_223 * 3600  # an hour boundary: 2023-11-14T23:00:00Z
 AT = H + 1800.0  # serving time, mid-hour

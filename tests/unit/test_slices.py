@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from services.live_evaluation import LiveEvaluator, RecordedAnswer
-from services.promotion import LiveGate
-from services.registry import CHALLENGER, CHAMPION
-from streams.learner import Learner, LearnerConfig, Position
+from eddy.services.promotion.live_evaluation import LiveEvaluator, RecordedAnswer
+from eddy.services.promotion.rules import LiveGate
+from eddy.services.registry.store import CHALLENGER, CHAMPION
+from eddy.streams.learning.learner import Learner, LearnerConfig, Position
 from tests.unit.test_live_evaluation import registry_with_two_versions
 
 

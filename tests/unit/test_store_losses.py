@@ -12,10 +12,10 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.dead_letter import RawRecord
-from streams.feature_pipeline import FeaturePipeline, LostRange
-from streams.features import FeatureSet
-from streams.online_store import StoredState, _parse
+from eddy.streams.dead_letters.letter import RawRecord
+from eddy.streams.features.compute import FeatureSet
+from eddy.streams.features.pipeline import FeaturePipeline, LostRange
+from eddy.streams.store.online import StoredState, _parse
 
 
 class MemoryStore:

@@ -1,0 +1,2 @@
+"""The control plane and the process shells: config, registry, training, promotion, serving,
+operations."""

@@ -1,0 +1,1 @@
+"""Backtests: a range of history replayed under candidate retrain policies."""

@@ -1,0 +1,1 @@
+"""Governance reports: everything an auditor asks about one model version."""

@@ -1,0 +1,2 @@
+"""Operating Eddy: logs, metrics, liveness, health probes, the supervisor, the monitor, topic
+tools."""

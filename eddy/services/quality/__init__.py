@@ -1,0 +1,1 @@
+"""Data quality checks run against the live system: training-serving skew."""

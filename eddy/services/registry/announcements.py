@@ -1,0 +1,105 @@
+"""The registry wired to the running system: announcements and online snapshots.
+
+Every alias change is announced on ``model-updates``. The topic is compacted and keyed
+by model name: its latest record per model tells a predictor starting cold which
+versions serve, and each new record tells running ones to swap. The learner's periodic
+snapshots become registry versions through :func:`learner_snapshots`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from eddy.services.config.settings import Settings
+from eddy.services.registry.store import CHAMPION, RIVER, Lineage, Registry, Version
+from eddy.services.training.retrainer import code_version, library_versions
+from eddy.services.workers.learner import LearnerState
+from eddy.streams.learning.slices import flatten
+from eddy.streams.messages.contracts import ModelUpdate
+from eddy.streams.messages.validation import encode
+from eddy.streams.transport.clients import make_producer
+from eddy.streams.transport.topics import Topic, spec_for
+
+SEND_TIMEOUT_S = 30.0
+
+
+def announcer(settings: Settings) -> Callable[[str, Version, str | None], None]:
+    topic = spec_for(Topic.MODEL_UPDATES, prefix=settings.topic_prefix, partitions=1).name
+
+    def announce(alias: str, version: Version, reason: str | None) -> None:
+        update = ModelUpdate(
+            update_id=f"{version.model}:{alias}:{version.version}:{time.time_ns()}",
+            model=version.model,
+            version=str(version.version),
+            alias=alias,
+            stage=version.flavor,
+            metrics={k: v for k, v in version.metrics.items() if isinstance(v, int | float)},
+            lineage_ref=f"{version.name} ({reason})" if reason else version.name,
+            changed_at=datetime.now(UTC),
+        )
+        producer = make_producer(settings)
+        try:
+            producer.send(topic, key=version.model.encode(), value=encode(update)).get(
+                timeout=SEND_TIMEOUT_S
+            )
+        finally:
+            producer.close()
+
+    return announce
+
+
+def open_registry(settings: Settings, *, announce: bool = True) -> Registry:
+    """The deployment's registry, signing with the deployment's key."""
+    return Registry(
+        settings.data_dir / "registry",
+        settings.deployment_key(),
+        announcer(settings) if announce else None,
+    )
+
+
+def learner_snapshots(registry: Registry, role: str) -> Callable[[LearnerState, Path], None]:
+    """The learner's snapshot hook: each snapshot becomes a version (``model@offsets``).
+
+    Its lineage records the offsets learned since the previous snapshot, so two
+    snapshots' lineage diff reads "learned offsets a..b since". A snapshot with the same
+    offsets as an existing version (a replay after a crash) is not registered twice.
+    With no champion yet, the first snapshot becomes champion: the online model serves
+    until a retrained one wins.
+    """
+
+    def record(state: LearnerState, checkpoint: Path) -> None:
+        learner = state.learner
+        model = learner.config.model
+        learned = state.learned_since_snapshot()
+        if any(
+            v.flavor == RIVER and v.lineage.trained_on == learned for v in registry.versions(model)
+        ):
+            return
+        window: dict[str, object] = {"examples": learner.examples, "since": state.snapshot_examples}
+        if state.event_times is not None:
+            window["from"], window["to"] = (
+                datetime.fromtimestamp(t, UTC).isoformat() for t in state.event_times
+            )
+        if state.label_coverage is not None:
+            window["label_coverage"] = round(state.label_coverage, 4)
+        lineage = Lineage(
+            trained_on=learned,
+            feature_set=",".join(sorted(state.feature_sets)) or "online",
+            params={"kind": learner.config.kind, "detector": learner.config.detector},
+            libraries=library_versions(),
+            code_version=code_version(),
+            trigger={"type": "checkpoint", "id": checkpoint.name},
+            trainer=role,
+            window=window,
+        )
+        overall = learner.metrics.report() | flatten(learner.slice_report())
+        metrics = {k: v for k, v in overall.items() if math.isfinite(v)}
+        version = registry.register(model, RIVER, learner.model, metrics, lineage)
+        if registry.alias(model, CHAMPION) is None:
+            registry.promote(model, version.version, role, "cold start: first online snapshot")
+
+    return record

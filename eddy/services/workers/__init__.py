@@ -1,0 +1,1 @@
+"""The streaming worker processes: the feature worker (faust-streaming) and the learner."""

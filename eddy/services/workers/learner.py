@@ -1,0 +1,598 @@
+"""The learner process: training examples and late labels in, drift alerts and checkpoints out.
+
+``eddy run learner`` consumes ``training-examples`` and ``labels`` in a consumer group
+whose assignor gives every partition to one member: one model has one writer, and any
+further learner process is a hot standby that takes over on a rebalance (restoring the
+newest checkpoint first).
+
+Exactly-once learning rests on the checkpoint, not on Kafka's committed offsets: every
+``EDDY_CHECKPOINT_EVERY`` examples or ``EDDY_CHECKPOINT_INTERVAL_S`` seconds (and on a
+clean stop) the learner seals its whole state *with the offsets it has consumed* into one
+file, atomically; never so often that checkpoints take more than
+``EDDY_CHECKPOINT_MAX_SHARE`` of its time. On start or on assignment it restores that
+file and seeks to those offsets, so an example after the checkpoint is learned again
+exactly once and one before it never. Committed offsets follow the checkpoints, for lag
+monitoring only.
+
+SIGTERM (or SIGINT) lets the batch in hand finish (its alerts and late-labelled examples
+sent and acknowledged), then writes a final checkpoint and commits it: a restart seeks to
+exactly where this process stopped and reads nothing twice.
+
+Liveness (:mod:`eddy.services.ops.liveness`): before each poll, when everything polled so far is
+learned, the learner hands its consumer's positions to the watchdog, so a learner stuck
+inside a batch or a checkpoint while records wait reports unhealthy and exits for a
+restart. A hot standby owns nothing: healthy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kafka import TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from kafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment_v0,
+    ConsumerProtocolMemberMetadata_v0,
+)
+
+from eddy.services.config.settings import Settings
+from eddy.services.ops import metrics
+from eddy.services.ops.liveness import Liveness, consumer_positions
+from eddy.streams.dead_letters.letter import DeadLetter, RawRecord, dead_letter
+from eddy.streams.dead_letters.policy import retry_transient
+from eddy.streams.drift.served import ServedOutcome
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.learning.learner import Item, Learner, LearnerConfig, Position
+from eddy.streams.learning.models import label_refusal
+from eddy.streams.messages.contracts import (
+    DriftAlert,
+    Label,
+    LabelValue,
+    SourceOffset,
+    TrainingExample,
+)
+from eddy.streams.messages.validation import InvalidMessage, decode, encode
+from eddy.streams.store.recent_ids import RecentIds
+from eddy.streams.store.serialization import IntegrityError, seal, unseal, write_atomically
+from eddy.streams.store.snapshots import SnapshotStore
+from eddy.streams.transport.clients import (
+    TopicWatch,
+    make_consumer,
+    make_producer,
+    make_redis,
+    subscribe,
+)
+from eddy.streams.transport.groups import group_id
+from eddy.streams.transport.topics import Topic, spec_for
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 500
+# Snapshots (of served requests and unlabelled events) are feature vectors of the
+# deployment's feature definitions: examples joined from them carry that fingerprint.
+SNAPSHOT_FEATURE_SET = FEATURES.fingerprint()
+# The learner reads two topics; while one has records buffered client-side, a fetch
+# asks only for the other, and an idle ``labels`` topic would hold each such fetch for
+# the broker's default 500 ms. A short wait keeps a busy examples topic flowing.
+FETCH_MAX_WAIT_MS = 20
+CHECKPOINTS_KEPT = 5
+SEND_TIMEOUT_S = 60.0
+
+
+class AllToOneAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
+    """Every partition to the first member (by member id): one writer, the rest standby."""
+
+    name = "eddy-all-to-one"
+    version = 0
+
+    @classmethod
+    def assign(cls, cluster: Any, members: dict[str, Any]) -> dict[str, Any]:
+        """``members``: member id -> its subscription (``.topics``)."""
+        chosen = min(members)
+        topics = sorted({t for subscription in members.values() for t in subscription.topics})
+        everything = [(t, sorted(cluster.partitions_for_topic(t) or [])) for t in topics]
+        return {
+            member_id: ConsumerProtocolMemberAssignment_v0(
+                cls.version, everything if member_id == chosen else [], b""
+            )
+            for member_id in members
+        }
+
+    @classmethod
+    def metadata(cls, topics: Iterable[str]) -> Any:
+        return ConsumerProtocolMemberMetadata_v0(cls.version, list(topics), b"")
+
+    @classmethod
+    def on_assignment(cls, assignment: Any) -> None:
+        return None
+
+
+@dataclass
+class LearnerState:
+    """Everything a checkpoint seals: the learner, its offsets, the ids it has learned."""
+
+    learner: Learner
+    learned: RecentIds  # the last EDDY_LEARNER_DEDUP_IDS example and label ids learned
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to read
+    labels_joined: int = 0
+    labels_unmatched: int = 0
+    label_latency_s_total: float = 0.0
+    snapshot_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    snapshot_examples: int = 0
+    # Labels read (their offsets are in `offsets`) whose snapshot has not arrived yet:
+    # checkpointed with the rest, so a restart still joins them.
+    pending_labels: dict[str, tuple[Label, Position, float]] = field(default_factory=dict)
+    # What was learned since the last snapshot, for its lineage.
+    feature_sets: set[str] = field(default_factory=set)
+    event_times: tuple[float, float] | None = None  # first, last event time
+    label_coverage: float | None = None  # labels joined / snapshots recorded, when known
+
+    def note_learned(self, items: list[Item], feature_sets: set[str]) -> None:
+        """Note what ``items`` add to the lineage of the next snapshot."""
+        self.feature_sets |= feature_sets
+        times = [where.event_time for _, _, where in items]
+        if times:
+            first, last = self.event_times or (min(times), max(times))
+            self.event_times = (min(first, *times), max(last, *times))
+
+    def snapshot_taken(self) -> None:
+        self.snapshot_offsets = dict(self.offsets)
+        self.snapshot_examples = self.learner.examples
+        self.feature_sets, self.event_times = set(), None
+
+    def learned_since_snapshot(self) -> dict[str, list[int]]:
+        """``topic[partition]`` → [first, last] offset learned since the last snapshot."""
+        return {
+            f"{topic}[{partition}]": [self.snapshot_offsets.get((topic, partition), 0), end - 1]
+            for (topic, partition), end in sorted(self.offsets.items())
+            if end > self.snapshot_offsets.get((topic, partition), 0)
+        }
+
+    def remember(self, record_id: str) -> bool:
+        """False if ``record_id`` was learned already."""
+        return self.learned.add(record_id)
+
+
+class CheckpointStore:
+    """Sealed checkpoint files, newest last; corrupt or foreign files are skipped loudly."""
+
+    def __init__(self, directory: Path, key: bytes) -> None:
+        self.directory = directory
+        self._key = key
+
+    def save(self, state: LearnerState) -> Path:
+        path = self.directory / f"checkpoint-{state.learner.examples:012d}.sealed"
+        write_atomically(path, seal(state, self._key))
+        for old in sorted(self.directory.glob("checkpoint-*.sealed"))[:-CHECKPOINTS_KEPT]:
+            old.unlink()
+        return path
+
+    def latest(self) -> LearnerState | None:
+        for path in sorted(self.directory.glob("checkpoint-*.sealed"), reverse=True):
+            try:
+                state: LearnerState = unseal(path.read_bytes(), self._key)
+            except IntegrityError as exc:
+                log.error("skipping checkpoint", extra={"path": str(path), "error": str(exc)})
+                continue
+            return state
+        return None
+
+
+SnapshotHook = Callable[["LearnerState", Path], None]
+
+
+class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
+    """``on_snapshot`` (the registry, wired by the CLI) receives the state every
+    ``EDDY_SNAPSHOT_EVERY`` examples, right after a checkpoint made it durable."""
+
+    def __init__(
+        self, settings: Settings, config: LearnerConfig, on_snapshot: SnapshotHook | None = None
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.on_snapshot = on_snapshot
+        prefix, partitions = settings.topic_prefix, settings.partitions
+        self.examples_topic = spec_for(
+            Topic.TRAINING_EXAMPLES, prefix=prefix, partitions=partitions
+        ).name
+        self.labels_topic = spec_for(Topic.LABELS, prefix=prefix, partitions=partitions).name
+        self.alerts_topic = spec_for(Topic.DRIFT_ALERTS, prefix=prefix, partitions=partitions).name
+        self.dead_letter_topic = spec_for(
+            Topic.DEAD_LETTER, prefix=prefix, partitions=partitions
+        ).name
+        key = settings.deployment_key()
+        self.checkpoints = CheckpointStore(settings.data_dir / "checkpoints" / config.model, key)
+        self.snapshots = SnapshotStore(make_redis(settings), prefix, settings.label_window_s)
+        self.producer = make_producer(settings)
+        self.consumer = make_consumer(
+            settings,
+            group_id=group_id(prefix, "learner", config.model),
+            partition_assignment_strategy=[AllToOneAssignor],
+            max_poll_records=settings.feature_batch_size,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        )
+        self.liveness = Liveness(settings, "learner")
+        self.state = self._restore()
+        self._joined: list[TrainingExample] = []
+        self._rejected: list[DeadLetter] = []  # malformed records of the batch in hand
+        self._served: list[ServedOutcome] = []  # labelled answers of served versions
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint_cost_s = 0.0  # how long the last checkpoint took
+        self._commit_owed = False  # see on_partitions_assigned
+        self._listener_error: Exception | None = None  # see _listener_errors_kept
+        self._stopping = False
+
+    # --- consumer-group callbacks -------------------------------------------------
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Runs inside poll, as the group rebalances: the checkpoint file is what matters;
+        # whoever owns the partitions next restores it and commits its offsets.
+        if revoked:
+            with self._listener_errors_kept():
+                self.checkpoint(commit=False)
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        with self._listener_errors_kept():
+            self._assigned(assigned)
+
+    @contextlib.contextmanager
+    def _listener_errors_kept(self) -> Iterator[None]:
+        """kafka-python logs what a rebalance callback raises and carries on: a learner
+        whose restore failed would learn on from a state it does not own. The error is
+        kept and raised by the poll loop instead (:meth:`run`), ending the worker."""
+        try:
+            yield
+        except Exception as exc:
+            self._listener_error = exc
+
+    def _assigned(self, assigned: list[TopicPartition]) -> None:
+        self.state = self._restore()
+        # The restored offsets may be ahead of the group's (sealed in a rebalance or
+        # before a crash): the owner commits them at its next turn, new records or not,
+        # or the group's lag says that work waits which was done. A standby, nothing.
+        self._commit_owed = bool(assigned)
+        for tp in assigned:
+            offset = self.state.offsets.get((tp.topic, tp.partition))
+            if offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+        log.info(
+            "assigned",
+            extra={
+                "partitions": len(assigned),
+                "model_version": self.state.learner.version,
+                "examples": self.state.learner.examples,
+            },
+        )
+
+    # --- main loop ------------------------------------------------------------------
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        subscribe(self.consumer, [self.examples_topic, self.labels_topic], listener=self)
+        topics = TopicWatch.start(self.settings, [self.examples_topic, self.labels_topic])
+        self.liveness.start()
+        try:
+            while not self._stopping:
+                topics.check()
+                self.liveness.observe(consumer_positions(self.consumer))
+                polled = self.consumer.poll(timeout_ms=POLL_MS)
+                if self._listener_error is not None:
+                    raise self._listener_error
+                self.process([r for records in polled.values() for r in records])
+                if self._checkpoint_due():
+                    # Redis or disk away: wait it out while the watchdog judges the stall.
+                    retry_transient(lambda: self.checkpoint(wait=False), "checkpoint")
+                elif self._commit_owed and self._since_checkpoint == 0:
+                    self._commit(wait=False)  # only sealed offsets: commits follow effects
+        except BaseException:
+            # A batch that raised may have moved the state's offsets past records it
+            # never learned: no final checkpoint, the restart restores the last good one.
+            self.liveness.stop()
+            raise
+        finally:
+            topics.stop()
+        # Liveness first: the poll loop no longer turns, and a final checkpoint longer
+        # than the stall timeout is no stall.
+        self.liveness.stop()
+        try:
+            if self.consumer.assignment():
+                self.checkpoint()
+        finally:
+            self.consumer.close(autocommit=False)
+            self.producer.close()
+
+    def _stop(self, *_: Any) -> None:
+        self._stopping = True
+
+    def process(self, records: list[Any]) -> None:
+        """Learn from a polled batch in order; alerts are sent before the next checkpoint."""
+        self._joined, self._rejected, self._served = [], [], []
+        items: list[Item] = []
+        feature_sets: set[str] = set()
+        labels: list[tuple[str, Label, Position]] = []
+        for record in records:
+            where = Position(record.topic, record.partition, record.offset, record.timestamp / 1000)
+            self.state.offsets[(record.topic, record.partition)] = record.offset + 1
+            if record.topic == self.examples_topic:
+                example = self._example(record, where)
+                if example is not None:
+                    items.append(example[0])
+                    feature_sets.add(example[1])
+            else:
+                label = self._label(record)
+                if label is not None:
+                    labels.append((label.event_id or label.request_id or "", label, where))
+        joined = self._join_labels(labels)
+        if joined:
+            feature_sets.add(SNAPSHOT_FEATURE_SET)
+        items += joined
+        self.state.note_learned(items, feature_sets)
+        # The served answers first: the online learner's detections are checked against
+        # them (Learner._served_confirms), and this batch's answers may cover the span.
+        alerts = self.state.learner.watch_served(self._served)
+        alerts += [a for step in self.state.learner.learn_many(items) for a in step.alerts]
+        self._since_checkpoint += len(items)
+        metrics.EXAMPLES_LEARNED.inc(len(items))
+        self._send(alerts)
+        for alert in alerts:
+            metrics.DRIFT_ALERTS.labels(alert.kind.value).inc()
+
+    def _example(self, record: Any, where: Position) -> tuple[Item, str] | None:
+        """The example as the learner takes it, and its feature set; None to skip it."""
+        try:
+            example = decode(TrainingExample, record.value)
+            self._check_label(example.label)
+        except InvalidMessage as exc:
+            self._reject(record, exc)
+            return None
+        if example.source.topic == self.labels_topic:
+            return None  # our own late-label join, published for retraining: learned already
+        if not self.state.remember(example.example_id):
+            return None
+        where = Position(where.topic, where.partition, where.offset, example.event_time.timestamp())
+        return (example.features, example.label, where), example.feature_set
+
+    def _label(self, record: Any) -> Label | None:
+        try:
+            label = decode(Label, record.value)
+            self._check_label(label.label)
+        except InvalidMessage as exc:
+            self._reject(record, exc)
+            return None
+        return label
+
+    def _check_label(self, label: LabelValue) -> None:
+        refusal = label_refusal(self.config.kind, label)
+        if refusal is not None:
+            raise InvalidMessage("label_not_learnable", refusal)
+
+    def _reject(self, record: Any, exc: InvalidMessage) -> None:
+        """A malformed example or label goes to the dead-letter topic with its reason,
+        sent and acknowledged with the batch's alerts, before the checkpoint passes it."""
+        letter = dead_letter(RawRecord.of(record), exc.error_class, exc.reason)
+        self._rejected.append(letter)
+        self._since_checkpoint += 1  # its offset moved: a checkpoint keeps it from repeating
+        metrics.DEAD_LETTERS.labels(record.topic.removeprefix(self.settings.topic_prefix)).inc()
+        log.warning(
+            "dead-lettered a malformed record",
+            extra={"at": f"{record.topic}[{record.partition}]@{record.offset}", "error": str(exc)},
+        )
+
+    def _join_labels(self, labels: list[tuple[str, Label, Position]]) -> list[Item]:
+        """Join new and still-pending labels to the snapshots of what was served."""
+        now = time.time()
+        for record_id, label, where in labels:
+            self.state.pending_labels.setdefault(record_id, (label, where, now))
+        if not self.state.pending_labels:
+            return []
+        found = self.snapshots.fetch(self.state.pending_labels)
+        joined: list[Item] = []
+        for record_id in list(self.state.pending_labels):
+            label, where, first_seen = self.state.pending_labels[record_id]
+            snapshot = found.get(record_id)
+            if snapshot is None:
+                if now - first_seen > self.settings.label_wait_s:
+                    del self.state.pending_labels[record_id]
+                    self.state.labels_unmatched += 1
+                    self._since_checkpoint += 1  # a state change worth saving too
+                continue
+            del self.state.pending_labels[record_id]
+            if not self.state.remember(record_id):
+                continue
+            self.state.labels_joined += 1
+            self.state.label_latency_s_total += max(0.0, label.event_time.timestamp() - snapshot.at)
+            at = Position(where.topic, where.partition, where.offset, snapshot.at)
+            joined.append((snapshot.features, label.label, at))
+            if snapshot.served is not None:
+                answer = snapshot.served
+                self._served.append(
+                    ServedOutcome(
+                        answer.version, answer.prediction, answer.positive, label.label, snapshot.at
+                    )
+                )
+            self._joined.append(
+                TrainingExample(
+                    example_id=record_id,
+                    entity_id=snapshot.entity_id,
+                    event_time=datetime.fromtimestamp(snapshot.at, UTC),
+                    label=label.label,
+                    features=snapshot.features,
+                    feature_set=SNAPSHOT_FEATURE_SET,
+                    source=SourceOffset(
+                        topic=where.topic, partition=where.partition, offset=where.offset
+                    ),
+                )
+            )
+        return joined
+
+    def _send(self, alerts: list[DriftAlert]) -> None:
+        futures = [
+            self.producer.send(self.alerts_topic, key=a.model.encode(), value=encode(a))
+            for a in alerts
+        ]
+        self.snapshots.record_labels([(e.example_id, e.label) for e in self._joined])
+        futures += [  # late-labelled examples join the retraining window
+            self.producer.send(self.examples_topic, key=e.entity_id.encode(), value=encode(e))
+            for e in self._joined
+        ]
+        futures += [
+            self.producer.send(
+                self.dead_letter_topic, key=d.key, value=d.value, headers=list(d.headers)
+            )
+            for d in self._rejected
+        ]
+        for alert in alerts:
+            log.warning(
+                "drift alert",
+                extra={
+                    "alert_id": alert.alert_id,
+                    "kind": alert.kind.value,
+                    "feature": alert.feature,
+                    "model_version": alert.model_version,
+                },
+            )
+        if futures:
+            self.producer.flush(timeout=SEND_TIMEOUT_S)
+            for future in futures:
+                future.get(timeout=SEND_TIMEOUT_S)
+
+    # --- checkpoints ----------------------------------------------------------------
+
+    def _checkpoint_due(self) -> bool:
+        since = time.monotonic() - self._last_checkpoint
+        return checkpoint_due(self._since_checkpoint, since, self._checkpoint_cost_s, self.settings)
+
+    def checkpoint(self, *, commit: bool = True, wait: bool = True) -> None:
+        """Seal the state with its offsets; then commit those offsets (for lag reporting:
+        without ``wait`` the commit is not waited for, the next one supersedes it)."""
+        started = time.monotonic()
+        recorded = self.snapshots.recorded()
+        if recorded and self.state.labels_joined:
+            self.state.label_coverage = self.state.labels_joined / recorded
+        path = self.checkpoints.save(self.state)
+        if self.on_snapshot is not None and self._snapshot_due():
+            self.on_snapshot(self.state, path)
+            self.state.snapshot_taken()
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint_cost_s = self._last_checkpoint - started
+        if commit:
+            self._commit(wait=wait)
+        self._report_metrics()
+        log.info(
+            "checkpoint",
+            extra={
+                "path": str(path),
+                "model_version": self.state.learner.version,
+                "examples": self.state.learner.examples,
+                **self.state.learner.metrics.report(),
+            },
+        )
+
+    def _commit(self, *, wait: bool) -> None:
+        """Commit the state's offsets (lag reporting only; the checkpoint is the truth)."""
+        self._commit_owed = False
+        committed = {
+            TopicPartition(topic, partition): _offset_meta(offset)
+            for (topic, partition), offset in self.state.offsets.items()
+        }
+        if not committed:
+            return
+        try:
+            if wait:
+                self.consumer.commit(offsets=committed)
+            else:
+                self.consumer.commit_async(offsets=committed, callback=_commit_done)
+        except Exception as exc:
+            log.warning("offset commit failed", extra={"error": repr(exc)})
+
+    def _report_metrics(self) -> None:
+        for name, value in self.state.learner.metrics.report().items():
+            metrics.MODEL_METRIC.labels(name).set(value)
+        for slice_name, figures in self.state.learner.slice_report().items():
+            for name, value in figures.items():
+                metrics.SLICE_METRIC.labels(slice_name, name).set(value)
+        for feature, tests in self.state.learner.data_drift.statistics().items():
+            for test, value in tests.items():
+                metrics.DRIFT_STATISTIC.labels(feature, test).set(value)
+        metrics.DRIFT_UNTRACKED.set(self.state.learner.data_drift.untracked)
+        metrics.CONCEPT_UNCONFIRMED.set(self.state.learner.unconfirmed)
+        joined = self.state.labels_joined
+        if joined:
+            metrics.LABEL_LATENCY.set(self.state.label_latency_s_total / joined)
+        if self.state.label_coverage is not None:
+            metrics.LABEL_COVERAGE.set(self.state.label_coverage)
+
+    def _snapshot_due(self) -> bool:
+        every = self.settings.snapshot_every
+        learned = self.state.learner.examples - self.state.snapshot_examples
+        return every > 0 and learned >= every
+
+    def _restore(self) -> LearnerState:
+        limit = self.settings.learner_dedup_ids
+        restored = self.checkpoints.latest()
+        if restored is not None and restored.learner.config == self.config:
+            restored.learned = restored_dedup_memory(restored.learned, limit)
+            # What does not make the learned state another one (the features data drift
+            # leaves out, what drift alone asks for) comes from today's settings.
+            restored.learner.config = self.config
+            return restored
+        if restored is not None:
+            log.warning("checkpoint is for another configuration; starting fresh")
+        return LearnerState(Learner(self.config), RecentIds(limit))
+
+
+def checkpoint_due(unsaved: int, since_s: float, last_cost_s: float, settings: Settings) -> bool:
+    """Whether ``unsaved`` changes, ``since_s`` after the last checkpoint (which took
+    ``last_cost_s``), call for the next one.
+
+    The cadence settings ask; the share bounds them: a state that grew slow to seal
+    (a big model, a busy machine) is sealed less often rather than leaving the learner
+    no time to learn. A crash then replays more, and still learns each example once.
+
+    >>> paced = Settings(checkpoint_every=10, checkpoint_interval_s=1.0, checkpoint_max_share=0.25)
+    >>> checkpoint_due(10, 0.1, 0.01, paced), checkpoint_due(3, 2.0, 0.01, paced)
+    (True, True)
+    >>> checkpoint_due(10, 1.0, 0.5, paced), checkpoint_due(10, 1.6, 0.5, paced)
+    (False, True)
+    """
+    if unsaved == 0:
+        return False
+    spacing = last_cost_s * (1 - settings.checkpoint_max_share) / settings.checkpoint_max_share
+    if since_s < spacing:
+        return False
+    return unsaved >= settings.checkpoint_every or since_s >= settings.checkpoint_interval_s
+
+
+def restored_dedup_memory(learned: RecentIds | Iterable[str], limit: int) -> RecentIds:
+    """The restored dedup memory with ``limit`` ids (checkpoints before 2026-11 kept strings)."""
+    if isinstance(learned, RecentIds):
+        return learned if learned.limit == limit else learned.resized(limit)
+    memory = RecentIds(limit)
+    for record_id in learned:
+        memory.add(record_id)
+    return memory
+
+
+def _commit_done(_offsets: Any, result: Any) -> None:
+    if isinstance(result, Exception):
+        log.warning("offset commit failed", extra={"error": repr(result)})
+
+
+def _offset_meta(offset: int) -> Any:
+    from kafka.structs import OffsetAndMetadata
+
+    return OffsetAndMetadata(offset, "", -1)

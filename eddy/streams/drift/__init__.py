@@ -1,0 +1,1 @@
+"""Drift: data and prediction drift tests, concept detectors and their watch, alert explanations."""

@@ -1,0 +1,525 @@
+"""Per-entity features: declared once, computed the same way for training, serving and replay.
+
+A :class:`FeatureSet` declares windowed aggregates over raw event features, which raw
+features pass through, ratios between features and the time since the last event. An
+entity's :class:`EntityState` is updated one event at a time by :func:`apply_event` and
+read by :func:`feature_vector` as of any time. Nothing here does I/O.
+
+Three properties make replays and redeliveries safe:
+
+- **idempotent**: an event id already applied changes nothing;
+- **order-free within the allowed lateness**: sums are kept in exact fixed point (2⁻⁶⁴
+  for values, 2⁻¹²⁸ for squares), min/max/last are order-free, so any arrival order of
+  the same events gives byte-identical state;
+- **event-time guarded**: an event older than the newest one minus the allowed lateness
+  is refused, so a replay of old data never overwrites newer state.
+
+>>> fs = FeatureSet(aggregates=(Aggregate("amount", ("count", "sum", "mean"), tumbling(3600)),))
+>>> state = EntityState()
+>>> for i, amount in enumerate([10.0, 20.0, 30.0]):
+...     apply_event(state, fs, f"e{i}", 1000.0 + i, {"amount": amount})
+<Applied.NEW: 'new'>
+<Applied.NEW: 'new'>
+<Applied.NEW: 'new'>
+>>> apply_event(state, fs, "e1", 1001.0, {"amount": 20.0})
+<Applied.DUPLICATE: 'duplicate'>
+>>> v = feature_vector(state, fs, as_of=1010.0)
+>>> v["amount_count_1h"], v["amount_sum_1h"], v["amount_mean_1h"], v["amount"]
+(3, 60.0, 20.0, 30.0)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+from typing import Any
+
+import orjson
+
+from eddy.streams.messages.contracts import MAX_MAGNITUDE
+
+FeatureValue = bool | int | float | str | None
+
+SUM_BITS = 64
+SQUARE_BITS = 128
+DISTINCT_CAP = 64
+# Raw feature names whose last value one entity keeps: past it, the smallest names are
+# kept, so a producer inventing names cannot grow an entity's state without bound. The
+# arrival-order freedom holds for entities within the cap: once a name was dropped, a
+# smaller name expiring later does not bring it back.
+MAX_ENTITY_FEATURES = 1024
+OTHER_CATEGORY = "__other__"
+DAY_S = 24 * 3600
+AGGREGATE_OPS = ("count", "sum", "mean", "min", "max", "std", "last", "distinct")
+# Ops whose value grows with an entity's history by construction (see accumulating_names).
+ACCUMULATING_OPS = frozenset({"count", "sum", "distinct"})
+TIME_SINCE_LAST = "seconds_since_last_event"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window of ``size_s`` seconds advancing by ``step_s`` (tumbling when equal).
+
+    >>> tumbling(3600).name, sliding(600, 60).name
+    ('1h', '10m_every_1m')
+    """
+
+    size_s: int
+    step_s: int
+
+    def __post_init__(self) -> None:
+        if self.size_s <= 0 or self.step_s <= 0 or self.size_s % self.step_s:
+            raise ValueError(f"window step {self.step_s}s must divide its size {self.size_s}s")
+
+    @property
+    def name(self) -> str:
+        size = _duration(self.size_s)
+        return size if self.step_s == self.size_s else f"{size}_every_{_duration(self.step_s)}"
+
+    def start(self, as_of: float) -> float:
+        """Earliest bucket start the window covers at ``as_of``."""
+        return math.floor(as_of / self.step_s) * self.step_s - self.size_s + self.step_s
+
+
+def tumbling(size_s: int) -> Window:
+    return Window(size_s, size_s)
+
+
+def sliding(size_s: int, step_s: int) -> Window:
+    return Window(size_s, step_s)
+
+
+def _duration(seconds: int) -> str:
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % length == 0:
+            return f"{seconds // length}{unit}"
+    return f"{seconds}s"
+
+
+@functools.cache
+def _op_names(source: str, ops: tuple[str, ...], window: str) -> tuple[str, ...]:
+    return tuple(f"{source}_{op}_{window}" for op in ops)
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """``ops`` of raw feature ``source`` over ``window``; names like ``amount_sum_1h``."""
+
+    source: str
+    ops: tuple[str, ...]
+    window: Window
+
+    def __post_init__(self) -> None:
+        unknown = set(self.ops) - set(AGGREGATE_OPS)
+        if unknown:
+            raise ValueError(f"unknown aggregate ops {sorted(unknown)}; known: {AGGREGATE_OPS}")
+
+    def names(self) -> list[str]:
+        return list(self.op_names)
+
+    @property
+    def op_names(self) -> tuple[str, ...]:
+        """The feature name of each op, in ``ops`` order (computed once: every feature
+        vector needs them)."""
+        return _op_names(self.source, self.ops, self.window.name)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """``numerator / denominator`` of two other features (None when undefined)."""
+
+    name: str
+    numerator: str
+    denominator: str
+
+
+@dataclass(frozen=True)
+class Categories:
+    """The values a string feature may take; any other value is served and learned as
+    :data:`OTHER_CATEGORY`, so an unexpected value cannot add a model column.
+
+    >>> Categories("country", ("NL", "DE")).admit("FR")
+    '__other__'
+    """
+
+    feature: str
+    allowed: tuple[str, ...]
+
+    @cached_property
+    def _allowed(self) -> frozenset[str]:
+        return frozenset(self.allowed)
+
+    def admit(self, value: FeatureValue) -> FeatureValue:
+        if isinstance(value, str) and value not in self._allowed:
+            return OTHER_CATEGORY
+        return value
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Everything that defines the features; its :meth:`fingerprint` goes into lineage.
+
+    ``last_value_ttl_s``: a raw feature's last value is forgotten when the entity's
+    newest event is this much later (at least the allowed lateness, so forgetting stays
+    order-free). ``categories``: allow-lists of string features' values.
+    """
+
+    aggregates: tuple[Aggregate, ...] = ()
+    ratios: tuple[Ratio, ...] = ()
+    passthrough: tuple[str, ...] | None = None  # None: every raw feature passes through
+    time_since_last: bool = True
+    allowed_lateness_s: int = 3600
+    last_value_ttl_s: int = 7 * DAY_S
+    categories: tuple[Categories, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.last_value_ttl_s < self.allowed_lateness_s:
+            raise ValueError(
+                f"last_value_ttl_s ({self.last_value_ttl_s}) must be at least "
+                f"allowed_lateness_s ({self.allowed_lateness_s})"
+            )
+
+    @property
+    def horizon_s(self) -> int:
+        """How far back state is kept: the longest window plus the allowed lateness."""
+        longest = max((a.window.size_s for a in self.aggregates), default=0)
+        return longest + self.allowed_lateness_s
+
+    @cached_property
+    def bucket_widths(self) -> dict[str, int]:
+        """Per aggregated source, the finest step of its windows: every window of that
+        source is a whole run of buckets this wide."""
+        return {
+            source: math.gcd(*(a.window.step_s for a in self.aggregates if a.source == source))
+            for source in sorted({a.source for a in self.aggregates})
+        }
+
+    def accumulating_names(self) -> tuple[str, ...]:
+        """Features that move with an entity's history by construction: counts, sums and
+        distinct values over a window, and the time since the last event.
+
+        On a stationary stream their distribution still shifts as history accumulates
+        (and as windows roll over), so a test against a fixed reference alarms on them
+        for no change in the world: data drift leaves them out.
+
+        >>> FeatureSet((Aggregate("a", ("count", "mean"), tumbling(60)),)).accumulating_names()
+        ('a_count_1m', 'seconds_since_last_event')
+        """
+        names = [
+            name
+            for a in self.aggregates
+            for op, name in zip(a.ops, a.op_names, strict=True)
+            if op in ACCUMULATING_OPS
+        ]
+        return (*names, *((TIME_SINCE_LAST,) if self.time_since_last else ()))
+
+    def fingerprint(self) -> str:
+        """A stable hash of the definitions: equal hashes mean equal features."""
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
+
+
+class Applied(StrEnum):
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    TOO_LATE = "too_late"
+
+
+@dataclass
+class Bucket:
+    """Partial aggregates of one source over one bucket of time."""
+
+    count: int = 0
+    numeric_count: int = 0
+    sum_fixed: int = 0
+    square_fixed: int = 0
+    low: float | None = None
+    high: float | None = None
+    last: tuple[float, str, FeatureValue] | None = None
+    distinct: set[str] = field(default_factory=set)
+    distinct_overflow: bool = False
+
+    def add(self, event_time: float, event_id: str, value: FeatureValue) -> None:
+        self.count += 1
+        number = _as_number(value)
+        if number is not None:
+            self.numeric_count += 1
+            self.sum_fixed += _fixed(number, SUM_BITS)
+            self.square_fixed += _fixed_square(number, SQUARE_BITS)
+            self.low = number if self.low is None else min(self.low, number)
+            self.high = number if self.high is None else max(self.high, number)
+        if self.last is None or (event_time, event_id) > self.last[:2]:
+            self.last = (event_time, event_id, value)
+        self.distinct.add(orjson.dumps(value).decode())
+        if len(self.distinct) > DISTINCT_CAP:
+            # Keep the smallest values whatever the arrival order; counts become a floor.
+            self.distinct.remove(max(self.distinct))
+            self.distinct_overflow = True
+
+
+@dataclass
+class EntityState:
+    """What is kept per entity: newest event time, recent ids, last values, buckets."""
+
+    newest: float | None = None
+    seen: dict[str, float] = field(default_factory=dict)
+    last: dict[str, tuple[float, str, FeatureValue]] = field(default_factory=dict)
+    buckets: dict[str, dict[int, Bucket]] = field(default_factory=dict)
+
+
+def apply_event(
+    state: EntityState,
+    fs: FeatureSet,
+    event_id: str,
+    event_time: float,
+    raw: dict[str, FeatureValue],
+) -> Applied:
+    """Fold one event into ``state`` (in place) unless it is a duplicate or too late."""
+    verdict = admission(state, fs, event_id, event_time)
+    if verdict is not Applied.NEW:
+        return verdict
+    state.seen[event_id] = event_time
+    for name, value in raw.items():
+        if fs.passthrough is not None and name not in fs.passthrough:
+            continue
+        current = state.last.get(name)
+        if current is None or (event_time, event_id) > current[:2]:
+            state.last[name] = (event_time, event_id, value)
+    if len(state.last) > MAX_ENTITY_FEATURES:
+        kept = sorted(state.last)[:MAX_ENTITY_FEATURES]
+        state.last = {name: state.last[name] for name in kept}
+    for source, width in fs.bucket_widths.items():
+        if source in raw:
+            start = math.floor(event_time / width) * width
+            bucket = state.buckets.setdefault(source, {}).setdefault(start, Bucket())
+            bucket.add(event_time, event_id, raw[source])
+    newest = event_time if state.newest is None else max(state.newest, event_time)
+    state.newest = newest
+    _prune(state, fs, newest)
+    return Applied.NEW
+
+
+def admission(state: EntityState, fs: FeatureSet, event_id: str, event_time: float) -> Applied:
+    """What :func:`apply_event` would do with this event, without doing it."""
+    if event_id in state.seen:
+        return Applied.DUPLICATE
+    if state.newest is not None and event_time < state.newest - fs.allowed_lateness_s:
+        return Applied.TOO_LATE
+    return Applied.NEW
+
+
+def _prune(state: EntityState, fs: FeatureSet, newest: float) -> None:
+    """Forget ids and buckets that no acceptable event can touch any more, and last
+    values older than their time to live."""
+    seen_floor = newest - fs.allowed_lateness_s
+    state.seen = {k: t for k, t in state.seen.items() if t >= seen_floor}
+    last_floor = newest - fs.last_value_ttl_s
+    if any(last[0] < last_floor for last in state.last.values()):
+        state.last = {k: last for k, last in state.last.items() if last[0] >= last_floor}
+    bucket_floor = newest - fs.horizon_s
+    for source, buckets in state.buckets.items():
+        width = fs.bucket_widths[source]
+        state.buckets[source] = {s: b for s, b in buckets.items() if s + width > bucket_floor}
+
+
+def feature_vector(
+    state: EntityState,
+    fs: FeatureSet,
+    as_of: float,
+    raw: dict[str, FeatureValue] | None = None,
+) -> dict[str, FeatureValue]:
+    """The features of an entity as of ``as_of``; ``raw`` (the request's or the event's
+    own features) overrides the stored last values.
+
+    Buckets that start after ``as_of`` are left out, so a training example built as of
+    an event's time sees no later event's bucket.
+    """
+    vector: dict[str, FeatureValue] = {
+        name: last[2]
+        for name, last in sorted(state.last.items())
+        if fs.passthrough is None or name in fs.passthrough
+    }
+    if raw:
+        vector.update(
+            (k, v) for k, v in raw.items() if fs.passthrough is None or k in fs.passthrough
+        )
+    for aggregate in fs.aggregates:
+        window_start = aggregate.window.start(as_of)
+        in_window = [
+            bucket
+            for start, bucket in state.buckets.get(aggregate.source, {}).items()
+            if window_start <= start <= as_of
+        ]
+        for op, name in zip(aggregate.ops, aggregate.op_names, strict=True):
+            vector[name] = _combine(op, in_window)
+    for ratio in fs.ratios:
+        vector[ratio.name] = _ratio(vector.get(ratio.numerator), vector.get(ratio.denominator))
+    if fs.time_since_last:
+        vector[TIME_SINCE_LAST] = freshness(state, as_of)
+    for categories in fs.categories:
+        if categories.feature in vector:
+            vector[categories.feature] = categories.admit(vector[categories.feature])
+    return vector
+
+
+def freshness(state: EntityState, as_of: float) -> float | None:
+    """Seconds from the newest contributing event to ``as_of`` (None: no event yet)."""
+    return None if state.newest is None else max(0.0, as_of - state.newest)
+
+
+def _combine(op: str, buckets: list[Bucket]) -> FeatureValue:
+    count = sum(b.count for b in buckets)
+    numeric = sum(b.numeric_count for b in buckets)
+    if op == "count":
+        return count
+    if op == "distinct":
+        return len(set().union(*(b.distinct for b in buckets))) if buckets else 0
+    if op == "last":
+        lasts = [b.last for b in buckets if b.last is not None]
+        return max(lasts, key=lambda last: last[:2])[2] if lasts else None
+    if op == "sum":
+        return _within_bound(_quotient(sum(b.sum_fixed for b in buckets), 1 << SUM_BITS))
+    if numeric == 0:
+        return None
+    if op == "min":
+        return min(b.low for b in buckets if b.low is not None)
+    if op == "max":
+        return max(b.high for b in buckets if b.high is not None)
+    total = sum(b.sum_fixed for b in buckets)
+    if op == "mean":
+        return _quotient(total, numeric << SUM_BITS)
+    squares = sum(b.square_fixed for b in buckets)
+    # n·Σx² - (Σx)², both exact integers at 2⁻¹²⁸: the variance without cancellation.
+    variance = _quotient(
+        max(numeric * squares - total * total, 0), (numeric * numeric) << SQUARE_BITS
+    )
+    return None if variance is None else math.sqrt(variance)
+
+
+def _quotient(numerator: int, denominator: int) -> float | None:
+    """``numerator / denominator`` correctly rounded; None when no float can hold it."""
+    try:
+        return numerator / denominator
+    except OverflowError:
+        return None
+
+
+def _within_bound(value: float | None) -> float | None:
+    """``value`` when a model may get it (within the contracts' ±2⁶⁴), else None. A sum
+    of values each within the bound can pass it: the long fuzz's two amounts of 1.4e19
+    made a sum no training example could carry, and the feature worker restarted on
+    that event for ever.
+
+    >>> _within_bound(2.0**64), _within_bound(2.77e19), _within_bound(None)
+    (1.8446744073709552e+19, None, None)
+    """
+    return value if value is None or abs(value) <= MAX_MAGNITUDE else None
+
+
+def _ratio(numerator: FeatureValue, denominator: FeatureValue) -> float | None:
+    """``numerator / denominator``; None where no float within the contracts' bound
+    (±2⁶⁴, what a model can square) is the answer.
+
+    >>> _ratio(3, 2), _ratio(1, 0), _ratio(1e300, 1e-300), _ratio(1e19, 1e-289)
+    (1.5, None, None, None)
+    """
+    top, bottom = _as_number(numerator), _as_number(denominator)
+    if top is None or bottom is None or bottom == 0:
+        return None
+    return _within_bound(top / bottom)
+
+
+def _as_number(value: FeatureValue) -> float | None:
+    """Numbers (and booleans as 0/1) as finite floats; -0.0 becomes 0.0 so that min and
+    max do not depend on which zero arrived first."""
+    if not isinstance(value, bool | int | float):
+        return None
+    number = float(value) + 0.0
+    return number if math.isfinite(number) else None
+
+
+def _fixed(value: float, bits: int) -> int:
+    """``value`` as an integer count of 2⁻ᵇⁱᵗˢ units: exact for all but tiny fractions.
+
+    >>> _fixed(0.1, 64) / (1 << 64) == 0.1
+    True
+    """
+    numerator, denominator = value.as_integer_ratio()
+    shift = bits - (denominator.bit_length() - 1)
+    return numerator << shift if shift >= 0 else numerator >> -shift
+
+
+def _fixed_square(value: float, bits: int) -> int:
+    """``value²`` in 2⁻ᵇⁱᵗˢ units, squared exactly in integers (never rounded as a float).
+
+    >>> _fixed_square(0.1, 128) == _fixed(0.1, 64) ** 2
+    True
+    """
+    numerator, denominator = value.as_integer_ratio()
+    shift = bits - 2 * (denominator.bit_length() - 1)
+    square = numerator * numerator
+    return square << shift if shift >= 0 else square >> -shift
+
+
+def encode_state(state: EntityState) -> bytes:
+    """Deterministic JSON: equal states give equal bytes (big sums as hex strings)."""
+    return orjson.dumps(
+        {
+            "newest": state.newest,
+            "seen": state.seen,
+            "last": {k: list(v) for k, v in state.last.items()},
+            "buckets": {
+                source: {str(start): _encode_bucket(b) for start, b in sorted(buckets.items())}
+                for source, buckets in state.buckets.items()
+            },
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+
+
+def decode_state(raw: bytes | None) -> EntityState:
+    """The inverse of :func:`encode_state`; no bytes means a new entity."""
+    if not raw:
+        return EntityState()
+    data: dict[str, Any] = orjson.loads(raw)
+    return EntityState(
+        newest=data["newest"],
+        seen=data["seen"],
+        last={k: (v[0], v[1], v[2]) for k, v in data["last"].items()},
+        buckets={
+            source: {int(start): _decode_bucket(b) for start, b in buckets.items()}
+            for source, buckets in data["buckets"].items()
+        },
+    )
+
+
+def _encode_bucket(bucket: Bucket) -> dict[str, Any]:
+    return {
+        "n": bucket.count,
+        "k": bucket.numeric_count,
+        "s": format(bucket.sum_fixed, "x"),
+        "q": format(bucket.square_fixed, "x"),
+        "lo": bucket.low,
+        "hi": bucket.high,
+        "last": list(bucket.last) if bucket.last else None,
+        "d": sorted(bucket.distinct),
+        "dx": bucket.distinct_overflow,
+    }
+
+
+def _decode_bucket(data: dict[str, Any]) -> Bucket:
+    last = data["last"]
+    return Bucket(
+        count=data["n"],
+        numeric_count=data["k"],
+        sum_fixed=int(data["s"], 16),
+        square_fixed=int(data["q"], 16),
+        low=data["lo"],
+        high=data["hi"],
+        last=(last[0], last[1], last[2]) if last else None,
+        distinct=set(data["d"]),
+        distinct_overflow=data["dx"],
+    )

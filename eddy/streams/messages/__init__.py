@@ -1,0 +1,2 @@
+"""The messages Eddy exchanges: contracts, decoding with one error vocabulary, JSON Schemas,
+signatures."""

@@ -1,0 +1,1 @@
+"""What Eddy keeps: the online feature store in Redis, feature snapshots, sealed artifacts."""

@@ -1,0 +1,135 @@
+"""Feature snapshots: the features an event or a served prediction saw, kept for late labels.
+
+A label can arrive hours after its event or prediction. To learn from it without
+leakage, the learner needs the features as they were then, not as they are now. The
+feature worker (for unlabelled events) and the prediction service (for requests) record
+them here under the event or request id, for ``EDDY_LABEL_WINDOW_S``::
+
+    <prefix>snapshot:{<event or request id>}   JSON {entity_id, at, features[, served]}
+
+A request's snapshot also says what was served for it (``served``: the answering
+version, its answer and P(positive)), so the label that comes back for it scores the
+model users were served, not only the online learner (:mod:`eddy.streams.drift.served`).
+
+Recording is idempotent (same id, same content) and a counter of recorded snapshots
+lets the learner report label coverage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from eddy.streams.features.compute import FeatureValue
+from eddy.streams.store.redis_commands import set_expiring
+
+
+@dataclass(frozen=True)
+class ServedAnswer:
+    """What a version answered for a request."""
+
+    version: str  # e.g. "fraud@3"
+    prediction: bool | int | float | str | None
+    positive: float | None = None  # P(positive class), for binary classifiers
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    entity_id: str
+    at: float  # event time or serving time, epoch seconds
+    features: dict[str, FeatureValue]
+    served: ServedAnswer | None = None
+
+    def as_json(self) -> bytes:
+        data: dict[str, Any] = {
+            "entity_id": self.entity_id,
+            "at": self.at,
+            "features": self.features,
+        }
+        if self.served is not None:
+            data["served"] = self.served.__dict__
+        return orjson.dumps(data)
+
+
+class SnapshotStore:
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._ttl_ms = ttl_s * 1000
+        self._counter = f"{prefix}snapshots:recorded"
+
+    def key(self, record_id: str) -> str:
+        return f"{self._prefix}snapshot:{{{record_id}}}"
+
+    def record(self, snapshots: Sequence[tuple[str, Snapshot]]) -> None:
+        """Store snapshots by id, one round trip; re-recording an id changes nothing.
+
+        A label window of 0 means no snapshots are kept (Redis refuses an expiry of 0).
+        """
+        if not snapshots or not self._ttl_ms:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for record_id, snapshot in snapshots:
+            set_expiring(pipe, self.key(record_id), snapshot.as_json(), self._ttl_ms, nx=True)
+        created = pipe.execute()
+        new = sum(1 for ok in created if ok)
+        if new:
+            self._client.incrby(self._counter, new)
+
+    def fetch(self, record_ids: Iterable[str]) -> dict[str, Snapshot]:
+        """The snapshots that exist among ``record_ids`` (one round trip)."""
+        ids = list(dict.fromkeys(record_ids))
+        if not ids:
+            return {}
+        found: dict[str, Snapshot] = {}
+        for record_id, raw in zip(ids, self._client.mget([self.key(i) for i in ids]), strict=True):
+            if raw is not None:
+                data: dict[str, Any] = orjson.loads(raw)
+                served = data.get("served")
+                found[record_id] = Snapshot(
+                    data["entity_id"],
+                    data["at"],
+                    data["features"],
+                    None if served is None else _served_answer(served),
+                )
+        return found
+
+    def label_key(self, record_id: str) -> str:
+        return f"{self._prefix}label:{{{record_id}}}"
+
+    def record_labels(self, labels: Sequence[tuple[str, Any]]) -> None:
+        """Labels the learner joined, by id: the truth the live comparison scores against."""
+        if not labels:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for record_id, label in labels:
+            set_expiring(pipe, self.label_key(record_id), orjson.dumps(label), self._ttl_ms)
+        pipe.execute()
+
+    def fetch_labels(self, record_ids: Iterable[str]) -> dict[str, Any]:
+        ids = list(dict.fromkeys(record_ids))
+        if not ids:
+            return {}
+        values = self._client.mget([self.label_key(i) for i in ids])
+        return {i: orjson.loads(v) for i, v in zip(ids, values, strict=True) if v is not None}
+
+    def recorded(self) -> int:
+        """How many snapshots were ever recorded (the denominator of label coverage)."""
+        return int(self._client.get(self._counter) or 0)
+
+
+def _served_answer(data: dict[str, Any]) -> ServedAnswer | None:
+    """The answer a snapshot recorded; None for one this version cannot read."""
+    version = data.get("version")
+    if not isinstance(version, str):
+        return None
+    positive = data.get("positive")
+    return ServedAnswer(
+        version,
+        data.get("prediction"),
+        float(positive) if isinstance(positive, int | float) else None,
+    )

@@ -47,12 +47,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from eddy.services.workers.learner import SNAPSHOT_FEATURE_SET
 from eddy.streams.dead_letters.letter import RawRecord
 from eddy.streams.features.compute import Applied, EntityState, FeatureSet, FeatureValue
 from eddy.streams.features.pipeline import decode_batch, fold_events
+from eddy.streams.learning.label_join import joined_example
 from eddy.streams.learning.learner import Position
-from eddy.streams.messages.contracts import Event, Label, SourceOffset, TrainingExample
+from eddy.streams.messages.contracts import Event, Label, TrainingExample
 from eddy.streams.messages.validation import InvalidMessage, decode
 from eddy.streams.store.online import StoredState
 from eddy.streams.store.snapshots import Snapshot
@@ -216,17 +216,9 @@ def _label_verdict(
 
 def _joined(record: RawRecord, label: Label, event_id: str, snapshot: Snapshot) -> Joined:
     """The example the learner builds from a label and its snapshot."""
-    example = TrainingExample(
-        example_id=event_id,
-        entity_id=snapshot.entity_id,
-        event_time=datetime.fromtimestamp(snapshot.at, UTC),
-        label=label.label,
-        features=snapshot.features,
-        feature_set=SNAPSHOT_FEATURE_SET,
-        source=SourceOffset(topic=record.topic, partition=record.partition, offset=record.offset),
-    )
+    label_at = Position(record.topic, record.partition, record.offset, snapshot.at)
+    example, position = joined_example(event_id, label, snapshot, label_at)
     at = max(label.event_time.timestamp(), snapshot.at)
-    position = Position(record.topic, record.partition, record.offset, snapshot.at)
     return Joined(event_id, at, example, position)
 
 

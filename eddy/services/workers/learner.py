@@ -32,7 +32,6 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +49,13 @@ from eddy.services.ops.liveness import Liveness, consumer_positions
 from eddy.streams.dead_letters.letter import DeadLetter, RawRecord, dead_letter
 from eddy.streams.dead_letters.policy import retry_transient
 from eddy.streams.drift.served import ServedOutcome
-from eddy.streams.features.definitions import FEATURES
+from eddy.streams.learning.label_join import SNAPSHOT_FEATURE_SET, joined_example
 from eddy.streams.learning.learner import Item, Learner, LearnerConfig, Position
 from eddy.streams.learning.models import label_refusal
 from eddy.streams.messages.contracts import (
     DriftAlert,
     Label,
     LabelValue,
-    SourceOffset,
     TrainingExample,
 )
 from eddy.streams.messages.validation import InvalidMessage, decode, encode
@@ -77,9 +75,6 @@ from eddy.streams.transport.topics import Topic, spec_for
 log = logging.getLogger(__name__)
 
 POLL_MS = 500
-# Snapshots (of served requests and unlabelled events) are feature vectors of the
-# deployment's feature definitions: examples joined from them carry that fingerprint.
-SNAPSHOT_FEATURE_SET = FEATURES.fingerprint()
 # The learner reads two topics; while one has records buffered client-side, a fetch
 # asks only for the other, and an idle ``labels`` topic would hold each such fetch for
 # the broker's default 500 ms. A short wait keeps a busy examples topic flowing.
@@ -414,7 +409,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 continue
             self.state.labels_joined += 1
             self.state.label_latency_s_total += max(0.0, label.event_time.timestamp() - snapshot.at)
-            at = Position(where.topic, where.partition, where.offset, snapshot.at)
+            example, at = joined_example(record_id, label, snapshot, where)
             joined.append((snapshot.features, label.label, at))
             if snapshot.served is not None:
                 answer = snapshot.served
@@ -423,19 +418,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                         answer.version, answer.prediction, answer.positive, label.label, snapshot.at
                     )
                 )
-            self._joined.append(
-                TrainingExample(
-                    example_id=record_id,
-                    entity_id=snapshot.entity_id,
-                    event_time=datetime.fromtimestamp(snapshot.at, UTC),
-                    label=label.label,
-                    features=snapshot.features,
-                    feature_set=SNAPSHOT_FEATURE_SET,
-                    source=SourceOffset(
-                        topic=where.topic, partition=where.partition, offset=where.offset
-                    ),
-                )
-            )
+            self._joined.append(example)
         return joined
 
     def _send(self, alerts: list[DriftAlert]) -> None:

@@ -101,6 +101,11 @@ _health: tuple[bool, dict[str, Any]] = (
 HEALTHY.set(1)
 
 
+def count_dead_letters(source: str, letters: int) -> None:
+    """What a :class:`~eddy.streams.dead_letters.sink.DeadLetterSink` is handed to count."""
+    DEAD_LETTERS.labels(source).inc(letters)
+
+
 def report_health(healthy: bool, detail: Mapping[str, Any]) -> None:
     """What ``/healthz`` answers from now on (the liveness watchdog calls this)."""
     global _health

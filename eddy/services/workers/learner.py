@@ -46,8 +46,8 @@ from kafka.coordinator.protocol import (
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
 from eddy.services.ops.liveness import Liveness, consumer_positions
-from eddy.streams.dead_letters.letter import DeadLetter, RawRecord, dead_letter
 from eddy.streams.dead_letters.policy import retry_transient
+from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.drift.served import ServedOutcome
 from eddy.streams.learning.label_join import SNAPSHOT_FEATURE_SET, joined_example
 from eddy.streams.learning.learner import Item, Learner, LearnerConfig, Position
@@ -201,13 +201,16 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         ).name
         self.labels_topic = spec_for(Topic.LABELS, prefix=prefix, partitions=partitions).name
         self.alerts_topic = spec_for(Topic.DRIFT_ALERTS, prefix=prefix, partitions=partitions).name
-        self.dead_letter_topic = spec_for(
-            Topic.DEAD_LETTER, prefix=prefix, partitions=partitions
-        ).name
         key = settings.deployment_key()
         self.checkpoints = CheckpointStore(settings.data_dir / "checkpoints" / config.model, key)
         self.snapshots = SnapshotStore(make_redis(settings), prefix, settings.label_window_s)
         self.producer = make_producer(settings)
+        self.dead_letters = DeadLetterSink(
+            self.producer,
+            spec_for(Topic.DEAD_LETTER, prefix=prefix, partitions=partitions).name,
+            topic_prefix=prefix,
+            counted=metrics.count_dead_letters,
+        )
         self.consumer = make_consumer(
             settings,
             group_id=group_id(prefix, "learner", config.model),
@@ -218,7 +221,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.liveness = Liveness(settings, "learner")
         self.state = self._restore()
         self._joined: list[TrainingExample] = []
-        self._rejected: list[DeadLetter] = []  # malformed records of the batch in hand
+        self._rejected: list[tuple[Any, InvalidMessage]] = []  # malformed, in this batch
         self._served: list[ServedOutcome] = []  # labelled answers of served versions
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
@@ -377,14 +380,8 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     def _reject(self, record: Any, exc: InvalidMessage) -> None:
         """A malformed example or label goes to the dead-letter topic with its reason,
         sent and acknowledged with the batch's alerts, before the checkpoint passes it."""
-        letter = dead_letter(RawRecord.of(record), exc.error_class, exc.reason)
-        self._rejected.append(letter)
+        self._rejected.append((record, exc))
         self._since_checkpoint += 1  # its offset moved: a checkpoint keeps it from repeating
-        metrics.DEAD_LETTERS.labels(record.topic.removeprefix(self.settings.topic_prefix)).inc()
-        log.warning(
-            "dead-lettered a malformed record",
-            extra={"at": f"{record.topic}[{record.partition}]@{record.offset}", "error": str(exc)},
-        )
 
     def _join_labels(self, labels: list[tuple[str, Label, Position]]) -> list[Item]:
         """Join new and still-pending labels to the snapshots of what was served."""
@@ -432,10 +429,8 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             for e in self._joined
         ]
         futures += [
-            self.producer.send(
-                self.dead_letter_topic, key=d.key, value=d.value, headers=list(d.headers)
-            )
-            for d in self._rejected
+            self.dead_letters.reject(record, exc.error_class, exc.reason)
+            for record, exc in self._rejected
         ]
         for alert in alerts:
             log.warning(

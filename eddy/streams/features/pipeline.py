@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from eddy.streams.dead_letters.letter import DeadLetter, RawRecord, dead_letter
+from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.features.compute import (
     Applied,
     FeatureSet,
@@ -211,7 +212,7 @@ class FeaturePipeline:
         self._fs = fs
         self._store = store
         self._producer = producer
-        self._dead_letter_topic = dead_letter_topic
+        self._dead_letters = DeadLetterSink(producer, dead_letter_topic)
         self._examples_topic = examples_topic
         self._max_future = max_future
         self._side_outputs = side_outputs
@@ -226,12 +227,7 @@ class FeaturePipeline:
         counts: Counter[str] = Counter(invalid=len(letters))
         if not self._side_outputs:
             letters = []
-        futures = [
-            self._producer.send(
-                self._dead_letter_topic, key=d.key, value=d.value, headers=d.headers
-            )
-            for d in letters
-        ]
+        futures = self._dead_letters.send(letters)
         pending = events
         spans = offset_spans(records)
         if self._repair is not None and spans:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -45,7 +44,8 @@ from kafka.coordinator.protocol import (
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
-from eddy.services.ops.liveness import Liveness, consumer_positions
+from eddy.services.ops.liveness import Liveness
+from eddy.services.ops.poll_loop import PollLoop
 from eddy.streams.dead_letters.policy import retry_transient
 from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.drift.served import ServedOutcome
@@ -63,7 +63,6 @@ from eddy.streams.store.recent_ids import RecentIds
 from eddy.streams.store.serialization import IntegrityError, seal, unseal, write_atomically
 from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.clients import (
-    TopicWatch,
     make_consumer,
     make_producer,
     make_redis,
@@ -218,7 +217,14 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             max_poll_records=settings.feature_batch_size,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
-        self.liveness = Liveness(settings, "learner")
+        self.loop = PollLoop(
+            settings,
+            self.consumer,
+            [self.examples_topic, self.labels_topic],
+            Liveness(settings, "learner"),
+            poll_ms=POLL_MS,
+            kept_error=lambda: self._listener_error,
+        )
         self.state = self._restore()
         self._joined: list[TrainingExample] = []
         self._rejected: list[tuple[Any, InvalidMessage]] = []  # malformed, in this batch
@@ -228,7 +234,6 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._checkpoint_cost_s = 0.0  # how long the last checkpoint took
         self._commit_owed = False  # see on_partitions_assigned
         self._listener_error: Exception | None = None  # see _listener_errors_kept
-        self._stopping = False
 
     # --- consumer-group callbacks -------------------------------------------------
 
@@ -277,34 +282,12 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     # --- main loop ------------------------------------------------------------------
 
     def run(self) -> None:
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
         subscribe(self.consumer, [self.examples_topic, self.labels_topic], listener=self)
-        topics = TopicWatch.start(self.settings, [self.examples_topic, self.labels_topic])
-        self.liveness.start()
-        try:
-            while not self._stopping:
-                topics.check()
-                self.liveness.observe(consumer_positions(self.consumer))
-                polled = self.consumer.poll(timeout_ms=POLL_MS)
-                if self._listener_error is not None:
-                    raise self._listener_error
-                self.process([r for records in polled.values() for r in records])
-                if self._checkpoint_due():
-                    # Redis or disk away: wait it out while the watchdog judges the stall.
-                    retry_transient(lambda: self.checkpoint(wait=False), "checkpoint")
-                elif self._commit_owed and self._since_checkpoint == 0:
-                    self._commit(wait=False)  # only sealed offsets: commits follow effects
-        except BaseException:
-            # A batch that raised may have moved the state's offsets past records it
-            # never learned: no final checkpoint, the restart restores the last good one.
-            self.liveness.stop()
-            raise
-        finally:
-            topics.stop()
-        # Liveness first: the poll loop no longer turns, and a final checkpoint longer
+        # A batch that raises may have moved the state's offsets past records it never
+        # learned: then no final checkpoint, the restart restores the last good one.
+        self.loop.run(self.process, self._after_batch, empty_batches=True)
+        # The loop (and the watchdog with it) stopped first: a final checkpoint longer
         # than the stall timeout is no stall.
-        self.liveness.stop()
         try:
             if self.consumer.assignment():
                 self.checkpoint()
@@ -312,8 +295,16 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self.consumer.close(autocommit=False)
             self.producer.close()
 
-    def _stop(self, *_: Any) -> None:
-        self._stopping = True
+    def _after_batch(self) -> None:
+        if self._checkpoint_due():
+            # Redis or disk away: wait it out while the watchdog judges the stall.
+            retry_transient(lambda: self.checkpoint(wait=False), "checkpoint")
+        elif self._commit_owed and self._since_checkpoint == 0:
+            self._commit(wait=False)  # only sealed offsets: commits follow effects
+
+    def stop(self) -> None:
+        """Stop after the batch in hand, with a final checkpoint."""
+        self.loop.stop()
 
     def process(self, records: list[Any]) -> None:
         """Learn from a polled batch in order; alerts are sent before the next checkpoint."""

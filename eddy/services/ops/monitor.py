@@ -58,7 +58,7 @@ from eddy.streams.messages.contracts import DriftAlert
 from eddy.streams.messages.validation import InvalidMessage, decode
 from eddy.streams.transport.admin import committed_offsets
 from eddy.streams.transport.clients import make_admin, make_consumer, make_producer
-from eddy.streams.transport.groups import group_id
+from eddy.streams.transport.groups import SERVICES_WITH_GROUPS, group_id
 from eddy.streams.transport.topics import Topic, spec_for
 
 log = logging.getLogger(__name__)
@@ -180,12 +180,8 @@ class Monitor:
     def group_lag(self) -> dict[str, dict[str, int]]:
         """Records behind the log end, per consumer group and ``topic[partition]``."""
         prefix = self.settings.topic_prefix
-        groups = (
-            f"{prefix}features",
-            group_id(prefix, "learner", self.settings.model_name),
-            group_id(prefix, "predictor", self.settings.model_name),
-            group_id(prefix, "retrainer", self.settings.model_name),
-        )
+        model = self.settings.model_name
+        groups = tuple(group_id(prefix, service, model) for service in SERVICES_WITH_GROUPS)
         if self._admin is None:  # one admin client and consumer for the monitor's life
             self._admin = make_admin(self.settings)
             self._lag_consumer = make_consumer(self.settings, group_id=None)

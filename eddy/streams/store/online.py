@@ -40,6 +40,7 @@ from eddy.streams.features.compute import (
     feature_vector,
     freshness,
 )
+from eddy.streams.store import keys
 
 # KEYS: n entity keys, then the watermark hash. ARGV[1]: ttl in ms; ARGV[2]: n; then,
 # per entity key, the expected rev ("0" when new) and the new value; then pairs of
@@ -95,7 +96,7 @@ class OnlineStore:
 
     def key(self, entity_id: str) -> str:
         """The Redis key of ``entity_id``: ``<prefix>features:{<entity id>}``."""
-        return f"{self._prefix}features:{{{entity_id}}}"
+        return keys.entity_features(self._prefix, entity_id)
 
     def load(self, entity_ids: Iterable[str]) -> dict[str, StoredState]:
         """Every entity's stored state, in one round trip (new entities: rev 0, empty)."""
@@ -131,7 +132,7 @@ class OnlineStore:
 
     @property
     def watermarks_key(self) -> str:
-        return f"{self._prefix}features:applied"
+        return keys.applied_offsets(self._prefix)
 
     def watermarks_of(self, fields: list[str]) -> dict[str, int]:
         """The watermarks of ``fields`` (-1: none), one round trip."""

@@ -25,6 +25,7 @@ import orjson
 import redis
 
 from eddy.streams.features.compute import FeatureValue
+from eddy.streams.store import keys
 from eddy.streams.store.redis_commands import set_expiring
 
 
@@ -60,10 +61,10 @@ class SnapshotStore:
         self._client = client
         self._prefix = prefix
         self._ttl_ms = ttl_s * 1000
-        self._counter = f"{prefix}snapshots:recorded"
+        self._counter = keys.snapshots_recorded(prefix)
 
     def key(self, record_id: str) -> str:
-        return f"{self._prefix}snapshot:{{{record_id}}}"
+        return keys.snapshot(self._prefix, record_id)
 
     def record(self, snapshots: Sequence[tuple[str, Snapshot]]) -> None:
         """Store snapshots by id, one round trip; re-recording an id changes nothing.
@@ -99,7 +100,7 @@ class SnapshotStore:
         return found
 
     def label_key(self, record_id: str) -> str:
-        return f"{self._prefix}label:{{{record_id}}}"
+        return keys.joined_label(self._prefix, record_id)
 
     def record_labels(self, labels: Sequence[tuple[str, Any]]) -> None:
         """Labels the learner joined, by id: the truth the live comparison scores against."""

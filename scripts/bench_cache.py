@@ -67,7 +67,7 @@ from eddy.streams.features.definitions import FEATURES
 from eddy.streams.learning.models import make_model, numeric
 from eddy.streams.store.online import OnlineStore, StoredState
 from eddy.streams.transport.clients import make_consumer, make_producer, make_redis
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 MODEL = "bench"
 ZIPF_S = 1.1
@@ -155,8 +155,8 @@ def run_once(
     env = settings.child_env(prediction_cache=mode)
     log = settings.data_dir / f"predictor-{tag}.log"
     prefix, partitions = settings.topic_prefix, settings.partitions
-    requests_topic = spec_for(Topic.PREDICTION_REQUESTS, prefix=prefix, partitions=partitions).name
-    answers_topic = spec_for(Topic.PREDICTIONS, prefix=prefix, partitions=partitions).name
+    requests_topic = topic_name(Topic.PREDICTION_REQUESTS, prefix)
+    answers_topic = topic_name(Topic.PREDICTIONS, prefix)
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=5)
     assigned = [TopicPartition(answers_topic, p) for p in range(partitions)]
     consumer.assign(assigned)

@@ -53,7 +53,7 @@ from eddy.services.workers.features import app_id, build_pipeline
 from eddy.streams.dead_letters.letter import RawRecord
 from eddy.streams.transport.admin import committed_offsets, describe_group, ensure_topics
 from eddy.streams.transport.clients import make_admin, make_consumer, make_producer, make_redis
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 ENTITIES = 2_000
 PARTITIONS = 3
@@ -113,7 +113,7 @@ def produce_events(settings: Settings, topic: str, count: int) -> None:
 
 
 def events_topic(settings: Settings) -> str:
-    return spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=settings.partitions).name
+    return topic_name(Topic.EVENTS, settings.topic_prefix)
 
 
 async def bare_loop(settings: Settings, topic: str, count: int, partitions: int) -> float:

@@ -55,7 +55,7 @@ from eddy.streams.messages.contracts import SourceOffset, TrainingExample
 from eddy.streams.messages.validation import decode, encode
 from eddy.streams.store.serialization import signing_key
 from eddy.streams.transport.clients import make_consumer, make_producer
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 DEADLINE_S = 600
 POLL = 500  # examples per learn_many call, as the worker's polls bring them
@@ -127,7 +127,7 @@ def fill_examples(rows: list[tuple[dict[str, float], bool]], settings: Settings)
 
 
 def _topic(settings: Settings) -> str:
-    return spec_for(Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=1).name
+    return topic_name(Topic.TRAINING_EXAMPLES, settings.topic_prefix)
 
 
 def bare_consume(

@@ -71,7 +71,7 @@ from eddy.streams.messages.contracts import FeatureValue, PredictionRequest
 from eddy.streams.messages.validation import encode
 from eddy.streams.store.online import OnlineStore, StoredState
 from eddy.streams.transport.clients import make_consumer, make_producer, make_redis
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 ENTITIES = 1_000
 EVENTS_PER_ENTITY = 5
@@ -109,10 +109,10 @@ def percentile(values: list[float], q: float) -> float:
 
 def topics(settings: Settings) -> tuple[str, str]:
     """The request and answer topics of a deployment (the echo uses the same names)."""
-    prefix, partitions = settings.topic_prefix, settings.partitions
+    prefix = settings.topic_prefix
     return (
-        spec_for(Topic.PREDICTION_REQUESTS, prefix=prefix, partitions=partitions).name,
-        spec_for(Topic.PREDICTIONS, prefix=prefix, partitions=partitions).name,
+        topic_name(Topic.PREDICTION_REQUESTS, prefix),
+        topic_name(Topic.PREDICTIONS, prefix),
     )
 
 

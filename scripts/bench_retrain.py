@@ -35,7 +35,7 @@ from eddy.streams.learning.models import numeric
 from eddy.streams.messages.contracts import DriftAlert, DriftKind, SourceOffset, TrainingExample
 from eddy.streams.messages.validation import decode, encode
 from eddy.streams.transport.clients import make_consumer, make_producer
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 FEATURES = 8
 DEADLINE_S = 900
@@ -53,7 +53,7 @@ def rows(count: int, seed: int = 5) -> list[tuple[dict[str, float], bool]]:
 
 
 def publish(settings: Settings, data: list[tuple[dict[str, float], bool]]) -> None:
-    topic = spec_for(Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=3).name
+    topic = topic_name(Topic.TRAINING_EXAMPLES, settings.topic_prefix)
     producer = make_producer(settings, linger_ms=20, batch_size=512 * 1024)
     for i, (x, y) in enumerate(data):
         example = TrainingExample(
@@ -72,7 +72,7 @@ def publish(settings: Settings, data: list[tuple[dict[str, float], bool]]) -> No
 
 def alert_to_champion(settings: Settings, workdir: Path) -> float:
     env = settings.child_env(data_dir=workdir, retrain_debounce_s=0, log_level="WARNING")
-    updates = spec_for(Topic.MODEL_UPDATES, prefix=settings.topic_prefix, partitions=1).name
+    updates = topic_name(Topic.MODEL_UPDATES, settings.topic_prefix)
     watcher = make_consumer(settings, group_id=None)
     watcher.assign([TopicPartition(updates, 0)])
     watcher.seek_to_end(TopicPartition(updates, 0))
@@ -86,7 +86,7 @@ def alert_to_champion(settings: Settings, workdir: Path) -> float:
         )
     try:
         # The clock starts once the retrainer has joined its group: start-up not counted.
-        topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+        topic = topic_name(Topic.DRIFT_ALERTS, settings.topic_prefix)
         wait_for_group(settings, f"{settings.topic_prefix}retrainer", 1, topic, 1)
         alert = DriftAlert(
             alert_id=f"{MODEL}:concept:1",

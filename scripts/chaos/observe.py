@@ -31,7 +31,7 @@ from eddy.streams.store.online import OnlineStore
 from eddy.streams.store.serialization import signing_key
 from eddy.streams.transport.admin import committed_offsets
 from eddy.streams.transport.clients import make_admin, make_consumer, make_redis
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, spec_for, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,6 @@ GROUPS: dict[str, tuple[str, tuple[Topic, ...]]] = {
     "predictor": ("{prefix}predictors", (Topic.PREDICTION_REQUESTS,)),
     "retrainer": ("{prefix}retrainer", (Topic.DRIFT_ALERTS, Topic.CONTROL)),
 }
-
-
-def topic_name(settings: Settings, topic: Topic) -> str:
-    return spec_for(topic, prefix=settings.topic_prefix, partitions=settings.partitions).name
 
 
 def partitions_of(settings: Settings, *topics: Topic) -> list[TopicPartition]:
@@ -74,7 +70,7 @@ class Tap(threading.Thread):
         super().__init__(name="chaos-tap", daemon=True)
         self.settings = settings
         self.partitions = partitions_of(settings, *self.TOPICS)
-        self._names = {topic_name(settings, t): t for t in self.TOPICS}
+        self._names = {topic_name(t, settings.topic_prefix): t for t in self.TOPICS}
         self._answers: dict[str, list[Answer]] = {}
         self._letters: dict[tuple[str, int, int], list[str]] = {}
         self._examples: Counter[str] = Counter()
@@ -234,8 +230,8 @@ class Inspector:
         It skips its own late-label joins, and what it dead-letters (an example that
         does not decode, a label its model kind cannot learn: the fuzz writes both).
         """
-        examples = topic_name(self.settings, Topic.TRAINING_EXAMPLES)
-        published_by_learner = topic_name(self.settings, Topic.LABELS)
+        examples = topic_name(Topic.TRAINING_EXAMPLES, self.settings.topic_prefix)
+        published_by_learner = topic_name(Topic.LABELS, self.settings.topic_prefix)
         to_learn = sum(end - start for tp, (start, end) in behind.items() if tp.topic != examples)
         skipped = 0
         for record in self._read({tp: span for tp, span in behind.items() if tp.topic == examples}):

@@ -46,7 +46,7 @@ from eddy.streams.dead_letters.letter import RawRecord
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.store.serialization import write_atomically
 from eddy.streams.transport.clients import make_consumer
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +159,9 @@ def run_backtest(
     :data:`~eddy.services.backtest.replay.DEFAULT_BUCKETS`)."""
     started = time.process_time()
     policies = load_policies(policy_file, settings)
-    prefix, partitions = settings.topic_prefix, settings.partitions
-    events_topic = spec_for(Topic.EVENTS, prefix=prefix, partitions=partitions).name
-    labels_topic = spec_for(Topic.LABELS, prefix=prefix, partitions=partitions).name
+    prefix = settings.topic_prefix
+    events_topic = topic_name(Topic.EVENTS, prefix)
+    labels_topic = topic_name(Topic.LABELS, prefix)
     events = read_range(settings, events_topic, start, end)
     labels = _labels_for(settings, labels_topic, events.records)
     timeline = build_timeline(

@@ -40,7 +40,7 @@ from eddy.streams.drift.alert_text import describe_alert
 from eddy.streams.messages import schema_files
 from eddy.streams.transport.admin import ensure_topics, list_topics
 from eddy.streams.transport.clients import make_redis
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 STACK_SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"
 
@@ -523,7 +523,7 @@ def alerts_watch(
 ) -> None:
     """Follow drift alerts as they are raised (Ctrl-C to stop)."""
     settings = _settings()
-    topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+    topic = topic_name(Topic.DRIFT_ALERTS, settings.topic_prefix)
     records = read_topic(
         settings, topic, from_beginning=from_beginning, max_messages=None, idle_timeout_s=1e9
     )

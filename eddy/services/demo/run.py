@@ -58,7 +58,7 @@ from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.admin import ensure_topics, group_serving
 from eddy.streams.transport.clients import make_admin, make_consumer, make_producer, make_redis
 from eddy.streams.transport.groups import SERVICES_WITH_GROUPS, group_id
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 ENTITIES = 50
 LABEL_DELAY_S = 1.0
@@ -166,10 +166,10 @@ def run_demo(base: Settings, options: DemoOptions, console: Console) -> dict[str
 
 
 def _play(settings: Settings, options: DemoOptions, observed: Observed, refresh: Any) -> None:
-    prefix, partitions = settings.topic_prefix, settings.partitions
-    events = spec_for(Topic.EVENTS, prefix=prefix, partitions=partitions).name
-    requests = spec_for(Topic.PREDICTION_REQUESTS, prefix=prefix, partitions=partitions).name
-    labels = spec_for(Topic.LABELS, prefix=prefix, partitions=partitions).name
+    prefix = settings.topic_prefix
+    events = topic_name(Topic.EVENTS, prefix)
+    requests = topic_name(Topic.PREDICTION_REQUESTS, prefix)
+    labels = topic_name(Topic.LABELS, prefix)
     producer = make_producer(settings, linger_ms=5)
     total = int(options.duration_s * options.rate)
     drift_at = total // 2
@@ -213,9 +213,7 @@ def _play(settings: Settings, options: DemoOptions, observed: Observed, refresh:
 
 
 def _watch_answers(settings: Settings, observed: Observed, stop: threading.Event) -> None:
-    topic = spec_for(
-        Topic.PREDICTIONS, prefix=settings.topic_prefix, partitions=settings.partitions
-    ).name
+    topic = topic_name(Topic.PREDICTIONS, settings.topic_prefix)
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50)
     assigned = [TopicPartition(topic, p) for p in range(settings.partitions)]
     consumer.assign(assigned)
@@ -270,7 +268,7 @@ def _observe_answer(observed: Observed, raw: bytes) -> None:
 
 
 def _watch_alerts(settings: Settings, observed: Observed, stop: threading.Event) -> None:
-    topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+    topic = topic_name(Topic.DRIFT_ALERTS, settings.topic_prefix)
     consumer = make_consumer(settings, group_id=None)
     consumer.assign([TopicPartition(topic, 0)])
     consumer.seek_to_beginning(TopicPartition(topic, 0))

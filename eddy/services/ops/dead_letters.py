@@ -15,7 +15,7 @@ from eddy.services.config.settings import Settings
 from eddy.services.ops.console import Record, read_topic
 from eddy.streams.dead_letters.letter import ERROR_CLASS, original_headers, source_of
 from eddy.streams.transport.clients import make_producer
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 REPLAYED_FROM = "eddy.replayed-from"
 SEND_TIMEOUT_S = 30.0
@@ -55,9 +55,7 @@ def replay_refusal(topic: str, prefix: str) -> str | None:
 
 
 def dead_letter_topic(settings: Settings) -> str:
-    return spec_for(
-        Topic.DEAD_LETTER, prefix=settings.topic_prefix, partitions=settings.partitions
-    ).name
+    return topic_name(Topic.DEAD_LETTER, settings.topic_prefix)
 
 
 def dead_letters(

@@ -59,7 +59,7 @@ from eddy.streams.messages.validation import InvalidMessage, decode
 from eddy.streams.transport.admin import committed_offsets
 from eddy.streams.transport.clients import make_admin, make_consumer, make_producer
 from eddy.streams.transport.groups import SERVICES_WITH_GROUPS, group_id
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ class Monitor:
                 log.warning("sampling failed", extra={"error": repr(exc)})
 
     def run_alerts(self) -> None:
-        topic = spec_for(Topic.DRIFT_ALERTS, prefix=self.settings.topic_prefix, partitions=1).name
+        topic = topic_name(Topic.DRIFT_ALERTS, self.settings.topic_prefix)
         consumer = make_consumer(self.settings, group_id=None)
         where = TopicPartition(topic, 0)
         consumer.assign([where])

@@ -60,7 +60,7 @@ from eddy.streams.transport.clients import (
     make_redis,
 )
 from eddy.streams.transport.groups import group_id
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, spec_for, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,6 @@ def build_pipeline(
     ``side_outputs=False`` for re-applying from Kafka, with snapshots of the last label
     window recorded only when ``snapshots`` (default: as ``side_outputs``)."""
 
-    def name(topic: Topic) -> str:
-        return spec_for(topic, prefix=settings.topic_prefix, partitions=settings.partitions).name
-
     redis = make_redis(settings)
     snapshot_store = (
         SnapshotStore(redis, settings.topic_prefix, settings.label_window_s)
@@ -100,8 +97,8 @@ def build_pipeline(
         store=OnlineStore(redis, settings.topic_prefix, settings.feature_ttl_s),
         snapshot_store=snapshot_store,
         producer=make_producer(settings, linger_ms=PRODUCER_LINGER_MS),
-        dead_letter_topic=name(Topic.DEAD_LETTER),
-        examples_topic=name(Topic.TRAINING_EXAMPLES),
+        dead_letter_topic=topic_name(Topic.DEAD_LETTER, settings.topic_prefix),
+        examples_topic=topic_name(Topic.TRAINING_EXAMPLES, settings.topic_prefix),
         max_future=timedelta(seconds=settings.max_event_time_skew_s),
         side_outputs=side_outputs,
         snapshot_horizon_s=None if side_outputs else settings.label_window_s,
@@ -111,9 +108,7 @@ def build_pipeline(
 
 def build_app(settings: Settings, fs: FeatureSet = FEATURES) -> faust.App:
     app = make_app(settings, app_id(settings))
-    events_topic = spec_for(
-        Topic.EVENTS, prefix=settings.topic_prefix, partitions=settings.partitions
-    ).name
+    events_topic = topic_name(Topic.EVENTS, settings.topic_prefix)
     events = app.topic(events_topic, key_serializer="raw", value_serializer="raw")
     pipeline = build_pipeline(settings, fs, repairs=True)
     wait_s = settings.feature_batch_wait_ms / 1000

@@ -69,7 +69,7 @@ from eddy.streams.transport.clients import (
     subscribe,
 )
 from eddy.streams.transport.groups import group_id
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -194,19 +194,17 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.settings = settings
         self.config = config
         self.on_snapshot = on_snapshot
-        prefix, partitions = settings.topic_prefix, settings.partitions
-        self.examples_topic = spec_for(
-            Topic.TRAINING_EXAMPLES, prefix=prefix, partitions=partitions
-        ).name
-        self.labels_topic = spec_for(Topic.LABELS, prefix=prefix, partitions=partitions).name
-        self.alerts_topic = spec_for(Topic.DRIFT_ALERTS, prefix=prefix, partitions=partitions).name
+        prefix = settings.topic_prefix
+        self.examples_topic = topic_name(Topic.TRAINING_EXAMPLES, prefix)
+        self.labels_topic = topic_name(Topic.LABELS, prefix)
+        self.alerts_topic = topic_name(Topic.DRIFT_ALERTS, prefix)
         key = settings.deployment_key()
         self.checkpoints = CheckpointStore(settings.data_dir / "checkpoints" / config.model, key)
         self.snapshots = SnapshotStore(make_redis(settings), prefix, settings.label_window_s)
         self.producer = make_producer(settings)
         self.dead_letters = DeadLetterSink(
             self.producer,
-            spec_for(Topic.DEAD_LETTER, prefix=prefix, partitions=partitions).name,
+            topic_name(Topic.DEAD_LETTER, prefix),
             topic_prefix=prefix,
             counted=metrics.count_dead_letters,
         )

@@ -91,6 +91,15 @@ _LAYOUT: dict[Topic, tuple[type[Contract] | None, str | None, bool, dict[str, st
 }
 
 
+def topic_name(topic: Topic, prefix: str) -> str:
+    """The name of ``topic`` in a deployment whose topics start with ``prefix``.
+
+    >>> topic_name(Topic.EVENTS, "eddy.")
+    'eddy.events'
+    """
+    return f"{prefix}{topic.value}"
+
+
 def spec_for(topic: Topic, *, prefix: str, partitions: int) -> TopicSpec:
     """The spec of ``topic`` under ``prefix``; unpartitioned topics get one partition.
 
@@ -100,7 +109,7 @@ def spec_for(topic: Topic, *, prefix: str, partitions: int) -> TopicSpec:
     contract, key_field, partitioned, config = _LAYOUT[topic]
     return TopicSpec(
         topic=topic,
-        name=f"{prefix}{topic.value}",
+        name=topic_name(topic, prefix),
         partitions=partitions if partitioned else 1,
         contract=contract,
         key_field=key_field,

@@ -25,8 +25,9 @@ from eddy.services.governance.sources import alerts_topic, find_alerts, write_re
 from eddy.services.promotion.live_evaluation import LiveEvaluator
 from eddy.services.promotion.rules import RollbackGuard
 from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.lineage import LIBRARIES
 from eddy.services.registry.store import CHAMPION, Registry, trainer_identity
-from eddy.services.training.retrainer import LIBRARIES, Retrainer
+from eddy.services.training.retrainer import Retrainer
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.learning.slices import split
 from eddy.streams.messages.contracts import (

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from eddy.services.registry.lineage import UNKNOWN_CODE_VERSION
 from eddy.services.registry.store import (
     ALIASES,
     CHAMPION,
@@ -48,9 +49,6 @@ NOT_RECORDED = "not recorded"
 NOT_APPLICABLE = "not applicable"
 STILL_SERVING = "still serving"
 ALERT_TRIGGER = "alert"
-UNKNOWN_CODE_VERSION = (
-    "unknown"  # what eddy.services.training.retrainer.code_version gives without git
-)
 # The audit action of promotion decisions; the retrainer's carry the trigger in details.
 DECISION = "decision"
 REGISTER = "register"

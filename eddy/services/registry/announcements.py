@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from eddy.services.config.settings import Settings
+from eddy.services.registry.lineage import code_version, library_versions
 from eddy.services.registry.store import CHAMPION, RIVER, Lineage, Registry, Version
-from eddy.services.training.retrainer import code_version, library_versions
 from eddy.services.workers.learner import LearnerState
 from eddy.streams.learning.slices import flatten
 from eddy.streams.messages.contracts import ModelUpdate

@@ -36,13 +36,11 @@ command on the ``control`` topic (the status API's ``POST /api/retrain``, the CL
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -55,7 +53,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, roc_auc_score
 from sklearn.pipeline import Pipeline
 
-from eddy.services.config.settings import PROJECT_ROOT, Settings
+from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
 from eddy.services.ops.liveness import Liveness, consumer_positions
 from eddy.services.promotion.live_evaluation import LiveEvaluator
@@ -81,6 +79,12 @@ from eddy.services.promotion.rules import (
     significantly_below_majority,
     slice_regressions,
     trivial_scores,
+)
+from eddy.services.registry.lineage import (
+    code_version,
+    library_versions,
+    offset_ranges,
+    window_time,
 )
 from eddy.services.registry.store import (
     CHALLENGER,
@@ -126,7 +130,6 @@ log = logging.getLogger(__name__)
 
 ESTIMATORS = ("hist_gradient_boosting", "logistic_regression")
 POLL_MS = 500
-LIBRARIES = ("scikit-learn", "river", "numpy", "skops")
 DEAD_LETTER_TIMEOUT_S = 30.0
 # A champion review reads this many smallest decidable holdouts of recent examples (at
 # most the retrain window): enough to judge, cheap enough for every review tick.
@@ -153,16 +156,6 @@ def require_examples(count: int, min_holdout: int) -> None:
 @dataclass(frozen=True)
 class TrainingSet:
     examples: list[TrainingExample]
-
-    @property
-    def offsets(self) -> dict[str, list[int]]:
-        """First and last source offset per source partition: the lineage of the data."""
-        ranges: dict[str, list[int]] = {}
-        for e in self.examples:
-            key = f"{e.source.topic}[{e.source.partition}]"
-            first, last = ranges.get(key, [e.source.offset, e.source.offset])
-            ranges[key] = [min(first, e.source.offset), max(last, e.source.offset)]
-        return ranges
 
     def split(self, holdout: float) -> tuple[list[TrainingExample], list[TrainingExample]]:
         cut = len(self.examples) - max(1, int(len(self.examples) * holdout))
@@ -275,29 +268,6 @@ def retrained_alerts(versions: Sequence[Version]) -> set[str]:
             done.update(trigger.get("burst", "").split(","))
     done.discard("")
     return done
-
-
-def code_version() -> str:
-    try:
-        return subprocess.run(  # noqa: S603
-            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],  # noqa: S607
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def library_versions() -> dict[str, str]:
-    found = {}
-    for name in LIBRARIES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "absent"
-    return found
 
 
 @dataclass(frozen=True)
@@ -420,7 +390,7 @@ class Retrainer:
         if not self.settings.retrain_refresh or not window:
             return None
         retrained = [v for v in self.registry.versions(model) if v.flavor == SKLEARN]
-        learned_until = [_window_time(v, "to") for v in retrained]
+        learned_until = [window_time(v, "to") for v in retrained]
         if not retrained or None in learned_until:
             return None
         if window[0].event_time <= max(t for t in learned_until if t is not None):
@@ -445,7 +415,7 @@ class Retrainer:
             (
                 t
                 for v in self.registry.versions(model)
-                if v.flavor == SKLEARN and (t := _window_time(v, AFTER_DRIFT_SEEN))
+                if v.flavor == SKLEARN and (t := window_time(v, AFTER_DRIFT_SEEN))
             ),
             default=None,
         )
@@ -698,7 +668,7 @@ class Retrainer:
         winner = best_contender(scores, trivial, self.gate)
         trainer = f"retrainer ({self.settings.client_id})"
         lineage = Lineage(
-            trained_on=data.offsets,
+            trained_on=offset_ranges(e.source for e in data.examples),
             feature_set=",".join(sorted({e.feature_set for e in data.examples})),
             params={"estimator": self.settings.retrain_estimator, **_params(estimator)},
             libraries=library_versions(),
@@ -831,7 +801,7 @@ def unseen_holdout(
 def refitted_until(version: Version) -> datetime | None:
     """The newest example a version refitted on its holdout learned from (None if not
     refitted: it never learned the examples it was judged on)."""
-    return _window_time(version, "to") if REFITTED_ON in version.lineage.window else None
+    return window_time(version, "to") if REFITTED_ON in version.lineage.window else None
 
 
 def refit_on_all(judged: Pipeline, examples: Sequence[TrainingExample]) -> Pipeline:
@@ -900,12 +870,6 @@ def refit_needs_no_proof(trigger: dict[str, str], champion_flavor: str, *, stop_
     True
     """
     return stop_gap or champion_flavor == RIVER or trigger.get("type") in (REFRESH, ALERT)
-
-
-def _window_time(version: Version, key: str) -> datetime | None:
-    """A time a version's lineage window records (``to``: its newest example's)."""
-    value = version.lineage.window.get(key)
-    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 def _params(estimator: Pipeline) -> dict[str, Any]:

@@ -302,9 +302,10 @@ def retrain(
         )
         return
     from eddy.services.registry.announcements import open_registry
+    from eddy.services.registry.triggers import Trigger, TriggerKind
     from eddy.services.training.retrainer import Retrainer
 
-    trigger = {"type": "operator", "id": trainer_identity("eddy retrain"), "reason": reason}
+    trigger = Trigger(TriggerKind.OPERATOR, trainer_identity("eddy retrain"), reason=reason)
     outcome = Retrainer(settings, open_registry(settings)).retrain(model, trigger)
     typer.echo(
         f"{model}@{outcome.version}: {outcome.decision.action} ({outcome.decision.reason}) "

@@ -17,6 +17,7 @@ from pathlib import Path
 from eddy.services.config.settings import Settings
 from eddy.services.registry.lineage import code_version, library_versions
 from eddy.services.registry.store import CHAMPION, RIVER, Lineage, Registry, Version
+from eddy.services.registry.triggers import Trigger, TriggerKind
 from eddy.services.workers.learner import LearnerState
 from eddy.streams.learning.slices import flatten
 from eddy.streams.messages.contracts import ModelUpdate
@@ -92,7 +93,7 @@ def learner_snapshots(registry: Registry, role: str) -> Callable[[LearnerState, 
             params={"kind": learner.config.kind, "detector": learner.config.detector},
             libraries=library_versions(),
             code_version=code_version(),
-            trigger={"type": "checkpoint", "id": checkpoint.name},
+            trigger=Trigger(TriggerKind.CHECKPOINT, checkpoint.name).to_dict(),
             trainer=role,
             window=window,
         )

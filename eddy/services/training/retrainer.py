@@ -95,6 +95,7 @@ from eddy.services.registry.store import (
     Registry,
     Version,
 )
+from eddy.services.registry.triggers import Trigger, TriggerKind
 from eddy.services.training.bursts import (
     AFTER_DRIFT_SEEN,
     Burst,
@@ -134,9 +135,6 @@ DEAD_LETTER_TIMEOUT_S = 30.0
 # A champion review reads this many smallest decidable holdouts of recent examples (at
 # most the retrain window): enough to judge, cheap enough for every review tick.
 REVIEW_HOLDOUTS = 10
-REFRESH = "refresh"  # the trigger type of a retrain on data no retrained version saw
-BELOW_MAJORITY = "below majority"  # the trigger of a retrain for a champion worse than it
-ALERT = "alert"  # the trigger type of a retrain for a burst of drift alerts
 REFITTED_ON = "refitted_on"  # lineage window: examples the promoted fit learned from
 MAJORITY_CLASS = "majority_class"  # the estimator of the stand-in served when no model beats it
 
@@ -255,19 +253,12 @@ def evaluate_slices(
 def retrained_alerts(versions: Sequence[Version]) -> set[str]:
     """Ids of the alerts some version was already trained for (its trigger's burst).
 
-    >>> trigger = {"type": "alert", "id": "a1", "burst": "a1,a2"}
+    >>> trigger = Trigger(TriggerKind.ALERT, "a1", burst=("a1", "a2")).to_dict()
     >>> lineage = Lineage({}, "fs", {}, {}, "c", trigger, "t")
     >>> sorted(retrained_alerts([Version("m", 1, "sklearn", "x", 0.0, "t", {}, lineage)]))
     ['a1', 'a2']
     """
-    done: set[str] = set()
-    for version in versions:
-        trigger = version.lineage.trigger
-        if trigger.get("type") == ALERT:
-            done.add(trigger.get("id", ""))
-            done.update(trigger.get("burst", "").split(","))
-    done.discard("")
-    return done
+    return {i for v in versions for i in Trigger.from_dict(v.lineage.trigger).alert_ids}
 
 
 @dataclass(frozen=True)
@@ -395,14 +386,14 @@ class Retrainer:
             return None
         if window[0].event_time <= max(t for t in learned_until if t is not None):
             return None
-        return self.retrain_after_change_point(model, champion, REFRESH)
+        return self.retrain_after_change_point(model, champion, TriggerKind.REFRESH)
 
     def retrain_after_change_point(
-        self, model: str, champion: Version, kind: str
+        self, model: str, champion: Version, kind: TriggerKind
     ) -> Decision | None:
         """A retrain about ``champion`` (trigger ``kind``) learning after the newest change
         point a retrain learned after; None when there was too little to train on."""
-        trigger = {"type": kind, "id": f"{model}@{champion.version}"}
+        trigger = Trigger(kind, f"{model}@{champion.version}")
         try:
             return self.retrain(model, trigger, since=self.newest_change_point(model)).decision
         except ValueError as exc:  # e.g. one class only in the window
@@ -450,7 +441,7 @@ class Retrainer:
         if not significantly_below_majority(right, labels, majority_label(labels), confidence):
             return None
         self._below_majority_tried[champion.version] = examples[-1].event_time
-        return self.retrain_after_change_point(model, champion, BELOW_MAJORITY)
+        return self.retrain_after_change_point(model, champion, TriggerKind.BELOW_MAJORITY)
 
     def served_since_promotion(
         self, model: str, champion: Version, window: Sequence[TrainingExample]
@@ -479,7 +470,7 @@ class Retrainer:
         if judged or examples < needed:
             return None
         self._bootstrapped.add(champion.version)  # tried once per snapshot and process
-        trigger = {"type": "cold start", "id": f"{model}@{champion.version}"}
+        trigger = Trigger(TriggerKind.COLD_START, f"{model}@{champion.version}")
         try:
             return self.retrain(model, trigger).decision
         except ValueError as exc:  # e.g. one class only: a later alert or command retrains
@@ -614,7 +605,7 @@ class Retrainer:
     def retrain(
         self,
         model: str,
-        trigger: dict[str, str],
+        trigger: Trigger,
         since: datetime | None = None,
         waiting: bool = False,
     ) -> Outcome:
@@ -673,7 +664,7 @@ class Retrainer:
             params={"estimator": self.settings.retrain_estimator, **_params(estimator)},
             libraries=library_versions(),
             code_version=code_version(),
-            trigger=trigger,
+            trigger=trigger.to_dict(),
             trainer=trainer,
             window={
                 "examples": len(data.examples),
@@ -752,7 +743,7 @@ class Retrainer:
                 "champion": champion.version if champion else None,
                 "winner": winner_version,
                 "contenders": scores | {"trivial baseline": trivial},
-                "trigger": trigger,
+                "trigger": trigger.to_dict(),
                 "slices": {"candidate": candidate_slices, "champion": champion_slices},
             },
         )
@@ -770,7 +761,7 @@ class Retrainer:
                 "action": decision.action,
                 "reason": decision.reason,
                 "seconds": round(outcome.seconds, 3),
-                "trigger": trigger,
+                "trigger": trigger.to_dict(),
             },
         )
         return outcome
@@ -838,7 +829,7 @@ def is_majority(version: Version) -> bool:
     return version.lineage.params.get("estimator") == MAJORITY_CLASS
 
 
-def refit_needs_no_proof(trigger: dict[str, str], champion_flavor: str, *, stop_gap: bool) -> bool:
+def refit_needs_no_proof(trigger: Trigger, champion_flavor: str, *, stop_gap: bool) -> bool:
     """Whether a fresh fit of the retrain estimator replaces the champion when it is no
     worse on the same held-out examples (:func:`paired_no_regression`) rather than
     significantly better (:func:`paired_promotion`).
@@ -858,18 +849,22 @@ def refit_needs_no_proof(trigger: dict[str, str], champion_flavor: str, *, stop_
     is a ``stop_gap``: the majority-class stand-in, or a fit right less often than the
     majority class on the held-out examples.
 
-    >>> refit_needs_no_proof({"type": "cold start"}, RIVER, stop_gap=False)
+    >>> refit_needs_no_proof(Trigger(TriggerKind.COLD_START), RIVER, stop_gap=False)
     True
-    >>> refit_needs_no_proof({"type": "refresh"}, SKLEARN, stop_gap=False)
+    >>> refit_needs_no_proof(Trigger(TriggerKind.REFRESH), SKLEARN, stop_gap=False)
     True
-    >>> refit_needs_no_proof({"type": "alert"}, SKLEARN, stop_gap=False)
+    >>> refit_needs_no_proof(Trigger(TriggerKind.ALERT), SKLEARN, stop_gap=False)
     True
-    >>> refit_needs_no_proof({"type": "operator"}, SKLEARN, stop_gap=False)
+    >>> refit_needs_no_proof(Trigger(TriggerKind.OPERATOR), SKLEARN, stop_gap=False)
     False
-    >>> refit_needs_no_proof({"type": "control"}, SKLEARN, stop_gap=True)
+    >>> refit_needs_no_proof(Trigger(TriggerKind.CONTROL), SKLEARN, stop_gap=True)
     True
     """
-    return stop_gap or champion_flavor == RIVER or trigger.get("type") in (REFRESH, ALERT)
+    return (
+        stop_gap
+        or champion_flavor == RIVER
+        or trigger.kind in (TriggerKind.REFRESH, TriggerKind.ALERT)
+    )
 
 
 def _params(estimator: Pipeline) -> dict[str, Any]:
@@ -945,7 +940,7 @@ class AlertListener:
                 if every > 0 and now - last_scheduled >= every:
                     last_scheduled = now
                     self._retrain_safely(
-                        self.settings.model_name, {"type": "schedule", "id": f"every {every}s"}
+                        self.settings.model_name, Trigger(TriggerKind.SCHEDULE, f"every {every}s")
                     )
                 for model, burst in list(bursts.items()):
                     if now >= burst.due:
@@ -1051,7 +1046,7 @@ class AlertListener:
         if not fresh:
             log.info("alerts already retrained", extra={"model": model, "alerts": burst.alert_ids})
             return None
-        trigger = {"type": ALERT, "id": fresh[0], "burst": ",".join(fresh)}
+        trigger = Trigger(TriggerKind.ALERT, fresh[0], burst=tuple(fresh))
         waiting = burst.waiting(now, self.settings.retrain_drift_wait_s)
         try:
             with self.liveness.busy("retrain"):
@@ -1068,7 +1063,7 @@ class AlertListener:
             log.warning("retrain skipped", extra={"model": model, "reason": str(exc)})
         return None
 
-    def _retrain_safely(self, model: str, trigger: dict[str, str]) -> None:
+    def _retrain_safely(self, model: str, trigger: Trigger) -> None:
         try:
             with self.liveness.busy("retrain"):
                 self.retrainer.retrain(model, trigger)

@@ -22,13 +22,8 @@ from eddy.services.config.settings import Settings
 from eddy.services.registry.announcements import open_registry
 from eddy.services.registry.store import CHAMPION, RIVER, SKLEARN, Lineage, Registry
 from eddy.services.registry.triggers import Trigger, TriggerKind
-from eddy.services.training.retrainer import (
-    MAJORITY_CLASS,
-    REFITTED_ON,
-    Retrainer,
-    is_majority,
-    make_estimator,
-)
+from eddy.services.training.core import MAJORITY_CLASS, REFITTED_ON, is_majority, make_estimator
+from eddy.services.training.retrainer import Retrainer
 from eddy.streams.learning.models import make_model, numeric
 from eddy.streams.transport.admin import ensure_topics
 from tests.integration.test_retrainer import publish_examples

@@ -27,7 +27,8 @@ from eddy.services.registry.announcements import open_registry
 from eddy.services.registry.store import CHALLENGER, CHAMPION, Registry
 from eddy.services.registry.triggers import Trigger, TriggerKind
 from eddy.services.training.bursts import Burst, fold
-from eddy.services.training.retrainer import REFITTED_ON, AlertListener, Retrainer
+from eddy.services.training.core import REFITTED_ON
+from eddy.services.training.retrainer import AlertListener, Retrainer
 from eddy.streams.messages.contracts import (
     DriftAlert,
     DriftKind,

@@ -20,7 +20,8 @@ from eddy.services.config.settings import Settings
 from eddy.services.registry.announcements import open_registry
 from eddy.services.registry.store import CHAMPION, SKLEARN, Lineage
 from eddy.services.registry.triggers import Trigger, TriggerKind
-from eddy.services.training.retrainer import Retrainer, make_estimator
+from eddy.services.training.core import make_estimator
+from eddy.services.training.retrainer import Retrainer
 from eddy.streams.learning.models import numeric
 from eddy.streams.learning.slices import split
 from eddy.streams.transport.admin import ensure_topics

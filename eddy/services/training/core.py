@@ -5,11 +5,12 @@ result: de-duplicate and order them (:func:`training_set`), split a holdout the 
 never learned (:func:`unseen_holdout`), fit a candidate (:func:`make_estimator`), score
 every contender on the same held-out examples (:func:`evaluate`, :func:`correctness`,
 :func:`evaluate_slices`), refit the winner on everything (:func:`refit_on_all`), build
-the majority-class stand-in (:func:`majority_class`), and say when a fresh fit needs no
-significance to replace the champion (:func:`refit_needs_no_proof`). The retrainer
-(:mod:`eddy.services.training.retrainer`) and the backtest replay
-(:mod:`eddy.services.backtest.replay`) both call it, so a backtest retrains as the
-running system does; being pure, it is tested without a broker.
+the majority-class stand-in (:func:`majority_class`), say what to do when no contender
+beats the trivial baseline (:func:`stand_in_decision`, :func:`no_contender_decision`),
+and when a fresh fit needs no significance to replace the champion
+(:func:`refit_needs_no_proof`). The retrainer (:mod:`eddy.services.training.retrainer`)
+and the backtest replay (:mod:`eddy.services.backtest.replay`) both call it, so a
+backtest retrains as the running system does; being pure, it is tested without a broker.
 
 >>> from datetime import UTC, datetime
 >>> from eddy.streams.messages.contracts import SourceOffset
@@ -30,7 +31,7 @@ running system does; being pure, it is tested without a broker.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,6 +45,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, roc_auc_score
 from sklearn.pipeline import Pipeline
 
+from eddy.services.promotion.rules import KEEP, PROMOTE, Decision
 from eddy.services.registry.lineage import window_time
 from eddy.services.registry.store import RIVER, SKLEARN, Version
 from eddy.services.registry.triggers import Trigger, TriggerKind
@@ -224,6 +226,45 @@ def majority_class(examples: Sequence[TrainingExample]) -> Pipeline:
     )
     model.fit(fit_vectors([e.features for e in examples]), [e.label for e in examples])
     return model
+
+
+def stand_in_decision(
+    metric: str,
+    trivial: Mapping[str, float],
+    champion: Mapping[str, float],
+    holdout_size: int,
+) -> Decision:
+    """Serve the majority-class stand-in (:func:`majority_class`): no contender beats the
+    trivial baseline on the held-out examples, and the champion is right on
+    significantly fewer of them than the majority class.
+
+    >>> trivial = {"log_loss": 0.69, "accuracy": 0.6}
+    >>> decision = stand_in_decision("log_loss", trivial, {"accuracy": 0.4}, 50)
+    >>> decision.action, decision.evidence
+    ('promote', {'metric': 'accuracy', 'champion': 0.4, 'trivial': 0.6})
+    """
+    return Decision(
+        PROMOTE,
+        f"No contender beats the trivial baseline ({metric} {trivial[metric]:.4g} on "
+        f"{holdout_size} held-out examples) and the champion is right on significantly "
+        f"fewer of them than the majority class (accuracy {champion['accuracy']:.4g} vs "
+        f"{trivial['accuracy']:.4g}): serve the majority class until a model beats it.",
+        {"metric": "accuracy", "champion": champion["accuracy"], "trivial": trivial["accuracy"]},
+    )
+
+
+def no_contender_decision(metric: str, trivial: Mapping[str, float], holdout_size: int) -> Decision:
+    """Keep the candidate registered, not served: no contender beats the trivial baseline.
+
+    >>> no_contender_decision("log_loss", {"log_loss": 0.69, "accuracy": 0.6}, 50).evidence
+    {'metric': 'log_loss', 'trivial': 0.69}
+    """
+    return Decision(
+        KEEP,
+        f"No contender beats the trivial baseline ({metric} {trivial[metric]:.4g} on "
+        f"{holdout_size} held-out examples): keep the candidate registered, not served.",
+        {"metric": metric, "trivial": trivial[metric]},
+    )
 
 
 def is_majority(version: Version) -> bool:

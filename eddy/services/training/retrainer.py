@@ -57,7 +57,6 @@ from eddy.services.promotion.live_evaluation import LiveEvaluator
 from eddy.services.promotion.live_runner import evaluate_live
 from eddy.services.promotion.rules import (
     HIGHER_IS_BETTER,
-    KEEP,
     PROMOTE,
     ROLLBACK,
     Decision,
@@ -121,10 +120,12 @@ from eddy.services.training.core import (
     is_majority,
     majority_class,
     make_estimator,
+    no_contender_decision,
     refit_needs_no_proof,
     refit_on_all,
     refitted_until,
     require_examples,
+    stand_in_decision,
     training_set,
     unseen_holdout,
 )
@@ -583,27 +584,9 @@ class Retrainer:
             candidate_metrics, candidate_slices = trivial, {}
             lineage = replace(lineage, params={"estimator": MAJORITY_CLASS})
             lineage.window[REFITTED_ON] = len(data.examples)
-            decision = Decision(
-                PROMOTE,
-                f"No contender beats the trivial baseline ({self.gate.metric} "
-                f"{trivial[self.gate.metric]:.4g} on {len(holdout)} held-out examples) and "
-                f"the champion is right on significantly fewer of them than the majority "
-                f"class (accuracy {champion_metrics['accuracy']:.4g} vs "
-                f"{trivial['accuracy']:.4g}): serve the majority class until a model beats it.",
-                {
-                    "metric": "accuracy",
-                    "champion": champion_metrics["accuracy"],
-                    "trivial": trivial["accuracy"],
-                },
-            )
+            decision = stand_in_decision(self.gate.metric, trivial, champion_metrics, len(holdout))
         elif winner is None:
-            decision = Decision(
-                KEEP,
-                f"No contender beats the trivial baseline ({self.gate.metric} "
-                f"{trivial[self.gate.metric]:.4g} on {len(holdout)} held-out examples): "
-                "keep the candidate registered, not served.",
-                {"metric": self.gate.metric, "trivial": trivial[self.gate.metric]},
-            )
+            decision = no_contender_decision(self.gate.metric, trivial, len(holdout))
         else:
             entry, winner_model, winner_flavor = loaded[winner]
             winner_slices = (

@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 from bench_features import deployment, throwaway
 
 from eddy.services.config.settings import Settings
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import RIVER, SKLEARN, Lineage
 from eddy.services.serving.cache import AnswerCache, Ask, Usage
 from eddy.services.serving.predictor import Predictor

@@ -23,7 +23,7 @@ import pytest
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops.console import read_topic
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import CHALLENGER, CHAMPION, Registry
 from eddy.services.registry.triggers import Trigger, TriggerKind
 from eddy.services.training.bursts import Burst, fold

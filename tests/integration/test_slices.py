@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from eddy.services.config.settings import Settings
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import CHAMPION, SKLEARN, Lineage
 from eddy.services.registry.triggers import Trigger, TriggerKind
 from eddy.services.training.core import make_estimator

@@ -25,7 +25,7 @@ from eddy.services.governance.report import (
     assemble,
     render_html,
 )
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.triggers import Trigger
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.messages.contracts import DriftAlert

@@ -53,15 +53,6 @@ def announcer(settings: Settings) -> Callable[[str, Version, str | None], None]:
     return announce
 
 
-def open_registry(settings: Settings, *, announce: bool = True) -> Registry:
-    """The deployment's registry, signing with the deployment's key."""
-    return Registry(
-        settings.data_dir / "registry",
-        settings.deployment_key(),
-        announcer(settings) if announce else None,
-    )
-
-
 def learner_snapshots(registry: Registry, role: str) -> Callable[[LearnerState, Path], None]:
     """The learner's snapshot hook: each snapshot becomes a version (``model@offsets``).
 

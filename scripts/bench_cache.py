@@ -56,12 +56,12 @@ sys.path.insert(0, str(ROOT))
 from bench_features import deployment, throwaway
 
 from eddy.services.config.settings import Settings
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import RIVER, SKLEARN, Lineage
 from eddy.services.serving.cache import AnswerCache, Ask, Usage
 from eddy.services.serving.predictor import Predictor
 from eddy.services.serving.scoring import Loaded, score_batch
-from eddy.services.training.retrainer import make_estimator
+from eddy.services.training.core import make_estimator
 from eddy.streams.features.compute import EntityState, FeatureValue, apply_event, feature_vector
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.learning.models import make_model, numeric

@@ -60,10 +60,10 @@ from bench_features import (
 from kafka import TopicPartition
 
 from eddy.services.config.settings import Settings
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import CHAMPION, Lineage
 from eddy.services.serving.predictor import POLL_MS, PRODUCER_LINGER_MS, SEND_TIMEOUT_S
-from eddy.services.training.retrainer import make_estimator
+from eddy.services.training.core import make_estimator
 from eddy.streams.features.compute import EntityState, apply_event, feature_vector
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.learning.models import numeric

@@ -30,7 +30,7 @@ from bench_features import deployment, throwaway, wait_for_group
 from kafka import TopicPartition
 
 from eddy.services.config.settings import Settings
-from eddy.services.training.retrainer import make_estimator
+from eddy.services.training.core import make_estimator
 from eddy.streams.learning.models import numeric
 from eddy.streams.messages.contracts import DriftAlert, DriftKind, SourceOffset, TrainingExample
 from eddy.streams.messages.validation import decode, encode

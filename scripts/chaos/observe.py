@@ -20,7 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from chaos.ledger import Answer, Observed, SeenVersion
 from eddy.services.config.settings import Settings
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.workers.learner import CheckpointStore
 from eddy.streams.dead_letters.letter import ERROR_CLASS, source_of
 from eddy.streams.features.compute import EntityState

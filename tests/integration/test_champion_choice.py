@@ -19,15 +19,11 @@ from pathlib import Path
 import pytest
 
 from eddy.services.config.settings import Settings
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import CHAMPION, RIVER, SKLEARN, Lineage, Registry
-from eddy.services.training.retrainer import (
-    MAJORITY_CLASS,
-    REFITTED_ON,
-    Retrainer,
-    is_majority,
-    make_estimator,
-)
+from eddy.services.registry.triggers import Trigger, TriggerKind
+from eddy.services.training.core import MAJORITY_CLASS, REFITTED_ON, is_majority, make_estimator
+from eddy.services.training.retrainer import Retrainer
 from eddy.streams.learning.models import make_model, numeric
 from eddy.streams.transport.admin import ensure_topics
 from tests.integration.test_retrainer import publish_examples
@@ -85,7 +81,7 @@ def test_a_retrain_never_serves_a_model_worse_than_ignoring_the_features(
 ) -> None:
     registry = open_registry(deployment, announce=False)
     publish(deployment, noise(1500, seed=1, positive=0.75), time.time(), "noise")
-    outcome = Retrainer(deployment, registry).retrain(MODEL, {"type": "operator", "id": "t"})
+    outcome = Retrainer(deployment, registry).retrain(MODEL, Trigger(TriggerKind.OPERATOR, "t"))
     assert outcome.decision.action == "keep", outcome.decision.reason
     assert outcome.decision.reason.startswith("No contender beats the trivial baseline")
     assert registry.alias(MODEL, CHAMPION) is None
@@ -103,7 +99,7 @@ def test_a_retrain_judges_the_champion_and_promotes_only_a_significant_winner(
     registry.promote(MODEL, champion.version, "test", "initial")
     # The same concept: the candidate is no better on the same held-out examples.
     publish(deployment, concept(1500, seed=2, flipped=False), time.time(), "same")
-    same = Retrainer(deployment, registry).retrain(MODEL, {"type": "operator", "id": "same"})
+    same = Retrainer(deployment, registry).retrain(MODEL, Trigger(TriggerKind.OPERATOR, "same"))
     assert same.decision.action != "promote", same.decision.reason
     assert registry.alias(MODEL, CHAMPION).version == champion.version  # type: ignore[union-attr]
 
@@ -174,7 +170,7 @@ def test_a_champion_is_refreshed_once_the_review_window_is_data_it_never_saw(
     retrainer = Retrainer(deployment, registry)
     start = time.time()
     publish(deployment, concept(400, seed=8, flipped=True), start, "first")
-    first = retrainer.retrain(MODEL, {"type": "operator", "id": "first"})
+    first = retrainer.retrain(MODEL, Trigger(TriggerKind.OPERATOR, "first"))
     assert first.decision.action == "promote", first.decision.reason
     # Still data the champion learned from in the review window: no refresh.
     publish(deployment, concept(300, seed=9, flipped=True), start + 1, "some")
@@ -199,7 +195,7 @@ def test_no_refresh_when_it_is_turned_off(deployment: Settings) -> None:
     retrainer = Retrainer(settings, registry)
     start = time.time()
     publish(settings, concept(400, seed=8, flipped=True), start, "first")
-    retrainer.retrain(MODEL, {"type": "operator", "id": "first"})
+    retrainer.retrain(MODEL, Trigger(TriggerKind.OPERATOR, "first"))
     publish(settings, concept(1500, seed=10, flipped=True), start + 1, "new")
     retrainer.review_champion(MODEL)
     assert len(registry.versions(MODEL)) == 1
@@ -236,7 +232,7 @@ def test_a_champion_worse_than_the_majority_class_gives_way_to_it_until_a_fit_be
     # retrain's fit beats the stand-in and replaces it.
     publish(settings, concept(1500, seed=13, flipped=True), start + 2, "new")
     assert all(d.action != "rollback" for d in retrainer.review_champion(MODEL))
-    outcome = retrainer.retrain(MODEL, {"type": "operator", "id": "new concept"})
+    outcome = retrainer.retrain(MODEL, Trigger(TriggerKind.OPERATOR, "new concept"))
     assert outcome.decision.action == "promote", outcome.decision.reason
     fit = registry.alias(MODEL, CHAMPION)
     assert fit is not None

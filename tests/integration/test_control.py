@@ -29,7 +29,7 @@ from eddy.services.config.settings import Settings
 from eddy.services.ops.console import read_topic
 from eddy.services.ops.dead_letters import dead_letters
 from eddy.services.ops.monitor import Monitor
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import Registry
 from eddy.services.training.control import control_topic, publish, request_retrain
 from eddy.services.training.retrainer import AlertListener, Retrainer

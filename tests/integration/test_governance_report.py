@@ -24,9 +24,11 @@ from eddy.services.governance.report import NOT_RECORDED, STILL_SERVING, iso
 from eddy.services.governance.sources import alerts_topic, find_alerts, write_report
 from eddy.services.promotion.live_evaluation import LiveEvaluator
 from eddy.services.promotion.rules import RollbackGuard
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.lineage import LIBRARIES
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import CHAMPION, Registry, trainer_identity
-from eddy.services.training.retrainer import LIBRARIES, Retrainer
+from eddy.services.registry.triggers import Trigger, TriggerKind
+from eddy.services.training.retrainer import Retrainer
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.learning.slices import split
 from eddy.streams.messages.contracts import (
@@ -131,12 +133,12 @@ def make_history(settings: Settings, registry: Registry) -> list[DriftAlert]:
     retrainer = Retrainer(settings, registry)
     publish_examples(settings, 0, FIRST, flipped=False)
     first = publish_alert(settings, FIRST, "a")
-    retrainer.retrain(MODEL, {"type": "alert", "id": first.alert_id, "burst": first.alert_id})
+    retrainer.retrain(MODEL, Trigger(TriggerKind.ALERT, first.alert_id, burst=(first.alert_id,)))
 
     publish_examples(settings, FIRST, SECOND, flipped=True)
     burst = [publish_alert(settings, FIRST + SECOND, "a"), publish_alert(settings, 2399, "b")]
     ids = [a.alert_id for a in burst]
-    outcome = retrainer.retrain(MODEL, {"type": "alert", "id": ids[0], "burst": ",".join(ids)})
+    outcome = retrainer.retrain(MODEL, Trigger(TriggerKind.ALERT, ids[0], burst=tuple(ids)))
     assert outcome.decision.action == "promote", outcome.decision.reason
 
     # Live: on the same 40 recent labelled examples version 2 got 30 wrong, version 1 none

@@ -375,7 +375,7 @@ def test_restored_checkpoints_refuse_tampering(learner_deployment: LearnerDeploy
 def test_online_snapshots_become_registry_versions_with_contiguous_lineage(
     learner_deployment: LearnerDeployment,
 ) -> None:
-    from eddy.services.registry.announcements import open_registry
+    from eddy.services.registry.opening import open_registry
     from eddy.services.registry.store import CHAMPION
 
     deployment = learner_deployment

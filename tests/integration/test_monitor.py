@@ -17,7 +17,7 @@ from kafka.structs import OffsetAndMetadata
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops.monitor import CHART_JS
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import Lineage
 from eddy.streams.learning.models import make_model
 from eddy.streams.messages.contracts import DriftAlert, DriftKind

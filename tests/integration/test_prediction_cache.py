@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 from eddy.services.config.settings import Settings
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import Registry
 from eddy.services.serving.cache import Entry
 from eddy.services.serving.predictor import Predictor, request_log_key

@@ -23,7 +23,7 @@ from sklearn.pipeline import make_pipeline
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops.console import read_topic
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import Lineage, Registry
 from eddy.services.registry.tracing import trace_request
 from eddy.services.serving.client import PredictionClient

@@ -23,10 +23,12 @@ import pytest
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops.console import read_topic
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import CHALLENGER, CHAMPION, Registry
+from eddy.services.registry.triggers import Trigger, TriggerKind
 from eddy.services.training.bursts import Burst, fold
-from eddy.services.training.retrainer import REFITTED_ON, AlertListener, Retrainer
+from eddy.services.training.core import REFITTED_ON
+from eddy.services.training.retrainer import AlertListener, Retrainer
 from eddy.streams.messages.contracts import (
     DriftAlert,
     DriftKind,
@@ -211,11 +213,11 @@ def test_worse_candidates_stay_challengers_and_rollback_is_audited(deployment: S
     registry = open_registry(deployment)
     retrainer = Retrainer(deployment, registry)
     publish_examples(deployment, concept(3000, seed=2, flipped=False), start=0)
-    first = retrainer.retrain(MODEL, {"type": "operator", "id": "test"})
+    first = retrainer.retrain(MODEL, Trigger(TriggerKind.OPERATOR, "test"))
     assert first.decision.action == "promote"
 
     # Same concept again: no better by the margin → challenger, champion unchanged.
-    second = retrainer.retrain(MODEL, {"type": "schedule", "id": "nightly"})
+    second = retrainer.retrain(MODEL, Trigger(TriggerKind.SCHEDULE, "nightly"))
     assert second.decision.action == "challenger"
     assert registry.aliases(MODEL) == {CHAMPION: 1, CHALLENGER: 2}
     promoted, challenger = registry.versions(MODEL)
@@ -225,7 +227,7 @@ def test_worse_candidates_stay_challengers_and_rollback_is_audited(deployment: S
 
     # The concept flips: the retrained model wins clearly and is promoted.
     publish_examples(deployment, concept(4000, seed=3, flipped=True), start=3000)
-    third = retrainer.retrain(MODEL, {"type": "alert", "id": "fraud:concept:9"})
+    third = retrainer.retrain(MODEL, Trigger(TriggerKind.ALERT, "fraud:concept:9"))
     assert third.decision.action == "promote", third.decision.reason
     assert registry.aliases(MODEL)[CHAMPION] == 3
 
@@ -255,7 +257,7 @@ def test_tampered_artifacts_are_refused_and_the_champion_is_unchanged(
     registry = open_registry(deployment, announce=False)
     retrainer = Retrainer(deployment, registry)
     publish_examples(deployment, concept(3000, seed=4, flipped=False), start=0)
-    retrainer.retrain(MODEL, {"type": "operator", "id": "test"})
+    retrainer.retrain(MODEL, Trigger(TriggerKind.OPERATOR, "test"))
     champion = registry.alias(MODEL, CHAMPION)
     assert champion is not None
     artifact = registry.root / "artifacts" / champion.artifact
@@ -306,7 +308,7 @@ def test_a_concept_burst_learns_only_after_the_drift_and_waits_for_enough_of_it(
     publish_examples(settings, concept(3000, seed=6, flipped=False), start=0)
     registry = open_registry(settings, announce=False)
     retrainer = Retrainer(settings, registry)
-    retrainer.retrain(MODEL, {"type": "operator", "id": "first champion"})
+    retrainer.retrain(MODEL, Trigger(TriggerKind.OPERATOR, "first champion"))
     seen = datetime.fromtimestamp(BASE + 2999, UTC)
     alert = concept_alert(
         f"{MODEL}:concept:3000",

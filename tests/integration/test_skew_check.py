@@ -34,7 +34,7 @@ import eddy.services.serving.predictor
 from eddy.services.config.settings import Settings
 from eddy.services.ops.console import read_topic
 from eddy.services.quality.skew_check import SkewCheck, run_check, run_scheduled
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import Lineage, Registry
 from eddy.services.serving.predictor import Predictor
 from eddy.services.workers.features import build_pipeline

@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from eddy.services.config.settings import Settings
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import CHAMPION, SKLEARN, Lineage
-from eddy.services.training.retrainer import Retrainer, make_estimator
+from eddy.services.registry.triggers import Trigger, TriggerKind
+from eddy.services.training.core import make_estimator
+from eddy.services.training.retrainer import Retrainer
 from eddy.streams.learning.models import numeric
 from eddy.streams.learning.slices import split
 from eddy.streams.transport.admin import ensure_topics
@@ -73,7 +75,7 @@ def test_a_slice_regression_blocks_a_promotion_and_the_audit_names_the_slice(
     _register_old_champion(settings)
     registry = open_registry(settings, announce=False)
 
-    outcome = Retrainer(settings, registry).retrain(MODEL, {"type": "operator", "id": "test"})
+    outcome = Retrainer(settings, registry).retrain(MODEL, Trigger(TriggerKind.OPERATOR, "test"))
 
     candidate = registry.get(MODEL, outcome.version)
     _, per_slice = split(candidate.metrics)

@@ -135,7 +135,7 @@ def test_command_ids_are_unique_and_name_their_channel() -> None:
 
 
 def test_the_trigger_names_the_command_who_asked_and_why() -> None:
-    assert control_trigger(command()) == {
+    assert control_trigger(command()).to_dict() == {
         "type": "control",
         "id": "c1",
         "by": "alice",
@@ -161,7 +161,7 @@ def test_the_audit_log_shows_a_command_as_carried_out_after_a_retrain_or_a_refus
 ) -> None:
     registry = Registry(tmp_path, b"key")
     retrained, refused, other = command("c1"), command("c2"), command("c3")
-    lineage = Lineage({}, "fs", {}, {}, "test", control_trigger(retrained), "retrainer")
+    lineage = Lineage({}, "fs", {}, {}, "test", control_trigger(retrained).to_dict(), "retrainer")
     registry.register("m", RIVER, make_model("logistic"), {}, lineage)
     audit_refusal(registry, "retrainer", refused, "only 3 examples in the window")
 

@@ -1,8 +1,8 @@
 """A promoted fit learns from its holdout too, and is never judged on what it learned.
 
-:func:`eddy.services.training.retrainer.refit_on_all` fits the judged estimator again on every
+:func:`eddy.services.training.core.refit_on_all` fits the judged estimator again on every
 example;
-:func:`eddy.services.training.retrainer.unseen_holdout` keeps a later retrain's holdout to examples
+:func:`eddy.services.training.core.unseen_holdout` keeps a later retrain's holdout to examples
 newer than the newest a refitted champion learned from.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from eddy.services.registry.store import RIVER, SKLEARN, Lineage, Version
-from eddy.services.training.retrainer import (
+from eddy.services.training.core import (
     REFITTED_ON,
     TrainingSet,
     make_estimator,

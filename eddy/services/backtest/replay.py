@@ -17,9 +17,9 @@ point-in-time features) through Eddy's own parts:
    ``debounce_s`` of event time after the first, the burst's retrain runs like the
    retrainer's: the most recent ``window`` learned examples (after a concept alert only
    those after the drift, waiting up to ``drift_wait_s`` for enough of them),
-   :func:`~eddy.services.training.retrainer.training_set`, the holdout
-   split, :func:`~eddy.services.training.retrainer.make_estimator`,
-   :func:`~eddy.services.training.retrainer.evaluate` of candidate and champion,
+   :func:`~eddy.services.training.core.training_set`, the holdout
+   split, :func:`~eddy.services.training.core.make_estimator`,
+   :func:`~eddy.services.training.core.evaluate` of candidate and champion,
    :func:`~eddy.services.promotion.rules.offline_decision`;
 4. a promoted candidate becomes the champion for the answers that follow.
 
@@ -55,7 +55,7 @@ from eddy.services.promotion.rules import (
 )
 from eddy.services.registry.store import RIVER, SKLEARN
 from eddy.services.training.bursts import AFTER_DRIFT_SEEN, Burst, choose_examples, fold
-from eddy.services.training.retrainer import (
+from eddy.services.training.core import (
     ESTIMATORS,
     TrainingSet,
     evaluate,

@@ -141,7 +141,7 @@ def run_all() -> None:
 def run_monitor() -> None:
     """Status API (/api/status) and live dashboard (/) on 127.0.0.1:EDDY_MONITOR_PORT."""
     from eddy.services.ops.monitor import Monitor
-    from eddy.services.registry.announcements import open_registry
+    from eddy.services.registry.opening import open_registry
 
     settings = _settings()
     Monitor(settings, open_registry(settings, announce=False)).run()
@@ -169,7 +169,8 @@ def run_learner() -> None:
     EDDY_CHECKPOINT_* settings. Extra learners of the same model are hot standbys.
     """
     from eddy.services.config.learner import deployment_learner
-    from eddy.services.registry.announcements import learner_snapshots, open_registry
+    from eddy.services.registry.announcements import learner_snapshots
+    from eddy.services.registry.opening import open_registry
     from eddy.services.registry.store import trainer_identity
     from eddy.services.workers.learner import LearnerWorker
 
@@ -193,7 +194,7 @@ def run_retrainer() -> None:
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     from eddy.services.quality.skew_check import run_scheduled
-    from eddy.services.registry.announcements import open_registry
+    from eddy.services.registry.opening import open_registry
     from eddy.services.registry.store import preload_codecs
     from eddy.services.training.retrainer import AlertListener, Retrainer
 
@@ -227,7 +228,7 @@ def run_predictor() -> None:
     """
     from threadpoolctl import threadpool_limits
 
-    from eddy.services.registry.announcements import open_registry
+    from eddy.services.registry.opening import open_registry
     from eddy.services.serving.predictor import Predictor
 
     # A scoring batch is small: native thread pools (OpenMP in gradient boosting) would
@@ -242,7 +243,7 @@ def run_predictor() -> None:
 @app.command()
 def trace(request_id: Annotated[str, typer.Argument(help="The request's id.")]) -> None:
     """A prediction back to its model version, its lineage, its training data and alert."""
-    from eddy.services.registry.announcements import open_registry
+    from eddy.services.registry.opening import open_registry
     from eddy.services.registry.tracing import trace_request
 
     settings = _settings()
@@ -261,7 +262,7 @@ def score(
     ] = None,
 ) -> None:
     """Score a file with the champion through the same feature code (batch inference)."""
-    from eddy.services.registry.announcements import open_registry
+    from eddy.services.registry.opening import open_registry
     from eddy.services.serving.batch_scoring import score_file
 
     settings = _settings()
@@ -301,10 +302,11 @@ def retrain(
             "the retrainer carries it out and audits it"
         )
         return
-    from eddy.services.registry.announcements import open_registry
+    from eddy.services.registry.opening import open_registry
+    from eddy.services.registry.triggers import Trigger, TriggerKind
     from eddy.services.training.retrainer import Retrainer
 
-    trigger = {"type": "operator", "id": trainer_identity("eddy retrain"), "reason": reason}
+    trigger = Trigger(TriggerKind.OPERATOR, trainer_identity("eddy retrain"), reason=reason)
     outcome = Retrainer(settings, open_registry(settings)).retrain(model, trigger)
     typer.echo(
         f"{model}@{outcome.version}: {outcome.decision.action} ({outcome.decision.reason}) "
@@ -384,7 +386,7 @@ def backtest(
 @models_app.command("list")
 def models_list() -> None:
     """Every model with its versions and aliases."""
-    from eddy.services.registry.announcements import open_registry
+    from eddy.services.registry.opening import open_registry
 
     registry = open_registry(_settings(), announce=False)
     for model in registry.models():
@@ -403,7 +405,7 @@ def models_show(
     version: Annotated[int | None, typer.Argument(help="Default: the champion.")] = None,
 ) -> None:
     """One version: metrics and full lineage."""
-    from eddy.services.registry.announcements import open_registry
+    from eddy.services.registry.opening import open_registry
     from eddy.services.registry.store import CHAMPION
 
     registry = open_registry(_settings(), announce=False)
@@ -421,7 +423,7 @@ def models_promote(
     reason: Annotated[str, typer.Option("--reason")] = "operator decision",
 ) -> None:
     """Make VERSION the champion (announced on model-updates, audited)."""
-    from eddy.services.registry.announcements import open_registry
+    from eddy.services.registry.opening import open_registry
     from eddy.services.registry.store import trainer_identity
 
     open_registry(_settings()).promote(
@@ -436,7 +438,7 @@ def models_rollback(
     reason: Annotated[str, typer.Option("--reason")] = "operator rollback",
 ) -> None:
     """Restore the previous champion (announced, audited)."""
-    from eddy.services.registry.announcements import open_registry
+    from eddy.services.registry.opening import open_registry
     from eddy.services.registry.store import trainer_identity
 
     restored = open_registry(_settings()).rollback(
@@ -448,7 +450,7 @@ def models_rollback(
 @models_app.command("history")
 def models_history(model: Annotated[str, typer.Argument()]) -> None:
     """What served when: every alias change, who made it and why."""
-    from eddy.services.registry.announcements import open_registry
+    from eddy.services.registry.opening import open_registry
 
     for d in open_registry(_settings(), announce=False).history(model):
         when = datetime.fromtimestamp(d.at, UTC).isoformat(timespec="seconds")
@@ -462,7 +464,7 @@ def models_diff(
     b: Annotated[int, typer.Argument()],
 ) -> None:
     """Two versions side by side: metrics, parameters, data they learned from."""
-    from eddy.services.registry.announcements import open_registry
+    from eddy.services.registry.opening import open_registry
 
     registry = open_registry(_settings(), announce=False)
     left, right = _version_dict(registry.get(model, a)), _version_dict(registry.get(model, b))

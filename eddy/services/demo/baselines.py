@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eddy.services.training.retrainer import make_estimator
+from eddy.services.training.core import make_estimator
 from eddy.streams.learning.models import Label, encode_for, fit_vectors, make_model
 
 SCHEDULE_S = 10.0  # how often the fixed-schedule baseline refits

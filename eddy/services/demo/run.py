@@ -50,7 +50,7 @@ from eddy.services.demo.scenarios import (
     verdict,
 )
 from eddy.services.ops.supervisor import SERVICES, Supervisor
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import CHAMPION
 from eddy.streams.messages.contracts import Event, Label, PredictionRequest
 from eddy.streams.messages.validation import encode

@@ -12,8 +12,6 @@ with a stable key order) and :func:`render_html` turns it into one self-containe
 The report never guesses. A figure no producer records is shown as ``not recorded``,
 and listed under ``not_recorded`` with what would have to record it.
 
->>> alert_ids({"type": "alert", "id": "m:concept:10", "burst": "m:concept:10,m:data:12"})
-['m:concept:10', 'm:data:12']
 >>> history = [Deployment("m", "champion", 1, None, 0.0, "retrainer", "no champion yet"),
 ...            Deployment("m", "champion", 2, 1, 60.0, "retrainer", "better by 5 %"),
 ...            Deployment("m", "champion", 1, 2, 90.0, "alice", "rollback: bad answers")]
@@ -30,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from eddy.services.registry.lineage import UNKNOWN_CODE_VERSION
 from eddy.services.registry.store import (
     ALIASES,
     CHAMPION,
@@ -38,6 +37,7 @@ from eddy.services.registry.store import (
     Deployment,
     Version,
 )
+from eddy.services.registry.triggers import ID_KEY, KIND_KEY, AuditAction, Trigger
 from eddy.streams.features.compute import TIME_SINCE_LAST, FeatureSet
 from eddy.streams.learning.slices import split
 from eddy.streams.messages.contracts import DriftAlert
@@ -47,13 +47,6 @@ TITLE = "Eddy governance report"
 NOT_RECORDED = "not recorded"
 NOT_APPLICABLE = "not applicable"
 STILL_SERVING = "still serving"
-ALERT_TRIGGER = "alert"
-UNKNOWN_CODE_VERSION = (
-    "unknown"  # what eddy.services.training.retrainer.code_version gives without git
-)
-# The audit action of promotion decisions; the retrainer's carry the trigger in details.
-DECISION = "decision"
-REGISTER = "register"
 # Set by set_alias when the challenger becomes champion and its challenger alias is cleared.
 PROMOTED_PREFIX = "promoted to champion"
 # The lineage.window key the report reads label coverage from, once a producer writes it.
@@ -110,14 +103,6 @@ def iso(at: float) -> str:
     '1970-01-01T00:00:00.250+00:00'
     """
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
-
-
-def alert_ids(trigger: Mapping[str, str]) -> list[str]:
-    """The alert ids behind an alert trigger (its first id, then the rest of its burst)."""
-    if trigger.get("type") != ALERT_TRIGGER:
-        return []
-    ids = [trigger.get("id", ""), *trigger.get("burst", "").split(",")]
-    return [i for i in dict.fromkeys(ids) if i]
 
 
 def served_intervals(history: Sequence[Deployment], version: int) -> list[dict[str, Any]]:
@@ -224,7 +209,8 @@ def _provenance(
 ) -> dict[str, Any]:
     trigger = v.lineage.trigger
     registered = next(
-        (e for e in audit if e["action"] == REGISTER and e["version"] == v.version), None
+        (e for e in audit if e["action"] == AuditAction.REGISTER and e["version"] == v.version),
+        None,
     )
     published = next((d for d in history if d.version == v.version), None)
     code = v.lineage.code_version
@@ -240,9 +226,9 @@ def _provenance(
             else code
         ),
         "trigger": {
-            "type": trigger.get("type", NOT_RECORDED),
-            "id": trigger.get("id", NOT_RECORDED),
-            **{k: trigger[k] for k in sorted(trigger) if k not in ("type", "id")},
+            KIND_KEY: trigger.get(KIND_KEY, NOT_RECORDED),
+            ID_KEY: trigger.get(ID_KEY, NOT_RECORDED),
+            **{k: trigger[k] for k in sorted(trigger) if k not in (KIND_KEY, ID_KEY)},
         },
         "published": (
             {
@@ -260,9 +246,9 @@ def _provenance(
 def _alerts(
     v: Version, found: Mapping[str, FoundAlert], topic: str, gaps: _Gaps
 ) -> list[dict[str, Any]] | str:
-    ids = alert_ids(v.lineage.trigger)
+    ids = Trigger.from_dict(v.lineage.trigger).alert_ids
     if not ids:
-        kind = v.lineage.trigger.get("type", "unknown")
+        kind = v.lineage.trigger.get(KIND_KEY, "unknown")
         return f"{NOT_APPLICABLE}: triggered by {kind}, not by a drift alert"
     entries: list[dict[str, Any]] = []
     for alert_id in ids:
@@ -448,7 +434,7 @@ def _comparison(
 
 def _offline_decision(entry: Mapping[str, Any]) -> bool:
     """The retrainer's decision (it records the trigger); live ones do not."""
-    return entry["action"] == DECISION and "trigger" in entry["details"]
+    return entry["action"] == AuditAction.DECISION and "trigger" in entry["details"]
 
 
 def _deployment(v: Version, history: Sequence[Deployment]) -> dict[str, Any]:
@@ -474,7 +460,7 @@ def _deployment(v: Version, history: Sequence[Deployment]) -> dict[str, Any]:
 def _live(v: Version, audit: Sequence[Mapping[str, Any]], gaps: _Gaps) -> dict[str, Any] | str:
     rows = []
     for e in audit:
-        if e["action"] != DECISION or _offline_decision(e):
+        if e["action"] != AuditAction.DECISION or _offline_decision(e):
             continue
         details = e["details"]
         if "previous" in details and e["version"] == v.version:

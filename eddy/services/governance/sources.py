@@ -22,11 +22,11 @@ from eddy.services.config.settings import Settings
 from eddy.services.governance.report import (
     FoundAlert,
     ReportInputs,
-    alert_ids,
     assemble,
     render_html,
 )
-from eddy.services.registry.announcements import open_registry
+from eddy.services.registry.opening import open_registry
+from eddy.services.registry.triggers import Trigger
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.messages.contracts import DriftAlert
 from eddy.streams.messages.validation import InvalidMessage, decode
@@ -105,7 +105,7 @@ def gather(settings: Settings, model: str, version: int) -> ReportInputs:
         version=record,
         history=registry.history(model),
         audit=registry.audit_log(model),
-        alerts=find_alerts(settings, model, alert_ids(record.lineage.trigger)),
+        alerts=find_alerts(settings, model, Trigger.from_dict(record.lineage.trigger).alert_ids),
         alerts_topic=alerts_topic(settings),
         features=FEATURES,
         generated_at=time.time(),

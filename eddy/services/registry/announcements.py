@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from eddy.services.config.settings import Settings
+from eddy.services.registry.lineage import code_version, library_versions
 from eddy.services.registry.store import CHAMPION, RIVER, Lineage, Registry, Version
-from eddy.services.training.retrainer import code_version, library_versions
+from eddy.services.registry.triggers import Trigger, TriggerKind
 from eddy.services.workers.learner import LearnerState
 from eddy.streams.learning.slices import flatten
 from eddy.streams.messages.contracts import ModelUpdate
@@ -52,15 +53,6 @@ def announcer(settings: Settings) -> Callable[[str, Version, str | None], None]:
     return announce
 
 
-def open_registry(settings: Settings, *, announce: bool = True) -> Registry:
-    """The deployment's registry, signing with the deployment's key."""
-    return Registry(
-        settings.data_dir / "registry",
-        settings.deployment_key(),
-        announcer(settings) if announce else None,
-    )
-
-
 def learner_snapshots(registry: Registry, role: str) -> Callable[[LearnerState, Path], None]:
     """The learner's snapshot hook: each snapshot becomes a version (``model@offsets``).
 
@@ -92,7 +84,7 @@ def learner_snapshots(registry: Registry, role: str) -> Callable[[LearnerState, 
             params={"kind": learner.config.kind, "detector": learner.config.detector},
             libraries=library_versions(),
             code_version=code_version(),
-            trigger={"type": "checkpoint", "id": checkpoint.name},
+            trigger=Trigger(TriggerKind.CHECKPOINT, checkpoint.name).to_dict(),
             trainer=role,
             window=window,
         )

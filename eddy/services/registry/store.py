@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eddy.services.registry.triggers import AuditAction
 from eddy.streams.store.serialization import (
     SKOPS,
     IntegrityError,
@@ -81,7 +82,7 @@ class Lineage:
     params: dict[str, Any]
     libraries: dict[str, str]
     code_version: str
-    trigger: dict[str, str]  # {"type": "alert"|"schedule"|"operator"|"checkpoint", "id": ...}
+    trigger: dict[str, str]  # a registry.triggers.Trigger as stored (Trigger.to_dict)
     trainer: str
     window: dict[str, Any] = field(default_factory=dict)  # times, example counts
 
@@ -184,7 +185,9 @@ class Registry:
                     json.dumps(asdict(lineage)),
                 ),
             )
-            self._audit(db, lineage.trainer, "register", model, version.version, asdict(lineage))
+            self._audit(
+                db, lineage.trainer, AuditAction.REGISTER, model, version.version, asdict(lineage)
+            )
         return version
 
     def set_alias(self, model: str, alias: str, version: int, actor: str, reason: str) -> None:
@@ -233,7 +236,7 @@ class Registry:
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (model, alias, version, previous, time.time(), actor, reason),
         )
-        action = f"set {alias}" if version is not None else f"clear {alias}"
+        action = AuditAction.alias_change(alias, cleared=version is None)
         self._audit(db, actor, action, model, version, {"previous": previous, "reason": reason})
 
     def promote(self, model: str, version: int, actor: str, reason: str) -> None:
@@ -268,7 +271,7 @@ class Registry:
         self,
         db: sqlite3.Connection,
         actor: str,
-        action: str,
+        action: AuditAction,
         model: str,
         version: int | None,
         details: dict[str, Any],
@@ -284,10 +287,15 @@ class Registry:
     ) -> None:
         """Audit a promotion decision (promote, challenger, keep) with its evidence."""
         with self._db() as db:
-            self._audit(db, actor, "decision", model, version, details)
+            self._audit(db, actor, AuditAction.DECISION, model, version, details)
 
     def record(
-        self, model: str, version: int | None, actor: str, action: str, details: dict[str, Any]
+        self,
+        model: str,
+        version: int | None,
+        actor: str,
+        action: AuditAction,
+        details: dict[str, Any],
     ) -> None:
         """Audit an act that changes no version or alias (a refused command, ...)."""
         with self._db() as db:

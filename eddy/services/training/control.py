@@ -39,6 +39,7 @@ from pydantic import Field, SecretStr
 
 from eddy.services.config.settings import Settings
 from eddy.services.registry.store import Registry
+from eddy.services.registry.triggers import AuditAction, Trigger, TriggerKind
 from eddy.streams.messages.contracts import Contract, ControlAction, ControlCommand, Identifier
 from eddy.streams.messages.signatures import SIGNATURE_HEADER, signature
 from eddy.streams.messages.validation import decode, encode
@@ -48,8 +49,6 @@ from eddy.streams.transport.topics import Topic, message_key, spec_for
 log = logging.getLogger(__name__)
 
 BEARER = "Bearer "
-TRIGGER_TYPE = "control"
-REFUSED = "refused"
 API_CHANNEL = "api"
 MAX_REASON_LENGTH = 1024
 RECENT_IDS = 10_000  # command ids the retrainer remembers before asking the audit log
@@ -156,23 +155,23 @@ def unknown_model(model: str, configured: str, registered: Iterable[str]) -> str
     return f"unknown model {model!r} (known: {', '.join(known)})"
 
 
-def control_trigger(command: ControlCommand) -> dict[str, str]:
+def control_trigger(command: ControlCommand) -> Trigger:
     """The retrain trigger for ``command``: lineage and audit say who asked and why.
 
     >>> command = ControlCommand(
     ...     command_id="c1", action="retrain", model="m", requested_by="alice",
     ...     reason="new season", requested_at=datetime(2026, 1, 1, tzinfo=UTC),
     ... )
-    >>> control_trigger(command)["by"], control_trigger(command)["type"]
-    ('alice', 'control')
+    >>> control_trigger(command).by, control_trigger(command).kind
+    ('alice', <TriggerKind.CONTROL: 'control'>)
     """
-    return {
-        "type": TRIGGER_TYPE,
-        "id": command.command_id,
-        "by": command.requested_by,
-        "reason": command.reason,
-        "requested_at": command.requested_at.isoformat(),
-    }
+    return Trigger(
+        TriggerKind.CONTROL,
+        command.command_id,
+        by=command.requested_by,
+        reason=command.reason,
+        requested_at=command.requested_at.isoformat(),
+    )
 
 
 def carried_out(audit: Sequence[dict[str, Any]], command_id: str) -> bool:
@@ -189,20 +188,18 @@ def carried_out(audit: Sequence[dict[str, Any]], command_id: str) -> bool:
     False
     """
     for entry in audit:
-        trigger = entry.get("details", {}).get("trigger")
-        if (
-            isinstance(trigger, dict)
-            and trigger.get("type") == TRIGGER_TYPE
-            and trigger.get("id") == command_id
-        ):
-            return True
+        stored = entry.get("details", {}).get("trigger")
+        if isinstance(stored, dict):
+            trigger = Trigger.from_dict(stored)
+            if trigger.kind == TriggerKind.CONTROL and trigger.id == command_id:
+                return True
     return False
 
 
 def audit_refusal(registry: Registry, actor: str, command: ControlCommand, reason: str) -> None:
     """Record in the audit log that ``command`` was refused, and why."""
-    details = {"trigger": control_trigger(command), "reason": reason}
-    registry.record(command.model, None, actor, REFUSED, details)
+    details = {"trigger": control_trigger(command).to_dict(), "reason": reason}
+    registry.record(command.model, None, actor, AuditAction.REFUSED, details)
 
 
 # --- the I/O edge: publishing ----------------------------------------------------------

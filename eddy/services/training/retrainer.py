@@ -25,6 +25,11 @@ One retrain:
    and code versions, trigger, trainer, window); the decision and its evidence go to
    the audit log.
 
+This module reads, registers, audits and schedules; the steps in between that need no
+I/O (the split, the fit, the scores, the refit, the stand-in, the proof asked of a fresh
+fit) are :mod:`eddy.services.training.core`, and what a lineage records about the code
+and the data is :mod:`eddy.services.registry.lineage`.
+
 ``eddy run retrainer`` listens to ``drift-alerts`` and retrains once per alert burst
 (alerts for a model within ``EDDY_RETRAIN_DEBOUNCE_S`` of the first one are folded in; a
 concept burst waits up to ``EDDY_RETRAIN_DRIFT_WAIT_S`` for enough examples after the
@@ -36,33 +41,22 @@ command on the ``control`` topic (the status API's ``POST /api/retrain``, the CL
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from importlib import metadata
 from typing import Any
 
-import numpy as np
 from kafka import TopicPartition
-from sklearn.base import clone
-from sklearn.dummy import DummyClassifier
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from sklearn.feature_extraction import DictVectorizer
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, roc_auc_score
-from sklearn.pipeline import Pipeline
 
-from eddy.services.config.settings import PROJECT_ROOT, Settings
+from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
 from eddy.services.ops.liveness import Liveness, consumer_positions
 from eddy.services.promotion.live_evaluation import LiveEvaluator
 from eddy.services.promotion.live_runner import evaluate_live
 from eddy.services.promotion.rules import (
     HIGHER_IS_BETTER,
-    KEEP,
     PROMOTE,
     ROLLBACK,
     Decision,
@@ -82,6 +76,12 @@ from eddy.services.promotion.rules import (
     slice_regressions,
     trivial_scores,
 )
+from eddy.services.registry.lineage import (
+    code_version,
+    library_versions,
+    offset_ranges,
+    window_time,
+)
 from eddy.services.registry.store import (
     CHALLENGER,
     CHAMPION,
@@ -91,6 +91,7 @@ from eddy.services.registry.store import (
     Registry,
     Version,
 )
+from eddy.services.registry.triggers import Trigger, TriggerKind
 from eddy.services.training.bursts import (
     AFTER_DRIFT_SEEN,
     Burst,
@@ -106,9 +107,31 @@ from eddy.services.training.control import (
     control_trigger,
     unknown_model,
 )
+from eddy.services.training.core import (
+    MAJORITY_CLASS,
+    REFITTED_ON,
+    TooFewExamples,
+    TrainingSet,
+    correctness,
+    estimator_params,
+    evaluate,
+    evaluate_slices,
+    is_classification,
+    is_majority,
+    majority_class,
+    make_estimator,
+    no_contender_decision,
+    refit_needs_no_proof,
+    refit_on_all,
+    refitted_until,
+    require_examples,
+    stand_in_decision,
+    training_set,
+    unseen_holdout,
+)
 from eddy.streams.dead_letters.letter import RawRecord, dead_letter
-from eddy.streams.learning.models import encode_for, fit_vectors, label_refusal
-from eddy.streams.learning.slices import COUNT, SliceNamer, flatten
+from eddy.streams.learning.models import fit_vectors, label_refusal
+from eddy.streams.learning.slices import SliceNamer, flatten
 from eddy.streams.messages.contracts import ControlCommand, DriftAlert, TrainingExample
 from eddy.streams.messages.signatures import signature_refusal
 from eddy.streams.messages.validation import InvalidMessage, decode
@@ -124,180 +147,22 @@ from eddy.streams.transport.topics import Topic, spec_for
 
 log = logging.getLogger(__name__)
 
-ESTIMATORS = ("hist_gradient_boosting", "logistic_regression")
 POLL_MS = 500
-LIBRARIES = ("scikit-learn", "river", "numpy", "skops")
 DEAD_LETTER_TIMEOUT_S = 30.0
 # A champion review reads this many smallest decidable holdouts of recent examples (at
 # most the retrain window): enough to judge, cheap enough for every review tick.
 REVIEW_HOLDOUTS = 10
-REFRESH = "refresh"  # the trigger type of a retrain on data no retrained version saw
-BELOW_MAJORITY = "below majority"  # the trigger of a retrain for a champion worse than it
-ALERT = "alert"  # the trigger type of a retrain for a burst of drift alerts
-REFITTED_ON = "refitted_on"  # lineage window: examples the promoted fit learned from
-MAJORITY_CLASS = "majority_class"  # the estimator of the stand-in served when no model beats it
-
-
-class TooFewExamples(ValueError):
-    """Too few examples to train and judge a candidate (yet)."""
-
-
-def require_examples(count: int, min_holdout: int) -> None:
-    """Refuse a training set smaller than twice the smallest decidable holdout."""
-    if count < 2 * min_holdout:
-        raise TooFewExamples(
-            f"only {count} examples in the window; need at least {2 * min_holdout}"
-        )
-
-
-@dataclass(frozen=True)
-class TrainingSet:
-    examples: list[TrainingExample]
-
-    @property
-    def offsets(self) -> dict[str, list[int]]:
-        """First and last source offset per source partition: the lineage of the data."""
-        ranges: dict[str, list[int]] = {}
-        for e in self.examples:
-            key = f"{e.source.topic}[{e.source.partition}]"
-            first, last = ranges.get(key, [e.source.offset, e.source.offset])
-            ranges[key] = [min(first, e.source.offset), max(last, e.source.offset)]
-        return ranges
-
-    def split(self, holdout: float) -> tuple[list[TrainingExample], list[TrainingExample]]:
-        cut = len(self.examples) - max(1, int(len(self.examples) * holdout))
-        return self.examples[:cut], self.examples[cut:]
-
-
-def training_set(examples: Sequence[TrainingExample]) -> TrainingSet:
-    """De-duplicated by example id (first copy wins) and ordered by event time."""
-    unique: dict[str, TrainingExample] = {}
-    for example in examples:
-        unique.setdefault(example.example_id, example)
-    return TrainingSet(sorted(unique.values(), key=lambda e: (e.event_time, e.example_id)))
-
-
-def is_classification(labels: Sequence[Any]) -> bool:
-    return all(isinstance(y, bool | str) or float(y).is_integer() for y in labels)
-
-
-def make_estimator(name: str, classification: bool, seed: int) -> Pipeline:
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {name!r}; known: {', '.join(ESTIMATORS)}")
-    if name == "hist_gradient_boosting":
-        model: Any = (
-            HistGradientBoostingClassifier(random_state=seed)
-            if classification
-            else HistGradientBoostingRegressor(random_state=seed)
-        )
-    else:
-        model = LogisticRegression(max_iter=1000) if classification else Ridge()
-    return Pipeline([("encode", DictVectorizer(sparse=False)), ("model", model)])
-
-
-def evaluate(model: Any, flavor: str, examples: Sequence[TrainingExample]) -> dict[str, float]:
-    """Held-out metrics of a scikit-learn pipeline or a River online model."""
-    xs = encode_for(model, [e.features for e in examples])
-    ys = [e.label for e in examples]
-    if not is_classification(ys):
-        predictions = (
-            model.predict(xs) if flavor == SKLEARN else [model.predict(x)[0] or 0.0 for x in xs]
-        )
-        return {"mae": float(mean_absolute_error(ys, predictions))}
-    if flavor == SKLEARN:
-        classes = list(model.classes_)
-        probabilities = np.asarray(model.predict_proba(xs))
-    else:
-        classes = sorted({*ys, *(c for x in xs for c in model.predict(x)[1])}, key=str)
-        probabilities = np.asarray([[model.predict(x)[1].get(c, 0.0) for c in classes] for x in xs])
-    probabilities = np.clip(probabilities, 1e-15, 1.0)
-    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
-    predicted = [classes[i] for i in probabilities.argmax(axis=1)]
-    metrics = {
-        "accuracy": float(accuracy_score([str(y) for y in ys], [str(p) for p in predicted])),
-        "log_loss": float(
-            log_loss([str(y) for y in ys], probabilities, labels=[str(c) for c in classes])
-        ),
-    }
-    if len(classes) == 2 and len(set(map(str, ys))) == 2:
-        positive = [str(y) == str(classes[1]) for y in ys]
-        metrics["roc_auc"] = float(roc_auc_score(positive, probabilities[:, 1]))
-    return metrics
-
-
-def correctness(model: Any, flavor: str, examples: Sequence[TrainingExample]) -> list[bool]:
-    """Whether a classifier got each example right: the pairs a paired test compares."""
-    xs = encode_for(model, [e.features for e in examples])
-    if flavor == SKLEARN:
-        predicted = list(model.predict(xs)) if xs else []
-    else:
-        predicted = [model.predict(x)[0] for x in xs]
-    return [str(p) == str(e.label) for p, e in zip(predicted, examples, strict=True)]
-
-
-def evaluate_slices(
-    model: Any,
-    flavor: str,
-    examples: Sequence[TrainingExample],
-    namer: SliceNamer,
-    min_examples: int,
-) -> dict[str, dict[str, float]]:
-    """:func:`evaluate` on each slice with at least ``min_examples`` examples, plus
-    ``n``, the slice's size. No slice features configured: no slices."""
-    groups: dict[str, list[TrainingExample]] = {}
-    for example in examples:
-        for name in namer.slices_of(example.features):
-            groups.setdefault(name, []).append(example)
-    figures: dict[str, dict[str, float]] = {}
-    for name, group in sorted(groups.items()):
-        if len(group) < min_examples:
-            continue
-        try:
-            figures[name] = evaluate(model, flavor, group) | {COUNT: float(len(group))}
-        except ValueError as exc:  # e.g. one class only: log loss is undefined there
-            log.info("slice not scored", extra={"slice": name, "reason": str(exc)})
-    return figures
 
 
 def retrained_alerts(versions: Sequence[Version]) -> set[str]:
     """Ids of the alerts some version was already trained for (its trigger's burst).
 
-    >>> trigger = {"type": "alert", "id": "a1", "burst": "a1,a2"}
+    >>> trigger = Trigger(TriggerKind.ALERT, "a1", burst=("a1", "a2")).to_dict()
     >>> lineage = Lineage({}, "fs", {}, {}, "c", trigger, "t")
     >>> sorted(retrained_alerts([Version("m", 1, "sklearn", "x", 0.0, "t", {}, lineage)]))
     ['a1', 'a2']
     """
-    done: set[str] = set()
-    for version in versions:
-        trigger = version.lineage.trigger
-        if trigger.get("type") == ALERT:
-            done.add(trigger.get("id", ""))
-            done.update(trigger.get("burst", "").split(","))
-    done.discard("")
-    return done
-
-
-def code_version() -> str:
-    try:
-        return subprocess.run(  # noqa: S603
-            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],  # noqa: S607
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def library_versions() -> dict[str, str]:
-    found = {}
-    for name in LIBRARIES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "absent"
-    return found
+    return {i for v in versions for i in Trigger.from_dict(v.lineage.trigger).alert_ids}
 
 
 @dataclass(frozen=True)
@@ -420,19 +285,19 @@ class Retrainer:
         if not self.settings.retrain_refresh or not window:
             return None
         retrained = [v for v in self.registry.versions(model) if v.flavor == SKLEARN]
-        learned_until = [_window_time(v, "to") for v in retrained]
+        learned_until = [window_time(v, "to") for v in retrained]
         if not retrained or None in learned_until:
             return None
         if window[0].event_time <= max(t for t in learned_until if t is not None):
             return None
-        return self.retrain_after_change_point(model, champion, REFRESH)
+        return self.retrain_after_change_point(model, champion, TriggerKind.REFRESH)
 
     def retrain_after_change_point(
-        self, model: str, champion: Version, kind: str
+        self, model: str, champion: Version, kind: TriggerKind
     ) -> Decision | None:
         """A retrain about ``champion`` (trigger ``kind``) learning after the newest change
         point a retrain learned after; None when there was too little to train on."""
-        trigger = {"type": kind, "id": f"{model}@{champion.version}"}
+        trigger = Trigger(kind, f"{model}@{champion.version}")
         try:
             return self.retrain(model, trigger, since=self.newest_change_point(model)).decision
         except ValueError as exc:  # e.g. one class only in the window
@@ -445,7 +310,7 @@ class Retrainer:
             (
                 t
                 for v in self.registry.versions(model)
-                if v.flavor == SKLEARN and (t := _window_time(v, AFTER_DRIFT_SEEN))
+                if v.flavor == SKLEARN and (t := window_time(v, AFTER_DRIFT_SEEN))
             ),
             default=None,
         )
@@ -480,7 +345,7 @@ class Retrainer:
         if not significantly_below_majority(right, labels, majority_label(labels), confidence):
             return None
         self._below_majority_tried[champion.version] = examples[-1].event_time
-        return self.retrain_after_change_point(model, champion, BELOW_MAJORITY)
+        return self.retrain_after_change_point(model, champion, TriggerKind.BELOW_MAJORITY)
 
     def served_since_promotion(
         self, model: str, champion: Version, window: Sequence[TrainingExample]
@@ -509,7 +374,7 @@ class Retrainer:
         if judged or examples < needed:
             return None
         self._bootstrapped.add(champion.version)  # tried once per snapshot and process
-        trigger = {"type": "cold start", "id": f"{model}@{champion.version}"}
+        trigger = Trigger(TriggerKind.COLD_START, f"{model}@{champion.version}")
         try:
             return self.retrain(model, trigger).decision
         except ValueError as exc:  # e.g. one class only: a later alert or command retrains
@@ -644,7 +509,7 @@ class Retrainer:
     def retrain(
         self,
         model: str,
-        trigger: dict[str, str],
+        trigger: Trigger,
         since: datetime | None = None,
         waiting: bool = False,
     ) -> Outcome:
@@ -698,12 +563,12 @@ class Retrainer:
         winner = best_contender(scores, trivial, self.gate)
         trainer = f"retrainer ({self.settings.client_id})"
         lineage = Lineage(
-            trained_on=data.offsets,
+            trained_on=offset_ranges(e.source for e in data.examples),
             feature_set=",".join(sorted({e.feature_set for e in data.examples})),
-            params={"estimator": self.settings.retrain_estimator, **_params(estimator)},
+            params={"estimator": self.settings.retrain_estimator, **estimator_params(estimator)},
             libraries=library_versions(),
             code_version=code_version(),
-            trigger=trigger,
+            trigger=trigger.to_dict(),
             trainer=trainer,
             window={
                 "examples": len(data.examples),
@@ -719,27 +584,9 @@ class Retrainer:
             candidate_metrics, candidate_slices = trivial, {}
             lineage = replace(lineage, params={"estimator": MAJORITY_CLASS})
             lineage.window[REFITTED_ON] = len(data.examples)
-            decision = Decision(
-                PROMOTE,
-                f"No contender beats the trivial baseline ({self.gate.metric} "
-                f"{trivial[self.gate.metric]:.4g} on {len(holdout)} held-out examples) and "
-                f"the champion is right on significantly fewer of them than the majority "
-                f"class (accuracy {champion_metrics['accuracy']:.4g} vs "
-                f"{trivial['accuracy']:.4g}): serve the majority class until a model beats it.",
-                {
-                    "metric": "accuracy",
-                    "champion": champion_metrics["accuracy"],
-                    "trivial": trivial["accuracy"],
-                },
-            )
+            decision = stand_in_decision(self.gate.metric, trivial, champion_metrics, len(holdout))
         elif winner is None:
-            decision = Decision(
-                KEEP,
-                f"No contender beats the trivial baseline ({self.gate.metric} "
-                f"{trivial[self.gate.metric]:.4g} on {len(holdout)} held-out examples): "
-                "keep the candidate registered, not served.",
-                {"metric": self.gate.metric, "trivial": trivial[self.gate.metric]},
-            )
+            decision = no_contender_decision(self.gate.metric, trivial, len(holdout))
         else:
             entry, winner_model, winner_flavor = loaded[winner]
             winner_slices = (
@@ -782,7 +629,7 @@ class Retrainer:
                 "champion": champion.version if champion else None,
                 "winner": winner_version,
                 "contenders": scores | {"trivial baseline": trivial},
-                "trigger": trigger,
+                "trigger": trigger.to_dict(),
                 "slices": {"candidate": candidate_slices, "champion": champion_slices},
             },
         )
@@ -800,117 +647,10 @@ class Retrainer:
                 "action": decision.action,
                 "reason": decision.reason,
                 "seconds": round(outcome.seconds, 3),
-                "trigger": trigger,
+                "trigger": trigger.to_dict(),
             },
         )
         return outcome
-
-
-def unseen_holdout(
-    data: TrainingSet, share: float, champion: Version | None, min_holdout: int
-) -> tuple[list[TrainingExample], list[TrainingExample]]:
-    """Train and holdout split, the holdout keeping only examples newer than the newest
-    a refitted champion learned from (the rest go to training): a champion refitted on
-    its own holdout (:func:`refit_on_all`) would otherwise be judged on examples it
-    learned, when a retrain follows its promotion before a holdout's worth of new data.
-    When fewer than ``min_holdout`` would be left (an operator's retrain right after a
-    promotion), the plain split: judged partly in-sample, the champion can only look
-    better than it is, so the error is on the side of keeping it.
-    """
-    train, holdout = data.split(share)
-    learned_until = None if champion is None else refitted_until(champion)
-    if learned_until is None:
-        return train, holdout
-    seen = [e for e in holdout if e.event_time <= learned_until]
-    unseen = holdout[len(seen) :]
-    if len(unseen) < min(min_holdout, len(holdout)):
-        return train, holdout
-    return train + seen, unseen
-
-
-def refitted_until(version: Version) -> datetime | None:
-    """The newest example a version refitted on its holdout learned from (None if not
-    refitted: it never learned the examples it was judged on)."""
-    return _window_time(version, "to") if REFITTED_ON in version.lineage.window else None
-
-
-def refit_on_all(judged: Pipeline, examples: Sequence[TrainingExample]) -> Pipeline:
-    """The judged candidate's estimator fitted again on every example, its holdout too.
-
-    The holdout told whether the way of fitting beats the champion; once it has, the
-    newest fifth of the data is the most relevant to what comes next, and a model that
-    never learns from it serves worse (HistGradientBoosting on SEA, median of 10 seeds:
-    0.9635 from 250 examples, 0.9705 from 320). As scikit-learn's search does with
-    ``refit=True``; the registered metrics stay those of the judged fit.
-    """
-    estimator = clone(judged)
-    estimator.fit(fit_vectors([e.features for e in examples]), [e.label for e in examples])
-    return estimator
-
-
-def majority_class(examples: Sequence[TrainingExample]) -> Pipeline:
-    """The trivial baseline as a servable model: it answers every request with the
-    examples' class frequencies (the majority class first), whatever the features.
-
-    Mid-change (a gradual drift) no fit on the mixed window may beat it while the old
-    concept's champion is right less often than it: serving it is the least wrong
-    answer until a fit on the new concept beats it.
-    """
-    model = Pipeline(
-        [("encode", DictVectorizer(sparse=False)), ("model", DummyClassifier(strategy="prior"))]
-    )
-    model.fit(fit_vectors([e.features for e in examples]), [e.label for e in examples])
-    return model
-
-
-def is_majority(version: Version) -> bool:
-    """Whether a version is the majority-class stand-in (:func:`majority_class`)."""
-    return version.lineage.params.get("estimator") == MAJORITY_CLASS
-
-
-def refit_needs_no_proof(trigger: dict[str, str], champion_flavor: str, *, stop_gap: bool) -> bool:
-    """Whether a fresh fit of the retrain estimator replaces the champion when it is no
-    worse on the same held-out examples (:func:`paired_no_regression`) rather than
-    significantly better (:func:`paired_promotion`).
-
-    No proof is asked against an earlier fit of the same estimator on a refresh or on a
-    drift alert, nor against a frozen online snapshot, whatever the trigger: a snapshot
-    serves as a stop-gap (a cold start, the first seconds after a drift) until a fit on
-    enough data judges it, and a scheduled retrain would replace it blindly. On the
-    demo's window (63 held-out examples) a paired test cannot separate a snapshot right
-    91 % of the time from a fit right 96 % of the time, and the snapshot kept serving.
-    An alert's fit learned after the change point and is judged on examples after it,
-    against a champion of the world the alert says is gone: asking it for more than a
-    refresh asks kept a pre-drift fit serving 0.87 for 11 s while the alert's fit,
-    right 0.97 of the time, waited as a challenger (recovery benchmark, SEA, seed 3). A
-    snapshot or a previous champion replacing a fit, and a fit replacing another fit on
-    an operator's or a schedule's trigger, still need significance, unless the champion
-    is a ``stop_gap``: the majority-class stand-in, or a fit right less often than the
-    majority class on the held-out examples.
-
-    >>> refit_needs_no_proof({"type": "cold start"}, RIVER, stop_gap=False)
-    True
-    >>> refit_needs_no_proof({"type": "refresh"}, SKLEARN, stop_gap=False)
-    True
-    >>> refit_needs_no_proof({"type": "alert"}, SKLEARN, stop_gap=False)
-    True
-    >>> refit_needs_no_proof({"type": "operator"}, SKLEARN, stop_gap=False)
-    False
-    >>> refit_needs_no_proof({"type": "control"}, SKLEARN, stop_gap=True)
-    True
-    """
-    return stop_gap or champion_flavor == RIVER or trigger.get("type") in (REFRESH, ALERT)
-
-
-def _window_time(version: Version, key: str) -> datetime | None:
-    """A time a version's lineage window records (``to``: its newest example's)."""
-    value = version.lineage.window.get(key)
-    return datetime.fromisoformat(value) if isinstance(value, str) else None
-
-
-def _params(estimator: Pipeline) -> dict[str, Any]:
-    params = estimator.named_steps["model"].get_params()
-    return {k: v for k, v in params.items() if isinstance(v, int | float | str | bool | None)}
 
 
 class AlertListener:
@@ -981,7 +721,7 @@ class AlertListener:
                 if every > 0 and now - last_scheduled >= every:
                     last_scheduled = now
                     self._retrain_safely(
-                        self.settings.model_name, {"type": "schedule", "id": f"every {every}s"}
+                        self.settings.model_name, Trigger(TriggerKind.SCHEDULE, f"every {every}s")
                     )
                 for model, burst in list(bursts.items()):
                     if now >= burst.due:
@@ -1087,7 +827,7 @@ class AlertListener:
         if not fresh:
             log.info("alerts already retrained", extra={"model": model, "alerts": burst.alert_ids})
             return None
-        trigger = {"type": ALERT, "id": fresh[0], "burst": ",".join(fresh)}
+        trigger = Trigger(TriggerKind.ALERT, fresh[0], burst=tuple(fresh))
         waiting = burst.waiting(now, self.settings.retrain_drift_wait_s)
         try:
             with self.liveness.busy("retrain"):
@@ -1104,7 +844,7 @@ class AlertListener:
             log.warning("retrain skipped", extra={"model": model, "reason": str(exc)})
         return None
 
-    def _retrain_safely(self, model: str, trigger: dict[str, str]) -> None:
+    def _retrain_safely(self, model: str, trigger: Trigger) -> None:
         try:
             with self.liveness.busy("retrain"):
                 self.retrainer.retrain(model, trigger)

@@ -32,7 +32,7 @@ from eddy.streams.messages.contracts import DriftAlert
 from eddy.streams.messages.validation import InvalidMessage, decode
 from eddy.streams.store.serialization import write_atomically
 from eddy.streams.transport.clients import make_consumer
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class AlertScanStalled(TimeoutError):
 
 
 def alerts_topic(settings: Settings) -> str:
-    return spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+    return topic_name(Topic.DRIFT_ALERTS, settings.topic_prefix)
 
 
 def find_alerts(settings: Settings, model: str, ids: Iterable[str]) -> dict[str, FoundAlert]:

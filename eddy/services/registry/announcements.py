@@ -23,13 +23,13 @@ from eddy.streams.learning.slices import flatten
 from eddy.streams.messages.contracts import ModelUpdate
 from eddy.streams.messages.validation import encode
 from eddy.streams.transport.clients import make_producer
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 SEND_TIMEOUT_S = 30.0
 
 
 def announcer(settings: Settings) -> Callable[[str, Version, str | None], None]:
-    topic = spec_for(Topic.MODEL_UPDATES, prefix=settings.topic_prefix, partitions=1).name
+    topic = topic_name(Topic.MODEL_UPDATES, settings.topic_prefix)
 
     def announce(alias: str, version: Version, reason: str | None) -> None:
         update = ModelUpdate(

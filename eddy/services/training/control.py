@@ -44,7 +44,7 @@ from eddy.streams.messages.contracts import Contract, ControlAction, ControlComm
 from eddy.streams.messages.signatures import SIGNATURE_HEADER, signature
 from eddy.streams.messages.validation import decode, encode
 from eddy.streams.transport.clients import make_producer
-from eddy.streams.transport.topics import Topic, message_key, spec_for
+from eddy.streams.transport.topics import Topic, message_key, spec_for, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def audit_refusal(registry: Registry, actor: str, command: ControlCommand, reaso
 
 
 def control_topic(settings: Settings) -> str:
-    return spec_for(Topic.CONTROL, prefix=settings.topic_prefix, partitions=1).name
+    return topic_name(Topic.CONTROL, settings.topic_prefix)
 
 
 def publish(

@@ -52,7 +52,8 @@ from kafka import TopicPartition
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
-from eddy.services.ops.liveness import Liveness, consumer_positions
+from eddy.services.ops.liveness import Liveness
+from eddy.services.ops.poll_loop import PollLoop
 from eddy.services.promotion.live_evaluation import LiveEvaluator
 from eddy.services.promotion.live_runner import evaluate_live
 from eddy.services.promotion.rules import (
@@ -129,7 +130,7 @@ from eddy.services.training.core import (
     training_set,
     unseen_holdout,
 )
-from eddy.streams.dead_letters.letter import RawRecord, dead_letter
+from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.learning.models import fit_vectors, label_refusal
 from eddy.streams.learning.slices import SliceNamer, flatten
 from eddy.streams.messages.contracts import ControlCommand, DriftAlert, TrainingExample
@@ -137,13 +138,12 @@ from eddy.streams.messages.signatures import signature_refusal
 from eddy.streams.messages.validation import InvalidMessage, decode
 from eddy.streams.store.recent_ids import RecentIds
 from eddy.streams.transport.clients import (
-    TopicWatch,
     commit_unless_refused,
     make_consumer,
     make_producer,
 )
 from eddy.streams.transport.groups import group_id
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, spec_for, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -667,14 +667,9 @@ class AlertListener:
     def __init__(self, settings: Settings, retrainer: Retrainer) -> None:
         self.settings = settings
         self.retrainer = retrainer
-        self.topic = spec_for(
-            Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=settings.partitions
-        ).name
+        self.topic = topic_name(Topic.DRIFT_ALERTS, settings.topic_prefix)
         self.control_topic = control_topic(settings)
         self.control_key = settings.deployment_key()
-        self.dead_letter_topic = spec_for(
-            Topic.DEAD_LETTER, prefix=settings.topic_prefix, partitions=settings.partitions
-        ).name
         self.consumer = make_consumer(
             settings,
             self.topic,
@@ -682,58 +677,70 @@ class AlertListener:
             group_id=group_id(settings.topic_prefix, "retrainer", settings.model_name),
         )
         self.producer = make_producer(settings)
+        self.dead_letters = DeadLetterSink(
+            self.producer,
+            topic_name(Topic.DEAD_LETTER, settings.topic_prefix),
+            topic_prefix=settings.topic_prefix,
+            counted=metrics.count_dead_letters,
+        )
         self.recent = RecentIds(RECENT_IDS)
-        self.liveness = Liveness(settings, "retrainer")
-        self._stopping = False
+        # Not the process's main thread in tests: `eddy run retrainer` sets the signals.
+        self.loop = PollLoop(
+            settings,
+            self.consumer,
+            [self.topic, self.control_topic],
+            Liveness(settings, "retrainer"),
+            poll_ms=POLL_MS,
+            handle_signals=False,
+        )
+        self.liveness = self.loop.liveness
+        self._bursts: dict[str, Burst] = {}
+        self._last_scheduled = self._last_live = time.monotonic()
 
     def stop(self, *_: Any) -> None:
-        self._stopping = True
+        self.loop.stop()
 
     def run(self) -> None:
-        bursts: dict[str, Burst] = {}
-        last_scheduled = last_live = time.monotonic()
-        topics = TopicWatch.start(self.settings, [self.topic, self.control_topic])
-        self.liveness.start()
+        self._last_scheduled = self._last_live = time.monotonic()
         try:
-            while not self._stopping:
-                topics.check()
-                self.liveness.observe(consumer_positions(self.consumer))
-                for records in self.consumer.poll(timeout_ms=POLL_MS).values():
-                    for record in records:
-                        if record.topic == self.control_topic:
-                            self._command(record)
-                        else:
-                            self._collect(record, bursts)
-                # Before any long work: a review or a retrain may outlast the max poll
-                # interval, and a commit after it is refused; the batch just handled
-                # must not be read and handled again at every turn.
-                if not bursts:
-                    self._commit()
-                now = time.monotonic()
-                live_every = self.settings.live_evaluation_every_s
-                if live_every > 0 and now - last_live >= live_every:
-                    with self.liveness.busy("live evaluation"):
-                        self._review(self.settings.model_name)
-                    # The next review a full period after this one ended: one longer
-                    # than the period must still leave the loop time to poll.
-                    last_live = now = time.monotonic()
-                every = self.settings.retrain_every_s
-                if every > 0 and now - last_scheduled >= every:
-                    last_scheduled = now
-                    self._retrain_safely(
-                        self.settings.model_name, Trigger(TriggerKind.SCHEDULE, f"every {every}s")
-                    )
-                for model, burst in list(bursts.items()):
-                    if now >= burst.due:
-                        del bursts[model]
-                        retry = self._retrain(model, burst, now)
-                        if retry is not None:
-                            bursts[model] = retry
+            self.loop.run(self._handle, self._after_batch)
         finally:
-            topics.stop()
-            self.liveness.stop()
             self.consumer.close(autocommit=False)
             self.producer.close()
+
+    def _handle(self, records: list[Any]) -> None:
+        for record in records:
+            if record.topic == self.control_topic:
+                self._command(record)
+            else:
+                self._collect(record, self._bursts)
+
+    def _after_batch(self) -> None:
+        # Before any long work: a review or a retrain may outlast the max poll interval,
+        # and a commit after it is refused; the batch just handled must not be read and
+        # handled again at every turn.
+        if not self._bursts:
+            self._commit()
+        now = time.monotonic()
+        live_every = self.settings.live_evaluation_every_s
+        if live_every > 0 and now - self._last_live >= live_every:
+            with self.liveness.busy("live evaluation"):
+                self._review(self.settings.model_name)
+            # The next review a full period after this one ended: one longer than the
+            # period must still leave the loop time to poll.
+            self._last_live = now = time.monotonic()
+        every = self.settings.retrain_every_s
+        if every > 0 and now - self._last_scheduled >= every:
+            self._last_scheduled = now
+            self._retrain_safely(
+                self.settings.model_name, Trigger(TriggerKind.SCHEDULE, f"every {every}s")
+            )
+        for model, burst in list(self._bursts.items()):
+            if now >= burst.due:
+                del self._bursts[model]
+                retry = self._retrain(model, burst, now)
+                if retry is not None:
+                    self._bursts[model] = retry
 
     def _review(self, model: str) -> None:
         """The live comparison and the champion review; a failure (an unreadable artifact,
@@ -803,19 +810,8 @@ class AlertListener:
 
     def _dead_letter(self, record: Any, exc: InvalidMessage) -> None:
         """Park a malformed record with its reason; returns once the broker has it."""
-        letter = dead_letter(RawRecord.of(record), exc.error_class, exc.reason)
-        self.producer.send(
-            self.dead_letter_topic, key=letter.key, value=letter.value, headers=letter.headers
-        ).get(timeout=DEAD_LETTER_TIMEOUT_S)
-        metrics.DEAD_LETTERS.labels(record.topic.removeprefix(self.settings.topic_prefix)).inc()
-        log.warning(
-            "dead-lettered",
-            extra={
-                "topic": record.topic,
-                "offset": record.offset,
-                "error_class": exc.error_class,
-                "reason": exc.reason,
-            },
+        self.dead_letters.reject(record, exc.error_class, exc.reason).get(
+            timeout=DEAD_LETTER_TIMEOUT_S
         )
 
     def _retrain(self, model: str, burst: Burst, now: float) -> Burst | None:

@@ -12,7 +12,8 @@
    the challengers on the same vectors;
 4. record, per request id, the features the models saw (for late labels), the request
    log entry (input, output, version, error, latency; ``eddy trace``) and the shadow
-   answers (for live champion/challenger comparison);
+   answers (for live champion/challenger comparison), both kept as
+   :mod:`eddy.services.serving.request_log` says;
 5. send the answers (to the request's ``reply_topic`` or ``predictions``), wait for the
    acknowledgements, then commit the batch's offsets.
 
@@ -44,7 +45,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from kafka import TopicPartition
 from pydantic import TypeAdapter, ValidationError
 
@@ -54,6 +54,7 @@ from eddy.services.ops.liveness import Liveness, consumer_positions
 from eddy.services.registry.store import CHALLENGER, CHAMPION, Registry
 from eddy.services.serving.cache import AnswerCache, Ask, Entry, Policy, Precomputer
 from eddy.services.serving.redelivery import RedeliveryWindow, WindowOnAssignment, logged_source
+from eddy.services.serving.request_log import AnswerToLog, RequestLog, ShadowAnswer, ShadowLog
 from eddy.services.serving.scoring import (
     MAX_REASON_CHARS,
     Loaded,
@@ -73,7 +74,6 @@ from eddy.streams.messages.contracts import (
 )
 from eddy.streams.messages.validation import REFUSED_UNPARSED, InvalidMessage, decode, encode
 from eddy.streams.store.online import OnlineStore
-from eddy.streams.store.redis_commands import set_expiring
 from eddy.streams.store.serialization import IntegrityError
 from eddy.streams.store.snapshots import ServedAnswer, Snapshot, SnapshotStore
 from eddy.streams.transport.clients import (
@@ -98,14 +98,6 @@ NO_CHAMPION = "no_champion"
 INVALID_REQUEST = "invalid_request"
 UNSCORABLE = "unscorable"
 RESENT = "resent"  # a repeated answer to a redelivered request (counted once before)
-
-
-def request_log_key(prefix: str, request_id: str) -> str:
-    return f"{prefix}request:{{{request_id}}}"
-
-
-def shadow_stream(prefix: str) -> str:
-    return f"{prefix}shadow"
 
 
 class ModelWatcher(threading.Thread):
@@ -196,6 +188,8 @@ class Predictor:
         self.redis = make_redis(settings)
         self.store = OnlineStore(self.redis, prefix, settings.feature_ttl_s)
         self.snapshots = SnapshotStore(self.redis, prefix, settings.label_window_s)
+        self.request_log = RequestLog.from_settings(self.redis, settings)
+        self.shadow_log = ShadowLog.from_settings(self.redis, settings)
         self.producer = make_producer(settings, linger_ms=PRODUCER_LINGER_MS)
         self.watcher = ModelWatcher(settings, registry, model)
         self.cache = (
@@ -277,7 +271,7 @@ class Predictor:
                 continue
             if suspect:
                 redelivered.append(requests[-1])
-        resent = self._logged_answers(redelivered)  # by record (logged_source)
+        resent = self.request_log.logged_answers(redelivered)  # by record (logged_source)
         for record, request in redelivered:
             if logged_source(record) in resent:
                 answers.append((record, request.reply_topic, resent[logged_source(record)]))
@@ -317,7 +311,15 @@ class Predictor:
                 hit = hits[i]
                 if hit is not None:
                     served_from_cache[request.request_id] = hit
-            self._record_shadow(requests, serving.champion, champion_scores, shadow)
+            if shadow:
+                self.shadow_log.append(
+                    [
+                        ShadowAnswer(r.request_id, model.model, model.version, scored.prediction)
+                        for model, scores in [(serving.champion, champion_scores), *shadow.items()]
+                        for (_, r), scored in zip(requests, scores, strict=True)
+                        if isinstance(scored, Scored)
+                    ]
+                )
         # What each request saw, answered or not: a late label for it can still teach
         # the learner (that is how a cold start gets its first model).
         self.snapshots.record(
@@ -335,13 +337,23 @@ class Predictor:
             for i, (record, _, _) in enumerate(answers)
             if not resent or logged_source(record) not in resent
         ]
-        taken = self._log_requests(
-            [(answers[i][0], answers[i][2], wire[i]) for i in fresh], served_from_cache, writes
+        taken = self.request_log.create(
+            [
+                AnswerToLog(
+                    answers[i][0],
+                    answers[i][2],
+                    wire[i],
+                    served_from_cache.get(answers[i][2].request_id),
+                )
+                for i in fresh
+            ],
+            writes,
         )
-        for k, answer in taken.items():
-            record, reply_topic, _ = answers[fresh[k]]
-            answers[fresh[k]] = (record, reply_topic, answer)
-            wire[fresh[k]] = encode(answer)
+        taken_over = [i for i in fresh if logged_source(answers[i][0]) in taken]
+        for i in taken_over:
+            record, reply_topic, _ = answers[i]
+            answers[i] = (record, reply_topic, taken[logged_source(record)])
+            wire[i] = encode(answers[i][2])
         for (_, reply_topic, answer), value in zip(answers, wire, strict=True):
             futures.append(
                 self.producer.send(
@@ -356,7 +368,7 @@ class Predictor:
         errors = sum(1 for _, _, a in answers if a.error is not None)
         # Re-sent from the lookup (not in ``fresh``) or taken over at logging: each was
         # counted when it was first answered.
-        repeats = set(range(len(answers))).difference(fresh) | {fresh[k] for k in taken}
+        repeats = set(range(len(answers))).difference(fresh) | set(taken_over)
         for i, (_, _, answer) in enumerate(answers):
             if i in repeats:
                 continue
@@ -404,34 +416,6 @@ class Predictor:
             writes,
         )
         return scores, lookup.hits
-
-    def _logged_answers(
-        self, requests: list[tuple[Any, PredictionRequest]]
-    ) -> dict[str, Prediction]:
-        """The answers already sent for these records (by :func:`logged_source`), from
-        the request log; only an entry naming the very same record counts (not a reused
-        request id)."""
-        if not requests:
-            return {}
-        prefix = self.settings.topic_prefix
-        logged = self.redis.mget([request_log_key(prefix, r.request_id) for _, r in requests])
-        found: dict[str, Prediction] = {}
-        for (record, request), raw in zip(requests, logged, strict=True):
-            try:
-                answer = logged_answer(raw, logged_source(record))
-            except ValueError:  # an entry this version cannot read: answer afresh instead
-                log.warning(
-                    "unreadable request-log entry", extra={"request_id": request.request_id}
-                )
-                continue
-            if answer is None:
-                continue
-            found[logged_source(record)] = answer
-            log.info(
-                "re-sent a logged answer to a redelivered request",
-                extra={"request_id": request.request_id, "model_version": answer.model_version},
-            )
-        return found
 
     def _report_lag(self) -> None:
         for tp in self.consumer.assignment():
@@ -534,121 +518,6 @@ class Predictor:
             latency_ms=_latency_ms(record),
             error=PredictionError(code=INVALID_REQUEST, message=f"{error_class}: {reason}"),
         )
-
-    def _record_shadow(
-        self,
-        requests: list[tuple[Any, PredictionRequest]],
-        champion: Loaded,
-        champion_scores: list[Scored | Unscorable],
-        shadow: dict[Loaded, list[Scored | Unscorable]],
-    ) -> None:
-        if not shadow:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        stream = shadow_stream(self.settings.topic_prefix)
-        for model, scores in [(champion, champion_scores), *shadow.items()]:
-            for (_, request), scored in zip(requests, scores, strict=True):
-                if isinstance(scored, Unscorable):
-                    continue
-                pipe.xadd(
-                    stream,
-                    {
-                        "request_id": request.request_id,
-                        "model": model.model,
-                        "version": model.version,
-                        "prediction": orjson.dumps(scored.prediction),
-                    },
-                    maxlen=self.settings.shadow_log_max,
-                    approximate=True,
-                )
-        pipe.execute()
-
-    def _log_requests(
-        self,
-        answers: list[tuple[Any, Prediction, bytes]],
-        served_from_cache: dict[str, Entry],
-        pipe: Any,
-    ) -> dict[int, Prediction]:
-        """One request-log entry per request, under the id its answer carries; a cached
-        answer's entry says which revision and when the answer was computed from.
-        ``answers``: the request record, its answer and the answer's wire form (logged
-        as it is, byte for byte).
-
-        Entries are only created, never replaced blindly: where one exists, an entry for
-        the very same record means another owner of the partition (one whose commit
-        the group will refuse) answered it first; that answer is returned, by index into
-        ``answers``, to be sent instead. An entry for another record (a reused request
-        id) or one that cannot be read is replaced."""
-        first = len(pipe)
-        entries: list[tuple[str, bytes]] = []
-        for record, answer, sent in answers:
-            request_id = answer.request_id
-            entry: dict[str, Any] = {
-                "request_id": request_id,
-                "input": (record.value or b"")[: self.settings.request_log_input_bytes].decode(
-                    "utf-8", errors="replace"
-                ),
-                "output": orjson.Fragment(sent),
-                "at": time.time(),
-                "source": logged_source(record),
-            }
-            hit = served_from_cache.get(request_id)
-            if hit is not None:
-                entry["cache"] = {"rev": hit.rev, "computed_at": hit.at}
-            entries.append(
-                (request_log_key(self.settings.topic_prefix, request_id), orjson.dumps(entry))
-            )
-            set_expiring(pipe, *entries[-1], self.settings.request_log_ttl_s * 1000, nx=True)
-            log.debug(
-                "answered",
-                extra={
-                    "request_id": request_id,
-                    "model_version": answer.model_version,
-                    "error": answer.error.code if answer.error else None,
-                    "latency_ms": answer.latency_ms,
-                    "cached": answer.cached,
-                },
-            )
-        created = pipe.execute()[first:]
-        refused = [k for k, ok in enumerate(created) if not ok]
-        if not refused:
-            return {}
-        taken: dict[int, Prediction] = {}
-        existing = self.redis.mget([entries[k][0] for k in refused])
-        for k, raw in zip(refused, existing, strict=True):
-            record, answer, _ = answers[k]
-            try:
-                first_answer = logged_answer(raw, logged_source(record))
-            except ValueError:  # unreadable: ours replaces it
-                first_answer = None
-            if first_answer is None:
-                set_expiring(pipe, *entries[k], self.settings.request_log_ttl_s * 1000)
-                continue
-            taken[k] = first_answer
-            log.info(
-                "another owner answered this request first; its answer was sent",
-                extra={
-                    "request_id": answer.request_id,
-                    "model_version": first_answer.model_version,
-                },
-            )
-        pipe.execute()
-        return taken
-
-
-def logged_answer(raw: bytes | str | None, source: str) -> Prediction | None:
-    """The answer a request-log entry holds for the record named ``source``; None when
-    there is no entry or it is for another record. Raises ``ValueError`` when the entry
-    cannot be read."""
-    if raw is None:
-        return None
-    try:
-        entry = orjson.loads(raw)
-        if entry.get("source") != source:
-            return None
-        return Prediction.model_validate(entry["output"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"unreadable request-log entry: {exc}") from exc
 
 
 # A request id as a top-level string member, found without parsing (see below).

@@ -11,7 +11,7 @@ import orjson
 from eddy.services.config.settings import Settings
 from eddy.services.promotion.live_runner import evaluate_live
 from eddy.services.registry.store import CHALLENGER, CHAMPION, RIVER, Lineage, Registry
-from eddy.services.serving.predictor import shadow_stream
+from eddy.services.serving.request_log import shadow_stream
 from eddy.streams.learning.models import make_model
 from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.clients import make_redis

@@ -33,7 +33,8 @@ from eddy.services.config.settings import Settings
 from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import Registry
 from eddy.services.serving.cache import Entry
-from eddy.services.serving.predictor import Predictor, request_log_key
+from eddy.services.serving.predictor import Predictor
+from eddy.services.serving.request_log import request_log_key
 from eddy.services.serving.scoring import Loaded, score_batch
 from eddy.streams.dead_letters.letter import RawRecord
 from eddy.streams.features.definitions import FEATURES

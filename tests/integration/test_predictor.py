@@ -492,7 +492,8 @@ def test_a_redelivered_request_gets_its_logged_answer_even_after_a_swap(
 
 
 def test_an_unreadable_request_log_entry_means_answering_afresh(service: Service) -> None:
-    from eddy.services.serving.predictor import Predictor, request_log_key
+    from eddy.services.serving.predictor import Predictor
+    from eddy.services.serving.request_log import request_log_key
 
     with_champion(service)
     send_requests(service, [{"request_id": "odd", "entity_id": "u1", "features": {"amount": 70.0}}])
@@ -516,7 +517,8 @@ def test_an_answer_another_owner_logged_first_is_the_one_sent_again(service: Ser
     different answer: its log write finds the entry and it sends the logged answer. An
     entry left by another record under a reused request id is replaced, as before."""
     from eddy.services.ops import metrics
-    from eddy.services.serving.predictor import Predictor, request_log_key
+    from eddy.services.serving.predictor import Predictor
+    from eddy.services.serving.request_log import request_log_key
 
     with_champion(service)
     send_requests(

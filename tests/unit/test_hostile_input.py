@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eddy.services.serving.predictor import _salvaged_request_id
+from eddy.services.serving.answers import salvaged_request_id
 from eddy.services.serving.scoring import Loaded, Unscorable, score_each
 from eddy.streams.dead_letters.letter import RawRecord
 from eddy.streams.features.compute import EntityState
@@ -178,7 +178,7 @@ def test_a_feature_batch_gives_every_record_one_outcome_and_encodable_examples(
 @FUZZ
 @given(raw=st.binary(max_size=200), error_class=st.text(max_size=20))
 def test_salvaging_a_request_id_never_raises(raw: bytes, error_class: str) -> None:
-    salvaged = _salvaged_request_id(raw, error_class)
+    salvaged = salvaged_request_id(raw, error_class)
     assert salvaged is None or 0 < len(salvaged) <= 256
 
 

@@ -20,7 +20,7 @@ from eddy.services.config.settings import Settings
 from eddy.services.promotion.live_evaluation import LiveEvaluator, RecordedAnswer
 from eddy.services.promotion.rules import Decision, SliceGate
 from eddy.services.registry.store import Registry
-from eddy.services.serving.predictor import shadow_stream
+from eddy.services.serving.request_log import shadow_stream
 from eddy.streams.learning.slices import SliceNamer
 from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.clients import make_redis

@@ -40,7 +40,7 @@ from kafka import TopicPartition
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
-from eddy.services.serving.predictor import request_log_key
+from eddy.services.serving.request_log import request_log_key
 from eddy.streams.dead_letters.letter import RawRecord
 from eddy.streams.dead_letters.policy import Action, action_for
 from eddy.streams.features.compute import FeatureSet

@@ -14,7 +14,7 @@ import orjson
 
 from eddy.services.config.settings import Settings
 from eddy.services.registry.store import CHAMPION, Registry, RegistryError
-from eddy.services.serving.predictor import request_log_key
+from eddy.services.serving.request_log import request_log_key
 from eddy.streams.transport.clients import make_redis
 
 

@@ -1,2 +1,2 @@
-"""Real-time predictions: the predictor process, its pure scoring core, the answer cache and the
-client."""
+"""Real-time predictions: the predictor process, its pure answering step and scoring core, the
+request and shadow logs, the answer cache and the client."""

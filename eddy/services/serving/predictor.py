@@ -12,9 +12,14 @@
    the challengers on the same vectors;
 4. record, per request id, the features the models saw (for late labels), the request
    log entry (input, output, version, error, latency; ``eddy trace``) and the shadow
-   answers (for live champion/challenger comparison);
+   answers (for live champion/challenger comparison), both kept as
+   :mod:`eddy.services.serving.request_log` says;
 5. send the answers (to the request's ``reply_topic`` or ``predictions``), wait for the
    acknowledgements, then commit the batch's offsets.
+
+What each record is answered, and what steps 4 and 5 write, is decided without I/O by
+:func:`eddy.services.serving.answers.answer_batch`; this module reads, writes and sends
+around it.
 
 A crash before the commit hands the batch to the partition's next owner, which finds
 each request's answer in the request log (written before any answer is sent) and
@@ -35,47 +40,40 @@ version that fails verification is refused and the current champion keeps servin
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import signal
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from kafka import TopicPartition
-from pydantic import TypeAdapter, ValidationError
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
 from eddy.services.ops.liveness import Liveness, consumer_positions
 from eddy.services.registry.store import CHALLENGER, CHAMPION, Registry
-from eddy.services.serving.cache import AnswerCache, Ask, Entry, Policy, Precomputer
-from eddy.services.serving.redelivery import RedeliveryWindow, WindowOnAssignment, logged_source
-from eddy.services.serving.scoring import (
-    MAX_REASON_CHARS,
-    Loaded,
-    Scored,
-    ServingModels,
-    Unscorable,
-    score_each,
+from eddy.services.serving.answers import (
+    CacheCheck,
+    Polled,
+    Refused,
+    Seen,
+    answer_batch,
+    fresh_requests,
+    suspected_redeliveries,
 )
+from eddy.services.serving.cache import AnswerCache, Ask, Policy, Precomputer
+from eddy.services.serving.redelivery import RedeliveryWindow, WindowOnAssignment
+from eddy.services.serving.request_log import RequestLog, ShadowLog
+from eddy.services.serving.scoring import Loaded, ServingModels
 from eddy.streams.dead_letters.letter import RawRecord, dead_letter
-from eddy.streams.features.compute import feature_vector, freshness
+from eddy.streams.features.compute import FeatureValue, feature_vector
 from eddy.streams.features.definitions import FEATURES
-from eddy.streams.messages.contracts import (
-    Identifier,
-    Prediction,
-    PredictionError,
-    PredictionRequest,
-)
-from eddy.streams.messages.validation import REFUSED_UNPARSED, InvalidMessage, decode, encode
-from eddy.streams.store.online import OnlineStore
-from eddy.streams.store.redis_commands import set_expiring
+from eddy.streams.messages.contracts import PredictionRequest
+from eddy.streams.messages.validation import InvalidMessage, decode
+from eddy.streams.store.online import OnlineStore, StoredState
 from eddy.streams.store.serialization import IntegrityError
-from eddy.streams.store.snapshots import ServedAnswer, Snapshot, SnapshotStore
+from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.clients import (
     TopicWatch,
     commit_unless_refused,
@@ -94,18 +92,6 @@ PRODUCER_LINGER_MS = 1
 # How often, at most, the broker is asked again whether an unknown reply topic exists.
 REPLY_TOPICS_REFRESH_S = 5.0
 SEND_TIMEOUT_S = 30.0
-NO_CHAMPION = "no_champion"
-INVALID_REQUEST = "invalid_request"
-UNSCORABLE = "unscorable"
-RESENT = "resent"  # a repeated answer to a redelivered request (counted once before)
-
-
-def request_log_key(prefix: str, request_id: str) -> str:
-    return f"{prefix}request:{{{request_id}}}"
-
-
-def shadow_stream(prefix: str) -> str:
-    return f"{prefix}shadow"
 
 
 class ModelWatcher(threading.Thread):
@@ -196,6 +182,8 @@ class Predictor:
         self.redis = make_redis(settings)
         self.store = OnlineStore(self.redis, prefix, settings.feature_ttl_s)
         self.snapshots = SnapshotStore(self.redis, prefix, settings.label_window_s)
+        self.request_log = RequestLog.from_settings(self.redis, settings)
+        self.shadow_log = ShadowLog.from_settings(self.redis, settings)
         self.producer = make_producer(settings, linger_ms=PRODUCER_LINGER_MS)
         self.watcher = ModelWatcher(settings, registry, model)
         self.cache = (
@@ -249,189 +237,115 @@ class Predictor:
         self._stopping = True
 
     def handle(self, records: list[Any]) -> Outcome:
-        """Answer one polled batch; returns once every answer is acknowledged."""
+        """Answer one polled batch; returns once every answer is acknowledged.
+
+        The I/O around :func:`~eddy.services.serving.answers.answer_batch`, which
+        decides every reply: decode (a refused record is dead-lettered at once), look
+        the suspected redeliveries up in the request log, read the features and the
+        answer cache; then write what the batch says to write, the request log last,
+        send, and wait for the acknowledgements."""
         serving = self.watcher.serving  # one champion for the whole batch
         now = time.time()
-        requests: list[tuple[Any, PredictionRequest]] = []
-        # (request record, reply topic, answer): every record gets exactly one answer.
-        answers: list[tuple[Any, str | None, Prediction]] = []
-        redelivered: list[tuple[Any, PredictionRequest]] = []  # read again after a crash?
-        served_from_cache: dict[str, Entry] = {}  # by request id
         writes = self.redis.pipeline(transaction=False)  # cache entries + request log
         futures = []
         suspects = self.redelivery.suspects((r.topic, r.partition) for r in records)
-        for record, suspect in zip(records, suspects, strict=True):
-            try:
-                requests.append((record, self._checked(decode(PredictionRequest, record.value))))
-            except InvalidMessage as exc:
-                answers.append((record, None, self._error(record, exc.error_class, exc.reason)))
-                letter = dead_letter(RawRecord.of(record), exc.error_class, exc.reason)
-                futures.append(
-                    self.producer.send(
-                        self.dead_letter_topic,
-                        key=letter.key,
-                        value=letter.value,
-                        headers=letter.headers,
-                    )
-                )
-                continue
-            if suspect:
-                redelivered.append(requests[-1])
-        resent = self._logged_answers(redelivered)  # by record (logged_source)
-        for record, request in redelivered:
-            if logged_source(record) in resent:
-                answers.append((record, request.reply_topic, resent[logged_source(record)]))
-        requests = [(rec, r) for rec, r in requests if logged_source(rec) not in resent]
-        stored = self.store.load(request.entity_id for _, request in requests)
+        polled: list[Polled] = []
+        for record in records:
+            decoded = self._decoded(record)
+            polled.append(Polled(record, decoded))
+            if isinstance(decoded, Refused):
+                futures.append(self._send_dead_letter(record, decoded))
+        logged = self.request_log.logged_answers(suspected_redeliveries(polled, suspects))
+        fresh = fresh_requests(polled, logged)
+        stored = self.store.load(request.entity_id for _, request in fresh)
         vectors = [
             feature_vector(stored[r.entity_id].state, FEATURES, now, raw=r.features)
-            for _, r in requests
+            for _, r in fresh
         ]
-        served: list[ServedAnswer | None] = [None] * len(requests)  # for the label to score
-        if serving.champion is None:
-            for record, request in requests:
-                answers.append((record, request.reply_topic, self._no_champion(record, request)))
-        elif requests:
-            champion_scores, hits = self._champion_scores(
-                serving.champion,
-                [(r.entity_id, stored[r.entity_id].rev) for _, r in requests],
-                vectors,
-                now,
-                writes,
+        checks = self._check_cache(serving.champion, fresh, stored, vectors, now)
+        batch = answer_batch(
+            polled,
+            logged=logged,
+            seen=[
+                Seen(stored[request.entity_id].state, vector, check)
+                for (_, request), vector, check in zip(fresh, vectors, checks, strict=True)
+            ],
+            serving=serving,
+            model=self.model,
+            answers_topic=self.answers_topic,
+            now=now,
+            clock=time.time,
+        )
+        for request_id, reason in batch.unscorable:
+            log.warning(
+                "the champion could not score a request",
+                extra={"request_id": request_id, "reason": reason},
             )
-            shadow = {c: score_each(c, vectors) for c in serving.challengers}
-            for i, (record, request) in enumerate(requests):
-                scored = champion_scores[i]
-                answer = self._scored_answer(
-                    record,
-                    request,
-                    serving.champion,
-                    scored,
-                    freshness(stored[request.entity_id].state, now),
-                    hits[i],
-                )
-                answers.append((record, request.reply_topic, answer))
-                if answer.error is not None or not isinstance(scored, Scored):
-                    continue
-                served[i] = ServedAnswer(serving.champion.name, scored.prediction, scored.positive)
-                hit = hits[i]
-                if hit is not None:
-                    served_from_cache[request.request_id] = hit
-            self._record_shadow(requests, serving.champion, champion_scores, shadow)
+        if self.cache is not None and serving.champion is not None:
+            self.cache.save(batch.to_cache, serving.champion, now, writes)
+        self.shadow_log.append(batch.shadow)
         # What each request saw, answered or not: a late label for it can still teach
         # the learner (that is how a cold start gets its first model).
-        self.snapshots.record(
-            [
-                (request.request_id, Snapshot(request.entity_id, now, vector, served[i]))
-                for i, ((_, request), vector) in enumerate(zip(requests, vectors, strict=True))
-            ]
-        )
-        wire = [encode(answer) for _, _, answer in answers]
+        self.snapshots.record(batch.snapshots)
         # The log first: an answer that went out is always in it, to be re-sent as it was.
         # Where another owner of the partition logged this very record first, its answer
         # is the one that counts: send that one, so both copies are identical.
-        fresh = [
-            i
-            for i, (record, _, _) in enumerate(answers)
-            if not resent or logged_source(record) not in resent
-        ]
-        taken = self._log_requests(
-            [(answers[i][0], answers[i][2], wire[i]) for i in fresh], served_from_cache, writes
-        )
-        for k, answer in taken.items():
-            record, reply_topic, _ = answers[fresh[k]]
-            answers[fresh[k]] = (record, reply_topic, answer)
-            wire[fresh[k]] = encode(answer)
-        for (_, reply_topic, answer), value in zip(answers, wire, strict=True):
-            futures.append(
-                self.producer.send(
-                    reply_topic or self.answers_topic,
-                    key=(answer.entity_id or answer.request_id).encode(),
-                    value=value,
-                )
-            )
+        batch = batch.taken_over(self.request_log.create(batch.to_log, writes))
+        for reply in batch.replies:
+            futures.append(self.producer.send(reply.topic, key=reply.key, value=reply.wire))
         self.producer.flush(timeout=SEND_TIMEOUT_S)
         for future in futures:
             future.get(timeout=SEND_TIMEOUT_S)
-        errors = sum(1 for _, _, a in answers if a.error is not None)
-        # Re-sent from the lookup (not in ``fresh``) or taken over at logging: each was
-        # counted when it was first answered.
-        repeats = set(range(len(answers))).difference(fresh) | {fresh[k] for k in taken}
-        for i, (_, _, answer) in enumerate(answers):
-            if i in repeats:
-                continue
-            metrics.REQUESTS.labels(answer.error.code if answer.error else "answered").inc()
-            if answer.latency_ms is not None:
-                metrics.REQUEST_LATENCY.observe(answer.latency_ms / 1000)
-        if repeats:
-            metrics.REQUESTS.labels(RESENT).inc(len(repeats))
+        for outcome, count in batch.outcomes.items():
+            metrics.REQUESTS.labels(outcome).inc(count)
+        for seconds in batch.latencies_s:
+            metrics.REQUEST_LATENCY.observe(seconds)
         self._report_lag()
-        return Outcome(len(answers), errors, sum(1 for _, _, a in answers if a.cached))
+        return Outcome(
+            len(batch.replies),
+            sum(1 for reply in batch.replies if reply.answer.error is not None),
+            sum(1 for reply in batch.replies if reply.answer.cached),
+        )
 
-    def _champion_scores(
+    def _decoded(self, record: Any) -> PredictionRequest | Refused:
+        """The record's request, or why it is refused (it then gets an error answer and
+        a dead letter)."""
+        try:
+            return self._checked(decode(PredictionRequest, record.value))
+        except InvalidMessage as exc:
+            return Refused(exc.error_class, exc.reason, at=time.time())
+
+    def _send_dead_letter(self, record: Any, refused: Refused) -> Any:
+        """Send the refused record's dead letter; the future of its acknowledgement."""
+        letter = dead_letter(RawRecord.of(record), refused.error_class, refused.reason)
+        return self.producer.send(
+            self.dead_letter_topic, key=letter.key, value=letter.value, headers=letter.headers
+        )
+
+    def _check_cache(
         self,
-        champion: Loaded,
-        reads: list[tuple[str, int]],
-        vectors: list[dict[str, Any]],
+        champion: Loaded | None,
+        fresh: list[tuple[Any, PredictionRequest]],
+        stored: dict[str, StoredState],
+        vectors: list[dict[str, FeatureValue]],
         now: float,
-        writes: Any,
-    ) -> tuple[list[Scored | Unscorable], list[Entry | None]]:
-        """The champion's answer per request, served from the cache where an entry
-        matches; answers computed for misses worth keeping are queued on ``writes``.
-        ``reads`` are the requests' entities and the revisions read for them."""
-        if self.cache is None:
-            return score_each(champion, vectors), [None] * len(vectors)
+    ) -> list[CacheCheck | None]:
+        """What the answer cache holds for each request to answer afresh, in one round
+        trip; nothing (None each) when the cache is off or no champion serves."""
+        if self.cache is None or champion is None or not fresh:
+            return [None] * len(fresh)
         asks = [
-            Ask(entity_id, rev, self.cache.timing.digest(vector, now))
-            for (entity_id, rev), vector in zip(reads, vectors, strict=True)
+            Ask(request.entity_id, stored[request.entity_id].rev, self.cache.timing.digest(v, now))
+            for (_, request), v in zip(fresh, vectors, strict=True)
         ]
         lookup = self.cache.lookup(champion, asks)
-        misses = [i for i, hit in enumerate(lookup.hits) if hit is None]
-        metrics.PREDICTION_CACHE.labels("hit").inc(len(asks) - len(misses))
-        metrics.PREDICTION_CACHE.labels("miss").inc(len(misses))
-        computed = dict(
-            zip(misses, score_each(champion, [vectors[i] for i in misses]), strict=True)
-        )
-        scores = [hit.scored if hit else computed[i] for i, hit in enumerate(lookup.hits)]
-        self.cache.save(
-            [
-                (asks[i], scored)
-                for i in misses
-                if lookup.keep[i] and isinstance(scored := computed[i], Scored)
-            ],
-            champion,
-            now,
-            writes,
-        )
-        return scores, lookup.hits
-
-    def _logged_answers(
-        self, requests: list[tuple[Any, PredictionRequest]]
-    ) -> dict[str, Prediction]:
-        """The answers already sent for these records (by :func:`logged_source`), from
-        the request log; only an entry naming the very same record counts (not a reused
-        request id)."""
-        if not requests:
-            return {}
-        prefix = self.settings.topic_prefix
-        logged = self.redis.mget([request_log_key(prefix, r.request_id) for _, r in requests])
-        found: dict[str, Prediction] = {}
-        for (record, request), raw in zip(requests, logged, strict=True):
-            try:
-                answer = logged_answer(raw, logged_source(record))
-            except ValueError:  # an entry this version cannot read: answer afresh instead
-                log.warning(
-                    "unreadable request-log entry", extra={"request_id": request.request_id}
-                )
-                continue
-            if answer is None:
-                continue
-            found[logged_source(record)] = answer
-            log.info(
-                "re-sent a logged answer to a redelivered request",
-                extra={"request_id": request.request_id, "model_version": answer.model_version},
-            )
-        return found
+        misses = sum(1 for hit in lookup.hits if hit is None)
+        metrics.PREDICTION_CACHE.labels("hit").inc(len(asks) - misses)
+        metrics.PREDICTION_CACHE.labels("miss").inc(misses)
+        return [
+            CacheCheck(ask, hit, keep)
+            for ask, hit, keep in zip(asks, lookup.hits, lookup.keep, strict=True)
+        ]
 
     def _report_lag(self) -> None:
         for tp in self.consumer.assignment():
@@ -439,27 +353,6 @@ class Predictor:
             if end is not None:
                 lag = max(0, end - self.consumer.position(tp))
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
-
-    def _answer(
-        self,
-        record: Any,
-        request: PredictionRequest,
-        model: Loaded,
-        scored: Scored,
-        fresh: float | None,
-        cached: Entry | None,
-    ) -> Prediction:
-        return Prediction(
-            request_id=request.request_id,
-            entity_id=request.entity_id,
-            prediction=scored.prediction,
-            proba=scored.proba,
-            model=model.model,
-            model_version=str(cached.version if cached else model.version),
-            latency_ms=_latency_ms(record),
-            freshness_s=fresh,
-            cached=cached is not None,
-        )
 
     def _checked(self, request: PredictionRequest) -> PredictionRequest:
         """``request``, unless it names a reply topic answers may not go to."""
@@ -478,221 +371,3 @@ class Predictor:
                     "(topics are never created on first use)",
                 )
         return request
-
-    def _scored_answer(
-        self,
-        record: Any,
-        request: PredictionRequest,
-        champion: Loaded,
-        scored: Scored | Unscorable,
-        fresh: float | None,
-        cached: Entry | None,
-    ) -> Prediction:
-        """The answer for a scored request, or its error answer when the champion could
-        not score it or answered what no answer may carry (a NaN probability)."""
-        if isinstance(scored, Scored):
-            try:
-                return self._answer(record, request, champion, scored, fresh, cached)
-            except ValueError as exc:
-                scored = Unscorable(f"the model's answer is invalid: {exc}"[:MAX_REASON_CHARS])
-        return self._unscorable(record, request, scored)
-
-    def _unscorable(
-        self, record: Any, request: PredictionRequest, unscorable: Unscorable
-    ) -> Prediction:
-        log.warning(
-            "the champion could not score a request",
-            extra={"request_id": request.request_id, "reason": unscorable.reason},
-        )
-        return Prediction(
-            request_id=request.request_id,
-            entity_id=request.entity_id,
-            model=self.model,
-            latency_ms=_latency_ms(record),
-            error=PredictionError(code=UNSCORABLE, message=unscorable.reason),
-        )
-
-    def _no_champion(self, record: Any, request: PredictionRequest) -> Prediction:
-        return Prediction(
-            request_id=request.request_id,
-            entity_id=request.entity_id,
-            model=self.model,
-            latency_ms=_latency_ms(record),
-            error=PredictionError(
-                code=NO_CHAMPION,
-                message=f"no version of {self.model!r} is champion yet; nothing is guessed",
-            ),
-        )
-
-    def _error(self, record: Any, error_class: str, reason: str) -> Prediction:
-        request_id = _salvaged_request_id(record.value, error_class) or (
-            f"{record.topic}:{record.partition}:{record.offset}"
-        )
-        return Prediction(
-            request_id=request_id,
-            model=self.model,
-            latency_ms=_latency_ms(record),
-            error=PredictionError(code=INVALID_REQUEST, message=f"{error_class}: {reason}"),
-        )
-
-    def _record_shadow(
-        self,
-        requests: list[tuple[Any, PredictionRequest]],
-        champion: Loaded,
-        champion_scores: list[Scored | Unscorable],
-        shadow: dict[Loaded, list[Scored | Unscorable]],
-    ) -> None:
-        if not shadow:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        stream = shadow_stream(self.settings.topic_prefix)
-        for model, scores in [(champion, champion_scores), *shadow.items()]:
-            for (_, request), scored in zip(requests, scores, strict=True):
-                if isinstance(scored, Unscorable):
-                    continue
-                pipe.xadd(
-                    stream,
-                    {
-                        "request_id": request.request_id,
-                        "model": model.model,
-                        "version": model.version,
-                        "prediction": orjson.dumps(scored.prediction),
-                    },
-                    maxlen=self.settings.shadow_log_max,
-                    approximate=True,
-                )
-        pipe.execute()
-
-    def _log_requests(
-        self,
-        answers: list[tuple[Any, Prediction, bytes]],
-        served_from_cache: dict[str, Entry],
-        pipe: Any,
-    ) -> dict[int, Prediction]:
-        """One request-log entry per request, under the id its answer carries; a cached
-        answer's entry says which revision and when the answer was computed from.
-        ``answers``: the request record, its answer and the answer's wire form (logged
-        as it is, byte for byte).
-
-        Entries are only created, never replaced blindly: where one exists, an entry for
-        the very same record means another owner of the partition (one whose commit
-        the group will refuse) answered it first; that answer is returned, by index into
-        ``answers``, to be sent instead. An entry for another record (a reused request
-        id) or one that cannot be read is replaced."""
-        first = len(pipe)
-        entries: list[tuple[str, bytes]] = []
-        for record, answer, sent in answers:
-            request_id = answer.request_id
-            entry: dict[str, Any] = {
-                "request_id": request_id,
-                "input": (record.value or b"")[: self.settings.request_log_input_bytes].decode(
-                    "utf-8", errors="replace"
-                ),
-                "output": orjson.Fragment(sent),
-                "at": time.time(),
-                "source": logged_source(record),
-            }
-            hit = served_from_cache.get(request_id)
-            if hit is not None:
-                entry["cache"] = {"rev": hit.rev, "computed_at": hit.at}
-            entries.append(
-                (request_log_key(self.settings.topic_prefix, request_id), orjson.dumps(entry))
-            )
-            set_expiring(pipe, *entries[-1], self.settings.request_log_ttl_s * 1000, nx=True)
-            log.debug(
-                "answered",
-                extra={
-                    "request_id": request_id,
-                    "model_version": answer.model_version,
-                    "error": answer.error.code if answer.error else None,
-                    "latency_ms": answer.latency_ms,
-                    "cached": answer.cached,
-                },
-            )
-        created = pipe.execute()[first:]
-        refused = [k for k, ok in enumerate(created) if not ok]
-        if not refused:
-            return {}
-        taken: dict[int, Prediction] = {}
-        existing = self.redis.mget([entries[k][0] for k in refused])
-        for k, raw in zip(refused, existing, strict=True):
-            record, answer, _ = answers[k]
-            try:
-                first_answer = logged_answer(raw, logged_source(record))
-            except ValueError:  # unreadable: ours replaces it
-                first_answer = None
-            if first_answer is None:
-                set_expiring(pipe, *entries[k], self.settings.request_log_ttl_s * 1000)
-                continue
-            taken[k] = first_answer
-            log.info(
-                "another owner answered this request first; its answer was sent",
-                extra={
-                    "request_id": answer.request_id,
-                    "model_version": first_answer.model_version,
-                },
-            )
-        pipe.execute()
-        return taken
-
-
-def logged_answer(raw: bytes | str | None, source: str) -> Prediction | None:
-    """The answer a request-log entry holds for the record named ``source``; None when
-    there is no entry or it is for another record. Raises ``ValueError`` when the entry
-    cannot be read."""
-    if raw is None:
-        return None
-    try:
-        entry = orjson.loads(raw)
-        if entry.get("source") != source:
-            return None
-        return Prediction.model_validate(entry["output"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"unreadable request-log entry: {exc}") from exc
-
-
-# A request id as a top-level string member, found without parsing (see below).
-_ANSWER_ID = TypeAdapter(Identifier)
-_REQUEST_ID = re.compile(rb'"request_id"\s*:\s*"([^"\\]{1,256})"')
-
-
-def _latency_ms(record: Any) -> float:
-    """From the request's Kafka timestamp to now: what the caller waited so far."""
-    return round(max(0.0, time.time() * 1000 - float(record.timestamp)), 3)
-
-
-def _salvaged_request_id(raw: bytes | None, error_class: str) -> str | None:
-    """The request id of a request too broken to validate, when one can be read.
-
-    The lenient standard parser is used on purpose: it reads NaN and duplicate keys,
-    so a request refused for those still gets its answer under its own id. A request
-    refused before it was parsed (too large, too deep, not UTF-8) is not parsed here
-    either, since the guards that refused it keep a parser from recursing or running
-    long: its id is looked for by a linear scan of the bytes instead.
-
-    >>> _salvaged_request_id(b'{"request_id": "r1", "x": NaN}', "non_finite_number")
-    'r1'
-    >>> _salvaged_request_id(b'{"request_id": "r2", "x": ' + b"[" * 100_000, "too_deep")
-    'r2'
-
-    An id the answer's contract would refuse is no id (the answer then names the
-    record's place): a lone surrogate, found by the long fuzz, crashed the predictor.
-
-    >>> _salvaged_request_id(rb'{"request_id": "\\ud800", "x": NaN}', "non_finite_number")
-    """
-    if error_class in REFUSED_UNPARSED:
-        found = _REQUEST_ID.search(raw or b"")
-        try:
-            value: object = found.group(1).decode("utf-8") if found else None
-        except UnicodeDecodeError:
-            return None
-    else:
-        try:
-            document = json.loads(raw or b"")
-        except ValueError:
-            return None
-        value = document.get("request_id") if isinstance(document, dict) else None
-    try:
-        return _ANSWER_ID.validate_python(value)
-    except ValidationError:
-        return None

@@ -23,7 +23,7 @@ from eddy.services.config.settings import Settings
 from eddy.streams.messages.validation import encode
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 from tests.conftest import settings_env
 from tests.unit.test_backtest import (
     COUNT,
@@ -64,9 +64,9 @@ def deployment(stack: Settings, tmp_path: Path) -> Settings:
 
 
 def produce(settings: Settings, start: datetime) -> None:
-    prefix, partitions = settings.topic_prefix, settings.partitions
-    events = spec_for(Topic.EVENTS, prefix=prefix, partitions=partitions).name
-    labels = spec_for(Topic.LABELS, prefix=prefix, partitions=partitions).name
+    prefix = settings.topic_prefix
+    events = topic_name(Topic.EVENTS, prefix)
+    labels = topic_name(Topic.LABELS, prefix)
     producer = make_producer(settings, linger_ms=10)
     try:
         for event, late in history(start):

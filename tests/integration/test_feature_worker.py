@@ -41,7 +41,7 @@ from eddy.streams.features.definitions import FEATURES
 from eddy.streams.store.online import OnlineStore
 from eddy.streams.transport.admin import committed_offsets, ensure_topics
 from eddy.streams.transport.clients import make_admin, make_producer, make_redis
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 from tests.conftest import settings_env
 
 DEADLINE_S = 120.0
@@ -57,7 +57,7 @@ class Deployment:
     workers: list[subprocess.Popen[bytes]]
 
     def topic(self, topic: Topic) -> str:
-        return spec_for(topic, prefix=self.settings.topic_prefix, partitions=3).name
+        return topic_name(topic, self.settings.topic_prefix)
 
     def store(self) -> OnlineStore:
         return OnlineStore(

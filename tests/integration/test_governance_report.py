@@ -42,7 +42,7 @@ from eddy.streams.messages.contracts import (
 from eddy.streams.messages.validation import encode
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 MODEL = "fraud"
 PARTITIONS = 3
@@ -71,7 +71,7 @@ def deployment(stack: Settings, tmp_path: Path) -> Settings:
 
 def publish_examples(settings: Settings, start: int, count: int, flipped: bool) -> None:
     """Example ``i`` goes to partition ``i % 3`` with source offset ``i``: lineage is known."""
-    topic = spec_for(Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=3).name
+    topic = topic_name(Topic.TRAINING_EXAMPLES, settings.topic_prefix)
     rng = random.Random(start)
     producer = make_producer(settings, linger_ms=10)
     try:

@@ -30,7 +30,7 @@ from eddy.streams.store.serialization import signing_key
 from eddy.streams.store.snapshots import ServedAnswer, Snapshot, SnapshotStore
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer, make_redis
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 from tests.conftest import settings_env
 
 DEADLINE_S = 120.0
@@ -44,7 +44,7 @@ class LearnerDeployment:
     processes: list[subprocess.Popen[bytes]]
 
     def topic(self, topic: Topic) -> str:
-        return spec_for(topic, prefix=self.settings.topic_prefix, partitions=1).name
+        return topic_name(topic, self.settings.topic_prefix)
 
     def start(self) -> subprocess.Popen[bytes]:
         with (self.workdir / f"learner-{len(self.processes)}.log").open("wb") as log:

@@ -42,7 +42,7 @@ from eddy.services.workers.learner import AllToOneAssignor
 from eddy.streams.store.online import OnlineStore
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_consumer, make_producer, make_redis, subscribe
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 from tests.integration.test_feature_worker import applied_counts, event, quiet_hour_base, send
 from tests.integration.test_learner import LearnerDeployment, examples, synthetic
 from tests.integration.test_learner import send as send_messages
@@ -163,7 +163,7 @@ def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restart
         }
     )
     ensure_topics(settings)
-    events_topic = spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=2).name
+    events_topic = topic_name(Topic.EVENTS, settings.topic_prefix)
     store = OnlineStore(make_redis(stack), settings.topic_prefix, settings.feature_ttl_s)
     base = quiet_hour_base()
     entities = [f"s{i}" for i in range(10)]

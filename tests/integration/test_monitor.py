@@ -24,7 +24,7 @@ from eddy.streams.messages.contracts import DriftAlert, DriftKind
 from eddy.streams.messages.validation import encode
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_consumer, make_producer
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 from tests.conftest import settings_env
 
 LINEAGE = Lineage({"ex[0]": [0, 9]}, "fs", {}, {}, "test", {"type": "alert", "id": "a1"}, "t")
@@ -74,12 +74,12 @@ def test_status_api_and_dashboard_show_models_history_and_alerts(
         action="retrain",
     )
     producer = make_producer(settings)
-    topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+    topic = topic_name(Topic.DRIFT_ALERTS, settings.topic_prefix)
     # Anyone can write to the alerts topic: a record that is not an alert is left off the
     # dashboard, and the alerts after it still show (it once ended the reading thread).
     producer.send(topic, key=b"m", value=b"not an alert").get(timeout=30)
     producer.send(topic, key=b"m", value=encode(alert)).get(timeout=30)
-    requests = spec_for(Topic.PREDICTION_REQUESTS, prefix=settings.topic_prefix, partitions=3).name
+    requests = topic_name(Topic.PREDICTION_REQUESTS, settings.topic_prefix)
     for _ in range(5):
         producer.send(requests, value=b"{}", partition=0).get(timeout=30)
     producer.close()

@@ -43,7 +43,7 @@ from eddy.streams.store.online import OnlineStore
 from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer, make_redis
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 from tests.integration.test_predictor import LINEAGE, Service, answers_consumer
 
 DEADLINE_S = 60.0
@@ -96,15 +96,15 @@ class FeatureWriter:
     revs: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        prefix, partitions = self.settings.topic_prefix, self.settings.partitions
-        self.topic = spec_for(Topic.EVENTS, prefix=prefix, partitions=partitions).name
+        prefix = self.settings.topic_prefix
+        self.topic = topic_name(Topic.EVENTS, prefix)
         self.producer = make_producer(self.settings)
         self.pipeline = FeaturePipeline(
             fs=FEATURES,
             store=OnlineStore(make_redis(self.settings), prefix, self.settings.feature_ttl_s),
             producer=self.producer,
-            dead_letter_topic=spec_for(Topic.DEAD_LETTER, prefix=prefix, partitions=3).name,
-            examples_topic=spec_for(Topic.TRAINING_EXAMPLES, prefix=prefix, partitions=3).name,
+            dead_letter_topic=topic_name(Topic.DEAD_LETTER, prefix),
+            examples_topic=topic_name(Topic.TRAINING_EXAMPLES, prefix),
             max_future=timedelta(seconds=self.settings.max_event_time_skew_s),
         )
 

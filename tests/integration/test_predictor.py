@@ -34,7 +34,7 @@ from eddy.streams.store.snapshots import ServedAnswer, SnapshotStore
 from eddy.streams.transport.admin import ensure_topics, group_serving
 from eddy.streams.transport.clients import make_admin, make_redis
 from eddy.streams.transport.groups import group_id
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 from tests.conftest import settings_env
 
 DEADLINE_S = 60.0
@@ -58,7 +58,7 @@ class Service:
     log: Path
 
     def topic(self, topic: Topic) -> str:
-        return spec_for(topic, prefix=self.settings.topic_prefix, partitions=3).name
+        return topic_name(topic, self.settings.topic_prefix)
 
     def start(self) -> None:
         with self.log.open("wb") as out:
@@ -493,13 +493,13 @@ def test_a_redelivered_request_gets_its_logged_answer_even_after_a_swap(
 
 def test_an_unreadable_request_log_entry_means_answering_afresh(service: Service) -> None:
     from eddy.services.serving.predictor import Predictor
-    from eddy.services.serving.request_log import request_log_key
+    from eddy.streams.store import keys
 
     with_champion(service)
     send_requests(service, [{"request_id": "odd", "entity_id": "u1", "features": {"amount": 70.0}}])
     (record,) = request_records(service, 1)
     redis = make_redis(service.settings)
-    redis.set(request_log_key(service.settings.topic_prefix, "odd"), b"{not json")
+    redis.set(keys.request_log(service.settings.topic_prefix, "odd"), b"{not json")
     predictor = Predictor(service.settings, service.registry, "m")
     try:
         predictor.redelivery.assigned([(record.topic, record.partition)])
@@ -507,7 +507,7 @@ def test_an_unreadable_request_log_entry_means_answering_afresh(service: Service
     finally:
         predictor.consumer.close(autocommit=False)
     assert (outcome.answered, outcome.errors) == (1, 0)
-    logged = orjson.loads(redis.get(request_log_key(service.settings.topic_prefix, "odd")))
+    logged = orjson.loads(redis.get(keys.request_log(service.settings.topic_prefix, "odd")))
     assert logged["output"]["model_version"] == "1"
 
 
@@ -518,7 +518,7 @@ def test_an_answer_another_owner_logged_first_is_the_one_sent_again(service: Ser
     entry left by another record under a reused request id is replaced, as before."""
     from eddy.services.ops import metrics
     from eddy.services.serving.predictor import Predictor
-    from eddy.services.serving.request_log import request_log_key
+    from eddy.streams.store import keys
 
     with_champion(service)
     send_requests(
@@ -530,7 +530,7 @@ def test_an_answer_another_owner_logged_first_is_the_one_sent_again(service: Ser
     )
     records = request_records(service, 3)
     redis = make_redis(service.settings)
-    reused = request_log_key(service.settings.topic_prefix, "r2")
+    reused = keys.request_log(service.settings.topic_prefix, "r2")
     redis.set(reused, orjson.dumps({"source": "elsewhere[0]@7", "output": {"request_id": "r2"}}))
     old_owner = Predictor(service.settings, service.registry, "m")
     try:

@@ -41,7 +41,7 @@ from eddy.streams.store.serialization import IntegrityError
 from eddy.streams.transport.admin import committed_offsets, ensure_topics
 from eddy.streams.transport.clients import make_admin, make_producer
 from eddy.streams.transport.groups import group_id
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 from tests.conftest import settings_env
 
 DEADLINE_S = 90.0
@@ -86,7 +86,7 @@ def publish_examples(
 ) -> None:
     """``rows`` as training examples ``tag-<start + i>``, event times ``base + i * step_s``
     from ``start`` on."""
-    topic = spec_for(Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=3).name
+    topic = topic_name(Topic.TRAINING_EXAMPLES, settings.topic_prefix)
     producer = make_producer(settings, linger_ms=10)
     try:
         for i, (x, y) in enumerate(rows, start=start):
@@ -120,7 +120,7 @@ def concept_alert(alert_id: str, window: DriftWindow | None = None) -> DriftAler
 
 
 def publish_alert(settings: Settings, alert_id: str, model: str = MODEL) -> None:
-    topic = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+    topic = topic_name(Topic.DRIFT_ALERTS, settings.topic_prefix)
     alert = concept_alert(alert_id).model_copy(update={"model": model})
     producer = make_producer(settings)
     try:
@@ -130,7 +130,7 @@ def publish_alert(settings: Settings, alert_id: str, model: str = MODEL) -> None
 
 
 def announcements(settings: Settings) -> list[dict[str, object]]:
-    topic = spec_for(Topic.MODEL_UPDATES, prefix=settings.topic_prefix, partitions=1).name
+    topic = topic_name(Topic.MODEL_UPDATES, settings.topic_prefix)
     return [
         r.value
         for r in read_topic(
@@ -199,7 +199,7 @@ def test_an_alert_for_a_model_nobody_deploys_is_dead_lettered_and_creates_none(
     letters = list(
         read_topic(
             deployment,
-            spec_for(Topic.DEAD_LETTER, prefix=deployment.topic_prefix, partitions=3).name,
+            topic_name(Topic.DEAD_LETTER, deployment.topic_prefix),
             from_beginning=True,
             max_messages=None,
             idle_timeout_s=3.0,
@@ -394,7 +394,7 @@ def test_a_handled_batch_is_committed_before_a_review_longer_than_a_session(
     running.start()
     # The alerts arrive during a review: the batch after it meets a review already due.
     assert reviewing.wait(timeout=DEADLINE_S), "no review started"
-    alerts = spec_for(Topic.DRIFT_ALERTS, prefix=settings.topic_prefix, partitions=1).name
+    alerts = topic_name(Topic.DRIFT_ALERTS, settings.topic_prefix)
     producer = make_producer(settings)
     try:
         for n in range(sent):

@@ -47,7 +47,7 @@ from eddy.streams.messages.contracts import DriftAlert
 from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_consumer, make_producer, make_redis
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 ENTITIES = ("u0", "u1", "u2", "u3")
 EVENTS_PER_ENTITY = 5
@@ -78,7 +78,7 @@ class Deployment:
     events: Any  # a consumer of the events topic: what the worker has read so far
 
     def topic(self, topic: Topic) -> str:
-        return spec_for(topic, prefix=self.settings.topic_prefix, partitions=3).name
+        return topic_name(topic, self.settings.topic_prefix)
 
     def send(
         self, topic: Topic, records: Sequence[tuple[str, dict[str, Any], float | None]]
@@ -183,9 +183,7 @@ def deployment(stack: Settings, tmp_path: Path) -> Iterator[Deployment]:
     registry = open_registry(settings, announce=False)
     registry.register("m", "sklearn", trained(), {"log_loss": 0.3}, LINEAGE)
     registry.promote("m", 1, "test", "initial")
-    events = assigned(
-        settings, spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=3).name
-    )
+    events = assigned(settings, topic_name(Topic.EVENTS, settings.topic_prefix))
     running = Deployment(settings, registry, build_pipeline(settings), events)
     yield running
     events.close()

@@ -20,8 +20,8 @@ from eddy.services.config.settings import Settings
 from eddy.services.promotion.live_evaluation import LiveEvaluator, RecordedAnswer
 from eddy.services.promotion.rules import Decision, SliceGate
 from eddy.services.registry.store import Registry
-from eddy.services.serving.request_log import shadow_stream
 from eddy.streams.learning.slices import SliceNamer
+from eddy.streams.store import keys
 from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.clients import make_redis
 
@@ -33,7 +33,7 @@ def recorded_answers(settings: Settings) -> list[RecordedAnswer]:
     client = make_redis(settings)
     try:
         entries: Any = client.xrevrange(
-            shadow_stream(settings.topic_prefix), count=settings.shadow_log_max
+            keys.shadow_log(settings.topic_prefix), count=settings.shadow_log_max
         )
     finally:
         client.close()

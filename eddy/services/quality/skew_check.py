@@ -40,7 +40,6 @@ from kafka import TopicPartition
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
-from eddy.services.serving.request_log import request_log_key
 from eddy.streams.dead_letters.letter import RawRecord
 from eddy.streams.dead_letters.policy import Action, action_for
 from eddy.streams.features.compute import FeatureSet
@@ -60,6 +59,7 @@ from eddy.streams.features.skew import (
 )
 from eddy.streams.messages.contracts import DriftAlert, DriftWindow, PredictionRequest
 from eddy.streams.messages.validation import InvalidMessage, decode, encode
+from eddy.streams.store import keys
 from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.clients import make_consumer, make_producer, make_redis
 from eddy.streams.transport.topics import Topic, message_key, spec_for
@@ -137,15 +137,15 @@ def run_scheduled(settings: Settings, stop: threading.Event, fs: FeatureSet = FE
 def sample_requests(client: redis.Redis, settings: Settings) -> tuple[list[Served], Counter[str]]:
     """Up to ``skew_sample`` logged requests that have a snapshot, and why others were not."""
     wanted = settings.skew_sample
-    pattern = request_log_key(_GLOB_SPECIAL.sub(r"\\\1", settings.topic_prefix), "*")
+    pattern = keys.request_log(_GLOB_SPECIAL.sub(r"\\\1", settings.topic_prefix), "*")
     snapshots = SnapshotStore(client, settings.topic_prefix, settings.label_window_s)
     found: dict[str, Served] = {}
     skipped: Counter[str] = Counter()
     cursor, scanned = 0, 0
     for _call in range(MAX_SCAN_CALLS):
-        cursor, keys = client.scan(cursor=cursor, match=pattern, count=SCAN_COUNT)
-        scanned += len(keys)
-        for served in _served(client, snapshots, keys, skipped):
+        cursor, found_keys = client.scan(cursor=cursor, match=pattern, count=SCAN_COUNT)
+        scanned += len(found_keys)
+        for served in _served(client, snapshots, found_keys, skipped):
             found.setdefault(served.request_id, served)
         if len(found) >= wanted or cursor == 0 or scanned >= wanted * SCAN_LIMIT_FACTOR:
             break

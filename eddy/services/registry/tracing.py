@@ -14,14 +14,14 @@ import orjson
 
 from eddy.services.config.settings import Settings
 from eddy.services.registry.store import CHAMPION, Registry, RegistryError
-from eddy.services.serving.request_log import request_log_key
+from eddy.streams.store import keys
 from eddy.streams.transport.clients import make_redis
 
 
 def trace_request(settings: Settings, registry: Registry, request_id: str) -> dict[str, Any] | None:
     client = make_redis(settings)
     try:
-        raw = client.get(request_log_key(settings.topic_prefix, request_id))
+        raw = client.get(keys.request_log(settings.topic_prefix, request_id))
     finally:
         client.close()
     if raw is None:

@@ -108,10 +108,12 @@ from eddy.streams.features.compute import (
 )
 from eddy.streams.messages.contracts import Event
 from eddy.streams.messages.validation import InvalidMessage, decode
+from eddy.streams.store import keys
 from eddy.streams.store.online import OnlineStore
 from eddy.streams.store.redis_commands import set_expiring
 from eddy.streams.transport.clients import make_consumer
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.groups import ANSWER_PRECOMPUTE, group_id
+from eddy.streams.transport.topics import Topic, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -336,10 +338,10 @@ class AnswerCache:
         )
 
     def key(self, entity_id: str) -> str:
-        return f"{self._prefix}answer:{{{entity_id}}}:{self.model}"
+        return keys.cached_answer(self._prefix, entity_id, self.model)
 
     def hot_key(self, entity_id: str) -> str:
-        return f"{self._prefix}answer-hot:{{{entity_id}}}:{self.model}"
+        return keys.hot_requests(self._prefix, entity_id, self.model)
 
     def lookup(self, champion: Loaded, asks: Sequence[Ask]) -> Lookup:
         """One round trip: every ask's entry, and (policy ``hot``) its request counted."""
@@ -496,11 +498,11 @@ class Precomputer(threading.Thread):
 
     def run(self) -> None:
         prefix = self.settings.topic_prefix
-        topic = spec_for(Topic.EVENTS, prefix=prefix, partitions=self.settings.partitions).name
+        topic = topic_name(Topic.EVENTS, prefix)
         consumer = make_consumer(
             self.settings,
             topic,
-            group_id=f"{prefix}answer-precompute.{self.cache.model}",
+            group_id=group_id(prefix, ANSWER_PRECOMPUTE, self.cache.model),
             auto_offset_reset="latest",  # answers for features from now on
         )
         try:

@@ -21,7 +21,7 @@ from eddy.services.config.settings import Settings
 from eddy.streams.messages.contracts import Prediction, PredictionRequest
 from eddy.streams.messages.validation import decode, encode
 from eddy.streams.transport.clients import make_consumer, make_producer
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic, topic_name
 
 POLL_MS = 50
 
@@ -32,14 +32,10 @@ class AnswerTimeout(TimeoutError):
 
 class PredictionClient:
     def __init__(self, settings: Settings, reply_topic: str | None = None) -> None:
-        prefix, partitions = settings.topic_prefix, settings.partitions
-        self.requests_topic = spec_for(
-            Topic.PREDICTION_REQUESTS, prefix=prefix, partitions=partitions
-        ).name
+        prefix = settings.topic_prefix
+        self.requests_topic = topic_name(Topic.PREDICTION_REQUESTS, prefix)
         self.reply_topic = reply_topic
-        answers = (
-            reply_topic or spec_for(Topic.PREDICTIONS, prefix=prefix, partitions=partitions).name
-        )
+        answers = reply_topic or topic_name(Topic.PREDICTIONS, prefix)
         self._producer = make_producer(settings, linger_ms=0)
         self._consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=POLL_MS)
         assigned = [

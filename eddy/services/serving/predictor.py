@@ -41,7 +41,6 @@ version that fails verification is refused and the current champion keeps servin
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -51,7 +50,8 @@ from kafka import TopicPartition
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
-from eddy.services.ops.liveness import Liveness, consumer_positions
+from eddy.services.ops.liveness import Liveness
+from eddy.services.ops.poll_loop import PollLoop
 from eddy.services.registry.store import CHALLENGER, CHAMPION, Registry
 from eddy.services.serving.answers import (
     CacheCheck,
@@ -66,7 +66,7 @@ from eddy.services.serving.cache import AnswerCache, Ask, Policy, Precomputer
 from eddy.services.serving.redelivery import RedeliveryWindow, WindowOnAssignment
 from eddy.services.serving.request_log import RequestLog, ShadowLog
 from eddy.services.serving.scoring import Loaded, ServingModels
-from eddy.streams.dead_letters.letter import RawRecord, dead_letter
+from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.features.compute import FeatureValue, feature_vector
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.messages.contracts import PredictionRequest
@@ -75,7 +75,6 @@ from eddy.streams.store.online import OnlineStore, StoredState
 from eddy.streams.store.serialization import IntegrityError
 from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.clients import (
-    TopicWatch,
     commit_unless_refused,
     make_consumer,
     make_producer,
@@ -83,7 +82,7 @@ from eddy.streams.transport.clients import (
     subscribe,
 )
 from eddy.streams.transport.groups import group_id
-from eddy.streams.transport.topics import KnownTopics, Topic, reply_topic_refusal, spec_for
+from eddy.streams.transport.topics import KnownTopics, Topic, reply_topic_refusal, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +142,7 @@ class ModelWatcher(threading.Thread):
         return self._cache[version]
 
     def run(self) -> None:
-        topic = spec_for(Topic.MODEL_UPDATES, prefix=self.settings.topic_prefix, partitions=1).name
+        topic = topic_name(Topic.MODEL_UPDATES, self.settings.topic_prefix)
         consumer = make_consumer(self.settings, group_id=None)
         try:
             where = TopicPartition(topic, 0)
@@ -171,20 +170,21 @@ class Predictor:
     def __init__(self, settings: Settings, registry: Registry, model: str) -> None:
         self.settings = settings
         self.model = model
-        prefix, partitions = settings.topic_prefix, settings.partitions
-        self.requests_topic = spec_for(
-            Topic.PREDICTION_REQUESTS, prefix=prefix, partitions=partitions
-        ).name
-        self.answers_topic = spec_for(Topic.PREDICTIONS, prefix=prefix, partitions=partitions).name
-        self.dead_letter_topic = spec_for(
-            Topic.DEAD_LETTER, prefix=prefix, partitions=partitions
-        ).name
+        prefix = settings.topic_prefix
+        self.requests_topic = topic_name(Topic.PREDICTION_REQUESTS, prefix)
+        self.answers_topic = topic_name(Topic.PREDICTIONS, prefix)
         self.redis = make_redis(settings)
         self.store = OnlineStore(self.redis, prefix, settings.feature_ttl_s)
         self.snapshots = SnapshotStore(self.redis, prefix, settings.label_window_s)
         self.request_log = RequestLog.from_settings(self.redis, settings)
         self.shadow_log = ShadowLog.from_settings(self.redis, settings)
         self.producer = make_producer(settings, linger_ms=PRODUCER_LINGER_MS)
+        self.dead_letters = DeadLetterSink(
+            self.producer,
+            topic_name(Topic.DEAD_LETTER, prefix),
+            topic_prefix=prefix,
+            counted=metrics.count_dead_letters,
+        )
         self.watcher = ModelWatcher(settings, registry, model)
         self.cache = (
             AnswerCache.from_settings(self.redis, settings, model, FEATURES)
@@ -205,36 +205,33 @@ class Predictor:
         self.known_topics = KnownTopics(self.consumer.topics, REPLY_TOPICS_REFRESH_S)
         self.redelivery = RedeliveryWindow(settings.predictor_batch_size)
         subscribe(self.consumer, [self.requests_topic], WindowOnAssignment(self.redelivery))
-        self._stopping = False
+        self.loop = PollLoop(
+            settings,
+            self.consumer,
+            [self.requests_topic],
+            Liveness(settings, "predictor"),
+            poll_ms=POLL_MS,
+        )
 
     def run(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
         self.watcher.start()
         if self.precomputer is not None:
             self.precomputer.start()
-        liveness = Liveness(self.settings, "predictor").start()
-        topics = TopicWatch.start(self.settings, [self.requests_topic])
         try:
-            while not self._stopping:
-                topics.check()
-                liveness.observe(consumer_positions(self.consumer))
-                polled = self.consumer.poll(timeout_ms=POLL_MS)
-                records = [r for rs in polled.values() for r in rs]
-                if records:
-                    self.handle(records)
-                    commit_unless_refused(self.consumer)  # refused: redelivered, re-sent
+            self.loop.run(self._answer_and_commit)
         finally:
-            topics.stop()
-            liveness.stop()
             self.watcher.stop()
             if self.precomputer is not None:
                 self.precomputer.stop()
             self.consumer.close(autocommit=False)
             self.producer.close()
 
+    def _answer_and_commit(self, records: list[Any]) -> None:
+        self.handle(records)
+        commit_unless_refused(self.consumer)  # refused: redelivered, re-sent
+
     def stop(self, *_: Any) -> None:
-        self._stopping = True
+        self.loop.stop()
 
     def handle(self, records: list[Any]) -> Outcome:
         """Answer one polled batch; returns once every answer is acknowledged.
@@ -317,10 +314,7 @@ class Predictor:
 
     def _send_dead_letter(self, record: Any, refused: Refused) -> Any:
         """Send the refused record's dead letter; the future of its acknowledgement."""
-        letter = dead_letter(RawRecord.of(record), refused.error_class, refused.reason)
-        return self.producer.send(
-            self.dead_letter_topic, key=letter.key, value=letter.value, headers=letter.headers
-        )
+        return self.dead_letters.reject(record, refused.error_class, refused.reason)
 
     def _check_cache(
         self,

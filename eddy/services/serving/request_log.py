@@ -14,7 +14,7 @@ written before any answer is sent, so the answer to a redelivered record can be 
 as it was (:mod:`eddy.services.serving.redelivery`): only an entry naming the very same
 record counts, not one left under a reused request id.
 
->>> request_log_key("eddy.", "r1"), shadow_stream("eddy.")
+>>> keys.request_log("eddy.", "r1"), keys.shadow_log("eddy.")
 ('eddy.request:{r1}', 'eddy.shadow')
 >>> answer = {"request_id": "r1", "prediction": 1}
 >>> entry = orjson.dumps({"source": "requests[0]@7", "output": answer})
@@ -42,19 +42,12 @@ from eddy.services.serving.cache import Entry
 from eddy.services.serving.redelivery import logged_source
 from eddy.services.serving.scoring import Answer
 from eddy.streams.messages.contracts import Prediction, PredictionRequest
+from eddy.streams.store import keys
 from eddy.streams.store.redis_commands import set_expiring
 
 log = logging.getLogger(__name__)
 
 MS_PER_S = 1000
-
-
-def request_log_key(prefix: str, request_id: str) -> str:
-    return f"{prefix}request:{{{request_id}}}"
-
-
-def shadow_stream(prefix: str) -> str:
-    return f"{prefix}shadow"
 
 
 def logged_answer(raw: bytes | str | None, source: str) -> Prediction | None:
@@ -195,7 +188,7 @@ class RequestLog:
         return taken
 
     def key(self, request_id: str) -> str:
-        return request_log_key(self._prefix, request_id)
+        return keys.request_log(self._prefix, request_id)
 
 
 @dataclass(frozen=True)
@@ -213,7 +206,7 @@ class ShadowLog:
 
     def __init__(self, client: redis.Redis, prefix: str, *, max_entries: int) -> None:
         self._client = client
-        self._stream = shadow_stream(prefix)
+        self._stream = keys.shadow_log(prefix)
         self._max_entries = max_entries
 
     @classmethod

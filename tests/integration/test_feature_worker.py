@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,10 @@ from eddy.streams.transport.admin import committed_offsets, ensure_topics
 from eddy.streams.transport.clients import make_admin, make_producer, make_redis
 from eddy.streams.transport.topics import Topic, spec_for
 from tests.conftest import settings_env
+from tests.waiting import wait_until
 
 DEADLINE_S = 120.0
+POLL_S = 0.5
 HOUR = 3600
 
 
@@ -133,14 +135,6 @@ def send(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes
         producer.close()
 
 
-def wait_until(condition: Callable[[], bool], what: str, logs: Callable[[], str]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}\n--- worker logs ---\n{logs()}")
-        time.sleep(0.5)
-
-
 def applied_counts(store: OnlineStore, entities: list[str], as_of: float) -> dict[str, int]:
     states = store.load(entities)
     return {
@@ -211,7 +205,9 @@ def test_malformed_input_is_dead_lettered_once_and_valid_events_applied(
     wait_until(
         lambda: applied_counts(store, ["good"], base + 60)["good"] == len(valid),
         "the valid events to be applied",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )
     letters = list(
         read_topic(
@@ -288,7 +284,9 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
     wait_until(
         lambda: sum(applied_counts(store, entities, base + 120).values()) > 0,
         "the first worker to apply something",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
@@ -299,7 +297,9 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
     wait_until(
         lambda: applied_counts(store, entities, base + 120) == dict(expected),
         "every event to be applied exactly once",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )
     examples = list(
         read_topic(
@@ -331,11 +331,13 @@ def test_a_worker_whose_events_topic_is_deleted_says_so_and_stops(deployment: De
     producer.flush()
     producer.close()
     store = deployment.store()
-    deadline = time.monotonic() + DEADLINE_S
-    while "e-before" not in store.load(["u"])["u"].state.seen:  # running, reading the topic
-        if time.monotonic() > deadline or worker.poll() is not None:
-            pytest.fail(f"the event was never applied\n{deployment.logs()}")
-        time.sleep(0.2)
+    wait_until(  # running, reading the topic
+        lambda: "e-before" in store.load(["u"])["u"].state.seen,
+        "the event to be applied",
+        timeout_s=DEADLINE_S,
+        logs=deployment.logs,
+        alive=lambda: worker.poll() is None,
+    )
     admin = make_admin(deployment.settings)
     try:
         admin.delete_topics([deployment.topic(Topic.EVENTS)])
@@ -361,7 +363,9 @@ def test_a_flushed_redis_is_rebuilt_identically_from_kafka(deployment: Deploymen
     wait_until(
         lambda: set(applied_counts(store, entities, base + 60).values()) == {20},
         "the events to be applied",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )
     before = {e: encode_state(s.state) for e, s in store.load(entities).items()}
     for worker in deployment.workers:
@@ -455,7 +459,9 @@ def test_a_redis_that_comes_back_without_acknowledged_writes_is_repaired_from_ka
     wait_until(
         lambda: set(applied_counts(store, entities, base + 60).values()) == {10},
         "the first events applied",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )
     private_redis_server.kill()
     private_redis_server.start()
@@ -465,7 +471,9 @@ def test_a_redis_that_comes_back_without_acknowledged_writes_is_repaired_from_ka
     wait_until(
         lambda: set(applied_counts(store, entities, base + 60).values()) == {15},
         "every event applied again, the lost ones included",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )
     assert "lost writes it had acknowledged" in deployment.logs()
     assert all(worker.poll() is None for worker in deployment.workers)
@@ -507,5 +515,7 @@ def test_a_batch_redis_refuses_ends_the_worker_unacknowledged_and_a_restart_appl
     wait_until(
         lambda: applied_counts(deployment.store(), entities, base + 10) == every,
         "every refused event applied after the restart",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,8 +32,10 @@ from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer, make_redis
 from eddy.streams.transport.topics import Topic, spec_for
 from tests.conftest import settings_env
+from tests.waiting import wait_until
 
 DEADLINE_S = 120.0
+POLL_S = 0.3
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 
 
@@ -128,14 +130,6 @@ def send(settings: Settings, topic: str, messages: list[Any]) -> None:
         producer.close()
 
 
-def wait_for(condition: Callable[[], bool], what: str, logs: Callable[[], str]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}\n--- learner logs ---\n{logs()}")
-        time.sleep(0.3)
-
-
 def learned(deployment: LearnerDeployment) -> int:
     state = deployment.latest()
     return 0 if state is None else state.learner.examples
@@ -154,17 +148,25 @@ def test_sigkill_at_random_points_ends_in_the_uninterrupted_state(
     killed_at = []
     for target in (rng.randint(2_000, 4_000), rng.randint(6_000, 8_000), 11_000):
         process = deployment.start()
-        wait_for(
+        wait_until(
             lambda target=target: learned(deployment) >= target,  # type: ignore[misc]
             "a checkpoint past the kill point",
-            deployment.logs,
+            timeout_s=DEADLINE_S,
+            every_s=POLL_S,
+            logs=deployment.logs,
         )
         time.sleep(rng.uniform(0, 0.2))  # somewhere between checkpoints
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         killed_at.append(learned(deployment))
     deployment.start()
-    wait_for(lambda: learned(deployment) == len(rows), "all examples learned", deployment.logs)
+    wait_until(
+        lambda: learned(deployment) == len(rows),
+        "all examples learned",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
     assert min(killed_at) < len(rows), f"no kill landed mid-stream: {killed_at}"
 
     reference = Learner(LearnerConfig(model=deployment.settings.model_name))
@@ -228,7 +230,13 @@ def test_late_shuffled_duplicated_and_missing_labels_join_their_snapshots(
             and state.labels_unmatched == len(unknown)
         )
 
-    wait_for(settled, "every label joined or given up", deployment.logs)
+    wait_until(
+        settled,
+        "every label joined or given up",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
     state = deployment.latest()
     assert state is not None
     assert state.learner.examples == len(labelled), "a duplicate label was learned twice"
@@ -291,7 +299,13 @@ def test_labels_of_served_answers_raise_a_served_concept_alert_naming_the_versio
         found = [a for a in alerts() if a["stream"] == "served" and a["kind"] == "concept"]
         return {a["alert_id"].split(":")[3]: a for a in found}
 
-    wait_for(lambda: len(served_concepts()) == 2, "both served concept alerts", deployment.logs)
+    wait_until(
+        lambda: len(served_concepts()) == 2,
+        "both served concept alerts",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
     assert set(served_concepts()) == {"m@3", "all"}  # no other scope
     every = served_concepts()["all"]
     assert every["model_version"] == "m@3"  # the version answering when it fired
@@ -335,7 +349,13 @@ def test_malformed_examples_and_labels_are_dead_lettered_and_the_rest_learned(
     finally:
         producer.close()
     deployment.start()
-    wait_for(lambda: learned(deployment) == len(good), "the good examples learned", deployment.logs)
+    wait_until(
+        lambda: learned(deployment) == len(good),
+        "the good examples learned",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
     letters = [
         record.original
         for record in read_topic(
@@ -394,7 +414,13 @@ def test_online_snapshots_become_registry_versions_with_contiguous_lineage(
         ranges = [v.lineage.trained_on for v in registry.versions(model)]
         return any(r and max(b for _, b in r.values()) == len(rows) - 1 for r in ranges)
 
-    wait_for(snapshots_cover_everything, "a snapshot of the whole stream", deployment.logs)
+    wait_until(
+        snapshots_cover_everything,
+        "a snapshot of the whole stream",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
     versions = registry.versions(model)
     spans = [next(iter(v.lineage.trained_on.values())) for v in versions]
     assert spans[0][0] == 0

@@ -47,6 +47,7 @@ from tests.integration.test_feature_worker import applied_counts, event, quiet_h
 from tests.integration.test_learner import LearnerDeployment, examples, synthetic
 from tests.integration.test_learner import send as send_messages
 from tests.integration.test_monitor import free_port
+from tests.waiting import wait_until
 
 STALL_TIMEOUT_S = 3.0
 DEADLINE_S = 90.0
@@ -124,14 +125,6 @@ def healthz(port: int) -> tuple[int, dict[str, Any]] | None:
         return None
 
 
-def wait_until(condition: Callable[[], bool], what: str, logs: Callable[[], str]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}\n--- logs ---\n{logs()}")
-        time.sleep(0.2)
-
-
 def answers(port: int, status: int) -> Callable[[], bool]:
     def check() -> bool:
         seen = healthz(port)
@@ -189,8 +182,13 @@ def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restart
     child = supervisor.children[0]
     try:
         send(settings, events_topic, batch(0))
-        wait_until(lambda: applied() == len(entities), "the first events applied", logs)
-        wait_until(reason(port, "caught up"), "a healthy answer", logs)
+        wait_until(
+            lambda: applied() == len(entities),
+            "the first events applied",
+            timeout_s=DEADLINE_S,
+            logs=logs,
+        )
+        wait_until(reason(port, "caught up"), "a healthy answer", timeout_s=DEADLINE_S, logs=logs)
         healthy = healthz(port)
         assert healthy is not None
         assert healthy[0] == 200
@@ -200,7 +198,9 @@ def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restart
 
         relay.black_hole()
         send(settings, events_topic, batch(1))
-        wait_until(answers(port, 503), "the stall to show on /healthz", logs)
+        wait_until(
+            answers(port, 503), "the stall to show on /healthz", timeout_s=DEADLINE_S, logs=logs
+        )
         stalled = healthz(port)
         assert stalled is not None
         assert stalled[1]["status"] == "stalled"
@@ -208,7 +208,12 @@ def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restart
         assert stalled[1]["lag"] > 0
 
         assert child.process is not None
-        wait_until(lambda: child.process.poll() is not None, "the stalled worker to exit", logs)  # type: ignore[union-attr]
+        wait_until(
+            lambda: child.process.poll() is not None,  # type: ignore[union-attr]
+            "the stalled worker to exit",
+            timeout_s=DEADLINE_S,
+            logs=logs,
+        )
         assert child.process.returncode == STALLED_EXIT_CODE
         assert "stalled; exiting for a restart" in logs()
 
@@ -218,12 +223,22 @@ def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restart
             supervisor.check()
             return child.restarts >= 1 and applied() == 2 * len(entities)
 
-        wait_until(restarted_and_caught_up, "the restarted worker to catch up", logs)
+        wait_until(
+            restarted_and_caught_up,
+            "the restarted worker to catch up",
+            timeout_s=DEADLINE_S,
+            logs=logs,
+        )
         exits = [r for r in caplog.records if r.getMessage() == "service exited; restarting"]
         assert [(r.exit_code, r.reason) for r in exits] == [  # type: ignore[attr-defined]
             (STALLED_EXIT_CODE, exit_reason(STALLED_EXIT_CODE))
         ]
-        wait_until(answers(port, 200), "the restarted worker to answer healthy", logs)
+        wait_until(
+            answers(port, 200),
+            "the restarted worker to answer healthy",
+            timeout_s=DEADLINE_S,
+            logs=logs,
+        )
         assert child.process.poll() is None
     finally:
         supervisor.stop()
@@ -252,10 +267,20 @@ def test_a_learner_blocked_on_redis_goes_unhealthy_and_exits_non_zero(
     try:
         learner = deployment.start()
         send_messages(settings, topic, stream[:200])
-        wait_until(reason(port, "caught up"), "the learner to catch up", deployment.logs)
+        wait_until(
+            reason(port, "caught up"),
+            "the learner to catch up",
+            timeout_s=DEADLINE_S,
+            logs=deployment.logs,
+        )
         relay.black_hole()
         send_messages(settings, topic, stream[200:])
-        wait_until(answers(port, 503), "the stall to show on /healthz", deployment.logs)
+        wait_until(
+            answers(port, 503),
+            "the stall to show on /healthz",
+            timeout_s=DEADLINE_S,
+            logs=deployment.logs,
+        )
         code = learner.wait(timeout=DEADLINE_S)
         assert code == STALLED_EXIT_CODE, deployment.logs()
         assert "stalled; exiting for a restart" in deployment.logs()

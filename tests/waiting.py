@@ -54,5 +54,9 @@ def wait_until(
 
 def _fail(message: str, logs: Callable[[], str] | None) -> NoReturn:
     if logs is not None:
-        message = f"{message}\n--- logs ---\n{logs()}"
+        try:
+            shown = logs()
+        except Exception as exc:  # a log not written yet must not hide the failure
+            shown = f"(could not read the logs: {exc!r})"
+        message = f"{message}\n--- logs ---\n{shown}"
     pytest.fail(message)

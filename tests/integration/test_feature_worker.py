@@ -404,15 +404,24 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 30
-        while True:
+        errors: list[redis.ConnectionError] = []
+
+        def answers() -> bool:
             try:
                 client.ping()
-                return self.server
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+            except redis.ConnectionError as exc:  # still starting
+                errors.append(exc)
+                return False
+            return True
+
+        wait_until(
+            answers,
+            f"the private redis-server on port {self.port} to answer",
+            timeout_s=30,
+            every_s=0.1,
+            logs=lambda: f"the last error: {errors[-1]!r}",
+        )
+        return self.server
 
     def kill(self) -> None:
         self.server.kill()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -26,6 +26,7 @@ from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_consumer, make_producer
 from eddy.streams.transport.topics import Topic, spec_for
 from tests.conftest import settings_env
+from tests.waiting import wait_until
 
 LINEAGE = Lineage({"ex[0]": [0, 9]}, "fs", {}, {}, "test", {"type": "alert", "id": "a1"}, "t")
 
@@ -37,14 +38,26 @@ def free_port() -> int:
 
 
 def get(url: str) -> bytes:
-    deadline = time.monotonic() + 30
-    while True:
+    """The body at ``url``, asked again while nothing answers there yet (a server starting)."""
+    bodies: list[bytes] = []
+    errors: list[OSError] = []
+
+    def answered() -> bool:
         try:
-            return bytes(urllib.request.urlopen(url, timeout=5).read())
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+            bodies.append(bytes(urllib.request.urlopen(url, timeout=5).read()))
+        except OSError as exc:  # refused, reset, an HTTP error status: ask again
+            errors.append(exc)
+            return False
+        return True
+
+    wait_until(
+        answered,
+        f"an answer from {url}",
+        timeout_s=30,
+        every_s=0.3,
+        logs=lambda: f"the last error: {errors[-1]!r}",
+    )
+    return bodies[0]
 
 
 def test_status_api_and_dashboard_show_models_history_and_alerts(
@@ -97,15 +110,21 @@ def test_status_api_and_dashboard_show_models_history_and_alerts(
             stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{settings.monitor_port}"
+    status: dict[str, Any] = {}
+
+    def status_complete() -> bool:
+        status.clear()
+        status.update(orjson.loads(get(f"{base}/api/status")))
+        return bool(status["alerts"] and status["series"] and status["lag"])
+
     try:
-        deadline = time.monotonic() + 30
-        status = orjson.loads(get(f"{base}/api/status"))
-        while (
-            not (status["alerts"] and status["series"] and status["lag"])
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.5)
-            status = orjson.loads(get(f"{base}/api/status"))
+        wait_until(
+            status_complete,
+            "the status to show alerts, samples and lag",
+            timeout_s=30,
+            every_s=0.5,
+            logs=lambda: f"status: {status}\n{(tmp_path / 'monitor.log').read_text()[-3000:]}",
+        )
         page = get(f"{base}/").decode()
         chart = get(f"{base}/static/chart.umd.js")
         with pytest.raises(urllib.error.HTTPError):

@@ -44,6 +44,7 @@ from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer, make_redis
 from eddy.streams.transport.topics import Topic, spec_for
 from tests.integration.test_predictor import LINEAGE, Service, answers_consumer
+from tests.waiting import wait_until
 
 DEADLINE_S = 60.0
 # How long a precompute test waits for one write's answer before writing again.
@@ -285,14 +286,25 @@ def test_policy_all_precomputes_an_answer_when_features_change(service: Service)
     # The precomputer starts at the topic's end once its group has joined, which takes
     # as long as it takes: a write made before is not its to see. Write again until one
     # is answered, each wait well inside one time step of the answer's digest.
-    deadline = time.monotonic() + DEADLINE_S
-    entry: Entry | None = None
-    while entry is None:
-        if time.monotonic() > deadline:
-            pytest.fail(f"no precomputed answer for any write\n{service.log.read_text()}")
+    answered: list[tuple[int, Entry]] = []  # (the write's revision, its answer)
+
+    def a_write_answered() -> bool:
+        """Writes again; true once a write's answer is precomputed."""
         wait_for_step_room(60)
         rev = writer.write("never-asked")
         entry = precomputed(redis, key, rev, REWRITE_AFTER_S)
+        if entry is not None:
+            answered.append((rev, entry))
+        return bool(answered)
+
+    wait_until(
+        a_write_answered,
+        "a precomputed answer for any write",
+        timeout_s=DEADLINE_S,
+        every_s=0,  # each ask writes, then waits REWRITE_AFTER_S for the answer
+        logs=service.log.read_text,
+    )
+    ((rev, entry),) = answered
     writer.close()
     assert entry.version == 1
     assert (entry.scored.prediction, entry.scored.proba) == expected(

@@ -36,6 +36,7 @@ from eddy.streams.transport.clients import make_admin, make_redis
 from eddy.streams.transport.groups import group_id
 from eddy.streams.transport.topics import Topic, spec_for
 from tests.conftest import settings_env
+from tests.waiting import wait_until
 
 DEADLINE_S = 60.0
 LINEAGE = Lineage(
@@ -75,12 +76,13 @@ class Service:
         a running predictor, however long this machine takes to start one."""
         group = group_id(self.settings.topic_prefix, "predictor", self.settings.model_name)
         admin = make_admin(self.settings)
-        deadline = time.monotonic() + DEADLINE_S
         try:
-            while not group_serving(admin, group):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"predictor not serving\n{self.log.read_text()[-3000:]}")
-                time.sleep(0.2)
+            wait_until(
+                lambda: group_serving(admin, group),
+                "the predictor's group to be stable with a member",
+                timeout_s=DEADLINE_S,
+                logs=lambda: self.log.read_text()[-3000:],
+            )
         finally:
             admin.close()
 

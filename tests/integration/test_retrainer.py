@@ -41,8 +41,10 @@ from eddy.streams.transport.clients import make_admin, make_producer
 from eddy.streams.transport.groups import group_id
 from eddy.streams.transport.topics import Topic, spec_for
 from tests.conftest import settings_env
+from tests.waiting import wait_until
 
 DEADLINE_S = 90.0
+POLL_S = 0.3
 BASE = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 MODEL = "fraud"
 
@@ -161,12 +163,14 @@ def test_a_drift_alert_yields_a_promoted_model_announced_on_model_updates(
     for n in range(3):  # a burst: one retrain
         publish_alert(deployment, f"{MODEL}:concept:{1000 + n}")
     registry = open_registry(deployment, announce=False)
-    deadline = time.monotonic() + DEADLINE_S
-    while registry.alias(MODEL, CHAMPION) is None:
-        assert retrainer_process.poll() is None, (tmp_path / "retrainer.log").read_text()
-        if time.monotonic() > deadline:
-            pytest.fail((tmp_path / "retrainer.log").read_text()[-3000:])
-        time.sleep(0.3)
+    wait_until(
+        lambda: registry.alias(MODEL, CHAMPION) is not None,
+        "a champion",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=lambda: (tmp_path / "retrainer.log").read_text()[-3000:],
+        alive=lambda: retrainer_process.poll() is None,
+    )
 
     champion = registry.alias(MODEL, CHAMPION)
     assert champion is not None
@@ -188,12 +192,14 @@ def test_an_alert_for_a_model_nobody_deploys_is_dead_lettered_and_creates_none(
     publish_alert(deployment, "frod:concept:1", model="frod")
     publish_alert(deployment, f"{MODEL}:concept:2")
     registry = open_registry(deployment, announce=False)
-    deadline = time.monotonic() + DEADLINE_S
-    while registry.alias(MODEL, CHAMPION) is None:
-        assert retrainer_process.poll() is None, (tmp_path / "retrainer.log").read_text()
-        if time.monotonic() > deadline:
-            pytest.fail((tmp_path / "retrainer.log").read_text()[-3000:])
-        time.sleep(0.3)
+    wait_until(
+        lambda: registry.alias(MODEL, CHAMPION) is not None,
+        "a champion",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=lambda: (tmp_path / "retrainer.log").read_text()[-3000:],
+        alive=lambda: retrainer_process.poll() is None,
+    )
     letters = list(
         read_topic(
             deployment,
@@ -401,15 +407,22 @@ def test_a_handled_batch_is_committed_before_a_review_longer_than_a_session(
     finally:
         producer.close()
     admin = make_admin(settings)
+    committed: dict[Any, int] = {}
+
+    def all_committed() -> bool:
+        committed.clear()
+        committed.update(committed_offsets(admin, group))
+        return sum(committed.values()) >= sent
+
     try:
-        deadline = time.monotonic() + DEADLINE_S
-        committed: dict[Any, int] = {}
-        while sum(committed.values()) < sent:
-            assert running.is_alive(), "the listener ended"
-            if time.monotonic() > deadline:
-                pytest.fail(f"committed {committed} of {sent} alerts (refused each turn)")
-            time.sleep(1.0)
-            committed = committed_offsets(admin, group)
+        wait_until(
+            all_committed,
+            f"the listener to commit all {sent} alerts (refused each turn?)",
+            timeout_s=DEADLINE_S,
+            every_s=1.0,
+            logs=lambda: f"committed: {committed}",
+            alive=running.is_alive,
+        )
     finally:
         admin.close()
         listener.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -78,3 +79,12 @@ def test_without_logs_the_message_is_only_what_was_awaited() -> None:
     with pytest.raises(pytest.fail.Exception) as failed:
         wait_until(lambda: False, "a sign", timeout_s=0, every_s=0)
     assert str(failed.value) == "gave up waiting for a sign (after 0 s)"
+
+
+def test_logs_that_cannot_be_read_do_not_hide_the_failure(tmp_path: Path) -> None:
+    with pytest.raises(pytest.fail.Exception) as failed:
+        wait_until(
+            lambda: False, "a log", timeout_s=0, every_s=0, logs=(tmp_path / "none.log").read_text
+        )
+    assert "gave up waiting for a log" in str(failed.value)
+    assert "could not read the logs: FileNotFoundError" in str(failed.value)

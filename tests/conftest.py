@@ -216,8 +216,3 @@ def new_topic(stack: Settings) -> Callable[..., str]:
 def group_id() -> str:
     """A consumer group of its own for each test."""
     return f"eddy-test-group-{uuid.uuid4().hex[:10]}"
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The process environment plus ``settings`` as EDDY_* variables, for subprocesses."""
-    return settings.child_env()

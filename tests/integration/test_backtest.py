@@ -24,7 +24,6 @@ from eddy.streams.messages.validation import encode
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer
 from eddy.streams.transport.topics import Topic, spec_for
-from tests.conftest import settings_env
 from tests.unit.test_backtest import (
     COUNT,
     DRIFT_AT,
@@ -100,7 +99,7 @@ def test_backtests_of_a_kafka_range_repeat_exactly_and_tell_policies_apart(
     second_path = tmp_path / "second.json"
     subprocess.run(
         [sys.executable, "-c", IN_ANOTHER_PROCESS, policies, start.isoformat(), second_path],
-        env=settings_env(deployment) | {"PYTHONHASHSEED": "1"},
+        env=deployment.child_env() | {"PYTHONHASHSEED": "1"},
         check=True,
         timeout=PROCESS_TIMEOUT_S,
     )

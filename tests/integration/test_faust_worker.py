@@ -29,7 +29,6 @@ from kafka.admin import NewTopic
 from eddy.services.config.settings import PROJECT_ROOT, Settings
 from eddy.streams.transport.admin import committed_offsets
 from eddy.streams.transport.clients import make_admin, make_consumer, make_producer
-from tests.conftest import settings_env
 from tests.integration.faust_counter_app import READY_MARKER, CounterNames, counter_names
 from tests.waiting import wait_until
 
@@ -112,7 +111,7 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[StartWorker]:
 
     Every worker started is SIGKILLed at teardown, whatever the test did.
     """
-    env = settings_env(settings) | {"PYTHONUNBUFFERED": "1"}
+    env = settings.child_env() | {"PYTHONUNBUFFERED": "1"}
     assert Settings.from_env(env) == settings
     workers: list[Worker] = []
 

@@ -42,7 +42,6 @@ from eddy.streams.store.online import OnlineStore
 from eddy.streams.transport.admin import committed_offsets, ensure_topics
 from eddy.streams.transport.clients import make_admin, make_producer, make_redis
 from eddy.streams.transport.topics import Topic, spec_for
-from tests.conftest import settings_env
 from tests.waiting import wait_until
 
 DEADLINE_S = 120.0
@@ -70,7 +69,7 @@ class Deployment:
         with (self.workdir / f"worker-{len(self.workers)}.log").open("wb") as log:
             worker = subprocess.Popen(
                 [str(Path(sys.executable).with_name("eddy")), "run", "features"],
-                env=settings_env(self.settings),
+                env=self.settings.child_env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -31,7 +31,6 @@ from eddy.streams.store.snapshots import ServedAnswer, Snapshot, SnapshotStore
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer, make_redis
 from eddy.streams.transport.topics import Topic, spec_for
-from tests.conftest import settings_env
 from tests.waiting import wait_until
 
 DEADLINE_S = 120.0
@@ -52,7 +51,7 @@ class LearnerDeployment:
         with (self.workdir / f"learner-{len(self.processes)}.log").open("wb") as log:
             process = subprocess.Popen(
                 [str(Path(sys.executable).with_name("eddy")), "run", "learner"],
-                env=settings_env(self.settings),
+                env=self.settings.child_env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

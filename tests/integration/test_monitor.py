@@ -25,7 +25,6 @@ from eddy.streams.messages.validation import encode
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_consumer, make_producer
 from eddy.streams.transport.topics import Topic, spec_for
-from tests.conftest import settings_env
 from tests.waiting import wait_until
 
 LINEAGE = Lineage({"ex[0]": [0, 9]}, "fs", {}, {}, "test", {"type": "alert", "id": "a1"}, "t")
@@ -105,7 +104,7 @@ def test_status_api_and_dashboard_show_models_history_and_alerts(
     with (tmp_path / "monitor.log").open("wb") as log:
         monitor = subprocess.Popen(
             [str(Path(sys.executable).with_name("eddy")), "run", "monitor"],
-            env=settings_env(settings),
+            env=settings.child_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

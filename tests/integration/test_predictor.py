@@ -35,7 +35,6 @@ from eddy.streams.transport.admin import ensure_topics, group_serving
 from eddy.streams.transport.clients import make_admin, make_redis
 from eddy.streams.transport.groups import group_id
 from eddy.streams.transport.topics import Topic, spec_for
-from tests.conftest import settings_env
 from tests.waiting import wait_until
 
 DEADLINE_S = 60.0
@@ -65,7 +64,7 @@ class Service:
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 [str(Path(sys.executable).with_name("eddy")), "run", "predictor"],
-                env=settings_env(self.settings),
+                env=self.settings.child_env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -570,7 +569,7 @@ def test_eddy_score_writes_the_champions_predictions_beside_the_file(
     table.write_text("entity_id,amount\nu1,90\nu2,10\nu3,\n")
     result = subprocess.run(
         [str(Path(sys.executable).with_name("eddy")), "score", str(table)],
-        env=settings_env(service.settings),
+        env=service.settings.child_env(),
         capture_output=True,
         text=True,
         timeout=120,

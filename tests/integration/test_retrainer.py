@@ -40,7 +40,6 @@ from eddy.streams.transport.admin import committed_offsets, ensure_topics
 from eddy.streams.transport.clients import make_admin, make_producer
 from eddy.streams.transport.groups import group_id
 from eddy.streams.transport.topics import Topic, spec_for
-from tests.conftest import settings_env
 from tests.waiting import wait_until
 
 DEADLINE_S = 90.0
@@ -144,7 +143,7 @@ def retrainer_process(deployment: Settings, tmp_path: Path) -> Iterator[subproce
     with (tmp_path / "retrainer.log").open("wb") as log:
         process = subprocess.Popen(
             [str(Path(sys.executable).with_name("eddy")), "run", "retrainer"],
-            env=settings_env(deployment),
+            env=deployment.child_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -38,8 +38,8 @@ from eddy.streams.messages.signatures import SIGNATURE_HEADER, signature
 from eddy.streams.messages.validation import encode
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer
-from tests.integration.test_monitor import free_port
 from tests.integration.test_retrainer import concept, publish_examples
+from tests.network import free_port
 from tests.waiting import wait_until
 
 DEADLINE_S = 60.0

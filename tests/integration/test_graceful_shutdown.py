@@ -52,7 +52,7 @@ from tests.integration.test_learner import (
     examples,
     synthetic,
 )
-from tests.integration.test_monitor import free_port, get
+from tests.network import free_port, get
 from tests.waiting import wait_until
 
 CHUNK = 40

@@ -46,7 +46,7 @@ from eddy.streams.transport.topics import Topic, spec_for
 from tests.integration.test_feature_worker import applied_counts, event, quiet_hour_base, send
 from tests.integration.test_learner import LearnerDeployment, examples, synthetic
 from tests.integration.test_learner import send as send_messages
-from tests.integration.test_monitor import free_port
+from tests.network import free_port
 from tests.waiting import wait_until
 
 STALL_TIMEOUT_S = 3.0

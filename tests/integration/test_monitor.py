@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -25,38 +24,10 @@ from eddy.streams.messages.validation import encode
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_consumer, make_producer
 from eddy.streams.transport.topics import Topic, spec_for
+from tests.network import free_port, get
 from tests.waiting import wait_until
 
 LINEAGE = Lineage({"ex[0]": [0, 9]}, "fs", {}, {}, "test", {"type": "alert", "id": "a1"}, "t")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def get(url: str) -> bytes:
-    """The body at ``url``, asked again while nothing answers there yet (a server starting)."""
-    bodies: list[bytes] = []
-    errors: list[OSError] = []
-
-    def answered() -> bool:
-        try:
-            bodies.append(bytes(urllib.request.urlopen(url, timeout=5).read()))
-        except OSError as exc:  # refused, reset, an HTTP error status: ask again
-            errors.append(exc)
-            return False
-        return True
-
-    wait_until(
-        answered,
-        f"an answer from {url}",
-        timeout_s=30,
-        every_s=0.3,
-        logs=lambda: f"the last error: {errors[-1]!r}",
-    )
-    return bodies[0]
 
 
 def test_status_api_and_dashboard_show_models_history_and_alerts(

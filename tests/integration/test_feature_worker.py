@@ -8,17 +8,14 @@ state; a Redis loss is repaired by a rebuild from Kafka.
 
 from __future__ import annotations
 
-import math
 import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,54 +33,26 @@ from eddy.streams.dead_letters.letter import (
     SOURCE_OFFSET,
     SOURCE_PARTITION,
 )
-from eddy.streams.features.compute import encode_state, feature_vector
-from eddy.streams.features.definitions import FEATURES
+from eddy.streams.features.compute import encode_state
 from eddy.streams.store.online import OnlineStore
 from eddy.streams.transport.admin import committed_offsets, ensure_topics
 from eddy.streams.transport.clients import make_admin, make_producer, make_redis
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic
+from tests.integration.feature_workers import (
+    FeatureDeployment,
+    applied_counts,
+    event,
+    quiet_hour_base,
+    send_records,
+)
 from tests.waiting import wait_until
 
 DEADLINE_S = 120.0
 POLL_S = 0.5
-HOUR = 3600
-
-
-@dataclass
-class Deployment:
-    """Eddy's topics under a prefix of their own, and the worker processes started."""
-
-    settings: Settings
-    workdir: Path
-    workers: list[subprocess.Popen[bytes]]
-
-    def topic(self, topic: Topic) -> str:
-        return spec_for(topic, prefix=self.settings.topic_prefix, partitions=3).name
-
-    def store(self) -> OnlineStore:
-        return OnlineStore(
-            make_redis(self.settings), self.settings.topic_prefix, self.settings.feature_ttl_s
-        )
-
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        with (self.workdir / f"worker-{len(self.workers)}.log").open("wb") as log:
-            worker = subprocess.Popen(
-                [str(Path(sys.executable).with_name("eddy")), "run", "features"],
-                env=self.settings.child_env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.workers.append(worker)
-        return worker
-
-    def logs(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace")[-3000:] for p in sorted(self.workdir.glob("*.log"))
-        )
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Iterator[Deployment]:
+def deployment(stack: Settings, tmp_path: Path) -> Iterator[FeatureDeployment]:
     settings = stack.model_copy(
         update={
             "topic_prefix": f"eddy-fw-{uuid.uuid4().hex[:8]}.",
@@ -93,7 +62,7 @@ def deployment(stack: Settings, tmp_path: Path) -> Iterator[Deployment]:
         }
     )
     ensure_topics(settings)
-    deployment = Deployment(settings, tmp_path, [])
+    deployment = FeatureDeployment(settings, tmp_path, [])
     yield deployment
     for worker in deployment.workers:
         if worker.poll() is None:
@@ -102,44 +71,6 @@ def deployment(stack: Settings, tmp_path: Path) -> Iterator[Deployment]:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
-
-
-def quiet_hour_base() -> float:
-    """An event time well inside one clock hour, not in the future: windows stay put."""
-    now = time.time()
-    hour_start = math.floor(now / HOUR) * HOUR
-    return hour_start + 60 if now - hour_start > 15 * 60 else hour_start - HOUR + 30 * 60
-
-
-def event(entity: str, event_id: str, at: float, amount: float, **extra: Any) -> bytes:
-    return orjson.dumps(
-        {
-            "event_id": event_id,
-            "entity_id": entity,
-            "event_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at))
-            + f".{int(at * 1000) % 1000:03d}Z",
-            "features": {"amount": amount, "country": random.Random(event_id).choice("ABC")},
-            **extra,
-        }
-    )
-
-
-def send(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
-    producer = make_producer(settings)
-    try:
-        for key, value in records:
-            producer.send(topic, key=key, value=value)
-        producer.flush(timeout=60)
-    finally:
-        producer.close()
-
-
-def applied_counts(store: OnlineStore, entities: list[str], as_of: float) -> dict[str, int]:
-    states = store.load(entities)
-    return {
-        e: int(feature_vector(s.state, FEATURES, as_of)["amount_count_1h"] or 0)
-        for e, s in states.items()
-    }
 
 
 def the_malformed_corpus(base: float) -> list[tuple[str, bytes | None, bytes | None]]:
@@ -187,7 +118,7 @@ def the_malformed_corpus(base: float) -> list[tuple[str, bytes | None, bytes | N
 
 
 def test_malformed_input_is_dead_lettered_once_and_valid_events_applied(
-    deployment: Deployment,
+    deployment: FeatureDeployment,
 ) -> None:
     base = quiet_hour_base()
     corpus = the_malformed_corpus(base)
@@ -198,7 +129,7 @@ def test_malformed_input_is_dead_lettered_once_and_valid_events_applied(
         if i < len(corpus):
             mixed.append(corpus[i][1:])
     worker = deployment.start_worker()
-    send(deployment.settings, deployment.topic(Topic.EVENTS), mixed)
+    send_records(deployment.settings, deployment.topic(Topic.EVENTS), mixed)
 
     store = deployment.store()
     wait_until(
@@ -263,7 +194,7 @@ def _raw(settings: Settings, offset: int, key: bytes, value: bytes) -> Any:
 
 
 def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
-    deployment: Deployment,
+    deployment: FeatureDeployment,
 ) -> None:
     base = quiet_hour_base()
     entities = [f"c{i}" for i in range(40)]
@@ -279,7 +210,7 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
 
     first_half, second_half = events[: len(events) // 2], events[len(events) // 2 :]
     first = deployment.start_worker()
-    send(deployment.settings, deployment.topic(Topic.EVENTS), first_half)
+    send_records(deployment.settings, deployment.topic(Topic.EVENTS), first_half)
     wait_until(
         lambda: sum(applied_counts(store, entities, base + 120).values()) > 0,
         "the first worker to apply something",
@@ -290,7 +221,7 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     partway = sum(applied_counts(store, entities, base + 120).values())
-    send(deployment.settings, deployment.topic(Topic.EVENTS), second_half)
+    send_records(deployment.settings, deployment.topic(Topic.EVENTS), second_half)
 
     deployment.start_worker()
     wait_until(
@@ -319,7 +250,9 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
         assert all(copy == copies[0] for copy in copies)
 
 
-def test_a_worker_whose_events_topic_is_deleted_says_so_and_stops(deployment: Deployment) -> None:
+def test_a_worker_whose_events_topic_is_deleted_says_so_and_stops(
+    deployment: FeatureDeployment,
+) -> None:
     """faust would wait for a deleted topic's partitions for ever, healthy to every
     probe; and no broker Eddy starts brings the topic back by itself."""
     deployment.settings = deployment.settings.model_copy(update={"topic_check_s": 1.0})
@@ -350,14 +283,14 @@ def test_a_worker_whose_events_topic_is_deleted_says_so_and_stops(deployment: De
     assert f"topic {deployment.topic(Topic.EVENTS)} no longer exists" in deployment.logs()
 
 
-def test_a_flushed_redis_is_rebuilt_identically_from_kafka(deployment: Deployment) -> None:
+def test_a_flushed_redis_is_rebuilt_identically_from_kafka(deployment: FeatureDeployment) -> None:
     base = quiet_hour_base()
     entities = [f"r{i}" for i in range(10)]
     events = [
         (e.encode(), event(e, f"{e}-{j}", base + j, float(j))) for j in range(20) for e in entities
     ]
     deployment.start_worker()
-    send(deployment.settings, deployment.topic(Topic.EVENTS), events)
+    send_records(deployment.settings, deployment.topic(Topic.EVENTS), events)
     store = deployment.store()
     wait_until(
         lambda: set(applied_counts(store, entities, base + 60).values()) == {20},
@@ -442,7 +375,7 @@ def private_redis(private_redis_server: PrivateRedis) -> str:
 
 
 def test_a_redis_that_comes_back_without_acknowledged_writes_is_repaired_from_kafka(
-    deployment: Deployment, private_redis_server: PrivateRedis
+    deployment: FeatureDeployment, private_redis_server: PrivateRedis
 ) -> None:
     """Offsets are committed once Redis acknowledged the writes; a Redis that then comes
     back without them (no persistence here; a lagging replica or lost disk elsewhere)
@@ -462,7 +395,7 @@ def test_a_redis_that_comes_back_without_acknowledged_writes_is_repaired_from_ka
         ]
 
     deployment.start_worker()
-    send(deployment.settings, deployment.topic(Topic.EVENTS), round_of(0, 10))
+    send_records(deployment.settings, deployment.topic(Topic.EVENTS), round_of(0, 10))
     store = deployment.store()
     wait_until(
         lambda: set(applied_counts(store, entities, base + 60).values()) == {10},
@@ -475,7 +408,7 @@ def test_a_redis_that_comes_back_without_acknowledged_writes_is_repaired_from_ka
     private_redis_server.start()
     assert set(applied_counts(store, entities, base + 60).values()) == {0}, "Redis came back empty"
 
-    send(deployment.settings, deployment.topic(Topic.EVENTS), round_of(10, 5))
+    send_records(deployment.settings, deployment.topic(Topic.EVENTS), round_of(10, 5))
     wait_until(
         lambda: set(applied_counts(store, entities, base + 60).values()) == {15},
         "every event applied again, the lost ones included",
@@ -488,7 +421,7 @@ def test_a_redis_that_comes_back_without_acknowledged_writes_is_repaired_from_ka
 
 
 def test_a_batch_redis_refuses_ends_the_worker_unacknowledged_and_a_restart_applies_it(
-    deployment: Deployment, private_redis: str
+    deployment: FeatureDeployment, private_redis: str
 ) -> None:
     """faust restarts a failed agent in-process and acknowledges the batch in hand: a
     batch that failed for good (not an outage) was committed unapplied. Redis out of
@@ -503,7 +436,7 @@ def test_a_batch_redis_refuses_ends_the_worker_unacknowledged_and_a_restart_appl
         for n in range(4)
         for entity in entities
     ]
-    send(deployment.settings, deployment.topic(Topic.EVENTS), records)
+    send_records(deployment.settings, deployment.topic(Topic.EVENTS), records)
     worker = deployment.start_worker()
     try:
         code = worker.wait(timeout=DEADLINE_S)

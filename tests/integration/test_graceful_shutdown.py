@@ -40,18 +40,13 @@ from eddy.streams.store.snapshots import Snapshot, SnapshotStore
 from eddy.streams.transport.admin import committed_offsets, ensure_topics
 from eddy.streams.transport.clients import make_admin, make_consumer, make_producer, make_redis
 from eddy.streams.transport.topics import Topic
-from tests.integration.test_feature_worker import (
-    Deployment,
+from tests.integration.feature_workers import (
+    FeatureDeployment,
     applied_counts,
     event,
     quiet_hour_base,
 )
-from tests.integration.test_learner import (
-    BASE_TIME,
-    LearnerDeployment,
-    examples,
-    synthetic,
-)
+from tests.integration.learners import BASE_TIME, LearnerDeployment, examples, synthetic
 from tests.network import free_port, get
 from tests.waiting import wait_until
 
@@ -163,7 +158,7 @@ def scraped(port: int, family: str) -> dict[str, float]:
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Iterator[Deployment]:
+def deployment(stack: Settings, tmp_path: Path) -> Iterator[FeatureDeployment]:
     settings = stack.model_copy(
         update={
             "topic_prefix": f"eddy-gs-{uuid.uuid4().hex[:8]}.",
@@ -173,7 +168,7 @@ def deployment(stack: Settings, tmp_path: Path) -> Iterator[Deployment]:
         }
     )
     ensure_topics(settings)
-    deployment = Deployment(settings, tmp_path, [])
+    deployment = FeatureDeployment(settings, tmp_path, [])
     yield deployment
     for worker in deployment.workers:
         if worker.poll() is None:
@@ -182,7 +177,7 @@ def deployment(stack: Settings, tmp_path: Path) -> Iterator[Deployment]:
 
 
 def test_feature_worker_sigterm_mid_stream_then_restart_applies_everything_once(
-    deployment: Deployment,
+    deployment: FeatureDeployment,
 ) -> None:
     settings = deployment.settings
     base = quiet_hour_base()
@@ -289,10 +284,7 @@ def learner_deployment(stack: Settings, tmp_path: Path) -> Iterator[LearnerDeplo
     ensure_topics(settings)
     deployment = LearnerDeployment(settings, tmp_path, [])
     yield deployment
-    for process in deployment.processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+    deployment.kill_running()
 
 
 def interleave(

@@ -5,12 +5,9 @@ from __future__ import annotations
 import itertools
 import random
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,57 +17,27 @@ import pytest
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops.console import read_topic
-from eddy.services.workers.learner import CheckpointStore, LearnerState
+from eddy.services.workers.learner import LearnerState
 from eddy.streams.dead_letters.letter import ERROR_CLASS, ERROR_REASON, source_of
 from eddy.streams.learning.learner import Learner, LearnerConfig, Position
-from eddy.streams.messages.contracts import Label, SourceOffset, TrainingExample
+from eddy.streams.messages.contracts import Label
 from eddy.streams.messages.validation import encode
 from eddy.streams.store.recent_ids import RecentIds
-from eddy.streams.store.serialization import signing_key
 from eddy.streams.store.snapshots import ServedAnswer, Snapshot, SnapshotStore
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer, make_redis
-from eddy.streams.transport.topics import Topic, spec_for
+from eddy.streams.transport.topics import Topic
+from tests.integration.learners import (
+    BASE_TIME,
+    LearnerDeployment,
+    examples,
+    send_messages,
+    synthetic,
+)
 from tests.waiting import wait_until
 
 DEADLINE_S = 120.0
 POLL_S = 0.3
-BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
-
-
-@dataclass
-class LearnerDeployment:
-    settings: Settings
-    workdir: Path
-    processes: list[subprocess.Popen[bytes]]
-
-    def topic(self, topic: Topic) -> str:
-        return spec_for(topic, prefix=self.settings.topic_prefix, partitions=1).name
-
-    def start(self) -> subprocess.Popen[bytes]:
-        with (self.workdir / f"learner-{len(self.processes)}.log").open("wb") as log:
-            process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("eddy")), "run", "learner"],
-                env=self.settings.child_env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.processes.append(process)
-        return process
-
-    def checkpoints(self) -> CheckpointStore:
-        key = signing_key(None, self.settings.data_dir)
-        return CheckpointStore(
-            self.settings.data_dir / "checkpoints" / self.settings.model_name, key
-        )
-
-    def latest(self) -> LearnerState | None:
-        return self.checkpoints().latest()
-
-    def logs(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace")[-3000:] for p in sorted(self.workdir.glob("*.log"))
-        )
 
 
 @pytest.fixture
@@ -88,45 +55,7 @@ def learner_deployment(stack: Settings, tmp_path: Path) -> Iterator[LearnerDeplo
     ensure_topics(settings)
     deployment = LearnerDeployment(settings, tmp_path, [])
     yield deployment
-    for process in deployment.processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
-
-
-def synthetic(count: int, seed: int) -> list[tuple[dict[str, Any], bool]]:
-    """A seeded linear concept on two numeric features and one categorical one."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(count):
-        x = {"a": rng.uniform(-1, 1), "b": rng.uniform(-1, 1), "c": rng.choice("xyz")}
-        rows.append((x, x["a"] + 0.5 * x["b"] + (0.3 if x["c"] == "x" else 0.0) > 0))
-    return rows
-
-
-def examples(rows: list[tuple[dict[str, Any], bool]], topic: str) -> list[TrainingExample]:
-    return [
-        TrainingExample(
-            example_id=f"ex-{i}",
-            entity_id=f"u{i % 7}",
-            event_time=datetime.fromtimestamp(BASE_TIME + i, UTC),
-            label=y,
-            features=x,
-            feature_set="test",
-            source=SourceOffset(topic="events", partition=0, offset=i),
-        )
-        for i, (x, y) in enumerate(rows)
-    ]
-
-
-def send(settings: Settings, topic: str, messages: list[Any]) -> None:
-    producer = make_producer(settings)
-    try:
-        for message in messages:
-            producer.send(topic, value=encode(message))
-        producer.flush(timeout=60)
-    finally:
-        producer.close()
+    deployment.kill_running()
 
 
 def learned(deployment: LearnerDeployment) -> int:
@@ -141,7 +70,7 @@ def test_sigkill_at_random_points_ends_in_the_uninterrupted_state(
     rows = synthetic(15_000, seed=3)
     held_out = [x for x, _ in synthetic(200, seed=99)]
     stream = examples(rows, deployment.topic(Topic.TRAINING_EXAMPLES))
-    send(deployment.settings, deployment.topic(Topic.TRAINING_EXAMPLES), stream)
+    send_messages(deployment.settings, deployment.topic(Topic.TRAINING_EXAMPLES), stream)
 
     rng = random.Random(5)
     killed_at = []
@@ -217,9 +146,9 @@ def test_late_shuffled_duplicated_and_missing_labels_join_their_snapshots(
     first, late = everything[: len(everything) // 2], everything[len(everything) // 2 :]
 
     deployment.start()
-    send(settings, deployment.topic(Topic.LABELS), first)
+    send_messages(settings, deployment.topic(Topic.LABELS), first)
     time.sleep(1.0)  # the second half arrives later than the first
-    send(settings, deployment.topic(Topic.LABELS), late)
+    send_messages(settings, deployment.topic(Topic.LABELS), late)
 
     def settled() -> bool:
         state = deployment.latest()
@@ -268,7 +197,7 @@ def test_labels_of_served_answers_raise_a_served_concept_alert_naming_the_versio
         ]
     )
     deployment.start()
-    send(
+    send_messages(
         settings,
         deployment.topic(Topic.LABELS),
         [
@@ -400,7 +329,7 @@ def test_online_snapshots_become_registry_versions_with_contiguous_lineage(
     deployment = learner_deployment
     deployment.settings = deployment.settings.model_copy(update={"snapshot_every": 1000})
     rows = synthetic(3000, seed=21)
-    send(
+    send_messages(
         deployment.settings,
         deployment.topic(Topic.TRAINING_EXAMPLES),
         examples(rows, deployment.topic(Topic.TRAINING_EXAMPLES)),

@@ -43,9 +43,13 @@ from eddy.streams.store.online import OnlineStore
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_consumer, make_producer, make_redis, subscribe
 from eddy.streams.transport.topics import Topic, spec_for
-from tests.integration.test_feature_worker import applied_counts, event, quiet_hour_base, send
-from tests.integration.test_learner import LearnerDeployment, examples, synthetic
-from tests.integration.test_learner import send as send_messages
+from tests.integration.feature_workers import (
+    applied_counts,
+    event,
+    quiet_hour_base,
+    send_records,
+)
+from tests.integration.learners import LearnerDeployment, examples, send_messages, synthetic
 from tests.network import free_port
 from tests.waiting import wait_until
 
@@ -181,7 +185,7 @@ def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restart
     supervisor.start()
     child = supervisor.children[0]
     try:
-        send(settings, events_topic, batch(0))
+        send_records(settings, events_topic, batch(0))
         wait_until(
             lambda: applied() == len(entities),
             "the first events applied",
@@ -197,7 +201,7 @@ def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restart
         assert healthy[1]["lag"] == 0
 
         relay.black_hole()
-        send(settings, events_topic, batch(1))
+        send_records(settings, events_topic, batch(1))
         wait_until(
             answers(port, 503), "the stall to show on /healthz", timeout_s=DEADLINE_S, logs=logs
         )
@@ -285,10 +289,7 @@ def test_a_learner_blocked_on_redis_goes_unhealthy_and_exits_non_zero(
         assert code == STALLED_EXIT_CODE, deployment.logs()
         assert "stalled; exiting for a restart" in deployment.logs()
     finally:
-        for process in deployment.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=30)
+        deployment.kill_running()
 
 
 # A worker whose loop reads Redis on every turn, like the learner's checkpoints, retrying

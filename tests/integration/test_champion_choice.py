@@ -30,7 +30,7 @@ from eddy.services.training.retrainer import (
 )
 from eddy.streams.learning.models import make_model, numeric
 from eddy.streams.transport.admin import ensure_topics
-from tests.integration.test_retrainer import publish_examples
+from tests.integration.training_examples import publish_examples
 
 MODEL = "churn"
 LINEAGE = Lineage({}, "fs-test", {}, {}, "test", {"type": "operator", "id": "test"}, "test")

@@ -38,7 +38,7 @@ from eddy.streams.messages.signatures import SIGNATURE_HEADER, signature
 from eddy.streams.messages.validation import encode
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer
-from tests.integration.test_retrainer import concept, publish_examples
+from tests.integration.training_examples import concept, publish_examples
 from tests.network import free_port
 from tests.waiting import wait_until
 

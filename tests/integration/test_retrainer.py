@@ -7,7 +7,6 @@ are refused while the champion stays as it was.
 
 from __future__ import annotations
 
-import random
 import signal
 import subprocess
 import sys
@@ -31,8 +30,6 @@ from eddy.streams.messages.contracts import (
     DriftAlert,
     DriftKind,
     DriftWindow,
-    SourceOffset,
-    TrainingExample,
 )
 from eddy.streams.messages.validation import encode
 from eddy.streams.store.serialization import IntegrityError
@@ -40,11 +37,11 @@ from eddy.streams.transport.admin import committed_offsets, ensure_topics
 from eddy.streams.transport.clients import make_admin, make_producer
 from eddy.streams.transport.groups import group_id
 from eddy.streams.transport.topics import Topic, spec_for
+from tests.integration.training_examples import BASE, concept, publish_examples
 from tests.waiting import wait_until
 
 DEADLINE_S = 90.0
 POLL_S = 0.3
-BASE = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 MODEL = "fraud"
 
 
@@ -62,46 +59,6 @@ def deployment(stack: Settings, tmp_path: Path) -> Settings:
     )
     ensure_topics(settings)
     return settings
-
-
-def concept(count: int, seed: int, flipped: bool) -> list[tuple[dict[str, float], bool]]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(count):
-        x = {"a": rng.uniform(-1, 1), "b": rng.uniform(-1, 1)}
-        y = (x["a"] + 0.5 * x["b"] > 0) != flipped
-        rows.append((x, y))
-    return rows
-
-
-def publish_examples(
-    settings: Settings,
-    rows: list[tuple[dict[str, float], Any]],
-    start: int,
-    *,
-    base: float = BASE,
-    step_s: float = 1.0,
-    tag: str = "ex",
-) -> None:
-    """``rows`` as training examples ``tag-<start + i>``, event times ``base + i * step_s``
-    from ``start`` on."""
-    topic = spec_for(Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=3).name
-    producer = make_producer(settings, linger_ms=10)
-    try:
-        for i, (x, y) in enumerate(rows, start=start):
-            example = TrainingExample(
-                example_id=f"{tag}-{i}",
-                entity_id=f"u{i % 11}",
-                event_time=datetime.fromtimestamp(base + i * step_s, UTC),
-                label=y,
-                features=x,
-                feature_set="fs-test",
-                source=SourceOffset(topic="events", partition=i % 3, offset=i),
-            )
-            producer.send(topic, key=example.entity_id.encode(), value=encode(example))
-        producer.flush(timeout=60)
-    finally:
-        producer.close()
 
 
 def concept_alert(alert_id: str, window: DriftWindow | None = None) -> DriftAlert:

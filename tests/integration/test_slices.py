@@ -23,7 +23,7 @@ from eddy.services.training.retrainer import Retrainer, make_estimator
 from eddy.streams.learning.models import numeric
 from eddy.streams.learning.slices import split
 from eddy.streams.transport.admin import ensure_topics
-from tests.integration.test_retrainer import publish_examples
+from tests.integration.training_examples import publish_examples
 
 MODEL = "sliced"
 

@@ -43,7 +43,7 @@ from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer, make_redis
 from eddy.streams.transport.topics import Topic, spec_for
-from tests.integration.test_predictor import LINEAGE, Service, answers_consumer
+from tests.integration.predictors import LINEAGE, Service, answers_consumer
 from tests.waiting import wait_until
 
 DEADLINE_S = 60.0
@@ -142,9 +142,7 @@ def service(stack: Settings, tmp_path: Path) -> Iterator[Service]:
     ensure_topics(settings)
     running = Service(settings, open_registry(settings), None, tmp_path / "predictor.log")
     yield running
-    if running.process is not None and running.process.poll() is None:
-        running.process.terminate()
-        running.process.wait(timeout=30)
+    running.stop()
 
 
 def expected(models: dict[int, Loaded], version: int, features: dict[str, Any]) -> Any:

@@ -9,7 +9,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +23,18 @@ from sklearn.pipeline import make_pipeline
 from eddy.services.config.settings import Settings
 from eddy.services.ops.console import read_topic
 from eddy.services.registry.announcements import open_registry
-from eddy.services.registry.store import Lineage, Registry
 from eddy.services.registry.tracing import trace_request
 from eddy.services.serving.client import PredictionClient
 from eddy.streams.features.compute import EntityState, apply_event
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.store.online import OnlineStore, StoredState
 from eddy.streams.store.snapshots import ServedAnswer, SnapshotStore
-from eddy.streams.transport.admin import ensure_topics, group_serving
+from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_admin, make_redis
-from eddy.streams.transport.groups import group_id
-from eddy.streams.transport.topics import Topic, spec_for
-from tests.waiting import wait_until
+from eddy.streams.transport.topics import Topic
+from tests.integration.predictors import LINEAGE, Service, answers_consumer
 
 DEADLINE_S = 60.0
-LINEAGE = Lineage(
-    {"events[0]": [0, 99]}, "fs", {}, {}, "test", {"type": "alert", "id": "m:concept:7"}, "test"
-)
 
 
 def trained(seed: int, flip: bool = False) -> Any:
@@ -48,55 +42,6 @@ def trained(seed: int, flip: bool = False) -> Any:
     xs = [{"amount": rng.uniform(0, 100)} for _ in range(300)]
     ys = [(x["amount"] > 50) != flip for x in xs]
     return make_pipeline(DictVectorizer(sparse=False), LogisticRegression()).fit(xs, ys)
-
-
-@dataclass
-class Service:
-    settings: Settings
-    registry: Registry
-    process: subprocess.Popen[bytes] | None
-    log: Path
-
-    def topic(self, topic: Topic) -> str:
-        return spec_for(topic, prefix=self.settings.topic_prefix, partitions=3).name
-
-    def start(self) -> None:
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("eddy")), "run", "predictor"],
-                env=self.settings.child_env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.wait_until_serving()
-
-    def wait_until_serving(self) -> None:
-        """Until the predictor's group is stable with a member: a test's load then meets
-        a running predictor, however long this machine takes to start one."""
-        group = group_id(self.settings.topic_prefix, "predictor", self.settings.model_name)
-        admin = make_admin(self.settings)
-        try:
-            wait_until(
-                lambda: group_serving(admin, group),
-                "the predictor's group to be stable with a member",
-                timeout_s=DEADLINE_S,
-                logs=lambda: self.log.read_text()[-3000:],
-            )
-        finally:
-            admin.close()
-
-
-def answers_consumer(service: Service) -> KafkaConsumer:
-    """An outside application's view of the answers topic: plain kafka-python."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=service.settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-    )
-    partitions = [TopicPartition(service.topic(Topic.PREDICTIONS), p) for p in range(3)]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    return consumer
 
 
 def collect(
@@ -137,9 +82,7 @@ def service(stack: Settings, tmp_path: Path) -> Iterator[Service]:
     ensure_topics(settings)
     running = Service(settings, open_registry(settings), None, tmp_path / "predictor.log")
     yield running
-    if running.process is not None and running.process.poll() is None:
-        running.process.send_signal(signal.SIGTERM)
-        running.process.wait(timeout=30)
+    running.stop()
 
 
 def with_champion(service: Service) -> None:

@@ -24,7 +24,7 @@ from eddy.streams.messages.validation import encode
 from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer
 from eddy.streams.transport.topics import Topic, spec_for
-from tests.unit.test_backtest import (
+from tests.backtest_history import (
     COUNT,
     DRIFT_AT,
     NEVER,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import pytest
 from eddy.services.backtest.command import Bound, render, run_backtest
 from eddy.services.config.settings import Settings
 from eddy.streams.messages.validation import encode
-from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer
 from eddy.streams.transport.topics import Topic, spec_for
 from tests.backtest_history import (
@@ -34,6 +32,7 @@ from tests.backtest_history import (
     history,
     score_since,
 )
+from tests.factories import DeploymentSettings
 
 SEND_TIMEOUT_S = 60.0
 MS = 1000
@@ -51,15 +50,8 @@ PROCESS_TIMEOUT_S = 120
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Settings:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"{stack.topic_prefix}bt-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-        }
-    )
-    ensure_topics(settings)
-    return settings
+def deployment(deployment_settings: DeploymentSettings) -> Settings:
+    return deployment_settings("bt")
 
 
 def produce(settings: Settings, start: datetime) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
@@ -29,7 +27,7 @@ from eddy.services.training.retrainer import (
     make_estimator,
 )
 from eddy.streams.learning.models import make_model, numeric
-from eddy.streams.transport.admin import ensure_topics
+from tests.factories import DeploymentSettings
 from tests.integration.training_examples import publish_examples
 
 MODEL = "churn"
@@ -38,17 +36,8 @@ Rows = list[tuple[dict[str, float], bool]]
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Settings:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-cc-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "retrain_window": 2000,
-            "retrain_min_holdout": 100,
-        }
-    )
-    ensure_topics(settings)
-    return settings
+def deployment(deployment_settings: DeploymentSettings) -> Settings:
+    return deployment_settings("cc", retrain_window=2000, retrain_min_holdout=100)
 
 
 def concept(count: int, seed: int, flipped: bool) -> Rows:

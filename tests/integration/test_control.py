@@ -13,11 +13,9 @@ from __future__ import annotations
 import threading
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -36,8 +34,8 @@ from eddy.streams.dead_letters.letter import ERROR_CLASS, ERROR_REASON, SOURCE_T
 from eddy.streams.messages.contracts import ControlAction, ControlCommand
 from eddy.streams.messages.signatures import SIGNATURE_HEADER, signature
 from eddy.streams.messages.validation import encode
-from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer
+from tests.factories import DeploymentSettings
 from tests.integration.training_examples import concept, publish_examples
 from tests.network import free_port
 from tests.waiting import wait_until
@@ -49,22 +47,17 @@ EXAMPLES = 600
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Settings:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-ctl-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "model_name": MODEL,
-            "control_token": SecretStr(TOKEN),
-            "monitor_port": free_port(),
-            "retrain_window": 1000,
-            "retrain_min_holdout": 50,
-            "retrain_estimator": "logistic_regression",
-            "live_evaluation_every_s": 0.0,
-        }
+def deployment(deployment_settings: DeploymentSettings) -> Settings:
+    return deployment_settings(
+        "ctl",
+        model_name=MODEL,
+        control_token=SecretStr(TOKEN),
+        monitor_port=free_port(),
+        retrain_window=1000,
+        retrain_min_holdout=50,
+        retrain_estimator="logistic_regression",
+        live_evaluation_every_s=0.0,
     )
-    ensure_topics(settings)
-    return settings
 
 
 @contextmanager

@@ -38,6 +38,7 @@ from eddy.streams.store.online import OnlineStore
 from eddy.streams.transport.admin import committed_offsets, ensure_topics
 from eddy.streams.transport.clients import make_admin, make_producer, make_redis
 from eddy.streams.transport.topics import Topic
+from tests.factories import DeploymentSettings
 from tests.integration.feature_workers import (
     FeatureDeployment,
     applied_counts,
@@ -52,16 +53,10 @@ POLL_S = 0.5
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Iterator[FeatureDeployment]:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-fw-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "partitions": 3,
-            "feature_batch_size": 200,
-        }
-    )
-    ensure_topics(settings)
+def deployment(
+    deployment_settings: DeploymentSettings, tmp_path: Path
+) -> Iterator[FeatureDeployment]:
+    settings = deployment_settings("fw", partitions=3, feature_batch_size=200)
     deployment = FeatureDeployment(settings, tmp_path, [])
     yield deployment
     for worker in deployment.workers:

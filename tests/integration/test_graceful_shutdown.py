@@ -19,7 +19,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -37,9 +36,10 @@ from eddy.streams.dead_letters.letter import SOURCE_OFFSET, SOURCE_PARTITION
 from eddy.streams.messages.contracts import Label, SourceOffset, TrainingExample
 from eddy.streams.messages.validation import encode
 from eddy.streams.store.snapshots import Snapshot, SnapshotStore
-from eddy.streams.transport.admin import committed_offsets, ensure_topics
+from eddy.streams.transport.admin import committed_offsets
 from eddy.streams.transport.clients import make_admin, make_consumer, make_producer, make_redis
 from eddy.streams.transport.topics import Topic
+from tests.factories import DeploymentSettings
 from tests.integration.feature_workers import (
     FeatureDeployment,
     applied_counts,
@@ -158,16 +158,10 @@ def scraped(port: int, family: str) -> dict[str, float]:
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Iterator[FeatureDeployment]:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-gs-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "partitions": 3,
-            "feature_batch_size": 50,
-        }
-    )
-    ensure_topics(settings)
+def deployment(
+    deployment_settings: DeploymentSettings, tmp_path: Path
+) -> Iterator[FeatureDeployment]:
+    settings = deployment_settings("gs", partitions=3, feature_batch_size=50)
     deployment = FeatureDeployment(settings, tmp_path, [])
     yield deployment
     for worker in deployment.workers:
@@ -269,19 +263,17 @@ def learned_by(port: int) -> float:
 
 
 @pytest.fixture
-def learner_deployment(stack: Settings, tmp_path: Path) -> Iterator[LearnerDeployment]:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-gsl-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "partitions": 2,
-            # Checkpoints only on the way out: the stop alone must save the state.
-            "checkpoint_every": 10_000_000,
-            "checkpoint_interval_s": 3600.0,
-            "snapshot_every": 0,
-        }
+def learner_deployment(
+    deployment_settings: DeploymentSettings, tmp_path: Path
+) -> Iterator[LearnerDeployment]:
+    settings = deployment_settings(
+        "gsl",
+        partitions=2,
+        # Checkpoints only on the way out: the stop alone must save the state.
+        checkpoint_every=10_000_000,
+        checkpoint_interval_s=3600.0,
+        snapshot_every=0,
     )
-    ensure_topics(settings)
     deployment = LearnerDeployment(settings, tmp_path, [])
     yield deployment
     deployment.kill_running()

@@ -6,7 +6,6 @@ import itertools
 import random
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +14,6 @@ from typing import Any
 import orjson
 import pytest
 
-from eddy.services.config.settings import Settings
 from eddy.services.ops.console import read_topic
 from eddy.services.workers.learner import LearnerState
 from eddy.streams.dead_letters.letter import ERROR_CLASS, ERROR_REASON, source_of
@@ -24,9 +22,9 @@ from eddy.streams.messages.contracts import Label
 from eddy.streams.messages.validation import encode
 from eddy.streams.store.recent_ids import RecentIds
 from eddy.streams.store.snapshots import ServedAnswer, Snapshot, SnapshotStore
-from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer, make_redis
 from eddy.streams.transport.topics import Topic
+from tests.factories import DeploymentSettings
 from tests.integration.learners import (
     BASE_TIME,
     LearnerDeployment,
@@ -41,18 +39,12 @@ POLL_S = 0.3
 
 
 @pytest.fixture
-def learner_deployment(stack: Settings, tmp_path: Path) -> Iterator[LearnerDeployment]:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-learn-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "partitions": 1,
-            "checkpoint_every": 500,
-            "checkpoint_interval_s": 1.0,
-            "label_wait_s": 2,
-        }
+def learner_deployment(
+    deployment_settings: DeploymentSettings, tmp_path: Path
+) -> Iterator[LearnerDeployment]:
+    settings = deployment_settings(
+        "learn", partitions=1, checkpoint_every=500, checkpoint_interval_s=1.0, label_wait_s=2
     )
-    ensure_topics(settings)
     deployment = LearnerDeployment(settings, tmp_path, [])
     yield deployment
     deployment.kill_running()

@@ -21,7 +21,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,9 @@ from eddy.services.ops.liveness import EXIT_GRACE_S, STALLED_EXIT_CODE, Liveness
 from eddy.services.ops.supervisor import RestartPolicy, Supervisor, exit_reason
 from eddy.services.workers.learner import AllToOneAssignor
 from eddy.streams.store.online import OnlineStore
-from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_consumer, make_producer, make_redis, subscribe
 from eddy.streams.transport.topics import Topic, spec_for
+from tests.factories import DeploymentSettings
 from tests.integration.feature_workers import (
     applied_counts,
     event,
@@ -146,20 +145,20 @@ def reason(port: int, expected: str) -> Callable[[], bool]:
 
 
 def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restarted(
-    stack: Settings, relay: RedisRelay, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    stack: Settings,
+    deployment_settings: DeploymentSettings,
+    relay: RedisRelay,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     port = free_port()
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-live-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "partitions": 2,
-            "redis_url": relay.url,
-            "stall_timeout_s": STALL_TIMEOUT_S,
-            "metrics_port": port - FEATURES_METRICS_OFFSET,
-        }
+    settings = deployment_settings(
+        "live",
+        partitions=2,
+        redis_url=relay.url,
+        stall_timeout_s=STALL_TIMEOUT_S,
+        metrics_port=port - FEATURES_METRICS_OFFSET,
     )
-    ensure_topics(settings)
     events_topic = spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=2).name
     store = OnlineStore(make_redis(stack), settings.topic_prefix, settings.feature_ttl_s)
     base = quiet_hour_base()
@@ -250,21 +249,17 @@ def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restart
 
 
 def test_a_learner_blocked_on_redis_goes_unhealthy_and_exits_non_zero(
-    stack: Settings, relay: RedisRelay, tmp_path: Path
+    deployment_settings: DeploymentSettings, relay: RedisRelay, tmp_path: Path
 ) -> None:
     port = free_port()
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-livel-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "partitions": 1,
-            "redis_url": relay.url,
-            "stall_timeout_s": STALL_TIMEOUT_S,
-            "metrics_port": port - LEARNER_METRICS_OFFSET,
-            "checkpoint_interval_s": 0.5,  # a checkpoint reads Redis: where it will block
-        }
+    settings = deployment_settings(
+        "livel",
+        partitions=1,
+        redis_url=relay.url,
+        stall_timeout_s=STALL_TIMEOUT_S,
+        metrics_port=port - LEARNER_METRICS_OFFSET,
+        checkpoint_interval_s=0.5,  # a checkpoint reads Redis: where it will block
     )
-    ensure_topics(settings)
     deployment = LearnerDeployment(settings, tmp_path, [])
     topic = deployment.topic(Topic.TRAINING_EXAMPLES)
     stream = examples(synthetic(400, seed=2), topic)

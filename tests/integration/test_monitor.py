@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,15 @@ import pytest
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from eddy.services.config.settings import Settings
 from eddy.services.ops.monitor import CHART_JS
 from eddy.services.registry.announcements import open_registry
 from eddy.services.registry.store import Lineage
 from eddy.streams.learning.models import make_model
 from eddy.streams.messages.contracts import DriftAlert, DriftKind
 from eddy.streams.messages.validation import encode
-from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_consumer, make_producer
 from eddy.streams.transport.topics import Topic, spec_for
+from tests.factories import DeploymentSettings
 from tests.network import free_port, get
 from tests.waiting import wait_until
 
@@ -31,19 +29,15 @@ LINEAGE = Lineage({"ex[0]": [0, 9]}, "fs", {}, {}, "test", {"type": "alert", "id
 
 
 def test_status_api_and_dashboard_show_models_history_and_alerts(
-    stack: Settings, tmp_path: Path
+    deployment_settings: DeploymentSettings, tmp_path: Path
 ) -> None:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-mon-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "model_name": "m",
-            "monitor_port": free_port(),
-            "metrics_port": free_port() - 10,  # no service serves there: empty samples
-            "monitor_sample_s": 0.5,
-        }
+    settings = deployment_settings(
+        "mon",
+        model_name="m",
+        monitor_port=free_port(),
+        metrics_port=free_port() - 10,  # no service serves there: empty samples
+        monitor_sample_s=0.5,
     )
-    ensure_topics(settings)
     registry = open_registry(settings, announce=False)
     registry.register("m", "river", make_model("logistic"), {"accuracy": 0.9}, LINEAGE)
     registry.promote("m", 1, "test", "first champion")

@@ -13,7 +13,6 @@ import math
 import random
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,9 +39,9 @@ from eddy.streams.features.definitions import FEATURES
 from eddy.streams.features.pipeline import FeaturePipeline
 from eddy.streams.store.online import OnlineStore
 from eddy.streams.store.snapshots import SnapshotStore
-from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer, make_redis
 from eddy.streams.transport.topics import Topic, spec_for
+from tests.factories import DeploymentSettings
 from tests.integration.predictors import LINEAGE, Service, answers_consumer
 from tests.waiting import wait_until
 
@@ -130,16 +129,8 @@ class FeatureWriter:
 
 
 @pytest.fixture
-def service(stack: Settings, tmp_path: Path) -> Iterator[Service]:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-cache-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "model_name": "m",
-            "prediction_cache": "all",
-        }
-    )
-    ensure_topics(settings)
+def service(deployment_settings: DeploymentSettings, tmp_path: Path) -> Iterator[Service]:
+    settings = deployment_settings("cache", model_name="m", prediction_cache="all")
     running = Service(settings, open_registry(settings), None, tmp_path / "predictor.log")
     yield running
     running.stop()
@@ -335,17 +326,9 @@ class Polled:
 
 
 def test_hot_entities_are_cached_and_invalidated_by_writes_and_swaps(
-    stack: Settings, tmp_path: Path
+    deployment_settings: DeploymentSettings,
 ) -> None:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-hot-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "prediction_cache": "hot",
-            "prediction_cache_hot_requests": 3,
-        }
-    )
-    ensure_topics(settings)
+    settings = deployment_settings("hot", prediction_cache="hot", prediction_cache_hot_requests=3)
     registry = open_registry(settings, announce=False)
     register_versions(registry)
     registry.promote("m", 1, "test", "initial")

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from eddy.services.config.settings import Settings
 from eddy.services.ops.console import read_topic
 from eddy.services.registry.announcements import open_registry
 from eddy.services.registry.tracing import trace_request
@@ -29,9 +27,9 @@ from eddy.streams.features.compute import EntityState, apply_event
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.store.online import OnlineStore, StoredState
 from eddy.streams.store.snapshots import ServedAnswer, SnapshotStore
-from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_admin, make_redis
 from eddy.streams.transport.topics import Topic
+from tests.factories import DeploymentSettings
 from tests.integration.predictors import LINEAGE, Service, answers_consumer
 
 DEADLINE_S = 60.0
@@ -71,15 +69,8 @@ def send_requests(
 
 
 @pytest.fixture
-def service(stack: Settings, tmp_path: Path) -> Iterator[Service]:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-pred-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "model_name": "m",
-        }
-    )
-    ensure_topics(settings)
+def service(deployment_settings: DeploymentSettings, tmp_path: Path) -> Iterator[Service]:
+    settings = deployment_settings("pred", model_name="m")
     running = Service(settings, open_registry(settings), None, tmp_path / "predictor.log")
     yield running
     running.stop()

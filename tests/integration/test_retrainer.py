@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,10 +32,11 @@ from eddy.streams.messages.contracts import (
 )
 from eddy.streams.messages.validation import encode
 from eddy.streams.store.serialization import IntegrityError
-from eddy.streams.transport.admin import committed_offsets, ensure_topics
+from eddy.streams.transport.admin import committed_offsets
 from eddy.streams.transport.clients import make_admin, make_producer
 from eddy.streams.transport.groups import group_id
 from eddy.streams.transport.topics import Topic, spec_for
+from tests.factories import DeploymentSettings
 from tests.integration.training_examples import BASE, concept, publish_examples
 from tests.waiting import wait_until
 
@@ -46,19 +46,14 @@ MODEL = "fraud"
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Settings:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-rt-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "retrain_window": 4000,
-            "retrain_debounce_s": 1.0,
-            "retrain_estimator": "logistic_regression",
-            "model_name": MODEL,
-        }
+def deployment(deployment_settings: DeploymentSettings) -> Settings:
+    return deployment_settings(
+        "rt",
+        retrain_window=4000,
+        retrain_debounce_s=1.0,
+        retrain_estimator="logistic_regression",
+        model_name=MODEL,
     )
-    ensure_topics(settings)
-    return settings
 
 
 def concept_alert(alert_id: str, window: DriftWindow | None = None) -> DriftAlert:

@@ -12,6 +12,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,9 @@ def event(entity: str, event_id: str, at: float, amount: float, **extra: Any) ->
 
 
 def send_records(
-    settings: Settings, topic: str, records: list[tuple[bytes | None, bytes | None]]
+    settings: Settings, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]
 ) -> None:
+    """``records`` (key, value) to ``topic`` as they are, malformed ones included."""
     producer = make_producer(settings)
     try:
         for key, value in records:

@@ -28,7 +28,8 @@ import pytest
 
 from eddy.services.config.settings import PROJECT_ROOT, Settings
 from eddy.streams.transport.clients import make_admin
-from tests import session_state
+from tests import factories, session_state
+from tests.factories import DeploymentSettings
 from tests.integration import chaos_run
 
 STACK_SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"
@@ -213,11 +214,20 @@ def new_topic(stack: Settings) -> Callable[..., str]:
 
 
 @pytest.fixture
+def deployment_settings(stack: Settings, tmp_path: Path) -> DeploymentSettings:
+    """Factory: ``make(tag, **overrides)``, settings for a deployment of the test's own.
+
+    A topic prefix and data folder of its own, Eddy's topics created under that prefix
+    (:func:`tests.factories.deployment_settings`); the data folder is ``tmp_path/data``.
+    """
+
+    def make(tag: str, **overrides: Any) -> Settings:
+        return factories.deployment_settings(stack, tmp_path / "data", tag, **overrides)
+
+    return make
+
+
+@pytest.fixture
 def group_id() -> str:
     """A consumer group of its own for each test."""
     return f"eddy-test-group-{uuid.uuid4().hex[:10]}"
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The process environment plus ``settings`` as EDDY_* variables, for subprocesses."""
-    return settings.child_env()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,9 @@ import pytest
 from eddy.services.backtest.command import Bound, render, run_backtest
 from eddy.services.config.settings import Settings
 from eddy.streams.messages.validation import encode
-from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer
 from eddy.streams.transport.topics import Topic, topic_name
-from tests.conftest import settings_env
-from tests.unit.test_backtest import (
+from tests.backtest_history import (
     COUNT,
     DRIFT_AT,
     NEVER,
@@ -35,6 +32,7 @@ from tests.unit.test_backtest import (
     history,
     score_since,
 )
+from tests.factories import DeploymentSettings
 
 SEND_TIMEOUT_S = 60.0
 MS = 1000
@@ -52,15 +50,8 @@ PROCESS_TIMEOUT_S = 120
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Settings:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"{stack.topic_prefix}bt-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-        }
-    )
-    ensure_topics(settings)
-    return settings
+def deployment(deployment_settings: DeploymentSettings) -> Settings:
+    return deployment_settings("bt")
 
 
 def produce(settings: Settings, start: datetime) -> None:
@@ -100,7 +91,7 @@ def test_backtests_of_a_kafka_range_repeat_exactly_and_tell_policies_apart(
     second_path = tmp_path / "second.json"
     subprocess.run(
         [sys.executable, "-c", IN_ANOTHER_PROCESS, policies, start.isoformat(), second_path],
-        env=settings_env(deployment) | {"PYTHONHASHSEED": "1"},
+        env=deployment.child_env() | {"PYTHONHASHSEED": "1"},
         check=True,
         timeout=PROCESS_TIMEOUT_S,
     )

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
@@ -25,8 +23,8 @@ from eddy.services.registry.triggers import Trigger, TriggerKind
 from eddy.services.training.core import MAJORITY_CLASS, REFITTED_ON, is_majority, make_estimator
 from eddy.services.training.retrainer import Retrainer
 from eddy.streams.learning.models import make_model, numeric
-from eddy.streams.transport.admin import ensure_topics
-from tests.integration.test_retrainer import publish_examples
+from tests.factories import DeploymentSettings
+from tests.integration.training_examples import publish_examples
 
 MODEL = "churn"
 LINEAGE = Lineage({}, "fs-test", {}, {}, "test", {"type": "operator", "id": "test"}, "test")
@@ -34,17 +32,8 @@ Rows = list[tuple[dict[str, float], bool]]
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Settings:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-cc-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "retrain_window": 2000,
-            "retrain_min_holdout": 100,
-        }
-    )
-    ensure_topics(settings)
-    return settings
+def deployment(deployment_settings: DeploymentSettings) -> Settings:
+    return deployment_settings("cc", retrain_window=2000, retrain_min_holdout=100)
 
 
 def concept(count: int, seed: int, flipped: bool) -> Rows:

@@ -14,7 +14,6 @@ from kafka import KafkaProducer
 from eddy.services.config.settings import Settings
 from eddy.streams.messages.validation import MAX_MESSAGE_BYTES
 from eddy.streams.transport.topics import Topic
-from tests.conftest import settings_env
 
 EDDY = str(Path(sys.executable).with_name("eddy"))
 
@@ -23,7 +22,7 @@ def eddy(settings: Settings, *args: str, stdin: bytes = b"") -> subprocess.Compl
     result = subprocess.run(
         [EDDY, *args],
         input=stdin,
-        env=settings_env(settings),
+        env=settings.child_env(),
         capture_output=True,
         timeout=120,
         check=False,
@@ -113,7 +112,7 @@ def test_status_reports_both_services_healthy(stack: Settings) -> None:
 
 
 def test_an_unknown_setting_stops_the_command_with_its_name(stack: Settings) -> None:
-    env = settings_env(stack) | {"EDDY_PARTITONS": "3"}
+    env = stack.child_env() | {"EDDY_PARTITONS": "3"}
     result = subprocess.run(
         [EDDY, "topics", "list"], env=env, capture_output=True, text=True, check=False
     )
@@ -138,7 +137,7 @@ def test_alerts_watch_explains_each_alert(topics: Settings) -> None:
     assert sent.returncode == 0, sent.stderr
     watcher = subprocess.Popen(
         [EDDY, "alerts", "watch", "--from-beginning"],
-        env=settings_env(topics),
+        env=topics.child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )

@@ -11,14 +11,11 @@ their reason, and the listener keeps going.
 from __future__ import annotations
 
 import threading
-import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -37,10 +34,11 @@ from eddy.streams.dead_letters.letter import ERROR_CLASS, ERROR_REASON, SOURCE_T
 from eddy.streams.messages.contracts import ControlAction, ControlCommand
 from eddy.streams.messages.signatures import SIGNATURE_HEADER, signature
 from eddy.streams.messages.validation import encode
-from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer
-from tests.integration.test_monitor import free_port
-from tests.integration.test_retrainer import concept, publish_examples
+from tests.factories import DeploymentSettings
+from tests.integration.training_examples import concept, publish_examples
+from tests.network import free_port
+from tests.waiting import wait_until
 
 DEADLINE_S = 60.0
 MODEL = "fraud"
@@ -49,22 +47,17 @@ EXAMPLES = 600
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Settings:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-ctl-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "model_name": MODEL,
-            "control_token": SecretStr(TOKEN),
-            "monitor_port": free_port(),
-            "retrain_window": 1000,
-            "retrain_min_holdout": 50,
-            "retrain_estimator": "logistic_regression",
-            "live_evaluation_every_s": 0.0,
-        }
+def deployment(deployment_settings: DeploymentSettings) -> Settings:
+    return deployment_settings(
+        "ctl",
+        model_name=MODEL,
+        control_token=SecretStr(TOKEN),
+        monitor_port=free_port(),
+        retrain_window=1000,
+        retrain_min_holdout=50,
+        retrain_estimator="logistic_regression",
+        live_evaluation_every_s=0.0,
     )
-    ensure_topics(settings)
-    return settings
 
 
 @contextmanager
@@ -104,15 +97,6 @@ def post(url: str, body: dict[str, Any] | bytes, token: str | None) -> tuple[int
             return answer.status, orjson.loads(answer.read())
     except urllib.error.HTTPError as refused:
         return refused.code, orjson.loads(refused.read())
-
-
-def wait_for(done: Callable[[], bool], listener: threading.Thread, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not done():
-        assert listener.is_alive(), f"the listener stopped while waiting for {what}"
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def control_records(settings: Settings) -> list[Any]:
@@ -168,7 +152,12 @@ def test_a_command_over_http_retrains_once_and_is_audited_with_who_asked(
         assert [status for status, _ in [*accepted, second]] == [202, 202, 202]
         assert accepted[0][1]["command_id"] == "cmd-1"
         # One partition, in order: once the second command is done, so is the duplicate.
-        wait_for(lambda: len(registry.versions(MODEL)) >= 2, t, "two retrains")
+        wait_until(
+            lambda: len(registry.versions(MODEL)) >= 2,
+            "two retrains by the listener",
+            timeout_s=DEADLINE_S,
+            alive=t.is_alive,
+        )
 
     versions = registry.versions(MODEL)
     assert len(versions) == 2, "the duplicated command retrained once"
@@ -213,10 +202,20 @@ def test_refused_and_malformed_commands_never_stop_the_listener(deployment: Sett
         send_raw(deployment, forged, key=b"not the deployment's key")
         publish(deployment, command("for-a-ghost", model="ghost"))
         publish(deployment, command("too-early"))  # no examples yet
-        wait_for(lambda: len(registry.audit_log(MODEL)) >= 1, listener, "a refusal")
+        wait_until(
+            lambda: len(registry.audit_log(MODEL)) >= 1,
+            "a refusal by the listener",
+            timeout_s=DEADLINE_S,
+            alive=listener.is_alive,
+        )
         publish_examples(deployment, concept(EXAMPLES, seed=2, flipped=False), start=0)
         publish(deployment, command("in-time"))
-        wait_for(lambda: len(registry.versions(MODEL)) >= 1, listener, "a retrain")
+        wait_until(
+            lambda: len(registry.versions(MODEL)) >= 1,
+            "a retrain by the listener",
+            timeout_s=DEADLINE_S,
+            alive=listener.is_alive,
+        )
 
     (ghost,) = registry.audit_log("ghost")
     assert ghost["action"] == "refused"
@@ -250,13 +249,23 @@ def test_a_command_redelivered_to_a_restarted_listener_is_not_carried_out_again(
     publish_examples(deployment, concept(EXAMPLES, seed=3, flipped=False), start=0)
     first = request_retrain(deployment, MODEL, "before the restart", requested_by="bob")
     with running_listener(deployment, registry) as listener:
-        wait_for(lambda: len(registry.versions(MODEL)) >= 1, listener, "the first retrain")
+        wait_until(
+            lambda: len(registry.versions(MODEL)) >= 1,
+            "the first retrain by the listener",
+            timeout_s=DEADLINE_S,
+            alive=listener.is_alive,
+        )
     # As after a crash between the retrain and the commit: the same command comes again,
     # to a listener that has never seen it; only the audit log can tell.
     publish(deployment, first)
     publish(deployment, command("after-the-restart"))
     with running_listener(deployment, registry) as listener:
-        wait_for(lambda: len(registry.versions(MODEL)) >= 2, listener, "the second retrain")
+        wait_until(
+            lambda: len(registry.versions(MODEL)) >= 2,
+            "the second retrain by the listener",
+            timeout_s=DEADLINE_S,
+            alive=listener.is_alive,
+        )
 
     triggers = [v.lineage.trigger for v in registry.versions(MODEL)]
     assert [t["id"] for t in triggers] == [first.command_id, "after-the-restart"]

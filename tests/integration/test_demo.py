@@ -9,7 +9,6 @@ from pathlib import Path
 import orjson
 
 from eddy.services.config.settings import Settings
-from tests.conftest import settings_env
 
 
 def test_the_short_demo_detects_the_drift_retrains_promotes_and_recovers(
@@ -18,7 +17,7 @@ def test_the_short_demo_detects_the_drift_retrains_promotes_and_recovers(
     settings = stack.model_copy(update={"data_dir": tmp_path / "data"})
     result = subprocess.run(
         [str(Path(sys.executable).with_name("eddy")), "demo", "--short", "--rate", "40"],
-        env=settings_env(settings),
+        env=settings.child_env(),
         capture_output=True,
         text=True,
         timeout=600,

@@ -29,8 +29,8 @@ from kafka.admin import NewTopic
 from eddy.services.config.settings import PROJECT_ROOT, Settings
 from eddy.streams.transport.admin import committed_offsets
 from eddy.streams.transport.clients import make_admin, make_consumer, make_producer
-from tests.conftest import settings_env
 from tests.integration.faust_counter_app import READY_MARKER, CounterNames, counter_names
+from tests.waiting import wait_until
 
 PARTITIONS = 2
 # Faust start-up, group join and table recovery take seconds; this only bounds a hang.
@@ -53,6 +53,14 @@ class Worker:
         return f"--- last {LOG_TAIL_LINES} lines of {self.log} ---\n" + "\n".join(
             lines[-LOG_TAIL_LINES:]
         )
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def status(self) -> str:
+        """Whether the worker runs, or how it exited, then its log's end."""
+        code = self.process.poll()
+        return f"{'running' if code is None else f'exited ({code})'}\n{self.tail()}"
 
     def check(self, deadline: float, waiting_for: str) -> None:
         """Fail now, with the log, if the worker died or the deadline passed."""
@@ -103,7 +111,7 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[StartWorker]:
 
     Every worker started is SIGKILLed at teardown, whatever the test did.
     """
-    env = settings_env(settings) | {"PYTHONUNBUFFERED": "1"}
+    env = settings.child_env() | {"PYTHONUNBUFFERED": "1"}
     assert Settings.from_env(env) == settings
     workers: list[Worker] = []
 
@@ -136,10 +144,14 @@ def wait_until_consuming(worker: Worker, datadir: Path) -> None:
     then clears the agents' queues, and the commit skips the offset that was cleared.
     That is a separate defect from the one this test is about.
     """
-    deadline = time.monotonic() + DEADLINE_S
-    while not (datadir / READY_MARKER).exists():
-        worker.check(deadline, "waiting for the worker to finish its rebalance")
-        time.sleep(POLL_S)
+    wait_until(
+        (datadir / READY_MARKER).exists,
+        "the worker to finish its rebalance",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=worker.status,
+        alive=worker.running,
+    )
 
 
 def produce(settings: Settings, topic: str, keys: list[str]) -> dict[int, int]:
@@ -183,19 +195,29 @@ def wait_for_commit(
 ) -> None:
     """Block until the worker's group has committed past every record in ``ends``."""
     admin = make_admin(settings)
-    try:
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            offsets = committed_offsets(admin, names.app_id)
-            committed = {
+    committed: dict[int, int] = {}
+
+    def committed_past_ends() -> bool:
+        offsets = committed_offsets(admin, names.app_id)
+        committed.clear()
+        committed.update(
+            {
                 partition: offsets[tp]
                 for partition in ends
                 if (tp := TopicPartition(names.source, partition)) in offsets
             }
-            if all(committed.get(p, -1) >= end for p, end in ends.items()):
-                return
-            worker.check(deadline, f"waiting for commits {ends}, have {committed}")
-            time.sleep(POLL_S)
+        )
+        return all(committed.get(p, -1) >= end for p, end in ends.items())
+
+    try:
+        wait_until(
+            committed_past_ends,
+            f"commits {ends}",
+            timeout_s=DEADLINE_S,
+            every_s=POLL_S,
+            logs=lambda: f"have {committed}\n{worker.status()}",
+            alive=worker.running,
+        )
     finally:
         admin.close()
 

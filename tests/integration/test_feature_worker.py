@@ -8,17 +8,14 @@ state; a Redis loss is repaired by a rebuild from Kafka.
 
 from __future__ import annotations
 
-import math
 import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,63 +33,31 @@ from eddy.streams.dead_letters.letter import (
     SOURCE_OFFSET,
     SOURCE_PARTITION,
 )
-from eddy.streams.features.compute import encode_state, feature_vector
-from eddy.streams.features.definitions import FEATURES
+from eddy.streams.features.compute import encode_state
 from eddy.streams.store.online import OnlineStore
 from eddy.streams.transport.admin import committed_offsets, ensure_topics
 from eddy.streams.transport.clients import make_admin, make_producer, make_redis
-from eddy.streams.transport.topics import Topic, topic_name
-from tests.conftest import settings_env
+from eddy.streams.transport.topics import Topic
+from tests.factories import DeploymentSettings
+from tests.integration.feature_workers import (
+    FeatureDeployment,
+    applied_counts,
+    event,
+    quiet_hour_base,
+    send_records,
+)
+from tests.waiting import wait_until
 
 DEADLINE_S = 120.0
-HOUR = 3600
-
-
-@dataclass
-class Deployment:
-    """Eddy's topics under a prefix of their own, and the worker processes started."""
-
-    settings: Settings
-    workdir: Path
-    workers: list[subprocess.Popen[bytes]]
-
-    def topic(self, topic: Topic) -> str:
-        return topic_name(topic, self.settings.topic_prefix)
-
-    def store(self) -> OnlineStore:
-        return OnlineStore(
-            make_redis(self.settings), self.settings.topic_prefix, self.settings.feature_ttl_s
-        )
-
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        with (self.workdir / f"worker-{len(self.workers)}.log").open("wb") as log:
-            worker = subprocess.Popen(
-                [str(Path(sys.executable).with_name("eddy")), "run", "features"],
-                env=settings_env(self.settings),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.workers.append(worker)
-        return worker
-
-    def logs(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace")[-3000:] for p in sorted(self.workdir.glob("*.log"))
-        )
+POLL_S = 0.5
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Iterator[Deployment]:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-fw-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "partitions": 3,
-            "feature_batch_size": 200,
-        }
-    )
-    ensure_topics(settings)
-    deployment = Deployment(settings, tmp_path, [])
+def deployment(
+    deployment_settings: DeploymentSettings, tmp_path: Path
+) -> Iterator[FeatureDeployment]:
+    settings = deployment_settings("fw", partitions=3, feature_batch_size=200)
+    deployment = FeatureDeployment(settings, tmp_path, [])
     yield deployment
     for worker in deployment.workers:
         if worker.poll() is None:
@@ -101,52 +66,6 @@ def deployment(stack: Settings, tmp_path: Path) -> Iterator[Deployment]:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
-
-
-def quiet_hour_base() -> float:
-    """An event time well inside one clock hour, not in the future: windows stay put."""
-    now = time.time()
-    hour_start = math.floor(now / HOUR) * HOUR
-    return hour_start + 60 if now - hour_start > 15 * 60 else hour_start - HOUR + 30 * 60
-
-
-def event(entity: str, event_id: str, at: float, amount: float, **extra: Any) -> bytes:
-    return orjson.dumps(
-        {
-            "event_id": event_id,
-            "entity_id": entity,
-            "event_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at))
-            + f".{int(at * 1000) % 1000:03d}Z",
-            "features": {"amount": amount, "country": random.Random(event_id).choice("ABC")},
-            **extra,
-        }
-    )
-
-
-def send(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
-    producer = make_producer(settings)
-    try:
-        for key, value in records:
-            producer.send(topic, key=key, value=value)
-        producer.flush(timeout=60)
-    finally:
-        producer.close()
-
-
-def wait_until(condition: Callable[[], bool], what: str, logs: Callable[[], str]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}\n--- worker logs ---\n{logs()}")
-        time.sleep(0.5)
-
-
-def applied_counts(store: OnlineStore, entities: list[str], as_of: float) -> dict[str, int]:
-    states = store.load(entities)
-    return {
-        e: int(feature_vector(s.state, FEATURES, as_of)["amount_count_1h"] or 0)
-        for e, s in states.items()
-    }
 
 
 def the_malformed_corpus(base: float) -> list[tuple[str, bytes | None, bytes | None]]:
@@ -194,7 +113,7 @@ def the_malformed_corpus(base: float) -> list[tuple[str, bytes | None, bytes | N
 
 
 def test_malformed_input_is_dead_lettered_once_and_valid_events_applied(
-    deployment: Deployment,
+    deployment: FeatureDeployment,
 ) -> None:
     base = quiet_hour_base()
     corpus = the_malformed_corpus(base)
@@ -205,13 +124,15 @@ def test_malformed_input_is_dead_lettered_once_and_valid_events_applied(
         if i < len(corpus):
             mixed.append(corpus[i][1:])
     worker = deployment.start_worker()
-    send(deployment.settings, deployment.topic(Topic.EVENTS), mixed)
+    send_records(deployment.settings, deployment.topic(Topic.EVENTS), mixed)
 
     store = deployment.store()
     wait_until(
         lambda: applied_counts(store, ["good"], base + 60)["good"] == len(valid),
         "the valid events to be applied",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )
     letters = list(
         read_topic(
@@ -268,7 +189,7 @@ def _raw(settings: Settings, offset: int, key: bytes, value: bytes) -> Any:
 
 
 def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
-    deployment: Deployment,
+    deployment: FeatureDeployment,
 ) -> None:
     base = quiet_hour_base()
     entities = [f"c{i}" for i in range(40)]
@@ -284,22 +205,26 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
 
     first_half, second_half = events[: len(events) // 2], events[len(events) // 2 :]
     first = deployment.start_worker()
-    send(deployment.settings, deployment.topic(Topic.EVENTS), first_half)
+    send_records(deployment.settings, deployment.topic(Topic.EVENTS), first_half)
     wait_until(
         lambda: sum(applied_counts(store, entities, base + 120).values()) > 0,
         "the first worker to apply something",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     partway = sum(applied_counts(store, entities, base + 120).values())
-    send(deployment.settings, deployment.topic(Topic.EVENTS), second_half)
+    send_records(deployment.settings, deployment.topic(Topic.EVENTS), second_half)
 
     deployment.start_worker()
     wait_until(
         lambda: applied_counts(store, entities, base + 120) == dict(expected),
         "every event to be applied exactly once",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )
     examples = list(
         read_topic(
@@ -320,7 +245,9 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
         assert all(copy == copies[0] for copy in copies)
 
 
-def test_a_worker_whose_events_topic_is_deleted_says_so_and_stops(deployment: Deployment) -> None:
+def test_a_worker_whose_events_topic_is_deleted_says_so_and_stops(
+    deployment: FeatureDeployment,
+) -> None:
     """faust would wait for a deleted topic's partitions for ever, healthy to every
     probe; and no broker Eddy starts brings the topic back by itself."""
     deployment.settings = deployment.settings.model_copy(update={"topic_check_s": 1.0})
@@ -331,11 +258,13 @@ def test_a_worker_whose_events_topic_is_deleted_says_so_and_stops(deployment: De
     producer.flush()
     producer.close()
     store = deployment.store()
-    deadline = time.monotonic() + DEADLINE_S
-    while "e-before" not in store.load(["u"])["u"].state.seen:  # running, reading the topic
-        if time.monotonic() > deadline or worker.poll() is not None:
-            pytest.fail(f"the event was never applied\n{deployment.logs()}")
-        time.sleep(0.2)
+    wait_until(  # running, reading the topic
+        lambda: "e-before" in store.load(["u"])["u"].state.seen,
+        "the event to be applied",
+        timeout_s=DEADLINE_S,
+        logs=deployment.logs,
+        alive=lambda: worker.poll() is None,
+    )
     admin = make_admin(deployment.settings)
     try:
         admin.delete_topics([deployment.topic(Topic.EVENTS)])
@@ -349,19 +278,21 @@ def test_a_worker_whose_events_topic_is_deleted_says_so_and_stops(deployment: De
     assert f"topic {deployment.topic(Topic.EVENTS)} no longer exists" in deployment.logs()
 
 
-def test_a_flushed_redis_is_rebuilt_identically_from_kafka(deployment: Deployment) -> None:
+def test_a_flushed_redis_is_rebuilt_identically_from_kafka(deployment: FeatureDeployment) -> None:
     base = quiet_hour_base()
     entities = [f"r{i}" for i in range(10)]
     events = [
         (e.encode(), event(e, f"{e}-{j}", base + j, float(j))) for j in range(20) for e in entities
     ]
     deployment.start_worker()
-    send(deployment.settings, deployment.topic(Topic.EVENTS), events)
+    send_records(deployment.settings, deployment.topic(Topic.EVENTS), events)
     store = deployment.store()
     wait_until(
         lambda: set(applied_counts(store, entities, base + 60).values()) == {20},
         "the events to be applied",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )
     before = {e: encode_state(s.state) for e, s in store.load(entities).items()}
     for worker in deployment.workers:
@@ -400,15 +331,24 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 30
-        while True:
+        errors: list[redis.ConnectionError] = []
+
+        def answers() -> bool:
             try:
                 client.ping()
-                return self.server
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+            except redis.ConnectionError as exc:  # still starting
+                errors.append(exc)
+                return False
+            return True
+
+        wait_until(
+            answers,
+            f"the private redis-server on port {self.port} to answer",
+            timeout_s=30,
+            every_s=0.1,
+            logs=lambda: f"the last error: {errors[-1]!r}",
+        )
+        return self.server
 
     def kill(self) -> None:
         self.server.kill()
@@ -430,7 +370,7 @@ def private_redis(private_redis_server: PrivateRedis) -> str:
 
 
 def test_a_redis_that_comes_back_without_acknowledged_writes_is_repaired_from_kafka(
-    deployment: Deployment, private_redis_server: PrivateRedis
+    deployment: FeatureDeployment, private_redis_server: PrivateRedis
 ) -> None:
     """Offsets are committed once Redis acknowledged the writes; a Redis that then comes
     back without them (no persistence here; a lagging replica or lost disk elsewhere)
@@ -450,29 +390,33 @@ def test_a_redis_that_comes_back_without_acknowledged_writes_is_repaired_from_ka
         ]
 
     deployment.start_worker()
-    send(deployment.settings, deployment.topic(Topic.EVENTS), round_of(0, 10))
+    send_records(deployment.settings, deployment.topic(Topic.EVENTS), round_of(0, 10))
     store = deployment.store()
     wait_until(
         lambda: set(applied_counts(store, entities, base + 60).values()) == {10},
         "the first events applied",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )
     private_redis_server.kill()
     private_redis_server.start()
     assert set(applied_counts(store, entities, base + 60).values()) == {0}, "Redis came back empty"
 
-    send(deployment.settings, deployment.topic(Topic.EVENTS), round_of(10, 5))
+    send_records(deployment.settings, deployment.topic(Topic.EVENTS), round_of(10, 5))
     wait_until(
         lambda: set(applied_counts(store, entities, base + 60).values()) == {15},
         "every event applied again, the lost ones included",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )
     assert "lost writes it had acknowledged" in deployment.logs()
     assert all(worker.poll() is None for worker in deployment.workers)
 
 
 def test_a_batch_redis_refuses_ends_the_worker_unacknowledged_and_a_restart_applies_it(
-    deployment: Deployment, private_redis: str
+    deployment: FeatureDeployment, private_redis: str
 ) -> None:
     """faust restarts a failed agent in-process and acknowledges the batch in hand: a
     batch that failed for good (not an outage) was committed unapplied. Redis out of
@@ -487,7 +431,7 @@ def test_a_batch_redis_refuses_ends_the_worker_unacknowledged_and_a_restart_appl
         for n in range(4)
         for entity in entities
     ]
-    send(deployment.settings, deployment.topic(Topic.EVENTS), records)
+    send_records(deployment.settings, deployment.topic(Topic.EVENTS), records)
     worker = deployment.start_worker()
     try:
         code = worker.wait(timeout=DEADLINE_S)
@@ -507,5 +451,7 @@ def test_a_batch_redis_refuses_ends_the_worker_unacknowledged_and_a_restart_appl
     wait_until(
         lambda: applied_counts(deployment.store(), entities, base + 10) == every,
         "every refused event applied after the restart",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import random
-import uuid
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -40,9 +39,9 @@ from eddy.streams.messages.contracts import (
     TrainingExample,
 )
 from eddy.streams.messages.validation import encode
-from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer
 from eddy.streams.transport.topics import Topic, topic_name
+from tests.factories import DeploymentSettings
 
 MODEL = "fraud"
 PARTITIONS = 3
@@ -54,19 +53,14 @@ LIVE_ANSWERS, LIVE_WRONG = 40, 30
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Settings:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-gov-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "partitions": PARTITIONS,
-            "retrain_window": WINDOW,
-            "retrain_min_holdout": 50,
-            "retrain_estimator": "logistic_regression",
-        }
+def deployment(deployment_settings: DeploymentSettings) -> Settings:
+    return deployment_settings(
+        "gov",
+        partitions=PARTITIONS,
+        retrain_window=WINDOW,
+        retrain_min_holdout=50,
+        retrain_estimator="logistic_regression",
     )
-    ensure_topics(settings)
-    return settings
 
 
 def publish_examples(settings: Settings, start: int, count: int, flipped: bool) -> None:

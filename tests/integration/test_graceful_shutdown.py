@@ -19,7 +19,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -37,23 +36,19 @@ from eddy.streams.dead_letters.letter import SOURCE_OFFSET, SOURCE_PARTITION
 from eddy.streams.messages.contracts import Label, SourceOffset, TrainingExample
 from eddy.streams.messages.validation import encode
 from eddy.streams.store.snapshots import Snapshot, SnapshotStore
-from eddy.streams.transport.admin import committed_offsets, ensure_topics
+from eddy.streams.transport.admin import committed_offsets
 from eddy.streams.transport.clients import make_admin, make_consumer, make_producer, make_redis
 from eddy.streams.transport.topics import Topic
-from tests.integration.test_feature_worker import (
-    Deployment,
+from tests.factories import DeploymentSettings
+from tests.integration.feature_workers import (
+    FeatureDeployment,
     applied_counts,
     event,
     quiet_hour_base,
 )
-from tests.integration.test_learner import (
-    BASE_TIME,
-    LearnerDeployment,
-    examples,
-    synthetic,
-    wait_for,
-)
-from tests.integration.test_monitor import free_port, get
+from tests.integration.learners import BASE_TIME, LearnerDeployment, examples, synthetic
+from tests.network import free_port, get
+from tests.waiting import wait_until
 
 CHUNK = 40
 CHUNK_PAUSE_S = 0.05
@@ -64,6 +59,9 @@ POLL_MS = 200
 FEATURES_METRICS_OFFSET = 1
 LEARNER_METRICS_OFFSET = 2
 WARM_UP = 200
+# The waits for the workers: test_learner's deadline and pace, which they used to share.
+DEADLINE_S = 120.0
+POLL_S = 0.3
 
 
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
@@ -160,17 +158,11 @@ def scraped(port: int, family: str) -> dict[str, float]:
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Iterator[Deployment]:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-gs-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "partitions": 3,
-            "feature_batch_size": 50,
-        }
-    )
-    ensure_topics(settings)
-    deployment = Deployment(settings, tmp_path, [])
+def deployment(
+    deployment_settings: DeploymentSettings, tmp_path: Path
+) -> Iterator[FeatureDeployment]:
+    settings = deployment_settings("gs", partitions=3, feature_batch_size=50)
+    deployment = FeatureDeployment(settings, tmp_path, [])
     yield deployment
     for worker in deployment.workers:
         if worker.poll() is None:
@@ -179,7 +171,7 @@ def deployment(stack: Settings, tmp_path: Path) -> Iterator[Deployment]:
 
 
 def test_feature_worker_sigterm_mid_stream_then_restart_applies_everything_once(
-    deployment: Deployment,
+    deployment: FeatureDeployment,
 ) -> None:
     settings = deployment.settings
     base = quiet_hour_base()
@@ -203,10 +195,22 @@ def test_feature_worker_sigterm_mid_stream_then_restart_applies_everything_once(
 
     first = deployment.start_worker()
     Streamer(settings, warm_up).run()
-    wait_for(lambda: applied() == len(warm_up), "the worker to start applying", deployment.logs)
+    wait_until(
+        lambda: applied() == len(warm_up),
+        "the worker to start applying",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
     streamer = Streamer(settings, rest, chunk=BACKLOG_CHUNK)  # the worker never idles
     streamer.start()
-    wait_for(lambda: applied() > len(warm_up), "the stream to be flowing", deployment.logs)
+    wait_until(
+        lambda: applied() > len(warm_up),
+        "the stream to be flowing",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
     stop_gracefully(first, deployment.logs)
     at_stop = applied()
     assert at_stop < sum(valid.values()), "everything was applied before the stop"
@@ -223,10 +227,12 @@ def test_feature_worker_sigterm_mid_stream_then_restart_applies_everything_once(
     )
     deployment.start_worker()
     streamer.finish()
-    wait_for(
+    wait_until(
         lambda: applied_counts(store, entities, base + 120) == dict(valid),
         "every event to be applied",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )
 
     seen = scraped(port, "eddy_events")
@@ -257,25 +263,20 @@ def learned_by(port: int) -> float:
 
 
 @pytest.fixture
-def learner_deployment(stack: Settings, tmp_path: Path) -> Iterator[LearnerDeployment]:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-gsl-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "partitions": 2,
-            # Checkpoints only on the way out: the stop alone must save the state.
-            "checkpoint_every": 10_000_000,
-            "checkpoint_interval_s": 3600.0,
-            "snapshot_every": 0,
-        }
+def learner_deployment(
+    deployment_settings: DeploymentSettings, tmp_path: Path
+) -> Iterator[LearnerDeployment]:
+    settings = deployment_settings(
+        "gsl",
+        partitions=2,
+        # Checkpoints only on the way out: the stop alone must save the state.
+        checkpoint_every=10_000_000,
+        checkpoint_interval_s=3600.0,
+        snapshot_every=0,
     )
-    ensure_topics(settings)
     deployment = LearnerDeployment(settings, tmp_path, [])
     yield deployment
-    for process in deployment.processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+    deployment.kill_running()
 
 
 def interleave(
@@ -339,10 +340,22 @@ def test_learner_sigterm_mid_stream_then_restart_learns_every_example_once(
     first_port = with_metrics(deployment)
     first = deployment.start()
     Streamer(settings, warm_up).run()
-    wait_for(lambda: learned_by(first_port) > 0, "the learner to start", deployment.logs)
+    wait_until(
+        lambda: learned_by(first_port) > 0,
+        "the learner to start",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
     streamer = Streamer(settings, rest)
     streamer.start()
-    wait_for(lambda: learned_by(first_port) > WARM_UP, "learning mid-stream", deployment.logs)
+    wait_until(
+        lambda: learned_by(first_port) > WARM_UP,
+        "learning mid-stream",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
     stop_gracefully(first, deployment.logs)
     assert streamer.is_alive(), "the stream ended before the stop: not mid-stream"
 
@@ -364,7 +377,13 @@ def test_learner_sigterm_mid_stream_then_restart_learns_every_example_once(
     second = deployment.start()
     streamer.finish()
     rest_learned = distinct - state.learner.examples
-    wait_for(lambda: learned_by(second_port) == rest_learned, "the rest learned", deployment.logs)
+    wait_until(
+        lambda: learned_by(second_port) == rest_learned,
+        "the rest learned",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
     stop_gracefully(second, deployment.logs)
     final = deployment.latest()
     assert final is not None
@@ -404,7 +423,13 @@ def test_a_rebalance_after_learning_commits_what_the_checkpoint_holds_without_ne
     # learned with no checkpoint (only on the way out) and so no commit.
     for sent in (half, len(outgoing)):
         Streamer(settings, outgoing[sent - half : sent]).run()
-        wait_for(lambda n=sent: learned_by(first_port) == n, "examples learned", deployment.logs)
+        wait_until(
+            lambda n=sent: learned_by(first_port) == n,
+            "examples learned",
+            timeout_s=DEADLINE_S,
+            every_s=POLL_S,
+            logs=deployment.logs,
+        )
     probe = make_consumer(settings, group_id=None)
     try:
         partitions = [TopicPartition(examples_topic, p) for p in range(settings.partitions)]
@@ -415,10 +440,12 @@ def test_a_rebalance_after_learning_commits_what_the_checkpoint_holds_without_ne
     assert committed(settings, group) != ends, "committed without a rebalance: nothing to test"
 
     deployment.start()  # a standby joins: the group rebalances, nothing new arrives
-    wait_for(
+    wait_until(
         lambda: {k: v for k, v in committed(settings, group).items() if k in ends} == ends,
         "the checkpoint's offsets committed after the rebalance",
-        deployment.logs,
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
     )
     state = deployment.latest()
     assert state is not None

@@ -5,12 +5,8 @@ from __future__ import annotations
 import itertools
 import random
 import signal
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,122 +14,40 @@ from typing import Any
 import orjson
 import pytest
 
-from eddy.services.config.settings import Settings
 from eddy.services.ops.console import read_topic
-from eddy.services.workers.learner import CheckpointStore, LearnerState
+from eddy.services.workers.learner import LearnerState
 from eddy.streams.dead_letters.letter import ERROR_CLASS, ERROR_REASON, source_of
 from eddy.streams.learning.learner import Learner, LearnerConfig, Position
-from eddy.streams.messages.contracts import Label, SourceOffset, TrainingExample
+from eddy.streams.messages.contracts import Label
 from eddy.streams.messages.validation import encode
 from eddy.streams.store.recent_ids import RecentIds
-from eddy.streams.store.serialization import signing_key
 from eddy.streams.store.snapshots import ServedAnswer, Snapshot, SnapshotStore
-from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer, make_redis
-from eddy.streams.transport.topics import Topic, topic_name
-from tests.conftest import settings_env
+from eddy.streams.transport.topics import Topic
+from tests.factories import DeploymentSettings
+from tests.integration.learners import (
+    BASE_TIME,
+    LearnerDeployment,
+    examples,
+    send_messages,
+    synthetic,
+)
+from tests.waiting import wait_until
 
 DEADLINE_S = 120.0
-BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
-
-
-@dataclass
-class LearnerDeployment:
-    settings: Settings
-    workdir: Path
-    processes: list[subprocess.Popen[bytes]]
-
-    def topic(self, topic: Topic) -> str:
-        return topic_name(topic, self.settings.topic_prefix)
-
-    def start(self) -> subprocess.Popen[bytes]:
-        with (self.workdir / f"learner-{len(self.processes)}.log").open("wb") as log:
-            process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("eddy")), "run", "learner"],
-                env=settings_env(self.settings),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.processes.append(process)
-        return process
-
-    def checkpoints(self) -> CheckpointStore:
-        key = signing_key(None, self.settings.data_dir)
-        return CheckpointStore(
-            self.settings.data_dir / "checkpoints" / self.settings.model_name, key
-        )
-
-    def latest(self) -> LearnerState | None:
-        return self.checkpoints().latest()
-
-    def logs(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace")[-3000:] for p in sorted(self.workdir.glob("*.log"))
-        )
+POLL_S = 0.3
 
 
 @pytest.fixture
-def learner_deployment(stack: Settings, tmp_path: Path) -> Iterator[LearnerDeployment]:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-learn-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "partitions": 1,
-            "checkpoint_every": 500,
-            "checkpoint_interval_s": 1.0,
-            "label_wait_s": 2,
-        }
+def learner_deployment(
+    deployment_settings: DeploymentSettings, tmp_path: Path
+) -> Iterator[LearnerDeployment]:
+    settings = deployment_settings(
+        "learn", partitions=1, checkpoint_every=500, checkpoint_interval_s=1.0, label_wait_s=2
     )
-    ensure_topics(settings)
     deployment = LearnerDeployment(settings, tmp_path, [])
     yield deployment
-    for process in deployment.processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
-
-
-def synthetic(count: int, seed: int) -> list[tuple[dict[str, Any], bool]]:
-    """A seeded linear concept on two numeric features and one categorical one."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(count):
-        x = {"a": rng.uniform(-1, 1), "b": rng.uniform(-1, 1), "c": rng.choice("xyz")}
-        rows.append((x, x["a"] + 0.5 * x["b"] + (0.3 if x["c"] == "x" else 0.0) > 0))
-    return rows
-
-
-def examples(rows: list[tuple[dict[str, Any], bool]], topic: str) -> list[TrainingExample]:
-    return [
-        TrainingExample(
-            example_id=f"ex-{i}",
-            entity_id=f"u{i % 7}",
-            event_time=datetime.fromtimestamp(BASE_TIME + i, UTC),
-            label=y,
-            features=x,
-            feature_set="test",
-            source=SourceOffset(topic="events", partition=0, offset=i),
-        )
-        for i, (x, y) in enumerate(rows)
-    ]
-
-
-def send(settings: Settings, topic: str, messages: list[Any]) -> None:
-    producer = make_producer(settings)
-    try:
-        for message in messages:
-            producer.send(topic, value=encode(message))
-        producer.flush(timeout=60)
-    finally:
-        producer.close()
-
-
-def wait_for(condition: Callable[[], bool], what: str, logs: Callable[[], str]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}\n--- learner logs ---\n{logs()}")
-        time.sleep(0.3)
+    deployment.kill_running()
 
 
 def learned(deployment: LearnerDeployment) -> int:
@@ -148,23 +62,31 @@ def test_sigkill_at_random_points_ends_in_the_uninterrupted_state(
     rows = synthetic(15_000, seed=3)
     held_out = [x for x, _ in synthetic(200, seed=99)]
     stream = examples(rows, deployment.topic(Topic.TRAINING_EXAMPLES))
-    send(deployment.settings, deployment.topic(Topic.TRAINING_EXAMPLES), stream)
+    send_messages(deployment.settings, deployment.topic(Topic.TRAINING_EXAMPLES), stream)
 
     rng = random.Random(5)
     killed_at = []
     for target in (rng.randint(2_000, 4_000), rng.randint(6_000, 8_000), 11_000):
         process = deployment.start()
-        wait_for(
+        wait_until(
             lambda target=target: learned(deployment) >= target,  # type: ignore[misc]
             "a checkpoint past the kill point",
-            deployment.logs,
+            timeout_s=DEADLINE_S,
+            every_s=POLL_S,
+            logs=deployment.logs,
         )
         time.sleep(rng.uniform(0, 0.2))  # somewhere between checkpoints
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         killed_at.append(learned(deployment))
     deployment.start()
-    wait_for(lambda: learned(deployment) == len(rows), "all examples learned", deployment.logs)
+    wait_until(
+        lambda: learned(deployment) == len(rows),
+        "all examples learned",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
     assert min(killed_at) < len(rows), f"no kill landed mid-stream: {killed_at}"
 
     reference = Learner(LearnerConfig(model=deployment.settings.model_name))
@@ -216,9 +138,9 @@ def test_late_shuffled_duplicated_and_missing_labels_join_their_snapshots(
     first, late = everything[: len(everything) // 2], everything[len(everything) // 2 :]
 
     deployment.start()
-    send(settings, deployment.topic(Topic.LABELS), first)
+    send_messages(settings, deployment.topic(Topic.LABELS), first)
     time.sleep(1.0)  # the second half arrives later than the first
-    send(settings, deployment.topic(Topic.LABELS), late)
+    send_messages(settings, deployment.topic(Topic.LABELS), late)
 
     def settled() -> bool:
         state = deployment.latest()
@@ -228,7 +150,13 @@ def test_late_shuffled_duplicated_and_missing_labels_join_their_snapshots(
             and state.labels_unmatched == len(unknown)
         )
 
-    wait_for(settled, "every label joined or given up", deployment.logs)
+    wait_until(
+        settled,
+        "every label joined or given up",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
     state = deployment.latest()
     assert state is not None
     assert state.learner.examples == len(labelled), "a duplicate label was learned twice"
@@ -261,7 +189,7 @@ def test_labels_of_served_answers_raise_a_served_concept_alert_naming_the_versio
         ]
     )
     deployment.start()
-    send(
+    send_messages(
         settings,
         deployment.topic(Topic.LABELS),
         [
@@ -291,7 +219,13 @@ def test_labels_of_served_answers_raise_a_served_concept_alert_naming_the_versio
         found = [a for a in alerts() if a["stream"] == "served" and a["kind"] == "concept"]
         return {a["alert_id"].split(":")[3]: a for a in found}
 
-    wait_for(lambda: len(served_concepts()) == 2, "both served concept alerts", deployment.logs)
+    wait_until(
+        lambda: len(served_concepts()) == 2,
+        "both served concept alerts",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
     assert set(served_concepts()) == {"m@3", "all"}  # no other scope
     every = served_concepts()["all"]
     assert every["model_version"] == "m@3"  # the version answering when it fired
@@ -335,7 +269,13 @@ def test_malformed_examples_and_labels_are_dead_lettered_and_the_rest_learned(
     finally:
         producer.close()
     deployment.start()
-    wait_for(lambda: learned(deployment) == len(good), "the good examples learned", deployment.logs)
+    wait_until(
+        lambda: learned(deployment) == len(good),
+        "the good examples learned",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
     letters = [
         record.original
         for record in read_topic(
@@ -381,7 +321,7 @@ def test_online_snapshots_become_registry_versions_with_contiguous_lineage(
     deployment = learner_deployment
     deployment.settings = deployment.settings.model_copy(update={"snapshot_every": 1000})
     rows = synthetic(3000, seed=21)
-    send(
+    send_messages(
         deployment.settings,
         deployment.topic(Topic.TRAINING_EXAMPLES),
         examples(rows, deployment.topic(Topic.TRAINING_EXAMPLES)),
@@ -394,7 +334,13 @@ def test_online_snapshots_become_registry_versions_with_contiguous_lineage(
         ranges = [v.lineage.trained_on for v in registry.versions(model)]
         return any(r and max(b for _, b in r.values()) == len(rows) - 1 for r in ranges)
 
-    wait_for(snapshots_cover_everything, "a snapshot of the whole stream", deployment.logs)
+    wait_until(
+        snapshots_cover_everything,
+        "a snapshot of the whole stream",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
     versions = registry.versions(model)
     spans = [next(iter(v.lineage.trained_on.values())) for v in versions]
     assert spans[0][0] == 0

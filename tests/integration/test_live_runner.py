@@ -11,8 +11,8 @@ import orjson
 from eddy.services.config.settings import Settings
 from eddy.services.promotion.live_runner import evaluate_live
 from eddy.services.registry.store import CHALLENGER, CHAMPION, RIVER, Lineage, Registry
-from eddy.services.serving.request_log import shadow_stream
 from eddy.streams.learning.models import make_model
+from eddy.streams.store import keys
 from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.clients import make_redis
 
@@ -37,7 +37,7 @@ def test_a_better_challenger_on_live_answers_is_promoted(stack: Settings, tmp_pa
         for version, accuracy in ((1, 0.70), (2, 0.85)):
             answer = truth if rng.random() < accuracy else not truth
             pipe.xadd(
-                shadow_stream(settings.topic_prefix),
+                keys.shadow_log(settings.topic_prefix),
                 {
                     "request_id": request_id,
                     "model": "m",

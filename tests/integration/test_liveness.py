@@ -21,7 +21,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,13 +39,18 @@ from eddy.services.ops.liveness import EXIT_GRACE_S, STALLED_EXIT_CODE, Liveness
 from eddy.services.ops.supervisor import RestartPolicy, Supervisor, exit_reason
 from eddy.services.workers.learner import AllToOneAssignor
 from eddy.streams.store.online import OnlineStore
-from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_consumer, make_producer, make_redis, subscribe
 from eddy.streams.transport.topics import Topic, topic_name
-from tests.integration.test_feature_worker import applied_counts, event, quiet_hour_base, send
-from tests.integration.test_learner import LearnerDeployment, examples, synthetic
-from tests.integration.test_learner import send as send_messages
-from tests.integration.test_monitor import free_port
+from tests.factories import DeploymentSettings
+from tests.integration.feature_workers import (
+    applied_counts,
+    event,
+    quiet_hour_base,
+    send_records,
+)
+from tests.integration.learners import LearnerDeployment, examples, send_messages, synthetic
+from tests.network import free_port
+from tests.waiting import wait_until
 
 STALL_TIMEOUT_S = 3.0
 DEADLINE_S = 90.0
@@ -124,14 +128,6 @@ def healthz(port: int) -> tuple[int, dict[str, Any]] | None:
         return None
 
 
-def wait_until(condition: Callable[[], bool], what: str, logs: Callable[[], str]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}\n--- logs ---\n{logs()}")
-        time.sleep(0.2)
-
-
 def answers(port: int, status: int) -> Callable[[], bool]:
     def check() -> bool:
         seen = healthz(port)
@@ -149,20 +145,20 @@ def reason(port: int, expected: str) -> Callable[[], bool]:
 
 
 def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restarted(
-    stack: Settings, relay: RedisRelay, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    stack: Settings,
+    deployment_settings: DeploymentSettings,
+    relay: RedisRelay,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     port = free_port()
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-live-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "partitions": 2,
-            "redis_url": relay.url,
-            "stall_timeout_s": STALL_TIMEOUT_S,
-            "metrics_port": port - FEATURES_METRICS_OFFSET,
-        }
+    settings = deployment_settings(
+        "live",
+        partitions=2,
+        redis_url=relay.url,
+        stall_timeout_s=STALL_TIMEOUT_S,
+        metrics_port=port - FEATURES_METRICS_OFFSET,
     )
-    ensure_topics(settings)
     events_topic = topic_name(Topic.EVENTS, settings.topic_prefix)
     store = OnlineStore(make_redis(stack), settings.topic_prefix, settings.feature_ttl_s)
     base = quiet_hour_base()
@@ -188,9 +184,14 @@ def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restart
     supervisor.start()
     child = supervisor.children[0]
     try:
-        send(settings, events_topic, batch(0))
-        wait_until(lambda: applied() == len(entities), "the first events applied", logs)
-        wait_until(reason(port, "caught up"), "a healthy answer", logs)
+        send_records(settings, events_topic, batch(0))
+        wait_until(
+            lambda: applied() == len(entities),
+            "the first events applied",
+            timeout_s=DEADLINE_S,
+            logs=logs,
+        )
+        wait_until(reason(port, "caught up"), "a healthy answer", timeout_s=DEADLINE_S, logs=logs)
         healthy = healthz(port)
         assert healthy is not None
         assert healthy[0] == 200
@@ -199,8 +200,10 @@ def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restart
         assert healthy[1]["lag"] == 0
 
         relay.black_hole()
-        send(settings, events_topic, batch(1))
-        wait_until(answers(port, 503), "the stall to show on /healthz", logs)
+        send_records(settings, events_topic, batch(1))
+        wait_until(
+            answers(port, 503), "the stall to show on /healthz", timeout_s=DEADLINE_S, logs=logs
+        )
         stalled = healthz(port)
         assert stalled is not None
         assert stalled[1]["status"] == "stalled"
@@ -208,7 +211,12 @@ def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restart
         assert stalled[1]["lag"] > 0
 
         assert child.process is not None
-        wait_until(lambda: child.process.poll() is not None, "the stalled worker to exit", logs)  # type: ignore[union-attr]
+        wait_until(
+            lambda: child.process.poll() is not None,  # type: ignore[union-attr]
+            "the stalled worker to exit",
+            timeout_s=DEADLINE_S,
+            logs=logs,
+        )
         assert child.process.returncode == STALLED_EXIT_CODE
         assert "stalled; exiting for a restart" in logs()
 
@@ -218,12 +226,22 @@ def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restart
             supervisor.check()
             return child.restarts >= 1 and applied() == 2 * len(entities)
 
-        wait_until(restarted_and_caught_up, "the restarted worker to catch up", logs)
+        wait_until(
+            restarted_and_caught_up,
+            "the restarted worker to catch up",
+            timeout_s=DEADLINE_S,
+            logs=logs,
+        )
         exits = [r for r in caplog.records if r.getMessage() == "service exited; restarting"]
         assert [(r.exit_code, r.reason) for r in exits] == [  # type: ignore[attr-defined]
             (STALLED_EXIT_CODE, exit_reason(STALLED_EXIT_CODE))
         ]
-        wait_until(answers(port, 200), "the restarted worker to answer healthy", logs)
+        wait_until(
+            answers(port, 200),
+            "the restarted worker to answer healthy",
+            timeout_s=DEADLINE_S,
+            logs=logs,
+        )
         assert child.process.poll() is None
     finally:
         supervisor.stop()
@@ -231,39 +249,42 @@ def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restart
 
 
 def test_a_learner_blocked_on_redis_goes_unhealthy_and_exits_non_zero(
-    stack: Settings, relay: RedisRelay, tmp_path: Path
+    deployment_settings: DeploymentSettings, relay: RedisRelay, tmp_path: Path
 ) -> None:
     port = free_port()
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-livel-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "partitions": 1,
-            "redis_url": relay.url,
-            "stall_timeout_s": STALL_TIMEOUT_S,
-            "metrics_port": port - LEARNER_METRICS_OFFSET,
-            "checkpoint_interval_s": 0.5,  # a checkpoint reads Redis: where it will block
-        }
+    settings = deployment_settings(
+        "livel",
+        partitions=1,
+        redis_url=relay.url,
+        stall_timeout_s=STALL_TIMEOUT_S,
+        metrics_port=port - LEARNER_METRICS_OFFSET,
+        checkpoint_interval_s=0.5,  # a checkpoint reads Redis: where it will block
     )
-    ensure_topics(settings)
     deployment = LearnerDeployment(settings, tmp_path, [])
     topic = deployment.topic(Topic.TRAINING_EXAMPLES)
     stream = examples(synthetic(400, seed=2), topic)
     try:
         learner = deployment.start()
         send_messages(settings, topic, stream[:200])
-        wait_until(reason(port, "caught up"), "the learner to catch up", deployment.logs)
+        wait_until(
+            reason(port, "caught up"),
+            "the learner to catch up",
+            timeout_s=DEADLINE_S,
+            logs=deployment.logs,
+        )
         relay.black_hole()
         send_messages(settings, topic, stream[200:])
-        wait_until(answers(port, 503), "the stall to show on /healthz", deployment.logs)
+        wait_until(
+            answers(port, 503),
+            "the stall to show on /healthz",
+            timeout_s=DEADLINE_S,
+            logs=deployment.logs,
+        )
         code = learner.wait(timeout=DEADLINE_S)
         assert code == STALLED_EXIT_CODE, deployment.logs()
         assert "stalled; exiting for a restart" in deployment.logs()
     finally:
-        for process in deployment.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=30)
+        deployment.kill_running()
 
 
 # A worker whose loop reads Redis on every turn, like the learner's checkpoints, retrying

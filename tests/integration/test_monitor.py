@@ -2,65 +2,42 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from eddy.services.config.settings import Settings
 from eddy.services.ops.monitor import CHART_JS
 from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import Lineage
 from eddy.streams.learning.models import make_model
 from eddy.streams.messages.contracts import DriftAlert, DriftKind
 from eddy.streams.messages.validation import encode
-from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_consumer, make_producer
 from eddy.streams.transport.topics import Topic, topic_name
-from tests.conftest import settings_env
+from tests.factories import DeploymentSettings
+from tests.network import free_port, get
+from tests.waiting import wait_until
 
 LINEAGE = Lineage({"ex[0]": [0, 9]}, "fs", {}, {}, "test", {"type": "alert", "id": "a1"}, "t")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def get(url: str) -> bytes:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return bytes(urllib.request.urlopen(url, timeout=5).read())
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
-
-
 def test_status_api_and_dashboard_show_models_history_and_alerts(
-    stack: Settings, tmp_path: Path
+    deployment_settings: DeploymentSettings, tmp_path: Path
 ) -> None:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-mon-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "model_name": "m",
-            "monitor_port": free_port(),
-            "metrics_port": free_port() - 10,  # no service serves there: empty samples
-            "monitor_sample_s": 0.5,
-        }
+    settings = deployment_settings(
+        "mon",
+        model_name="m",
+        monitor_port=free_port(),
+        metrics_port=free_port() - 10,  # no service serves there: empty samples
+        monitor_sample_s=0.5,
     )
-    ensure_topics(settings)
     registry = open_registry(settings, announce=False)
     registry.register("m", "river", make_model("logistic"), {"accuracy": 0.9}, LINEAGE)
     registry.promote("m", 1, "test", "first champion")
@@ -92,20 +69,26 @@ def test_status_api_and_dashboard_show_models_history_and_alerts(
     with (tmp_path / "monitor.log").open("wb") as log:
         monitor = subprocess.Popen(
             [str(Path(sys.executable).with_name("eddy")), "run", "monitor"],
-            env=settings_env(settings),
+            env=settings.child_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{settings.monitor_port}"
+    status: dict[str, Any] = {}
+
+    def status_complete() -> bool:
+        status.clear()
+        status.update(orjson.loads(get(f"{base}/api/status")))
+        return bool(status["alerts"] and status["series"] and status["lag"])
+
     try:
-        deadline = time.monotonic() + 30
-        status = orjson.loads(get(f"{base}/api/status"))
-        while (
-            not (status["alerts"] and status["series"] and status["lag"])
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.5)
-            status = orjson.loads(get(f"{base}/api/status"))
+        wait_until(
+            status_complete,
+            "the status to show alerts, samples and lag",
+            timeout_s=30,
+            every_s=0.5,
+            logs=lambda: f"status: {status}\n{(tmp_path / 'monitor.log').read_text()[-3000:]}",
+        )
         page = get(f"{base}/").decode()
         chart = get(f"{base}/static/chart.umd.js")
         with pytest.raises(urllib.error.HTTPError):

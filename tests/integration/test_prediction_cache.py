@@ -13,7 +13,6 @@ import math
 import random
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,17 +33,18 @@ from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import Registry
 from eddy.services.serving.cache import Entry
 from eddy.services.serving.predictor import Predictor
-from eddy.services.serving.request_log import request_log_key
 from eddy.services.serving.scoring import Loaded, score_batch
 from eddy.streams.dead_letters.letter import RawRecord
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.features.pipeline import FeaturePipeline
+from eddy.streams.store import keys
 from eddy.streams.store.online import OnlineStore
 from eddy.streams.store.snapshots import SnapshotStore
-from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_producer, make_redis
 from eddy.streams.transport.topics import Topic, topic_name
-from tests.integration.test_predictor import LINEAGE, Service, answers_consumer
+from tests.factories import DeploymentSettings
+from tests.integration.predictors import LINEAGE, Service, answers_consumer
+from tests.waiting import wait_until
 
 DEADLINE_S = 60.0
 # How long a precompute test waits for one write's answer before writing again.
@@ -130,21 +130,11 @@ class FeatureWriter:
 
 
 @pytest.fixture
-def service(stack: Settings, tmp_path: Path) -> Iterator[Service]:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-cache-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "model_name": "m",
-            "prediction_cache": "all",
-        }
-    )
-    ensure_topics(settings)
+def service(deployment_settings: DeploymentSettings, tmp_path: Path) -> Iterator[Service]:
+    settings = deployment_settings("cache", model_name="m", prediction_cache="all")
     running = Service(settings, open_registry(settings), None, tmp_path / "predictor.log")
     yield running
-    if running.process is not None and running.process.poll() is None:
-        running.process.terminate()
-        running.process.wait(timeout=30)
+    running.stop()
 
 
 def expected(models: dict[int, Loaded], version: int, features: dict[str, Any]) -> Any:
@@ -226,7 +216,7 @@ def test_cached_answers_never_come_from_an_older_model_or_older_features(
     redis = make_redis(settings)
     ids = [a["request_id"] for _, a in answers]
     seen = SnapshotStore(redis, settings.topic_prefix, settings.label_window_s).fetch(ids)
-    raw_log: list[bytes] = redis.mget([request_log_key(settings.topic_prefix, i) for i in ids])  # type: ignore[assignment]
+    raw_log: list[bytes] = redis.mget([keys.request_log(settings.topic_prefix, i) for i in ids])  # type: ignore[assignment]
     logged = {i: orjson.loads(raw) for i, raw in zip(ids, raw_log, strict=True)}
     models = {
         v: Loaded("m", v, "sklearn", service.registry.load("m", v)) for v in sorted(THRESHOLDS)
@@ -286,14 +276,25 @@ def test_policy_all_precomputes_an_answer_when_features_change(service: Service)
     # The precomputer starts at the topic's end once its group has joined, which takes
     # as long as it takes: a write made before is not its to see. Write again until one
     # is answered, each wait well inside one time step of the answer's digest.
-    deadline = time.monotonic() + DEADLINE_S
-    entry: Entry | None = None
-    while entry is None:
-        if time.monotonic() > deadline:
-            pytest.fail(f"no precomputed answer for any write\n{service.log.read_text()}")
+    answered: list[tuple[int, Entry]] = []  # (the write's revision, its answer)
+
+    def a_write_answered() -> bool:
+        """Writes again; true once a write's answer is precomputed."""
         wait_for_step_room(60)
         rev = writer.write("never-asked")
         entry = precomputed(redis, key, rev, REWRITE_AFTER_S)
+        if entry is not None:
+            answered.append((rev, entry))
+        return bool(answered)
+
+    wait_until(
+        a_write_answered,
+        "a precomputed answer for any write",
+        timeout_s=DEADLINE_S,
+        every_s=0,  # each ask writes, then waits REWRITE_AFTER_S for the answer
+        logs=service.log.read_text,
+    )
+    ((rev, entry),) = answered
     writer.close()
     assert entry.version == 1
     assert (entry.scored.prediction, entry.scored.proba) == expected(
@@ -326,17 +327,9 @@ class Polled:
 
 
 def test_hot_entities_are_cached_and_invalidated_by_writes_and_swaps(
-    stack: Settings, tmp_path: Path
+    deployment_settings: DeploymentSettings,
 ) -> None:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-hot-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "prediction_cache": "hot",
-            "prediction_cache_hot_requests": 3,
-        }
-    )
-    ensure_topics(settings)
+    settings = deployment_settings("hot", prediction_cache="hot", prediction_cache_hot_requests=3)
     registry = open_registry(settings, announce=False)
     register_versions(registry)
     registry.promote("m", 1, "test", "initial")
@@ -359,7 +352,7 @@ def test_hot_entities_are_cached_and_invalidated_by_writes_and_swaps(
             time.time() * 1000,
         )
         outcome = predictor.handle([record])
-        raw = redis.get(request_log_key(settings.topic_prefix, request_id))
+        raw = redis.get(keys.request_log(settings.topic_prefix, request_id))
         answer: dict[str, Any] = orjson.loads(raw)["output"]  # type: ignore[arg-type]
         assert outcome.cached == int(answer["cached"])
         return answer

@@ -7,9 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +19,20 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from eddy.services.config.settings import Settings
 from eddy.services.ops.console import read_topic
 from eddy.services.registry.opening import open_registry
-from eddy.services.registry.store import Lineage, Registry
 from eddy.services.registry.tracing import trace_request
 from eddy.services.serving.client import PredictionClient
 from eddy.streams.features.compute import EntityState, apply_event
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.store.online import OnlineStore, StoredState
 from eddy.streams.store.snapshots import ServedAnswer, SnapshotStore
-from eddy.streams.transport.admin import ensure_topics, group_serving
 from eddy.streams.transport.clients import make_admin, make_redis
-from eddy.streams.transport.groups import group_id
-from eddy.streams.transport.topics import Topic, topic_name
-from tests.conftest import settings_env
+from eddy.streams.transport.topics import Topic
+from tests.factories import DeploymentSettings
+from tests.integration.predictors import LINEAGE, Service, answers_consumer
 
 DEADLINE_S = 60.0
-LINEAGE = Lineage(
-    {"events[0]": [0, 99]}, "fs", {}, {}, "test", {"type": "alert", "id": "m:concept:7"}, "test"
-)
 
 
 def trained(seed: int, flip: bool = False) -> Any:
@@ -48,54 +40,6 @@ def trained(seed: int, flip: bool = False) -> Any:
     xs = [{"amount": rng.uniform(0, 100)} for _ in range(300)]
     ys = [(x["amount"] > 50) != flip for x in xs]
     return make_pipeline(DictVectorizer(sparse=False), LogisticRegression()).fit(xs, ys)
-
-
-@dataclass
-class Service:
-    settings: Settings
-    registry: Registry
-    process: subprocess.Popen[bytes] | None
-    log: Path
-
-    def topic(self, topic: Topic) -> str:
-        return topic_name(topic, self.settings.topic_prefix)
-
-    def start(self) -> None:
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("eddy")), "run", "predictor"],
-                env=settings_env(self.settings),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.wait_until_serving()
-
-    def wait_until_serving(self) -> None:
-        """Until the predictor's group is stable with a member: a test's load then meets
-        a running predictor, however long this machine takes to start one."""
-        group = group_id(self.settings.topic_prefix, "predictor", self.settings.model_name)
-        admin = make_admin(self.settings)
-        deadline = time.monotonic() + DEADLINE_S
-        try:
-            while not group_serving(admin, group):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"predictor not serving\n{self.log.read_text()[-3000:]}")
-                time.sleep(0.2)
-        finally:
-            admin.close()
-
-
-def answers_consumer(service: Service) -> KafkaConsumer:
-    """An outside application's view of the answers topic: plain kafka-python."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=service.settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-    )
-    partitions = [TopicPartition(service.topic(Topic.PREDICTIONS), p) for p in range(3)]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    return consumer
 
 
 def collect(
@@ -125,20 +69,11 @@ def send_requests(
 
 
 @pytest.fixture
-def service(stack: Settings, tmp_path: Path) -> Iterator[Service]:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-pred-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "model_name": "m",
-        }
-    )
-    ensure_topics(settings)
+def service(deployment_settings: DeploymentSettings, tmp_path: Path) -> Iterator[Service]:
+    settings = deployment_settings("pred", model_name="m")
     running = Service(settings, open_registry(settings), None, tmp_path / "predictor.log")
     yield running
-    if running.process is not None and running.process.poll() is None:
-        running.process.send_signal(signal.SIGTERM)
-        running.process.wait(timeout=30)
+    running.stop()
 
 
 def with_champion(service: Service) -> None:
@@ -570,7 +505,7 @@ def test_eddy_score_writes_the_champions_predictions_beside_the_file(
     table.write_text("entity_id,amount\nu1,90\nu2,10\nu3,\n")
     result = subprocess.run(
         [str(Path(sys.executable).with_name("eddy")), "score", str(table)],
-        env=settings_env(service.settings),
+        env=service.settings.child_env(),
         capture_output=True,
         text=True,
         timeout=120,

@@ -7,13 +7,11 @@ are refused while the champion stays as it was.
 
 from __future__ import annotations
 
-import random
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,76 +31,31 @@ from eddy.streams.messages.contracts import (
     DriftAlert,
     DriftKind,
     DriftWindow,
-    SourceOffset,
-    TrainingExample,
 )
 from eddy.streams.messages.validation import encode
 from eddy.streams.store.serialization import IntegrityError
-from eddy.streams.transport.admin import committed_offsets, ensure_topics
+from eddy.streams.transport.admin import committed_offsets
 from eddy.streams.transport.clients import make_admin, make_producer
 from eddy.streams.transport.groups import group_id
 from eddy.streams.transport.topics import Topic, topic_name
-from tests.conftest import settings_env
+from tests.factories import DeploymentSettings
+from tests.integration.training_examples import BASE, concept, publish_examples
+from tests.waiting import wait_until
 
 DEADLINE_S = 90.0
-BASE = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+POLL_S = 0.3
 MODEL = "fraud"
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Settings:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-rt-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "retrain_window": 4000,
-            "retrain_debounce_s": 1.0,
-            "retrain_estimator": "logistic_regression",
-            "model_name": MODEL,
-        }
+def deployment(deployment_settings: DeploymentSettings) -> Settings:
+    return deployment_settings(
+        "rt",
+        retrain_window=4000,
+        retrain_debounce_s=1.0,
+        retrain_estimator="logistic_regression",
+        model_name=MODEL,
     )
-    ensure_topics(settings)
-    return settings
-
-
-def concept(count: int, seed: int, flipped: bool) -> list[tuple[dict[str, float], bool]]:
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(count):
-        x = {"a": rng.uniform(-1, 1), "b": rng.uniform(-1, 1)}
-        y = (x["a"] + 0.5 * x["b"] > 0) != flipped
-        rows.append((x, y))
-    return rows
-
-
-def publish_examples(
-    settings: Settings,
-    rows: list[tuple[dict[str, float], Any]],
-    start: int,
-    *,
-    base: float = BASE,
-    step_s: float = 1.0,
-    tag: str = "ex",
-) -> None:
-    """``rows`` as training examples ``tag-<start + i>``, event times ``base + i * step_s``
-    from ``start`` on."""
-    topic = topic_name(Topic.TRAINING_EXAMPLES, settings.topic_prefix)
-    producer = make_producer(settings, linger_ms=10)
-    try:
-        for i, (x, y) in enumerate(rows, start=start):
-            example = TrainingExample(
-                example_id=f"{tag}-{i}",
-                entity_id=f"u{i % 11}",
-                event_time=datetime.fromtimestamp(base + i * step_s, UTC),
-                label=y,
-                features=x,
-                feature_set="fs-test",
-                source=SourceOffset(topic="events", partition=i % 3, offset=i),
-            )
-            producer.send(topic, key=example.entity_id.encode(), value=encode(example))
-        producer.flush(timeout=60)
-    finally:
-        producer.close()
 
 
 def concept_alert(alert_id: str, window: DriftWindow | None = None) -> DriftAlert:
@@ -144,7 +97,7 @@ def retrainer_process(deployment: Settings, tmp_path: Path) -> Iterator[subproce
     with (tmp_path / "retrainer.log").open("wb") as log:
         process = subprocess.Popen(
             [str(Path(sys.executable).with_name("eddy")), "run", "retrainer"],
-            env=settings_env(deployment),
+            env=deployment.child_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -163,12 +116,14 @@ def test_a_drift_alert_yields_a_promoted_model_announced_on_model_updates(
     for n in range(3):  # a burst: one retrain
         publish_alert(deployment, f"{MODEL}:concept:{1000 + n}")
     registry = open_registry(deployment, announce=False)
-    deadline = time.monotonic() + DEADLINE_S
-    while registry.alias(MODEL, CHAMPION) is None:
-        assert retrainer_process.poll() is None, (tmp_path / "retrainer.log").read_text()
-        if time.monotonic() > deadline:
-            pytest.fail((tmp_path / "retrainer.log").read_text()[-3000:])
-        time.sleep(0.3)
+    wait_until(
+        lambda: registry.alias(MODEL, CHAMPION) is not None,
+        "a champion",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=lambda: (tmp_path / "retrainer.log").read_text()[-3000:],
+        alive=lambda: retrainer_process.poll() is None,
+    )
 
     champion = registry.alias(MODEL, CHAMPION)
     assert champion is not None
@@ -190,12 +145,14 @@ def test_an_alert_for_a_model_nobody_deploys_is_dead_lettered_and_creates_none(
     publish_alert(deployment, "frod:concept:1", model="frod")
     publish_alert(deployment, f"{MODEL}:concept:2")
     registry = open_registry(deployment, announce=False)
-    deadline = time.monotonic() + DEADLINE_S
-    while registry.alias(MODEL, CHAMPION) is None:
-        assert retrainer_process.poll() is None, (tmp_path / "retrainer.log").read_text()
-        if time.monotonic() > deadline:
-            pytest.fail((tmp_path / "retrainer.log").read_text()[-3000:])
-        time.sleep(0.3)
+    wait_until(
+        lambda: registry.alias(MODEL, CHAMPION) is not None,
+        "a champion",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=lambda: (tmp_path / "retrainer.log").read_text()[-3000:],
+        alive=lambda: retrainer_process.poll() is None,
+    )
     letters = list(
         read_topic(
             deployment,
@@ -403,15 +360,22 @@ def test_a_handled_batch_is_committed_before_a_review_longer_than_a_session(
     finally:
         producer.close()
     admin = make_admin(settings)
+    committed: dict[Any, int] = {}
+
+    def all_committed() -> bool:
+        committed.clear()
+        committed.update(committed_offsets(admin, group))
+        return sum(committed.values()) >= sent
+
     try:
-        deadline = time.monotonic() + DEADLINE_S
-        committed: dict[Any, int] = {}
-        while sum(committed.values()) < sent:
-            assert running.is_alive(), "the listener ended"
-            if time.monotonic() > deadline:
-                pytest.fail(f"committed {committed} of {sent} alerts (refused each turn)")
-            time.sleep(1.0)
-            committed = committed_offsets(admin, group)
+        wait_until(
+            all_committed,
+            f"the listener to commit all {sent} alerts (refused each turn?)",
+            timeout_s=DEADLINE_S,
+            every_s=1.0,
+            logs=lambda: f"committed: {committed}",
+            alive=running.is_alive,
+        )
     finally:
         admin.close()
         listener.stop()

@@ -16,11 +16,9 @@ import dataclasses
 import random
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -45,9 +43,9 @@ from eddy.streams.features.pipeline import FeaturePipeline
 from eddy.streams.features.skew import READ_SLACK_S
 from eddy.streams.messages.contracts import DriftAlert
 from eddy.streams.store.snapshots import SnapshotStore
-from eddy.streams.transport.admin import ensure_topics
 from eddy.streams.transport.clients import make_consumer, make_producer, make_redis
 from eddy.streams.transport.topics import Topic, topic_name
+from tests.factories import DeploymentSettings
 
 ENTITIES = ("u0", "u1", "u2", "u3")
 EVENTS_PER_ENTITY = 5
@@ -169,17 +167,8 @@ def trained() -> Any:
 
 
 @pytest.fixture
-def deployment(stack: Settings, tmp_path: Path) -> Iterator[Deployment]:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-skew-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "partitions": 3,
-            "model_name": "m",
-            "skew_every_s": SCHEDULE_S,
-        }
-    )
-    ensure_topics(settings)
+def deployment(deployment_settings: DeploymentSettings) -> Iterator[Deployment]:
+    settings = deployment_settings("skew", partitions=3, model_name="m", skew_every_s=SCHEDULE_S)
     registry = open_registry(settings, announce=False)
     registry.register("m", "sklearn", trained(), {"log_loss": 0.3}, LINEAGE)
     registry.promote("m", 1, "test", "initial")

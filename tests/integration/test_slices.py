@@ -11,8 +11,6 @@ without them the same data promotes it.
 from __future__ import annotations
 
 import random
-import uuid
-from pathlib import Path
 
 import pytest
 
@@ -24,8 +22,8 @@ from eddy.services.training.core import make_estimator
 from eddy.services.training.retrainer import Retrainer
 from eddy.streams.learning.models import numeric
 from eddy.streams.learning.slices import split
-from eddy.streams.transport.admin import ensure_topics
-from tests.integration.test_retrainer import publish_examples
+from tests.factories import DeploymentSettings
+from tests.integration.training_examples import publish_examples
 
 MODEL = "sliced"
 
@@ -41,18 +39,14 @@ def _rows(count: int, seed: int, eu_share: float, flipped_us: bool) -> list[tupl
     return rows
 
 
-def _deployment(stack: Settings, tmp_path: Path, slices: str) -> Settings:
-    settings = stack.model_copy(
-        update={
-            "topic_prefix": f"eddy-slice-{uuid.uuid4().hex[:8]}.",
-            "data_dir": tmp_path / "data",
-            "retrain_window": 3000,
-            "retrain_estimator": "logistic_regression",
-            "retrain_metric": "accuracy",
-            "slice_features": slices,
-        }
+def _deployment(deployment_settings: DeploymentSettings, slices: str) -> Settings:
+    settings = deployment_settings(
+        "slice",
+        retrain_window=3000,
+        retrain_estimator="logistic_regression",
+        retrain_metric="accuracy",
+        slice_features=slices,
     )
-    ensure_topics(settings)
     publish_examples(settings, _rows(3000, seed=2, eu_share=0.2, flipped_us=True), start=0)
     return settings
 
@@ -69,9 +63,9 @@ def _register_old_champion(settings: Settings) -> None:
 
 @pytest.mark.parametrize("slices", ["region", ""])
 def test_a_slice_regression_blocks_a_promotion_and_the_audit_names_the_slice(
-    stack: Settings, tmp_path: Path, slices: str
+    deployment_settings: DeploymentSettings, slices: str
 ) -> None:
-    settings = _deployment(stack, tmp_path, slices)
+    settings = _deployment(deployment_settings, slices)
     _register_old_champion(settings)
     registry = open_registry(settings, announce=False)
 

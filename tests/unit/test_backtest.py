@@ -17,59 +17,27 @@ from eddy.services.backtest.command import render
 from eddy.services.backtest.replay import PolicyError, policies_from, replay
 from eddy.services.backtest.timeline import Joined, LogRecord, Served, Timeline, build_timeline
 from eddy.services.config.settings import Settings
-from eddy.services.demo.scenarios import scenario_stream
 from eddy.streams.dead_letters.letter import RawRecord
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.messages.contracts import Event, Label
 from eddy.streams.messages.validation import encode
+from tests.backtest_history import (
+    COUNT,
+    DRIFT_AT,
+    KIND,
+    LABEL_DELAY_S,
+    NEVER,
+    RETRAIN_ON_CONCEPT,
+    STEP_S,
+    deterministic,
+    history,
+    score_since,
+)
 
-COUNT = 3000
-DRIFT_AT = 1500
-STEP_S = 0.1
-LABEL_DELAY_S = 5.0
-ENTITIES = 20
 PARTITIONS = 3
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SKEW = timedelta(minutes=5)
 HOUR_S = 3600.0
-KIND = "hoeffding_adaptive_tree"
-RETRAIN_ON_CONCEPT: dict[str, Any] = {
-    "name": "retrain-on-concept",
-    "learner": {"kind": KIND},
-    "retrain": {"on": ["concept"], "window": 200, "min_holdout": 30, "debounce_s": 16},
-}
-NEVER: dict[str, Any] = {
-    "name": "never-retrain",
-    "learner": {"kind": KIND},
-    "retrain": {"enabled": False},
-}
-
-
-def history(
-    start: datetime, count: int = COUNT, drift_at: int = DRIFT_AT
-) -> list[tuple[Event, Label | None]]:
-    """Events ``STEP_S`` apart, concept 0 then 2 at ``drift_at``; odd events' labels
-    come ``LABEL_DELAY_S`` late on ``labels``."""
-    rows: list[tuple[Event, Label | None]] = []
-    for i, (x, y) in enumerate(scenario_stream("stagger", count, drift_at, seed=7)):
-        at = start + timedelta(seconds=i * STEP_S)
-        entity = f"u{i % ENTITIES}"
-        own = i % 2 == 0
-        event = Event(
-            event_id=f"e{i}",
-            entity_id=entity,
-            event_time=at,
-            features=x,
-            label=y if own else None,
-        )
-        late = Label(
-            event_id=f"e{i}",
-            entity_id=entity,
-            label=y,
-            event_time=at + timedelta(seconds=LABEL_DELAY_S),
-        )
-        rows.append((event, None if own else late))
-    return rows
 
 
 def as_records(
@@ -109,21 +77,6 @@ def timeline() -> Timeline:
 def reports(timeline: Timeline) -> dict[str, dict[str, Any]]:
     policies = policies_from({"policy": [RETRAIN_ON_CONCEPT, NEVER]}, Settings())
     return {p.name: replay(timeline, p) for p in policies}
-
-
-def deterministic(report: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in report.items() if k != "compute"}
-
-
-def score_since(report: dict[str, Any], since: datetime) -> float:
-    """Served accuracy over the buckets starting at or after ``since``."""
-    buckets = [
-        b
-        for b in report["accuracy_over_time"]
-        if datetime.fromisoformat(b["from"]) >= since and b["scored"]
-    ]
-    right = sum(b["value"] * b["scored"] for b in buckets)
-    return float(right / sum(b["scored"] for b in buckets))
 
 
 DRIFT_TIME = START + timedelta(seconds=DRIFT_AT * STEP_S)

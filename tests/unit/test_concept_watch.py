@@ -17,13 +17,12 @@ from __future__ import annotations
 import pickle
 import random
 from collections.abc import Sequence
-from typing import Any
 
 import pytest
-from river import drift
 
 from eddy.streams.drift.concept_watch import TIME_MEMORY, ConceptWatch
 from eddy.streams.drift.detectors import DriftSignal, make_detector
+from tests.unit.adwin_cuts import two_sided_cuts
 
 SEED = 42
 T0 = 1_700_000_000.0
@@ -65,16 +64,6 @@ def _within_span(change_at: float | None, index: int, signal: DriftSignal) -> bo
     assert signal.change_age is not None
     span = _times(signal.change_age, index - signal.change_age + 1)
     return change_at in span
-
-
-def two_sided_cuts(errors: Sequence[float]) -> int:
-    """How often River's ADWIN, which tests both sides, cuts the stream."""
-    detector: Any = drift.ADWIN()  # type: ignore[no-untyped-call]
-    cuts = 0
-    for error in errors:
-        detector.update(error)
-        cuts += bool(detector.drift_detected)
-    return cuts
 
 
 NEAR = 50 * STEP  # how close to the true change a located change must be (50 updates)

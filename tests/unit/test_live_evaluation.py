@@ -7,19 +7,8 @@ from pathlib import Path
 
 from eddy.services.promotion.live_evaluation import LiveEvaluator, RecordedAnswer
 from eddy.services.promotion.rules import LiveGate, RollbackGuard
-from eddy.services.registry.store import CHALLENGER, CHAMPION, RIVER, Lineage, Registry
-from eddy.streams.learning.models import make_model
-
-LINEAGE = Lineage({}, "fs", {}, {}, "test", {"type": "operator", "id": "t"}, "test")
-
-
-def registry_with_two_versions(tmp_path: Path) -> Registry:
-    registry = Registry(tmp_path, b"key")
-    for _ in range(2):
-        registry.register("m", RIVER, make_model("logistic"), {}, LINEAGE)
-    registry.promote("m", 1, "test", "initial")
-    registry.set_alias("m", CHALLENGER, 2, "test", "retrained")
-    return registry
+from eddy.services.registry.store import CHALLENGER, CHAMPION
+from tests.unit.registries import registry_with_two_versions
 
 
 def traffic(

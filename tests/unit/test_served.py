@@ -25,7 +25,7 @@ from eddy.streams.drift.data import DriftConfig
 from eddy.streams.drift.served import MAX_VERSIONS, PREDICTION, ServedOutcome, ServedWatch
 from eddy.streams.learning.learner import Item, Learner, LearnerConfig, Position
 from eddy.streams.messages.contracts import AlertStream, DriftAlert, DriftKind
-from tests.unit.test_concept_watch import two_sided_cuts
+from tests.unit.adwin_cuts import two_sided_cuts
 
 T0 = 1_700_000_000.0
 SMALL_DRIFT = DriftConfig(window=200, min_samples=100, check_every=100)

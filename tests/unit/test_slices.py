@@ -9,7 +9,7 @@ from eddy.services.promotion.live_evaluation import LiveEvaluator, RecordedAnswe
 from eddy.services.promotion.rules import LiveGate
 from eddy.services.registry.store import CHALLENGER, CHAMPION
 from eddy.streams.learning.learner import Learner, LearnerConfig, Position
-from tests.unit.test_live_evaluation import registry_with_two_versions
+from tests.unit.registries import registry_with_two_versions
 
 
 def test_the_learner_keeps_prequential_metrics_per_slice() -> None:

@@ -1,0 +1,103 @@
+"""Feature-worker deployments (`eddy run features` processes) and the events they read.
+
+The feature-worker, graceful-shutdown and liveness tests all start feature workers and
+send them events; what they share lives here, not in one of them: a test module imports
+no other test module.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from eddy.services.config.settings import Settings
+from eddy.streams.features.compute import feature_vector
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.store.online import OnlineStore
+from eddy.streams.transport.clients import make_producer, make_redis
+from eddy.streams.transport.topics import Topic, topic_name
+
+HOUR = 3600
+
+
+@dataclass
+class FeatureDeployment:
+    """Eddy's topics under a prefix of their own, and the worker processes started."""
+
+    settings: Settings
+    workdir: Path
+    workers: list[subprocess.Popen[bytes]]
+
+    def topic(self, topic: Topic) -> str:
+        return topic_name(topic, self.settings.topic_prefix)
+
+    def store(self) -> OnlineStore:
+        return OnlineStore(
+            make_redis(self.settings), self.settings.topic_prefix, self.settings.feature_ttl_s
+        )
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        with (self.workdir / f"worker-{len(self.workers)}.log").open("wb") as log:
+            worker = subprocess.Popen(
+                [str(Path(sys.executable).with_name("eddy")), "run", "features"],
+                env=self.settings.child_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.workers.append(worker)
+        return worker
+
+    def logs(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace")[-3000:] for p in sorted(self.workdir.glob("*.log"))
+        )
+
+
+def quiet_hour_base() -> float:
+    """An event time well inside one clock hour, not in the future: windows stay put."""
+    now = time.time()
+    hour_start = math.floor(now / HOUR) * HOUR
+    return hour_start + 60 if now - hour_start > 15 * 60 else hour_start - HOUR + 30 * 60
+
+
+def event(entity: str, event_id: str, at: float, amount: float, **extra: Any) -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "entity_id": entity,
+            "event_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at))
+            + f".{int(at * 1000) % 1000:03d}Z",
+            "features": {"amount": amount, "country": random.Random(event_id).choice("ABC")},
+            **extra,
+        }
+    )
+
+
+def send_records(
+    settings: Settings, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]
+) -> None:
+    """``records`` (key, value) to ``topic`` as they are, malformed ones included."""
+    producer = make_producer(settings)
+    try:
+        for key, value in records:
+            producer.send(topic, key=key, value=value)
+        producer.flush(timeout=60)
+    finally:
+        producer.close()
+
+
+def applied_counts(store: OnlineStore, entities: list[str], as_of: float) -> dict[str, int]:
+    states = store.load(entities)
+    return {
+        e: int(feature_vector(s.state, FEATURES, as_of)["amount_count_1h"] or 0)
+        for e, s in states.items()
+    }

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import random
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from eddy.streams.features.definitions import FEATURES
 from eddy.streams.store.online import OnlineStore
 from eddy.streams.transport.clients import make_producer, make_redis
 from eddy.streams.transport.topics import Topic, topic_name
+from tests.processes import start_eddy
 
 HOUR = 3600
 
@@ -46,13 +46,9 @@ class FeatureDeployment:
         )
 
     def start_worker(self) -> subprocess.Popen[bytes]:
-        with (self.workdir / f"worker-{len(self.workers)}.log").open("wb") as log:
-            worker = subprocess.Popen(
-                [str(Path(sys.executable).with_name("eddy")), "run", "features"],
-                env=self.settings.child_env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        worker = start_eddy(
+            self.settings, self.workdir / f"worker-{len(self.workers)}.log", "run", "features"
+        )
         self.workers.append(worker)
         return worker
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from eddy.streams.messages.validation import encode
 from eddy.streams.store.serialization import signing_key
 from eddy.streams.transport.clients import make_producer
 from eddy.streams.transport.topics import Topic, topic_name
+from tests.processes import start_eddy
 
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 
@@ -38,13 +38,9 @@ class LearnerDeployment:
         return topic_name(topic, self.settings.topic_prefix)
 
     def start(self) -> subprocess.Popen[bytes]:
-        with (self.workdir / f"learner-{len(self.processes)}.log").open("wb") as log:
-            process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("eddy")), "run", "learner"],
-                env=self.settings.child_env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process = start_eddy(
+            self.settings, self.workdir / f"learner-{len(self.processes)}.log", "run", "learner"
+        )
         self.processes.append(process)
         return process
 
@@ -84,11 +80,14 @@ def synthetic(count: int, seed: int) -> list[tuple[dict[str, Any], bool]]:
     return rows
 
 
-def examples(rows: list[tuple[dict[str, Any], bool]], topic: str) -> list[TrainingExample]:
+def examples(
+    rows: list[tuple[dict[str, Any], bool]], topic: str, *, entities: int = 7
+) -> list[TrainingExample]:
+    """One training example per row, one second apart, over ``entities`` entities."""
     return [
         TrainingExample(
             example_id=f"ex-{i}",
-            entity_id=f"u{i % 7}",
+            entity_id=f"u{i % entities}",
             event_time=datetime.fromtimestamp(BASE_TIME + i, UTC),
             label=y,
             features=x,

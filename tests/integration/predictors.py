@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from eddy.streams.transport.admin import group_serving
 from eddy.streams.transport.clients import make_admin
 from eddy.streams.transport.groups import group_id
 from eddy.streams.transport.topics import Topic, topic_name
+from tests.processes import start_eddy
 from tests.waiting import wait_until
 
 # How long a predictor may take to start and join its group.
@@ -43,13 +43,7 @@ class Service:
         return topic_name(topic, self.settings.topic_prefix)
 
     def start(self) -> None:
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("eddy")), "run", "predictor"],
-                env=self.settings.child_env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        self.process = start_eddy(self.settings, self.log, "run", "predictor")
         self.wait_until_serving()
 
     def wait_until_serving(self) -> None:

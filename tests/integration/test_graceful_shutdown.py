@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from eddy.services.config.settings import Settings
 from eddy.services.workers.features import app_id
 from eddy.streams.dead_letters.letter import SOURCE_OFFSET, SOURCE_PARTITION
-from eddy.streams.messages.contracts import Label, SourceOffset, TrainingExample
+from eddy.streams.messages.contracts import Label
 from eddy.streams.messages.validation import encode
 from eddy.streams.store.snapshots import Snapshot, SnapshotStore
 from eddy.streams.transport.admin import committed_offsets
@@ -301,18 +301,7 @@ def test_learner_sigterm_mid_stream_then_restart_learns_every_example_once(
     rows = synthetic(4000, seed=31)
     half = len(rows) // 2
     rows = rows[:half] + [(x, not y) for x, y in rows[half:]]  # the concept flips: alerts
-    examples = [
-        TrainingExample(
-            example_id=f"ex-{i}",
-            entity_id=f"u{i % 11}",
-            event_time=datetime.fromtimestamp(BASE_TIME + i, UTC),
-            label=y,
-            features=x,
-            feature_set="test",
-            source=SourceOffset(topic="events", partition=0, offset=i),
-        )
-        for i, (x, y) in enumerate(rows)
-    ]
+    learned = examples(rows, deployment.topic(Topic.TRAINING_EXAMPLES), entities=11)
     requests = [f"req-{i}" for i in range(300)]
     SnapshotStore(make_redis(settings), settings.topic_prefix, 3600).record(
         [
@@ -328,14 +317,14 @@ def test_learner_sigterm_mid_stream_then_restart_learns_every_example_once(
         )
         for i, r in enumerate(requests)
     ]
-    in_order: list[Outgoing] = [(examples_topic, e.entity_id.encode(), encode(e)) for e in examples]
-    others = [(examples_topic, e.entity_id.encode(), encode(e)) for e in examples[::9]]  # again
+    in_order: list[Outgoing] = [(examples_topic, e.entity_id.encode(), encode(e)) for e in learned]
+    others = [(examples_topic, e.entity_id.encode(), encode(e)) for e in learned[::9]]  # again
     others += [(labels_topic, (label.request_id or "").encode(), encode(label)) for label in labels]
     # Duplicates and labels land anywhere; the examples keep their order, so the flip is a
     # change in time that the learner's detectors see (shuffled, it is only noise).
     stream = interleave(in_order, others, random.Random(4))
     warm_up, rest = stream[:WARM_UP], stream[WARM_UP:]
-    distinct = len(examples) + len(requests)
+    distinct = len(learned) + len(requests)
 
     first_port = with_metrics(deployment)
     first = deployment.start()

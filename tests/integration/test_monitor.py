@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from eddy.streams.transport.clients import make_consumer, make_producer
 from eddy.streams.transport.topics import Topic, topic_name
 from tests.factories import DeploymentSettings
 from tests.network import free_port, get
+from tests.processes import start_eddy
 from tests.waiting import wait_until
 
 LINEAGE = Lineage({"ex[0]": [0, 9]}, "fs", {}, {}, "test", {"type": "alert", "id": "a1"}, "t")
@@ -66,13 +65,7 @@ def test_status_api_and_dashboard_show_models_history_and_alerts(
     lagging.commit({TopicPartition(requests, 0): OffsetAndMetadata(2, "", -1)})
     lagging.close()
 
-    with (tmp_path / "monitor.log").open("wb") as log:
-        monitor = subprocess.Popen(
-            [str(Path(sys.executable).with_name("eddy")), "run", "monitor"],
-            env=settings.child_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    monitor = start_eddy(settings, tmp_path / "monitor.log", "run", "monitor")
     base = f"http://127.0.0.1:{settings.monitor_port}"
     status: dict[str, Any] = {}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from eddy.streams.transport.groups import group_id
 from eddy.streams.transport.topics import Topic, topic_name
 from tests.factories import DeploymentSettings
 from tests.integration.training_examples import BASE, concept, publish_examples
+from tests.processes import start_eddy
 from tests.waiting import wait_until
 
 DEADLINE_S = 90.0
@@ -94,13 +94,7 @@ def announcements(settings: Settings) -> list[dict[str, object]]:
 
 @pytest.fixture
 def retrainer_process(deployment: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with (tmp_path / "retrainer.log").open("wb") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("eddy")), "run", "retrainer"],
-            env=deployment.child_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = start_eddy(deployment, tmp_path / "retrainer.log", "run", "retrainer")
     yield process
     process.send_signal(signal.SIGTERM)
     try:

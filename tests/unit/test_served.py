@@ -352,3 +352,36 @@ def test_a_served_watch_from_before_the_every_version_watch_restores_with_one() 
     assert old.every_version.seen == 0
     assert old.update_many(_served("m@1", 100, 0.1, 0.2, 100, 2)) == []
     assert old.every_version.seen == 100
+
+
+def _confident(n: int, start: int, seed: int, negatives: tuple[float, ...]) -> list[ServedOutcome]:
+    """A near-certain classifier's labelled answers: P(positive) 0.99999 for the 10 % of
+    positives, one of ``negatives`` (all far below 0.05) for the others."""
+    rng = random.Random(seed)
+    out = []
+    for t in range(n):
+        label = rng.random() < 0.1
+        positive = 0.99999 if label else rng.choice(negatives)
+        out.append(ServedOutcome("m@1", label, positive, label, T0 + start + t))
+    return out
+
+
+def test_probabilities_that_move_below_the_answer_resolution_are_no_prediction_drift() -> None:
+    # The negatives' leaves change their mix (two new tiny values): a two-sample test on
+    # the raw probabilities sees a shift (KS about 0.2), no answer a user sees changes.
+    outcomes = _confident(1_500, 0, 1, (5e-6, 8e-6, 1e-5)) + _confident(
+        1_500, 1_500, 2, (5e-6, 8e-6, 1e-5, 2e-5, 3e-5)
+    )
+    assert _of(Learner(LearnerConfig(model="m")).watch_served(outcomes), DriftKind.PREDICTION) == []
+
+
+def test_a_confident_classifier_answering_positive_more_often_is_prediction_drift() -> None:
+    before = _confident(1_500, 0, 1, (5e-6, 8e-6, 1e-5))
+    after = [
+        ServedOutcome(o.version, True, 0.99999, True, o.at) if i % 3 == 0 else o
+        for i, o in enumerate(_confident(1_500, 1_500, 2, (5e-6, 8e-6, 1e-5)))
+    ]
+    alerts = _of(
+        Learner(LearnerConfig(model="m")).watch_served(before + after), DriftKind.PREDICTION
+    )
+    assert [a.model_version for a in alerts] == ["m@1"]

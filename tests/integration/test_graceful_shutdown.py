@@ -377,7 +377,7 @@ def test_learner_sigterm_mid_stream_then_restart_learns_every_example_once(
     final = deployment.latest()
     assert final is not None
     assert final.learner.examples == distinct
-    every_id = {e.example_id for e in examples} | set(requests)
+    every_id = {e.example_id for e in learned} | set(requests)
     assert len(final.learned) == len(every_id)
     assert all(record_id in final.learned for record_id in every_id)
 

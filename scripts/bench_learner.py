@@ -46,10 +46,10 @@ from bench_features import throwaway
 from river import datasets, drift, linear_model, metrics, preprocessing, tree
 
 from eddy.services.config.settings import Settings
-from eddy.services.workers.learner import CheckpointStore
 from eddy.streams.drift.data import DEFAULT_CONFIG as DEFAULT_DRIFT
 from eddy.streams.drift.data import DriftConfig
 from eddy.streams.drift.detectors import make_detector
+from eddy.streams.learning.checkpoints import CheckpointStore
 from eddy.streams.learning.learner import Learner, LearnerConfig, Position
 from eddy.streams.messages.contracts import SourceOffset, TrainingExample
 from eddy.streams.messages.validation import decode, encode

@@ -21,9 +21,9 @@ from kafka import KafkaConsumer, TopicPartition
 from chaos.ledger import Answer, Observed, SeenVersion
 from eddy.services.config.settings import Settings
 from eddy.services.registry.opening import open_registry
-from eddy.services.workers.learner import CheckpointStore
 from eddy.streams.dead_letters.letter import ERROR_CLASS, source_of
 from eddy.streams.features.compute import EntityState
+from eddy.streams.learning.checkpoints import CheckpointStore
 from eddy.streams.learning.models import label_refusal
 from eddy.streams.messages.contracts import TrainingExample
 from eddy.streams.messages.validation import InvalidMessage, decode

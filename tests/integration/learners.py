@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from eddy.services.config.settings import Settings
-from eddy.services.workers.learner import CheckpointStore, LearnerState
+from eddy.streams.learning.checkpoints import CheckpointStore, LearnerState
 from eddy.streams.messages.contracts import SourceOffset, TrainingExample
 from eddy.streams.messages.validation import encode
 from eddy.streams.store.serialization import signing_key

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from eddy.services.ops.console import read_topic
-from eddy.services.workers.learner import LearnerState
 from eddy.streams.dead_letters.letter import ERROR_CLASS, ERROR_REASON, source_of
+from eddy.streams.learning.checkpoints import LearnerState
 from eddy.streams.learning.learner import Learner, LearnerConfig, Position
 from eddy.streams.messages.contracts import Label
 from eddy.streams.messages.validation import encode

@@ -44,3 +44,18 @@ def test_an_unknown_old_module_still_fails_loudly() -> None:
         unseal(sign(payload, KEY, "pickle"), KEY)
     with pytest.raises(IntegrityError):
         unseal(payload, KEY)
+
+
+def test_a_learner_checkpoint_sealed_by_the_old_learner_process_loads() -> None:
+    from eddy.streams.learning.checkpoints import LearnerState
+    from eddy.streams.learning.learner import Learner, LearnerConfig
+    from eddy.streams.store.recent_ids import RecentIds
+
+    state = LearnerState(Learner(LearnerConfig(model="m")), RecentIds(10), {("t", 0): 7})
+    payload = pickle.dumps(state, protocol=2)
+    new = b"ceddy.streams.learning.checkpoints\nLearnerState\n"
+    assert new in payload
+    old = payload.replace(new, b"cstreams.learner_worker\nLearnerState\n")
+    loaded = unseal(sign(old, KEY, "pickle"), KEY)
+    assert type(loaded) is LearnerState
+    assert loaded.offsets == {("t", 0): 7}

@@ -18,7 +18,7 @@ from eddy.services.config.settings import Settings
 from eddy.services.registry.lineage import code_version, library_versions
 from eddy.services.registry.store import CHAMPION, RIVER, Lineage, Registry, Version
 from eddy.services.registry.triggers import Trigger, TriggerKind
-from eddy.services.workers.learner import LearnerState
+from eddy.streams.learning.checkpoints import LearnerState
 from eddy.streams.learning.slices import flatten
 from eddy.streams.messages.contracts import ModelUpdate
 from eddy.streams.messages.validation import encode

@@ -30,7 +30,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from eddy.services.ops.poll_loop import PollLoop
 from eddy.streams.dead_letters.policy import retry_transient
 from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.drift.served import ServedOutcome
+from eddy.streams.learning.checkpoints import CheckpointStore, LearnerState
 from eddy.streams.learning.label_join import SNAPSHOT_FEATURE_SET, joined_example
 from eddy.streams.learning.learner import Item, Learner, LearnerConfig, Position
 from eddy.streams.learning.models import label_refusal
@@ -60,7 +60,6 @@ from eddy.streams.messages.contracts import (
 )
 from eddy.streams.messages.validation import InvalidMessage, decode, encode
 from eddy.streams.store.recent_ids import RecentIds
-from eddy.streams.store.serialization import IntegrityError, seal, unseal, write_atomically
 from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.clients import (
     make_consumer,
@@ -78,7 +77,6 @@ POLL_MS = 500
 # asks only for the other, and an idle ``labels`` topic would hold each such fetch for
 # the broker's default 500 ms. A short wait keeps a busy examples topic flowing.
 FETCH_MAX_WAIT_MS = 20
-CHECKPOINTS_KEPT = 5
 SEND_TIMEOUT_S = 60.0
 
 
@@ -107,77 +105,6 @@ class AllToOneAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
 
     @classmethod
     def on_assignment(cls, assignment: Any) -> None:
-        return None
-
-
-@dataclass
-class LearnerState:
-    """Everything a checkpoint seals: the learner, its offsets, the ids it has learned."""
-
-    learner: Learner
-    learned: RecentIds  # the last EDDY_LEARNER_DEDUP_IDS example and label ids learned
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to read
-    labels_joined: int = 0
-    labels_unmatched: int = 0
-    label_latency_s_total: float = 0.0
-    snapshot_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    snapshot_examples: int = 0
-    # Labels read (their offsets are in `offsets`) whose snapshot has not arrived yet:
-    # checkpointed with the rest, so a restart still joins them.
-    pending_labels: dict[str, tuple[Label, Position, float]] = field(default_factory=dict)
-    # What was learned since the last snapshot, for its lineage.
-    feature_sets: set[str] = field(default_factory=set)
-    event_times: tuple[float, float] | None = None  # first, last event time
-    label_coverage: float | None = None  # labels joined / snapshots recorded, when known
-
-    def note_learned(self, items: list[Item], feature_sets: set[str]) -> None:
-        """Note what ``items`` add to the lineage of the next snapshot."""
-        self.feature_sets |= feature_sets
-        times = [where.event_time for _, _, where in items]
-        if times:
-            first, last = self.event_times or (min(times), max(times))
-            self.event_times = (min(first, *times), max(last, *times))
-
-    def snapshot_taken(self) -> None:
-        self.snapshot_offsets = dict(self.offsets)
-        self.snapshot_examples = self.learner.examples
-        self.feature_sets, self.event_times = set(), None
-
-    def learned_since_snapshot(self) -> dict[str, list[int]]:
-        """``topic[partition]`` → [first, last] offset learned since the last snapshot."""
-        return {
-            f"{topic}[{partition}]": [self.snapshot_offsets.get((topic, partition), 0), end - 1]
-            for (topic, partition), end in sorted(self.offsets.items())
-            if end > self.snapshot_offsets.get((topic, partition), 0)
-        }
-
-    def remember(self, record_id: str) -> bool:
-        """False if ``record_id`` was learned already."""
-        return self.learned.add(record_id)
-
-
-class CheckpointStore:
-    """Sealed checkpoint files, newest last; corrupt or foreign files are skipped loudly."""
-
-    def __init__(self, directory: Path, key: bytes) -> None:
-        self.directory = directory
-        self._key = key
-
-    def save(self, state: LearnerState) -> Path:
-        path = self.directory / f"checkpoint-{state.learner.examples:012d}.sealed"
-        write_atomically(path, seal(state, self._key))
-        for old in sorted(self.directory.glob("checkpoint-*.sealed"))[:-CHECKPOINTS_KEPT]:
-            old.unlink()
-        return path
-
-    def latest(self) -> LearnerState | None:
-        for path in sorted(self.directory.glob("checkpoint-*.sealed"), reverse=True):
-            try:
-                state: LearnerState = unseal(path.read_bytes(), self._key)
-            except IntegrityError as exc:
-                log.error("skipping checkpoint", extra={"path": str(path), "error": str(exc)})
-                continue
-            return state
         return None
 
 

@@ -76,6 +76,13 @@ MOVED_MODULES = {
     "streams.validation": "eddy.streams.messages.validation",
 }
 
+# Classes that moved out of their module: a learner checkpoint's state was defined by
+# the learner process before it moved to the data plane.
+MOVED_CLASSES = {
+    ("streams.learner_worker", "LearnerState"): "eddy.streams.learning.checkpoints",
+    ("eddy.services.workers.learner", "LearnerState"): "eddy.streams.learning.checkpoints",
+}
+
 
 class IntegrityError(ValueError):
     """An artifact failed verification and was not deserialised."""
@@ -125,7 +132,8 @@ class _Unpickler(pickle.Unpickler):
     """An unpickler that finds classes pickled under the flat layout's module names."""
 
     def find_class(self, module: str, name: str) -> Any:
-        return super().find_class(MOVED_MODULES.get(module, module), name)
+        moved = MOVED_CLASSES.get((module, name)) or MOVED_MODULES.get(module, module)
+        return super().find_class(moved, name)
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -43,7 +43,6 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from kafka import TopicPartition as KafkaPartition
-from kafka.errors import CoordinatorNotAvailableError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,7 +50,12 @@ sys.path.insert(0, str(ROOT))
 from eddy.services.config.settings import Settings
 from eddy.services.workers.features import app_id, build_pipeline
 from eddy.streams.dead_letters.letter import RawRecord
-from eddy.streams.transport.admin import committed_offsets, describe_group, ensure_topics
+from eddy.streams.transport.admin import (
+    COORDINATOR_NOT_READY,
+    committed_offsets,
+    describe_group,
+    ensure_topics,
+)
 from eddy.streams.transport.clients import make_admin, make_consumer, make_producer, make_redis
 from eddy.streams.transport.topics import Topic, topic_name
 
@@ -201,10 +205,11 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
 
 def committed(admin: Any, group: str, topic: str) -> int:
     """Offsets the group committed on ``topic``, summed; 0 while the broker has no
-    coordinator for it yet (a fresh broker creates its offsets topic on first use)."""
+    coordinator for it yet (a fresh broker creates its offsets topic on first use, then
+    loads it: "not coordinator" answers came from a broker started seconds before)."""
     try:
         offsets = committed_offsets(admin, group)
-    except CoordinatorNotAvailableError:
+    except COORDINATOR_NOT_READY:
         return 0
     return sum(offset for tp, offset in offsets.items() if tp.topic == topic)
 

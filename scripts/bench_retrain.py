@@ -35,6 +35,7 @@ from eddy.streams.learning.models import numeric
 from eddy.streams.messages.contracts import DriftAlert, DriftKind, SourceOffset, TrainingExample
 from eddy.streams.messages.validation import decode, encode
 from eddy.streams.transport.clients import make_consumer, make_producer
+from eddy.streams.transport.groups import group_id
 from eddy.streams.transport.topics import Topic, topic_name
 
 FEATURES = 8
@@ -71,7 +72,10 @@ def publish(settings: Settings, data: list[tuple[dict[str, float], bool]]) -> No
 
 
 def alert_to_champion(settings: Settings, workdir: Path) -> float:
-    env = settings.child_env(data_dir=workdir, retrain_debounce_s=0, log_level="WARNING")
+    # The retrainer dead-letters alerts about models it does not serve: it serves MODEL.
+    env = settings.child_env(
+        data_dir=workdir, model_name=MODEL, retrain_debounce_s=0, log_level="WARNING"
+    )
     updates = topic_name(Topic.MODEL_UPDATES, settings.topic_prefix)
     watcher = make_consumer(settings, group_id=None)
     watcher.assign([TopicPartition(updates, 0)])
@@ -87,7 +91,7 @@ def alert_to_champion(settings: Settings, workdir: Path) -> float:
     try:
         # The clock starts once the retrainer has joined its group: start-up not counted.
         topic = topic_name(Topic.DRIFT_ALERTS, settings.topic_prefix)
-        wait_for_group(settings, f"{settings.topic_prefix}retrainer", 1, topic, 1)
+        wait_for_group(settings, group_id(settings.topic_prefix, "retrainer", MODEL), 1, topic, 1)
         alert = DriftAlert(
             alert_id=f"{MODEL}:concept:1",
             model=MODEL,

@@ -385,3 +385,23 @@ def test_a_confident_classifier_answering_positive_more_often_is_prediction_drif
         Learner(LearnerConfig(model="m")).watch_served(before + after), DriftKind.PREDICTION
     )
     assert [a.model_version for a in alerts] == ["m@1"]
+
+
+@pytest.mark.parametrize("from_before_the_resolution", [True, False])
+def test_a_checkpoint_holding_raw_probabilities_restarts_its_answer_windows(
+    from_before_the_resolution: bool,
+) -> None:
+    # A checkpoint sealed before answers were rounded holds raw P(positive) values in its
+    # answer windows; the rounded answers after the upgrade must not be taken for drift.
+    watch = ServedWatch("adwin", seed=42, cooldown=100, drift=DriftConfig(), task="classification")
+    raw = _confident(1_000, 0, 1, (5e-6, 8e-6, 1e-5))
+    watch.update_many(raw[:1])
+    watch.versions["m@1"].answers.update_many([{PREDICTION: o.positive} for o in raw])
+    if from_before_the_resolution:
+        del watch.__dict__["answer_resolution"]
+    restored: ServedWatch = pickle.loads(pickle.dumps(watch))
+    found = restored.update_many(_confident(1_000, 1_000, 2, (5e-6, 8e-6, 1e-5)))
+    prediction_drift = [f for f in found if f.kind is DriftKind.PREDICTION]
+    # The same raw windows kept (a checkpoint claiming rounded windows) do look like drift:
+    # what the migration prevents.
+    assert bool(prediction_drift) is not from_before_the_resolution

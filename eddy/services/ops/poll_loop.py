@@ -17,6 +17,7 @@ from the agent (see :mod:`eddy.services.workers.features`).
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,7 +44,8 @@ class PollLoop:
     ) -> None:
         """``kept_error`` returns what a rebalance callback raised inside the last poll
         (kafka-python only logs it), so the loop raises it instead of going on.
-        ``handle_signals=False`` for a loop that is not its process's main thread."""
+        ``handle_signals=False`` leaves the signals to the caller (a loop run on another
+        thread never installs handlers: Python allows that only on the main thread)."""
         self._settings = settings
         self._consumer = consumer
         self._topics = list(topics)
@@ -67,12 +69,12 @@ class PollLoop:
         """Poll and ``handle`` each batch (empty ones too with ``empty_batches``: a
         worker with work pending between records), then ``every_turn`` (commits,
         checkpoints, scheduled work). Returns once stopped; raises what they raise."""
-        if self._handle_signals:
+        if self._handle_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
         watch = TopicWatch.start(self._settings, self._topics)
-        self.liveness.start()
         try:
+            self.liveness.start()
             while not self.stopping:
                 watch.check()
                 self.liveness.observe(consumer_positions(self._consumer))

@@ -66,6 +66,7 @@ from eddy.services.serving.cache import AnswerCache, Ask, Policy, Precomputer
 from eddy.services.serving.redelivery import RedeliveryWindow, WindowOnAssignment
 from eddy.services.serving.request_log import RequestLog, ShadowLog
 from eddy.services.serving.scoring import Loaded, ServingModels
+from eddy.streams.dead_letters.letter import RawRecord, dead_letter
 from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.features.compute import FeatureValue, feature_vector
 from eddy.streams.features.definitions import FEATURES
@@ -179,12 +180,9 @@ class Predictor:
         self.request_log = RequestLog.from_settings(self.redis, settings)
         self.shadow_log = ShadowLog.from_settings(self.redis, settings)
         self.producer = make_producer(settings, linger_ms=PRODUCER_LINGER_MS)
-        self.dead_letters = DeadLetterSink(
-            self.producer,
-            topic_name(Topic.DEAD_LETTER, prefix),
-            topic_prefix=prefix,
-            counted=metrics.count_dead_letters,
-        )
+        # Refused requests are answered with their error and counted there; the dead
+        # letter is not logged once more per record on the serving path.
+        self.dead_letters = DeadLetterSink(self.producer, topic_name(Topic.DEAD_LETTER, prefix))
         self.watcher = ModelWatcher(settings, registry, model)
         self.cache = (
             AnswerCache.from_settings(self.redis, settings, model, FEATURES)
@@ -314,7 +312,9 @@ class Predictor:
 
     def _send_dead_letter(self, record: Any, refused: Refused) -> Any:
         """Send the refused record's dead letter; the future of its acknowledgement."""
-        return self.dead_letters.reject(record, refused.error_class, refused.reason)
+        letter = dead_letter(RawRecord.of(record), refused.error_class, refused.reason)
+        (future,) = self.dead_letters.send([letter])
+        return future
 
     def _check_cache(
         self,

@@ -107,6 +107,7 @@ class ServedWatch:
         self.drift = drift
         self.task = task
         self.versions: dict[str, VersionWatch] = {}
+        self.answer_resolution = ANSWER_RESOLUTION  # what the answers' windows hold
         # Every answer served, whichever version: a version promoted just as the world
         # changed starts its own error stream already high, and sees no rise in it.
         self.every_version = ConceptWatch(detector, seed=seed, cooldown=cooldown)
@@ -200,7 +201,12 @@ class ServedWatch:
         return None if bound is None else bound >= CONFIRM_SHARE * rise
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        """Restore a checkpoint; one from before the every-version watch starts it now."""
+        """Restore a checkpoint; one from before the every-version watch starts it now.
+
+        One from before answers were watched at :data:`ANSWER_RESOLUTION` holds raw
+        probabilities in its versions' answer windows: compared with rounded ones, they
+        would look like drift. Those windows start again (a version is a fixed model:
+        its next answers are a reference at once)."""
         if "every_version" not in state:
             state["every_version"] = ConceptWatch(
                 str(state["detector"]),
@@ -208,6 +214,10 @@ class ServedWatch:
                 cooldown=int(state["cooldown"]),  # type: ignore[call-overload]
             )
         self.__dict__.update(state)
+        if state.get("answer_resolution") != ANSWER_RESOLUTION:
+            for watch in self.versions.values():
+                watch.answers = DataDriftMonitor(replace(self.drift, warmup=0))
+            self.answer_resolution = ANSWER_RESOLUTION
 
     def metrics_of(self, version: str) -> dict[str, float]:
         watch = self.versions.get(version)
@@ -272,6 +282,8 @@ def _answer_value(outcome: ServedOutcome) -> float | str | None:
     0.6
     """
     if outcome.positive is not None:
+        if not math.isfinite(outcome.positive):
+            return outcome.positive  # the monitor refuses it, as it refuses any such value
         return round(round(outcome.positive / ANSWER_RESOLUTION) * ANSWER_RESOLUTION, 10)
     if isinstance(outcome.prediction, bool):
         return float(outcome.prediction)

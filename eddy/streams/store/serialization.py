@@ -125,7 +125,12 @@ def unseal(blob: bytes, key: bytes) -> Any:
     header, payload = verify(blob, key)
     if header.get("codec", PICKLE) != PICKLE:
         raise IntegrityError(f"expected a pickle artifact, got {header.get('codec')!r}")
-    return _Unpickler(io.BytesIO(payload)).load()
+    try:
+        return _Unpickler(io.BytesIO(payload)).load()
+    except (ModuleNotFoundError, AttributeError) as exc:
+        # Written by code this version lacks (a newer Eddy, before a rollback): skipped
+        # like any artifact that does not verify, never a crash of its reader.
+        raise IntegrityError(f"artifact names code this version lacks: {exc}") from exc
 
 
 class _Unpickler(pickle.Unpickler):

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from eddy.services.config.settings import Settings
-from eddy.services.governance.report import NOT_RECORDED, STILL_SERVING, iso
+from eddy.services.governance.report import NOT_RECORDED, STILL_SERVING
 from eddy.services.governance.sources import alerts_topic, find_alerts, write_report
 from eddy.services.promotion.live_evaluation import LiveEvaluator
 from eddy.services.promotion.rules import RollbackGuard
-from eddy.services.registry.lineage import LIBRARIES
+from eddy.services.registry.lineage import LIBRARIES, iso
 from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import CHAMPION, Registry, trainer_identity
 from eddy.services.registry.triggers import Trigger, TriggerKind

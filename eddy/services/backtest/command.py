@@ -36,12 +36,12 @@ from eddy.services.backtest.replay import (
     DEFAULT_BUCKETS,
     Policy,
     PolicyError,
-    iso,
     policies_from,
     replay,
 )
 from eddy.services.backtest.timeline import LogRecord, Timeline, build_timeline
 from eddy.services.config.settings import Settings
+from eddy.services.registry.lineage import iso
 from eddy.streams.dead_letters.letter import RawRecord
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.store.serialization import write_atomically

@@ -38,7 +38,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -53,6 +52,7 @@ from eddy.services.promotion.rules import (
     OfflineGate,
     offline_decision,
 )
+from eddy.services.registry.lineage import iso
 from eddy.services.registry.store import RIVER, SKLEARN
 from eddy.services.training.bursts import AFTER_DRIFT_SEEN, Burst, choose_examples, fold
 from eddy.services.training.core import (
@@ -517,8 +517,3 @@ def _plain(value: Any) -> Label:
     """numpy scalars as Python values, for comparison and JSON."""
     plain: Label = value.item() if hasattr(value, "item") else value
     return plain
-
-
-def iso(epoch_s: float) -> str:
-    """UTC, to the millisecond: one fixed width, so text order is time order."""
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")

@@ -25,10 +25,9 @@ import html
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from eddy.services.registry.lineage import UNKNOWN_CODE_VERSION
+from eddy.services.registry.lineage import UNKNOWN_CODE_VERSION, iso
 from eddy.services.registry.store import (
     ALIASES,
     CHAMPION,
@@ -94,15 +93,6 @@ class _Gaps:
     def mark(self, field: str, needs: str) -> str:
         self.items.append({"field": field, "needs": needs})
         return NOT_RECORDED
-
-
-def iso(at: float) -> str:
-    """Epoch seconds as ISO 8601 UTC, to the millisecond.
-
-    >>> iso(0.25)
-    '1970-01-01T00:00:00.250+00:00'
-    """
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
 
 
 def served_intervals(history: Sequence[Deployment], version: int) -> list[dict[str, Any]]:

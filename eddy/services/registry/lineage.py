@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import metadata
 
 from eddy.services.config.settings import PROJECT_ROOT
@@ -67,3 +67,13 @@ def window_time(version: Version, key: str) -> datetime | None:
     """A time a version's lineage window records (``to``: its newest example's)."""
     value = version.lineage.window.get(key)
     return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def iso(epoch_s: float) -> str:
+    """Epoch seconds as ISO 8601 UTC, to the millisecond: one fixed width, so text order
+    is time order (reports and backtests print times this way).
+
+    >>> iso(0.25)
+    '1970-01-01T00:00:00.250+00:00'
+    """
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")

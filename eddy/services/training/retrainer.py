@@ -693,7 +693,6 @@ class AlertListener:
             poll_ms=POLL_MS,
             handle_signals=False,
         )
-        self.liveness = self.loop.liveness
         self._bursts: dict[str, Burst] = {}
         self._last_scheduled = self._last_live = time.monotonic()
 
@@ -724,7 +723,7 @@ class AlertListener:
         now = time.monotonic()
         live_every = self.settings.live_evaluation_every_s
         if live_every > 0 and now - self._last_live >= live_every:
-            with self.liveness.busy("live evaluation"):
+            with self.loop.liveness.busy("live evaluation"):
                 self._review(self.settings.model_name)
             # The next review a full period after this one ended: one longer than the
             # period must still leave the loop time to poll.
@@ -800,7 +799,7 @@ class AlertListener:
             self._dead_letter(record, InvalidMessage("unknown_model", reason))
         else:
             try:
-                with self.liveness.busy("retrain"):
+                with self.loop.liveness.busy("retrain"):
                     self.retrainer.retrain(command.model, control_trigger(command))
                 return
             except ValueError as exc:  # too few examples, one class only: nothing trained
@@ -826,7 +825,7 @@ class AlertListener:
         trigger = Trigger(TriggerKind.ALERT, fresh[0], burst=tuple(fresh))
         waiting = burst.waiting(now, self.settings.retrain_drift_wait_s)
         try:
-            with self.liveness.busy("retrain"):
+            with self.loop.liveness.busy("retrain"):
                 self.retrainer.retrain(model, trigger, since=burst.since, waiting=waiting)
         except TooFewExamples as exc:
             if waiting:
@@ -842,7 +841,7 @@ class AlertListener:
 
     def _retrain_safely(self, model: str, trigger: Trigger) -> None:
         try:
-            with self.liveness.busy("retrain"):
+            with self.loop.liveness.busy("retrain"):
                 self.retrainer.retrain(model, trigger)
         except ValueError as exc:  # not enough data yet: the next trigger will try again
             log.warning("retrain skipped", extra={"model": model, "reason": str(exc)})

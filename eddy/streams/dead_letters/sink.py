@@ -2,8 +2,11 @@
 
 Every worker that rejects input (the feature pipeline, the learner, the predictor, the
 retrainer) sends it through a :class:`DeadLetterSink`, so every dead letter carries the
-same evidence headers (:func:`~eddy.streams.dead_letters.letter.dead_letter`), is logged
-the same way and counted under the same metric. The sink only sends; the caller waits
+same evidence headers (:func:`~eddy.streams.dead_letters.letter.dead_letter`) to the same
+topic. :meth:`DeadLetterSink.reject` also logs and counts each letter (the learner, the
+retrainer); :meth:`DeadLetterSink.send` leaves that to the caller (the feature worker
+counts its batch's, the predictor answers each refused request with its error). The sink
+only sends; the caller waits
 for the returned acknowledgements with the rest of its batch's effects, before it
 commits the batch's offsets (nothing is lost, and a crash before the acknowledgement
 sends the letter again: dead letters are at-least-once, keyed by their source offset).

@@ -1,1 +1,1 @@
-"""Eddy's one settings object, and the per-component configs built from it."""
+"""Eddy's one settings object, and the learner's config built from it (one for every process)."""

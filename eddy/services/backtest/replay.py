@@ -44,9 +44,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from eddy.services.backtest.timeline import Item, Served, Timeline
 from eddy.services.config.learner import deployment_learner
+from eddy.services.config.retraining import deployment_retraining
 from eddy.services.config.settings import Settings
 from eddy.services.promotion.rules import (
-    HIGHER_IS_BETTER,
     PROMOTE,
     Decision,
     OfflineGate,
@@ -65,6 +65,7 @@ from eddy.services.training.core import (
     require_examples,
     training_set,
 )
+from eddy.services.training.policy import offline_gate
 from eddy.streams.drift.data import DriftConfig
 from eddy.streams.drift.served import ServedOutcome
 from eddy.streams.learning.learner import RETRAIN, Learner, LearnerConfig, Position
@@ -114,12 +115,7 @@ class RetrainPolicy(BaseModel):
 
     @property
     def gate(self) -> OfflineGate:
-        return OfflineGate(
-            metric=self.metric,
-            higher_is_better=self.metric in HIGHER_IS_BETTER,
-            margin=self.margin,
-            min_holdout=self.min_holdout,
-        )
+        return offline_gate(self.metric, self.margin, self.min_holdout)
 
 
 @dataclass(frozen=True)
@@ -167,16 +163,8 @@ def _policy(table: Any, settings: Settings) -> Policy:
     if extra:
         raise PolicyError(f"policy {name!r}: unknown keys {sorted(extra)}")
     learner = _learner_config(name, dict(table.get("learner", {})), settings)
-    defaults = {
-        "window": settings.retrain_window,
-        "holdout": settings.retrain_holdout,
-        "min_holdout": settings.retrain_min_holdout,
-        "estimator": settings.retrain_estimator,
-        "metric": settings.retrain_metric,
-        "margin": settings.retrain_margin,
-        "debounce_s": settings.retrain_debounce_s,
-        "drift_wait_s": settings.retrain_drift_wait_s,
-    }
+    deployment = dataclasses.asdict(deployment_retraining(settings))
+    defaults = {k: v for k, v in deployment.items() if k in RetrainPolicy.model_fields}
     try:
         retrain = RetrainPolicy.model_validate(defaults | dict(table.get("retrain", {})))
     except ValidationError as exc:

@@ -50,6 +50,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
+from eddy.services.config.retraining import deployment_retraining
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
 from eddy.services.ops.liveness import Liveness
@@ -57,12 +58,10 @@ from eddy.services.ops.poll_loop import PollLoop
 from eddy.services.promotion.live_evaluation import LiveEvaluator
 from eddy.services.promotion.live_runner import evaluate_live
 from eddy.services.promotion.rules import (
-    HIGHER_IS_BETTER,
     PROMOTE,
     ROLLBACK,
     Decision,
     LiveGate,
-    OfflineGate,
     PairedGate,
     RollbackGuard,
     SliceGate,
@@ -187,13 +186,9 @@ class Retrainer:
             Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=settings.partitions
         )
         self.examples_topic, self.examples_partitions = examples.name, examples.partitions
-        self.gate = OfflineGate(
-            metric=settings.retrain_metric,
-            higher_is_better=settings.retrain_metric in HIGHER_IS_BETTER,
-            margin=settings.retrain_margin,
-            min_holdout=settings.retrain_min_holdout,
-        )
-        self.paired_gate = PairedGate(confidence=settings.retrain_confidence)
+        self.policy = deployment_retraining(settings)
+        self.gate = self.policy.gate
+        self.paired_gate = PairedGate(confidence=self.policy.confidence)
         self._bootstrapped: set[int] = set()  # snapshots a cold-start retrain was tried for
         # champion version -> the newest example a below-majority retrain was tried on
         self._below_majority_tried: dict[int, datetime] = {}
@@ -248,9 +243,7 @@ class Retrainer:
         champion = self.registry.alias(model, CHAMPION)
         if champion is None:
             return []
-        recent = min(
-            self.settings.retrain_window, REVIEW_HOLDOUTS * self.settings.retrain_min_holdout
-        )
+        recent = min(self.policy.window, REVIEW_HOLDOUTS * self.policy.min_holdout)
         window = training_set(self.recent_examples(recent)).examples
         if not window or not is_classification([e.label for e in window]):
             return []
@@ -282,7 +275,7 @@ class Retrainer:
         would serve better: what a fixed retraining schedule gives, paced here by the
         data rather than a clock (at most one refresh per review window of new labels).
         """
-        if not self.settings.retrain_refresh or not window:
+        if not self.policy.refresh or not window:
             return None
         retrained = [v for v in self.registry.versions(model) if v.flavor == SKLEARN]
         learned_until = [window_time(v, "to") for v in retrained]
@@ -332,7 +325,7 @@ class Retrainer:
         than the majority class on the mixed window, and the next refresh waited for a
         review window of new labels.
         """
-        needed = self.settings.retrain_min_holdout
+        needed = self.policy.min_holdout
         examples = self.served_since_promotion(model, champion, window)
         tried_until = self._below_majority_tried.get(champion.version)
         if tried_until is not None:
@@ -341,7 +334,7 @@ class Retrainer:
             return None
         labels = [e.label for e in examples]
         right = correctness(self.registry.load(model, champion.version), champion.flavor, examples)
-        confidence = self.settings.retrain_confidence
+        confidence = self.policy.confidence
         if not significantly_below_majority(right, labels, majority_label(labels), confidence):
             return None
         self._below_majority_tried[champion.version] = examples[-1].event_time
@@ -370,7 +363,7 @@ class Retrainer:
             v.flavor == SKLEARN and v.created_at >= champion.created_at
             for v in self.registry.versions(model)
         )
-        needed = decidable_size(self.settings.retrain_min_holdout, self.settings.retrain_holdout)
+        needed = decidable_size(self.policy.min_holdout, self.policy.holdout)
         if judged or examples < needed:
             return None
         self._bootstrapped.add(champion.version)  # tried once per snapshot and process
@@ -400,8 +393,8 @@ class Retrainer:
             self.registry,
             model,
             guard=RollbackGuard(
-                min_samples=self.settings.retrain_min_holdout,
-                confidence=self.settings.retrain_confidence,
+                min_samples=self.policy.min_holdout,
+                confidence=self.policy.confidence,
             ),
             actor=self.reviewer,
         )
@@ -416,7 +409,7 @@ class Retrainer:
     ) -> Decision | None:
         """Promote the newest online snapshot judged on examples labelled after it was
         taken, when it beats the trivial baseline and, significantly, the champion."""
-        needed = self.settings.retrain_min_holdout
+        needed = self.policy.min_holdout
         for snapshot in reversed(self.registry.versions(model)):
             after = [e for e in window if e.event_time.timestamp() > snapshot.created_at]
             if snapshot.flavor == RIVER and len(after) >= needed:
@@ -438,7 +431,7 @@ class Retrainer:
         decision = live_decision(
             correctness(served, champion.flavor, after),
             online,
-            LiveGate(min_samples=needed, confidence=self.settings.retrain_confidence),
+            LiveGate(min_samples=needed, confidence=self.policy.confidence),
         )
         if decision.action != PROMOTE:
             return decision
@@ -521,8 +514,8 @@ class Retrainer:
         is registered when there is too little to learn from, or to wait for.
         """
         started = time.monotonic()
-        window = training_set(self.recent_examples(self.settings.retrain_window)).examples
-        min_holdout, share = self.settings.retrain_min_holdout, self.settings.retrain_holdout
+        window = training_set(self.recent_examples(self.policy.window)).examples
+        min_holdout, share = self.policy.min_holdout, self.policy.holdout
         chosen = choose_examples(window, since, waiting, min_holdout, share)
         if chosen is None:
             needed = decidable_size(min_holdout, share)
@@ -533,7 +526,7 @@ class Retrainer:
         train, holdout = unseen_holdout(data, share, champion, min_holdout)
         labels = [e.label for e in train]
         classification = is_classification(labels)
-        estimator = make_estimator(self.settings.retrain_estimator, classification, seed=42)
+        estimator = make_estimator(self.policy.estimator, classification, seed=42)
         estimator.fit(fit_vectors([e.features for e in train]), labels)
         candidate_metrics = evaluate(estimator, SKLEARN, holdout)
         candidate_slices = self.evaluate_slices(estimator, SKLEARN, holdout)
@@ -550,7 +543,7 @@ class Retrainer:
                     champion_correct,
                     [e.label for e in holdout],
                     majority_label(labels),
-                    self.settings.retrain_confidence,
+                    self.policy.confidence,
                 )
         for other in self.other_contenders(model, champion):
             loaded[other.name] = (other, self.registry.load(model, other.version), other.flavor)
@@ -565,7 +558,7 @@ class Retrainer:
         lineage = Lineage(
             trained_on=offset_ranges(e.source for e in data.examples),
             feature_set=",".join(sorted({e.feature_set for e in data.examples})),
-            params={"estimator": self.settings.retrain_estimator, **estimator_params(estimator)},
+            params={"estimator": self.policy.estimator, **estimator_params(estimator)},
             libraries=library_versions(),
             code_version=code_version(),
             trigger=trigger.to_dict(),
@@ -728,7 +721,7 @@ class AlertListener:
             # The next review a full period after this one ended: one longer than the
             # period must still leave the loop time to poll.
             self._last_live = now = time.monotonic()
-        every = self.settings.retrain_every_s
+        every = self.retrainer.policy.every_s
         if every > 0 and now - self._last_scheduled >= every:
             self._last_scheduled = now
             self._retrain_safely(
@@ -774,7 +767,7 @@ class AlertListener:
             self._dead_letter(record, InvalidMessage("unknown_model", unknown))
             return
         bursts[alert.model] = fold(
-            bursts.get(alert.model), alert, time.monotonic(), self.settings.retrain_debounce_s
+            bursts.get(alert.model), alert, time.monotonic(), self.retrainer.policy.debounce_s
         )
 
     def _command(self, record: Any) -> None:
@@ -823,7 +816,7 @@ class AlertListener:
             log.info("alerts already retrained", extra={"model": model, "alerts": burst.alert_ids})
             return None
         trigger = Trigger(TriggerKind.ALERT, fresh[0], burst=tuple(fresh))
-        waiting = burst.waiting(now, self.settings.retrain_drift_wait_s)
+        waiting = burst.waiting(now, self.retrainer.policy.drift_wait_s)
         try:
             with self.loop.liveness.busy("retrain"):
                 self.retrainer.retrain(model, trigger, since=burst.since, waiting=waiting)
@@ -833,7 +826,7 @@ class AlertListener:
                     "retrain waits for examples after the drift",
                     extra={"model": model, "alerts": fresh, "reason": str(exc)},
                 )
-                return burst.retry(now, self.settings.retrain_debounce_s)
+                return burst.retry(now, self.retrainer.policy.debounce_s)
             log.warning("retrain skipped", extra={"model": model, "reason": str(exc)})
         except ValueError as exc:  # e.g. one class only: the next trigger will try again
             log.warning("retrain skipped", extra={"model": model, "reason": str(exc)})

@@ -20,6 +20,7 @@ import pytest
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops.console import read_topic
+from eddy.services.ops.poll_loop import Consumed
 from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import CHALLENGER, CHAMPION, Registry
 from eddy.services.registry.triggers import Trigger, TriggerKind
@@ -323,11 +324,11 @@ def test_a_handled_batch_is_committed_before_a_review_longer_than_a_session(
     handled: list[int] = []
     uncommitted_at_review: list[tuple[int, int]] = []
     reviewing_admin = make_admin(settings)
-    dead_letter = AlertListener._dead_letter
+    handle = AlertListener._handle
 
-    def counting_dead_letter(listener: AlertListener, record: Any, exc: Any) -> None:
-        dead_letter(listener, record, exc)
-        handled.append(record.offset)
+    def counting_handle(listener: AlertListener, batch: list[Consumed]) -> None:
+        handle(listener, batch)
+        handled.extend(consumed.record.offset for consumed in batch)
 
     reviewing = threading.Event()
 
@@ -338,7 +339,7 @@ def test_a_handled_batch_is_committed_before_a_review_longer_than_a_session(
         reviewing.set()
         time.sleep(settings.consumer_session_timeout_ms / 1000 + 2)
 
-    monkeypatch.setattr(AlertListener, "_dead_letter", counting_dead_letter)
+    monkeypatch.setattr(AlertListener, "_handle", counting_handle)
     monkeypatch.setattr(AlertListener, "_review", slow_review)
     listener = AlertListener(settings, Retrainer(settings, open_registry(settings)))
     running = threading.Thread(target=listener.run, daemon=True)

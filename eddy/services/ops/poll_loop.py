@@ -7,6 +7,16 @@ topic is deleted (:class:`~eddy.streams.transport.clients.TopicWatch`), report
 progress to the liveness watchdog before every poll, raise what a rebalance callback
 kept, and leave the loop with the watchdog and the topic watch stopped.
 
+Decoding is the runtime's too. Each consumed topic has a decoder (a record to its
+message, raising :class:`~eddy.streams.messages.validation.InvalidMessage` on what it
+cannot use); a record that fails is refused on its own, the rest of its batch goes on.
+Refused records go to the dead-letter topic through the worker's one
+:class:`~eddy.streams.dead_letters.sink.DeadLetterSink`, logged, counted and
+acknowledged before the batch function sees the batch: whatever the worker commits
+afterwards, no refused record is lost. The batch function gets every record in order,
+each with its message or its refusal (the learner moves its offsets past refused
+records; the predictor answers each with its error).
+
 A worker supplies its batch function and what comes after a batch (commit, checkpoint,
 scheduled work); it keeps its own consumer, closes it and does its final work after
 :meth:`PollLoop.run` returns. The feature worker is the exception: faust-streaming's
@@ -18,14 +28,33 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops.liveness import Liveness, consumer_positions
+from eddy.streams.dead_letters.sink import DeadLetterSink
+from eddy.streams.messages.validation import InvalidMessage
 from eddy.streams.transport.clients import TopicWatch
 
-BatchHandler = Callable[[list[Any]], None]
+# A consumed record (kafka-python's, with topic, value and headers) to its message;
+# raises InvalidMessage when the record cannot be used.
+Decoder = Callable[[Any], Any]
+DEAD_LETTER_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """One polled record and what its topic's decoder made of it: the message, or
+    why it was refused (then ``message`` is None and its dead letter is acknowledged)."""
+
+    record: Any
+    message: Any = None
+    refused: InvalidMessage | None = None
+
+
+BatchHandler = Callable[[list[Consumed]], None]
 
 
 class PollLoop:
@@ -35,20 +64,24 @@ class PollLoop:
         self,
         settings: Settings,
         consumer: Any,
-        topics: Sequence[str],
+        decoders: Mapping[str, Decoder],
+        dead_letters: DeadLetterSink,
         liveness: Liveness,
         *,
         poll_ms: int,
         kept_error: Callable[[], BaseException | None] = lambda: None,
         handle_signals: bool = True,
     ) -> None:
-        """``kept_error`` returns what a rebalance callback raised inside the last poll
-        (kafka-python only logs it), so the loop raises it instead of going on.
+        """``decoders`` names every consumed topic with its decoder; refused records
+        go to ``dead_letters``. ``kept_error`` returns what a rebalance callback raised
+        inside the last poll (kafka-python only logs it), so the loop raises it instead
+        of going on.
         ``handle_signals=False`` leaves the signals to the caller (a loop run on another
         thread never installs handlers: Python allows that only on the main thread)."""
         self._settings = settings
         self._consumer = consumer
-        self._topics = list(topics)
+        self._decoders = dict(decoders)
+        self._dead_letters = dead_letters
         self.liveness = liveness
         self._poll_ms = poll_ms
         self._kept_error = kept_error
@@ -72,7 +105,7 @@ class PollLoop:
         if self._handle_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
-        watch = TopicWatch.start(self._settings, self._topics)
+        watch = TopicWatch.start(self._settings, list(self._decoders))
         try:
             self.liveness.start()
             while not self.stopping:
@@ -84,9 +117,27 @@ class PollLoop:
                     raise kept
                 records = [r for batch in polled.values() for r in batch]
                 if records or empty_batches:
-                    handle(records)
+                    handle(self.intake(records))
                 if every_turn is not None:
                     every_turn()
         finally:
             watch.stop()
             self.liveness.stop()
+
+    def intake(self, records: list[Any]) -> list[Consumed]:
+        """Decode each record on its own; dead-letter the refused ones and wait for the
+        broker to have their letters. Returns every record, in order."""
+        consumed = [self._decoded(record) for record in records]
+        letters = [
+            self._dead_letters.reject(c.record, c.refused.error_class, c.refused.reason)
+            for c in consumed
+            if c.refused is not None
+        ]
+        self._dead_letters.settle(letters, DEAD_LETTER_TIMEOUT_S)
+        return consumed
+
+    def _decoded(self, record: Any) -> Consumed:
+        try:
+            return Consumed(record, self._decoders[record.topic](record))
+        except InvalidMessage as exc:
+            return Consumed(record, refused=exc)

@@ -51,7 +51,7 @@ from kafka import TopicPartition
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
 from eddy.services.ops.liveness import Liveness
-from eddy.services.ops.poll_loop import PollLoop
+from eddy.services.ops.poll_loop import Consumed, PollLoop
 from eddy.services.registry.store import CHALLENGER, CHAMPION, Registry
 from eddy.services.serving.answers import (
     CacheCheck,
@@ -66,7 +66,6 @@ from eddy.services.serving.cache import AnswerCache, Ask, Policy, Precomputer
 from eddy.services.serving.redelivery import RedeliveryWindow, WindowOnAssignment
 from eddy.services.serving.request_log import RequestLog, ShadowLog
 from eddy.services.serving.scoring import Loaded, ServingModels
-from eddy.streams.dead_letters.letter import RawRecord, dead_letter
 from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.features.compute import FeatureValue, feature_vector
 from eddy.streams.features.definitions import FEATURES
@@ -180,9 +179,12 @@ class Predictor:
         self.request_log = RequestLog.from_settings(self.redis, settings)
         self.shadow_log = ShadowLog.from_settings(self.redis, settings)
         self.producer = make_producer(settings, linger_ms=PRODUCER_LINGER_MS)
-        # Refused requests are answered with their error and counted there; the dead
-        # letter is not logged once more per record on the serving path.
-        self.dead_letters = DeadLetterSink(self.producer, topic_name(Topic.DEAD_LETTER, prefix))
+        self.dead_letters = DeadLetterSink(
+            self.producer,
+            topic_name(Topic.DEAD_LETTER, prefix),
+            topic_prefix=prefix,
+            counted=metrics.count_dead_letters,
+        )
         self.watcher = ModelWatcher(settings, registry, model)
         self.cache = (
             AnswerCache.from_settings(self.redis, settings, model, FEATURES)
@@ -206,7 +208,8 @@ class Predictor:
         self.loop = PollLoop(
             settings,
             self.consumer,
-            [self.requests_topic],
+            {self.requests_topic: self._decode},
+            self.dead_letters,
             Liveness(settings, "predictor"),
             poll_ms=POLL_MS,
         )
@@ -224,32 +227,40 @@ class Predictor:
             self.consumer.close(autocommit=False)
             self.producer.close()
 
-    def _answer_and_commit(self, records: list[Any]) -> None:
-        self.handle(records)
+    def _answer_and_commit(self, batch: list[Consumed]) -> None:
+        self.answer(batch)
         commit_unless_refused(self.consumer)  # refused: redelivered, re-sent
 
     def stop(self, *_: Any) -> None:
         self.loop.stop()
 
     def handle(self, records: list[Any]) -> Outcome:
-        """Answer one polled batch; returns once every answer is acknowledged.
+        """Decode and answer polled records as the runtime would (refused ones are
+        dead-lettered first); returns once every answer is acknowledged."""
+        return self.answer(self.loop.intake(records))
+
+    def answer(self, consumed: list[Consumed]) -> Outcome:
+        """Answer one decoded batch; returns once every answer is acknowledged.
 
         The I/O around :func:`~eddy.services.serving.answers.answer_batch`, which
-        decides every reply: decode (a refused record is dead-lettered at once), look
-        the suspected redeliveries up in the request log, read the features and the
-        answer cache; then write what the batch says to write, the request log last,
-        send, and wait for the acknowledgements."""
+        decides every reply: look the suspected redeliveries up in the request log,
+        read the features and the answer cache; then write what the batch says to
+        write, the request log last, send, and wait for the acknowledgements. A refused
+        request (its dead letter is acknowledged already) is answered with its error."""
         serving = self.watcher.serving  # one champion for the whole batch
         now = time.time()
         writes = self.redis.pipeline(transaction=False)  # cache entries + request log
         futures = []
-        suspects = self.redelivery.suspects((r.topic, r.partition) for r in records)
-        polled: list[Polled] = []
-        for record in records:
-            decoded = self._decoded(record)
-            polled.append(Polled(record, decoded))
-            if isinstance(decoded, Refused):
-                futures.append(self._send_dead_letter(record, decoded))
+        suspects = self.redelivery.suspects((c.record.topic, c.record.partition) for c in consumed)
+        polled = [
+            Polled(
+                c.record,
+                c.message
+                if c.refused is None
+                else Refused(c.refused.error_class, c.refused.reason, at=now),
+            )
+            for c in consumed
+        ]
         logged = self.request_log.logged_answers(suspected_redeliveries(polled, suspects))
         fresh = fresh_requests(polled, logged)
         stored = self.store.load(request.entity_id for _, request in fresh)
@@ -302,19 +313,10 @@ class Predictor:
             sum(1 for reply in batch.replies if reply.answer.cached),
         )
 
-    def _decoded(self, record: Any) -> PredictionRequest | Refused:
-        """The record's request, or why it is refused (it then gets an error answer and
-        a dead letter)."""
-        try:
-            return self._checked(decode(PredictionRequest, record.value))
-        except InvalidMessage as exc:
-            return Refused(exc.error_class, exc.reason, at=time.time())
-
-    def _send_dead_letter(self, record: Any, refused: Refused) -> Any:
-        """Send the refused record's dead letter; the future of its acknowledgement."""
-        letter = dead_letter(RawRecord.of(record), refused.error_class, refused.reason)
-        (future,) = self.dead_letters.send([letter])
-        return future
+    def _decode(self, record: Any) -> PredictionRequest:
+        """The record's request; refused (an error answer and a dead letter) when it is
+        malformed or names a reply topic answers may not go to."""
+        return self._checked(decode(PredictionRequest, record.value))
 
     def _check_cache(
         self,

@@ -54,7 +54,7 @@ from eddy.services.config.retraining import deployment_retraining
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
 from eddy.services.ops.liveness import Liveness
-from eddy.services.ops.poll_loop import PollLoop
+from eddy.services.ops.poll_loop import Consumed, PollLoop
 from eddy.services.promotion.live_evaluation import LiveEvaluator
 from eddy.services.promotion.live_runner import evaluate_live
 from eddy.services.promotion.rules import (
@@ -147,7 +147,6 @@ from eddy.streams.transport.topics import Topic, spec_for, topic_name
 log = logging.getLogger(__name__)
 
 POLL_MS = 500
-DEAD_LETTER_TIMEOUT_S = 30.0
 # A champion review reads this many smallest decidable holdouts of recent examples (at
 # most the retrain window): enough to judge, cheap enough for every review tick.
 REVIEW_HOLDOUTS = 10
@@ -681,7 +680,8 @@ class AlertListener:
         self.loop = PollLoop(
             settings,
             self.consumer,
-            [self.topic, self.control_topic],
+            {self.topic: self._decode_alert, self.control_topic: self._decode_command},
+            self.dead_letters,
             Liveness(settings, "retrainer"),
             poll_ms=POLL_MS,
             handle_signals=False,
@@ -700,12 +700,12 @@ class AlertListener:
             self.consumer.close(autocommit=False)
             self.producer.close()
 
-    def _handle(self, records: list[Any]) -> None:
-        for record in records:
-            if record.topic == self.control_topic:
-                self._command(record)
-            else:
-                self._collect(record, self._bursts)
+    def _handle(self, batch: list[Consumed]) -> None:
+        for consumed in batch:
+            if isinstance(consumed.message, ControlCommand):
+                self._command(consumed.message)
+            elif isinstance(consumed.message, DriftAlert):
+                self._collect(consumed.message, self._bursts)
 
     def _after_batch(self) -> None:
         # Before any long work: a review or a retrain may outlast the max poll interval,
@@ -752,34 +752,37 @@ class AlertListener:
         # way: the records are read again and recognised as done (see _retrain).
         commit_unless_refused(self.consumer)
 
-    def _collect(self, record: Any, bursts: dict[str, Burst]) -> None:
-        try:
-            alert = decode(DriftAlert, record.value)
-        except InvalidMessage as exc:
-            self._dead_letter(record, exc)
-            return
+    def _decode_alert(self, record: Any) -> DriftAlert:
+        """The alert; refused when it asks a model that does not exist to retrain (a
+        typo or a forgery must not create a model)."""
+        alert = decode(DriftAlert, record.value)
+        if alert.action == "retrain":
+            self._check_model(alert.model)
+        return alert
+
+    def _decode_command(self, record: Any) -> ControlCommand:
+        """The command, if it is signed with the deployment's key and names a model."""
+        refusal = signature_refusal(self.control_key, record.value, record.headers or [])
+        if refusal is not None:
+            raise InvalidMessage(*refusal)
+        command = decode(ControlCommand, record.value)
+        self._check_model(command.model)
+        return command
+
+    def _check_model(self, model: str) -> None:
+        unknown = unknown_model(model, self.settings.model_name, self.retrainer.registry.models())
+        if unknown is not None:
+            raise InvalidMessage("unknown_model", unknown)
+
+    def _collect(self, alert: DriftAlert, bursts: dict[str, Burst]) -> None:
         if alert.action != "retrain":
-            return
-        unknown = unknown_model(
-            alert.model, self.settings.model_name, self.retrainer.registry.models()
-        )
-        if unknown is not None:  # a typo or a forgery must not create a model
-            self._dead_letter(record, InvalidMessage("unknown_model", unknown))
             return
         bursts[alert.model] = fold(
             bursts.get(alert.model), alert, time.monotonic(), self.retrainer.policy.debounce_s
         )
 
-    def _command(self, record: Any) -> None:
+    def _command(self, command: ControlCommand) -> None:
         """Carry out one control command once, or audit why not; never raises on input."""
-        try:
-            refusal = signature_refusal(self.control_key, record.value, record.headers or [])
-            if refusal is not None:
-                raise InvalidMessage(*refusal)
-            command = decode(ControlCommand, record.value)
-        except InvalidMessage as exc:
-            self._dead_letter(record, exc)
-            return
         registry = self.retrainer.registry
         context = {"command_id": command.command_id, "model": command.model}
         if not self.recent.add(command.command_id) or carried_out(
@@ -787,24 +790,14 @@ class AlertListener:
         ):
             log.info("control command already carried out", extra=context)
             return
-        reason = unknown_model(command.model, self.settings.model_name, registry.models())
-        if reason is not None:
-            self._dead_letter(record, InvalidMessage("unknown_model", reason))
-        else:
-            try:
-                with self.loop.liveness.busy("retrain"):
-                    self.retrainer.retrain(command.model, control_trigger(command))
-                return
-            except ValueError as exc:  # too few examples, one class only: nothing trained
-                reason = str(exc)
+        try:
+            with self.loop.liveness.busy("retrain"):
+                self.retrainer.retrain(command.model, control_trigger(command))
+            return
+        except ValueError as exc:  # too few examples, one class only: nothing trained
+            reason = str(exc)
         audit_refusal(registry, f"retrainer ({self.settings.client_id})", command, reason)
         log.warning("control command refused", extra={**context, "reason": reason})
-
-    def _dead_letter(self, record: Any, exc: InvalidMessage) -> None:
-        """Park a malformed record with its reason; returns once the broker has it."""
-        self.dead_letters.reject(record, exc.error_class, exc.reason).get(
-            timeout=DEAD_LETTER_TIMEOUT_S
-        )
 
     def _retrain(self, model: str, burst: Burst, now: float) -> Burst | None:
         """Retrain for ``burst``; the burst to try again later while it waits for data."""

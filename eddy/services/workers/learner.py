@@ -44,7 +44,7 @@ from kafka.coordinator.protocol import (
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
 from eddy.services.ops.liveness import Liveness
-from eddy.services.ops.poll_loop import PollLoop
+from eddy.services.ops.poll_loop import Consumed, PollLoop
 from eddy.streams.dead_letters.policy import retry_transient
 from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.drift.served import ServedOutcome
@@ -145,14 +145,14 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.loop = PollLoop(
             settings,
             self.consumer,
-            [self.examples_topic, self.labels_topic],
+            {self.examples_topic: self._decode_example, self.labels_topic: self._decode_label},
+            self.dead_letters,
             Liveness(settings, "learner"),
             poll_ms=POLL_MS,
             kept_error=lambda: self._listener_error,
         )
         self.state = self._restore()
         self._joined: list[TrainingExample] = []
-        self._rejected: list[tuple[Any, InvalidMessage]] = []  # malformed, in this batch
         self._served: list[ServedOutcome] = []  # labelled answers of served versions
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
@@ -231,24 +231,29 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         """Stop after the batch in hand, with a final checkpoint."""
         self.loop.stop()
 
-    def process(self, records: list[Any]) -> None:
-        """Learn from a polled batch in order; alerts are sent before the next checkpoint."""
-        self._joined, self._rejected, self._served = [], [], []
+    def process(self, batch: list[Consumed]) -> None:
+        """Learn from a polled batch in order; alerts are sent before the next checkpoint.
+
+        A refused record (dead-lettered by the runtime already) only moves its offset: a
+        checkpoint then keeps it from being refused again."""
+        self._joined, self._served = [], []
         items: list[Item] = []
         feature_sets: set[str] = set()
         labels: list[tuple[str, Label, Position]] = []
-        for record in records:
+        for consumed in batch:
+            record = consumed.record
             where = Position(record.topic, record.partition, record.offset, record.timestamp / 1000)
             self.state.offsets[(record.topic, record.partition)] = record.offset + 1
-            if record.topic == self.examples_topic:
-                example = self._example(record, where)
+            if consumed.refused is not None:
+                self._since_checkpoint += 1
+            elif record.topic == self.examples_topic:
+                example = self._example(consumed.message, where)
                 if example is not None:
                     items.append(example[0])
                     feature_sets.add(example[1])
             else:
-                label = self._label(record)
-                if label is not None:
-                    labels.append((label.event_id or label.request_id or "", label, where))
+                label: Label = consumed.message
+                labels.append((label.event_id or label.request_id or "", label, where))
         joined = self._join_labels(labels)
         if joined:
             feature_sets.add(SNAPSHOT_FEATURE_SET)
@@ -264,14 +269,18 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         for alert in alerts:
             metrics.DRIFT_ALERTS.labels(alert.kind.value).inc()
 
-    def _example(self, record: Any, where: Position) -> tuple[Item, str] | None:
+    def _decode_example(self, record: Any) -> TrainingExample:
+        example = decode(TrainingExample, record.value)
+        self._check_label(example.label)
+        return example
+
+    def _decode_label(self, record: Any) -> Label:
+        label = decode(Label, record.value)
+        self._check_label(label.label)
+        return label
+
+    def _example(self, example: TrainingExample, where: Position) -> tuple[Item, str] | None:
         """The example as the learner takes it, and its feature set; None to skip it."""
-        try:
-            example = decode(TrainingExample, record.value)
-            self._check_label(example.label)
-        except InvalidMessage as exc:
-            self._reject(record, exc)
-            return None
         if example.source.topic == self.labels_topic:
             return None  # our own late-label join, published for retraining: learned already
         if not self.state.remember(example.example_id):
@@ -279,25 +288,10 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         where = Position(where.topic, where.partition, where.offset, example.event_time.timestamp())
         return (example.features, example.label, where), example.feature_set
 
-    def _label(self, record: Any) -> Label | None:
-        try:
-            label = decode(Label, record.value)
-            self._check_label(label.label)
-        except InvalidMessage as exc:
-            self._reject(record, exc)
-            return None
-        return label
-
     def _check_label(self, label: LabelValue) -> None:
         refusal = label_refusal(self.config.kind, label)
         if refusal is not None:
             raise InvalidMessage("label_not_learnable", refusal)
-
-    def _reject(self, record: Any, exc: InvalidMessage) -> None:
-        """A malformed example or label goes to the dead-letter topic with its reason,
-        sent and acknowledged with the batch's alerts, before the checkpoint passes it."""
-        self._rejected.append((record, exc))
-        self._since_checkpoint += 1  # its offset moved: a checkpoint keeps it from repeating
 
     def _join_labels(self, labels: list[tuple[str, Label, Position]]) -> list[Item]:
         """Join new and still-pending labels to the snapshots of what was served."""
@@ -343,10 +337,6 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         futures += [  # late-labelled examples join the retraining window
             self.producer.send(self.examples_topic, key=e.entity_id.encode(), value=encode(e))
             for e in self._joined
-        ]
-        futures += [
-            self.dead_letters.reject(record, exc.error_class, exc.reason)
-            for record, exc in self._rejected
         ]
         for alert in alerts:
             log.warning(

@@ -3,14 +3,13 @@
 Every worker that rejects input (the feature pipeline, the learner, the predictor, the
 retrainer) sends it through a :class:`DeadLetterSink`, so every dead letter carries the
 same evidence headers (:func:`~eddy.streams.dead_letters.letter.dead_letter`) to the same
-topic. :meth:`DeadLetterSink.reject` also logs and counts each letter (the learner, the
-retrainer); :meth:`DeadLetterSink.send` leaves that to the caller (the feature worker
-counts its batch's, the predictor answers each refused request with its error). The sink
-only sends; the caller waits
-for the returned acknowledgements with the rest of its batch's effects, before it
-commits the batch's offsets (nothing is lost, and a crash before the acknowledgement
-sends the letter again: dead letters are at-least-once, keyed by their source offset).
-"""
+topic. :meth:`DeadLetterSink.reject` also logs and counts each letter (the consumer
+runtime, ``eddy.services.ops.poll_loop``, refuses the records its workers' decoders
+refuse this way); :meth:`DeadLetterSink.send` leaves that to the caller (the feature
+worker counts its batch's). The caller waits for the acknowledgements
+(:meth:`DeadLetterSink.settle`) before it commits the offsets of the records refused
+(nothing is lost, and a crash before the acknowledgement sends the letter again: dead
+letters are at-least-once, keyed by their source offset)."""
 
 from __future__ import annotations
 
@@ -66,6 +65,15 @@ class DeadLetterSink:
     def send(self, letters: Sequence[DeadLetter]) -> list[Any]:
         """Send letters built elsewhere (a batch decoded as a whole); their futures."""
         return [self._send(letter) for letter in letters]
+
+    def settle(self, futures: Sequence[Any], timeout_s: float) -> None:
+        """Returns once the broker acknowledged every letter in ``futures``; raises
+        what a send failed with (the caller then must not commit past them)."""
+        if not futures:
+            return
+        self._producer.flush(timeout=timeout_s)
+        for future in futures:
+            future.get(timeout=timeout_s)
 
     def _send(self, letter: DeadLetter) -> Any:
         return self._producer.send(

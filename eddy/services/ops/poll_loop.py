@@ -128,13 +128,17 @@ class PollLoop:
         """Decode each record on its own; dead-letter the refused ones and wait for the
         broker to have their letters. Returns every record, in order."""
         consumed = [self._decoded(record) for record in records]
+        self.refuse([(c.record, c.refused) for c in consumed if c.refused is not None])
+        return consumed
+
+    def refuse(self, refused: list[tuple[Any, InvalidMessage]]) -> None:
+        """Dead-letter records the batch function refuses after decoding (a check that
+        needs the worker's state); returns once the broker has every letter."""
         letters = [
-            self._dead_letters.reject(c.record, c.refused.error_class, c.refused.reason)
-            for c in consumed
-            if c.refused is not None
+            self._dead_letters.reject(record, exc.error_class, exc.reason)
+            for record, exc in refused
         ]
         self._dead_letters.settle(letters, DEAD_LETTER_TIMEOUT_S)
-        return consumed
 
     def _decoded(self, record: Any) -> Consumed:
         try:

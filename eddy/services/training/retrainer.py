@@ -703,7 +703,7 @@ class AlertListener:
     def _handle(self, batch: list[Consumed]) -> None:
         for consumed in batch:
             if isinstance(consumed.message, ControlCommand):
-                self._command(consumed.message)
+                self._command(consumed.record, consumed.message)
             elif isinstance(consumed.message, DriftAlert):
                 self._collect(consumed.message, self._bursts)
 
@@ -761,18 +761,20 @@ class AlertListener:
         return alert
 
     def _decode_command(self, record: Any) -> ControlCommand:
-        """The command, if it is signed with the deployment's key and names a model."""
+        """The command, if it is signed with the deployment's key (a command for an
+        unknown model is refused when handled: its refusal is audited too)."""
         refusal = signature_refusal(self.control_key, record.value, record.headers or [])
         if refusal is not None:
             raise InvalidMessage(*refusal)
-        command = decode(ControlCommand, record.value)
-        self._check_model(command.model)
-        return command
+        return decode(ControlCommand, record.value)
 
     def _check_model(self, model: str) -> None:
-        unknown = unknown_model(model, self.settings.model_name, self.retrainer.registry.models())
+        unknown = self._unknown(model)
         if unknown is not None:
             raise InvalidMessage("unknown_model", unknown)
+
+    def _unknown(self, model: str) -> str | None:
+        return unknown_model(model, self.settings.model_name, self.retrainer.registry.models())
 
     def _collect(self, alert: DriftAlert, bursts: dict[str, Burst]) -> None:
         if alert.action != "retrain":
@@ -781,7 +783,7 @@ class AlertListener:
             bursts.get(alert.model), alert, time.monotonic(), self.retrainer.policy.debounce_s
         )
 
-    def _command(self, command: ControlCommand) -> None:
+    def _command(self, record: Any, command: ControlCommand) -> None:
         """Carry out one control command once, or audit why not; never raises on input."""
         registry = self.retrainer.registry
         context = {"command_id": command.command_id, "model": command.model}
@@ -790,12 +792,16 @@ class AlertListener:
         ):
             log.info("control command already carried out", extra=context)
             return
-        try:
-            with self.loop.liveness.busy("retrain"):
-                self.retrainer.retrain(command.model, control_trigger(command))
-            return
-        except ValueError as exc:  # too few examples, one class only: nothing trained
-            reason = str(exc)
+        reason = self._unknown(command.model)
+        if reason is not None:  # a typo or a forgery must not create a model
+            self.loop.refuse([(record, InvalidMessage("unknown_model", reason))])
+        else:
+            try:
+                with self.loop.liveness.busy("retrain"):
+                    self.retrainer.retrain(command.model, control_trigger(command))
+                return
+            except ValueError as exc:  # too few examples, one class only: nothing trained
+                reason = str(exc)
         audit_refusal(registry, f"retrainer ({self.settings.client_id})", command, reason)
         log.warning("control command refused", extra={**context, "reason": reason})
 

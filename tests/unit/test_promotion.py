@@ -18,7 +18,7 @@ import pytest
 import scipy.stats
 
 from eddy.services.promotion.rules import (
-    ACTIONS,
+    Action,
     Decision,
     LiveGate,
     OfflineGate,
@@ -40,7 +40,7 @@ def _fmt(x: float) -> str:
 
 
 def _assert_auditable(decision: Decision) -> None:
-    assert decision.action in ACTIONS
+    assert isinstance(decision.action, Action)
     assert decision.reason
     assert json.loads(json.dumps(decision.evidence, allow_nan=False)) == decision.evidence
     assert all(type(v) in (int, float, str) for v in decision.evidence.values())

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from eddy.services.promotion.rules import (
+    Action,
     Decision,
     LiveGate,
     RollbackGuard,
@@ -144,7 +145,7 @@ class LiveEvaluator:
             )
             context["slices"] = {"champion": by_champion, "challenger": by_challenger}
         self._record(challenger.version, decision, context)
-        if decision.action == "promote":
+        if decision.action is Action.PROMOTE:
             self.registry.promote(self.model, challenger.version, self.actor, decision.reason)
         return decision
 
@@ -167,7 +168,7 @@ class LiveEvaluator:
             champion_correct, previous_correct, self.guard, trivial_accuracy=trivial_accuracy
         )
         self._record(champion.version, decision, {"previous": previous})
-        if decision.action == "rollback":
+        if decision.action is Action.ROLLBACK:
             self.registry.rollback(self.model, self.actor, decision.reason)
         return decision
 

@@ -60,6 +60,7 @@ from eddy.services.promotion.live_runner import evaluate_live
 from eddy.services.promotion.rules import (
     PROMOTE,
     ROLLBACK,
+    Action,
     Decision,
     LiveGate,
     PairedGate,
@@ -625,9 +626,9 @@ class Retrainer:
                 "slices": {"candidate": candidate_slices, "champion": champion_slices},
             },
         )
-        if decision.action == "promote":
+        if decision.action is Action.PROMOTE:
             self.registry.promote(model, winner_version, trainer, decision.reason)
-        elif decision.action == "challenger":
+        elif decision.action is Action.CHALLENGER:
             self.registry.set_alias(model, CHALLENGER, winner_version, trainer, decision.reason)
         outcome = Outcome(version.version, decision, time.monotonic() - started, winner_version)
         metrics.RETRAINS.labels(decision.action).inc()

@@ -24,6 +24,7 @@ from chaos.plan import KILLED, Mode, slow_retrainer_settings
 from chaos.stack import PrivateStack
 from chaos.traffic import Traffic
 from eddy.services.config.settings import Settings
+from eddy.services.registry.triggers import Trigger
 from eddy.streams.transport.clients import make_redis
 
 POLL_S = 0.02  # how fast a registration is noticed (the kill must beat the commit)
@@ -170,8 +171,8 @@ def slow_retrain_notes(ctx: Context, ledger: Ledger) -> None:
         if POLL_TIMEOUT_WARNING in line:
             expired += 1
         entry = _json(line)
-        trigger = entry.get("trigger") or {}
-        if entry.get("message") == RETRAINED and ledger.alerts[0] in str(trigger.get("burst")):
+        trigger = Trigger.from_dict(entry.get("trigger") or {})
+        if entry.get("message") == RETRAINED and ledger.alerts[0] in trigger.alert_ids:
             seconds.append(float(entry.get("seconds", 0.0)))
     limit_s = ctx.mode.slow_poll_interval_ms / 1000
     ledger.notes["max poll interval s"] = limit_s

@@ -21,6 +21,7 @@ from kafka import KafkaConsumer, TopicPartition
 from chaos.ledger import Answer, Observed, SeenVersion
 from eddy.services.config.settings import Settings
 from eddy.services.registry.opening import open_registry
+from eddy.services.registry.triggers import Trigger, TriggerKind
 from eddy.streams.dead_letters.letter import ERROR_CLASS, source_of
 from eddy.streams.features.compute import EntityState
 from eddy.streams.learning.checkpoints import CheckpointStore
@@ -166,20 +167,15 @@ class Inspector:
     def versions(self) -> list[SeenVersion]:
         seen = []
         for version in self.registry.versions(self.settings.model_name):
-            trigger = version.lineage.trigger
-            kind = trigger.get("type", "")
-            ids = (
-                trigger.get("burst", trigger.get("id", ""))
-                if kind == "alert"
-                else trigger.get("id", "")
-            )
+            trigger = Trigger.from_dict(version.lineage.trigger)
+            ids = trigger.alert_ids if trigger.kind == TriggerKind.ALERT else [trigger.id or ""]
             seen.append(
                 SeenVersion(
                     version=version.version,
                     flavor=version.flavor,
                     created_at=version.created_at,
-                    trigger=kind,
-                    trigger_ids=tuple(i for i in ids.split(",") if i),
+                    trigger=str(trigger.kind),
+                    trigger_ids=tuple(i for i in ids if i),
                     trained_on=tuple(
                         (where, span[0], span[1])
                         for where, span in sorted(version.lineage.trained_on.items())

@@ -41,7 +41,7 @@ class RecordedAnswer:
     request_id: str
     model: str
     version: int
-    prediction: Answer
+    prediction: Answer | None  # None: the model had no answer (a wrong one, when paired)
 
 
 def paired_outcomes(
@@ -57,7 +57,7 @@ def paired_outcomes(
     >>> paired_outcomes(answers, {"r1": False, "r2": True}, champion=1, challenger=2)
     {'r1': (False, True)}
     """
-    by_request: dict[str, dict[int, Answer]] = {}
+    by_request: dict[str, dict[int, Answer | None]] = {}
     for answer in answers:
         by_request.setdefault(answer.request_id, {})[answer.version] = answer.prediction
     outcomes = {}

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
-
-import orjson
 
 from eddy.services.config.settings import Settings
 from eddy.services.promotion.live_evaluation import LiveEvaluator, RecordedAnswer
 from eddy.services.promotion.rules import Decision, SliceGate
 from eddy.services.registry.store import Registry
+from eddy.services.serving.request_log import ShadowLog
 from eddy.streams.learning.slices import SliceNamer
-from eddy.streams.store import keys
 from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.clients import make_redis
 
@@ -32,20 +29,10 @@ def recorded_answers(settings: Settings) -> list[RecordedAnswer]:
     """The shadow log as answers (newest ``EDDY_SHADOW_LOG_MAX`` at most)."""
     client = make_redis(settings)
     try:
-        entries: Any = client.xrevrange(
-            keys.shadow_log(settings.topic_prefix), count=settings.shadow_log_max
-        )
+        shadow = ShadowLog.from_settings(client, settings).newest()
     finally:
         client.close()
-    return [
-        RecordedAnswer(
-            request_id=fields[b"request_id"].decode(),
-            model=fields[b"model"].decode(),
-            version=int(fields[b"version"]),
-            prediction=orjson.loads(fields[b"prediction"]),
-        )
-        for _, fields in entries
-    ]
+    return [RecordedAnswer(a.request_id, a.model, a.version, a.prediction) for a in shadow]
 
 
 def request_slices(

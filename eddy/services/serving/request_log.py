@@ -213,6 +213,19 @@ class ShadowLog:
     def from_settings(cls, client: redis.Redis, settings: Settings) -> ShadowLog:
         return cls(client, settings.topic_prefix, max_entries=settings.shadow_log_max)
 
+    def newest(self) -> list[ShadowAnswer]:
+        """The answers the log holds, newest first (the cap's worth at most)."""
+        entries: Any = self._client.xrevrange(self._stream, count=self._max_entries)
+        return [
+            ShadowAnswer(
+                request_id=fields[b"request_id"].decode(),
+                model=fields[b"model"].decode(),
+                version=int(fields[b"version"]),
+                prediction=orjson.loads(fields[b"prediction"]),
+            )
+            for _, fields in entries
+        ]
+
     def append(self, answers: Sequence[ShadowAnswer]) -> None:
         """One round trip for all of ``answers`` (none when there are none)."""
         if not answers:

@@ -1,1 +1,1 @@
-"""Eddy's one settings object, and the learner's config built from it (one for every process)."""
+"""Eddy's one settings object, and the learner's and the retrainer's configs built from it (one for every process)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops.liveness import Liveness
@@ -76,7 +77,7 @@ def runtime(producer: RecordingProducer, counts: list[tuple[str, int]]) -> PollL
 
 
 def test_a_refused_record_leaves_its_batch_in_order_and_acknowledged() -> None:
-    producer, counts = RecordingProducer(), []
+    producer, counts = RecordingProducer(), list[tuple[str, int]]()
     records = [
         Record("eddy.numbers", 0, b"7"),
         Record("eddy.numbers", 1, b"seven"),
@@ -95,7 +96,7 @@ def test_a_refused_record_leaves_its_batch_in_order_and_acknowledged() -> None:
 
 
 def test_a_clean_batch_sends_and_waits_for_nothing() -> None:
-    producer, counts = RecordingProducer(), []
+    producer, counts = RecordingProducer(), list[tuple[str, int]]()
     consumed = runtime(producer, counts).intake([Record("eddy.numbers", 0, b"1")])
     assert [c.message for c in consumed] == [1]
     assert (producer.sent, producer.flushes, counts) == ([], 0, [])
@@ -120,3 +121,87 @@ def test_a_decoder_bug_is_no_refusal_it_stops_the_worker() -> None:
     with pytest.raises(ZeroDivisionError):
         loop.intake([Record("eddy.numbers", 0, b"1")])
     assert producer.sent == []
+
+
+@dataclass
+class Partition:
+    topic: str
+    partition: int
+
+    def __hash__(self) -> int:
+        return hash((self.topic, self.partition))
+
+
+@dataclass
+class LaggingConsumer:
+    """One assigned partition, 40 records behind its log end, one batch to poll."""
+
+    polled: int = 0
+    config: dict[str, Any] = field(default_factory=dict)  # no group
+
+    def subscription(self) -> set[str]:
+        return set()
+
+    def assignment(self) -> set[Partition]:
+        return {Partition("eddy.numbers", 3)}
+
+    def highwater(self, tp: Partition) -> int:
+        return 100
+
+    def position(self, tp: Partition, timeout_ms: int | None = None) -> int:
+        return 60
+
+    def poll(self, timeout_ms: int) -> dict[Partition, list[Record]]:
+        self.polled += 1
+        return {Partition("eddy.numbers", 3): [Record("eddy.numbers", 59, b"1", partition=3)]}
+
+
+def test_each_batch_reports_the_lag_of_every_assigned_partition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("eddy.services.ops.poll_loop.TopicWatch.start", lambda *_: Watch())
+    consumer = LaggingConsumer()
+    loop = PollLoop(
+        Settings(),
+        consumer=consumer,
+        decoders={"eddy.numbers": as_number},
+        dead_letters=DeadLetterSink(RecordingProducer(), "dlq"),
+        liveness=QuietLiveness(),  # type: ignore[arg-type]
+        poll_ms=10,
+        handle_signals=False,
+    )
+    handled: list[list[int]] = []
+
+    def handle(batch: list[Any]) -> None:
+        handled.append([c.message for c in batch])
+        loop.stop()
+
+    loop.run(handle)
+    assert handled == [[1]]
+    lag = REGISTRY.get_sample_value(
+        "eddy_consumer_lag", {"topic": "eddy.numbers", "partition": "3"}
+    )
+    assert lag == 40
+
+
+class Watch:
+    """A topic watch with nothing to watch (no broker here)."""
+
+    def check(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class QuietLiveness:
+    """A liveness watchdog without its thread (it asks the broker about the group)."""
+
+    def start(self) -> None:
+        pass
+
+    def observe(self, positions: Any) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass

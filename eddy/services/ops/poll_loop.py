@@ -5,7 +5,8 @@ durable, then commit. What surrounds that is the same for all of them and lives 
 once: stop on SIGTERM/SIGINT between batches, stop with a clear error when a consumed
 topic is deleted (:class:`~eddy.streams.transport.clients.TopicWatch`), report
 progress to the liveness watchdog before every poll, raise what a rebalance callback
-kept, and leave the loop with the watchdog and the topic watch stopped.
+kept, report each partition's consumer lag after a batch, and leave the loop with the
+watchdog and the topic watch stopped.
 
 Decoding is the runtime's too. Each consumed topic has a decoder (a record to its
 message, raising :class:`~eddy.streams.messages.validation.InvalidMessage` on what it
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eddy.services.config.settings import Settings
+from eddy.services.ops import metrics
 from eddy.services.ops.liveness import Liveness, consumer_positions
 from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.messages.validation import InvalidMessage
@@ -118,6 +120,8 @@ class PollLoop:
                 records = [r for batch in polled.values() for r in batch]
                 if records or empty_batches:
                     handle(self.intake(records))
+                if records:
+                    self._report_lag()
                 if every_turn is not None:
                     every_turn()
         finally:
@@ -139,6 +143,14 @@ class PollLoop:
             for record, exc in refused
         ]
         self._dead_letters.settle(letters, DEAD_LETTER_TIMEOUT_S)
+
+    def _report_lag(self) -> None:
+        """How far behind the log end each assigned partition is, after a batch."""
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is not None:
+                lag = max(0, end - self._consumer.position(tp))
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
     def _decoded(self, record: Any) -> Consumed:
         try:

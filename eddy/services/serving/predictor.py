@@ -306,7 +306,6 @@ class Predictor:
             metrics.REQUESTS.labels(outcome).inc(count)
         for seconds in batch.latencies_s:
             metrics.REQUEST_LATENCY.observe(seconds)
-        self._report_lag()
         return Outcome(
             len(batch.replies),
             sum(1 for reply in batch.replies if reply.answer.error is not None),
@@ -342,13 +341,6 @@ class Predictor:
             CacheCheck(ask, hit, keep)
             for ask, hit, keep in zip(asks, lookup.hits, lookup.keep, strict=True)
         ]
-
-    def _report_lag(self) -> None:
-        for tp in self.consumer.assignment():
-            end = self.consumer.highwater(tp)
-            if end is not None:
-                lag = max(0, end - self.consumer.position(tp))
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
     def _checked(self, request: PredictionRequest) -> PredictionRequest:
         """``request``, unless it names a reply topic answers may not go to."""

@@ -171,8 +171,10 @@ def slow_retrain_notes(ctx: Context, ledger: Ledger) -> None:
         if POLL_TIMEOUT_WARNING in line:
             expired += 1
         entry = _json(line)
+        if entry.get("message") != RETRAINED:
+            continue
         trigger = Trigger.from_dict(entry.get("trigger") or {})
-        if entry.get("message") == RETRAINED and ledger.alerts[0] in trigger.alert_ids:
+        if ledger.alerts[0] in trigger.alert_ids:
             seconds.append(float(entry.get("seconds", 0.0)))
     limit_s = ctx.mode.slow_poll_interval_ms / 1000
     ledger.notes["max poll interval s"] = limit_s

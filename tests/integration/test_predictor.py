@@ -529,6 +529,10 @@ def test_the_predictor_serves_prometheus_metrics(service: Service) -> None:
     service.settings = service.settings.model_copy(update={"metrics_port": base})
     with_champion(service)
     service.start()
+    consumer = answers_consumer(service)
+    send_requests(service, [b"{not json"])  # refused: an error answer and a dead letter
+    assert collect(consumer, 1, service)[0][1]["error"]["code"] == "invalid_request"
+    consumer.close()
     client = PredictionClient(service.settings)
     try:
         client.predict("u", {"amount": 70.0}, timeout_s=30)
@@ -537,6 +541,11 @@ def test_the_predictor_serves_prometheus_metrics(service: Service) -> None:
     url = f"http://127.0.0.1:{base + 4}/metrics"
     text = urllib.request.urlopen(url, timeout=10).read().decode()
     assert 'eddy_requests_total{outcome="answered"} 1.0' in text
+    assert 'eddy_dead_letters_total{source="prediction-requests"} 1.0' in text
+    assert (
+        f'eddy_consumer_lag{{partition="0",topic="{service.topic(Topic.PREDICTION_REQUESTS)}"}}'
+        in text
+    )
     assert 'eddy_serving_version{alias="champion",model="m"} 1.0' in text
     assert "eddy_request_latency_seconds_bucket" in text
     assert "process_resident_memory_bytes" in text

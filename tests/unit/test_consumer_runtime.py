@@ -76,7 +76,7 @@ def runtime(producer: RecordingProducer, counts: list[tuple[str, int]]) -> PollL
     )
 
 
-def test_a_refused_record_leaves_its_batch_in_order_and_acknowledged() -> None:
+def test_a_refused_record_leaves_its_batch_in_order_and_is_dead_lettered() -> None:
     producer, counts = RecordingProducer(), list[tuple[str, int]]()
     records = [
         Record("eddy.numbers", 0, b"7"),
@@ -84,14 +84,19 @@ def test_a_refused_record_leaves_its_batch_in_order_and_acknowledged() -> None:
         Record("eddy.words", 0, b"seven"),
         Record("eddy.numbers", 2, b"8"),
     ]
-    consumed = runtime(producer, counts).intake(records)
+    loop = runtime(producer, counts)
+    consumed = loop.intake(records)
     assert [c.record for c in consumed] == records
     assert [c.message for c in consumed] == [7, None, "seven", 8]
     refused = consumed[1].refused
     assert refused is not None
     assert refused.error_class == "not_a_number"
     assert [source_of(headers) for _, headers in producer.sent] == [("eddy.numbers", 0, 1)]
-    assert producer.acknowledged == [1]  # the letter is durable before the batch goes on
+    assert producer.acknowledged == []  # sent while the batch is handled
+    loop.settle()
+    assert producer.acknowledged == [1]
+    loop.settle()
+    assert producer.acknowledged == [1]  # each letter is awaited once
     assert counts == [("numbers", 1)]
 
 
@@ -153,31 +158,38 @@ class LaggingConsumer:
 
     def poll(self, timeout_ms: int) -> dict[Partition, list[Record]]:
         self.polled += 1
-        return {Partition("eddy.numbers", 3): [Record("eddy.numbers", 59, b"1", partition=3)]}
+        return {
+            Partition("eddy.numbers", 3): [
+                Record("eddy.numbers", 58, b"one", partition=3),
+                Record("eddy.numbers", 59, b"1", partition=3),
+            ]
+        }
 
 
-def test_each_batch_reports_the_lag_of_every_assigned_partition(
+def test_a_turn_acknowledges_dead_letters_before_its_commit_and_reports_lag(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("eddy.services.ops.poll_loop.TopicWatch.start", lambda *_: Watch())
-    consumer = LaggingConsumer()
+    consumer, producer = LaggingConsumer(), RecordingProducer()
     loop = PollLoop(
         Settings(),
         consumer=consumer,
         decoders={"eddy.numbers": as_number},
-        dead_letters=DeadLetterSink(RecordingProducer(), "dlq"),
+        dead_letters=DeadLetterSink(producer, "dlq"),
         liveness=QuietLiveness(),  # type: ignore[arg-type]
         poll_ms=10,
         handle_signals=False,
     )
-    handled: list[list[int]] = []
+    handled: list[list[int | None]] = []
+    acknowledged_at_commit: list[list[int]] = []
 
     def handle(batch: list[Any]) -> None:
         handled.append([c.message for c in batch])
         loop.stop()
 
-    loop.run(handle)
-    assert handled == [[1]]
+    loop.run(handle, lambda: acknowledged_at_commit.append(list(producer.acknowledged)))
+    assert handled == [[None, 1]]
+    assert acknowledged_at_commit == [[58]]
     lag = REGISTRY.get_sample_value(
         "eddy_consumer_lag", {"topic": "eddy.numbers", "partition": "3"}
     )

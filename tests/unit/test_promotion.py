@@ -18,8 +18,8 @@ import pytest
 import scipy.stats
 
 from eddy.services.promotion.rules import (
-    Action,
     Decision,
+    DecisionAction,
     LiveGate,
     OfflineGate,
     RollbackGuard,
@@ -40,7 +40,7 @@ def _fmt(x: float) -> str:
 
 
 def _assert_auditable(decision: Decision) -> None:
-    assert isinstance(decision.action, Action)
+    assert isinstance(decision.action, DecisionAction)
     assert decision.reason
     assert json.loads(json.dumps(decision.evidence, allow_nan=False)) == decision.evidence
     assert all(type(v) in (int, float, str) for v in decision.evidence.values())

@@ -12,11 +12,13 @@ Decoding is the runtime's too. Each consumed topic has a decoder (a record to it
 message, raising :class:`~eddy.streams.messages.validation.InvalidMessage` on what it
 cannot use); a record that fails is refused on its own, the rest of its batch goes on.
 Refused records go to the dead-letter topic through the worker's one
-:class:`~eddy.streams.dead_letters.sink.DeadLetterSink`, logged, counted and
-acknowledged before the batch function sees the batch: whatever the worker commits
-afterwards, no refused record is lost. The batch function gets every record in order,
-each with its message or its refusal (the learner moves its offsets past refused
-records; the predictor answers each with its error).
+:class:`~eddy.streams.dead_letters.sink.DeadLetterSink`, logged and counted; the batch
+function gets every record in order, each with its message or its refusal (the learner
+moves its offsets past refused records; the predictor answers each with its error) and
+may refuse a decoded record itself (:meth:`PollLoop.refuse`: a check that needs the
+worker's state). The letters are sent while the batch is handled and awaited
+(:meth:`PollLoop.settle`) before what comes after the batch: no commit passes a refused
+record before the broker has its letter.
 
 A worker supplies its batch function and what comes after a batch (commit, checkpoint,
 scheduled work); it keeps its own consumer, closes it and does its final work after
@@ -73,17 +75,21 @@ class PollLoop:
         poll_ms: int,
         kept_error: Callable[[], BaseException | None] = lambda: None,
         handle_signals: bool = True,
+        send_timeout_s: float = DEAD_LETTER_TIMEOUT_S,
     ) -> None:
         """``decoders`` names every consumed topic with its decoder; refused records
         go to ``dead_letters``. ``kept_error`` returns what a rebalance callback raised
         inside the last poll (kafka-python only logs it), so the loop raises it instead
-        of going on.
+        of going on. ``send_timeout_s`` bounds the wait for the dead letters'
+        acknowledgements.
         ``handle_signals=False`` leaves the signals to the caller (a loop run on another
         thread never installs handlers: Python allows that only on the main thread)."""
         self._settings = settings
         self._consumer = consumer
         self._decoders = dict(decoders)
         self._dead_letters = dead_letters
+        self._send_timeout_s = send_timeout_s
+        self._unsettled: list[Any] = []  # the dead letters' futures, not yet awaited
         self.liveness = liveness
         self._poll_ms = poll_ms
         self._kept_error = kept_error
@@ -102,8 +108,10 @@ class PollLoop:
         empty_batches: bool = False,
     ) -> None:
         """Poll and ``handle`` each batch (empty ones too with ``empty_batches``: a
-        worker with work pending between records), then ``every_turn`` (commits,
-        checkpoints, scheduled work). Returns once stopped; raises what they raise."""
+        worker with work pending between records), wait for its dead letters, then
+        ``every_turn`` (commits, checkpoints, scheduled work). A batch function that
+        commits itself calls :meth:`settle` first. Returns once stopped; raises what
+        they raise."""
         if self._handle_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
@@ -120,6 +128,7 @@ class PollLoop:
                 records = [r for batch in polled.values() for r in batch]
                 if records or empty_batches:
                     handle(self.intake(records))
+                    self.settle()
                 if records:
                     self._report_lag()
                 if every_turn is not None:
@@ -129,27 +138,32 @@ class PollLoop:
             self.liveness.stop()
 
     def intake(self, records: list[Any]) -> list[Consumed]:
-        """Decode each record on its own; dead-letter the refused ones and wait for the
-        broker to have their letters. Returns every record, in order."""
+        """Decode each record on its own and send the refused ones' dead letters
+        (:meth:`settle` waits for them). Returns every record, in order."""
         consumed = [self._decoded(record) for record in records]
         self.refuse([(c.record, c.refused) for c in consumed if c.refused is not None])
         return consumed
 
     def refuse(self, refused: list[tuple[Any, InvalidMessage]]) -> None:
-        """Dead-letter records the batch function refuses after decoding (a check that
-        needs the worker's state); returns once the broker has every letter."""
-        letters = [
+        """Dead-letter records, each with why (:meth:`settle` waits for them)."""
+        self._unsettled += [
             self._dead_letters.reject(record, exc.error_class, exc.reason)
             for record, exc in refused
         ]
-        self._dead_letters.settle(letters, DEAD_LETTER_TIMEOUT_S)
+
+    def settle(self) -> None:
+        """Returns once the broker has every dead letter sent so far; raises what a
+        send failed with (then nothing may be committed past them)."""
+        unsettled, self._unsettled = self._unsettled, []
+        self._dead_letters.settle(unsettled, self._send_timeout_s)
 
     def _report_lag(self) -> None:
         """How far behind the log end each assigned partition is, after a batch."""
         for tp in self._consumer.assignment():
             end = self._consumer.highwater(tp)
-            if end is not None:
-                lag = max(0, end - self._consumer.position(tp))
+            position = self._consumer.position(tp, timeout_ms=0)  # None: being looked up
+            if end is not None and position is not None:
+                lag = max(0, end - position)
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
     def _decoded(self, record: Any) -> Consumed:

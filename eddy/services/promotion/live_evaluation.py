@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from eddy.services.promotion.rules import (
-    Action,
     Decision,
+    DecisionAction,
     LiveGate,
     RollbackGuard,
     SliceGate,
@@ -145,7 +145,7 @@ class LiveEvaluator:
             )
             context["slices"] = {"champion": by_champion, "challenger": by_challenger}
         self._record(challenger.version, decision, context)
-        if decision.action is Action.PROMOTE:
+        if decision.action is DecisionAction.PROMOTE:
             self.registry.promote(self.model, challenger.version, self.actor, decision.reason)
         return decision
 
@@ -168,7 +168,7 @@ class LiveEvaluator:
             champion_correct, previous_correct, self.guard, trivial_accuracy=trivial_accuracy
         )
         self._record(champion.version, decision, {"previous": previous})
-        if decision.action is Action.ROLLBACK:
+        if decision.action is DecisionAction.ROLLBACK:
             self.registry.rollback(self.model, self.actor, decision.reason)
         return decision
 

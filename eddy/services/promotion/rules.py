@@ -12,9 +12,9 @@ as is.
 
 >>> gate = OfflineGate(metric="log_loss", margin=0.01, min_holdout=200)
 >>> offline_decision({"log_loss": 0.40}, {"log_loss": 0.45}, 500, gate).action
-<Action.PROMOTE: 'promote'>
+<DecisionAction.PROMOTE: 'promote'>
 >>> offline_decision({"log_loss": 0.449}, {"log_loss": 0.45}, 500, gate).action
-<Action.CHALLENGER: 'challenger'>
+<DecisionAction.CHALLENGER: 'challenger'>
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 import scipy.stats  # type: ignore[import-untyped, unused-ignore]
 
 
-class Action(StrEnum):
+class DecisionAction(StrEnum):
     """What a gate decides about a model version (its audit entry's ``action``)."""
 
     PROMOTE = "promote"  # make it the champion
@@ -39,7 +39,7 @@ class Action(StrEnum):
     WAIT = "wait"  # too little evidence yet to decide
 
 
-PROMOTE, CHALLENGER, KEEP, ROLLBACK, WAIT = Action
+PROMOTE, CHALLENGER, KEEP, ROLLBACK, WAIT = DecisionAction
 EvidenceValue = float | int | str
 LabelValue = bool | int | float | str
 TRIVIAL_ROC_AUC = 0.5
@@ -67,7 +67,7 @@ def _require(condition: bool, message: str) -> None:
 class Decision:
     """What to do, one sentence saying why, and the numbers behind it for the audit log."""
 
-    action: Action
+    action: DecisionAction
     reason: str
     evidence: dict[str, EvidenceValue]
 
@@ -139,9 +139,9 @@ def offline_decision(
 
     >>> gate = OfflineGate(metric="accuracy", higher_is_better=True)
     >>> offline_decision({"accuracy": 0.9}, None, 50, gate).action
-    <Action.PROMOTE: 'promote'>
+    <DecisionAction.PROMOTE: 'promote'>
     >>> offline_decision({"accuracy": 0.9}, {"accuracy": 0.8}, 50, gate).action
-    <Action.KEEP: 'keep'>
+    <DecisionAction.KEEP: 'keep'>
     """
     _require(holdout_size >= 0, f"holdout_size must be >= 0, got {holdout_size}")
     name = gate.metric
@@ -306,7 +306,7 @@ def live_decision_regression(
 
     >>> gate = LiveGate(min_samples=10)
     >>> live_decision_regression([1.0] * 10, [0.5] * 10, gate).action
-    <Action.PROMOTE: 'promote'>
+    <DecisionAction.PROMOTE: 'promote'>
     """
     samples = _check_paired(champion_errors, challenger_errors)
     champ = np.asarray(champion_errors, dtype=np.float64)
@@ -357,12 +357,12 @@ def rollback_decision(
 
     >>> guard = RollbackGuard(min_samples=10)
     >>> rollback_decision([False] * 8 + [True] * 2, [True] * 10, guard, trivial_accuracy=0.5).action
-    <Action.ROLLBACK: 'rollback'>
+    <DecisionAction.ROLLBACK: 'rollback'>
     >>> rollback_decision([True] * 10, [True] * 9 + [False], guard, trivial_accuracy=0.5).action
-    <Action.KEEP: 'keep'>
+    <DecisionAction.KEEP: 'keep'>
     >>> wrong, seven_right = [False] * 10, [True] * 7 + [False] * 3
     >>> rollback_decision(wrong, seven_right, guard, trivial_accuracy=0.7).action
-    <Action.KEEP: 'keep'>
+    <DecisionAction.KEEP: 'keep'>
     """
     samples = _check_paired(champion_correct, previous_correct)
     if samples < guard.min_samples:
@@ -478,7 +478,7 @@ def gate_by_slices(decision: Decision, regressions: Sequence[SliceRegression]) -
     >>> promote = Decision(PROMOTE, "Better overall: promote.", {})
     >>> blocked = gate_by_slices(promote, [SliceRegression("region=eu", 0.8, 0.9, 0.11, 100)])
     >>> blocked.action, blocked.evidence["blocked_by_slice"]
-    (<Action.KEEP: 'keep'>, 'region=eu')
+    (<DecisionAction.KEEP: 'keep'>, 'region=eu')
     """
     if decision.action != PROMOTE or not regressions:
         return decision
@@ -626,9 +626,9 @@ def paired_no_regression(
 
     >>> promote = Decision(PROMOTE, "Better: promote.", {})
     >>> paired_no_regression(promote, [True] * 28 + [False] * 2, [True] * 30).action
-    <Action.CHALLENGER: 'challenger'>
+    <DecisionAction.CHALLENGER: 'challenger'>
     >>> paired_no_regression(promote, [True, False], [False, True]).action
-    <Action.PROMOTE: 'promote'>
+    <DecisionAction.PROMOTE: 'promote'>
     """
     if decision.action != PROMOTE:
         return decision
@@ -660,9 +660,9 @@ def paired_promotion(
 
     >>> promote = Decision(PROMOTE, "Better: promote.", {})
     >>> paired_promotion(promote, [True] * 30, [False] * 30, PairedGate()).action
-    <Action.PROMOTE: 'promote'>
+    <DecisionAction.PROMOTE: 'promote'>
     >>> paired_promotion(promote, [True] * 30, [True] * 28 + [False] * 2, PairedGate()).action
-    <Action.CHALLENGER: 'challenger'>
+    <DecisionAction.CHALLENGER: 'challenger'>
     """
     if decision.action != PROMOTE:
         return decision

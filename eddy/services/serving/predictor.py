@@ -229,15 +229,18 @@ class Predictor:
 
     def _answer_and_commit(self, batch: list[Consumed]) -> None:
         self.answer(batch)
+        self.loop.settle()  # the batch's dead letters, sent with its answers
         commit_unless_refused(self.consumer)  # refused: redelivered, re-sent
 
     def stop(self, *_: Any) -> None:
         self.loop.stop()
 
     def handle(self, records: list[Any]) -> Outcome:
-        """Decode and answer polled records as the runtime would (refused ones are
-        dead-lettered first); returns once every answer is acknowledged."""
-        return self.answer(self.loop.intake(records))
+        """Decode and answer polled records as the runtime would; returns once every
+        answer and dead letter is acknowledged."""
+        outcome = self.answer(self.loop.intake(records))
+        self.loop.settle()
+        return outcome
 
     def answer(self, consumed: list[Consumed]) -> Outcome:
         """Answer one decoded batch; returns once every answer is acknowledged.
@@ -246,7 +249,7 @@ class Predictor:
         decides every reply: look the suspected redeliveries up in the request log,
         read the features and the answer cache; then write what the batch says to
         write, the request log last, send, and wait for the acknowledgements. A refused
-        request (its dead letter is acknowledged already) is answered with its error."""
+        request (its dead letter is on its way) is answered with its error."""
         serving = self.watcher.serving  # one champion for the whole batch
         now = time.time()
         writes = self.redis.pipeline(transaction=False)  # cache entries + request log

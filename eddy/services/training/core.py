@@ -241,7 +241,7 @@ def stand_in_decision(
     >>> trivial = {"log_loss": 0.69, "accuracy": 0.6}
     >>> decision = stand_in_decision("log_loss", trivial, {"accuracy": 0.4}, 50)
     >>> decision.action, decision.evidence
-    (<Action.PROMOTE: 'promote'>, {'metric': 'accuracy', 'champion': 0.4, 'trivial': 0.6})
+    (<DecisionAction.PROMOTE: 'promote'>, {'metric': 'accuracy', 'champion': 0.4, 'trivial': 0.6})
     """
     return Decision(
         PROMOTE,

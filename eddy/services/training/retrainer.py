@@ -60,8 +60,8 @@ from eddy.services.promotion.live_runner import evaluate_live
 from eddy.services.promotion.rules import (
     PROMOTE,
     ROLLBACK,
-    Action,
     Decision,
+    DecisionAction,
     LiveGate,
     PairedGate,
     RollbackGuard,
@@ -626,9 +626,9 @@ class Retrainer:
                 "slices": {"candidate": candidate_slices, "champion": champion_slices},
             },
         )
-        if decision.action is Action.PROMOTE:
+        if decision.action is DecisionAction.PROMOTE:
             self.registry.promote(model, winner_version, trainer, decision.reason)
-        elif decision.action is Action.CHALLENGER:
+        elif decision.action is DecisionAction.CHALLENGER:
             self.registry.set_alias(model, CHALLENGER, winner_version, trainer, decision.reason)
         outcome = Outcome(version.version, decision, time.monotonic() - started, winner_version)
         metrics.RETRAINS.labels(decision.action).inc()

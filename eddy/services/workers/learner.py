@@ -150,6 +150,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             Liveness(settings, "learner"),
             poll_ms=POLL_MS,
             kept_error=lambda: self._listener_error,
+            send_timeout_s=SEND_TIMEOUT_S,
         )
         self.state = self._restore()
         self._joined: list[TrainingExample] = []

@@ -8,8 +8,9 @@ runtime, ``eddy.services.ops.poll_loop``, refuses the records its workers' decod
 refuse this way); :meth:`DeadLetterSink.send` leaves that to the caller (the feature
 worker counts its batch's). The caller waits for the acknowledgements (the runtime
 with :meth:`DeadLetterSink.settle`, the feature pipeline with the rest of its batch's
-futures) before it commits the offsets of the records refused (nothing is lost, and a crash before the acknowledgement sends the letter again: dead
-letters are at-least-once, keyed by their source offset)."""
+futures) before it commits the offsets of the records refused (nothing is lost, and a
+crash before the acknowledgement sends the letter again: dead letters are
+at-least-once, keyed by their source offset)."""
 
 from __future__ import annotations
 

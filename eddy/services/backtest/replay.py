@@ -409,7 +409,7 @@ def _decided(
         "holdout": holdout,
         "candidate_metrics": _rounded(candidate),
         "champion_metrics": _rounded(champion),
-        "action": decision.action,
+        "action": decision.action.value,  # a plain string: it also keys the counts
         "reason": decision.reason,
     }
 

@@ -399,10 +399,13 @@ def judge_idle_member(
         while not exits and time.monotonic() < deadline:
             for member in members:
                 member.poll(timeout_ms=POLL_MS)
-            if sum(bool(member.assignment()) for member in members) < owners:
-                continue  # the group is still settling
-            idle = next(member for member in members if not member.assignment())
-            liveness.observe(consumer_positions(idle))
+            idle = [member for member in members if not member.assignment()]
+            if len(members) - len(idle) != owners:
+                # Still settling; in an eager rebalance a member keeps its old partitions
+                # until it rejoins, so for a moment more than ``owners`` may own some.
+                continue
+            (idle_member,) = idle
+            liveness.observe(consumer_positions(idle_member))
             reason = liveness.check().reason
     finally:
         for member in members:

@@ -51,7 +51,8 @@ DEAD_LETTER_TIMEOUT_S = 30.0
 @dataclass(frozen=True)
 class Consumed:
     """One polled record and what its topic's decoder made of it: the message, or
-    why it was refused (then ``message`` is None and its dead letter is acknowledged)."""
+    why it was refused (then ``message`` is None and its dead letter is on its way;
+    :meth:`PollLoop.settle` waits for it)."""
 
     record: Any
     message: Any = None

@@ -131,6 +131,7 @@ from eddy.services.training.core import (
     unseen_holdout,
 )
 from eddy.streams.dead_letters.sink import DeadLetterSink
+from eddy.streams.learning.learner import RETRAIN
 from eddy.streams.learning.models import fit_vectors, label_refusal
 from eddy.streams.learning.slices import SliceNamer, flatten
 from eddy.streams.messages.contracts import ControlCommand, DriftAlert, TrainingExample
@@ -757,7 +758,7 @@ class AlertListener:
         """The alert; refused when it asks a model that does not exist to retrain (a
         typo or a forgery must not create a model)."""
         alert = decode(DriftAlert, record.value)
-        if alert.action == "retrain":
+        if alert.action == RETRAIN:
             self._check_model(alert.model)
         return alert
 
@@ -778,7 +779,7 @@ class AlertListener:
         return unknown_model(model, self.settings.model_name, self.retrainer.registry.models())
 
     def _collect(self, alert: DriftAlert, bursts: dict[str, Burst]) -> None:
-        if alert.action != "retrain":
+        if alert.action != RETRAIN:  # a warning only
             return
         bursts[alert.model] = fold(
             bursts.get(alert.model), alert, time.monotonic(), self.retrainer.policy.debounce_s

@@ -217,14 +217,15 @@ def test_a_champion_worse_than_the_majority_class_gives_way_to_it_until_a_fit_be
     # The stand-in is no worse than the majority class: no retrain for it.
     assert all(d.action != "promote" for d in retrainer.review_champion(MODEL))
     assert len(registry.versions(MODEL)) == 2
-    # A new concept the old champion never learned (no rollback to it): the next
-    # retrain's fit beats the stand-in and replaces it.
+    # A new concept the old champion never learned (no rollback to it): the stand-in
+    # serves below what it promised (the majority class's share on its holdout), and
+    # the retrain that starts at once fits the new concept and replaces it.
     publish(settings, concept(1500, seed=13, flipped=True), start + 2, "new")
-    assert all(d.action != "rollback" for d in retrainer.review_champion(MODEL))
-    outcome = retrainer.retrain(MODEL, Trigger(TriggerKind.OPERATOR, "new concept"))
-    assert outcome.decision.action == "promote", outcome.decision.reason
+    decisions = retrainer.review_champion(MODEL)
+    assert [d.action for d in decisions] == ["keep", "promote"], [d.reason for d in decisions]
     fit = registry.alias(MODEL, CHAMPION)
     assert fit is not None
+    assert fit.lineage.trigger == {"type": "below promise", "id": f"{MODEL}@{stand_in.version}"}
     assert not is_majority(fit)
     assert fit.version not in (old.version, stand_in.version)
 
@@ -240,3 +241,50 @@ def test_a_champion_no_worse_than_the_majority_class_is_not_retrained_for_it(
     assert all(d.action != "promote" for d in decisions), [d.reason for d in decisions]
     assert registry.alias(MODEL, CHAMPION).version == champion.version  # type: ignore[union-attr]
     assert len(registry.versions(MODEL)) == 1
+
+
+def rotated(count: int, seed: int) -> Rows:
+    """A boundary turned by about 53 degrees from :func:`concept`'s: a fit of the old one
+    is still right about 70 % of the time, the majority class half of the time."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        x = {"a": rng.uniform(-1, 1), "b": rng.uniform(-1, 1)}
+        rows.append((x, x["a"] - 0.5 * x["b"] > 0))
+    return rows
+
+
+def promised(registry: Registry, rows: Rows) -> int:
+    """A fit of ``rows`` registered and promoted with the holdout its lineage promises:
+    right on 198 of 200 held-out examples."""
+    lineage = Lineage({}, "fs-test", {}, {}, "test", {"type": "operator"}, "test", {"holdout": 200})
+    version = registry.register(MODEL, SKLEARN, fitted(rows), {"accuracy": 0.99}, lineage)
+    registry.promote(MODEL, version.version, "test", "initial")
+    return version.version
+
+
+def test_a_champion_serving_below_its_own_holdout_is_retrained_at_once(
+    deployment: Settings,
+) -> None:
+    # Not the refresh's pacing: it holds with the refresh turned off.
+    settings = deployment.model_copy(update={"retrain_refresh": False})
+    registry = open_registry(settings, announce=False)
+    retrainer = Retrainer(settings, registry)
+    old = promised(registry, concept(800, 1, False))
+    start = time.time() + 1
+    # The world it learned still holds: it keeps its promise, nothing is retrained.
+    publish(settings, concept(600, seed=21, flipped=False), start, "same")
+    assert retrainer.review_champion(MODEL) == []
+    assert len(registry.versions(MODEL)) == 1
+    # The boundary turns: right about 70 % of the time, above the majority class, far
+    # below the 99 % it promised.
+    publish(settings, rotated(1500, seed=22), start + 2, "turned")
+    decisions = retrainer.review_champion(MODEL)
+    assert [d.action for d in decisions] == ["promote"], [d.reason for d in decisions]
+    fit = registry.alias(MODEL, CHAMPION)
+    assert fit is not None
+    assert fit.version != old
+    assert fit.lineage.trigger == {"type": "below promise", "id": f"{MODEL}@{old}"}
+    # Tried once per champion until as many newer examples arrive: the new fit keeps
+    # its own promise on the turned world, so no further retrain.
+    assert all(d.action != "promote" for d in retrainer.review_champion(MODEL))

@@ -29,6 +29,7 @@ STORED = [
     {"type": "cold start", "id": "m@1"},
     {"type": "refresh", "id": "m@2"},
     {"type": "below majority", "id": "m@3"},
+    {"type": "below promise", "id": "m@4"},
 ]
 
 

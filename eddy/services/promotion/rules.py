@@ -583,6 +583,33 @@ def significantly_below_majority(
     return exact_mcnemar_p(majority_only, model_only) <= alpha + FLOAT_SLACK
 
 
+def significantly_below_promise(
+    correct: Sequence[bool], promised_right: int, promised_of: int, confidence: float
+) -> bool:
+    """Whether a model was right significantly less often on the examples it served
+    than on the held-out examples it was judged on when it was trained
+    (``promised_right`` of ``promised_of``): one-sided Fisher exact test at
+    ``confidence``. Both counts are samples, so a small holdout promises little: a fit
+    right on all of 63 held-out examples is not broken by one wrong answer.
+
+    >>> significantly_below_promise([True] * 81 + [False] * 89, 41, 63, 0.95)
+    True
+    >>> significantly_below_promise([True] * 165 + [False] * 5, 63, 63, 0.95)
+    False
+    >>> significantly_below_promise([], 63, 63, 0.95)
+    False
+    """
+    if not 0 <= promised_right <= promised_of:
+        raise ValueError("promised_right must lie between 0 and promised_of")
+    right = sum(bool(c) for c in correct)
+    if not correct or promised_of == 0:
+        return False
+    table = [[right, len(correct) - right], [promised_right, promised_of - promised_right]]
+    result = scipy.stats.fisher_exact(table, alternative="less")
+    alpha = round(1.0 - confidence, ALPHA_DIGITS)
+    return float(result.pvalue) <= alpha + FLOAT_SLACK
+
+
 def better(a: Mapping[str, float], b: Mapping[str, float], gate: OfflineGate) -> bool:
     """``a`` scores strictly better than ``b`` on the gate's metric."""
     x, y = _metric(a, gate.metric, "first"), _metric(b, gate.metric, "second")

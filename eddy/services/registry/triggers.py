@@ -49,6 +49,7 @@ class TriggerKind(StrEnum):
     COLD_START = "cold start"  # an online snapshot serves that no retrain has judged
     REFRESH = "refresh"  # the review window holds only data no retrained version saw
     BELOW_MAJORITY = "below majority"  # the champion is worse than the majority class
+    BELOW_PROMISE = "below promise"  # the champion is worse than on its own holdout
 
 
 @dataclass(frozen=True)

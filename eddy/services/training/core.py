@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 ESTIMATORS = ("hist_gradient_boosting", "logistic_regression")
 REFITTED_ON = "refitted_on"  # lineage window: examples the promoted fit learned from
+HOLDOUT_KEY = "holdout"  # lineage window: examples the fit was judged on
+ACCURACY = "accuracy"
 MAJORITY_CLASS = "majority_class"  # the estimator of the stand-in served when no model beats it
 
 
@@ -126,7 +128,7 @@ def evaluate(model: Any, flavor: str, examples: Sequence[TrainingExample]) -> di
     probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
     predicted = [classes[i] for i in probabilities.argmax(axis=1)]
     metrics = {
-        "accuracy": float(accuracy_score([str(y) for y in ys], [str(p) for p in predicted])),
+        ACCURACY: float(accuracy_score([str(y) for y in ys], [str(p) for p in predicted])),
         "log_loss": float(
             log_loss([str(y) for y in ys], probabilities, labels=[str(c) for c in classes])
         ),
@@ -307,8 +309,25 @@ def refit_needs_no_proof(trigger: Trigger, champion_flavor: str, *, stop_gap: bo
     return (
         stop_gap
         or champion_flavor == RIVER
-        or trigger.kind in (TriggerKind.REFRESH, TriggerKind.ALERT)
+        or trigger.kind in (TriggerKind.REFRESH, TriggerKind.ALERT, TriggerKind.BELOW_PROMISE)
     )
+
+
+def holdout_promise(version: Version) -> tuple[int, int] | None:
+    """How many of its held-out examples a fit was right on, and of how many, when it was
+    trained: what it promised to serve (None when its lineage records no holdout or
+    its metrics no accuracy, as for an online snapshot or a regressor).
+
+    >>> from eddy.services.registry.store import Lineage
+    >>> lineage = Lineage({}, "", {}, {}, "", {}, "", {HOLDOUT_KEY: 63})
+    >>> holdout_promise(Version("m", 1, SKLEARN, "", 0.0, "", {"accuracy": 41 / 63}, lineage))
+    (41, 63)
+    """
+    held_out = version.lineage.window.get(HOLDOUT_KEY)
+    accuracy = version.metrics.get(ACCURACY)
+    if not isinstance(held_out, int) or held_out <= 0 or accuracy is None:
+        return None
+    return round(accuracy * held_out), held_out
 
 
 def estimator_params(estimator: Pipeline) -> dict[str, Any]:

@@ -62,6 +62,11 @@ class Settings(BaseModel):
         PROJECT_ROOT / ".eddy", description="Local state: broker, Redis, models."
     )
     client_id: str = Field("eddy", description="Client id prefix sent to Kafka.")
+    project: Path | None = Field(
+        None,
+        description="The Eddy project folder (eddy.toml, features.py, models.py); unset: "
+        "the nearest folder from the current one upward that holds eddy.toml.",
+    )
     consumer_session_timeout_ms: int = Field(
         10_000, ge=1_000, description="Consumer-group session timeout (joins and failover)."
     )

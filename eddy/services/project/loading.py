@@ -1,0 +1,350 @@
+"""Loading a project folder into one checked :class:`Project`, or one :class:`ProjectError`.
+
+``load_project`` reads ``eddy.toml`` (the project's name and model, its settings
+overrides, the declared raw fields), imports ``features.py`` and ``models.py`` from the
+folder by file path, and checks what a running system would otherwise find out late:
+that the settings are valid, that every feature reads only declared fields, and that
+both model factories build something with the right verbs (each is called once). The
+first problem found is raised with its file and line (:mod:`eddy.services.project.errors`).
+
+A project's modules are imported under a private name derived from the folder's path
+(``_eddy_project_<hash>_features``), so two projects never share a module, and loading
+a project again replaces its modules instead of reusing stale ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import re
+import sys
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pydantic import ValidationError
+
+from eddy.services.config.settings import Settings
+from eddy.services.project.errors import (
+    FIRST_LINE,
+    ProjectError,
+    assignment_line,
+    literal_line,
+    raised_at,
+    toml_line,
+)
+from eddy.services.project.layout import FEATURES_FILE, MODELS_FILE, PROJECT_FILE
+from eddy.streams.features.compute import TIME_SINCE_LAST, FeatureSet
+from eddy.streams.messages.raw_schema import FieldDeclarationError, RawSchema
+
+PROJECT_TABLE = "project"
+SETTINGS_TABLE = "settings"
+FIELDS_TABLE = "fields"
+PROJECT_KEYS = ("name", "model")
+# Settings a project does not override, and why: they say where and what the project is.
+NOT_PROJECT_SETTINGS = {
+    "project": "a project does not name where it is; EDDY_PROJECT does",
+    "model_name": "the model's name is [project] model",
+}
+FEATURES_NAME = "FEATURES"
+ONLINE_MODEL = "online_model"
+RETRAIN_ESTIMATOR = "retrain_estimator"
+ONLINE_VERBS = ("learn_one", "predict_one")
+RETRAIN_VERBS = ("fit", "predict", "get_params")
+MODULE_PREFIX = "_eddy_project_"
+MODULE_HASH_CHARS = 16
+TOML_ERROR_LINE = re.compile(r"at line (\d+)")
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded, checked project: what eddy.toml declares and what its modules define."""
+
+    root: Path
+    name: str
+    model: str
+    settings: Mapping[str, Any]  # the [settings] overrides as written, valid for Settings
+    schema: RawSchema
+    features: FeatureSet
+    online_model: Callable[[], Any]
+    retrain_estimator: Callable[[bool], Any]
+    fingerprint: str  # of ``features``: what a trained model's lineage records
+    online_model_class: str  # what online_model() built when checked, e.g. "Pipeline (...)"
+    retrain_estimator_class: str  # what retrain_estimator(True) built when checked
+
+
+def load_project(root: Path) -> Project:
+    """The project in ``root``, checked; raises :class:`ProjectError` on the first problem."""
+    root = root.resolve()
+    path = root / PROJECT_FILE
+    text = _read(path, f"no {PROJECT_FILE}: not an Eddy project (create one with `eddy init`)")
+    document = _parse_toml(path, text)
+    name, model = _project_names(path, text, document)
+    settings = _settings_overrides(path, text, document)
+    schema = _raw_schema(path, text, document)
+    features = _feature_set(root / FEATURES_FILE, schema)
+    online_model, retrain_estimator, online_class, retrain_class = _model_factories(
+        root / MODELS_FILE
+    )
+    return Project(
+        root=root,
+        name=name,
+        model=model,
+        settings=settings,
+        schema=schema,
+        features=features,
+        online_model=online_model,
+        retrain_estimator=retrain_estimator,
+        fingerprint=features.fingerprint(),
+        online_model_class=online_class,
+        retrain_estimator_class=retrain_class,
+    )
+
+
+def raw_inputs(features: FeatureSet) -> tuple[str, ...]:
+    """The raw event fields ``features`` read: aggregated sources, ratio operands and
+    category lists that are not features of the set itself, and the passthrough names.
+
+    >>> from eddy.streams.features.definitions import FEATURES
+    >>> raw_inputs(FEATURES)
+    ('amount', 'country')
+    """
+    derived = {name for a in features.aggregates for name in a.op_names}
+    derived |= {ratio.name for ratio in features.ratios}
+    derived |= {TIME_SINCE_LAST} if features.time_since_last else set()
+    named = [a.source for a in features.aggregates]
+    named += [name for r in features.ratios for name in (r.numerator, r.denominator)]
+    named += [c.feature for c in features.categories]
+    named = [name for name in named if name not in derived]
+    named += list(features.passthrough or ())
+    return tuple(dict.fromkeys(named))
+
+
+def _read(path: Path, missing: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProjectError(path, FIRST_LINE, missing) from None
+    except UnicodeDecodeError as error:
+        raise ProjectError(path, FIRST_LINE, f"not UTF-8 text: {error}") from None
+
+
+def _parse_toml(path: Path, text: str) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        found = TOML_ERROR_LINE.search(str(error))
+        line = int(found.group(1)) if found else FIRST_LINE
+        raise ProjectError(path, line, f"not valid TOML: {error}") from None
+    known = (PROJECT_TABLE, SETTINGS_TABLE, FIELDS_TABLE)
+    for key in document:
+        if key not in known:
+            raise ProjectError(
+                path, toml_line(text, key), f"unknown table [{key}]; known: {', '.join(known)}"
+            )
+    return document
+
+
+def _table(path: Path, text: str, document: Mapping[str, Any], key: str) -> dict[str, Any]:
+    table = document.get(key, {})
+    if not isinstance(table, dict):
+        raise ProjectError(path, toml_line(text, "", key), f"{key} must be a table: [{key}]")
+    return table
+
+
+def _project_names(path: Path, text: str, document: Mapping[str, Any]) -> tuple[str, str]:
+    table = _table(path, text, document, PROJECT_TABLE)
+    for key in table:
+        if key not in PROJECT_KEYS:
+            raise ProjectError(
+                path,
+                toml_line(text, PROJECT_TABLE, key),
+                f"unknown key {key!r} in [project]; known: {', '.join(PROJECT_KEYS)}",
+            )
+    name, model = (table.get(key) for key in PROJECT_KEYS)
+    for key, value in zip(PROJECT_KEYS, (name, model), strict=True):
+        if not isinstance(value, str) or not value.strip():
+            raise ProjectError(
+                path,
+                toml_line(text, PROJECT_TABLE, key),
+                f"[project] needs {key} = a non-empty string",
+            )
+    return str(name), str(model)
+
+
+def _settings_overrides(path: Path, text: str, document: Mapping[str, Any]) -> dict[str, Any]:
+    """The [settings] table, each key a Settings field and the whole valid for Settings
+    over its defaults (the environment's values are applied when a service runs)."""
+    overrides = _table(path, text, document, SETTINGS_TABLE)
+    known = Settings.model_fields
+    for key in overrides:
+        if key in NOT_PROJECT_SETTINGS:
+            reason = NOT_PROJECT_SETTINGS[key]
+            raise ProjectError(
+                path, toml_line(text, SETTINGS_TABLE, key), f"setting {key!r}: {reason}"
+            )
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ProjectError(
+                path,
+                toml_line(text, SETTINGS_TABLE, key),
+                f"unknown setting {key!r} (settings are EDDY_* variables without the "
+                f"prefix, in lower case){hint}",
+            )
+    try:
+        Settings.model_validate(overrides)
+    except ValidationError as error:
+        first = error.errors()[0]
+        invalid = str(first["loc"][0]) if first["loc"] else None
+        where = f"setting {invalid!r}" if invalid else "[settings]"
+        raise ProjectError(
+            path, toml_line(text, SETTINGS_TABLE, invalid), f"{where}: {first['msg']}"
+        ) from None
+    return overrides
+
+
+def _raw_schema(path: Path, text: str, document: Mapping[str, Any]) -> RawSchema:
+    fields = _table(path, text, document, FIELDS_TABLE)
+    if not fields:
+        raise ProjectError(
+            path,
+            toml_line(text, FIELDS_TABLE),
+            "no raw fields declared: add a [fields.<name>] table (type = ...) for each field "
+            "your events carry",
+        )
+    try:
+        return RawSchema.from_table(fields)
+    except FieldDeclarationError as error:
+        raise ProjectError(path, toml_line(text, FIELDS_TABLE, error.field), str(error)) from None
+
+
+def _feature_set(path: Path, schema: RawSchema) -> FeatureSet:
+    module, source = _import(path)
+    features = getattr(module, FEATURES_NAME, None)
+    if features is None:
+        raise ProjectError(
+            path, FIRST_LINE, f"defines no {FEATURES_NAME}: a FeatureSet of the project's features"
+        )
+    if not isinstance(features, FeatureSet):
+        raise ProjectError(
+            path,
+            assignment_line(source, FEATURES_NAME),
+            f"{FEATURES_NAME} is a {type(features).__name__}, not a FeatureSet "
+            "(eddy.streams.features.compute)",
+        )
+    for field in raw_inputs(features):
+        if field not in schema.names:
+            raise ProjectError(
+                path,
+                literal_line(source, field),
+                f"a feature reads field {field!r}, which {PROJECT_FILE} does not declare "
+                f"(add [fields.{field}])",
+            )
+    return features
+
+
+def _model_factories(
+    path: Path,
+) -> tuple[Callable[[], Any], Callable[[bool], Any], str, str]:
+    """Both factories of models.py, each called once to check what it builds."""
+    module, _ = _import(path)
+    online_model = _factory(module, path, ONLINE_MODEL, "()")
+    retrain_estimator = _factory(module, path, RETRAIN_ESTIMATOR, "(classification: bool)")
+    online = _built(path, online_model, ONLINE_MODEL, (), ONLINE_VERBS)
+    retrain = _built(path, retrain_estimator, RETRAIN_ESTIMATOR, (True,), RETRAIN_VERBS)
+    return online_model, retrain_estimator, _class_name(online), _class_name(retrain)
+
+
+def _import(path: Path) -> tuple[ModuleType, str]:
+    """The module in ``path``, imported under the project's private name, and its source."""
+    source = _read(path, f"missing: a project has {path.name} beside {PROJECT_FILE}")
+    folder = hashlib.sha256(str(path.parent).encode()).hexdigest()[:MODULE_HASH_CHARS]
+    name = f"{MODULE_PREFIX}{folder}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ProjectError(path, FIRST_LINE, "cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    # Registered while it runs, as an import would: dataclasses and pickle look it up.
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        sys.modules.pop(name, None)
+        where = Path(error.filename) if error.filename else path
+        raise ProjectError(
+            where, error.lineno or FIRST_LINE, f"syntax error: {error.msg}"
+        ) from None
+    except Exception as error:
+        sys.modules.pop(name, None)
+        raise ProjectError(
+            path, raised_at(path, error), f"importing {path.name} raised {_raised(error)}"
+        ) from error
+    return module, source
+
+
+def _factory(module: ModuleType, path: Path, name: str, signature: str) -> Callable[..., Any]:
+    factory: Callable[..., Any] | None = getattr(module, name, None)
+    if factory is None or not callable(factory):
+        raise ProjectError(path, FIRST_LINE, f"defines no function {name}{signature}")
+    return factory
+
+
+def _built(
+    path: Path,
+    factory: Callable[..., Any],
+    name: str,
+    arguments: tuple[Any, ...],
+    verbs: tuple[str, ...],
+) -> Any:
+    call = f"{name}({', '.join(map(repr, arguments))})"
+    try:
+        built = factory(*arguments)
+    except Exception as error:
+        raise ProjectError(
+            path, raised_at(path, error), f"{call} raised {_raised(error)}"
+        ) from error
+    missing = [verb for verb in verbs if not callable(getattr(built, verb, None))]
+    if missing:
+        raise ProjectError(
+            path,
+            _defined_at(path, factory),
+            f"{call} returned a {type(built).__name__}, which has no {', '.join(missing)} "
+            f"(a model needs {', '.join(verbs)})",
+        )
+    return built
+
+
+def _defined_at(path: Path, function: Callable[..., Any]) -> int:
+    """The line where ``function`` is defined, when it is defined in ``path``."""
+    code = getattr(function, "__code__", None)
+    if code is not None and Path(code.co_filename).resolve() == path.resolve():
+        return int(code.co_firstlineno)
+    return FIRST_LINE
+
+
+def _class_name(model: Any) -> str:
+    """The model's class, and for a River or scikit-learn pipeline its steps' classes.
+
+    >>> from sklearn.pipeline import Pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sklearn.linear_model import Ridge
+    >>> _class_name(Pipeline([("scale", StandardScaler()), ("model", Ridge())]))
+    'Pipeline (StandardScaler | Ridge)'
+    """
+    steps = getattr(model, "steps", None)
+    if isinstance(steps, Mapping):  # River: step name -> estimator
+        parts = list(steps.values())
+    elif isinstance(steps, list):  # scikit-learn: (name, estimator) pairs
+        parts = [step for _, step in steps]
+    else:
+        return type(model).__name__
+    return f"{type(model).__name__} ({' | '.join(type(part).__name__ for part in parts)})"
+
+
+def _raised(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from eddy.services.cli.main import app
 from eddy.services.config.settings import PROJECT_ROOT, Settings
 from eddy.services.demo.scenarios import scenario_stream
 from eddy.services.project.errors import ProjectError
@@ -292,3 +294,38 @@ def test_a_bad_field_declaration_is_named(declaration: object, reason: str) -> N
     with pytest.raises(ValueError, match="field 'price'") as raised:
         RawSchema.from_table({"price": declaration})
     assert reason in str(raised.value)
+
+
+def test_cli_init_then_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    folder = tmp_path / "mine"
+    written = runner.invoke(app, ["init", str(folder)])
+    assert written.exit_code == 0, written.output
+    assert f"wrote {folder / PROJECT_FILE}" in written.stdout
+    again = runner.invoke(app, ["init", str(folder)])
+    assert again.exit_code == 2
+    assert "already holds eddy.toml" in again.stderr
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("EDDY_PROJECT", raising=False)
+    planned = runner.invoke(app, ["plan"])
+    assert planned.exit_code == 0, planned.output
+    assert planned.stdout.startswith(f"project demo: model 'demo' ({folder.resolve()})")
+
+
+def test_cli_plan_refuses_a_broken_project(project_dir: Path) -> None:
+    feature_over_an_undeclared_field(project_dir)
+    line = line_of(project_dir / FEATURES_FILE, 'Aggregate("country"')
+    result = CliRunner().invoke(app, ["plan", str(project_dir)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"{project_dir.resolve() / FEATURES_FILE}:{line}: ")
+    assert result.stdout == ""
+
+
+def test_cli_plan_without_a_project_says_how_to_make_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDDY_PROJECT", raising=False)
+    result = CliRunner().invoke(app, ["plan"])
+    assert result.exit_code == 2
+    assert "eddy init DIR" in result.stderr

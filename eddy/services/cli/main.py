@@ -29,6 +29,11 @@ from eddy.services.ops.console import (
 )
 from eddy.services.ops.dead_letters import dead_letter_topic, dead_letters, replay
 from eddy.services.ops.metrics import serve as serve_metrics
+from eddy.services.project.errors import ProjectError
+from eddy.services.project.layout import PROJECT_FILE, PROJECT_VARIABLE, find_project
+from eddy.services.project.loading import load_project
+from eddy.services.project.plan import plan_project
+from eddy.services.project.scaffold import ProjectExists, init_project
 from eddy.streams.dead_letters.letter import (
     ERROR_CLASS,
     ERROR_REASON,
@@ -733,6 +738,57 @@ def schemas(
     for name in stale:
         typer.secho(f"stale: {name} (run `eddy schemas --write`)", fg="red", err=True)
     raise typer.Exit(1 if stale else 0)
+
+
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="The new project's folder (created if needed).")],
+) -> None:
+    """Write a new Eddy project into FOLDER: eddy.toml, features.py, models.py, README.md.
+
+    The project is Eddy's demo (its fields, features and default models), for you to
+    change. Refuses a folder that already holds any of those files (exit 2).
+    """
+    try:
+        written = init_project(folder)
+    except ProjectExists as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    for path in written:
+        typer.echo(f"wrote {path}")
+    typer.echo(f"next: cd {folder} && eddy plan")
+
+
+@app.command()
+def plan(
+    folder: Annotated[
+        Path | None,
+        typer.Argument(
+            help=f"The project (default: {PROJECT_VARIABLE}, else the nearest "
+            f"folder upward holding {PROJECT_FILE})."
+        ),
+    ] = None,
+) -> None:
+    """Check an Eddy project and show what it declares: fields, features, models, settings.
+
+    A problem is printed as file:line: message, with exit code 2.
+    """
+    root = folder or find_project(Path.cwd(), os.environ)
+    if root is None:
+        typer.secho(
+            f"error: no Eddy project: no {PROJECT_FILE} in {Path.cwd()} or a folder above it, "
+            f"and {PROJECT_VARIABLE} is not set (create one with `eddy init DIR`)",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:
+        project = load_project(root)
+    except ProjectError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    for line in plan_project(project):
+        typer.echo(line)
 
 
 @app.command()

@@ -32,6 +32,7 @@ from eddy.services.promotion.rules import (
     exact_mcnemar_p,
     paired_promotion,
     rollback_decision,
+    significantly_above_majority,
     trivial_scores,
 )
 
@@ -154,6 +155,22 @@ def test_the_best_contender_is_none_when_even_the_best_only_ties_the_baseline() 
     contenders = {"candidate": {"log_loss": 0.7}, "champion": {"log_loss": 0.69}}
     assert best_contender(contenders, {"log_loss": 0.69}, gate) is None
     assert best_contender(contenders, {"log_loss": 0.695}, gate) == "champion"
+
+
+def test_a_fit_right_significantly_more_often_than_the_majority_class_clears_the_floor() -> None:
+    # Mid-change (gradual drift, seed 1 of the recovery benchmark): the training window's
+    # majority label is right on 23 of 63 held-out examples, the fit on 37, and the
+    # fit's log loss (0.749) is above the training priors' (0.7245).
+    labels = [True] * 23 + [False] * 40
+    fit_right = [True] * 20 + [False] * 3 + [True] * 17 + [False] * 23
+    assert significantly_above_majority(fit_right, labels, "True", 0.95)
+    gate = OfflineGate(metric="log_loss")
+    contenders = {"candidate": {"log_loss": 0.749}, "old": {"log_loss": 1.52}}
+    assert best_contender(contenders, {"log_loss": 0.7245}, gate) is None
+    assert best_contender(contenders, {"log_loss": 0.7245}, gate, {"candidate"}) == "candidate"
+    # Right as often as the majority class, but on other examples: not cleared.
+    swapped = [False] * 23 + [True] * 23 + [False] * 17
+    assert not significantly_above_majority(swapped, labels, "True", 0.95)
 
 
 # paired_promotion

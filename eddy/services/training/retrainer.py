@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -73,6 +73,7 @@ from eddy.services.promotion.rules import (
     offline_decision,
     paired_no_regression,
     paired_promotion,
+    significantly_above_majority,
     significantly_below_majority,
     significantly_below_promise,
     slice_regressions,
@@ -517,6 +518,23 @@ class Retrainer:
         finally:
             consumer.close()
 
+    def above_majority(
+        self,
+        loaded: Mapping[str, tuple[Version | None, Any, str]],
+        holdout: Sequence[TrainingExample],
+        majority: str,
+    ) -> set[str]:
+        """The contenders right significantly more often than ``majority`` on the
+        held-out examples: none of them is worse than the trivial baseline."""
+        labels = [e.label for e in holdout]
+        return {
+            name
+            for name, (_, model, flavor) in loaded.items()
+            if significantly_above_majority(
+                correctness(model, flavor, holdout), labels, majority, self.policy.confidence
+            )
+        }
+
     def retrain(
         self,
         model: str,
@@ -571,7 +589,9 @@ class Retrainer:
             if name != CANDIDATE
         }
         trivial = trivial_scores(labels, [e.label for e in holdout])
-        winner = best_contender(scores, trivial, self.gate)
+        majority = majority_label(labels) if classification else None
+        cleared = set() if majority is None else self.above_majority(loaded, holdout, majority)
+        winner = best_contender(scores, trivial, self.gate, cleared)
         trainer = f"retrainer ({self.settings.client_id})"
         lineage = Lineage(
             trained_on=offset_ranges(e.source for e in data.examples),

@@ -125,8 +125,8 @@ def test_the_nearest_project_upward_is_found(tmp_path: Path, project_dir: Path) 
     assert find_project(tmp_path, {}) is None
 
 
-def test_settings_accept_eddy_project() -> None:
-    assert Settings.from_env({"EDDY_PROJECT": "/srv/app"}).project == Path("/srv/app")
+def test_settings_accept_eddy_project(project_dir: Path) -> None:
+    assert Settings.from_env({"EDDY_PROJECT": str(project_dir)}).project == project_dir.resolve()
 
 
 # Each malformed project: how it is broken, then the file and line it must be refused at

@@ -2,6 +2,12 @@
 
 Commands only parse arguments and print; the work lives in :mod:`streams` and
 :mod:`services` modules, so it can be tested without a terminal.
+
+Run inside an Eddy project (a folder holding eddy.toml, or one below it), every command
+uses that project, as git uses the repository it is run in: the command sets
+``EDDY_PROJECT`` to it when the variable is unset, so its settings apply and the
+services it starts (``eddy run all`` and ``eddy demo`` pass it on) inherit it.
+Services read only ``EDDY_PROJECT``; they never look around the folder they started in.
 """
 
 from __future__ import annotations
@@ -74,6 +80,10 @@ app.add_typer(skew_app, name="skew")
 
 
 def _settings() -> Settings:
+    found = find_project(Path.cwd(), os.environ)
+    if found is not None and not os.environ.get(PROJECT_VARIABLE):
+        # The entry point decides, once, for this process and the services it starts.
+        os.environ[PROJECT_VARIABLE] = str(found)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

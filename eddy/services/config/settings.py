@@ -3,7 +3,9 @@
 Every process builds its configuration here and nowhere else: this is the only module
 that reads the environment. Unknown ``EDDY_*`` keys are rejected (a typo must not
 silently fall back to a default), secrets are masked when printed, and the defaults run
-on a laptop against the broker and Redis that ``eddy up`` starts on 127.0.0.1.
+on a laptop against the broker and Redis that ``eddy up`` starts on 127.0.0.1. A project
+in use (``EDDY_PROJECT``) sets what the environment leaves unset: the environment wins
+over the project's eddy.toml, which wins over the defaults.
 
 >>> s = Settings.from_env({"EDDY_TOPIC_PREFIX": "demo."})
 >>> s.topic_prefix, s.kafka_bootstrap
@@ -32,6 +34,8 @@ from pydantic import (
     model_validator,
 )
 
+from eddy.services.config.project_file import ProjectFileError, project_values
+from eddy.services.project.layout import PROJECT_FILE
 from eddy.streams.drift.data import DEFAULT_CONFIG as DEFAULT_DRIFT
 from eddy.streams.drift.data import DriftConfig
 from eddy.streams.messages.contracts import MAX_FEATURES
@@ -64,8 +68,10 @@ class Settings(BaseModel):
     client_id: str = Field("eddy", description="Client id prefix sent to Kafka.")
     project: Path | None = Field(
         None,
-        description="The Eddy project folder (eddy.toml, features.py, models.py); unset: "
-        "the nearest folder from the current one upward that holds eddy.toml.",
+        description="The Eddy project folder (eddy.toml, features.py, models.py): its "
+        "[settings] apply under the EDDY_* variables, its features and raw fields run. "
+        "The eddy command sets it to the nearest folder from the current one upward that "
+        "holds eddy.toml; unset: no project, Eddy's built-in demo features.",
     )
     consumer_session_timeout_ms: int = Field(
         10_000, ge=1_000, description="Consumer-group session timeout (joins and failover)."
@@ -440,7 +446,10 @@ class Settings(BaseModel):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (default: the process environment).
 
-        Raises :class:`SettingsError` naming every problem, including unknown keys.
+        With ``EDDY_PROJECT`` set, the project's eddy.toml sets what the environment
+        does not (:mod:`eddy.services.config.project_file`): the environment wins over
+        the project, the project over the defaults. Raises :class:`SettingsError` naming
+        every problem, including unknown keys and where each bad value came from.
         """
         env = dict(os.environ if environ is None else environ)
         known = {ENV_PREFIX + name.upper() for name in cls.model_fields}
@@ -452,14 +461,46 @@ class Settings(BaseModel):
         values: dict[str, Any] = {
             key[len(ENV_PREFIX) :].lower(): value for key, value in env.items() if key in known
         }
+        from_project: dict[str, Any] = {}
+        if not values.get("project"):
+            values.pop("project", None)  # EDDY_PROJECT= (empty) is no project, not "."
+        else:
+            # Resolved once, here: child processes started elsewhere find the same folder.
+            values["project"] = str(Path(values["project"]).resolve())
+            from_project = cls._project_values(Path(values["project"]))
         try:
-            return cls.model_validate(values)
+            return cls.model_validate(from_project | values)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
-                for e in exc.errors()
+                f"{cls._source(e['loc'], values, from_project)}: {e['msg']}" for e in exc.errors()
             )
             raise SettingsError(f"invalid settings: {problems}") from None
+
+    @classmethod
+    def _project_values(cls, root: Path) -> dict[str, Any]:
+        """The settings the project in ``root`` sets (unknown names refused)."""
+        try:
+            found = project_values(root, path_fields=PATH_FIELDS)
+        except ProjectFileError as exc:
+            raise SettingsError(f"{ENV_PREFIX}PROJECT: {exc}") from None
+        unknown = sorted(set(found) - set(cls.model_fields))
+        if unknown:
+            raise SettingsError(
+                f"unknown setting {', '.join(unknown)} in [settings] of {root / PROJECT_FILE} "
+                "(settings are EDDY_* variables without the prefix, in lower case; "
+                "`eddy plan` says more)"
+            )
+        return found
+
+    @staticmethod
+    def _source(
+        location: tuple[int | str, ...], env: Mapping[str, Any], project: Mapping[str, Any]
+    ) -> str:
+        """Where an invalid value came from: its variable, or the project's eddy.toml."""
+        name = ".".join(map(str, location))
+        if location and location[0] in project and location[0] not in env:
+            return f"{env['project']}/{PROJECT_FILE} [settings] {name}"
+        return f"{ENV_PREFIX}{name.upper()}"
 
     @property
     def uses_external_kafka(self) -> bool:
@@ -505,3 +546,10 @@ class Settings(BaseModel):
             else:
                 shown[name] = "" if value is None else str(value)
         return shown
+
+
+# Settings that hold a path: in a project's eddy.toml a relative one is relative to the
+# project's folder, not to wherever a service happens to start.
+PATH_FIELDS = frozenset(
+    name for name, field in Settings.model_fields.items() if field.annotation in (Path, Path | None)
+)

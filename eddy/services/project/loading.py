@@ -28,6 +28,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from eddy.services.config.project_file import (
+    MODEL_KEY,
+    NOT_PROJECT_SETTINGS,
+    PROJECT_TABLE,
+    SETTINGS_TABLE,
+)
 from eddy.services.config.settings import Settings
 from eddy.services.project.errors import (
     FIRST_LINE,
@@ -41,15 +47,8 @@ from eddy.services.project.layout import FEATURES_FILE, MODELS_FILE, PROJECT_FIL
 from eddy.streams.features.compute import TIME_SINCE_LAST, FeatureSet
 from eddy.streams.messages.raw_schema import FieldDeclarationError, RawSchema
 
-PROJECT_TABLE = "project"
-SETTINGS_TABLE = "settings"
 FIELDS_TABLE = "fields"
-PROJECT_KEYS = ("name", "model")
-# Settings a project does not override, and why: they say where and what the project is.
-NOT_PROJECT_SETTINGS = {
-    "project": "a project does not name where it is; EDDY_PROJECT does",
-    "model_name": "the model's name is [project] model",
-}
+PROJECT_KEYS = ("name", MODEL_KEY)
 FEATURES_NAME = "FEATURES"
 ONLINE_MODEL = "online_model"
 RETRAIN_ESTIMATOR = "retrain_estimator"
@@ -178,7 +177,8 @@ def _project_names(path: Path, text: str, document: Mapping[str, Any]) -> tuple[
 
 def _settings_overrides(path: Path, text: str, document: Mapping[str, Any]) -> dict[str, Any]:
     """The [settings] table, each key a Settings field and the whole valid for Settings
-    over its defaults (the environment's values are applied when a service runs)."""
+    over its defaults (Settings.from_env puts the environment's values over them when a
+    service runs)."""
     overrides = _table(path, text, document, SETTINGS_TABLE)
     known = Settings.model_fields
     for key in overrides:

@@ -302,7 +302,13 @@ def paired(
     """Milliseconds of ``Predictor.handle`` per batch, off and hot on the same batches."""
     registry = open_registry(settings, announce=False)
     predictors = {
-        mode: Predictor(settings.model_copy(update={"prediction_cache": mode}), registry, MODEL)
+        mode: Predictor(
+            settings.model_copy(update={"prediction_cache": mode}),
+            registry,
+            MODEL,
+            features=FEATURES,
+            schema=None,
+        )
         for mode in ("off", "hot")
     }
     times: dict[str, list[float]] = {mode: [] for mode in predictors}

@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from eddy.services.config.settings import Settings
 from eddy.services.workers.features import app_id, build_pipeline
 from eddy.streams.dead_letters.letter import RawRecord
+from eddy.streams.features.definitions import FEATURES
 from eddy.streams.transport.admin import (
     COORDINATOR_NOT_READY,
     committed_offsets,
@@ -169,7 +170,7 @@ def pipeline_rate(settings: Settings, topic: str, count: int) -> float:
                 records += [RawRecord.of(r) for r in polled]
     finally:
         consumer.close()
-    pipeline = build_pipeline(settings)
+    pipeline = build_pipeline(settings, FEATURES, None)
     size = settings.feature_batch_size
     started = time.perf_counter()
     for start in range(0, len(records), size):

@@ -19,6 +19,7 @@ import pytest
 
 from eddy.services.backtest.command import Bound, render, run_backtest
 from eddy.services.config.settings import Settings
+from eddy.streams.features.definitions import FEATURES
 from eddy.streams.messages.validation import encode
 from eddy.streams.transport.clients import make_producer
 from eddy.streams.transport.topics import Topic, topic_name
@@ -43,8 +44,9 @@ IN_ANOTHER_PROCESS = (
     "import sys; from pathlib import Path; "
     "from eddy.services.backtest.command import parse_bound, run_backtest; "
     "from eddy.services.config.settings import Settings; "
-    "run_backtest(Settings.from_env(), Path(sys.argv[1]), start=parse_bound(sys.argv[2]), "
-    "out=Path(sys.argv[3]))"
+    "from eddy.streams.features.definitions import FEATURES; "
+    "run_backtest(Settings.from_env(), Path(sys.argv[1]), features=FEATURES, schema=None, "
+    "start=parse_bound(sys.argv[2]), out=Path(sys.argv[3]))"
 )
 PROCESS_TIMEOUT_S = 120
 
@@ -86,7 +88,12 @@ def test_backtests_of_a_kafka_range_repeat_exactly_and_tell_policies_apart(
     policies.write_text(json.dumps({"policy": [RETRAIN_ON_CONCEPT, NEVER]}))
 
     first, first_path = run_backtest(
-        deployment, policies, start=Bound(time=start), out=tmp_path / "first.json"
+        deployment,
+        policies,
+        features=FEATURES,
+        schema=None,
+        start=Bound(time=start),
+        out=tmp_path / "first.json",
     )
     second_path = tmp_path / "second.json"
     subprocess.run(
@@ -135,7 +142,12 @@ def test_an_offset_range_reads_those_offsets_of_every_partition(
     policies.write_text(json.dumps({"policy": [NEVER]}))
 
     report, path = run_backtest(
-        deployment, policies, start=Bound(offset=0), end=Bound(offset=FIRST_OFFSETS)
+        deployment,
+        policies,
+        features=FEATURES,
+        schema=None,
+        start=Bound(offset=0),
+        end=Bound(offset=FIRST_OFFSETS),
     )
 
     ranges = report["range"]["events"]

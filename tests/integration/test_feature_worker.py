@@ -34,6 +34,7 @@ from eddy.streams.dead_letters.letter import (
     SOURCE_PARTITION,
 )
 from eddy.streams.features.compute import encode_state
+from eddy.streams.features.definitions import FEATURES
 from eddy.streams.store.online import OnlineStore
 from eddy.streams.transport.admin import committed_offsets, ensure_topics
 from eddy.streams.transport.clients import make_admin, make_producer, make_redis
@@ -173,7 +174,7 @@ def test_duplicates_and_reordering_leave_the_state_of_one_in_order_pass(stack: S
         if passes != "in order":
             batch = batch + batch
             rng.shuffle(batch)  # per-key order is shuffled too; all within the lateness
-        pipeline = build_pipeline(settings)
+        pipeline = build_pipeline(settings, FEATURES, None)
         records = [_raw(settings, i, key, value) for i, (key, value) in enumerate(batch)]
         for start in range(0, len(records), 37):
             pipeline.handle(records[start : start + 37])
@@ -304,7 +305,7 @@ def test_a_flushed_redis_is_rebuilt_identically_from_kafka(deployment: FeatureDe
         client.delete(key)
     assert all(s.rev == 0 for s in store.load(entities).values())
 
-    totals = rebuild(deployment.settings)
+    totals = rebuild(deployment.settings, FEATURES, None)
     after = {e: encode_state(s.state) for e, s in store.load(entities).items()}
     assert after == before
     assert totals["new"] == len(events)

@@ -153,7 +153,7 @@ def test_the_report_of_a_version_made_end_to_end_has_every_field(
 ) -> None:
     registry = open_registry(deployment, announce=False)
     first, *burst = make_history(deployment, registry)
-    json_path, html_path = write_report(deployment, MODEL, 2, tmp_path / "reports")
+    json_path, html_path = write_report(deployment, FEATURES, MODEL, 2, tmp_path / "reports")
     assert (json_path.name, html_path.name) == (f"{MODEL}-v2.json", f"{MODEL}-v2.html")
     report = json.loads(json_path.read_text())
     record = registry.get(MODEL, 2)
@@ -258,7 +258,7 @@ def test_the_report_of_a_version_made_end_to_end_has_every_field(
     assert "<script" not in page
 
     first_report = json.loads(
-        write_report(deployment, MODEL, 1, tmp_path / "reports")[0].read_text()
+        write_report(deployment, FEATURES, MODEL, 1, tmp_path / "reports")[0].read_text()
     )
     assert first_report["triggering_alerts"][0]["alert"] == first.model_dump(mode="json")
     assert first_report["comparison"]["champion_version"].startswith("none")

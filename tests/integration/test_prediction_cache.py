@@ -106,6 +106,7 @@ class FeatureWriter:
             dead_letter_topic=topic_name(Topic.DEAD_LETTER, prefix),
             examples_topic=topic_name(Topic.TRAINING_EXAMPLES, prefix),
             max_future=timedelta(seconds=self.settings.max_event_time_skew_s),
+            schema=None,
         )
 
     def write(self, entity_id: str) -> int:
@@ -333,7 +334,7 @@ def test_hot_entities_are_cached_and_invalidated_by_writes_and_swaps(
     registry = open_registry(settings, announce=False)
     register_versions(registry)
     registry.promote("m", 1, "test", "initial")
-    predictor = Predictor(settings, registry, "m")
+    predictor = Predictor(settings, registry, "m", features=FEATURES, schema=None)
     assert predictor.cache is not None
     writer = FeatureWriter(settings)
     redis = make_redis(settings)

@@ -396,7 +396,7 @@ def test_a_redelivered_request_gets_its_logged_answer_even_after_a_swap(
     )
     records = request_records(service, batch + 20)
     partition = (records[0].topic, records[0].partition)
-    first_owner = Predictor(service.settings, service.registry, "m")
+    first_owner = Predictor(service.settings, service.registry, "m", features=FEATURES, schema=None)
     try:
         first_owner.handle(records[:batch])
     finally:
@@ -404,7 +404,7 @@ def test_a_redelivered_request_gets_its_logged_answer_even_after_a_swap(
     service.registry.register("m", "sklearn", trained(1, flip=True), {"log_loss": 0.3}, LINEAGE)
     service.registry.promote("m", 2, "test", "the opposite concept")
 
-    next_owner = Predictor(service.settings, service.registry, "m")
+    next_owner = Predictor(service.settings, service.registry, "m", features=FEATURES, schema=None)
     try:
         next_owner.redelivery.assigned([partition])
         next_owner.handle(records)  # the uncommitted batch again, then 20 new requests
@@ -435,7 +435,7 @@ def test_an_unreadable_request_log_entry_means_answering_afresh(service: Service
     (record,) = request_records(service, 1)
     redis = make_redis(service.settings)
     redis.set(keys.request_log(service.settings.topic_prefix, "odd"), b"{not json")
-    predictor = Predictor(service.settings, service.registry, "m")
+    predictor = Predictor(service.settings, service.registry, "m", features=FEATURES, schema=None)
     try:
         predictor.redelivery.assigned([(record.topic, record.partition)])
         outcome = predictor.handle([record])
@@ -467,14 +467,14 @@ def test_an_answer_another_owner_logged_first_is_the_one_sent_again(service: Ser
     redis = make_redis(service.settings)
     reused = keys.request_log(service.settings.topic_prefix, "r2")
     redis.set(reused, orjson.dumps({"source": "elsewhere[0]@7", "output": {"request_id": "r2"}}))
-    old_owner = Predictor(service.settings, service.registry, "m")
+    old_owner = Predictor(service.settings, service.registry, "m", features=FEATURES, schema=None)
     try:
         old_owner.handle(records[:1])
     finally:
         old_owner.consumer.close(autocommit=False)
     service.registry.register("m", "sklearn", trained(1, flip=True), {"log_loss": 0.3}, LINEAGE)
     service.registry.promote("m", 2, "test", "the opposite concept")
-    new_owner = Predictor(service.settings, service.registry, "m")
+    new_owner = Predictor(service.settings, service.registry, "m", features=FEATURES, schema=None)
     resent_before = metrics.REQUESTS.labels("resent")._value.get()
     try:
         outcome = new_owner.handle(records)  # no record is a suspect: its lookup came first

@@ -111,7 +111,7 @@ class Deployment:
         finally:
             consumer.close()
         assert len(records) == len(requests)
-        predictor = Predictor(self.settings, self.registry, "m")
+        predictor = Predictor(self.settings, self.registry, "m", features=FEATURES, schema=None)
         try:
             outcome = predictor.handle(records)
         finally:
@@ -173,7 +173,7 @@ def deployment(deployment_settings: DeploymentSettings) -> Iterator[Deployment]:
     registry.register("m", "sklearn", trained(), {"log_loss": 0.3}, LINEAGE)
     registry.promote("m", 1, "test", "initial")
     events = assigned(settings, topic_name(Topic.EVENTS, settings.topic_prefix))
-    running = Deployment(settings, registry, build_pipeline(settings), events)
+    running = Deployment(settings, registry, build_pipeline(settings, FEATURES, None), events)
     yield running
     events.close()
 
@@ -242,7 +242,7 @@ AGGREGATES = sum(len(a.names()) for a in FEATURES.aggregates)
 
 def test_serving_through_the_true_definitions_shows_no_skew(deployment: Deployment) -> None:
     traffic = a_day_of_traffic(deployment)
-    check = run_check(deployment.settings)
+    check = run_check(deployment.settings, FEATURES)
     report = check.report
     assert report.checked == len(REQUESTS)
     assert not report.skewed, report.as_dict()
@@ -259,7 +259,7 @@ def test_serving_through_the_true_definitions_shows_no_skew(deployment: Deployme
 
     stop = threading.Event()
     on_demand = deployment.settings.model_copy(update={"skew_every_s": 0.0})
-    worker = threading.Thread(target=run_scheduled, args=(on_demand, stop))
+    worker = threading.Thread(target=run_scheduled, args=(on_demand, stop, FEATURES))
     worker.start()
     worker.join(timeout=DEADLINE_S)
     assert not worker.is_alive(), "a check scheduled every 0 s must not loop"
@@ -270,7 +270,7 @@ def test_a_broken_serving_definition_raises_a_skew_alert_naming_it(
 ) -> None:
     monkeypatch.setattr(eddy.services.serving.predictor, "FEATURES", BROKEN)
     traffic = a_day_of_traffic(deployment)
-    check = run_check(deployment.settings, publish=False)
+    check = run_check(deployment.settings, FEATURES, publish=False)
     assert check.alert is not None
     assert deployment.alerts() == 0
     report = check.report
@@ -318,7 +318,7 @@ def assert_examples_are_what_was_served_and_what_is_true(
 def scheduled_alert(deployment: Deployment) -> dict[str, Any]:
     """The first alert the scheduled check publishes."""
     stop = threading.Event()
-    worker = threading.Thread(target=run_scheduled, args=(deployment.settings, stop))
+    worker = threading.Thread(target=run_scheduled, args=(deployment.settings, stop, FEATURES))
     worker.start()
     try:
         found = next(

@@ -65,7 +65,9 @@ def as_records(
 def timeline_of(
     events: Sequence[LogRecord], labels: Sequence[LogRecord], label_window_s: float = HOUR_S
 ) -> Timeline:
-    return build_timeline(events, labels, FEATURES, max_future=SKEW, label_window_s=label_window_s)
+    return build_timeline(
+        events, labels, FEATURES, None, max_future=SKEW, label_window_s=label_window_s
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,7 @@ def timeline() -> Timeline:
 
 @pytest.fixture(scope="module")
 def reports(timeline: Timeline) -> dict[str, dict[str, Any]]:
-    policies = policies_from({"policy": [RETRAIN_ON_CONCEPT, NEVER]}, Settings())
+    policies = policies_from({"policy": [RETRAIN_ON_CONCEPT, NEVER]}, Settings(), FEATURES)
     return {p.name: replay(timeline, p) for p in policies}
 
 
@@ -192,6 +194,7 @@ def test_what_a_policy_leaves_out_is_the_deployments_setting() -> None:
             ]
         },
         settings,
+        FEATURES,
     )
     assert policy.learner.kind == "softmax"
     assert policy.learner.detector == "ddm"
@@ -226,7 +229,7 @@ def test_what_a_policy_leaves_out_is_the_deployments_setting() -> None:
 )
 def test_a_bad_policy_is_refused_with_its_reason(data: dict[str, Any], complaint: str) -> None:
     with pytest.raises(PolicyError, match=complaint):
-        policies_from(data, Settings())
+        policies_from(data, Settings(), FEATURES)
 
 
 # --- the loop -----------------------------------------------------------------------
@@ -235,7 +238,7 @@ def test_a_bad_policy_is_refused_with_its_reason(data: dict[str, Any], complaint
 def test_two_backtests_of_the_same_range_and_policy_give_identical_results(
     reports: dict[str, dict[str, Any]],
 ) -> None:
-    [policy] = policies_from({"policy": [RETRAIN_ON_CONCEPT]}, Settings())
+    [policy] = policies_from({"policy": [RETRAIN_ON_CONCEPT]}, Settings(), FEATURES)
     again = replay(timeline_of(*as_records(history(START))), policy)
     assert deterministic(again) == deterministic(reports[policy.name])
     assert again["retrains"], "the comparison is only worth something with a retrain in it"
@@ -304,6 +307,7 @@ def test_detectors_differ_in_what_they_flag(timeline: Timeline) -> None:
             ]
         },
         Settings(retrain_window=200, retrain_min_holdout=30),
+        FEATURES,
     )
     concept = {
         p.name: [a for a in replay(timeline, p)["alerts"] if a["kind"] == "concept"]
@@ -331,6 +335,7 @@ def test_a_retrain_without_enough_examples_is_skipped_and_the_champion_stays(
             ]
         },
         Settings(),
+        FEATURES,
     )
     report = replay(timeline, policy)
     assert report["retrains"]
@@ -348,6 +353,7 @@ def test_alerts_of_kinds_the_policy_ignores_trigger_nothing(timeline: Timeline) 
             ]
         },
         Settings(),
+        FEATURES,
     )
     report = replay(timeline, policy)
     assert report["alerts_by_kind"].get("concept", 0) >= 1
@@ -362,7 +368,9 @@ def test_alerts_within_the_debounce_make_one_retrain_even_after_the_range(
         "on": ["concept", "prediction"],
         "debounce_s": HOUR_S,
     }
-    [policy] = policies_from({"policy": [RETRAIN_ON_CONCEPT | {"retrain": retrain}]}, Settings())
+    [policy] = policies_from(
+        {"policy": [RETRAIN_ON_CONCEPT | {"retrain": retrain}]}, Settings(), FEATURES
+    )
     report = replay(timeline, policy)
     alerts = [a for a in report["alerts"] if a["triggers_retrain"]]
     assert len(alerts) >= 2
@@ -377,6 +385,7 @@ def test_a_mini_batch_policy_learns_every_full_batch(timeline: Timeline) -> None
     [policy] = policies_from(
         {"policy": [{"name": "mini", "learner": {"kind": "logistic", "batch": batch}}]},
         Settings(),
+        FEATURES,
     )
     report = replay(timeline, policy)
     assert report["online_metrics"]["examples"] == COUNT - COUNT % batch

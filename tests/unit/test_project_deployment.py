@@ -1,21 +1,52 @@
-"""A project in use: its settings under the environment (issue #17, slice 2)."""
+"""A project in use: its settings under the environment, its features and raw fields in
+every service (issue #17, slice 2)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 from typer.testing import CliRunner
 
 from eddy.services.cli.main import app
+from eddy.services.config.learner import deployment_learner
 from eddy.services.config.settings import Settings, SettingsError
+from eddy.services.project.deployment import (
+    deployment_features,
+    deployment_project,
+    raw_schema_of,
+)
 from eddy.services.project.layout import PROJECT_FILE, PROJECT_VARIABLE
 from eddy.services.project.scaffold import init_project
+from eddy.streams.dead_letters.letter import ERROR_CLASS, ERROR_REASON, RawRecord
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.features.pipeline import decode_batch
+from eddy.streams.messages.raw_schema import RAW_FIELDS_ERROR
 
 PROJECT_MODEL = "churn"
 PROJECT_WINDOW = 2000
 PROJECT_PARTITIONS = 5
 ENV_PARTITIONS = 7
+EVENT_TIME = datetime(2026, 1, 1, tzinfo=UTC)
+MAX_FUTURE = timedelta(minutes=5)
+# A project of its own features: hourly statistics of a temperature between -40 and 60.
+TEMPERATURE_FEATURES = """
+from eddy.streams.features.compute import Aggregate, FeatureSet, tumbling
+
+FEATURES = FeatureSet(
+    aggregates=(Aggregate("temperature", ("count", "mean"), tumbling(3600)),),
+    passthrough=None,
+    time_since_last=False,
+)
+"""
+TEMPERATURE_FIELD = """
+[fields.temperature]
+type = "float"
+min = -40
+max = 60
+"""
 
 
 @pytest.fixture
@@ -31,6 +62,14 @@ def project(tmp_path: Path) -> Path:
         'data_dir = "state"\n',
     )
     toml.write_text(text)
+    return folder
+
+
+def with_temperature(folder: Path) -> Path:
+    """``folder``'s project turned into one that aggregates a declared temperature."""
+    (folder / "features.py").write_text(TEMPERATURE_FEATURES)
+    with (folder / PROJECT_FILE).open("a") as toml:
+        toml.write(TEMPERATURE_FIELD)
     return folder
 
 
@@ -105,3 +144,65 @@ def test_the_cli_uses_the_project_it_is_run_in(
     assert f"{PROJECT_VARIABLE}={project.resolve()}" in result.output
     assert f"EDDY_RETRAIN_WINDOW={PROJECT_WINDOW}" in result.output
     assert f"EDDY_MODEL_NAME={PROJECT_MODEL}" in result.output
+
+
+def test_deployment_features_are_the_projects_or_the_built_in_ones(project: Path) -> None:
+    assert deployment_features(Settings()) is FEATURES
+    assert deployment_project(Settings()) is None
+    with_temperature(project)
+    settings = Settings.from_env({PROJECT_VARIABLE: str(project)})
+    features = deployment_features(settings)
+    assert features.fingerprint() != FEATURES.fingerprint()
+    assert [name for a in features.aggregates for name in a.op_names] == [
+        "temperature_count_1h",
+        "temperature_mean_1h",
+    ]
+    assert deployment_learner(settings, features).drift_ignore == features.accumulating_names()
+
+
+def event_record(offset: int, **features: object) -> RawRecord:
+    value = orjson.dumps(
+        {
+            "event_id": f"e{offset}",
+            "entity_id": "u1",
+            "event_time": EVENT_TIME.isoformat(),
+            "features": features,
+        }
+    )
+    return RawRecord("events", 0, offset, b"u1", value, ())
+
+
+def test_events_outside_the_declared_fields_are_dead_lettered_naming_the_field(
+    project: Path,
+) -> None:
+    schema = raw_schema_of(
+        deployment_project(Settings.from_env({PROJECT_VARIABLE: str(with_temperature(project))}))
+    )
+    assert schema is not None
+    fitting = event_record(0, size=1, color=0, shape=2, temperature=21.5)
+    out_of_range = event_record(1, size=1, color=0, shape=2, temperature=99.0)
+    undeclared = event_record(2, size=1, color=0, shape=2, humidity=0.4)
+    records = [fitting, out_of_range, undeclared]
+
+    events, letters = decode_batch(records, EVENT_TIME, MAX_FUTURE, schema)
+
+    assert [record for record, _ in events] == [fitting]
+    reasons = [dict(letter.headers)[ERROR_REASON].decode() for letter in letters]
+    assert {dict(letter.headers)[ERROR_CLASS].decode() for letter in letters} == {RAW_FIELDS_ERROR}
+    assert "'temperature'" in reasons[0]
+    assert "above its max 60" in reasons[0]
+    assert "unknown field 'humidity'" in reasons[1]
+    # Without a project, the message contract alone decides, as before.
+    assert len(decode_batch(records, EVENT_TIME, MAX_FUTURE)[0]) == len(records)
+
+
+def test_a_request_may_leave_declared_fields_out_but_not_break_them(project: Path) -> None:
+    schema = raw_schema_of(
+        deployment_project(Settings.from_env({PROJECT_VARIABLE: str(with_temperature(project))}))
+    )
+    assert schema is not None
+    assert schema.refusal({"temperature": 20.0}, partial=True) is None
+    refusal = schema.refusal({"temperature": "warm"}, partial=True)
+    assert refusal is not None
+    assert refusal.error_class == RAW_FIELDS_ERROR
+    assert "field 'temperature' must be a float, got str" in refusal.reason

@@ -7,6 +7,7 @@ import dataclasses
 from eddy.services.backtest.replay import RetrainPolicy, policies_from
 from eddy.services.config.retraining import deployment_retraining
 from eddy.services.config.settings import Settings
+from eddy.streams.features.definitions import FEATURES
 
 
 def test_the_deployment_policy_reads_every_retrain_setting() -> None:
@@ -36,7 +37,9 @@ def test_a_backtest_policy_inherits_what_it_does_not_name() -> None:
         retrain_window=640, retrain_debounce_s=4.0, retrain_drift_wait_s=9.0, retrain_margin=0.05
     )
     deployment = dataclasses.asdict(deployment_retraining(settings))
-    [policy] = policies_from({"policy": [{"name": "p", "retrain": {"window": 300}}]}, settings)
+    [policy] = policies_from(
+        {"policy": [{"name": "p", "retrain": {"window": 300}}]}, settings, FEATURES
+    )
     shared = set(RetrainPolicy.model_fields) & set(deployment)
     assert shared >= {"window", "holdout", "min_holdout", "estimator", "metric", "margin"}
     assert policy.retrain.window == 300

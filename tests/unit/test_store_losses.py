@@ -77,6 +77,7 @@ def pipeline(store: MemoryStore, repair: Any) -> FeaturePipeline:
         dead_letter_topic="dlq",
         examples_topic="examples",
         max_future=timedelta(minutes=5),
+        schema=None,
         repair=repair,
     )
 

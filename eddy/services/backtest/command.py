@@ -43,7 +43,8 @@ from eddy.services.backtest.timeline import LogRecord, Timeline, build_timeline
 from eddy.services.config.settings import Settings
 from eddy.services.registry.lineage import iso
 from eddy.streams.dead_letters.letter import RawRecord
-from eddy.streams.features.definitions import FEATURES
+from eddy.streams.features.compute import FeatureSet
+from eddy.streams.messages.raw_schema import RawSchema
 from eddy.streams.store.serialization import write_atomically
 from eddy.streams.transport.clients import make_consumer
 from eddy.streams.transport.topics import Topic, topic_name
@@ -77,14 +78,14 @@ def parse_bound(text: str) -> Bound:
     return Bound(time=when)
 
 
-def load_policies(path: Path, settings: Settings) -> list[Policy]:
+def load_policies(path: Path, settings: Settings, features: FeatureSet) -> list[Policy]:
     """Policies from a ``.toml`` or ``.json`` file (see docs/backtest-policies.example.toml)."""
     text = path.read_text(encoding="utf-8")
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise PolicyError(f"{path}: {exc}") from None
-    return policies_from(data, settings)
+    return policies_from(data, settings, features)
 
 
 @dataclass(frozen=True)
@@ -148,17 +149,21 @@ def _resolve(
 def run_backtest(
     settings: Settings,
     policy_file: Path,
+    *,
+    features: FeatureSet,
+    schema: RawSchema | None,
     start: Bound | None = None,
     end: Bound | None = None,
     out: Path | None = None,
     buckets: int | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """Replay every policy of ``policy_file`` over the range; the report and its path
+    """Replay every policy of ``policy_file`` over the range, through the deployment's
+    ``features`` and raw fields ``schema`` (None: any); the report and its path
     (``out``, or one under ``<data>/backtests/`` named after the range and policies).
     ``buckets``: spans of event time for accuracy over time (default
     :data:`~eddy.services.backtest.replay.DEFAULT_BUCKETS`)."""
     started = time.process_time()
-    policies = load_policies(policy_file, settings)
+    policies = load_policies(policy_file, settings, features)
     prefix = settings.topic_prefix
     events_topic = topic_name(Topic.EVENTS, prefix)
     labels_topic = topic_name(Topic.LABELS, prefix)
@@ -167,7 +172,8 @@ def run_backtest(
     timeline = build_timeline(
         events.records,
         labels.records,
-        FEATURES,
+        features,
+        schema,
         max_future=timedelta(seconds=settings.max_event_time_skew_s),
         label_window_s=settings.label_window_s,
     )
@@ -187,7 +193,7 @@ def run_backtest(
         )
     report = {
         "range": {"events": events.offsets, "labels": labels.offsets},
-        "feature_set": FEATURES.fingerprint(),
+        "feature_set": features.fingerprint(),
         "timeline": _timeline_summary(timeline),
         "policies": results,
         "compute": {"cpu_seconds": round(time.process_time() - started, 3)},

@@ -68,6 +68,7 @@ from eddy.services.training.core import (
 from eddy.services.training.policy import offline_gate
 from eddy.streams.drift.data import DriftConfig
 from eddy.streams.drift.served import ServedOutcome
+from eddy.streams.features.compute import FeatureSet
 from eddy.streams.learning.learner import RETRAIN, Learner, LearnerConfig, Position
 from eddy.streams.learning.models import Label, encode_for, fit_vectors
 from eddy.streams.messages.contracts import DriftAlert, DriftKind, TrainingExample
@@ -132,15 +133,19 @@ class Policy:
         }
 
 
-def policies_from(data: Mapping[str, Any], settings: Settings) -> list[Policy]:
+def policies_from(
+    data: Mapping[str, Any], settings: Settings, features: FeatureSet
+) -> list[Policy]:
     """Policies from a parsed file: ``{"policy": [{"name": ..., "learner": {...},
-    "retrain": {...}}, ...]}``; what a policy leaves out is the deployment's setting.
+    "retrain": {...}}, ...]}``; what a policy leaves out is the deployment's setting
+    (its learner over the deployment's ``features``).
 
     ``learner`` takes any :class:`~eddy.streams.learning.learner.LearnerConfig` field but ``model``,
     with ``drift`` holding :class:`~eddy.streams.drift.data.DriftConfig` fields.
 
+    >>> from eddy.streams.features.definitions import FEATURES
     >>> [p] = policies_from({"policy": [{"name": "ph", "learner": {"detector":
-    ...     "page_hinkley", "drift": {"cooldown": 500}}}]}, Settings())
+    ...     "page_hinkley", "drift": {"cooldown": 500}}}]}, Settings(), FEATURES)
     >>> p.learner.detector, p.learner.drift.cooldown, p.retrain.window
     ('page_hinkley', 500, 10000)
     """
@@ -148,21 +153,22 @@ def policies_from(data: Mapping[str, Any], settings: Settings) -> list[Policy]:
     tables = data.get("policy")
     if unknown or not isinstance(tables, list) or not tables:
         raise PolicyError("a policy file holds a non-empty list `policy` and nothing else")
-    policies = [_policy(table, settings) for table in tables]
+    deployment = deployment_learner(settings, features)
+    policies = [_policy(table, settings, deployment) for table in tables]
     names = [p.name for p in policies]
     if len(set(names)) != len(names):
         raise PolicyError(f"policy names must be distinct: {names}")
     return policies
 
 
-def _policy(table: Any, settings: Settings) -> Policy:
+def _policy(table: Any, settings: Settings, deployment_config: LearnerConfig) -> Policy:
     if not isinstance(table, Mapping) or not isinstance(table.get("name"), str):
         raise PolicyError("every policy is a table with a `name`")
     name = table["name"]
     extra = set(table) - {"name", "learner", "retrain"}
     if extra:
         raise PolicyError(f"policy {name!r}: unknown keys {sorted(extra)}")
-    learner = _learner_config(name, dict(table.get("learner", {})), settings)
+    learner = _learner_config(name, dict(table.get("learner", {})), deployment_config)
     deployment = dataclasses.asdict(deployment_retraining(settings))
     defaults = {k: v for k, v in deployment.items() if k in RetrainPolicy.model_fields}
     try:
@@ -172,7 +178,7 @@ def _policy(table: Any, settings: Settings) -> Policy:
     return Policy(name, learner, retrain)
 
 
-def _learner_config(name: str, table: dict[str, Any], settings: Settings) -> LearnerConfig:
+def _learner_config(name: str, table: dict[str, Any], deployment: LearnerConfig) -> LearnerConfig:
     drift = table.pop("drift", {})
     known = {f.name for f in dataclasses.fields(LearnerConfig)} - {"model", "drift"}
     drift_known = {f.name for f in dataclasses.fields(DriftConfig)}
@@ -182,7 +188,6 @@ def _learner_config(name: str, table: dict[str, Any], settings: Settings) -> Lea
                 f"policy {name!r}: unknown {where} keys {sorted(set(keys) - allowed)}; "
                 f"known: {sorted(allowed)}"
             )
-    deployment = deployment_learner(settings)
     try:
         config = dataclasses.replace(
             deployment,

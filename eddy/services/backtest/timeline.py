@@ -30,7 +30,7 @@ every policy replays the very same sequence.
 >>> late = logged("labels", 0, Label(event_id="e1", label=True,
 ...                                   event_time=t0 + timedelta(seconds=30)))
 >>> timeline = build_timeline(
-...     events, [late], FEATURES, max_future=timedelta(minutes=5), label_window_s=3600
+...     events, [late], FEATURES, None, max_future=timedelta(minutes=5), label_window_s=3600
 ... )
 >>> [(type(item).__name__, item.event_id, item.at - t0.timestamp()) for item in timeline.items]
 [('Served', 'e0', 0.0), ('Served', 'e1', 1.0), ('Joined', 'e1', 30.0)]
@@ -53,6 +53,7 @@ from eddy.streams.features.pipeline import decode_batch, fold_events
 from eddy.streams.learning.label_join import joined_example
 from eddy.streams.learning.learner import Position
 from eddy.streams.messages.contracts import Event, Label, TrainingExample
+from eddy.streams.messages.raw_schema import RawSchema
 from eddy.streams.messages.validation import InvalidMessage, decode
 from eddy.streams.store.online import StoredState
 from eddy.streams.store.snapshots import Snapshot
@@ -116,29 +117,36 @@ def build_timeline(
     events: Sequence[LogRecord],
     labels: Sequence[LogRecord],
     fs: FeatureSet,
+    schema: RawSchema | None,
     *,
     max_future: timedelta,
     label_window_s: float,
 ) -> Timeline:
-    """The event-time-ordered items of one range (see the module docstring)."""
+    """The event-time-ordered items of one range (see the module docstring), over the
+    deployment's features ``fs`` and raw fields ``schema`` (None: any)."""
     timeline = Timeline()
-    decoded = _decode_events(events, max_future, timeline.counts)
+    decoded = _decode_events(events, max_future, schema, timeline.counts)
     served = _serve(decoded, fs, timeline.counts)
     timeline.items.extend(served.values())
-    timeline.items.extend(_join(labels, served, max_future, label_window_s, timeline.counts))
+    timeline.items.extend(
+        _join(labels, served, max_future, label_window_s, fs.fingerprint(), timeline.counts)
+    )
     timeline.items.sort(key=_order)
     return timeline
 
 
 def _decode_events(
-    events: Sequence[LogRecord], max_future: timedelta, counts: Counter[str]
+    events: Sequence[LogRecord],
+    max_future: timedelta,
+    schema: RawSchema | None,
+    counts: Counter[str],
 ) -> list[tuple[RawRecord, Event]]:
     """Valid events in partition, offset order: the order each feature worker saw."""
     decoded: list[tuple[RawRecord, Event]] = []
     for record in sorted(events, key=lambda r: (r.raw.topic, r.raw.partition, r.raw.offset)):
         # The broker's stamp stands in for the worker's clock: deterministic, and close.
         now = datetime.fromtimestamp(record.timestamp, UTC)
-        valid, letters = decode_batch([record.raw], now, max_future)
+        valid, letters = decode_batch([record.raw], now, max_future, schema)
         decoded += valid
         counts["events_read"] += 1
         counts["events_invalid"] += len(letters)
@@ -174,6 +182,7 @@ def _join(
     served: dict[str, Served],
     max_future: timedelta,
     label_window_s: float,
+    feature_set: str,
     counts: Counter[str],
 ) -> list[Joined]:
     decoded: list[tuple[RawRecord, Label]] = []
@@ -195,7 +204,7 @@ def _join(
             continue
         event = served[label.event_id]
         snapshot = Snapshot(event.entity_id, event.at, event.features)
-        joined[label.event_id] = _joined(raw, label, label.event_id, snapshot)
+        joined[label.event_id] = _joined(raw, label, label.event_id, snapshot, feature_set)
     return list(joined.values())
 
 
@@ -214,10 +223,12 @@ def _label_verdict(
     return "joined"
 
 
-def _joined(record: RawRecord, label: Label, event_id: str, snapshot: Snapshot) -> Joined:
+def _joined(
+    record: RawRecord, label: Label, event_id: str, snapshot: Snapshot, feature_set: str
+) -> Joined:
     """The example the learner builds from a label and its snapshot."""
     label_at = Position(record.topic, record.partition, record.offset, snapshot.at)
-    example, position = joined_example(event_id, label, snapshot, label_at)
+    example, position = joined_example(event_id, label, snapshot, label_at, feature_set=feature_set)
     at = max(label.event_time.timestamp(), snapshot.at)
     return Joined(event_id, at, example, position)
 

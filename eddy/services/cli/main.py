@@ -6,7 +6,7 @@ Commands only parse arguments and print; the work lives in :mod:`streams` and
 Run inside an Eddy project (a folder holding eddy.toml, or one below it), every command
 uses that project, as git uses the repository it is run in: the command sets
 ``EDDY_PROJECT`` to it when the variable is unset, so its settings apply and the
-services it starts (``eddy run all`` and ``eddy demo`` pass it on) inherit it.
+services it starts (``eddy run all`` and ``eddy demo`` pass it on) run its features.
 Services read only ``EDDY_PROJECT``; they never look around the folder they started in.
 """
 
@@ -35,9 +35,10 @@ from eddy.services.ops.console import (
 )
 from eddy.services.ops.dead_letters import dead_letter_topic, dead_letters, replay
 from eddy.services.ops.metrics import serve as serve_metrics
+from eddy.services.project.deployment import deployment_project, features_of, raw_schema_of
 from eddy.services.project.errors import ProjectError
 from eddy.services.project.layout import PROJECT_FILE, PROJECT_VARIABLE, find_project
-from eddy.services.project.loading import load_project
+from eddy.services.project.loading import Project, load_project
 from eddy.services.project.plan import plan_project
 from eddy.services.project.scaffold import ProjectExists, init_project
 from eddy.streams.dead_letters.letter import (
@@ -91,6 +92,15 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
     logs.configure(settings.log_level)
     return settings
+
+
+def _project(settings: Settings) -> Project | None:
+    """The project in use, checked; a refusal is printed as file:line: message (exit 2)."""
+    try:
+        return deployment_project(settings)
+    except ProjectError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
 
 
 def _stack(action: str) -> int:
@@ -172,8 +182,9 @@ def run_features() -> None:
     from eddy.services.workers.features import build_app
 
     settings = _settings()
+    project = _project(settings)
     serve_metrics("features", settings)
-    run_worker(build_app(settings), settings)
+    run_worker(build_app(settings, features_of(project), raw_schema_of(project)), settings)
 
 
 @run_app.command("learner")
@@ -190,10 +201,11 @@ def run_learner() -> None:
     from eddy.services.workers.learner import LearnerWorker
 
     settings = _settings()
-    config = deployment_learner(settings)
+    features = features_of(_project(settings))
+    config = deployment_learner(settings, features)
     serve_metrics("learner", settings)
     hook = learner_snapshots(open_registry(settings), trainer_identity("eddy run learner"))
-    LearnerWorker(settings, config, on_snapshot=hook).run()
+    LearnerWorker(settings, config, feature_set=features.fingerprint(), on_snapshot=hook).run()
 
 
 @run_app.command("retrainer")
@@ -214,6 +226,7 @@ def run_retrainer() -> None:
     from eddy.services.training.retrainer import AlertListener, Retrainer
 
     settings = _settings()
+    features = features_of(_project(settings))
     # Native thread pools (OpenMP in gradient boosting) beyond the cores the retrainer
     # can have to itself only spin against the other services: a fit of a few hundred
     # examples took 5 to 15 s on 2 busy cores.
@@ -225,7 +238,10 @@ def run_retrainer() -> None:
     signal.signal(signal.SIGINT, listener.stop)
     stop_skew = threading.Event()
     skew = threading.Thread(
-        target=run_scheduled, args=(settings, stop_skew), name="skew-check", daemon=True
+        target=run_scheduled,
+        args=(settings, stop_skew, features),
+        name="skew-check",
+        daemon=True,
     )
     skew.start()
     try:
@@ -251,8 +267,15 @@ def run_predictor() -> None:
     # about 1 ms to over a second.
     threadpool_limits(limits=1)
     settings = _settings()
+    project = _project(settings)
     serve_metrics("predictor", settings)
-    Predictor(settings, open_registry(settings, announce=False), settings.model_name).run()
+    Predictor(
+        settings,
+        open_registry(settings, announce=False),
+        settings.model_name,
+        features=features_of(project),
+        schema=raw_schema_of(project),
+    ).run()
 
 
 @app.command()
@@ -281,8 +304,9 @@ def score(
     from eddy.services.serving.batch_scoring import score_file
 
     settings = _settings()
+    features = features_of(_project(settings))
     written, rows, version = score_file(
-        settings, open_registry(settings, announce=False), path, output
+        settings, open_registry(settings, announce=False), features, path, output
     )
     typer.echo(f"scored {rows} rows with {version} -> {written}")
 
@@ -342,8 +366,11 @@ def models_report(
     from eddy.services.registry.store import RegistryError
 
     settings = _settings()
+    features = features_of(_project(settings))
     try:
-        json_path, html_path = write_report(settings, model or settings.model_name, version, out)
+        json_path, html_path = write_report(
+            settings, features, model or settings.model_name, version, out
+        )
     except RegistryError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1) from None
@@ -382,10 +409,13 @@ def backtest(
     from eddy.services.backtest.command import parse_bound, render, run_backtest
 
     settings = _settings()
+    project = _project(settings)
     try:
         report, path = run_backtest(
             settings,
             policy,
+            features=features_of(project),
+            schema=raw_schema_of(project),
             start=parse_bound(start) if start else None,
             end=parse_bound(end) if end else None,
             out=out,
@@ -524,7 +554,8 @@ def skew_check(
     """
     from eddy.services.quality.skew_check import run_check
 
-    check = run_check(_settings(), publish=publish)
+    settings = _settings()
+    check = run_check(settings, features_of(_project(settings)), publish=publish)
     typer.echo(orjson.dumps(check.report.as_dict(), option=orjson.OPT_INDENT_2).decode())
     if check.alert is not None:
         typer.echo(describe_alert(check.alert.model_dump(mode="json")), err=True)
@@ -557,12 +588,12 @@ def features_get(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines output.")] = False,
 ) -> None:
     """Print entities' current online features and freshness (one Redis round trip)."""
-    from eddy.streams.features.definitions import FEATURES
     from eddy.streams.store.online import OnlineStore
 
     settings = _settings()
+    features = features_of(_project(settings))
     store = OnlineStore(make_redis(settings), settings.topic_prefix, settings.feature_ttl_s)
-    found = store.online_features(entity_ids, FEATURES, as_of=time.time())
+    found = store.online_features(entity_ids, features, as_of=time.time())
     for entity_id, online in found.items():
         if as_json:
             typer.echo(orjson.dumps(online.__dict__).decode())
@@ -660,7 +691,9 @@ def features_rebuild() -> None:
     """Re-apply the retained `events` topic to Redis (after Redis lost its data)."""
     from eddy.services.workers.features import rebuild
 
-    totals = rebuild(_settings())
+    settings = _settings()
+    project = _project(settings)
+    totals = rebuild(settings, features_of(project), raw_schema_of(project))
     typer.echo(", ".join(f"{name} {count}" for name, count in sorted(totals.items())))
 
 

@@ -9,11 +9,13 @@ features data drift leaves out and what drift alone asks for.
 from __future__ import annotations
 
 from eddy.services.config.settings import Settings
-from eddy.streams.features.definitions import FEATURES
+from eddy.streams.features.compute import FeatureSet
 from eddy.streams.learning.learner import LearnerConfig
 
 
-def deployment_learner(settings: Settings) -> LearnerConfig:
+def deployment_learner(settings: Settings, features: FeatureSet) -> LearnerConfig:
+    """The learner of the deployment ``settings`` describe, over its ``features``
+    (:func:`eddy.services.project.deployment.deployment_features`)."""
     return LearnerConfig(
         model=settings.model_name,
         kind=settings.learner_kind,
@@ -22,6 +24,6 @@ def deployment_learner(settings: Settings) -> LearnerConfig:
         slices=settings.slices,
         slice_max_values=settings.slice_max_values,
         drift=settings.drift,
-        drift_ignore=FEATURES.accumulating_names(),
+        drift_ignore=features.accumulating_names(),
         drift_action=settings.drift_action,
     )

@@ -27,7 +27,7 @@ from eddy.services.governance.report import (
 )
 from eddy.services.registry.opening import open_registry
 from eddy.services.registry.triggers import Trigger
-from eddy.streams.features.definitions import FEATURES
+from eddy.streams.features.compute import FeatureSet
 from eddy.streams.messages.contracts import DriftAlert
 from eddy.streams.messages.validation import InvalidMessage, decode
 from eddy.streams.store.serialization import write_atomically
@@ -97,8 +97,9 @@ def find_alerts(settings: Settings, model: str, ids: Iterable[str]) -> dict[str,
         consumer.close()
 
 
-def gather(settings: Settings, model: str, version: int) -> ReportInputs:
-    """Everything the report needs, read now from the registry and the alerts topic."""
+def gather(settings: Settings, features: FeatureSet, model: str, version: int) -> ReportInputs:
+    """Everything the report needs, read now from the registry and the alerts topic;
+    ``features``: the deployment's, compared with the ones the version was trained on."""
     registry = open_registry(settings, announce=False)
     record = registry.get(model, version)
     return ReportInputs(
@@ -107,7 +108,7 @@ def gather(settings: Settings, model: str, version: int) -> ReportInputs:
         audit=registry.audit_log(model),
         alerts=find_alerts(settings, model, Trigger.from_dict(record.lineage.trigger).alert_ids),
         alerts_topic=alerts_topic(settings),
-        features=FEATURES,
+        features=features,
         generated_at=time.time(),
     )
 
@@ -121,9 +122,12 @@ def report_stem(model: str, version: int) -> str:
     return f"{_UNSAFE_FILE_CHARS.sub('_', model)}-v{version}"
 
 
-def write_report(settings: Settings, model: str, version: int, out_dir: Path) -> tuple[Path, Path]:
-    """Write the JSON and HTML reports of ``model`` ``version``; returns their paths."""
-    report = assemble(gather(settings, model, version))
+def write_report(
+    settings: Settings, features: FeatureSet, model: str, version: int, out_dir: Path
+) -> tuple[Path, Path]:
+    """Write the JSON and HTML reports of ``model`` ``version`` (its features compared
+    with the deployment's ``features``); returns their paths."""
+    report = assemble(gather(settings, features, model, version))
     stem = report_stem(model, version)
     json_path, html_path = out_dir / f"{stem}.json", out_dir / f"{stem}.html"
     write_atomically(json_path, (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())

@@ -43,7 +43,6 @@ from eddy.services.ops import metrics
 from eddy.streams.dead_letters.letter import RawRecord
 from eddy.streams.dead_letters.policy import Action, action_for
 from eddy.streams.features.compute import FeatureSet
-from eddy.streams.features.definitions import FEATURES
 from eddy.streams.features.skew import (
     APPLY_ALLOWANCE_S,
     READ_SLACK_S,
@@ -86,8 +85,9 @@ class SkewCheck:
     alert: DriftAlert | None
 
 
-def run_check(settings: Settings, fs: FeatureSet = FEATURES, *, publish: bool = True) -> SkewCheck:
-    """One check over a fresh sample; publishes the alert unless ``publish`` is False."""
+def run_check(settings: Settings, fs: FeatureSet, *, publish: bool = True) -> SkewCheck:
+    """One check over a fresh sample, recomputing the deployment's features ``fs``;
+    publishes the alert unless ``publish`` is False."""
     client = make_redis(settings)
     try:
         served, skipped = sample_requests(client, settings)
@@ -115,7 +115,7 @@ def run_check(settings: Settings, fs: FeatureSet = FEATURES, *, publish: bool = 
     return SkewCheck(report, alert)
 
 
-def run_scheduled(settings: Settings, stop: threading.Event, fs: FeatureSet = FEATURES) -> None:
+def run_scheduled(settings: Settings, stop: threading.Event, fs: FeatureSet) -> None:
     """Run the check every ``EDDY_SKEW_EVERY_S`` until ``stop`` is set (0: return at once).
 
     An outage of Kafka or Redis skips that round (the next one starts afresh); any other

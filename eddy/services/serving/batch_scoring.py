@@ -18,8 +18,7 @@ import pandas as pd
 from eddy.services.config.settings import Settings
 from eddy.services.registry.store import CHAMPION, Registry, RegistryError
 from eddy.services.serving.scoring import Loaded, score_batch
-from eddy.streams.features.compute import feature_vector
-from eddy.streams.features.definitions import FEATURES
+from eddy.streams.features.compute import FeatureSet, feature_vector
 from eddy.streams.store.online import OnlineStore
 from eddy.streams.transport.clients import make_redis
 
@@ -33,8 +32,11 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def score_file(
-    settings: Settings, registry: Registry, path: Path, output: Path | None
+    settings: Settings, registry: Registry, features: FeatureSet, path: Path, output: Path | None
 ) -> tuple[Path, int, str]:
+    """Score ``path``'s rows with the champion, each row's features merged over its
+    entity's online ones through the deployment's ``features``; the output's path, the
+    rows scored and the version that scored them."""
     champion = registry.alias(settings.model_name, CHAMPION)
     if champion is None:
         raise RegistryError(f"{settings.model_name!r} has no champion to score with")
@@ -55,7 +57,7 @@ def score_file(
         states = store.load(entities)
         now = time.time()
         rows = [
-            feature_vector(states[e].state, FEATURES, now, raw=row)
+            feature_vector(states[e].state, features, now, raw=row)
             for e, row in zip(entities, rows, strict=True)
         ]
     scored = score_batch(loaded, rows)

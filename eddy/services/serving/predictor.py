@@ -3,8 +3,9 @@
 ``eddy run predictor`` is a kafka-python consumer group on ``prediction-requests``
 (several processes share the partitions). Per polled batch:
 
-1. decode every request; an invalid one gets an error answer (``invalid_request``) and
-   a dead letter, never silence;
+1. decode every request; an invalid one (with a project: also one whose features do
+   not fit its declared raw fields) gets an error answer (``invalid_request``) and a
+   dead letter, never silence;
 2. read the entities' online features in one Redis round trip and merge each request's
    own features over them, through the same feature code as training;
 3. score the whole batch with the champion of the moment (one :class:`ServingModels`
@@ -67,9 +68,9 @@ from eddy.services.serving.redelivery import RedeliveryWindow, WindowOnAssignmen
 from eddy.services.serving.request_log import RequestLog, ShadowLog
 from eddy.services.serving.scoring import Loaded, ServingModels
 from eddy.streams.dead_letters.sink import DeadLetterSink
-from eddy.streams.features.compute import FeatureValue, feature_vector
-from eddy.streams.features.definitions import FEATURES
+from eddy.streams.features.compute import FeatureSet, FeatureValue, feature_vector
 from eddy.streams.messages.contracts import PredictionRequest
+from eddy.streams.messages.raw_schema import RawSchema
 from eddy.streams.messages.validation import InvalidMessage, decode
 from eddy.streams.store.online import OnlineStore, StoredState
 from eddy.streams.store.serialization import IntegrityError
@@ -167,9 +168,23 @@ class Outcome:
 
 
 class Predictor:
-    def __init__(self, settings: Settings, registry: Registry, model: str) -> None:
+    """Answers ``model``'s requests with the deployment's ``features`` (the ones its
+    models were trained on); a request whose own features do not fit the project's
+    declared raw fields (``schema``; None: any) gets an error answer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        model: str,
+        *,
+        features: FeatureSet,
+        schema: RawSchema | None,
+    ) -> None:
         self.settings = settings
         self.model = model
+        self.features = features
+        self.schema = schema
         prefix = settings.topic_prefix
         self.requests_topic = topic_name(Topic.PREDICTION_REQUESTS, prefix)
         self.answers_topic = topic_name(Topic.PREDICTIONS, prefix)
@@ -187,12 +202,12 @@ class Predictor:
         )
         self.watcher = ModelWatcher(settings, registry, model)
         self.cache = (
-            AnswerCache.from_settings(self.redis, settings, model, FEATURES)
+            AnswerCache.from_settings(self.redis, settings, model, features)
             if Policy(settings.prediction_cache) is not Policy.OFF
             else None
         )
         self.precomputer = (
-            Precomputer(settings, self.cache, self.store, FEATURES, lambda: self.watcher.serving)
+            Precomputer(settings, self.cache, self.store, features, lambda: self.watcher.serving)
             if self.cache is not None
             else None
         )
@@ -268,7 +283,7 @@ class Predictor:
         fresh = fresh_requests(polled, logged)
         stored = self.store.load(request.entity_id for _, request in fresh)
         vectors = [
-            feature_vector(stored[r.entity_id].state, FEATURES, now, raw=r.features)
+            feature_vector(stored[r.entity_id].state, self.features, now, raw=r.features)
             for _, r in fresh
         ]
         checks = self._check_cache(serving.champion, fresh, stored, vectors, now)
@@ -317,7 +332,8 @@ class Predictor:
 
     def _decode(self, record: Any) -> PredictionRequest:
         """The record's request; refused (an error answer and a dead letter) when it is
-        malformed or names a reply topic answers may not go to."""
+        malformed, its features do not fit the declared raw fields, or it names a reply
+        topic answers may not go to."""
         return self._checked(decode(PredictionRequest, record.value))
 
     def _check_cache(
@@ -346,7 +362,12 @@ class Predictor:
         ]
 
     def _checked(self, request: PredictionRequest) -> PredictionRequest:
-        """``request``, unless it names a reply topic answers may not go to."""
+        """``request``, unless its own features do not fit the declared raw fields (a
+        request may leave fields out: the entity's online features fill them) or it
+        names a reply topic answers may not go to."""
+        unfit = None if self.schema is None else self.schema.refusal(request.features, partial=True)
+        if unfit is not None:
+            raise unfit
         if request.reply_topic is not None:
             refusal = reply_topic_refusal(
                 request.reply_topic,

@@ -48,8 +48,8 @@ from eddy.services.workers.faust_app import exit_before_acknowledging, make_app
 from eddy.streams.dead_letters.letter import RawRecord
 from eddy.streams.dead_letters.policy import retry_transient
 from eddy.streams.features.compute import FeatureSet
-from eddy.streams.features.definitions import FEATURES
 from eddy.streams.features.pipeline import FeaturePipeline, LostRange
+from eddy.streams.messages.raw_schema import RawSchema
 from eddy.streams.store.online import OnlineStore
 from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.clients import (
@@ -76,15 +76,18 @@ def app_id(settings: Settings) -> str:
 
 def build_pipeline(
     settings: Settings,
-    fs: FeatureSet = FEATURES,
+    fs: FeatureSet,
+    schema: RawSchema | None,
     *,
     side_outputs: bool = True,
     snapshots: bool | None = None,
     repairs: bool = False,
 ) -> FeaturePipeline:
-    """The worker's pipeline (``repairs``: it re-applies what the store lost);
-    ``side_outputs=False`` for re-applying from Kafka, with snapshots of the last label
-    window recorded only when ``snapshots`` (default: as ``side_outputs``)."""
+    """The worker's pipeline over the deployment's features ``fs`` and raw fields
+    ``schema`` (:mod:`eddy.services.project.deployment`); ``repairs``: it re-applies
+    what the store lost. ``side_outputs=False`` for re-applying from Kafka, with
+    snapshots of the last label window recorded only when ``snapshots`` (default: as
+    ``side_outputs``)."""
 
     redis = make_redis(settings)
     snapshot_store = (
@@ -100,17 +103,18 @@ def build_pipeline(
         dead_letter_topic=topic_name(Topic.DEAD_LETTER, settings.topic_prefix),
         examples_topic=topic_name(Topic.TRAINING_EXAMPLES, settings.topic_prefix),
         max_future=timedelta(seconds=settings.max_event_time_skew_s),
+        schema=schema,
         side_outputs=side_outputs,
         snapshot_horizon_s=None if side_outputs else settings.label_window_s,
-        repair=functools.partial(repair, settings, fs=fs) if repairs else None,
+        repair=functools.partial(repair, settings, fs=fs, schema=schema) if repairs else None,
     )
 
 
-def build_app(settings: Settings, fs: FeatureSet = FEATURES) -> faust.App:
+def build_app(settings: Settings, fs: FeatureSet, schema: RawSchema | None) -> faust.App:
     app = make_app(settings, app_id(settings))
     events_topic = topic_name(Topic.EVENTS, settings.topic_prefix)
     events = app.topic(events_topic, key_serializer="raw", value_serializer="raw")
-    pipeline = build_pipeline(settings, fs, repairs=True)
+    pipeline = build_pipeline(settings, fs, schema, repairs=True)
     wait_s = settings.feature_batch_wait_ms / 1000
     liveness = Liveness(settings, "features")
     positions = Positions()
@@ -173,24 +177,27 @@ def build_app(settings: Settings, fs: FeatureSet = FEATURES) -> faust.App:
     return app
 
 
-def rebuild(settings: Settings, fs: FeatureSet = FEATURES) -> Counter[str]:
+def rebuild(settings: Settings, fs: FeatureSet, schema: RawSchema | None) -> Counter[str]:
     """Re-apply the whole ``events`` topic to the online store (after a Redis loss).
 
     Reads from the earliest retained offset up to the end as of the start, outside any
     consumer group, through the same pipeline as the worker but without side outputs:
-    dead letters and training examples were already sent the first time. Events the
-    store already holds are recognised by id, so a rebuild over intact state is a no-op.
+    dead letters and training examples were already sent the first time (and events
+    whose raw fields do not fit ``schema`` are left out again). Events the store
+    already holds are recognised by id, so a rebuild over intact state is a no-op.
     """
     topic = spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=settings.partitions)
     partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
-    pipeline = build_pipeline(settings, fs, side_outputs=False)
+    pipeline = build_pipeline(settings, fs, schema, side_outputs=False)
     try:
         return _reapply(settings, pipeline, partitions, {})
     finally:
         pipeline.close()
 
 
-def repair(settings: Settings, losses: list[LostRange], fs: FeatureSet = FEATURES) -> None:
+def repair(
+    settings: Settings, losses: list[LostRange], *, fs: FeatureSet, schema: RawSchema | None
+) -> None:
     """Re-apply the offsets the online store lost (found by the worker's pipeline before
     a batch) from the retained ``events`` topic: states, and snapshots of the last label
     window; no side outputs (they were sent the first time). Events the store still
@@ -200,7 +207,7 @@ def repair(settings: Settings, losses: list[LostRange], fs: FeatureSet = FEATURE
         "the online store lost writes it had acknowledged; re-applying them from Kafka",
         extra={"lost": [f"{r.topic}[{r.partition}]@{r.first}..{r.last}" for r in losses]},
     )
-    pipeline = build_pipeline(settings, fs, side_outputs=False, snapshots=True)
+    pipeline = build_pipeline(settings, fs, schema, side_outputs=False, snapshots=True)
     partitions = [TopicPartition(r.topic, r.partition) for r in losses]
     spans = {TopicPartition(r.topic, r.partition): (r.first, r.last + 1) for r in losses}
     try:

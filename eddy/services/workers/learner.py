@@ -49,7 +49,7 @@ from eddy.streams.dead_letters.policy import retry_transient
 from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.drift.served import ServedOutcome
 from eddy.streams.learning.checkpoints import CheckpointStore, LearnerState
-from eddy.streams.learning.label_join import SNAPSHOT_FEATURE_SET, joined_example
+from eddy.streams.learning.label_join import joined_example
 from eddy.streams.learning.learner import Item, Learner, LearnerConfig, Position
 from eddy.streams.learning.models import label_refusal
 from eddy.streams.messages.contracts import (
@@ -112,14 +112,22 @@ SnapshotHook = Callable[["LearnerState", Path], None]
 
 
 class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
-    """``on_snapshot`` (the registry, wired by the CLI) receives the state every
-    ``EDDY_SNAPSHOT_EVERY`` examples, right after a checkpoint made it durable."""
+    """``feature_set``: the fingerprint of the deployment's features, which the examples
+    it joins from late labels and snapshots carry. ``on_snapshot`` (the registry, wired by
+    the CLI) receives the state every ``EDDY_SNAPSHOT_EVERY`` examples, right after a
+    checkpoint made it durable."""
 
     def __init__(
-        self, settings: Settings, config: LearnerConfig, on_snapshot: SnapshotHook | None = None
+        self,
+        settings: Settings,
+        config: LearnerConfig,
+        *,
+        feature_set: str,
+        on_snapshot: SnapshotHook | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
+        self.feature_set = feature_set
         self.on_snapshot = on_snapshot
         prefix = settings.topic_prefix
         self.examples_topic = topic_name(Topic.TRAINING_EXAMPLES, prefix)
@@ -257,7 +265,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 labels.append((label.event_id or label.request_id or "", label, where))
         joined = self._join_labels(labels)
         if joined:
-            feature_sets.add(SNAPSHOT_FEATURE_SET)
+            feature_sets.add(self.feature_set)
         items += joined
         self.state.note_learned(items, feature_sets)
         # The served answers first: the online learner's detections are checked against
@@ -317,7 +325,9 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 continue
             self.state.labels_joined += 1
             self.state.label_latency_s_total += max(0.0, label.event_time.timestamp() - snapshot.at)
-            example, at = joined_example(record_id, label, snapshot, where)
+            example, at = joined_example(
+                record_id, label, snapshot, where, feature_set=self.feature_set
+            )
             joined.append((snapshot.features, label.label, at))
             if snapshot.served is not None:
                 answer = snapshot.served

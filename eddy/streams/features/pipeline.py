@@ -5,7 +5,8 @@ The pure part (:func:`decode_batch`, :func:`fold_events`) decides everything; th
 safe (offsets are committed by the caller after :meth:`FeaturePipeline.handle`
 returns):
 
-1. decode every record; invalid ones become dead letters;
+1. decode every record; invalid ones (and, with a project, those whose raw fields do
+   not fit its declared ones) become dead letters;
 2. load the touched entities' state from Redis (one round trip);
 3. fold the events into it: duplicates and too-late events change nothing, labelled
    events yield a training example built from the state *before* the event;
@@ -48,6 +49,7 @@ from eddy.streams.features.compute import (
     feature_vector,
 )
 from eddy.streams.messages.contracts import Event, SourceOffset, TrainingExample
+from eddy.streams.messages.raw_schema import RawSchema
 from eddy.streams.messages.validation import InvalidMessage, decode, encode
 from eddy.streams.store.online import OnlineStore, StoredState
 from eddy.streams.store.snapshots import Snapshot, SnapshotStore
@@ -119,9 +121,26 @@ def lost_ranges(found: dict[str, int], expected: dict[str, int]) -> list[LostRan
 
 
 def decode_batch(
-    records: Sequence[RawRecord], now: datetime, max_future: timedelta
+    records: Sequence[RawRecord],
+    now: datetime,
+    max_future: timedelta,
+    schema: RawSchema | None = None,
 ) -> tuple[list[tuple[RawRecord, Event]], list[DeadLetter]]:
-    """Split raw records into decoded events and dead letters, keeping their order."""
+    """Split raw records into decoded events and dead letters, keeping their order.
+
+    ``schema``: the raw fields a project declares; an event that fits the message
+    contract but not them is a dead letter too, its reason naming each field (None: any
+    raw fields, as the contract allows).
+
+    >>> from eddy.streams.messages.raw_schema import RawSchema
+    >>> schema = RawSchema.from_table({"amount": {"type": "float", "min": 0}})
+    >>> raw = b'{"event_id": "e1", "entity_id": "u1", "event_time": "2026-01-01T00:00:00Z", '
+    >>> records = [RawRecord("events", 0, 7, b"u1", raw + b'"features": {"amount": -2}}', ())]
+    >>> now = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> events, [letter] = decode_batch(records, now, timedelta(minutes=5), schema)
+    >>> events, dict(letter.headers)["eddy.error.reason"]
+    ([], b"field 'amount' is -2, below its min 0")
+    """
     events: list[tuple[RawRecord, Event]] = []
     letters: list[DeadLetter] = []
     for record in records:
@@ -139,6 +158,10 @@ def decode_batch(
                     f"{event.entity_id!r}: the entity's events would split across partitions",
                 )
             )
+            continue
+        refusal = None if schema is None else schema.refusal(event.features)
+        if refusal is not None:
+            letters.append(dead_letter(record, refusal.error_class, refusal.reason))
             continue
         events.append((record, event))
     return events, letters
@@ -200,16 +223,20 @@ class FeaturePipeline:
         dead_letter_topic: str,
         examples_topic: str,
         max_future: timedelta,
+        schema: RawSchema | None,
         side_outputs: bool = True,
         snapshot_store: SnapshotStore | None = None,
         snapshot_horizon_s: float | None = None,
         repair: Callable[[list[LostRange]], None] | None = None,
     ) -> None:
-        """``side_outputs=False`` (a rebuild or repair from Kafka) sends no dead letters
-        and no training examples; snapshots are recorded when a store is given, only for
-        events within ``snapshot_horizon_s`` of now when that is set. ``repair``
-        re-applies offsets the store lost (None: losses are not looked for)."""
+        """``schema``: the raw fields events must fit (None: any; see
+        :func:`decode_batch`). ``side_outputs=False`` (a rebuild or repair from Kafka)
+        sends no dead letters and no training examples; snapshots are recorded when a
+        store is given, only for events within ``snapshot_horizon_s`` of now when that
+        is set. ``repair`` re-applies offsets the store lost (None: losses are not
+        looked for)."""
         self._fs = fs
+        self._schema = schema
         self._store = store
         self._producer = producer
         self._dead_letters = DeadLetterSink(producer, dead_letter_topic)
@@ -223,7 +250,7 @@ class FeaturePipeline:
 
     def handle(self, records: Sequence[RawRecord]) -> Counter[str]:
         """Process one batch; when this returns, every effect is durable."""
-        events, letters = decode_batch(records, datetime.now(UTC), self._max_future)
+        events, letters = decode_batch(records, datetime.now(UTC), self._max_future, self._schema)
         counts: Counter[str] = Counter(invalid=len(letters))
         if not self._side_outputs:
             letters = []

@@ -32,6 +32,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from eddy.streams.messages.validation import InvalidMessage, joined_reasons
+
 FLOAT = "float"
 INT = "int"
 STR = "str"
@@ -39,6 +41,8 @@ BOOL = "bool"
 FIELD_TYPES = (FLOAT, INT, STR, BOOL)
 NUMERIC_TYPES = (FLOAT, INT)
 DECLARATION_KEYS = ("type", "min", "max", "categories", "required")
+# The error class of an event or request whose raw fields do not fit the declared ones.
+RAW_FIELDS_ERROR = "raw_fields"
 # A reason quotes a wrong value only this far: reasons travel in dead-letter headers.
 SHOWN_VALUE_CHARS = 40
 
@@ -127,19 +131,40 @@ class RawSchema:
     def names(self) -> tuple[str, ...]:
         return tuple(field.name for field in self.fields)
 
-    def problems(self, fields: Mapping[str, object]) -> list[str]:
+    def problems(self, fields: Mapping[str, object], *, partial: bool = False) -> list[str]:
         """Every reason ``fields`` (an event's raw fields) do not fit: unknown fields first
-        (by name), then each declared field's problem in declaration order."""
+        (by name), then each declared field's problem in declaration order. ``partial``
+        (a prediction request's fields, merged over the entity's online features): a
+        field left out or null is no problem, a wrong one still is."""
         declared = set(self.names)
         reasons = [f"unknown field {_shown(name)}" for name in sorted(set(fields) - declared)]
         for field in self.fields:
+            value = fields.get(field.name)
+            if partial and value is None:
+                continue
             if field.name in fields:
-                reason = field.problem(fields[field.name])
+                reason = field.problem(value)
             else:
                 reason = f"missing required field {field.name!r}" if field.required else None
             if reason is not None:
                 reasons.append(reason)
         return reasons
+
+    def refusal(
+        self, fields: Mapping[str, object], *, partial: bool = False
+    ) -> InvalidMessage | None:
+        """The refusal of a message whose raw ``fields`` do not fit (None: they do), in
+        the vocabulary every dead letter and error answer uses: error class
+        :data:`RAW_FIELDS_ERROR`, the reasons naming each field.
+
+        >>> schema = RawSchema.from_table({"size": {"type": "int", "max": 2}})
+        >>> print(schema.refusal({"size": 3, "colour": 1}))
+        raw_fields: unknown field 'colour'; field 'size' is 3, above its max 2
+        >>> schema.refusal({}, partial=True) is None
+        True
+        """
+        reasons = self.problems(fields, partial=partial)
+        return InvalidMessage(RAW_FIELDS_ERROR, joined_reasons(reasons)) if reasons else None
 
 
 def _has_type(value: object, kind: str) -> bool:

@@ -301,6 +301,16 @@ def _reasons(exc: ValidationError) -> str:
         for name, msg in errors:
             path = f"{prefix}.{name}" if prefix and name else prefix or name or "(message)"
             parts.append(f"{path}: {msg}")
+    return joined_reasons(parts)
+
+
+def joined_reasons(parts: list[str]) -> str:
+    """The first :data:`MAX_REASONS` reasons in one line, and how many more there are:
+    a reason travels in a dead letter's header and an error answer.
+
+    >>> joined_reasons([f"r{i}" for i in range(7)])
+    'r0; r1; r2; r3; r4; and 2 more'
+    """
     extra = len(parts) - MAX_REASONS
     return "; ".join(parts[:MAX_REASONS]) + (f"; and {extra} more" if extra > 0 else "")
 

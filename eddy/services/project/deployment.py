@@ -1,0 +1,46 @@
+"""What a deployment runs: the project in use (``EDDY_PROJECT``), or Eddy's built-in demo.
+
+Every service takes its feature set (and, with a project, the raw fields its events
+must fit) from here, once, at its entry point, and passes them down: one deployment
+computes one feature set for training, serving and replays, and its fingerprint is
+what a trained model's lineage records. Without a project the services run
+:data:`eddy.streams.features.definitions.FEATURES` and accept any raw fields, as Eddy
+did before projects.
+
+Only the project's features and raw fields are wired so far; its models (``models.py``)
+are loaded and checked, but the learner and the retrainer still build the models that
+``EDDY_LEARNER_KIND`` and ``EDDY_RETRAIN_ESTIMATOR`` name.
+
+>>> from eddy.services.config.settings import Settings
+>>> deployment_features(Settings()) is FEATURES, raw_schema_of(None)
+(True, None)
+"""
+
+from __future__ import annotations
+
+from eddy.services.config.settings import Settings
+from eddy.services.project.loading import Project, load_project
+from eddy.streams.features.compute import FeatureSet
+from eddy.streams.features.definitions import FEATURES
+from eddy.streams.messages.raw_schema import RawSchema
+
+
+def deployment_project(settings: Settings) -> Project | None:
+    """The project ``settings`` name, loaded and checked (raises
+    :class:`~eddy.services.project.errors.ProjectError`); None without one."""
+    return None if settings.project is None else load_project(settings.project)
+
+
+def features_of(project: Project | None) -> FeatureSet:
+    """The features a deployment of ``project`` computes (None: the built-in ones)."""
+    return FEATURES if project is None else project.features
+
+
+def raw_schema_of(project: Project | None) -> RawSchema | None:
+    """The raw fields events must fit (None: any, as the message contract allows)."""
+    return None if project is None else project.schema
+
+
+def deployment_features(settings: Settings) -> FeatureSet:
+    """The feature set of the deployment ``settings`` describe."""
+    return features_of(deployment_project(settings))

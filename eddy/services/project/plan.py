@@ -4,7 +4,8 @@ settings overrides.
 
 The plan is what the project *is*. Comparing it with what is deployed (which features,
 models and settings change) and ``eddy apply``, which would roll those changes out, are
-not built yet: the running services do not read projects so far.
+not built yet: the running services take the project's settings, features and raw
+fields when they start (:mod:`eddy.services.project.deployment`), not its models so far.
 """
 
 from __future__ import annotations

@@ -192,20 +192,28 @@ def run_learner() -> None:
     """Online learner: prequential River model, drift monitors, alerts, checkpoints.
 
     Model, detector and checkpoint cadence come from EDDY_LEARNER_* and
-    EDDY_CHECKPOINT_* settings. Extra learners of the same model are hot standbys.
+    EDDY_CHECKPOINT_* settings; in a project, the model is its models.py online_model().
+    Extra learners of the same model are hot standbys.
     """
-    from eddy.services.config.learner import deployment_learner
+    from eddy.services.config.learner import deployment_learner, online_model_factory
     from eddy.services.registry.announcements import learner_snapshots
     from eddy.services.registry.opening import open_registry
     from eddy.services.registry.store import trainer_identity
     from eddy.services.workers.learner import LearnerWorker
 
     settings = _settings()
-    features = features_of(_project(settings))
-    config = deployment_learner(settings, features)
+    project = _project(settings)
+    features = features_of(project)
+    config = deployment_learner(settings, features, project)
     serve_metrics("learner", settings)
     hook = learner_snapshots(open_registry(settings), trainer_identity("eddy run learner"))
-    LearnerWorker(settings, config, feature_set=features.fingerprint(), on_snapshot=hook).run()
+    LearnerWorker(
+        settings,
+        config,
+        feature_set=features.fingerprint(),
+        on_snapshot=hook,
+        online_model=online_model_factory(project),
+    ).run()
 
 
 @run_app.command("retrainer")
@@ -226,14 +234,17 @@ def run_retrainer() -> None:
     from eddy.services.training.retrainer import AlertListener, Retrainer
 
     settings = _settings()
-    features = features_of(_project(settings))
+    project = _project(settings)
+    features = features_of(project)
     # Native thread pools (OpenMP in gradient boosting) beyond the cores the retrainer
     # can have to itself only spin against the other services: a fit of a few hundred
     # examples took 5 to 15 s on 2 busy cores.
     threadpool_limits(limits=settings.retrain_threads or None)
     preload_codecs()
     serve_metrics("retrainer", settings)
-    listener = AlertListener(settings, Retrainer(settings, open_registry(settings)))
+    listener = AlertListener(
+        settings, Retrainer(settings, open_registry(settings), project=project)
+    )
     signal.signal(signal.SIGTERM, listener.stop)
     signal.signal(signal.SIGINT, listener.stop)
     stop_skew = threading.Event()
@@ -346,7 +357,8 @@ def retrain(
     from eddy.services.training.retrainer import Retrainer
 
     trigger = Trigger(TriggerKind.OPERATOR, trainer_identity("eddy retrain"), reason=reason)
-    outcome = Retrainer(settings, open_registry(settings)).retrain(model, trigger)
+    retrainer = Retrainer(settings, open_registry(settings), project=_project(settings))
+    outcome = retrainer.retrain(model, trigger)
     typer.echo(
         f"{model}@{outcome.version}: {outcome.decision.action} ({outcome.decision.reason}) "
         f"in {outcome.seconds:.1f}s"

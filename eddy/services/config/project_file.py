@@ -1,5 +1,6 @@
 """What a project's ``eddy.toml`` contributes to Eddy's settings: its ``[settings]``
-overrides and its model's name.
+overrides and its model's name; and to its registry: the extra types its scikit-learn
+artifacts may hold (``[models] trusted``, :func:`project_trusted`).
 
 :meth:`~eddy.services.config.settings.Settings.from_env` layers them between Eddy's
 defaults and the environment (the environment wins): a project says how it runs, an
@@ -22,12 +23,20 @@ folder, wherever a service is started from.
 ...     values = project_values(root, path_fields={"data_dir"})
 ...     values["model_name"], values["retrain_window"], values["data_dir"] == str(root / "state")
 ('churn', 2000, True)
+>>> trusted_prefixes({"trusted": ["mypackage.transformers."]})
+('mypackage.transformers.',)
+>>> trusted_refusal("mypackage")
+"'mypackage' is not a type-name prefix like 'mypackage.' or 'mypackage.module.Class'"
+>>> trusted_refusal("os.")
+"'os.' is in the standard library: skops' own defaults trust its safe types"
 """
 
 from __future__ import annotations
 
+import re
+import sys
 import tomllib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +46,11 @@ PROJECT_TABLE = "project"
 SETTINGS_TABLE = "settings"
 MODEL_KEY = "model"
 MODEL_SETTING = "model_name"
+MODELS_TABLE = "models"
+TRUSTED_KEY = "trusted"
+# A dotted Python name with at least one dot, ending with one (a package or module:
+# every type under it) or not (one type).
+TYPE_PREFIX = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\.([A-Za-z_]\w*)?")
 # Settings a project does not override, and why: they say where and what the project is.
 NOT_PROJECT_SETTINGS = {
     "project": "a project does not name where it is; EDDY_PROJECT does",
@@ -78,3 +92,50 @@ def _table(path: Path, document: dict[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ProjectFileError(f"{path}: {key} must be a table: [{key}]")
     return table
+
+
+def project_trusted(root: Path) -> tuple[str, ...]:
+    """The type-name prefixes ``root``'s eddy.toml trusts in its scikit-learn artifacts
+    (``[models] trusted``), beyond Eddy's own allow-list: what the deployment's registry
+    loads them with (:func:`~eddy.services.registry.opening.open_registry`)."""
+    path = root / PROJECT_FILE
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProjectFileError(f"{path}: missing (create a project with `eddy init`)") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ProjectFileError(f"{path}: not valid TOML: {error}") from None
+    try:
+        return trusted_prefixes(_table(path, document, MODELS_TABLE))
+    except ProjectFileError as error:
+        raise ProjectFileError(f"{path}: {error}") from None
+
+
+def trusted_prefixes(models: Mapping[str, Any]) -> tuple[str, ...]:
+    """``trusted`` of a ``[models]`` table: a list of type-name prefixes (none when
+    absent); a wrong one raises :class:`ProjectFileError` saying why."""
+    trusted = models.get(TRUSTED_KEY, [])
+    if not isinstance(trusted, list) or not all(isinstance(p, str) for p in trusted):
+        raise ProjectFileError(
+            f"[{MODELS_TABLE}] {TRUSTED_KEY} must be a list of type-name prefixes, "
+            f'e.g. {TRUSTED_KEY} = ["mypackage.transformers."]'
+        )
+    for prefix in trusted:
+        refused = trusted_refusal(prefix)
+        if refused is not None:
+            raise ProjectFileError(f"[{MODELS_TABLE}] {TRUSTED_KEY}: {refused}")
+    return tuple(trusted)
+
+
+def trusted_refusal(prefix: str) -> str | None:
+    """Why ``prefix`` cannot extend the allow-list (None: it can). A prefix trusts every
+    type whose full name starts with it, so it must be a dotted name (``pkg.`` for a
+    package, ``pkg.module.Class`` for one type), never a bare word that other packages'
+    names also start with, and never the standard library's (``builtins.``, ``os.``):
+    skops loads the safe part of it by default, and the rest can run code."""
+    if not TYPE_PREFIX.fullmatch(prefix):
+        word = prefix.split(".")[0] or "mypackage"
+        return f"{prefix!r} is not a type-name prefix like '{word}.' or '{word}.module.Class'"
+    if prefix.split(".")[0] in sys.stdlib_module_names:
+        return f"{prefix!r} is in the standard library: skops' own defaults trust its safe types"
+    return None

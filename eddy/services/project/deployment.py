@@ -7,8 +7,13 @@ what a trained model's lineage records. Without a project the services run
 :data:`eddy.streams.features.definitions.FEATURES` and accept any raw fields, as Eddy
 did before projects.
 
-Only the project's features and raw fields are wired so far; its models (``models.py``)
-are loaded and checked, but the learner and the retrainer still build the models that
+The project's models go the same way: the entry points hand the loaded project to
+:func:`~eddy.services.config.learner.deployment_learner` and
+:func:`~eddy.services.config.learner.online_model_factory` (the learner learns its
+``online_model()``), and to the retrainer
+(:func:`~eddy.services.config.retraining.deployment_retraining`: a retrain fits its
+``retrain_estimator``); the registry trusts its ``[models] trusted`` types
+(:func:`~eddy.services.registry.opening.open_registry`). Without a project, the models
 ``EDDY_LEARNER_KIND`` and ``EDDY_RETRAIN_ESTIMATOR`` name.
 
 >>> from eddy.services.config.settings import Settings

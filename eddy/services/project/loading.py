@@ -1,11 +1,13 @@
 """Loading a project folder into one checked :class:`Project`, or one :class:`ProjectError`.
 
 ``load_project`` reads ``eddy.toml`` (the project's name and model, its settings
-overrides, the declared raw fields), imports ``features.py`` and ``models.py`` from the
-folder by file path, and checks what a running system would otherwise find out late:
-that the settings are valid, that every feature reads only declared fields, and that
-both model factories build something with the right verbs (each is called once). The
-first problem found is raised with its file and line (:mod:`eddy.services.project.errors`).
+overrides, the declared raw fields, the extra types its scikit-learn artifacts may
+hold), imports ``features.py`` and ``models.py`` from the folder by file path, and
+checks what a running system would otherwise find out late: that the settings are
+valid, that every feature reads only declared fields, that the trusted type prefixes
+are dotted names outside the standard library, and that both model factories build
+something with the right verbs (each is called once). The first problem found is raised
+with its file and line (:mod:`eddy.services.project.errors`).
 
 A project's modules are imported under a private name derived from the folder's path
 (``_eddy_project_<hash>_features``), so two projects never share a module, and loading
@@ -30,9 +32,13 @@ from pydantic import ValidationError
 
 from eddy.services.config.project_file import (
     MODEL_KEY,
+    MODELS_TABLE,
     NOT_PROJECT_SETTINGS,
     PROJECT_TABLE,
     SETTINGS_TABLE,
+    TRUSTED_KEY,
+    ProjectFileError,
+    trusted_prefixes,
 )
 from eddy.services.config.settings import Settings
 from eddy.services.project.errors import (
@@ -45,6 +51,7 @@ from eddy.services.project.errors import (
 )
 from eddy.services.project.layout import FEATURES_FILE, MODELS_FILE, PROJECT_FILE
 from eddy.streams.features.compute import TIME_SINCE_LAST, FeatureSet
+from eddy.streams.learning.models import model_class, task_of
 from eddy.streams.messages.raw_schema import FieldDeclarationError, RawSchema
 
 FIELDS_TABLE = "fields"
@@ -73,7 +80,11 @@ class Project:
     retrain_estimator: Callable[[bool], Any]
     fingerprint: str  # of ``features``: what a trained model's lineage records
     online_model_class: str  # what online_model() built when checked, e.g. "Pipeline (...)"
+    online_task: str  # what it learns: "classification" or "regression" (task_of)
     retrain_estimator_class: str  # what retrain_estimator(True) built when checked
+    # Type-name prefixes a scikit-learn artifact of the project may hold beyond Eddy's
+    # own allow-list ([models] trusted): the registry loads nothing else.
+    trusted: tuple[str, ...]
 
 
 def load_project(root: Path) -> Project:
@@ -86,9 +97,8 @@ def load_project(root: Path) -> Project:
     settings = _settings_overrides(path, text, document)
     schema = _raw_schema(path, text, document)
     features = _feature_set(root / FEATURES_FILE, schema)
-    online_model, retrain_estimator, online_class, retrain_class = _model_factories(
-        root / MODELS_FILE
-    )
+    trusted = _trusted_prefixes(path, text, document)
+    models = _model_factories(root / MODELS_FILE)
     return Project(
         root=root,
         name=name,
@@ -96,11 +106,13 @@ def load_project(root: Path) -> Project:
         settings=settings,
         schema=schema,
         features=features,
-        online_model=online_model,
-        retrain_estimator=retrain_estimator,
+        online_model=models.online_model,
+        retrain_estimator=models.retrain_estimator,
         fingerprint=features.fingerprint(),
-        online_model_class=online_class,
-        retrain_estimator_class=retrain_class,
+        online_model_class=model_class(models.online),
+        online_task=task_of(models.online),
+        retrain_estimator_class=model_class(models.retrain),
+        trusted=trusted,
     )
 
 
@@ -139,7 +151,7 @@ def _parse_toml(path: Path, text: str) -> dict[str, Any]:
         found = TOML_ERROR_LINE.search(str(error))
         line = int(found.group(1)) if found else FIRST_LINE
         raise ProjectError(path, line, f"not valid TOML: {error}") from None
-    known = (PROJECT_TABLE, SETTINGS_TABLE, FIELDS_TABLE)
+    known = (PROJECT_TABLE, SETTINGS_TABLE, FIELDS_TABLE, MODELS_TABLE)
     for key in document:
         if key not in known:
             raise ProjectError(
@@ -248,16 +260,42 @@ def _feature_set(path: Path, schema: RawSchema) -> FeatureSet:
     return features
 
 
-def _model_factories(
-    path: Path,
-) -> tuple[Callable[[], Any], Callable[[bool], Any], str, str]:
+@dataclass(frozen=True)
+class _Models:
+    """Both factories of models.py and what each built when checked."""
+
+    online_model: Callable[[], Any]
+    retrain_estimator: Callable[[bool], Any]
+    online: Any
+    retrain: Any
+
+
+def _model_factories(path: Path) -> _Models:
     """Both factories of models.py, each called once to check what it builds."""
     module, _ = _import(path)
     online_model = _factory(module, path, ONLINE_MODEL, "()")
     retrain_estimator = _factory(module, path, RETRAIN_ESTIMATOR, "(classification: bool)")
     online = _built(path, online_model, ONLINE_MODEL, (), ONLINE_VERBS)
     retrain = _built(path, retrain_estimator, RETRAIN_ESTIMATOR, (True,), RETRAIN_VERBS)
-    return online_model, retrain_estimator, _class_name(online), _class_name(retrain)
+    return _Models(online_model, retrain_estimator, online, retrain)
+
+
+def _trusted_prefixes(path: Path, text: str, document: Mapping[str, Any]) -> tuple[str, ...]:
+    """The [models] table: ``trusted``, the type-name prefixes a scikit-learn artifact
+    of the project may hold beyond Eddy's allow-list, each checked by
+    :func:`~eddy.services.config.project_file.trusted_refusal`."""
+    table = _table(path, text, document, MODELS_TABLE)
+    for key in table:
+        if key != TRUSTED_KEY:
+            raise ProjectError(
+                path,
+                toml_line(text, MODELS_TABLE, key),
+                f"unknown key {key!r} in [{MODELS_TABLE}]; known: {TRUSTED_KEY}",
+            )
+    try:
+        return trusted_prefixes(table)
+    except ProjectFileError as error:
+        raise ProjectError(path, toml_line(text, MODELS_TABLE, TRUSTED_KEY), str(error)) from None
 
 
 def _import(path: Path) -> tuple[ModuleType, str]:
@@ -325,25 +363,6 @@ def _defined_at(path: Path, function: Callable[..., Any]) -> int:
     if code is not None and Path(code.co_filename).resolve() == path.resolve():
         return int(code.co_firstlineno)
     return FIRST_LINE
-
-
-def _class_name(model: Any) -> str:
-    """The model's class, and for a River or scikit-learn pipeline its steps' classes.
-
-    >>> from sklearn.pipeline import Pipeline
-    >>> from sklearn.preprocessing import StandardScaler
-    >>> from sklearn.linear_model import Ridge
-    >>> _class_name(Pipeline([("scale", StandardScaler()), ("model", Ridge())]))
-    'Pipeline (StandardScaler | Ridge)'
-    """
-    steps = getattr(model, "steps", None)
-    if isinstance(steps, Mapping):  # River: step name -> estimator
-        parts = list(steps.values())
-    elif isinstance(steps, list):  # scikit-learn: (name, estimator) pairs
-        parts = [step for _, step in steps]
-    else:
-        return type(model).__name__
-    return f"{type(model).__name__} ({' | '.join(type(part).__name__ for part in parts)})"
 
 
 def _raised(error: BaseException) -> str:

@@ -1,11 +1,11 @@
 """What ``eddy plan`` shows of a loaded project: its name and model, the raw fields it
-declares, the features it computes (names and fingerprint), its two models and its
-settings overrides.
+declares, the features it computes (names and fingerprint), its two models, the types
+its scikit-learn artifacts may hold beyond Eddy's allow-list, and its settings overrides.
 
 The plan is what the project *is*. Comparing it with what is deployed (which features,
 models and settings change) and ``eddy apply``, which would roll those changes out, are
-not built yet: the running services take the project's settings, features and raw
-fields when they start (:mod:`eddy.services.project.deployment`), not its models so far.
+not built yet: the running services take the project's settings, features, raw fields
+and models when they start (:mod:`eddy.services.project.deployment`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ def plan_project(project: Project) -> list[str]:
         f"online model: {project.online_model_class}",
         f"retrain estimator: {project.retrain_estimator_class}",
     ]
+    if project.trusted:
+        lines.append(f"trusted in artifacts, beyond Eddy's allow-list ({len(project.trusted)}):")
+        lines += [f"  {prefix}" for prefix in project.trusted]
     if project.settings:
         lines.append(f"settings overridden ({len(project.settings)}):")
         lines += [f"  {key} = {value!r}" for key, value in sorted(project.settings.items())]

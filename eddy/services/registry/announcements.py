@@ -19,6 +19,7 @@ from eddy.services.registry.lineage import code_version, library_versions
 from eddy.services.registry.store import CHAMPION, RIVER, Lineage, Registry, Version
 from eddy.services.registry.triggers import Trigger, TriggerKind
 from eddy.streams.learning.checkpoints import LearnerState
+from eddy.streams.learning.learner import LearnerConfig
 from eddy.streams.learning.slices import flatten
 from eddy.streams.messages.contracts import ModelUpdate
 from eddy.streams.messages.validation import encode
@@ -81,7 +82,7 @@ def learner_snapshots(registry: Registry, role: str) -> Callable[[LearnerState, 
         lineage = Lineage(
             trained_on=learned,
             feature_set=",".join(sorted(state.feature_sets)) or "online",
-            params={"kind": learner.config.kind, "detector": learner.config.detector},
+            params=snapshot_params(learner.config),
             libraries=library_versions(),
             code_version=code_version(),
             trigger=Trigger(TriggerKind.CHECKPOINT, checkpoint.name).to_dict(),
@@ -95,3 +96,16 @@ def learner_snapshots(registry: Registry, role: str) -> Callable[[LearnerState, 
             registry.promote(model, version.version, role, "cold start: first online snapshot")
 
     return record
+
+
+def snapshot_params(config: LearnerConfig) -> dict[str, str]:
+    """What an online snapshot's lineage records of its model: the kind and detector,
+    and for a project's model (kind ``project``) what its ``online_model()`` builds.
+
+    >>> snapshot_params(LearnerConfig(model="m"))
+    {'kind': 'logistic', 'detector': 'adwin'}
+    >>> snapshot_params(LearnerConfig(model="m", kind="project", online_model="Pipeline (A | B)"))
+    {'kind': 'project', 'detector': 'adwin', 'online_model': 'Pipeline (A | B)'}
+    """
+    built = {"online_model": config.online_model} if config.online_model else {}
+    return {"kind": config.kind, "detector": config.detector, **built}

@@ -13,6 +13,8 @@ Artifacts are signed (:mod:`eddy.streams.store.serialization`): River objects as
 scikit-learn models as skops files loaded with an allow-list of trusted types. Loading verifies the
 SHA-256 and the HMAC first; a tampered, unsigned or wrongly signed artifact raises
 :class:`~eddy.streams.store.serialization.IntegrityError` and nothing is deserialised.
+The allow-list is :data:`TRUSTED_PREFIXES` plus the prefixes the registry is opened with
+(a project's ``[models] trusted``), never skops' ``trusted=True``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -128,15 +130,20 @@ def trainer_identity(role: str) -> str:
 
 
 class Registry:
+    """``trusted``: type-name prefixes a scikit-learn artifact may hold beyond
+    :data:`TRUSTED_PREFIXES` (a project's ``[models] trusted``)."""
+
     def __init__(
         self,
         root: Path,
         key: bytes,
         announce: Callable[[str, Version, str | None], None] | None = None,
+        trusted: Sequence[str] = (),
     ) -> None:
         self.root = root
         self._key = key
         self._announce = announce
+        self._trusted = (*TRUSTED_PREFIXES, *trusted)
         self._artifacts = root / "artifacts"
         self._artifacts.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
@@ -383,15 +390,29 @@ class Registry:
         import skops.io
 
         untrusted = skops.io.get_untrusted_types(data=payload)
-        allowed = [t for t in untrusted if t.startswith(TRUSTED_PREFIXES)]
+        allowed = [t for t in untrusted if t.startswith(self._trusted)]
         unknown = sorted(set(untrusted) - set(allowed))
         if unknown:
-            raise IntegrityError(f"skops artifact contains types outside the allow-list: {unknown}")
+            raise IntegrityError(
+                f"skops artifact contains types outside the allow-list: {unknown}; a "
+                f"project whose models use them trusts their package in its eddy.toml: "
+                f'[models] trusted = ["{_package_of(unknown[0])}"]'
+            )
         return skops.io.loads(payload, trusted=allowed)
 
 
 # Types a scikit-learn artifact may contain beyond skops' own defaults.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.")
+
+
+def _package_of(type_name: str) -> str:
+    """The prefix that trusts ``type_name``'s module, for a refusal to suggest.
+
+    >>> _package_of("mypackage.transformers.Clipper")
+    'mypackage.transformers.'
+    """
+    module, _, _ = type_name.rpartition(".")
+    return f"{module}." if module else type_name
 
 
 def _version(row: tuple[Any, ...]) -> Version:

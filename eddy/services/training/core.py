@@ -201,7 +201,7 @@ def refitted_until(version: Version) -> datetime | None:
     return window_time(version, "to") if REFITTED_ON in version.lineage.window else None
 
 
-def refit_on_all(judged: Pipeline, examples: Sequence[TrainingExample]) -> Pipeline:
+def refit_on_all(judged: Any, examples: Sequence[TrainingExample]) -> Any:
     """The judged candidate's estimator fitted again on every example, its holdout too.
 
     The holdout told whether the way of fitting beats the champion; once it has, the
@@ -330,7 +330,21 @@ def holdout_promise(version: Version) -> tuple[int, int] | None:
     return round(accuracy * held_out), held_out
 
 
-def estimator_params(estimator: Pipeline) -> dict[str, Any]:
-    """The fitted model's plain parameters (numbers, strings, flags), for the lineage."""
-    params = estimator.named_steps["model"].get_params()
+def estimator_params(estimator: Any) -> dict[str, Any]:
+    """The model's plain parameters (numbers, strings, flags), for the lineage: of the
+    final step of a pipeline (Eddy's ``model``, whatever a project names it; inside a
+    nested pipeline too), else of the estimator itself.
+
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> estimator_params(LogisticRegression(C=0.5))["C"]
+    0.5
+    >>> scaled = Pipeline([("vectors", DictVectorizer()), ("fit", LogisticRegression(C=2.0))])
+    >>> estimator_params(Pipeline([("scaled", scaled)]))["C"]
+    2.0
+    """
+    final = estimator
+    while isinstance(final, Pipeline):
+        final = final.steps[-1][1]
+    get_params = getattr(final, "get_params", None)
+    params: dict[str, Any] = get_params() if callable(get_params) else {}
     return {k: v for k, v in params.items() if isinstance(v, int | float | str | bool | None)}

@@ -8,7 +8,8 @@ One retrain:
    keep only the examples after the drift (:mod:`eddy.services.training.bursts`);
 2. hold out the most recent ``EDDY_RETRAIN_HOLDOUT`` fraction;
 3. fit a scikit-learn pipeline (``DictVectorizer`` over Eddy's numeric encoding, then
-   histogram gradient boosting by default) on the rest;
+   histogram gradient boosting by default; a project's ``retrain_estimator``, fresh for
+   each retrain) on the rest;
 4. score it, the current champion, the online learner's latest snapshot (after a drift
    it adapts first) and the previous champion (a concept may recur) on the same
    held-out examples, and a trivial baseline (the majority class, the mean);
@@ -50,11 +51,13 @@ from typing import Any
 
 from kafka import TopicPartition
 
+from eddy.services.config.learner import learner_labels
 from eddy.services.config.retraining import deployment_retraining
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
 from eddy.services.ops.liveness import Liveness
 from eddy.services.ops.poll_loop import Consumed, PollLoop
+from eddy.services.project.loading import Project
 from eddy.services.promotion.live_evaluation import LiveEvaluator
 from eddy.services.promotion.live_runner import evaluate_live
 from eddy.services.promotion.rules import (
@@ -117,14 +120,12 @@ from eddy.services.training.core import (
     TooFewExamples,
     TrainingSet,
     correctness,
-    estimator_params,
     evaluate,
     evaluate_slices,
     holdout_promise,
     is_classification,
     is_majority,
     majority_class,
-    make_estimator,
     no_contender_decision,
     refit_needs_no_proof,
     refit_on_all,
@@ -184,14 +185,21 @@ CANDIDATE = "candidate"
 
 
 class Retrainer:
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+    """``project``: the deployment's project, whose ``retrain_estimator`` a retrain fits
+    and whose online model's labels the window keeps; None: the built-in estimator and
+    learner kind the settings name."""
+
+    def __init__(
+        self, settings: Settings, registry: Registry, *, project: Project | None = None
+    ) -> None:
         self.settings = settings
         self.registry = registry
+        self.learner_kind, self.learner_task = learner_labels(settings, project)
         examples = spec_for(
             Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=settings.partitions
         )
         self.examples_topic, self.examples_partitions = examples.name, examples.partitions
-        self.policy = deployment_retraining(settings)
+        self.policy = deployment_retraining(settings, project)
         self.gate = self.policy.gate
         self.paired_gate = PairedGate(confidence=self.policy.confidence)
         self._bootstrapped: set[int] = set()  # snapshots a cold-start retrain was tried for
@@ -504,7 +512,9 @@ class Retrainer:
                                 continue
                             # The learner dead-letters an example of a label its kind
                             # cannot learn; a fit on it would learn a wrong class.
-                            refusal = label_refusal(self.settings.learner_kind, example.label)
+                            refusal = label_refusal(
+                                self.learner_kind, example.label, self.learner_task
+                            )
                             if refusal is None:
                                 found.append(example)
                             else:
@@ -562,7 +572,7 @@ class Retrainer:
         train, holdout = unseen_holdout(data, share, champion, min_holdout)
         labels = [e.label for e in train]
         classification = is_classification(labels)
-        estimator = make_estimator(self.policy.estimator, classification, seed=42)
+        estimator = self.policy.new_estimator(classification)
         estimator.fit(fit_vectors([e.features for e in train]), labels)
         candidate_metrics = evaluate(estimator, SKLEARN, holdout)
         candidate_slices = self.evaluate_slices(estimator, SKLEARN, holdout)
@@ -596,7 +606,7 @@ class Retrainer:
         lineage = Lineage(
             trained_on=offset_ranges(e.source for e in data.examples),
             feature_set=",".join(sorted({e.feature_set for e in data.examples})),
-            params={"estimator": self.policy.estimator, **estimator_params(estimator)},
+            params=self.policy.lineage_params(estimator),
             libraries=library_versions(),
             code_version=code_version(),
             trigger=trigger.to_dict(),

@@ -51,7 +51,7 @@ from eddy.streams.drift.served import ServedOutcome
 from eddy.streams.learning.checkpoints import CheckpointStore, LearnerState
 from eddy.streams.learning.label_join import joined_example
 from eddy.streams.learning.learner import Item, Learner, LearnerConfig, Position
-from eddy.streams.learning.models import label_refusal
+from eddy.streams.learning.models import OnlineModel, label_refusal
 from eddy.streams.messages.contracts import (
     DriftAlert,
     Label,
@@ -115,7 +115,9 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     """``feature_set``: the fingerprint of the deployment's features, which the examples
     it joins from late labels and snapshots carry. ``on_snapshot`` (the registry, wired by
     the CLI) receives the state every ``EDDY_SNAPSHOT_EVERY`` examples, right after a
-    checkpoint made it durable."""
+    checkpoint made it durable. ``online_model``: builds the project's online model
+    (:func:`~eddy.services.config.learner.online_model_factory`) for a fresh start;
+    None for the built-in kind ``config`` names."""
 
     def __init__(
         self,
@@ -124,9 +126,11 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         *,
         feature_set: str,
         on_snapshot: SnapshotHook | None = None,
+        online_model: Callable[[], OnlineModel] | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
+        self.online_model = online_model
         self.feature_set = feature_set
         self.on_snapshot = on_snapshot
         prefix = settings.topic_prefix
@@ -298,7 +302,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         return (example.features, example.label, where), example.feature_set
 
     def _check_label(self, label: LabelValue) -> None:
-        refusal = label_refusal(self.config.kind, label)
+        refusal = label_refusal(self.config.kind, label, self.state.learner.model.task)
         if refusal is not None:
             raise InvalidMessage("label_not_learnable", refusal)
 
@@ -447,7 +451,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             return restored
         if restored is not None:
             log.warning("checkpoint is for another configuration; starting fresh")
-        return LearnerState(Learner(self.config), RecentIds(limit))
+        return LearnerState(Learner(self.config, self.online_model), RecentIds(limit))
 
 
 def checkpoint_due(unsaved: int, since_s: float, last_cost_s: float, settings: Settings) -> bool:

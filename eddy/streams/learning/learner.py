@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -42,9 +42,11 @@ from eddy.streams.drift.detectors import DEFAULT_DETECTOR
 from eddy.streams.drift.served import ServedOutcome, ServedWatch, prediction_error
 from eddy.streams.learning.evaluation import PrequentialMetrics
 from eddy.streams.learning.models import (
-    MODEL_KINDS,
+    PROJECT_KIND,
     Features,
     Label,
+    OnlineModel,
+    batchable,
     make_model,
     positive_class,
 )
@@ -67,10 +69,17 @@ EVERY_VERSION = "all"  # an alert id's scope for the watch on every answer serve
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    """What the learner learns and how it watches itself (from settings)."""
+    """What the learner learns and how it watches itself (from settings).
+
+    ``kind`` names a built-in model (:data:`~eddy.streams.learning.models.MODEL_KINDS`),
+    or is ``"project"``: the project's ``online_model()``, which the learner is given
+    to build (:class:`Learner`'s ``build``); ``online_model`` then says what it builds
+    (its classes), so a checkpoint of another model is not restored into it.
+    """
 
     model: str
     kind: str = "logistic"
+    online_model: str = ""
     detector: str = DEFAULT_DETECTOR
     metric_window: int = 500
     concept_cooldown: int = 1_000
@@ -112,11 +121,22 @@ Item = tuple[Features, Label, Position]
 
 
 class Learner:
-    def __init__(self, config: LearnerConfig) -> None:
-        if config.batch > 1 and not MODEL_KINDS[config.kind].batchable:
+    """``build``: a fresh online model, for a project's (``kind`` ``"project"``);
+    without it, :func:`~eddy.streams.learning.models.make_model` builds ``kind``. Only
+    the model it built is kept (and checkpointed), never ``build`` itself."""
+
+    def __init__(
+        self, config: LearnerConfig, build: Callable[[], OnlineModel] | None = None
+    ) -> None:
+        if config.batch > 1 and not batchable(config.kind):
             raise ValueError(f"model kind {config.kind!r} learns one example at a time")
+        if (config.kind == PROJECT_KIND) != (build is not None):
+            raise ValueError(
+                f"model kind {PROJECT_KIND!r} is built by the project's online_model(), "
+                "and only it: pass build with it, and only with it"
+            )
         self.config = config
-        self.model = make_model(config.kind, config.seed)
+        self.model = make_model(config.kind, config.seed) if build is None else build()
         self.metrics = PrequentialMetrics(self.model.task, config.metric_window)
         self.concept = ConceptWatch(
             config.detector, seed=config.seed, cooldown=config.concept_cooldown

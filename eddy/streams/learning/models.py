@@ -1,4 +1,4 @@
-"""Online models by name: the only module that builds River estimators.
+"""Online models by name, or a project's own: the only module that builds River estimators.
 
 Every model speaks River's verbs on plain dicts (``predict_one``, ``predict_proba_one``,
 ``learn_one``) through :class:`OnlineModel`, which also turns Eddy's feature vectors
@@ -8,6 +8,10 @@ left out. A model learns at most :data:`MAX_MODEL_FEATURES` feature names and
 :data:`MAX_CATEGORIES` values per string feature (later ones are encoded as
 ``name=__other__``), so a producer inventing names or ids cannot grow a model, its
 snapshots and the predictor's memory without bound.
+
+A project's ``online_model()`` (any River estimator or pipeline) is wrapped the same way
+by :func:`wrap_model`, as kind :data:`PROJECT_KIND`: its task follows from what it is
+(a River classifier or regressor), and it learns one example at a time.
 
 >>> model = make_model("logistic")
 >>> for i in range(200):
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from river import forest, linear_model, preprocessing, tree
+from river import base, forest, linear_model, preprocessing, tree
 
 from eddy.streams.features.compute import OTHER_CATEGORY
 
@@ -35,6 +39,8 @@ CLASSIFICATION = "classification"
 REGRESSION = "regression"
 MAX_MODEL_FEATURES = 4096
 MAX_CATEGORIES = 256
+# The kind of an online model a project's models.py builds (not one of MODEL_KINDS).
+PROJECT_KIND = "project"
 
 
 @dataclass(frozen=True)
@@ -143,19 +149,64 @@ def fit_vectors(
 
 def encode_for(model: Any, xs: Sequence[Features]) -> list[dict[str, float]]:
     """The numeric vectors ``model`` scores ``xs`` with: an :class:`OnlineModel`'s own
-    bounded encoding, or :func:`numeric` where a string a fitted scikit-learn pipeline's
-    ``encode`` step never saw counts as ``__other__`` (as it did when fitted by
+    bounded encoding, or :func:`numeric` where a string a fitted scikit-learn estimator's
+    encoder never saw counts as ``__other__`` (as it did when fitted by
     :func:`cap_categories`)."""
     if isinstance(model, OnlineModel):
         return [model.encode(x) for x in xs]
-    encoder = getattr(model, "named_steps", {}).get("encode")
-    columns: Mapping[str, int] = getattr(encoder, "vocabulary_", {})
+    columns = fitted_columns(model)
 
     def seen(name: str, value: Any) -> Any:
         unseen = isinstance(value, str) and one_hot(name, value) not in columns
         return OTHER_CATEGORY if unseen and one_hot(name, OTHER_CATEGORY) in columns else value
 
     return [numeric({name: seen(name, value) for name, value in x.items()}) for x in xs]
+
+
+def fitted_columns(model: Any) -> Mapping[str, int]:
+    """The columns a fitted scikit-learn estimator encodes dicts into: the vocabulary of
+    its ``encode`` step (Eddy's pipelines), else of the first step that has one (a
+    ``DictVectorizer`` under another name), else of the estimator itself; empty when
+    none has one (then every string is scored as it is).
+
+    >>> from sklearn.feature_extraction import DictVectorizer
+    >>> from sklearn.pipeline import Pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> vectors = DictVectorizer(sparse=False)
+    >>> pipeline = Pipeline([("vectors", vectors), ("scale", StandardScaler())])
+    >>> dict(fitted_columns(pipeline.fit([{"c=NL": 1.0, "x": 2.0}])))
+    {'c=NL': 0, 'x': 1}
+    """
+    named: Mapping[str, Any] = getattr(model, "named_steps", {})
+    steps = getattr(model, "steps", None)
+    parts = [step for _, step in steps] if isinstance(steps, list) else [model]
+    for part in (named.get("encode"), *parts):
+        columns = getattr(part, "vocabulary_", None)
+        if isinstance(columns, Mapping):
+            return columns
+    return {}
+
+
+def model_class(model: Any) -> str:
+    """The model's class, and for a River or scikit-learn pipeline its steps' classes:
+    what a project's model is, in a line (``eddy plan``, a retrain's lineage).
+
+    >>> from sklearn.pipeline import Pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sklearn.linear_model import Ridge
+    >>> model_class(Pipeline([("scale", StandardScaler()), ("model", Ridge())]))
+    'Pipeline (StandardScaler | Ridge)'
+    >>> model_class(preprocessing.StandardScaler() | linear_model.LinearRegression())
+    'Pipeline (StandardScaler | LinearRegression)'
+    """
+    steps = getattr(model, "steps", None)
+    if isinstance(steps, Mapping):  # River: step name -> estimator
+        parts = list(steps.values())
+    elif isinstance(steps, list):  # scikit-learn: (name, estimator) pairs
+        parts = [step for _, step in steps]
+    else:
+        return type(model).__name__
+    return f"{type(model).__name__} ({' | '.join(type(part).__name__ for part in parts)})"
 
 
 def one_hot(name: str, value: str) -> str:
@@ -174,9 +225,10 @@ class OnlineModel:
     {'n': 2.0, 'country=NL': 1.0}
     """
 
-    def __init__(self, kind: str, estimator: Any) -> None:
+    def __init__(self, kind: str, estimator: Any, task: str | None = None) -> None:
+        """``task``: what ``estimator`` learns; by default, what ``kind`` learns."""
         self.kind = kind
-        self.task = MODEL_KINDS[kind].task
+        self.task = MODEL_KINDS[kind].task if task is None else task
         self.estimator = estimator
         # Dicts, not sets: insertion-ordered, so equal learning pickles to equal bytes.
         self.vocabulary: dict[str, dict[str, None]] = {}
@@ -268,9 +320,11 @@ class OnlineModel:
         return predictions, positives
 
 
-def label_refusal(kind: str, label: Label) -> str | None:
+def label_refusal(kind: str, label: Label, task: str | None = None) -> str | None:
     """Why a model of ``kind`` cannot learn ``label`` (None: it can). A label of the
-    wrong type raises inside River, so the learner refuses it before learning.
+    wrong type raises inside River, so the learner refuses it before learning. A
+    project's model (:data:`PROJECT_KIND`) is judged by its ``task`` alone: a regressor
+    learns numbers; what a classifier of the project's accepts is its own business.
 
     >>> label_refusal("logistic", "yes")
     "model kind 'logistic' learns true/false or 0/1 labels, not 'yes'"
@@ -278,12 +332,20 @@ def label_refusal(kind: str, label: Label) -> str | None:
     "model kind 'linear_regression' learns numeric labels, not 'yes'"
     >>> label_refusal("logistic", 1), label_refusal("softmax", "yes")
     (None, None)
+    >>> label_refusal(PROJECT_KIND, "yes", REGRESSION)
+    "model kind 'project' learns numeric labels, not 'yes'"
+    >>> label_refusal(PROJECT_KIND, "yes", CLASSIFICATION)
     """
-    spec = MODEL_KINDS[kind]
-    if spec.task == REGRESSION and isinstance(label, str):
+    spec = MODEL_KINDS.get(kind)
+    if spec is None and task is None:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
+    learns = spec.task if spec is not None else task
+    if learns == REGRESSION and isinstance(label, str):
         return f"model kind {kind!r} learns numeric labels, not {label!r}"
-    if spec.binary and not (
-        isinstance(label, bool) or (not isinstance(label, str) and label in (0, 1))
+    if (
+        spec is not None
+        and spec.binary
+        and not (isinstance(label, bool) or (not isinstance(label, str) and label in (0, 1)))
     ):
         return f"model kind {kind!r} learns true/false or 0/1 labels, not {label!r}"
     return None
@@ -307,3 +369,45 @@ def make_model(kind: str, seed: int = 42) -> OnlineModel:
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
     return OnlineModel(kind, MODEL_KINDS[kind].build(seed))
+
+
+def batchable(kind: str) -> bool:
+    """Whether a model of ``kind`` learns mini-batches (River's ``learn_many``): only
+    the built-in kinds known to; a project's model learns one example at a time.
+
+    >>> batchable("logistic"), batchable("softmax"), batchable(PROJECT_KIND)
+    (True, False, False)
+    """
+    spec = MODEL_KINDS.get(kind)
+    return spec is not None and spec.batchable
+
+
+def task_of(estimator: Any) -> str:
+    """What a River estimator or pipeline learns: a pipeline is the kind of its last
+    step; a model outside River's base classes is a classifier when it gives class
+    probabilities (``predict_proba_one``).
+
+    >>> task_of(preprocessing.StandardScaler() | linear_model.LinearRegression())
+    'regression'
+    >>> task_of(tree.HoeffdingAdaptiveTreeClassifier())
+    'classification'
+    """
+    if isinstance(estimator, base.Classifier):
+        return CLASSIFICATION
+    if isinstance(estimator, base.Regressor):
+        return REGRESSION
+    return CLASSIFICATION if callable(getattr(estimator, "predict_proba_one", None)) else REGRESSION
+
+
+def wrap_model(estimator: Any) -> OnlineModel:
+    """A project's River estimator or pipeline as an :class:`OnlineModel`: Eddy's
+    encoding in front of it (it learns and predicts numeric dicts: booleans as 0/1, a
+    string as a ``name=value`` column, missing values left out), checkpointed, snapshot
+    and watched like a built-in kind.
+
+    >>> model = wrap_model(preprocessing.StandardScaler() | linear_model.LinearRegression())
+    >>> model.learn_one({"x": 2.0, "mobile": True}, 4.0)
+    >>> model.kind, model.task, model.vocabulary
+    ('project', 'regression', {'x': {}, 'mobile': {}})
+    """
+    return OnlineModel(PROJECT_KIND, estimator, task_of(estimator))

@@ -18,7 +18,9 @@ from eddy.services.project.deployment import (
     deployment_project,
     raw_schema_of,
 )
+from eddy.services.project.errors import ProjectError
 from eddy.services.project.layout import PROJECT_FILE, PROJECT_VARIABLE
+from eddy.services.project.loading import load_project
 from eddy.services.project.scaffold import init_project
 from eddy.streams.dead_letters.letter import ERROR_CLASS, ERROR_REASON, RawRecord
 from eddy.streams.features.definitions import FEATURES
@@ -206,3 +208,18 @@ def test_a_request_may_leave_declared_fields_out_but_not_break_them(project: Pat
     assert refusal is not None
     assert refusal.error_class == RAW_FIELDS_ERROR
     assert "field 'temperature' must be a float, got str" in refusal.reason
+
+
+def test_a_project_keeps_no_secret_in_its_settings(tmp_path: Path) -> None:
+    # A key or password in eddy.toml would be committed with the project and printed by
+    # `eddy plan`: both the settings and the loader refuse it, naming where it was.
+    root = tmp_path / "p"
+    init_project(root)
+    toml = root / "eddy.toml"
+    toml.write_text(toml.read_text().replace("[settings]\n", '[settings]\nsigning_key = "k"\n'))
+    with pytest.raises(SettingsError, match="signing_key in \\[settings\\]"):
+        Settings.from_env({"EDDY_PROJECT": str(root)})
+    with pytest.raises(ProjectError) as refused:
+        load_project(root)
+    assert refused.value.line == 10
+    assert "secret" in str(refused.value)

@@ -490,6 +490,10 @@ class Settings(BaseModel):
                 "(settings are EDDY_* variables without the prefix, in lower case; "
                 "`eddy plan` says more)"
             )
+        private = sorted(set(found) & PRIVATE_SETTINGS)
+        if private:
+            where = f"[settings] of {root / PROJECT_FILE}"
+            raise SettingsError(f"{', '.join(private)} in {where}: {PRIVATE_SETTING_ADVICE}")
         return found
 
     @staticmethod
@@ -553,3 +557,12 @@ class Settings(BaseModel):
 PATH_FIELDS = frozenset(
     name for name, field in Settings.model_fields.items() if field.annotation in (Path, Path | None)
 )
+
+# Settings that hold a secret (keys, passwords, tokens): never in a project's eddy.toml,
+# a file committed to the user's repository and printed by `eddy plan`.
+PRIVATE_SETTINGS = frozenset(
+    name
+    for name, field in Settings.model_fields.items()
+    if field.annotation in (SecretStr, SecretStr | None)
+)
+PRIVATE_SETTING_ADVICE = "a secret is not kept in a project's files; set its EDDY_* variable"

@@ -40,7 +40,7 @@ from eddy.services.config.project_file import (
     ProjectFileError,
     trusted_prefixes,
 )
-from eddy.services.config.settings import Settings
+from eddy.services.config.settings import PRIVATE_SETTING_ADVICE, PRIVATE_SETTINGS, Settings
 from eddy.services.project.errors import (
     FIRST_LINE,
     ProjectError,
@@ -194,8 +194,8 @@ def _settings_overrides(path: Path, text: str, document: Mapping[str, Any]) -> d
     overrides = _table(path, text, document, SETTINGS_TABLE)
     known = Settings.model_fields
     for key in overrides:
-        if key in NOT_PROJECT_SETTINGS:
-            reason = NOT_PROJECT_SETTINGS[key]
+        if key in NOT_PROJECT_SETTINGS or key in PRIVATE_SETTINGS:
+            reason = NOT_PROJECT_SETTINGS.get(key, PRIVATE_SETTING_ADVICE)
             raise ProjectError(
                 path, toml_line(text, SETTINGS_TABLE, key), f"setting {key!r}: {reason}"
             )

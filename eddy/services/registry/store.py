@@ -390,7 +390,7 @@ class Registry:
         import skops.io
 
         untrusted = skops.io.get_untrusted_types(data=payload)
-        allowed = [t for t in untrusted if t.startswith(self._trusted)]
+        allowed = [t for t in untrusted if trusted_type(t, self._trusted)]
         unknown = sorted(set(untrusted) - set(allowed))
         if unknown:
             raise IntegrityError(
@@ -403,6 +403,23 @@ class Registry:
 
 # Types a scikit-learn artifact may contain beyond skops' own defaults.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.")
+
+
+def trusted_type(type_name: str, trusted: tuple[str, ...]) -> bool:
+    """Whether the allow-list ``trusted`` admits ``type_name``: an entry ending in a dot
+    admits everything under it, any other entry names one type exactly (``pkg.mod.Cls``
+    does not admit ``pkg.mod.ClsEvil``).
+
+    >>> trusted_type("sklearn.pipeline.Pipeline", ("sklearn.",))
+    True
+    >>> one = ("pkg.mod.Cls",)
+    >>> trusted_type("pkg.mod.ClsEvil", one), trusted_type("pkg.mod.Cls", one)
+    (False, True)
+    """
+    return any(
+        type_name.startswith(entry) if entry.endswith(".") else type_name == entry
+        for entry in trusted
+    )
 
 
 def _package_of(type_name: str) -> str:

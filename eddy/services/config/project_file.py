@@ -66,13 +66,7 @@ def project_values(root: Path, *, path_fields: Collection[str]) -> dict[str, Any
     """The settings ``root``'s eddy.toml sets, by field name: its ``[settings]`` and
     ``model_name`` from ``[project] model``; values of ``path_fields`` that are
     relative paths are made relative to ``root``."""
-    path = root / PROJECT_FILE
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProjectFileError(f"{path}: missing (create a project with `eddy init`)") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ProjectFileError(f"{path}: not valid TOML: {error}") from None
+    path, document = _document(root)
     overrides = _table(path, document, SETTINGS_TABLE)
     for key, reason in NOT_PROJECT_SETTINGS.items():
         if key in overrides:
@@ -87,6 +81,17 @@ def project_values(root: Path, *, path_fields: Collection[str]) -> dict[str, Any
     return values | {MODEL_SETTING: model}
 
 
+def _document(root: Path) -> tuple[Path, dict[str, Any]]:
+    """``root``'s eddy.toml, parsed: its path and its tables."""
+    path = root / PROJECT_FILE
+    try:
+        return path, tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProjectFileError(f"{path}: missing (create a project with `eddy init`)") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ProjectFileError(f"{path}: not valid TOML: {error}") from None
+
+
 def _table(path: Path, document: dict[str, Any], key: str) -> dict[str, Any]:
     table = document.get(key, {})
     if not isinstance(table, dict):
@@ -98,13 +103,7 @@ def project_trusted(root: Path) -> tuple[str, ...]:
     """The type-name prefixes ``root``'s eddy.toml trusts in its scikit-learn artifacts
     (``[models] trusted``), beyond Eddy's own allow-list: what the deployment's registry
     loads them with (:func:`~eddy.services.registry.opening.open_registry`)."""
-    path = root / PROJECT_FILE
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProjectFileError(f"{path}: missing (create a project with `eddy init`)") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ProjectFileError(f"{path}: not valid TOML: {error}") from None
+    path, document = _document(root)
     try:
         return trusted_prefixes(_table(path, document, MODELS_TABLE))
     except ProjectFileError as error:

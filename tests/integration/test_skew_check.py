@@ -28,7 +28,6 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-import eddy.services.serving.predictor
 from eddy.services.config.settings import Settings
 from eddy.services.ops.console import read_topic
 from eddy.services.quality.skew_check import SkewCheck, run_check, run_scheduled
@@ -37,7 +36,7 @@ from eddy.services.registry.store import Lineage, Registry
 from eddy.services.serving.predictor import Predictor
 from eddy.services.workers.features import build_pipeline
 from eddy.streams.dead_letters.letter import RawRecord
-from eddy.streams.features.compute import Ratio
+from eddy.streams.features.compute import FeatureSet, Ratio
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.features.pipeline import FeaturePipeline
 from eddy.streams.features.skew import READ_SLACK_S
@@ -74,6 +73,7 @@ class Deployment:
     registry: Registry
     pipeline: FeaturePipeline
     events: Any  # a consumer of the events topic: what the worker has read so far
+    serving: FeatureSet = FEATURES  # the definitions the predictor serves with
 
     def topic(self, topic: Topic) -> str:
         return topic_name(topic, self.settings.topic_prefix)
@@ -111,7 +111,7 @@ class Deployment:
         finally:
             consumer.close()
         assert len(records) == len(requests)
-        predictor = Predictor(self.settings, self.registry, "m", features=FEATURES, schema=None)
+        predictor = Predictor(self.settings, self.registry, "m", features=self.serving, schema=None)
         try:
             outcome = predictor.handle(records)
         finally:
@@ -266,10 +266,9 @@ def test_serving_through_the_true_definitions_shows_no_skew(deployment: Deployme
 
 
 def test_a_broken_serving_definition_raises_a_skew_alert_naming_it(
-    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+    deployment: Deployment,
 ) -> None:
-    monkeypatch.setattr(eddy.services.serving.predictor, "FEATURES", BROKEN)
-    traffic = a_day_of_traffic(deployment)
+    traffic = a_day_of_traffic(dataclasses.replace(deployment, serving=BROKEN))
     check = run_check(deployment.settings, FEATURES, publish=False)
     assert check.alert is not None
     assert deployment.alerts() == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import random
 import signal
 import time
@@ -319,33 +318,33 @@ def test_online_snapshots_become_registry_versions_with_contiguous_lineage(
     from eddy.services.registry.store import CHAMPION
 
     deployment = learner_deployment
-    deployment.settings = deployment.settings.model_copy(update={"snapshot_every": 1000})
-    rows = synthetic(3000, seed=21)
-    send_messages(
-        deployment.settings,
-        deployment.topic(Topic.TRAINING_EXAMPLES),
-        examples(rows, deployment.topic(Topic.TRAINING_EXAMPLES)),
-    )
+    every = 1000
+    deployment.settings = deployment.settings.model_copy(update={"snapshot_every": every})
+    topic = deployment.topic(Topic.TRAINING_EXAMPLES)
+    stream = examples(synthetic(3 * every, seed=21), topic)
     deployment.start()
     registry = open_registry(deployment.settings, announce=False)
     model = deployment.settings.model_name
 
-    def snapshots_cover_everything() -> bool:
+    def snapshot_ends() -> set[int]:
         ranges = [v.lineage.trained_on for v in registry.versions(model)]
-        return any(r and max(b for _, b in r.values()) == len(rows) - 1 for r in ranges)
+        return {max(b for _, b in r.values()) for r in ranges if r}
 
-    wait_until(
-        snapshots_cover_everything,
-        "a snapshot of the whole stream",
-        timeout_s=DEADLINE_S,
-        every_s=POLL_S,
-        logs=deployment.logs,
-    )
+    # A snapshot is taken at the first checkpoint with ``every`` examples learned since
+    # the last one, and checkpoints fall where their cadence puts them: sent a round of
+    # exactly ``every`` at a time, each snapshot ends where its round does.
+    for start in range(0, len(stream), every):
+        send_messages(deployment.settings, topic, stream[start : start + every])
+        wait_until(
+            lambda end=start + every - 1: end in snapshot_ends(),
+            f"a snapshot ending at offset {start + every - 1}",
+            timeout_s=DEADLINE_S,
+            every_s=POLL_S,
+            logs=deployment.logs,
+        )
     versions = registry.versions(model)
-    spans = [next(iter(v.lineage.trained_on.values())) for v in versions]
-    assert spans[0][0] == 0
-    for (_, last), (first, _) in itertools.pairwise(spans):
-        assert first == last + 1, f"snapshots overlap or leave a gap: {spans}"
+    spans = [tuple(next(iter(v.lineage.trained_on.values()))) for v in versions]
+    assert spans == [(0, 999), (1000, 1999), (2000, 2999)], "snapshots overlap or leave a gap"
     assert all(v.flavor == "river" for v in versions)
     champion = registry.alias(model, CHAMPION)
     assert champion is not None

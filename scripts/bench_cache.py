@@ -95,7 +95,12 @@ class RunResult:
 def populate(settings: Settings, entities: int, seed: int) -> list[dict[str, Any]]:
     """Online state for every entity; returns their feature vectors (for training)."""
     rng = random.Random(seed)
-    store = OnlineStore(make_redis(settings), settings.topic_prefix, settings.feature_ttl_s)
+    store = OnlineStore(
+        make_redis(settings),
+        settings.topic_prefix,
+        settings.feature_ttl_s,
+        feature_set=FEATURES.fingerprint(),
+    )
     now = time.time()
     states: dict[str, StoredState] = {}
     for i in range(entities):

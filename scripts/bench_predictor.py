@@ -131,9 +131,9 @@ def seed_features(settings: Settings, now: float) -> dict[str, EntityState]:
             apply_event(state, FEATURES, f"ev-{e}-{n}", now - 600 + n * 60, raw)
         states[f"user-{e}"] = state
     redis = make_redis(settings)
-    OnlineStore(redis, settings.topic_prefix, settings.feature_ttl_s).save(
-        {entity: StoredState(0, state) for entity, state in states.items()}
-    )
+    OnlineStore(
+        redis, settings.topic_prefix, settings.feature_ttl_s, feature_set=FEATURES.fingerprint()
+    ).save({entity: StoredState(0, state) for entity, state in states.items()})
     redis.close()
     return states
 
@@ -340,7 +340,12 @@ def run_bare_predict() -> None:
     if serving is None:
         raise SystemExit(f"no champion of {MODEL!r} to serve")
     champion = registry.load(MODEL, serving.version)
-    store = OnlineStore(make_redis(settings), settings.topic_prefix, settings.feature_ttl_s)
+    store = OnlineStore(
+        make_redis(settings),
+        settings.topic_prefix,
+        settings.feature_ttl_s,
+        feature_set=FEATURES.fingerprint(),
+    )
 
     def predict(records: list[Any]) -> list[bytes]:
         asked = [orjson.loads(r.value) for r in records]

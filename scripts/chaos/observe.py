@@ -24,6 +24,7 @@ from eddy.services.registry.opening import open_registry
 from eddy.services.registry.triggers import Trigger, TriggerKind
 from eddy.streams.dead_letters.letter import ERROR_CLASS, source_of
 from eddy.streams.features.compute import EntityState
+from eddy.streams.features.definitions import FEATURES
 from eddy.streams.learning.checkpoints import CheckpointStore
 from eddy.streams.learning.models import label_refusal
 from eddy.streams.messages.contracts import TrainingExample
@@ -151,7 +152,12 @@ class Inspector:
             signing_key(key, settings.data_dir),
         )
         self.redis = make_redis(settings)
-        self.store = OnlineStore(self.redis, settings.topic_prefix, settings.feature_ttl_s)
+        self.store = OnlineStore(
+            self.redis,
+            settings.topic_prefix,
+            settings.feature_ttl_s,
+            feature_set=FEATURES.fingerprint(),
+        )
         self.consumer = make_consumer(settings, group_id=None)
         self.admin = make_admin(settings)
 

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from eddy.services.config.settings import Settings
+from eddy.services.project.deployment import deployment_features
 from eddy.streams.features.compute import feature_vector
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.store.online import OnlineStore
@@ -42,7 +43,10 @@ class FeatureDeployment:
 
     def store(self) -> OnlineStore:
         return OnlineStore(
-            make_redis(self.settings), self.settings.topic_prefix, self.settings.feature_ttl_s
+            make_redis(self.settings),
+            self.settings.topic_prefix,
+            self.settings.feature_ttl_s,
+            feature_set=deployment_features(self.settings).fingerprint(),
         )
 
     def start_worker(self) -> subprocess.Popen[bytes]:

@@ -178,7 +178,9 @@ def test_duplicates_and_reordering_leave_the_state_of_one_in_order_pass(stack: S
         records = [_raw(settings, i, key, value) for i, (key, value) in enumerate(batch)]
         for start in range(0, len(records), 37):
             pipeline.handle(records[start : start + 37])
-        store = OnlineStore(make_redis(settings), settings.topic_prefix, 3600)
+        store = OnlineStore(
+            make_redis(settings), settings.topic_prefix, 3600, feature_set=FEATURES.fingerprint()
+        )
         states.append({e: encode_state(s.state) for e, s in store.load(entities).items()})
     assert states[0] == states[1]
 

@@ -38,6 +38,7 @@ from eddy.services.config.settings import Settings
 from eddy.services.ops.liveness import EXIT_GRACE_S, STALLED_EXIT_CODE, Liveness, consumer_positions
 from eddy.services.ops.supervisor import RestartPolicy, Supervisor, exit_reason
 from eddy.services.workers.learner import AllToOneAssignor
+from eddy.streams.features.definitions import FEATURES
 from eddy.streams.store.online import OnlineStore
 from eddy.streams.transport.clients import make_consumer, make_producer, make_redis, subscribe
 from eddy.streams.transport.topics import Topic, topic_name
@@ -160,7 +161,12 @@ def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restart
         metrics_port=port - FEATURES_METRICS_OFFSET,
     )
     events_topic = topic_name(Topic.EVENTS, settings.topic_prefix)
-    store = OnlineStore(make_redis(stack), settings.topic_prefix, settings.feature_ttl_s)
+    store = OnlineStore(
+        make_redis(stack),
+        settings.topic_prefix,
+        settings.feature_ttl_s,
+        feature_set=FEATURES.fingerprint(),
+    )
     base = quiet_hour_base()
     entities = [f"s{i}" for i in range(10)]
 

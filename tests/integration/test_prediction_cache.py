@@ -101,7 +101,12 @@ class FeatureWriter:
         self.producer = make_producer(self.settings)
         self.pipeline = FeaturePipeline(
             fs=FEATURES,
-            store=OnlineStore(make_redis(self.settings), prefix, self.settings.feature_ttl_s),
+            store=OnlineStore(
+                make_redis(self.settings),
+                prefix,
+                self.settings.feature_ttl_s,
+                feature_set=FEATURES.fingerprint(),
+            ),
             producer=self.producer,
             dead_letter_topic=topic_name(Topic.DEAD_LETTER, prefix),
             examples_topic=topic_name(Topic.TRAINING_EXAMPLES, prefix),

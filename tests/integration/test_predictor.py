@@ -87,9 +87,12 @@ def test_requests_from_a_plain_producer_get_answers_with_version_and_features(
     with_champion(service)
     state = EntityState()
     apply_event(state, FEATURES, "e1", time.time() - 30, {"amount": 80.0})
-    OnlineStore(make_redis(service.settings), service.settings.topic_prefix, 3600).save(
-        {"u1": StoredState(0, state)}
-    )
+    OnlineStore(
+        make_redis(service.settings),
+        service.settings.topic_prefix,
+        3600,
+        feature_set=FEATURES.fingerprint(),
+    ).save({"u1": StoredState(0, state)})
     service.start()
     consumer = answers_consumer(service)
     send_requests(

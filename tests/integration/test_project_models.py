@@ -32,40 +32,17 @@ from eddy.streams.transport.topics import Topic
 from tests.factories import DeploymentSettings
 from tests.integration.learners import LearnerDeployment, examples, send_messages, synthetic
 from tests.integration.training_examples import concept, publish_examples
+from tests.projects import LEARNING_RATE, ONLINE_CLASSES, PROJECT_MODELS, RETRAIN_CLASSES, C
 from tests.waiting import wait_until
 
 MODEL = "churn"
 DEADLINE_S = 120.0
 POLL_S = 0.3
-LEARNING_RATE = 0.037  # the project's online optimizer's: no default of River's
-C = 0.5
 RETRAIN_EXAMPLES = 1500
 LEARNED_EXAMPLES = 2000
 SNAPSHOT_EVERY = 1000
 LEARNER_SEED = 8
 MIN_ACCURACY = 0.75  # a linear concept: the model learned it, whatever its optimizer
-PROJECT_MODELS = f"""
-from river import linear_model, optim, preprocessing
-from sklearn.feature_extraction import DictVectorizer
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-
-
-def online_model():
-    return preprocessing.StandardScaler() | linear_model.LogisticRegression(
-        optimizer=optim.SGD({LEARNING_RATE})
-    )
-
-
-def retrain_estimator(classification):
-    fit = LogisticRegression(C={C}) if classification else Ridge()
-    return Pipeline(
-        [("vectors", DictVectorizer(sparse=False)), ("scale", StandardScaler()), ("fit", fit)]
-    )
-"""
-ONLINE_CLASSES = "Pipeline (StandardScaler | LogisticRegression)"
-RETRAIN_CLASSES = "Pipeline (DictVectorizer | StandardScaler | LogisticRegression)"
 
 
 @pytest.fixture

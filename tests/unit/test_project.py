@@ -27,6 +27,7 @@ from eddy.services.training.core import make_estimator
 from eddy.streams.features.definitions import FEATURES as DEMO_FEATURES
 from eddy.streams.learning.models import make_model
 from eddy.streams.messages.raw_schema import RawSchema
+from tests.projects import edit
 
 EXAMPLE_DIR = PROJECT_ROOT / "examples" / "demo"
 RETRAIN_SEED = 42  # the retrainer's seed, which the template's estimator uses too
@@ -39,12 +40,6 @@ def project_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "project"
     init_project(folder)
     return folder
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {path.name}"
-    path.write_text(text.replace(old, new, 1))
 
 
 def line_of(path: Path, text: str) -> int:

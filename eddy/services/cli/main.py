@@ -16,6 +16,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,6 +42,13 @@ from eddy.services.project.errors import ProjectError
 from eddy.services.project.layout import PROJECT_FILE, PROJECT_VARIABLE, find_project
 from eddy.services.project.loading import Project, load_project
 from eddy.services.project.plan import plan_project
+from eddy.services.project.rollout import (
+    DeploymentFollower,
+    NotApplied,
+    apply_project,
+    check_applied,
+    pending_changes,
+)
 from eddy.services.project.scaffold import ProjectExists, init_project
 from eddy.streams.dead_letters.letter import (
     ERROR_CLASS,
@@ -101,6 +110,27 @@ def _project(settings: Settings) -> Project | None:
     except ProjectError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(2) from None
+
+
+@contextmanager
+def _following(settings: Settings, project: Project | None) -> Iterator[None]:
+    """Run a worker of ``project`` only if its files are the applied revision, and
+    start it again in place when another is applied (no project: nothing to follow)."""
+    if project is None:
+        yield
+        return
+    try:
+        running = check_applied(settings, project)
+    except NotApplied as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    follower = DeploymentFollower(settings, running.digest)
+    follower.start()
+    try:
+        yield
+    finally:
+        follower.close()
+        follower.restart()
 
 
 def _stack(action: str) -> int:
@@ -184,7 +214,8 @@ def run_features() -> None:
     settings = _settings()
     project = _project(settings)
     serve_metrics("features", settings)
-    run_worker(build_app(settings, features_of(project), raw_schema_of(project)), settings)
+    with _following(settings, project):
+        run_worker(build_app(settings, features_of(project), raw_schema_of(project)), settings)
 
 
 @run_app.command("learner")
@@ -207,13 +238,14 @@ def run_learner() -> None:
     config = deployment_learner(settings, features, project)
     serve_metrics("learner", settings)
     hook = learner_snapshots(open_registry(settings), trainer_identity("eddy run learner"))
-    LearnerWorker(
-        settings,
-        config,
-        feature_set=features.fingerprint(),
-        on_snapshot=hook,
-        online_model=online_model_factory(project),
-    ).run()
+    with _following(settings, project):
+        LearnerWorker(
+            settings,
+            config,
+            feature_set=features.fingerprint(),
+            on_snapshot=hook,
+            online_model=online_model_factory(project),
+        ).run()
 
 
 @run_app.command("retrainer")
@@ -256,7 +288,8 @@ def run_retrainer() -> None:
     )
     skew.start()
     try:
-        listener.run()
+        with _following(settings, project):
+            listener.run()
     finally:
         stop_skew.set()
         skew.join(timeout=5)
@@ -280,13 +313,14 @@ def run_predictor() -> None:
     settings = _settings()
     project = _project(settings)
     serve_metrics("predictor", settings)
-    Predictor(
-        settings,
-        open_registry(settings, announce=False),
-        settings.model_name,
-        features=features_of(project),
-        schema=raw_schema_of(project),
-    ).run()
+    with _following(settings, project):
+        Predictor(
+            settings,
+            open_registry(settings, announce=False),
+            settings.model_name,
+            features=features_of(project),
+            schema=raw_schema_of(project),
+        ).run()
 
 
 @app.command()
@@ -604,7 +638,12 @@ def features_get(
 
     settings = _settings()
     features = features_of(_project(settings))
-    store = OnlineStore(make_redis(settings), settings.topic_prefix, settings.feature_ttl_s)
+    store = OnlineStore(
+        make_redis(settings),
+        settings.topic_prefix,
+        settings.feature_ttl_s,
+        feature_set=features.fingerprint(),
+    )
     found = store.online_features(entity_ids, features, as_of=time.time())
     for entity_id, online in found.items():
         if as_json:
@@ -814,20 +853,15 @@ def init(
     typer.echo(f"next: cd {folder} && eddy plan")
 
 
-@app.command()
-def plan(
-    folder: Annotated[
-        Path | None,
-        typer.Argument(
-            help=f"The project (default: {PROJECT_VARIABLE}, else the nearest "
-            f"folder upward holding {PROJECT_FILE})."
-        ),
-    ] = None,
-) -> None:
-    """Check an Eddy project and show what it declares: fields, features, models, settings.
+PROJECT_HELP = (
+    f"The project (default: {PROJECT_VARIABLE}, else the nearest folder upward holding "
+    f"{PROJECT_FILE})."
+)
 
-    A problem is printed as file:line: message, with exit code 2.
-    """
+
+def _project_at(folder: Path | None) -> tuple[Project, Settings]:
+    """The project in ``folder`` (or found as every command finds it), checked, and the
+    settings of its deployment; a problem is printed as file:line: message (exit 2)."""
     root = folder or find_project(Path.cwd(), os.environ)
     if root is None:
         typer.secho(
@@ -842,8 +876,66 @@ def plan(
     except ProjectError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(2) from None
+    try:
+        settings = Settings.from_env({**os.environ, PROJECT_VARIABLE: str(project.root)})
+    except SettingsError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    logs.configure(settings.log_level)
+    return project, settings
+
+
+@app.command()
+def plan(
+    folder: Annotated[Path | None, typer.Argument(help=PROJECT_HELP)] = None,
+) -> None:
+    """Check an Eddy project, show what it declares (fields, features, models,
+    settings) and what `eddy apply` would change in the deployment.
+
+    A problem is printed as file:line: message, with exit code 2.
+    """
+    project, settings = _project_at(folder)
     for line in plan_project(project):
         typer.echo(line)
+    current, found = pending_changes(settings, project)
+    applied = "nothing applied yet" if current is None else f"revision {current.revision}"
+    if not found:
+        typer.echo(f"no changes against the deployment ({applied})")
+        return
+    typer.echo(f"changes against the deployment ({applied}): {len(found)}")
+    for change in found:
+        typer.echo(f"  {change}")
+    typer.echo("next: eddy apply")
+
+
+@app.command()
+def apply(
+    folder: Annotated[Path | None, typer.Argument(help=PROJECT_HELP)] = None,
+) -> None:
+    """Roll an Eddy project out: check it, create missing topics, write its contracts'
+    JSON Schemas, rebuild the online store from the retained events when the features
+    changed, and record the revision, which running workers then restart with.
+
+    A problem is printed as file:line: message, with exit code 2.
+    """
+    from eddy.services.registry.store import trainer_identity
+    from eddy.services.workers.features import rebuild
+
+    project, settings = _project_at(folder)
+    rollout = apply_project(settings, project, by=trainer_identity("eddy apply"), rebuild=rebuild)
+    if rollout.applied is None:
+        typer.echo("no changes: nothing to apply")
+        return
+    for change in rollout.changes:
+        typer.echo(f"  {change}")
+    applied = rollout.applied
+    if applied.rebuilt:
+        counts = ", ".join(f"{name} {n}" for name, n in sorted(applied.rebuilt.items()))
+        typer.echo(f"online store rebuilt for feature set {applied.manifest.feature_set}: {counts}")
+    typer.echo(
+        f"applied revision {applied.revision} of project {project.name} "
+        f"(digest {applied.manifest.digest}); running workers restart with it"
+    )
 
 
 @app.command()

@@ -91,6 +91,12 @@ class Settings(BaseModel):
         "reports unhealthy and exits, for its supervisor to restart it (0: never).",
     )
     kafka_request_timeout_ms: int = Field(30_000, ge=1_000, description="Kafka request timeout.")
+    deployment_check_s: float = Field(
+        2.0,
+        gt=0,
+        description="How often a worker of a project checks whether `eddy apply` rolled out "
+        "another version of it (it then stops gracefully and starts again with it).",
+    )
     topic_check_s: float = Field(
         30.0,
         gt=0,

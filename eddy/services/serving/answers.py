@@ -236,6 +236,7 @@ def answer_batch(
     answers_topic: str,
     now: float,
     clock: Callable[[], float],
+    feature_set: str | None = None,
 ) -> AnsweredBatch:
     """One reply per polled record, and what is to be logged, recorded and cached.
 
@@ -245,7 +246,9 @@ def answer_batch(
     models of the moment, one champion for the whole batch; ``model``: the model name
     served; ``answers_topic``: where answers go unless a request names its reply topic;
     ``now``: the moment the features were read as of; ``clock`` is read as each answer
-    is made, so that its latency includes the batch's scoring, as its caller waits it.
+    is made, so that its latency includes the batch's scoring, as its caller waits it;
+    ``feature_set``: the fingerprint of the features the vectors were computed with,
+    which every scored answer carries.
     """
     replies: list[Reply] = []
     for item in polled:
@@ -275,7 +278,12 @@ def answer_batch(
             scored = champion_scores[i]
             hit = saw.cache.hit if saw.cache is not None else None
             answer = _champion_answer(
-                record, request, champion, scored, freshness(saw.state, now), hit, model, clock
+                record,
+                request,
+                champion,
+                (scored, freshness(saw.state, now), hit, feature_set),
+                model,
+                clock,
             )
             replies.append(_reply(record, request.reply_topic, answers_topic, answer))
             if answer.error is not None:
@@ -449,14 +457,15 @@ def _champion_answer(
     record: Any,
     request: PredictionRequest,
     champion: Loaded,
-    scored: Scored | Unscorable,
-    freshness_s: float | None,
-    cached: Entry | None,
+    seen: tuple[Scored | Unscorable, float | None, Entry | None, str | None],
     model: str,
     clock: Callable[[], float],
 ) -> Prediction:
     """The answer for a scored request, or its error answer when the champion could not
-    score it or answered what no answer may carry (a NaN probability)."""
+    score it or answered what no answer may carry (a NaN probability). ``seen``: the
+    champion's score, the features' freshness, the cache entry that answered (if
+    any) and the feature set's fingerprint."""
+    scored, freshness_s, cached, feature_set = seen
     if isinstance(scored, Scored):
         try:
             return Prediction(
@@ -468,6 +477,7 @@ def _champion_answer(
                 model_version=str(cached.version if cached else champion.version),
                 latency_ms=latency_ms(record, clock()),
                 freshness_s=freshness_s,
+                feature_set=feature_set,
                 cached=cached is not None,
             )
         except ValueError as exc:

@@ -52,7 +52,12 @@ def score_file(
         for row in table.to_dict(orient="records")
     ]
     if ENTITY_COLUMN in table.columns:
-        store = OnlineStore(make_redis(settings), settings.topic_prefix, settings.feature_ttl_s)
+        store = OnlineStore(
+            make_redis(settings),
+            settings.topic_prefix,
+            settings.feature_ttl_s,
+            feature_set=features.fingerprint(),
+        )
         entities = [str(e) for e in table[ENTITY_COLUMN]]
         states = store.load(entities)
         now = time.time()

@@ -184,12 +184,15 @@ class Predictor:
         self.settings = settings
         self.model = model
         self.features = features
+        self.feature_set = features.fingerprint()
         self.schema = schema
         prefix = settings.topic_prefix
         self.requests_topic = topic_name(Topic.PREDICTION_REQUESTS, prefix)
         self.answers_topic = topic_name(Topic.PREDICTIONS, prefix)
         self.redis = make_redis(settings)
-        self.store = OnlineStore(self.redis, prefix, settings.feature_ttl_s)
+        self.store = OnlineStore(
+            self.redis, prefix, settings.feature_ttl_s, feature_set=features.fingerprint()
+        )
         self.snapshots = SnapshotStore(self.redis, prefix, settings.label_window_s)
         self.request_log = RequestLog.from_settings(self.redis, settings)
         self.shadow_log = ShadowLog.from_settings(self.redis, settings)
@@ -299,6 +302,7 @@ class Predictor:
             answers_topic=self.answers_topic,
             now=now,
             clock=time.time,
+            feature_set=self.feature_set,
         )
         for request_id, reason in batch.unscorable:
             log.warning(

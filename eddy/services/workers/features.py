@@ -97,7 +97,9 @@ def build_pipeline(
     )
     return FeaturePipeline(
         fs=fs,
-        store=OnlineStore(redis, settings.topic_prefix, settings.feature_ttl_s),
+        store=OnlineStore(
+            redis, settings.topic_prefix, settings.feature_ttl_s, feature_set=fs.fingerprint()
+        ),
         snapshot_store=snapshot_store,
         producer=make_producer(settings, linger_ms=PRODUCER_LINGER_MS),
         dead_letter_topic=topic_name(Topic.DEAD_LETTER, settings.topic_prefix),

@@ -135,6 +135,9 @@ class Prediction(Contract):
     model_version: str | None = None
     latency_ms: FiniteFloat | None = None
     freshness_s: FiniteFloat | None = None
+    # The fingerprint of the feature definitions the answer's features were computed
+    # with: after `eddy apply` changes them, answers say which definitions they saw.
+    feature_set: Identifier | None = None
     cached: bool = False
     error: PredictionError | None = None
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from eddy.streams.messages.validation import InvalidMessage, joined_reasons
 
@@ -39,6 +40,7 @@ INT = "int"
 STR = "str"
 BOOL = "bool"
 FIELD_TYPES = (FLOAT, INT, STR, BOOL)
+JSON_TYPES = {FLOAT: "number", INT: "integer", STR: "string", BOOL: "boolean"}
 NUMERIC_TYPES = (FLOAT, INT)
 DECLARATION_KEYS = ("type", "min", "max", "categories", "required")
 # The error class of an event or request whose raw fields do not fit the declared ones.
@@ -149,6 +151,34 @@ class RawSchema:
             if reason is not None:
                 reasons.append(reason)
         return reasons
+
+    def json_schema(self, *, partial: bool = False) -> dict[str, Any]:
+        """The JSON Schema of raw fields fitting this declaration, for other teams'
+        producers (``eddy apply`` writes it into the applied contracts); ``partial`` as
+        in :meth:`problems`: no field is required and any may be null.
+
+        >>> schema = RawSchema.from_table({"size": {"type": "int", "min": 0}})
+        >>> schema.json_schema()["properties"], schema.json_schema()["required"]
+        ({'size': {'type': 'integer', 'minimum': 0.0}}, ['size'])
+        """
+        properties = {}
+        for field in self.fields:
+            typed: dict[str, Any] = {"type": JSON_TYPES[field.type]}
+            if field.minimum is not None:
+                typed["minimum"] = field.minimum
+            if field.maximum is not None:
+                typed["maximum"] = field.maximum
+            if field.categories is not None:
+                typed["enum"] = list(field.categories)
+            nullable = partial or not field.required
+            properties[field.name] = {"anyOf": [typed, {"type": "null"}]} if nullable else typed
+        required = [] if partial else [f.name for f in self.fields if f.required]
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": properties,
+            "required": required,
+        }
 
     def refusal(
         self, fields: Mapping[str, object], *, partial: bool = False

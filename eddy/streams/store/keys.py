@@ -3,8 +3,8 @@
 Keys that belong to one entity or one record put its id in braces (a Redis Cluster
 hash tag), so each lands on one slot and a batch's keys spread over the cluster.
 
->>> entity_features("eddy.", "u1"), snapshot("eddy.", "r1")
-('eddy.features:{u1}', 'eddy.snapshot:{r1}')
+>>> entity_features("eddy.", "3f2a", "u1"), snapshot("eddy.", "r1")
+('eddy.features:3f2a:{u1}', 'eddy.snapshot:{r1}')
 >>> cached_answer("eddy.", "u1", "fraud")
 'eddy.answer:{u1}:fraud'
 """
@@ -12,14 +12,15 @@ hash tag), so each lands on one slot and a batch's keys spread over the cluster.
 from __future__ import annotations
 
 
-def entity_features(prefix: str, entity_id: str) -> str:
-    """An entity's online feature state (:mod:`eddy.streams.store.online`)."""
-    return f"{prefix}features:{{{entity_id}}}"
+def entity_features(prefix: str, feature_set: str, entity_id: str) -> str:
+    """An entity's online feature state under the feature set ``feature_set`` (its
+    fingerprint): each set of definitions has its own states (:mod:`eddy.streams.store.online`)."""
+    return f"{prefix}features:{feature_set}:{{{entity_id}}}"
 
 
-def applied_offsets(prefix: str) -> str:
-    """The hash of ``<topic>:<partition>`` → last offset the online store holds."""
-    return f"{prefix}features:applied"
+def applied_offsets(prefix: str, feature_set: str) -> str:
+    """The hash of ``<topic>:<partition>`` → last offset the feature set's states hold."""
+    return f"{prefix}features:{feature_set}:applied"
 
 
 def snapshot(prefix: str, record_id: str) -> str:

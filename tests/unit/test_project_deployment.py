@@ -223,3 +223,19 @@ def test_a_project_keeps_no_secret_in_its_settings(tmp_path: Path) -> None:
         load_project(root)
     assert refused.value.line == 10
     assert "secret" in str(refused.value)
+
+
+def test_a_redis_url_with_a_password_is_refused_in_a_project(project: Path) -> None:
+    text = (project / "eddy.toml").read_text()
+    (project / "eddy.toml").write_text(
+        text.replace(
+            "[settings]", '[settings]\nredis_url = "redis://:hunter2@redis.internal:6379/0"', 1
+        )
+    )
+    with pytest.raises(SettingsError, match=r"redis_url in \[settings\].*a secret is not kept"):
+        Settings.from_env({PROJECT_VARIABLE: str(project)})
+
+
+def test_a_project_named_by_its_file_says_to_name_the_folder(project: Path) -> None:
+    with pytest.raises(SettingsError, match="not a project folder"):
+        Settings.from_env({PROJECT_VARIABLE: str(project / "eddy.toml")})

@@ -358,7 +358,9 @@ def score(
 
 @app.command()
 def retrain(
-    model: Annotated[str, typer.Argument(help="Model name.")] = "default",
+    model: Annotated[
+        str | None, typer.Argument(help="Model name (default: the deployment's, EDDY_MODEL_NAME).")
+    ] = None,
     reason: Annotated[str, typer.Option("--reason", help="Why, for the audit log.")] = "",
     via_control: Annotated[
         bool,
@@ -373,6 +375,7 @@ def retrain(
     from eddy.services.registry.store import trainer_identity
 
     settings = _settings()
+    model = model or settings.model_name
     if via_control:
         from eddy.services.training.control import control_topic, request_retrain
 
@@ -754,8 +757,18 @@ def produce(
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="JSON-lines file (default: stdin).")
     ] = None,
+    csv_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv",
+            help="A CSV file of events instead (columns entity_id, event_time, optional "
+            "event_id and label, every other column a raw field typed as the project "
+            "declares it).",
+        ),
+    ] = None,
 ) -> None:
-    """Validate JSON lines against TOPIC's contract and send the valid ones.
+    """Validate JSON lines (or a CSV file's rows, with --csv) against TOPIC's contract
+    and send the valid ones.
 
     Every rejected line is reported with its number and reason; the exit code is 1
     when any line was rejected.
@@ -763,7 +776,9 @@ def produce(
     settings = _settings()
     try:
         spec = resolve_topic(settings, topic)
-        if file is None:
+        if csv_file is not None:
+            report = _produce_csv(settings, spec, csv_file)
+        elif file is None:
             report = produce_lines(settings, spec, sys.stdin.buffer)
         else:
             with file.open("rb") as lines:
@@ -779,6 +794,21 @@ def produce(
         )
     typer.echo(f"sent {len(report.sent)}, rejected {len(report.rejected)} to {spec.name}", err=True)
     raise typer.Exit(1 if report.rejected else 0)
+
+
+def _produce_csv(settings: Settings, spec: Any, path: Path) -> Any:
+    import csv
+
+    from eddy.streams.messages.csv_events import csv_event_lines
+
+    if spec.topic is not Topic.EVENTS:
+        typer.secho(f"error: --csv sends events, not {spec.name}", fg="red", err=True)
+        raise typer.Exit(2)
+    schema = raw_schema_of(_project(settings))
+    with path.open(newline="") as rows:
+        return produce_lines(
+            settings, spec, csv_event_lines(csv.DictReader(rows), schema, source=path.stem)
+        )
 
 
 @app.command()
@@ -863,6 +893,8 @@ def _project_at(folder: Path | None) -> tuple[Project, Settings]:
     """The project in ``folder`` (or found as every command finds it), checked, and the
     settings of its deployment; a problem is printed as file:line: message (exit 2)."""
     root = folder or find_project(Path.cwd(), os.environ)
+    if root is not None and root.is_file() and root.name == PROJECT_FILE:
+        root = root.parent  # `eddy plan eddy.toml` names the project by its file
     if root is None:
         typer.secho(
             f"error: no Eddy project: no {PROJECT_FILE} in {Path.cwd()} or a folder above it, "

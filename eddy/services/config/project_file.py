@@ -88,6 +88,11 @@ def _document(root: Path) -> tuple[Path, dict[str, Any]]:
         return path, tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ProjectFileError(f"{path}: missing (create a project with `eddy init`)") from None
+    except OSError as error:
+        raise ProjectFileError(
+            f"{root}: not a project folder ({error.strerror}); name the folder that holds "
+            f"{PROJECT_FILE}"
+        ) from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ProjectFileError(f"{path}: not valid TOML: {error}") from None
 

@@ -497,6 +497,7 @@ class Settings(BaseModel):
                 "`eddy plan` says more)"
             )
         private = sorted(set(found) & PRIVATE_SETTINGS)
+        private += [k for k in CREDENTIAL_URLS if "@" in str(found.get(k, ""))]
         if private:
             where = f"[settings] of {root / PROJECT_FILE}"
             raise SettingsError(f"{', '.join(private)} in {where}: {PRIVATE_SETTING_ADVICE}")
@@ -572,3 +573,6 @@ PRIVATE_SETTINGS = frozenset(
     if field.annotation in (SecretStr, SecretStr | None)
 )
 PRIVATE_SETTING_ADVICE = "a secret is not kept in a project's files; set its EDDY_* variable"
+# Settings whose value may carry a password (``redis://user:secret@host``): private too
+# when it does.
+CREDENTIAL_URLS = ("redis_url",)

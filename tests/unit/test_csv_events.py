@@ -67,3 +67,26 @@ def test_without_a_project_numbers_are_numbers_and_an_event_id_column_is_kept() 
     [event] = events(text, None)
     assert event["event_id"] == "mine-1"
     assert event["features"] == {"amount": 12, "country": "NL"}
+
+
+def test_the_greenhouse_examples_readings_fit_its_declared_fields() -> None:
+    import subprocess
+    import sys
+
+    from eddy.services.config.settings import PROJECT_ROOT
+    from eddy.services.project.loading import load_project
+
+    example = PROJECT_ROOT / "examples" / "greenhouse"
+    project = load_project(example)
+    made = subprocess.run(
+        [sys.executable, str(example / "make_readings.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    produced = events(made.stdout, project.schema)
+    assert len(produced) > project.settings["snapshot_every"]
+    for event in produced:
+        Event.model_validate(event)
+        assert project.schema.problems(event["features"]) == [], event  # type: ignore[arg-type]
+    assert {e["label"] for e in produced} == {True, False}

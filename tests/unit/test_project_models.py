@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
+from river import linear_model, preprocessing
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -41,6 +43,7 @@ from eddy.services.training.core import (
 )
 from eddy.services.training.policy import ESTIMATOR_CLASS, RETRAIN_SEED
 from eddy.services.training.retrainer import Retrainer
+from eddy.services.workers.learner import LearnerWorker
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.learning.learner import Learner, LearnerConfig, Position
 from eddy.streams.learning.models import (
@@ -48,12 +51,14 @@ from eddy.streams.learning.models import (
     PROJECT_KIND,
     REGRESSION,
     OnlineModel,
+    binary_model_of,
     encode_for,
     fit_vectors,
     label_refusal,
     model_class,
 )
 from eddy.streams.messages.contracts import SourceOffset, TrainingExample
+from eddy.streams.messages.validation import InvalidMessage
 from eddy.streams.store.serialization import IntegrityError, seal, unseal
 
 KEY = b"project-models-test-key"
@@ -89,6 +94,18 @@ from sklearn.linear_model import Ridge
 
 def online_model():
     return linear_model.LinearRegression()
+
+
+def retrain_estimator(classification):
+    return Ridge()
+"""
+MULTICLASS_MODELS = """
+from river import linear_model, preprocessing
+from sklearn.linear_model import Ridge
+
+
+def online_model():
+    return preprocessing.StandardScaler() | linear_model.SoftmaxRegression()
 
 
 def retrain_estimator(classification):
@@ -155,7 +172,7 @@ def test_without_a_project_the_learner_builds_its_kind_as_before() -> None:
     assert repr(built.estimator) == repr(
         Learner(LearnerConfig(model="x", kind=config.kind)).model.estimator
     )
-    assert learner_labels(settings, None) == ("hoeffding_adaptive_tree", None)
+    assert learner_labels(settings, None) == ("hoeffding_adaptive_tree", None, None)
 
 
 def test_with_a_project_the_learner_learns_its_online_model(project: Project) -> None:
@@ -219,12 +236,54 @@ def test_a_project_regressor_refuses_text_labels(tmp_path: Path) -> None:
     (folder / MODELS_FILE).write_text(REGRESSOR_MODELS)
     project = load_project(folder)
     assert project.online_task == REGRESSION
-    kind, task = learner_labels(Settings(), project)
-    assert (kind, task) == (PROJECT_KIND, REGRESSION)
+    kind, task, binary = learner_labels(Settings(), project)
+    assert (kind, task, binary) == (PROJECT_KIND, REGRESSION, None)
     assert label_refusal(kind, "yes", task) == (
         "model kind 'project' learns numeric labels, not 'yes'"
     )
     assert label_refusal(kind, 2.5, task) is None
+
+
+def test_a_project_binary_classifier_refuses_labels_it_would_raise_on(project: Project) -> None:
+    """River's binary LogisticRegression (the template's online model) raises on a text
+    label inside learn_one, which killed the learner's poll loop; the decoder now
+    refuses such a label, so it is dead-lettered and the loop learns on."""
+    model = online_model_factory(project)
+    assert model is not None
+    built = model()
+    with pytest.raises(ValueError, match="invalid literal"):
+        built.learn_one({"a": 1.0}, "yes")
+    kind, task, binary = learner_labels(Settings(), project)
+    assert binary == project.online_model_class == "Pipeline (StandardScaler | LogisticRegression)"
+    assert label_refusal(kind, "yes", task, binary) == (
+        "the online model Pipeline (StandardScaler | LogisticRegression) is a binary "
+        "classifier: labels must be true/false or 0/1, got 'yes'"
+    )
+    assert label_refusal(kind, 2, task, binary) is not None
+    assert [label_refusal(kind, y, task, binary) for y in (True, False, 0, 1)] == [None] * 4
+    # The learner worker's decoder refuses it, from the model it actually runs.
+    worker = SimpleNamespace(
+        config=LearnerConfig(model="m", kind=PROJECT_KIND),
+        state=SimpleNamespace(learner=SimpleNamespace(model=built)),
+    )
+    with pytest.raises(InvalidMessage, match="binary classifier") as refused:
+        LearnerWorker._check_label(worker, "yes")  # type: ignore[arg-type]
+    assert refused.value.error_class == "label_not_learnable"
+    LearnerWorker._check_label(worker, True)  # type: ignore[arg-type]
+
+
+def test_a_project_multiclass_classifier_learns_any_label(tmp_path: Path) -> None:
+    folder = tmp_path / "project"
+    init_project(folder)
+    (folder / MODELS_FILE).write_text(MULTICLASS_MODELS)
+    project = load_project(folder)
+    assert project.online_binary is None
+    kind, task, binary = learner_labels(Settings(), project)
+    assert label_refusal(kind, "yes", task, binary) is None
+    nested = preprocessing.StandardScaler() | (
+        preprocessing.MinMaxScaler() | linear_model.LogisticRegression()
+    )
+    assert binary_model_of(nested) is not None
 
 
 # --- the retrain estimator ------------------------------------------------------------

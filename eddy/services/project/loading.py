@@ -51,7 +51,7 @@ from eddy.services.project.errors import (
 )
 from eddy.services.project.layout import FEATURES_FILE, MODELS_FILE, PROJECT_FILE
 from eddy.streams.features.compute import TIME_SINCE_LAST, FeatureSet
-from eddy.streams.learning.models import model_class, task_of
+from eddy.streams.learning.models import binary_model_of, model_class, task_of
 from eddy.streams.messages.raw_schema import FieldDeclarationError, RawSchema
 
 FIELDS_TABLE = "fields"
@@ -81,6 +81,9 @@ class Project:
     fingerprint: str  # of ``features``: what a trained model's lineage records
     online_model_class: str  # what online_model() built when checked, e.g. "Pipeline (...)"
     online_task: str  # what it learns: "classification" or "regression" (task_of)
+    # online_model_class when it is a binary classifier (true/false or 0/1 labels
+    # only, binary_model_of); None when it learns any label its task allows.
+    online_binary: str | None
     retrain_estimator_class: str  # what retrain_estimator(True) built when checked
     # Type-name prefixes a scikit-learn artifact of the project may hold beyond Eddy's
     # own allow-list ([models] trusted): the registry loads nothing else.
@@ -111,6 +114,7 @@ def load_project(root: Path) -> Project:
         fingerprint=features.fingerprint(),
         online_model_class=model_class(models.online),
         online_task=task_of(models.online),
+        online_binary=binary_model_of(models.online),
         retrain_estimator_class=model_class(models.retrain),
         trusted=trusted,
     )

@@ -194,7 +194,9 @@ class Retrainer:
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self.learner_kind, self.learner_task = learner_labels(settings, project)
+        self.learner_kind, self.learner_task, self.learner_binary = learner_labels(
+            settings, project
+        )
         examples = spec_for(
             Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=settings.partitions
         )
@@ -513,7 +515,10 @@ class Retrainer:
                             # The learner dead-letters an example of a label its kind
                             # cannot learn; a fit on it would learn a wrong class.
                             refusal = label_refusal(
-                                self.learner_kind, example.label, self.learner_task
+                                self.learner_kind,
+                                example.label,
+                                self.learner_task,
+                                self.learner_binary,
                             )
                             if refusal is None:
                                 found.append(example)

@@ -8,6 +8,9 @@ same lineage.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,7 +22,8 @@ from river import linear_model, preprocessing
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.svm import LinearSVC
 
 from eddy.services.config.learner import (
     deployment_learner,
@@ -35,14 +39,17 @@ from eddy.services.project.plan import plan_project
 from eddy.services.project.scaffold import init_project
 from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import SKLEARN, Lineage, Registry
+from eddy.services.registry.triggers import AuditAction, Trigger, TriggerKind
+from eddy.services.training.bursts import Burst
 from eddy.services.training.core import (
+    EstimatorFailed,
     estimator_params,
     evaluate,
     make_estimator,
     refit_on_all,
 )
 from eddy.services.training.policy import ESTIMATOR_CLASS, RETRAIN_SEED
-from eddy.services.training.retrainer import Retrainer
+from eddy.services.training.retrainer import AlertListener, Retrainer
 from eddy.services.workers.learner import LearnerWorker
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.learning.learner import Learner, LearnerConfig, Position
@@ -62,6 +69,7 @@ from eddy.streams.messages.validation import InvalidMessage
 from eddy.streams.store.serialization import IntegrityError, seal, unseal
 
 KEY = b"project-models-test-key"
+MODEL = "m"
 LEARNING_RATE = 0.05
 C = 0.5
 EXAMPLES = 120
@@ -71,7 +79,7 @@ PROJECT_MODELS = f"""
 from river import linear_model, optim, preprocessing
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 
@@ -87,30 +95,39 @@ def retrain_estimator(classification):
         [("vectors", DictVectorizer(sparse=False)), ("scale", StandardScaler()), ("fit", fit)]
     )
 """
-REGRESSOR_MODELS = """
+# A retrain estimator each online model below can go with: it learns dict rows, and
+# gives probabilities as a classifier (what `eddy plan` checks).
+DICT_ESTIMATOR = """
+from sklearn.feature_extraction import DictVectorizer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+
+
+def retrain_estimator(classification):
+    return make_pipeline(
+        DictVectorizer(sparse=False), LogisticRegression() if classification else Ridge()
+    )
+"""
+REGRESSOR_MODELS = (
+    """
 from river import linear_model
-from sklearn.linear_model import Ridge
 
 
 def online_model():
     return linear_model.LinearRegression()
-
-
-def retrain_estimator(classification):
-    return Ridge()
 """
-MULTICLASS_MODELS = """
+    + DICT_ESTIMATOR
+)
+MULTICLASS_MODELS = (
+    """
 from river import linear_model, preprocessing
-from sklearn.linear_model import Ridge
 
 
 def online_model():
     return preprocessing.StandardScaler() | linear_model.SoftmaxRegression()
-
-
-def retrain_estimator(classification):
-    return Ridge()
 """
+    + DICT_ESTIMATOR
+)
 TRUSTED = "tests.unit.test_project_models."
 
 
@@ -331,6 +348,44 @@ def test_the_retrainer_takes_the_projects_estimator_and_labels(
     default = Retrainer(Settings(), registry)
     assert default.policy.estimator == Settings().retrain_estimator
     assert (default.learner_kind, default.learner_task) == (Settings().learner_kind, None)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "raised"),
+    [
+        # no predict_proba: AttributeError while scoring the candidate
+        (lambda: make_pipeline(DictVectorizer(sparse=False), LinearSVC()), AttributeError),
+        # dict rows into an estimator that takes arrays: TypeError while fitting
+        (LogisticRegression, TypeError),
+    ],
+)
+def test_a_failing_retrain_estimator_is_audited_and_the_listener_goes_on(
+    project: Project, tmp_path: Path, estimator: Callable[[], Any], raised: type[Exception]
+) -> None:
+    """Only a ValueError was caught around a retrain, so an estimator failing otherwise
+    (one `eddy plan` let through, or one failing on this window's data) raised out of
+    the alert loop and the retrainer crash-looped on the same alert."""
+    registry = Registry(tmp_path / "registry", KEY)
+    failing = replace(project, retrain_estimator=lambda classification: estimator())
+    retrainer = Retrainer(Settings(retrain_min_holdout=20), registry, project=failing)
+    window = [training_example(i, x, y) for i, (x, y) in enumerate(rows(EXAMPLES))]
+    retrainer.recent_examples = lambda count: window  # type: ignore[method-assign]
+    trigger = Trigger(TriggerKind.ALERT, "a1", burst=("a1",))
+    with pytest.raises(EstimatorFailed) as failed:
+        retrainer.retrain(MODEL, trigger)
+    assert isinstance(failed.value.__cause__, raised)
+    assert registry.versions(MODEL) == []
+    (entry,) = registry.audit_log(MODEL)
+    assert entry["action"] == AuditAction.RETRAIN_FAILED
+    assert entry["details"]["trigger"] == trigger.to_dict()
+    assert raised.__name__ in entry["details"]["reason"]
+    # The alert loop's retrain of a burst logs it and carries on: the burst is consumed.
+    listener = SimpleNamespace(
+        retrainer=retrainer, loop=SimpleNamespace(liveness=SimpleNamespace(busy=nullcontext))
+    )
+    burst = Burst(due=0.0, first_seen=0.0, alert_ids=("a2",), since=None)
+    assert AlertListener._retrain(listener, MODEL, burst, now=0.0) is None  # type: ignore[arg-type]
+    assert [e["action"] for e in registry.audit_log(MODEL)] == [AuditAction.RETRAIN_FAILED] * 2
 
 
 def test_estimator_params_of_any_estimator() -> None:

@@ -41,10 +41,11 @@ command on the ``control`` topic (the status API's ``POST /api/retrain``, the CL
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -97,7 +98,7 @@ from eddy.services.registry.store import (
     Registry,
     Version,
 )
-from eddy.services.registry.triggers import Trigger, TriggerKind
+from eddy.services.registry.triggers import AuditAction, Trigger, TriggerKind
 from eddy.services.training.bursts import (
     AFTER_DRIFT_SEEN,
     Burst,
@@ -117,6 +118,7 @@ from eddy.services.training.core import (
     HOLDOUT_KEY,
     MAJORITY_CLASS,
     REFITTED_ON,
+    EstimatorFailed,
     TooFewExamples,
     TrainingSet,
     correctness,
@@ -483,6 +485,11 @@ class Retrainer:
     def reviewer(self) -> str:
         return f"live evaluation ({self.settings.client_id})"
 
+    @property
+    def trainer(self) -> str:
+        """Who registers, decides and audits a retrain."""
+        return f"retrainer ({self.settings.client_id})"
+
     def recent_examples(self, count: int) -> list[TrainingExample]:
         """The last ``count`` examples across partitions (per partition: its share)."""
         consumer = make_consumer(self.settings, group_id=None)
@@ -577,10 +584,11 @@ class Retrainer:
         train, holdout = unseen_holdout(data, share, champion, min_holdout)
         labels = [e.label for e in train]
         classification = is_classification(labels)
-        estimator = self.policy.new_estimator(classification)
-        estimator.fit(fit_vectors([e.features for e in train]), labels)
-        candidate_metrics = evaluate(estimator, SKLEARN, holdout)
-        candidate_slices = self.evaluate_slices(estimator, SKLEARN, holdout)
+        with self.estimator_failures(model, trigger, "fitting and scoring the candidate"):
+            estimator = self.policy.new_estimator(classification)
+            estimator.fit(fit_vectors([e.features for e in train]), labels)
+            candidate_metrics = evaluate(estimator, SKLEARN, holdout)
+            candidate_slices = self.evaluate_slices(estimator, SKLEARN, holdout)
         champion_metrics, champion_slices = None, {}
         loaded: dict[str, tuple[Version | None, Any, str]] = {CANDIDATE: (None, estimator, SKLEARN)}
         below_trivial = False
@@ -607,7 +615,7 @@ class Retrainer:
         majority = majority_label(labels) if classification else None
         cleared = set() if majority is None else self.above_majority(loaded, holdout, majority)
         winner = best_contender(scores, trivial, self.gate, cleared)
-        trainer = f"retrainer ({self.settings.client_id})"
+        trainer = self.trainer
         lineage = Lineage(
             trained_on=offset_ranges(e.source for e in data.examples),
             feature_set=",".join(sorted({e.feature_set for e in data.examples})),
@@ -657,7 +665,8 @@ class Retrainer:
                     )
                 )
         if decision.action == PROMOTE and winner == CANDIDATE:
-            estimator = refit_on_all(estimator, data.examples)
+            with self.estimator_failures(model, trigger, "refitting the winner on its window"):
+                estimator = refit_on_all(estimator, data.examples)
             lineage.window[REFITTED_ON] = len(data.examples)
         version = self.registry.register(
             model, SKLEARN, estimator, candidate_metrics | flatten(candidate_slices), lineage
@@ -697,6 +706,33 @@ class Retrainer:
             },
         )
         return outcome
+
+    @contextlib.contextmanager
+    def estimator_failures(self, model: str, trigger: Trigger, stage: str) -> Iterator[None]:
+        """Turn anything the retrain's estimator raises during ``stage`` into an audited
+        :class:`EstimatorFailed`: a project's estimator may fail in any way (a pipeline
+        without ``predict_proba`` raises AttributeError, a bare estimator on dict rows
+        TypeError), and only a ValueError used to be caught, so the alert loop died and
+        crash-looped on the same alert."""
+        try:
+            yield
+        except Exception as exc:
+            reason = (
+                f"the retrain estimator {self.policy.estimator!r} raised "
+                f"{type(exc).__name__} while {stage}: {exc}"
+            )
+            self.registry.record(
+                model,
+                None,
+                self.trainer,
+                AuditAction.RETRAIN_FAILED,
+                {"trigger": trigger.to_dict(), "reason": reason},
+            )
+            log.warning(
+                "retrain failed",
+                extra={"model": model, "trigger": trigger.to_dict(), "reason": reason},
+            )
+            raise EstimatorFailed(reason) from exc
 
 
 class AlertListener:
@@ -856,7 +892,7 @@ class AlertListener:
                 return
             except ValueError as exc:  # too few examples, one class only: nothing trained
                 reason = str(exc)
-        audit_refusal(registry, f"retrainer ({self.settings.client_id})", command, reason)
+        audit_refusal(registry, self.retrainer.trainer, command, reason)
         log.warning("control command refused", extra={**context, "reason": reason})
 
     def _retrain(self, model: str, burst: Burst, now: float) -> Burst | None:

@@ -73,7 +73,6 @@ from eddy.services.promotion.rules import (
     best_contender,
     gate_by_slices,
     live_decision,
-    majority_label,
     offline_decision,
     paired_no_regression,
     paired_promotion,
@@ -362,7 +361,7 @@ class Retrainer:
         right = correctness(self.registry.load(model, champion.version), champion.flavor, examples)
         confidence = self.policy.confidence
         promise = holdout_promise(champion)
-        if significantly_below_majority(right, labels, majority_label(labels), confidence):
+        if significantly_below_majority(right, labels, confidence):
             kind = TriggerKind.BELOW_MAJORITY
         elif promise is not None and significantly_below_promise(right, *promise, confidence):
             kind = TriggerKind.BELOW_PROMISE
@@ -544,16 +543,15 @@ class Retrainer:
         self,
         loaded: Mapping[str, tuple[Version | None, Any, str]],
         holdout: Sequence[TrainingExample],
-        majority: str,
     ) -> set[str]:
-        """The contenders right significantly more often than ``majority`` on the
-        held-out examples: none of them is worse than the trivial baseline."""
+        """The contenders right significantly more often than the held-out examples'
+        own majority class: none of them is worse than the trivial baseline."""
         labels = [e.label for e in holdout]
         return {
             name
             for name, (_, model, flavor) in loaded.items()
             if significantly_above_majority(
-                correctness(model, flavor, holdout), labels, majority, self.policy.confidence
+                correctness(model, flavor, holdout), labels, self.policy.confidence
             )
         }
 
@@ -599,10 +597,7 @@ class Retrainer:
             if classification:
                 champion_correct = correctness(served, champion.flavor, holdout)
                 below_trivial = significantly_below_majority(
-                    champion_correct,
-                    [e.label for e in holdout],
-                    majority_label(labels),
-                    self.policy.confidence,
+                    champion_correct, [e.label for e in holdout], self.policy.confidence
                 )
         for other in self.other_contenders(model, champion):
             loaded[other.name] = (other, self.registry.load(model, other.version), other.flavor)
@@ -612,8 +607,7 @@ class Retrainer:
             if name != CANDIDATE
         }
         trivial = trivial_scores(labels, [e.label for e in holdout])
-        majority = majority_label(labels) if classification else None
-        cleared = set() if majority is None else self.above_majority(loaded, holdout, majority)
+        cleared = self.above_majority(loaded, holdout) if classification else set()
         winner = best_contender(scores, trivial, self.gate, cleared)
         trainer = self.trainer
         lineage = Lineage(

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from river import linear_model, preprocessing
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.ensemble import AdaBoostClassifier, BaggingClassifier
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -386,6 +387,21 @@ def test_a_failing_retrain_estimator_is_audited_and_the_listener_goes_on(
     burst = Burst(due=0.0, first_seen=0.0, alert_ids=("a2",), since=None)
     assert AlertListener._retrain(listener, MODEL, burst, now=0.0) is None  # type: ignore[arg-type]
     assert [e["action"] for e in registry.audit_log(MODEL)] == [AuditAction.RETRAIN_FAILED] * 2
+
+
+@pytest.mark.parametrize("ensemble", [BaggingClassifier, AdaBoostClassifier])
+def test_the_lineage_names_the_project_whatever_the_final_step_calls_its_parameters(
+    project: Project, ensemble: type[Any]
+) -> None:
+    """A final step with an ``estimator`` parameter (None by default, a plain value)
+    overwrote ``project:<name>`` in the lineage."""
+    policy = deployment_retraining(
+        Settings(), replace(project, retrain_estimator=lambda _: make_pipeline(ensemble()))
+    )
+    params = policy.lineage_params(policy.new_estimator(True))
+    assert params["estimator"] == f"project:{project.name}"
+    assert params[ESTIMATOR_CLASS] == f"Pipeline ({ensemble.__name__})"
+    assert params["n_estimators"] == ensemble().n_estimators
 
 
 def test_estimator_params_of_any_estimator() -> None:

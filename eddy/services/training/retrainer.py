@@ -206,7 +206,7 @@ class Retrainer:
         self.gate = self.policy.gate
         self.paired_gate = PairedGate(confidence=self.policy.confidence)
         self._bootstrapped: set[int] = set()  # snapshots a cold-start retrain was tried for
-        # champion version -> the newest example an underperformance retrain was tried on
+        # champion version -> the newest example its last underperformance test used
         self._underperformance_tried: dict[int, datetime] = {}
         self.slice_gate = SliceGate(
             metric=self.gate.metric,
@@ -339,8 +339,13 @@ class Retrainer:
           :func:`significantly_below_promise`): the world it learned is moving on, and a
           fit no worse than it on the newest held-out examples replaces it.
 
-        Tried again for the same champion only once ``EDDY_RETRAIN_MIN_HOLDOUT`` newer
-        examples arrived.
+        Each test is on a block of examples disjoint from every earlier test's: after a
+        test, fired or not, the next for the same champion waits for
+        ``EDDY_RETRAIN_MIN_HOLDOUT`` examples served after the newest it used. Re-testing
+        overlapping windows at every review made a stationary stream fire in the end
+        (about 14 % of runs within 100 reviews in a simulation); on disjoint blocks each
+        test's false alarm rate is one minus ``EDDY_RETRAIN_CONFIDENCE`` and no example
+        counts twice.
 
         Mid-change in a gradual drift (the recovery benchmark, seed 1) the old concept's
         champion served 0.41, then 0.22, for 12 s, while the majority class would have
@@ -359,6 +364,7 @@ class Retrainer:
             return None
         labels = [e.label for e in examples]
         right = correctness(self.registry.load(model, champion.version), champion.flavor, examples)
+        self._underperformance_tried[champion.version] = examples[-1].event_time
         confidence = self.policy.confidence
         promise = holdout_promise(champion)
         if significantly_below_majority(right, labels, confidence):
@@ -367,7 +373,6 @@ class Retrainer:
             kind = TriggerKind.BELOW_PROMISE
         else:
             return None
-        self._underperformance_tried[champion.version] = examples[-1].event_time
         return self.retrain_after_change_point(model, champion, kind)
 
     def served_since_promotion(

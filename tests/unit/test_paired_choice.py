@@ -33,6 +33,7 @@ from eddy.services.promotion.rules import (
     paired_promotion,
     rollback_decision,
     significantly_above_majority,
+    significantly_below_majority,
     trivial_scores,
 )
 
@@ -158,19 +159,33 @@ def test_the_best_contender_is_none_when_even_the_best_only_ties_the_baseline() 
 
 
 def test_a_fit_right_significantly_more_often_than_the_majority_class_clears_the_floor() -> None:
-    # Mid-change (gradual drift, seed 1 of the recovery benchmark): the training window's
-    # majority label is right on 23 of 63 held-out examples, the fit on 37, and the
-    # fit's log loss (0.749) is above the training priors' (0.7245).
-    labels = [True] * 23 + [False] * 40
-    fit_right = [True] * 20 + [False] * 3 + [True] * 17 + [False] * 23
-    assert significantly_above_majority(fit_right, labels, "True", 0.95)
+    # Mid-change (gradual drift, seed 1 of the recovery benchmark): the fit's log loss
+    # (0.749) is above the training priors' (0.7245). Here it is right on 37 of 63
+    # held-out examples, always answering their own majority label (True) on 32.
+    labels = [True] * 32 + [False] * 31
+    fit_right = [True] * 32 + [True] * 5 + [False] * 26
+    assert significantly_above_majority(fit_right, labels, 0.95)
     gate = OfflineGate(metric="log_loss")
     contenders = {"candidate": {"log_loss": 0.749}, "old": {"log_loss": 1.52}}
     assert best_contender(contenders, {"log_loss": 0.7245}, gate) is None
     assert best_contender(contenders, {"log_loss": 0.7245}, gate, {"candidate"}) == "candidate"
     # Right as often as the majority class, but on other examples: not cleared.
-    swapped = [False] * 23 + [True] * 23 + [False] * 17
-    assert not significantly_above_majority(swapped, labels, "True", 0.95)
+    swapped = [True] + [False] * 31 + [True] * 31
+    assert not significantly_above_majority(swapped, labels, 0.95)
+
+
+def test_the_floor_is_the_holdouts_own_majority_not_the_training_windows() -> None:
+    """The training window's majority (True) was right on 23 of 63 held-out examples
+    and a fit right on 37 cleared the floor against it, while always answering the
+    holdout's own majority (False) was right on 40: a fit worse than a constant."""
+    labels = [True] * 23 + [False] * 40
+    fit_right = [True] * 20 + [False] * 3 + [True] * 17 + [False] * 23
+    assert sum(fit_right) == 37
+    assert not significantly_above_majority(fit_right, labels, 0.95)
+    # A champion right on 20 of the 63 is significantly below the holdout's majority
+    # (40), though not below the training window's (23).
+    champion_right = [True] * 20 + [False] * 43
+    assert significantly_below_majority(champion_right, labels, 0.95)
 
 
 # paired_promotion

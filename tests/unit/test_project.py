@@ -172,6 +172,38 @@ def retrain_estimator_not_an_estimator(root: Path) -> tuple[str, int, str]:
     return MODELS_FILE, line, "retrain_estimator(True) returned a str, which has no fit"
 
 
+def retrain_estimator_without_probabilities(root: Path) -> tuple[str, int, str]:
+    """A retrain scores a classifier's probabilities: LinearSVC has none (it crash-looped
+    the retrainer with AttributeError at the first retrain)."""
+    path = root / MODELS_FILE
+    edit(
+        path, "        HistGradientBoostingClassifier(random_state=SEED)\n", "        LinearSVC()\n"
+    )
+    edit(
+        path,
+        "from sklearn.pipeline import Pipeline\n",
+        "from sklearn.pipeline import Pipeline\nfrom sklearn.svm import LinearSVC\n",
+    )
+    line = line_of(path, "def retrain_estimator")
+    return (
+        MODELS_FILE,
+        line,
+        "retrain_estimator(True) returned a Pipeline, which has no predict_proba",
+    )
+
+
+def retrain_estimator_without_an_encoding(root: Path) -> tuple[str, int, str]:
+    """A bare estimator cannot learn a retrain's dict rows (TypeError at every retrain)."""
+    path = root / MODELS_FILE
+    edit(
+        path,
+        'return Pipeline([("encode", DictVectorizer(sparse=False)), ("model", model)])',
+        "return model",
+    )
+    line = line_of(path, "def retrain_estimator")
+    return MODELS_FILE, line, "retrain_estimator(True) cannot learn a retrain's rows"
+
+
 def unknown_setting(root: Path) -> tuple[str, int, str]:
     path = root / PROJECT_FILE
     edit(path, "[settings]\n", "[settings]\nretrain_windw = 2000\n")
@@ -200,6 +232,8 @@ def bad_field_declaration(root: Path) -> tuple[str, int, str]:
         feature_over_an_undeclared_field,
         online_model_raising,
         retrain_estimator_not_an_estimator,
+        retrain_estimator_without_probabilities,
+        retrain_estimator_without_an_encoding,
         unknown_setting,
         invalid_setting,
         bad_field_declaration,

@@ -8,16 +8,23 @@ same lineage.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
+from river import linear_model, preprocessing
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.ensemble import AdaBoostClassifier, BaggingClassifier
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.svm import LinearSVC
 
 from eddy.services.config.learner import (
     deployment_learner,
@@ -33,14 +40,18 @@ from eddy.services.project.plan import plan_project
 from eddy.services.project.scaffold import init_project
 from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import SKLEARN, Lineage, Registry
+from eddy.services.registry.triggers import AuditAction, Trigger, TriggerKind
+from eddy.services.training.bursts import Burst
 from eddy.services.training.core import (
+    EstimatorFailed,
     estimator_params,
     evaluate,
     make_estimator,
     refit_on_all,
 )
 from eddy.services.training.policy import ESTIMATOR_CLASS, RETRAIN_SEED
-from eddy.services.training.retrainer import Retrainer
+from eddy.services.training.retrainer import AlertListener, Retrainer
+from eddy.services.workers.learner import LearnerWorker
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.learning.learner import Learner, LearnerConfig, Position
 from eddy.streams.learning.models import (
@@ -48,15 +59,18 @@ from eddy.streams.learning.models import (
     PROJECT_KIND,
     REGRESSION,
     OnlineModel,
+    binary_model_of,
     encode_for,
     fit_vectors,
     label_refusal,
     model_class,
 )
 from eddy.streams.messages.contracts import SourceOffset, TrainingExample
+from eddy.streams.messages.validation import InvalidMessage
 from eddy.streams.store.serialization import IntegrityError, seal, unseal
 
 KEY = b"project-models-test-key"
+MODEL = "m"
 LEARNING_RATE = 0.05
 C = 0.5
 EXAMPLES = 120
@@ -66,7 +80,7 @@ PROJECT_MODELS = f"""
 from river import linear_model, optim, preprocessing
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 
@@ -82,18 +96,39 @@ def retrain_estimator(classification):
         [("vectors", DictVectorizer(sparse=False)), ("scale", StandardScaler()), ("fit", fit)]
     )
 """
-REGRESSOR_MODELS = """
+# A retrain estimator each online model below can go with: it learns dict rows, and
+# gives probabilities as a classifier (what `eddy plan` checks).
+DICT_ESTIMATOR = """
+from sklearn.feature_extraction import DictVectorizer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+
+
+def retrain_estimator(classification):
+    return make_pipeline(
+        DictVectorizer(sparse=False), LogisticRegression() if classification else Ridge()
+    )
+"""
+REGRESSOR_MODELS = (
+    """
 from river import linear_model
-from sklearn.linear_model import Ridge
 
 
 def online_model():
     return linear_model.LinearRegression()
-
-
-def retrain_estimator(classification):
-    return Ridge()
 """
+    + DICT_ESTIMATOR
+)
+MULTICLASS_MODELS = (
+    """
+from river import linear_model, preprocessing
+
+
+def online_model():
+    return preprocessing.StandardScaler() | linear_model.SoftmaxRegression()
+"""
+    + DICT_ESTIMATOR
+)
 TRUSTED = "tests.unit.test_project_models."
 
 
@@ -155,7 +190,7 @@ def test_without_a_project_the_learner_builds_its_kind_as_before() -> None:
     assert repr(built.estimator) == repr(
         Learner(LearnerConfig(model="x", kind=config.kind)).model.estimator
     )
-    assert learner_labels(settings, None) == ("hoeffding_adaptive_tree", None)
+    assert learner_labels(settings, None) == ("hoeffding_adaptive_tree", None, None)
 
 
 def test_with_a_project_the_learner_learns_its_online_model(project: Project) -> None:
@@ -219,12 +254,54 @@ def test_a_project_regressor_refuses_text_labels(tmp_path: Path) -> None:
     (folder / MODELS_FILE).write_text(REGRESSOR_MODELS)
     project = load_project(folder)
     assert project.online_task == REGRESSION
-    kind, task = learner_labels(Settings(), project)
-    assert (kind, task) == (PROJECT_KIND, REGRESSION)
+    kind, task, binary = learner_labels(Settings(), project)
+    assert (kind, task, binary) == (PROJECT_KIND, REGRESSION, None)
     assert label_refusal(kind, "yes", task) == (
         "model kind 'project' learns numeric labels, not 'yes'"
     )
     assert label_refusal(kind, 2.5, task) is None
+
+
+def test_a_project_binary_classifier_refuses_labels_it_would_raise_on(project: Project) -> None:
+    """River's binary LogisticRegression (the template's online model) raises on a text
+    label inside learn_one, which killed the learner's poll loop; the decoder now
+    refuses such a label, so it is dead-lettered and the loop learns on."""
+    model = online_model_factory(project)
+    assert model is not None
+    built = model()
+    with pytest.raises(ValueError, match="invalid literal"):
+        built.learn_one({"a": 1.0}, "yes")
+    kind, task, binary = learner_labels(Settings(), project)
+    assert binary == project.online_model_class == "Pipeline (StandardScaler | LogisticRegression)"
+    assert label_refusal(kind, "yes", task, binary) == (
+        "the online model Pipeline (StandardScaler | LogisticRegression) is a binary "
+        "classifier: labels must be true/false or 0/1, got 'yes'"
+    )
+    assert label_refusal(kind, 2, task, binary) is not None
+    assert [label_refusal(kind, y, task, binary) for y in (True, False, 0, 1)] == [None] * 4
+    # The learner worker's decoder refuses it, from the model it actually runs.
+    worker = SimpleNamespace(
+        config=LearnerConfig(model="m", kind=PROJECT_KIND),
+        state=SimpleNamespace(learner=SimpleNamespace(model=built)),
+    )
+    with pytest.raises(InvalidMessage, match="binary classifier") as refused:
+        LearnerWorker._check_label(worker, "yes")  # type: ignore[arg-type]
+    assert refused.value.error_class == "label_not_learnable"
+    LearnerWorker._check_label(worker, True)  # type: ignore[arg-type]
+
+
+def test_a_project_multiclass_classifier_learns_any_label(tmp_path: Path) -> None:
+    folder = tmp_path / "project"
+    init_project(folder)
+    (folder / MODELS_FILE).write_text(MULTICLASS_MODELS)
+    project = load_project(folder)
+    assert project.online_binary is None
+    kind, task, binary = learner_labels(Settings(), project)
+    assert label_refusal(kind, "yes", task, binary) is None
+    nested = preprocessing.StandardScaler() | (
+        preprocessing.MinMaxScaler() | linear_model.LogisticRegression()
+    )
+    assert binary_model_of(nested) is not None
 
 
 # --- the retrain estimator ------------------------------------------------------------
@@ -272,6 +349,59 @@ def test_the_retrainer_takes_the_projects_estimator_and_labels(
     default = Retrainer(Settings(), registry)
     assert default.policy.estimator == Settings().retrain_estimator
     assert (default.learner_kind, default.learner_task) == (Settings().learner_kind, None)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "raised"),
+    [
+        # no predict_proba: AttributeError while scoring the candidate
+        (lambda: make_pipeline(DictVectorizer(sparse=False), LinearSVC()), AttributeError),
+        # dict rows into an estimator that takes arrays: TypeError while fitting
+        (LogisticRegression, TypeError),
+    ],
+)
+def test_a_failing_retrain_estimator_is_audited_and_the_listener_goes_on(
+    project: Project, tmp_path: Path, estimator: Callable[[], Any], raised: type[Exception]
+) -> None:
+    """Only a ValueError was caught around a retrain, so an estimator failing otherwise
+    (one `eddy plan` let through, or one failing on this window's data) raised out of
+    the alert loop and the retrainer crash-looped on the same alert."""
+    registry = Registry(tmp_path / "registry", KEY)
+    failing = replace(project, retrain_estimator=lambda classification: estimator())
+    retrainer = Retrainer(Settings(retrain_min_holdout=20), registry, project=failing)
+    window = [training_example(i, x, y) for i, (x, y) in enumerate(rows(EXAMPLES))]
+    retrainer.recent_examples = lambda count: window  # type: ignore[method-assign]
+    trigger = Trigger(TriggerKind.ALERT, "a1", burst=("a1",))
+    with pytest.raises(EstimatorFailed) as failed:
+        retrainer.retrain(MODEL, trigger)
+    assert isinstance(failed.value.__cause__, raised)
+    assert registry.versions(MODEL) == []
+    (entry,) = registry.audit_log(MODEL)
+    assert entry["action"] == AuditAction.RETRAIN_FAILED
+    assert entry["details"]["trigger"] == trigger.to_dict()
+    assert raised.__name__ in entry["details"]["reason"]
+    # The alert loop's retrain of a burst logs it and carries on: the burst is consumed.
+    listener = SimpleNamespace(
+        retrainer=retrainer, loop=SimpleNamespace(liveness=SimpleNamespace(busy=nullcontext))
+    )
+    burst = Burst(due=0.0, first_seen=0.0, alert_ids=("a2",), since=None)
+    assert AlertListener._retrain(listener, MODEL, burst, now=0.0) is None  # type: ignore[arg-type]
+    assert [e["action"] for e in registry.audit_log(MODEL)] == [AuditAction.RETRAIN_FAILED] * 2
+
+
+@pytest.mark.parametrize("ensemble", [BaggingClassifier, AdaBoostClassifier])
+def test_the_lineage_names_the_project_whatever_the_final_step_calls_its_parameters(
+    project: Project, ensemble: type[Any]
+) -> None:
+    """A final step with an ``estimator`` parameter (None by default, a plain value)
+    overwrote ``project:<name>`` in the lineage."""
+    policy = deployment_retraining(
+        Settings(), replace(project, retrain_estimator=lambda _: make_pipeline(ensemble()))
+    )
+    params = policy.lineage_params(policy.new_estimator(True))
+    assert params["estimator"] == f"project:{project.name}"
+    assert params[ESTIMATOR_CLASS] == f"Pipeline ({ensemble.__name__})"
+    assert params["n_estimators"] == ensemble().n_estimators
 
 
 def test_estimator_params_of_any_estimator() -> None:

@@ -51,8 +51,13 @@ def online_model_factory(project: Project | None) -> Callable[[], OnlineModel] |
     return lambda: wrap_model(build())
 
 
-def learner_labels(settings: Settings, project: Project | None) -> tuple[str, str | None]:
-    """The online model's kind and task, which say which labels it can learn
-    (:func:`~eddy.streams.learning.models.label_refusal`): a retrain leaves out of its
-    window the examples the learner refuses. A built-in kind knows its task (None)."""
-    return (settings.learner_kind, None) if project is None else (PROJECT_KIND, project.online_task)
+def learner_labels(
+    settings: Settings, project: Project | None
+) -> tuple[str, str | None, str | None]:
+    """The online model's kind, task and, for a project's binary classifier, what it is:
+    which labels it can learn (:func:`~eddy.streams.learning.models.label_refusal`), so
+    a retrain leaves out of its window the examples the learner refuses. A built-in kind
+    knows its task and whether it is binary (None, None)."""
+    if project is None:
+        return settings.learner_kind, None, None
+    return PROJECT_KIND, project.online_task, project.online_binary

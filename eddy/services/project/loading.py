@@ -51,7 +51,7 @@ from eddy.services.project.errors import (
 )
 from eddy.services.project.layout import FEATURES_FILE, MODELS_FILE, PROJECT_FILE
 from eddy.streams.features.compute import TIME_SINCE_LAST, FeatureSet
-from eddy.streams.learning.models import model_class, task_of
+from eddy.streams.learning.models import binary_model_of, model_class, task_of
 from eddy.streams.messages.raw_schema import FieldDeclarationError, RawSchema
 
 FIELDS_TABLE = "fields"
@@ -61,6 +61,14 @@ ONLINE_MODEL = "online_model"
 RETRAIN_ESTIMATOR = "retrain_estimator"
 ONLINE_VERBS = ("learn_one", "predict_one")
 RETRAIN_VERBS = ("fit", "predict", "get_params")
+# A retrain scores a classifier's probabilities (log loss, the trivial baseline's).
+CLASSIFIER_VERBS = (*RETRAIN_VERBS, "predict_proba")
+# What a retrain estimator is fitted on when checked: numeric dicts, as a retrain's
+# rows are (fit_vectors), both classes alike often; enough rows that scikit-learn's
+# default 5-fold cross-validation (CalibratedClassifierCV, LogisticRegressionCV) sees
+# both classes in every fold, so a sound estimator is never refused for the check.
+CHECK_ROWS = 10
+CHECK_COLUMN = "x"
 MODULE_PREFIX = "_eddy_project_"
 MODULE_HASH_CHARS = 16
 TOML_ERROR_LINE = re.compile(r"at line (\d+)")
@@ -81,6 +89,9 @@ class Project:
     fingerprint: str  # of ``features``: what a trained model's lineage records
     online_model_class: str  # what online_model() built when checked, e.g. "Pipeline (...)"
     online_task: str  # what it learns: "classification" or "regression" (task_of)
+    # online_model_class when it is a binary classifier (true/false or 0/1 labels
+    # only, binary_model_of); None when it learns any label its task allows.
+    online_binary: str | None
     retrain_estimator_class: str  # what retrain_estimator(True) built when checked
     # Type-name prefixes a scikit-learn artifact of the project may hold beyond Eddy's
     # own allow-list ([models] trusted): the registry loads nothing else.
@@ -111,6 +122,7 @@ def load_project(root: Path) -> Project:
         fingerprint=features.fingerprint(),
         online_model_class=model_class(models.online),
         online_task=task_of(models.online),
+        online_binary=binary_model_of(models.online),
         retrain_estimator_class=model_class(models.retrain),
         trusted=trusted,
     )
@@ -271,12 +283,16 @@ class _Models:
 
 
 def _model_factories(path: Path) -> _Models:
-    """Both factories of models.py, each called once to check what it builds."""
+    """Both factories of models.py, called to check what they build: the retrain
+    estimator for both tasks, each fitted on a few rows as a retrain would."""
     module, _ = _import(path)
     online_model = _factory(module, path, ONLINE_MODEL, "()")
     retrain_estimator = _factory(module, path, RETRAIN_ESTIMATOR, "(classification: bool)")
     online = _built(path, online_model, ONLINE_MODEL, (), ONLINE_VERBS)
-    retrain = _built(path, retrain_estimator, RETRAIN_ESTIMATOR, (True,), RETRAIN_VERBS)
+    retrain = _built(path, retrain_estimator, RETRAIN_ESTIMATOR, (True,), CLASSIFIER_VERBS)
+    regressor = _built(path, retrain_estimator, RETRAIN_ESTIMATOR, (False,), RETRAIN_VERBS)
+    _learns_rows(path, retrain_estimator, retrain, classification=True)
+    _learns_rows(path, retrain_estimator, regressor, classification=False)
     return _Models(online_model, retrain_estimator, online, retrain)
 
 
@@ -355,6 +371,30 @@ def _built(
             f"(a model needs {', '.join(verbs)})",
         )
     return built
+
+
+def _learns_rows(
+    path: Path, factory: Callable[..., Any], estimator: Any, *, classification: bool
+) -> None:
+    """Fit ``estimator`` on a few rows shaped as a retrain's (a list of numeric dicts)
+    and ask it what a retrain asks: a failure here (a bare estimator that takes no
+    dicts, a missing encoding step) would otherwise come up at the first retrain."""
+    rows = [{CHECK_COLUMN: float(i)} for i in range(CHECK_ROWS)]
+    labels: list[Any] = [i % 2 == 1 if classification else float(i) for i in range(CHECK_ROWS)]
+    answer = "predict_proba" if classification else "predict"
+    call = f"{RETRAIN_ESTIMATOR}({classification!r})"
+    try:
+        estimator.fit(rows, labels)
+        getattr(estimator, answer)(rows)
+    except Exception as error:
+        line = raised_at(path, error)
+        raise ProjectError(
+            path,
+            _defined_at(path, factory) if line == FIRST_LINE else line,
+            f"{call} cannot learn a retrain's rows (a list of dicts, feature name to "
+            f"number: start it with a DictVectorizer): fit and {answer} raised "
+            f"{_raised(error)}",
+        ) from error
 
 
 def _defined_at(path: Path, function: Callable[..., Any]) -> int:

@@ -560,53 +560,53 @@ def majority_label(labels: Sequence[LabelValue]) -> str:
 
 
 def significantly_below_majority(
-    correct: Sequence[bool],
-    labels: Sequence[LabelValue],
-    majority: str,
-    confidence: float,
+    correct: Sequence[bool], labels: Sequence[LabelValue], confidence: float
 ) -> bool:
     """Whether a classifier was right significantly less often than always answering
-    ``majority`` on the same examples: one-sided exact McNemar on the examples only one
-    of the two got right, at ``confidence``. A model that merely scores a little below
-    a majority picked in hindsight is not below it.
+    the majority label of ``labels`` themselves on those examples: one-sided exact
+    McNemar on the examples only one of the two got right, at ``confidence``. A model
+    that merely scores a little below a majority picked in hindsight is not below it.
 
     >>> labels = [True] * 7 + [False] * 3
-    >>> significantly_below_majority([False] * 10, labels, "True", 0.95)
+    >>> significantly_below_majority([False] * 10, labels, 0.95)
     True
-    >>> significantly_below_majority([True] * 4 + [False] * 6, labels, "True", 0.95)
+    >>> significantly_below_majority([True] * 4 + [False] * 6, labels, 0.95)
     False
     """
-    majority_only, model_only = _against_majority(correct, labels, majority)
+    majority_only, model_only = _against_majority(correct, labels)
     alpha = round(1.0 - confidence, ALPHA_DIGITS)
     return exact_mcnemar_p(majority_only, model_only) <= alpha + FLOAT_SLACK
 
 
 def significantly_above_majority(
-    correct: Sequence[bool],
-    labels: Sequence[LabelValue],
-    majority: str,
-    confidence: float,
+    correct: Sequence[bool], labels: Sequence[LabelValue], confidence: float
 ) -> bool:
     """Whether a classifier was right significantly more often than always answering
-    ``majority`` on the same examples (one-sided exact McNemar, at ``confidence``): what
-    clears it of being worse than a trivial baseline whatever its probabilities score.
+    the majority label of ``labels`` themselves on those examples (one-sided exact
+    McNemar, at ``confidence``): what clears it of being worse than a trivial baseline
+    whatever its probabilities score. The labels' own majority, not a training
+    window's: mid-change a fit right on 37 of 63 held-out examples cleared against the
+    training majority's 23 while always answering the holdout's majority was right 40
+    times.
 
-    >>> labels = [True] * 3 + [False] * 7
-    >>> significantly_above_majority([True] * 3 + [True] * 6 + [False], labels, "True", 0.95)
+    >>> labels = [False] * 7 + [True] * 5
+    >>> significantly_above_majority([True] * 12, labels, 0.95)
     True
-    >>> significantly_above_majority([True] * 4 + [False] * 6, labels, "True", 0.95)
+    >>> significantly_above_majority([False] * 7 + [True] * 5, labels, 0.95)
     False
     """
-    majority_only, model_only = _against_majority(correct, labels, majority)
+    majority_only, model_only = _against_majority(correct, labels)
     alpha = round(1.0 - confidence, ALPHA_DIGITS)
     return exact_mcnemar_p(model_only, majority_only) <= alpha + FLOAT_SLACK
 
 
-def _against_majority(
-    correct: Sequence[bool], labels: Sequence[LabelValue], majority: str
-) -> tuple[int, int]:
-    """The examples only the majority class got right, and those only the model did."""
+def _against_majority(correct: Sequence[bool], labels: Sequence[LabelValue]) -> tuple[int, int]:
+    """The examples only the labels' own majority class got right, and those only the
+    model did (no labels: none)."""
     _check_paired(correct, labels)
+    if not labels:
+        return 0, 0
+    majority = majority_label(labels)
     majority_right = [str(y) == majority for y in labels]
     return _discordant(majority_right, [bool(c) for c in correct])
 

@@ -119,6 +119,7 @@ class AuditAction(StrEnum):
     REGISTER = "register"  # a version was added; details: its lineage
     DECISION = "decision"  # a promotion decision and its evidence (a retrain's: its trigger)
     REFUSED = "refused"  # a control command that could not be carried out, and why
+    RETRAIN_FAILED = "retrain failed"  # the estimator raised: the trigger, stage and error
     SET_CHAMPION = "set champion"
     SET_CHALLENGER = "set challenger"
     CLEAR_CHAMPION = "clear champion"

@@ -66,6 +66,14 @@ class TooFewExamples(ValueError):
     """Too few examples to train and judge a candidate (yet)."""
 
 
+class EstimatorFailed(ValueError):
+    """The retrain's estimator raised while it was built, fitted or scored: a failed
+    retrain, audited, with nothing registered. A ValueError, as a retrain with too
+    little to learn from is: whoever asked for the retrain logs it and goes on, since a
+    project's estimator (one without ``predict_proba``, one that cannot take dict rows)
+    must never stop the retrainer that serves every later alert."""
+
+
 def require_examples(count: int, min_holdout: int) -> None:
     """Refuse a training set smaller than twice the smallest decidable holdout."""
     if count < 2 * min_holdout:

@@ -67,9 +67,12 @@ class RetrainConfig:
 
     def lineage_params(self, estimator: Any) -> dict[str, Any]:
         """What a version's lineage records of the ``estimator`` it fitted: its name,
-        for a factory's its classes too, and its plain parameters."""
+        for a factory's its classes too, and its plain parameters. The name and classes
+        come last: a final step with a parameter of the same name (BaggingClassifier's
+        and AdaBoostClassifier's ``estimator``, None by default) must not replace
+        ``project:<name>``, by which a version is known to be the project's."""
         built = {} if self.estimator_factory is None else {ESTIMATOR_CLASS: model_class(estimator)}
-        return {"estimator": self.estimator, **built, **estimator_params(estimator)}
+        return {**estimator_params(estimator), "estimator": self.estimator, **built}
 
 
 def offline_gate(metric: str, margin: float, min_holdout: int) -> OfflineGate:

@@ -41,10 +41,11 @@ command on the ``control`` topic (the status API's ``POST /api/retrain``, the CL
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -72,7 +73,6 @@ from eddy.services.promotion.rules import (
     best_contender,
     gate_by_slices,
     live_decision,
-    majority_label,
     offline_decision,
     paired_no_regression,
     paired_promotion,
@@ -97,7 +97,7 @@ from eddy.services.registry.store import (
     Registry,
     Version,
 )
-from eddy.services.registry.triggers import Trigger, TriggerKind
+from eddy.services.registry.triggers import AuditAction, Trigger, TriggerKind
 from eddy.services.training.bursts import (
     AFTER_DRIFT_SEEN,
     Burst,
@@ -117,6 +117,7 @@ from eddy.services.training.core import (
     HOLDOUT_KEY,
     MAJORITY_CLASS,
     REFITTED_ON,
+    EstimatorFailed,
     TooFewExamples,
     TrainingSet,
     correctness,
@@ -194,7 +195,9 @@ class Retrainer:
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self.learner_kind, self.learner_task = learner_labels(settings, project)
+        self.learner_kind, self.learner_task, self.learner_binary = learner_labels(
+            settings, project
+        )
         examples = spec_for(
             Topic.TRAINING_EXAMPLES, prefix=settings.topic_prefix, partitions=settings.partitions
         )
@@ -203,7 +206,7 @@ class Retrainer:
         self.gate = self.policy.gate
         self.paired_gate = PairedGate(confidence=self.policy.confidence)
         self._bootstrapped: set[int] = set()  # snapshots a cold-start retrain was tried for
-        # champion version -> the newest example an underperformance retrain was tried on
+        # champion version -> the newest example its last underperformance test used
         self._underperformance_tried: dict[int, datetime] = {}
         self.slice_gate = SliceGate(
             metric=self.gate.metric,
@@ -336,8 +339,13 @@ class Retrainer:
           :func:`significantly_below_promise`): the world it learned is moving on, and a
           fit no worse than it on the newest held-out examples replaces it.
 
-        Tried again for the same champion only once ``EDDY_RETRAIN_MIN_HOLDOUT`` newer
-        examples arrived.
+        Each test is on a block of examples disjoint from every earlier test's: after a
+        test, fired or not, the next for the same champion waits for
+        ``EDDY_RETRAIN_MIN_HOLDOUT`` examples served after the newest it used. Re-testing
+        overlapping windows at every review made a stationary stream fire in the end
+        (about 14 % of runs within 100 reviews in a simulation); on disjoint blocks each
+        test's false alarm rate is one minus ``EDDY_RETRAIN_CONFIDENCE`` and no example
+        counts twice.
 
         Mid-change in a gradual drift (the recovery benchmark, seed 1) the old concept's
         champion served 0.41, then 0.22, for 12 s, while the majority class would have
@@ -356,15 +364,15 @@ class Retrainer:
             return None
         labels = [e.label for e in examples]
         right = correctness(self.registry.load(model, champion.version), champion.flavor, examples)
+        self._underperformance_tried[champion.version] = examples[-1].event_time
         confidence = self.policy.confidence
         promise = holdout_promise(champion)
-        if significantly_below_majority(right, labels, majority_label(labels), confidence):
+        if significantly_below_majority(right, labels, confidence):
             kind = TriggerKind.BELOW_MAJORITY
         elif promise is not None and significantly_below_promise(right, *promise, confidence):
             kind = TriggerKind.BELOW_PROMISE
         else:
             return None
-        self._underperformance_tried[champion.version] = examples[-1].event_time
         return self.retrain_after_change_point(model, champion, kind)
 
     def served_since_promotion(
@@ -481,6 +489,11 @@ class Retrainer:
     def reviewer(self) -> str:
         return f"live evaluation ({self.settings.client_id})"
 
+    @property
+    def trainer(self) -> str:
+        """Who registers, decides and audits a retrain."""
+        return f"retrainer ({self.settings.client_id})"
+
     def recent_examples(self, count: int) -> list[TrainingExample]:
         """The last ``count`` examples across partitions (per partition: its share)."""
         consumer = make_consumer(self.settings, group_id=None)
@@ -513,7 +526,10 @@ class Retrainer:
                             # The learner dead-letters an example of a label its kind
                             # cannot learn; a fit on it would learn a wrong class.
                             refusal = label_refusal(
-                                self.learner_kind, example.label, self.learner_task
+                                self.learner_kind,
+                                example.label,
+                                self.learner_task,
+                                self.learner_binary,
                             )
                             if refusal is None:
                                 found.append(example)
@@ -532,16 +548,15 @@ class Retrainer:
         self,
         loaded: Mapping[str, tuple[Version | None, Any, str]],
         holdout: Sequence[TrainingExample],
-        majority: str,
     ) -> set[str]:
-        """The contenders right significantly more often than ``majority`` on the
-        held-out examples: none of them is worse than the trivial baseline."""
+        """The contenders right significantly more often than the held-out examples'
+        own majority class: none of them is worse than the trivial baseline."""
         labels = [e.label for e in holdout]
         return {
             name
             for name, (_, model, flavor) in loaded.items()
             if significantly_above_majority(
-                correctness(model, flavor, holdout), labels, majority, self.policy.confidence
+                correctness(model, flavor, holdout), labels, self.policy.confidence
             )
         }
 
@@ -572,10 +587,11 @@ class Retrainer:
         train, holdout = unseen_holdout(data, share, champion, min_holdout)
         labels = [e.label for e in train]
         classification = is_classification(labels)
-        estimator = self.policy.new_estimator(classification)
-        estimator.fit(fit_vectors([e.features for e in train]), labels)
-        candidate_metrics = evaluate(estimator, SKLEARN, holdout)
-        candidate_slices = self.evaluate_slices(estimator, SKLEARN, holdout)
+        with self.estimator_failures(model, trigger, "fitting and scoring the candidate"):
+            estimator = self.policy.new_estimator(classification)
+            estimator.fit(fit_vectors([e.features for e in train]), labels)
+            candidate_metrics = evaluate(estimator, SKLEARN, holdout)
+            candidate_slices = self.evaluate_slices(estimator, SKLEARN, holdout)
         champion_metrics, champion_slices = None, {}
         loaded: dict[str, tuple[Version | None, Any, str]] = {CANDIDATE: (None, estimator, SKLEARN)}
         below_trivial = False
@@ -586,10 +602,7 @@ class Retrainer:
             if classification:
                 champion_correct = correctness(served, champion.flavor, holdout)
                 below_trivial = significantly_below_majority(
-                    champion_correct,
-                    [e.label for e in holdout],
-                    majority_label(labels),
-                    self.policy.confidence,
+                    champion_correct, [e.label for e in holdout], self.policy.confidence
                 )
         for other in self.other_contenders(model, champion):
             loaded[other.name] = (other, self.registry.load(model, other.version), other.flavor)
@@ -599,10 +612,9 @@ class Retrainer:
             if name != CANDIDATE
         }
         trivial = trivial_scores(labels, [e.label for e in holdout])
-        majority = majority_label(labels) if classification else None
-        cleared = set() if majority is None else self.above_majority(loaded, holdout, majority)
+        cleared = self.above_majority(loaded, holdout) if classification else set()
         winner = best_contender(scores, trivial, self.gate, cleared)
-        trainer = f"retrainer ({self.settings.client_id})"
+        trainer = self.trainer
         lineage = Lineage(
             trained_on=offset_ranges(e.source for e in data.examples),
             feature_set=",".join(sorted({e.feature_set for e in data.examples})),
@@ -652,7 +664,8 @@ class Retrainer:
                     )
                 )
         if decision.action == PROMOTE and winner == CANDIDATE:
-            estimator = refit_on_all(estimator, data.examples)
+            with self.estimator_failures(model, trigger, "refitting the winner on its window"):
+                estimator = refit_on_all(estimator, data.examples)
             lineage.window[REFITTED_ON] = len(data.examples)
         version = self.registry.register(
             model, SKLEARN, estimator, candidate_metrics | flatten(candidate_slices), lineage
@@ -692,6 +705,33 @@ class Retrainer:
             },
         )
         return outcome
+
+    @contextlib.contextmanager
+    def estimator_failures(self, model: str, trigger: Trigger, stage: str) -> Iterator[None]:
+        """Turn anything the retrain's estimator raises during ``stage`` into an audited
+        :class:`EstimatorFailed`: a project's estimator may fail in any way (a pipeline
+        without ``predict_proba`` raises AttributeError, a bare estimator on dict rows
+        TypeError), and only a ValueError used to be caught, so the alert loop died and
+        crash-looped on the same alert."""
+        try:
+            yield
+        except Exception as exc:
+            reason = (
+                f"the retrain estimator {self.policy.estimator!r} raised "
+                f"{type(exc).__name__} while {stage}: {exc}"
+            )
+            self.registry.record(
+                model,
+                None,
+                self.trainer,
+                AuditAction.RETRAIN_FAILED,
+                {"trigger": trigger.to_dict(), "reason": reason},
+            )
+            log.warning(
+                "retrain failed",
+                extra={"model": model, "trigger": trigger.to_dict(), "reason": reason},
+            )
+            raise EstimatorFailed(reason) from exc
 
 
 class AlertListener:
@@ -851,7 +891,7 @@ class AlertListener:
                 return
             except ValueError as exc:  # too few examples, one class only: nothing trained
                 reason = str(exc)
-        audit_refusal(registry, f"retrainer ({self.settings.client_id})", command, reason)
+        audit_refusal(registry, self.retrainer.trainer, command, reason)
         log.warning("control command refused", extra={**context, "reason": reason})
 
     def _retrain(self, model: str, burst: Burst, now: float) -> Burst | None:

@@ -51,7 +51,7 @@ from eddy.streams.drift.served import ServedOutcome
 from eddy.streams.learning.checkpoints import CheckpointStore, LearnerState
 from eddy.streams.learning.label_join import joined_example
 from eddy.streams.learning.learner import Item, Learner, LearnerConfig, Position
-from eddy.streams.learning.models import OnlineModel, label_refusal
+from eddy.streams.learning.models import OnlineModel, binary_model_of, label_refusal
 from eddy.streams.messages.contracts import (
     DriftAlert,
     Label,
@@ -302,7 +302,12 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         return (example.features, example.label, where), example.feature_set
 
     def _check_label(self, label: LabelValue) -> None:
-        refusal = label_refusal(self.config.kind, label, self.state.learner.model.task)
+        """Refuse (dead-letter) a label the model would raise on while learning: one
+        message must never stop the loop that learns every other."""
+        model = self.state.learner.model
+        refusal = label_refusal(
+            self.config.kind, label, model.task, binary_model_of(model.estimator)
+        )
         if refusal is not None:
             raise InvalidMessage("label_not_learnable", refusal)
 

@@ -320,11 +320,15 @@ class OnlineModel:
         return predictions, positives
 
 
-def label_refusal(kind: str, label: Label, task: str | None = None) -> str | None:
+def label_refusal(
+    kind: str, label: Label, task: str | None = None, binary_model: str | None = None
+) -> str | None:
     """Why a model of ``kind`` cannot learn ``label`` (None: it can). A label of the
     wrong type raises inside River, so the learner refuses it before learning. A
-    project's model (:data:`PROJECT_KIND`) is judged by its ``task`` alone: a regressor
-    learns numbers; what a classifier of the project's accepts is its own business.
+    project's model (:data:`PROJECT_KIND`) is judged by its ``task`` and, when it is a
+    binary classifier, by ``binary_model`` (what it is, :func:`binary_model_of`): a
+    regressor learns numbers, a binary classifier true/false or 0/1; what any other
+    classifier of the project's accepts is its own business.
 
     >>> label_refusal("logistic", "yes")
     "model kind 'logistic' learns true/false or 0/1 labels, not 'yes'"
@@ -335,6 +339,9 @@ def label_refusal(kind: str, label: Label, task: str | None = None) -> str | Non
     >>> label_refusal(PROJECT_KIND, "yes", REGRESSION)
     "model kind 'project' learns numeric labels, not 'yes'"
     >>> label_refusal(PROJECT_KIND, "yes", CLASSIFICATION)
+    >>> label_refusal(PROJECT_KIND, 2, CLASSIFICATION, "LR")
+    'the online model LR is a binary classifier: labels must be true/false or 0/1, got 2'
+    >>> label_refusal(PROJECT_KIND, True, CLASSIFICATION, "LogisticRegression")
     """
     spec = MODEL_KINDS.get(kind)
     if spec is None and task is None:
@@ -342,12 +349,38 @@ def label_refusal(kind: str, label: Label, task: str | None = None) -> str | Non
     learns = spec.task if spec is not None else task
     if learns == REGRESSION and isinstance(label, str):
         return f"model kind {kind!r} learns numeric labels, not {label!r}"
-    if (
-        spec is not None
-        and spec.binary
-        and not (isinstance(label, bool) or (not isinstance(label, str) and label in (0, 1)))
-    ):
+    if spec is not None and spec.binary and not _binary_label(label):
         return f"model kind {kind!r} learns true/false or 0/1 labels, not {label!r}"
+    if spec is None and binary_model is not None and not _binary_label(label):
+        return (
+            f"the online model {binary_model} is a binary classifier: labels must be "
+            f"true/false or 0/1, got {label!r}"
+        )
+    return None
+
+
+def _binary_label(label: Label) -> bool:
+    """Whether a binary classifier learns ``label``: a boolean, or a number equal to 0 or 1."""
+    return isinstance(label, bool) or (not isinstance(label, str) and label in (0, 1))
+
+
+def binary_model_of(estimator: Any) -> str | None:
+    """What a River estimator or pipeline is (:func:`model_class`) when it is a binary
+    classifier, which learns true/false or 0/1 labels only and raises on any other
+    (River's binary ``LogisticRegression`` on ``"yes"``); None when it learns any label
+    its task allows. A pipeline is what its final step is, nested pipelines too.
+
+    >>> binary_model_of(preprocessing.StandardScaler() | linear_model.LogisticRegression())
+    'Pipeline (StandardScaler | LogisticRegression)'
+    >>> binary_model_of(linear_model.SoftmaxRegression())
+    >>> binary_model_of(linear_model.LinearRegression())
+    """
+    final = estimator
+    while isinstance(steps := getattr(final, "steps", None), Mapping) and steps:
+        final = list(steps.values())[-1]
+    # River's classifiers say whether they learn more than two classes (``_multiclass``).
+    if isinstance(final, base.Classifier) and not final._multiclass:
+        return model_class(estimator)
     return None
 
 

@@ -99,7 +99,7 @@ def populate(settings: Settings, entities: int, seed: int) -> list[dict[str, Any
         make_redis(settings),
         settings.topic_prefix,
         settings.feature_ttl_s,
-        feature_set=FEATURES.fingerprint(),
+        states=FEATURES.state_fingerprint(),
     )
     now = time.time()
     states: dict[str, StoredState] = {}

@@ -132,7 +132,7 @@ def seed_features(settings: Settings, now: float) -> dict[str, EntityState]:
         states[f"user-{e}"] = state
     redis = make_redis(settings)
     OnlineStore(
-        redis, settings.topic_prefix, settings.feature_ttl_s, feature_set=FEATURES.fingerprint()
+        redis, settings.topic_prefix, settings.feature_ttl_s, states=FEATURES.state_fingerprint()
     ).save({entity: StoredState(0, state) for entity, state in states.items()})
     redis.close()
     return states
@@ -344,7 +344,7 @@ def run_bare_predict() -> None:
         make_redis(settings),
         settings.topic_prefix,
         settings.feature_ttl_s,
-        feature_set=FEATURES.fingerprint(),
+        states=FEATURES.state_fingerprint(),
     )
 
     def predict(records: list[Any]) -> list[bytes]:

@@ -156,7 +156,7 @@ class Inspector:
             self.redis,
             settings.topic_prefix,
             settings.feature_ttl_s,
-            feature_set=FEATURES.fingerprint(),
+            states=FEATURES.state_fingerprint(),
         )
         self.consumer = make_consumer(settings, group_id=None)
         self.admin = make_admin(settings)

@@ -46,7 +46,7 @@ class FeatureDeployment:
             make_redis(self.settings),
             self.settings.topic_prefix,
             self.settings.feature_ttl_s,
-            feature_set=deployment_features(self.settings).fingerprint(),
+            states=deployment_features(self.settings).state_fingerprint(),
         )
 
     def start_worker(self) -> subprocess.Popen[bytes]:

@@ -179,7 +179,7 @@ def test_duplicates_and_reordering_leave_the_state_of_one_in_order_pass(stack: S
         for start in range(0, len(records), 37):
             pipeline.handle(records[start : start + 37])
         store = OnlineStore(
-            make_redis(settings), settings.topic_prefix, 3600, feature_set=FEATURES.fingerprint()
+            make_redis(settings), settings.topic_prefix, 3600, states=FEATURES.state_fingerprint()
         )
         states.append({e: encode_state(s.state) for e, s in store.load(entities).items()})
     assert states[0] == states[1]

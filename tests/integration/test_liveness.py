@@ -165,7 +165,7 @@ def test_a_feature_worker_cut_off_from_redis_goes_unhealthy_exits_and_is_restart
         make_redis(stack),
         settings.topic_prefix,
         settings.feature_ttl_s,
-        feature_set=FEATURES.fingerprint(),
+        states=FEATURES.state_fingerprint(),
     )
     base = quiet_hour_base()
     entities = [f"s{i}" for i in range(10)]

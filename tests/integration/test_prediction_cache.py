@@ -105,7 +105,7 @@ class FeatureWriter:
                 make_redis(self.settings),
                 prefix,
                 self.settings.feature_ttl_s,
-                feature_set=FEATURES.fingerprint(),
+                states=FEATURES.state_fingerprint(),
             ),
             producer=self.producer,
             dead_letter_topic=topic_name(Topic.DEAD_LETTER, prefix),

@@ -91,7 +91,7 @@ def test_requests_from_a_plain_producer_get_answers_with_version_and_features(
         make_redis(service.settings),
         service.settings.topic_prefix,
         3600,
-        feature_set=FEATURES.fingerprint(),
+        states=FEATURES.state_fingerprint(),
     ).save({"u1": StoredState(0, state)})
     service.start()
     consumer = answers_consumer(service)

@@ -94,7 +94,11 @@ FEATURES = FeatureSet(
     time_since_last=False,
 )
 """
-CHANGED_OPS = ('("count", "mean", "max")', '("count", "mean", "max", "min")')
+# Half-hour buckets for the humidity: other states, so a rebuild.
+CHANGED_WINDOW = (
+    'Aggregate("humidity", ("mean",), tumbling(3600))',
+    'Aggregate("humidity", ("mean",), tumbling(1800))',
+)
 
 
 @pytest.fixture
@@ -201,9 +205,12 @@ def answers(consumer: KafkaConsumer, into: dict[str, dict[str, Any]]) -> list[di
     return read
 
 
-def counts(settings: Settings, feature_set: str, features: Any, as_of: float) -> dict[str, int]:
+def counts(settings: Settings, features: Any, as_of: float) -> dict[str, int]:
     store = OnlineStore(
-        make_redis(settings), settings.topic_prefix, settings.feature_ttl_s, feature_set=feature_set
+        make_redis(settings),
+        settings.topic_prefix,
+        settings.feature_ttl_s,
+        states=features.state_fingerprint(),
     )
     states = store.load(ENTITIES)
     return {
@@ -293,11 +300,11 @@ def test_a_users_project_is_served_and_a_changed_definition_rolls_out_live(
     assert traced["lineage"]["feature_set"] == first.fingerprint
     assert traced["request"]["output"]["feature_set"] == first.fingerprint
 
-    # One definition changes (a new aggregate of temperature), applied while events come.
-    edit(project / "features.py", *CHANGED_OPS)
+    # One definition changes (half-hour humidity windows), applied while events come.
+    edit(project / "features.py", *CHANGED_WINDOW)
     changed = load_project(project)
     planned = eddy(env, "plan")
-    assert "feature added: temperature_min_1h" in planned
+    assert "feature added: humidity_mean_30m" in planned
     assert f"feature set: {first.fingerprint} -> {changed.fingerprint}" in planned
     send_events(settings, EVENTS_BEFORE, EVENTS_DURING // 2, base)
     applied = eddy(env, "apply")
@@ -333,9 +340,7 @@ def test_a_users_project_is_served_and_a_changed_definition_rolls_out_live(
 
     as_of = base + total * EVENT_SPACING_S
     wait_until(
-        lambda: (
-            counts(settings, changed.fingerprint, changed.features, as_of) == expected_counts(total)
-        ),
+        lambda: counts(settings, changed.features, as_of) == expected_counts(total),
         "every event exactly once in the changed feature set's states",
         timeout_s=DEADLINE_S,
         every_s=POLL_S,
@@ -345,10 +350,10 @@ def test_a_users_project_is_served_and_a_changed_definition_rolls_out_live(
         make_redis(settings),
         settings.topic_prefix,
         settings.feature_ttl_s,
-        feature_set=changed.fingerprint,
+        states=changed.features.state_fingerprint(),
     )
     vector = feature_vector(store.load([ENTITIES[0]])[ENTITIES[0]].state, changed.features, as_of)
-    assert vector["temperature_min_1h"] is not None
+    assert vector["humidity_mean_30m"] is not None
     for name in ("features", "learner", "predictor"):
         assert RESTARTED in logs[name].read_text(), f"{name} did not restart: {shown()}"
         assert workers[name].poll() is None, f"{name} exited: {shown()}"

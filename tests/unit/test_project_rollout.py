@@ -188,3 +188,18 @@ def test_cli_plan_shows_what_apply_would_change(
     again = CliRunner().invoke(app, ["plan", str(project_dir)])
     assert again.exit_code == 0, again.output
     assert again.stdout.rstrip().endswith("no changes against the deployment (revision 1)")
+
+
+def test_a_new_operation_is_served_from_the_stored_states_without_a_rebuild(
+    project_dir: Path,
+) -> None:
+    before = manifest(project_dir)
+    edit(project_dir / FEATURES_FILE, '("distinct",)', '("distinct", "count")')
+    after = manifest(project_dir)
+    assert after.states == before.states
+    found = [str(c) for c in changes(before, after)]
+    assert "feature added: country_count_1d" in found
+    assert (
+        f"feature set: {before.feature_set} -> {after.feature_set}: "
+        "served from the stored states as they are (no rebuild)"
+    ) in found

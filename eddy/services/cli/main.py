@@ -645,7 +645,7 @@ def features_get(
         make_redis(settings),
         settings.topic_prefix,
         settings.feature_ttl_s,
-        feature_set=features.fingerprint(),
+        states=features.state_fingerprint(),
     )
     found = store.online_features(entity_ids, features, as_of=time.time())
     for entity_id, online in found.items():

@@ -7,11 +7,11 @@ an operator reviews (fields, features and their fingerprint, the two models, the
 trusted types, the settings overrides) and a digest of every source file, so that an
 edit no summary shows (a model's hyperparameter, a helper module) is still a change.
 
->>> before = Manifest(name="shop", model="fraud", root="/p", feature_set="aa",
+>>> before = Manifest(name="shop", model="fraud", root="/p", feature_set="aa", states="s1",
 ...     features=("amount", "amount_sum_1h"), fields=("amount: float, required",),
 ...     online_model="LogisticRegression", retrain_estimator="Pipeline (...)",
 ...     trusted=(), settings={}, sources={"features.py": "1", "models.py": "2"})
->>> after = replace(before, feature_set="bb", features=("amount", "amount_sum_2h"),
+>>> after = replace(before, feature_set="bb", states="s2", features=("amount", "amount_sum_2h"),
 ...     sources={"features.py": "3", "models.py": "2"})
 >>> for change in changes(before, after):
 ...     print(change)
@@ -44,7 +44,8 @@ class Manifest:
     name: str
     model: str
     root: str
-    feature_set: str  # the features' fingerprint: the online store's namespace
+    feature_set: str  # the features' fingerprint, which answers and lineage carry
+    states: str  # their state fingerprint: the online store's states are kept under it
     features: tuple[str, ...]
     fields: tuple[str, ...]  # one line per declared raw field (describe_field)
     online_model: str
@@ -69,6 +70,7 @@ class Manifest:
             model=str(data["model"]),
             root=str(data["root"]),
             feature_set=str(data["feature_set"]),
+            states=str(data["states"]),
             features=tuple(data["features"]),
             fields=tuple(data["fields"]),
             online_model=str(data["online_model"]),
@@ -97,6 +99,7 @@ def manifest_of(project: Project) -> Manifest:
         model=project.model,
         root=str(project.root),
         feature_set=project.fingerprint,
+        states=project.features.state_fingerprint(),
         features=tuple(feature_names(project.features, project.schema)),
         fields=tuple(describe_field(f) for f in project.schema.fields),
         online_model=project.online_model_class,
@@ -120,8 +123,9 @@ def source_digests(root: Path) -> dict[str, str]:
 def changes(deployed: Manifest | None, new: Manifest) -> list[Change]:
     """What applying ``new`` over ``deployed`` changes, in reading order (empty: nothing).
 
-    A changed feature set (its fingerprint) is the change that costs: the online store
-    gets states of its own, rebuilt from the retained ``events`` topic.
+    Definitions that fold other states (their state fingerprint) are the change that
+    costs: the online store gets states of their own, rebuilt from the retained
+    ``events`` topic; a new ratio or operation is served from the stored states.
     """
     if deployed is None:
         return [
@@ -135,12 +139,13 @@ def changes(deployed: Manifest | None, new: Manifest) -> list[Change]:
     found += _listed("field", deployed.fields, new.fields, key=_field_name)
     found += _listed("feature", deployed.features, new.features)
     if deployed.feature_set != new.feature_set:
+        consequence = (
+            "the online store is rebuilt from the retained events"
+            if deployed.states != new.states
+            else "served from the stored states as they are (no rebuild)"
+        )
         found.append(
-            Change(
-                "feature set",
-                f"{deployed.feature_set} -> {new.feature_set}: "
-                "the online store is rebuilt from the retained events",
-            )
+            Change("feature set", f"{deployed.feature_set} -> {new.feature_set}: {consequence}")
         )
     found += _scalar("online model", deployed.online_model, new.online_model)
     found += _scalar("retrain estimator", deployed.retrain_estimator, new.retrain_estimator)

@@ -4,9 +4,9 @@
 (:func:`~eddy.services.project.manifest.changes`) and, when something changed: creates
 the topics that are missing, writes the JSON Schemas of the contracts with the project's
 raw fields, rebuilds the online store from the retained ``events`` topic when the
-feature set is new (its states live under its own fingerprint, so the running workers
-keep serving the old ones meanwhile), and records the new revision
-(:mod:`eddy.services.project.applied`).
+definitions fold other states than the deployed ones (those live under their own state
+fingerprint, so the running workers keep serving the old ones meanwhile), and records
+the new revision (:mod:`eddy.services.project.applied`).
 
 Each worker of a project (``eddy run features|learner|retrainer|predictor``) refuses to
 start with project files that differ from the applied revision, and while it runs, a
@@ -77,7 +77,7 @@ def apply_project(settings: Settings, project: Project, *, by: str, rebuild: Reb
     ensure_topics(settings)
     schema_files.write(store.schemas, project.schema)
     rebuilt: dict[str, int] = {}
-    if current is None or current.manifest.feature_set != manifest.feature_set:
+    if current is None or current.manifest.states != manifest.states:
         started = time.monotonic()
         rebuilt = dict(rebuild(settings, project.features, project.schema))
         log.info(

@@ -56,7 +56,7 @@ def score_file(
             make_redis(settings),
             settings.topic_prefix,
             settings.feature_ttl_s,
-            feature_set=features.fingerprint(),
+            states=features.state_fingerprint(),
         )
         entities = [str(e) for e in table[ENTITY_COLUMN]]
         states = store.load(entities)

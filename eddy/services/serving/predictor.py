@@ -191,7 +191,7 @@ class Predictor:
         self.answers_topic = topic_name(Topic.PREDICTIONS, prefix)
         self.redis = make_redis(settings)
         self.store = OnlineStore(
-            self.redis, prefix, settings.feature_ttl_s, feature_set=features.fingerprint()
+            self.redis, prefix, settings.feature_ttl_s, states=features.state_fingerprint()
         )
         self.snapshots = SnapshotStore(self.redis, prefix, settings.label_window_s)
         self.request_log = RequestLog.from_settings(self.redis, settings)

@@ -98,7 +98,7 @@ def build_pipeline(
     return FeaturePipeline(
         fs=fs,
         store=OnlineStore(
-            redis, settings.topic_prefix, settings.feature_ttl_s, feature_set=fs.fingerprint()
+            redis, settings.topic_prefix, settings.feature_ttl_s, states=fs.state_fingerprint()
         ),
         snapshot_store=snapshot_store,
         producer=make_producer(settings, linger_ms=PRODUCER_LINGER_MS),

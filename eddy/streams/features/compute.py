@@ -221,6 +221,33 @@ class FeatureSet:
         """A stable hash of the definitions: equal hashes mean equal features."""
         return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
 
+    def state_fingerprint(self) -> str:
+        """A stable hash of what shapes an entity's stored state (:func:`apply_event`):
+        each aggregated source's bucket width, how long state is kept, which raw values
+        are kept, the lateness and last-value horizons. Definitions that agree on these
+        fold identical states, so they share an online store: a new ratio, operation
+        (every bucket keeps every partial aggregate) or category list is served from
+        the stored states as they are, with no rebuild.
+
+        >>> from dataclasses import replace
+        >>> def summed(*ops: str, window_s: int = 3600) -> FeatureSet:
+        ...     return FeatureSet((Aggregate("amount", ops, tumbling(window_s)),))
+        >>> summed("sum").fingerprint() == summed("sum", "max").fingerprint()
+        False
+        >>> summed("sum").state_fingerprint() == summed("sum", "max").state_fingerprint()
+        True
+        >>> summed("sum").state_fingerprint() == summed("sum", window_s=1800).state_fingerprint()
+        False
+        """
+        shaping = (
+            sorted(self.bucket_widths.items()),
+            self.horizon_s,
+            self.passthrough,
+            self.allowed_lateness_s,
+            self.last_value_ttl_s,
+        )
+        return hashlib.sha256(repr(shaping).encode()).hexdigest()[:16]
+
 
 class Applied(StrEnum):
     NEW = "new"

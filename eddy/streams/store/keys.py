@@ -12,15 +12,16 @@ hash tag), so each lands on one slot and a batch's keys spread over the cluster.
 from __future__ import annotations
 
 
-def entity_features(prefix: str, feature_set: str, entity_id: str) -> str:
-    """An entity's online feature state under the feature set ``feature_set`` (its
-    fingerprint): each set of definitions has its own states (:mod:`eddy.streams.store.online`)."""
-    return f"{prefix}features:{feature_set}:{{{entity_id}}}"
+def entity_features(prefix: str, states: str, entity_id: str) -> str:
+    """An entity's online feature state folded by definitions of state fingerprint
+    ``states``: definitions that fold other states keep theirs apart
+    (:mod:`eddy.streams.store.online`)."""
+    return f"{prefix}features:{states}:{{{entity_id}}}"
 
 
-def applied_offsets(prefix: str, feature_set: str) -> str:
-    """The hash of ``<topic>:<partition>`` → last offset the feature set's states hold."""
-    return f"{prefix}features:{feature_set}:applied"
+def applied_offsets(prefix: str, states: str) -> str:
+    """The hash of ``<topic>:<partition>`` → last offset those states hold."""
+    return f"{prefix}features:{states}:applied"
 
 
 def snapshot(prefix: str, record_id: str) -> str:

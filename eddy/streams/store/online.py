@@ -3,15 +3,17 @@
 Key layout (the entity id is the hash tag, so everything about one entity lives in one
 Redis Cluster slot)::
 
-    <prefix>features:<fs>:{<entity id>}   string: b"<rev>\n" + encoded EntityState
-    <prefix>features:<fs>:applied         hash: "<topic>:<partition>" -> highest offset applied
+    <prefix>features:<states>:{<entity id>}   string: b"<rev>\n" + encoded EntityState
+    <prefix>features:<states>:applied         hash: "<topic>:<partition>" -> highest offset applied
 
-``<fs>`` is the fingerprint of the feature definitions the states were folded with.
-Changed definitions start from empty states under their own fingerprint, while the
-old ones keep serving until every service has moved (``eddy apply``): the new states'
-watermarks start at none, so the first batch a worker folds into them finds
-everything before it missing and re-applies it from the retained ``events`` topic
-(the repair below), unless ``eddy apply`` rebuilt them first.
+``<states>`` is the state fingerprint of the feature definitions the states were folded
+with (:meth:`~eddy.streams.features.compute.FeatureSet.state_fingerprint`: what shapes
+a state, not what a vector computes from it). Definitions that fold other states start
+from empty ones under their own fingerprint, while the old ones keep serving until every
+service has moved (``eddy apply``): the new states' watermarks start at none, so the
+first batch a worker folds into them finds everything before it missing and re-applies
+it from the retained ``events`` topic (the repair below), unless ``eddy apply`` rebuilt
+them first.
 
 ``rev`` counts the writes. A batch costs two commands whatever its size: one ``MGET``
 for :meth:`OnlineStore.load` and one script call for :meth:`OnlineStore.save`, which
@@ -95,16 +97,16 @@ class OnlineFeatures:
 
 
 class OnlineStore:
-    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int, *, feature_set: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int, *, states: str) -> None:
         self._client = client
         self._prefix = prefix
-        self._feature_set = feature_set
+        self._states = states  # the feature set's state fingerprint
         self._ttl_ms = ttl_s * 1000
         self._cas = client.register_script(_COMPARE_AND_SET)
 
     def key(self, entity_id: str) -> str:
-        """The Redis key of ``entity_id``: ``<prefix>features:<fs>:{<entity id>}``."""
-        return keys.entity_features(self._prefix, self._feature_set, entity_id)
+        """The Redis key of ``entity_id``: ``<prefix>features:<states>:{<entity id>}``."""
+        return keys.entity_features(self._prefix, self._states, entity_id)
 
     def load(self, entity_ids: Iterable[str]) -> dict[str, StoredState]:
         """Every entity's stored state, in one round trip (new entities: rev 0, empty)."""
@@ -140,7 +142,7 @@ class OnlineStore:
 
     @property
     def watermarks_key(self) -> str:
-        return keys.applied_offsets(self._prefix, self._feature_set)
+        return keys.applied_offsets(self._prefix, self._states)
 
     def watermarks_of(self, fields: list[str]) -> dict[str, int]:
         """The watermarks of ``fields`` (-1: none), one round trip."""

@@ -5,7 +5,9 @@ Both are plain River and scikit-learn objects: replace them with any River estim
 pipeline, and any scikit-learn estimator or pipeline. Eddy calls each factory for a
 fresh model: ``online_model()`` when the learner starts without a checkpoint,
 ``retrain_estimator(classification)`` at every retrain (True for class labels: true or
-false, text, whole numbers; False for other numbers).
+false, text, whole numbers; False for other numbers). The online model below is a
+binary classifier: it learns labels true/false or 0/1 (others are refused with the
+reason); for text or more classes, use a multiclass River model.
 
 What they receive: a dict per example, feature name to number. Eddy encodes the
 features as numbers first: booleans as 0/1, a string ``country`` as a ``country=NL``

@@ -231,3 +231,13 @@ def deployment_settings(stack: Settings, tmp_path: Path) -> DeploymentSettings:
 def group_id() -> str:
     """A consumer group of its own for each test."""
     return f"eddy-test-group-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    """A fresh project written by `eddy init`'s template (the demo as a project)."""
+    from eddy.services.project.scaffold import init_project
+
+    folder = tmp_path / "project"
+    init_project(folder)
+    return folder

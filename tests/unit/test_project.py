@@ -34,14 +34,6 @@ RETRAIN_SEED = 42  # the retrainer's seed, which the template's estimator uses t
 DEMO_EVENTS_CHECKED = 300
 
 
-@pytest.fixture
-def project_dir(tmp_path: Path) -> Path:
-    """A fresh project written by `eddy init`'s template."""
-    folder = tmp_path / "project"
-    init_project(folder)
-    return folder
-
-
 def line_of(path: Path, text: str) -> int:
     """The 1-based line of ``path`` that first holds ``text``."""
     return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line)

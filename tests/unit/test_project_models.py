@@ -68,34 +68,11 @@ from eddy.streams.learning.models import (
 from eddy.streams.messages.contracts import SourceOffset, TrainingExample
 from eddy.streams.messages.validation import InvalidMessage
 from eddy.streams.store.serialization import IntegrityError, seal, unseal
+from tests.projects import LEARNING_RATE, PROJECT_MODELS, C
 
 KEY = b"project-models-test-key"
 MODEL = "m"
-LEARNING_RATE = 0.05
-C = 0.5
 EXAMPLES = 120
-# The project's own models: a River pipeline with its own optimizer, and a scikit-learn
-# pipeline whose steps are not named like Eddy's ("encode", "model").
-PROJECT_MODELS = f"""
-from river import linear_model, optim, preprocessing
-from sklearn.feature_extraction import DictVectorizer
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
-
-
-def online_model():
-    return preprocessing.StandardScaler() | linear_model.LogisticRegression(
-        optimizer=optim.SGD({LEARNING_RATE})
-    )
-
-
-def retrain_estimator(classification):
-    fit = LogisticRegression(C={C}) if classification else Ridge()
-    return Pipeline(
-        [("vectors", DictVectorizer(sparse=False)), ("scale", StandardScaler()), ("fit", fit)]
-    )
-"""
 # A retrain estimator each online model below can go with: it learns dict rows, and
 # gives probabilities as a classifier (what `eddy plan` checks).
 DICT_ESTIMATOR = """

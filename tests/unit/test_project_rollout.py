@@ -18,7 +18,6 @@ from eddy.services.project.layout import FEATURES_FILE, MODELS_FILE, PROJECT_FIL
 from eddy.services.project.loading import load_project
 from eddy.services.project.manifest import Manifest, changes, manifest_of
 from eddy.services.project.rollout import DeploymentFollower, NotApplied, check_applied
-from eddy.services.project.scaffold import init_project
 from eddy.streams.messages import schema_files
 from eddy.streams.messages.raw_schema import RawSchema
 from tests.projects import edit
@@ -26,13 +25,6 @@ from tests.projects import edit
 CONCURRENT_APPLIES = 8
 FOLLOW_EVERY_S = 0.05
 FOLLOW_DEADLINE_S = 10.0
-
-
-@pytest.fixture
-def project_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "project"
-    init_project(folder)
-    return folder
 
 
 def manifest(folder: Path) -> Manifest:

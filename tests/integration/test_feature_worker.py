@@ -51,6 +51,7 @@ from tests.waiting import wait_until
 
 DEADLINE_S = 120.0
 POLL_S = 0.5
+READ_IDLE_S = 5.0
 
 
 @pytest.fixture
@@ -311,6 +312,44 @@ def test_a_flushed_redis_is_rebuilt_identically_from_kafka(deployment: FeatureDe
     after = {e: encode_state(s.state) for e, s in store.load(entities).items()}
     assert after == before
     assert totals["new"] == len(events)
+
+
+def test_a_rebuild_before_the_worker_leaves_its_events_training_examples_to_send(
+    deployment: FeatureDeployment,
+) -> None:
+    """Events no worker has processed yet are not the rebuild's: folded there without
+    side outputs, they would be duplicates to the worker, which would send no training
+    example for them (found by review: `eddy apply` before `eddy run all`)."""
+    base = quiet_hour_base()
+    entities = [f"w{i}" for i in range(5)]
+    labelled = [
+        (e.encode(), event(e, f"{e}-{j}", base + j, float(j), label=j % 2 == 0))
+        for j in range(8)
+        for e in entities
+    ]
+    send_records(deployment.settings, deployment.topic(Topic.EVENTS), labelled)
+    totals = rebuild(deployment.settings, FEATURES, None)
+    assert totals["new"] == 0, "nothing committed by the feature workers: nothing rebuilt"
+    deployment.start_worker()
+    store = deployment.store()
+    wait_until(
+        lambda: set(applied_counts(store, entities, base + 60).values()) == {8},
+        "the events to be applied",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
+    examples = {
+        record.value["example_id"]
+        for record in read_topic(
+            deployment.settings,
+            deployment.topic(Topic.TRAINING_EXAMPLES),
+            from_beginning=True,
+            max_messages=None,
+            idle_timeout_s=READ_IDLE_S,
+        )
+    }
+    assert examples == {f"{e}-{j}" for j in range(8) for e in entities}
 
 
 class PrivateRedis:

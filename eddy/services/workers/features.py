@@ -52,9 +52,11 @@ from eddy.streams.features.pipeline import FeaturePipeline, LostRange
 from eddy.streams.messages.raw_schema import RawSchema
 from eddy.streams.store.online import OnlineStore
 from eddy.streams.store.snapshots import SnapshotStore
+from eddy.streams.transport.admin import committed_offsets
 from eddy.streams.transport.clients import (
     TopicGone,
     TopicWatch,
+    make_admin,
     make_consumer,
     make_producer,
     make_redis,
@@ -180,19 +182,30 @@ def build_app(settings: Settings, fs: FeatureSet, schema: RawSchema | None) -> f
 
 
 def rebuild(settings: Settings, fs: FeatureSet, schema: RawSchema | None) -> Counter[str]:
-    """Re-apply the whole ``events`` topic to the online store (after a Redis loss).
+    """Re-apply the ``events`` the feature workers have processed to the online store
+    (after a Redis loss, or for new definitions' states: ``eddy apply``).
 
-    Reads from the earliest retained offset up to the end as of the start, outside any
-    consumer group, through the same pipeline as the worker but without side outputs:
-    dead letters and training examples were already sent the first time (and events
-    whose raw fields do not fit ``schema`` are left out again). Events the store
-    already holds are recognised by id, so a rebuild over intact state is a no-op.
+    Reads each partition from the earliest retained offset up to the feature workers'
+    committed offset, outside any consumer group, through the same pipeline as the
+    worker but without side outputs: the dead letters, training examples and snapshots
+    of those events were sent the first time (and events whose raw fields do not fit
+    ``schema`` are left out again). It stops there because an event folded without side
+    outputs would be a duplicate to the worker that reads it next, which then sends
+    nothing for it: the worker processes what comes after, as new, and repairs what it
+    finds missing before it. Events the store already holds are recognised by id, so a
+    rebuild over intact state is a no-op.
     """
     topic = spec_for(Topic.EVENTS, prefix=settings.topic_prefix, partitions=settings.partitions)
     partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+    admin = make_admin(settings)
+    try:
+        committed = committed_offsets(admin, app_id(settings))
+    finally:
+        admin.close()
+    processed = {tp: (0, committed.get(tp, 0)) for tp in partitions}
     pipeline = build_pipeline(settings, fs, schema, side_outputs=False)
     try:
-        return _reapply(settings, pipeline, partitions, {})
+        return _reapply(settings, pipeline, partitions, processed)
     finally:
         pipeline.close()
 

@@ -36,7 +36,9 @@ from eddy.services.project.loading import load_project
 from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import CHAMPION, RIVER, SKLEARN
 from eddy.streams.features.compute import feature_vector
+from eddy.streams.learning.checkpoints import CheckpointStore
 from eddy.streams.store.online import OnlineStore
+from eddy.streams.store.serialization import signing_key
 from eddy.streams.transport.clients import make_redis
 from eddy.streams.transport.topics import Topic, topic_name
 from tests.factories import DeploymentSettings
@@ -61,6 +63,7 @@ HOT = 25.0  # the concept: a greenhouse above this is labelled True
 REQUESTS_PER_ROUND = len(ENTITIES)
 FOLLOW_EVERY_S = 0.5
 RESTARTED = "another revision of the project was applied; restarting with it"
+STARTED = '"message":"following the applied project"'  # logged as a worker starts
 EDDY_TOML = """
 [project]
 name = "greenhouse"
@@ -354,6 +357,27 @@ def test_a_users_project_is_served_and_a_changed_definition_rolls_out_live(
     )
     vector = feature_vector(store.load([ENTITIES[0]])[ENTITIES[0]].state, changed.features, as_of)
     assert vector["humidity_mean_30m"] is not None
+    # Every event is labelled: the learner, restarted across the change, learned each
+    # one exactly once (an example the rollout lost, or one sent twice, shows here).
+    checkpoints = CheckpointStore(
+        settings.data_dir / "checkpoints" / MODEL, signing_key(None, settings.data_dir)
+    )
+
+    def learned() -> int:
+        state = checkpoints.latest()
+        return 0 if state is None else state.learner.examples
+
+    wait_until(
+        lambda: learned() >= total,
+        "every labelled event learned",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=shown,
+    )
+    assert learned() == total
     for name in ("features", "learner", "predictor"):
-        assert RESTARTED in logs[name].read_text(), f"{name} did not restart: {shown()}"
+        log = logs[name].read_text()
+        assert RESTARTED in log, f"{name} did not restart: {shown()}"
+        # The process exec'd itself: the new one started, with the changed project.
+        assert log.count(STARTED) == 2, f"{name} did not start again: {shown()}"
         assert workers[name].poll() is None, f"{name} exited: {shown()}"

@@ -28,7 +28,9 @@ gh-3,2026-01-01T00:00:02Z,warm,maybe,2.5,east,
 
 def events(text: str, schema: RawSchema | None) -> list[dict[str, object]]:
     rows = csv.DictReader(io.StringIO(text))
-    return [orjson.loads(line) for line in csv_event_lines(rows, schema, source="readings")]
+    found = list(csv_event_lines(rows, schema, source="readings"))
+    assert [line for line, _ in found] == list(range(2, len(found) + 2))
+    return [orjson.loads(item) for _, item in found if isinstance(item, bytes)]
 
 
 def test_rows_become_events_typed_as_the_project_declares() -> None:
@@ -90,3 +92,38 @@ def test_the_greenhouse_examples_readings_fit_its_declared_fields() -> None:
         Event.model_validate(event)
         assert project.schema.problems(event["features"]) == [], event  # type: ignore[arg-type]
     assert {e["label"] for e in produced} == {True, False}
+
+
+def test_a_row_with_more_cells_than_the_header_is_refused_with_its_line() -> None:
+    text = "entity_id,event_time,amount\nu1,2026-01-01T00:00:00Z,1\nu2,2026-01-01T00:00:00Z,2,3\n"
+    found = list(csv_event_lines(csv.DictReader(io.StringIO(text)), None, source="f"))
+    assert isinstance(found[0][1], bytes)
+    assert found[1] == (3, "1 more cells than the header has columns")
+
+
+def test_a_non_finite_number_is_kept_as_text_not_sent_as_a_silent_null() -> None:
+    header = "entity_id,event_time,temperature,door_open,visits,site"
+    text = f"{header}\ngh-1,2026-01-01T00:00:00Z,nan,,,north\n"
+    [event] = events(text, SCHEMA)
+    assert event["features"] == {"temperature": "nan", "site": "north"}
+    assert SCHEMA.problems(event["features"]) == ["field 'temperature' must be a float, got str"]  # type: ignore[arg-type]
+
+
+def test_eddy_produce_reports_a_line_whose_fields_do_not_fit_the_project() -> None:
+    from eddy.services.ops.console import Rejection, numbered, validate_lines
+    from eddy.streams.transport.topics import Topic, spec_for
+
+    spec = spec_for(Topic.EVENTS, prefix="", partitions=1)
+    fitting = orjson.dumps(
+        {
+            "event_id": "e1",
+            "entity_id": "gh-1",
+            "event_time": "2026-01-01T00:00:00Z",
+            "features": {"temperature": 20.0, "site": "north"},
+        }
+    )
+    too_hot = fitting.replace(b"20.0", b"99.0").replace(b"e1", b"e2")
+    checked = list(validate_lines(spec, numbered([fitting, too_hot]), SCHEMA))
+    assert checked[0][0] == 1  # type: ignore[index]
+    assert checked[1] == Rejection(2, "raw_fields", "field 'temperature' is 99.0, above its max 60")
+    assert not isinstance(next(iter(validate_lines(spec, numbered([too_hot])))), Rejection)

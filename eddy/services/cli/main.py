@@ -13,6 +13,7 @@ Services read only ``EDDY_PROJECT``; they never look around the folder they star
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -29,7 +30,9 @@ from eddy.services.config.settings import PROJECT_ROOT, Settings, SettingsError
 from eddy.services.ops import logs
 from eddy.services.ops.console import (
     Record,
+    Rejection,
     UnknownTopic,
+    numbered,
     produce_lines,
     read_one,
     read_topic,
@@ -59,6 +62,7 @@ from eddy.streams.dead_letters.letter import (
 )
 from eddy.streams.drift.alert_text import describe_alert
 from eddy.streams.messages import schema_files
+from eddy.streams.messages.raw_schema import RawSchema
 from eddy.streams.transport.admin import ensure_topics, list_topics
 from eddy.streams.transport.clients import make_redis
 from eddy.streams.transport.topics import Topic, topic_name
@@ -124,6 +128,10 @@ def _following(settings: Settings, project: Project | None) -> Iterator[None]:
     except NotApplied as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
+    # Until the worker installs its own SIGTERM handler (as it starts), a revision applied
+    # meanwhile must still end in the restart below, not in Python's default death.
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_for_restart)
     follower = DeploymentFollower(settings, running.digest)
     follower.start()
     try:
@@ -131,6 +139,10 @@ def _following(settings: Settings, project: Project | None) -> Iterator[None]:
     finally:
         follower.close()
         follower.restart()
+
+
+def _exit_for_restart(_signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def _stack(action: str) -> int:
@@ -255,7 +267,6 @@ def run_retrainer() -> None:
     Also carries out control commands, compares champion and challenger live, and runs
     the training-serving skew check every EDDY_SKEW_EVERY_S (when set).
     """
-    import signal
     import threading
 
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
@@ -755,12 +766,17 @@ def features_rebuild() -> None:
 def produce(
     topic: Annotated[str, typer.Argument(help="Topic: suffix (events) or full name.")],
     file: Annotated[
-        Path | None, typer.Option("--file", "-f", help="JSON-lines file (default: stdin).")
+        Path | None,
+        typer.Option(
+            "--file", "-f", exists=True, dir_okay=False, help="JSON-lines file (default: stdin)."
+        ),
     ] = None,
     csv_file: Annotated[
         Path | None,
         typer.Option(
             "--csv",
+            exists=True,
+            dir_okay=False,
             help="A CSV file of events instead (columns entity_id, event_time, optional "
             "event_id and label, every other column a raw field typed as the project "
             "declares it).",
@@ -776,13 +792,14 @@ def produce(
     settings = _settings()
     try:
         spec = resolve_topic(settings, topic)
+        raw = raw_schema_of(_project(settings))
         if csv_file is not None:
-            report = _produce_csv(settings, spec, csv_file)
+            report = _produce_csv(settings, spec, csv_file, raw)
         elif file is None:
-            report = produce_lines(settings, spec, sys.stdin.buffer)
+            report = produce_lines(settings, spec, numbered(sys.stdin.buffer), raw)
         else:
             with file.open("rb") as lines:
-                report = produce_lines(settings, spec, lines)
+                report = produce_lines(settings, spec, numbered(lines), raw)
     except UnknownTopic as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
@@ -796,7 +813,7 @@ def produce(
     raise typer.Exit(1 if report.rejected else 0)
 
 
-def _produce_csv(settings: Settings, spec: Any, path: Path) -> Any:
+def _produce_csv(settings: Settings, spec: Any, path: Path, raw: RawSchema | None) -> Any:
     import csv
 
     from eddy.streams.messages.csv_events import csv_event_lines
@@ -804,11 +821,14 @@ def _produce_csv(settings: Settings, spec: Any, path: Path) -> Any:
     if spec.topic is not Topic.EVENTS:
         typer.secho(f"error: --csv sends events, not {spec.name}", fg="red", err=True)
         raise typer.Exit(2)
-    schema = raw_schema_of(_project(settings))
-    with path.open(newline="") as rows:
-        return produce_lines(
-            settings, spec, csv_event_lines(csv.DictReader(rows), schema, source=path.stem)
+    # utf-8-sig: a spreadsheet's export starts with a byte-order mark, which would
+    # otherwise become part of the first column's name.
+    with path.open(newline="", encoding="utf-8-sig") as rows:
+        lines = (
+            (line, Rejection(line, "csv", item) if isinstance(item, str) else item)
+            for line, item in csv_event_lines(csv.DictReader(rows), raw, source=path.stem)
         )
+        return produce_lines(settings, spec, lines, raw)
 
 
 @app.command()
@@ -950,11 +970,25 @@ def apply(
 
     A problem is printed as file:line: message, with exit code 2.
     """
+    from kafka.errors import KafkaError
+    from redis.exceptions import RedisError
+
     from eddy.services.registry.store import trainer_identity
     from eddy.services.workers.features import rebuild
 
     project, settings = _project_at(folder)
-    rollout = apply_project(settings, project, by=trainer_identity("eddy apply"), rebuild=rebuild)
+    try:
+        rollout = apply_project(
+            settings, project, by=trainer_identity("eddy apply"), rebuild=rebuild
+        )
+    except (KafkaError, RedisError, OSError, TimeoutError) as exc:
+        typer.secho(
+            f"error: {type(exc).__name__}: {exc}; nothing was applied (is the stack up? "
+            "`eddy status`)",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     if rollout.applied is None:
         typer.echo("no changes: nothing to apply")
         return

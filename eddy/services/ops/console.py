@@ -16,6 +16,8 @@ import orjson
 from kafka import TopicPartition
 
 from eddy.services.config.settings import Settings
+from eddy.streams.messages.contracts import Event, PredictionRequest
+from eddy.streams.messages.raw_schema import RawSchema
 from eddy.streams.messages.signatures import SIGNATURE_HEADER, signature
 from eddy.streams.messages.validation import InvalidMessage, decode, encode
 from eddy.streams.transport.clients import make_consumer, make_producer
@@ -54,25 +56,48 @@ class ProduceReport:
 
 
 def validate_lines(
-    spec: TopicSpec, lines: Iterable[bytes]
+    spec: TopicSpec, lines: Iterable[tuple[int, bytes | Rejection]], raw: RawSchema | None = None
 ) -> Iterator[tuple[int, bytes | None, bytes] | Rejection]:
-    """Each non-blank line as (line number, key, value) or as a :class:`Rejection`."""
+    """Each numbered non-blank line as (line number, key, value) or as a
+    :class:`Rejection` (a line already refused passes through). With a project's ``raw``
+    fields, an event's or a request's fields are checked against them as the workers
+    would, so a bad line is reported now rather than dead-lettered later."""
     if spec.contract is None:
         raise UnknownTopic(f"{spec.name} has no contract: only Eddy's workers write to it")
-    for number, line in enumerate(lines, start=1):
+    for number, line in lines:
+        if isinstance(line, Rejection):
+            yield line
+            continue
         stripped = line.strip()
         if not stripped:
             continue
         try:
             message = decode(spec.contract, stripped)
+            if raw is not None and isinstance(message, Event | PredictionRequest):
+                refusal = raw.refusal(
+                    message.features, partial=isinstance(message, PredictionRequest)
+                )
+                if refusal is not None:
+                    raise refusal
         except InvalidMessage as exc:
             yield Rejection(number, exc.error_class, exc.reason)
             continue
         yield number, message_key(spec, message), encode(message)
 
 
-def produce_lines(settings: Settings, spec: TopicSpec, lines: Iterable[bytes]) -> ProduceReport:
-    """Send every valid line to ``spec``'s topic; report the others with their reasons.
+def numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes | Rejection]]:
+    """Lines of a file with their numbers, from 1."""
+    return enumerate(lines, start=1)
+
+
+def produce_lines(
+    settings: Settings,
+    spec: TopicSpec,
+    lines: Iterable[tuple[int, bytes | Rejection]],
+    raw: RawSchema | None = None,
+) -> ProduceReport:
+    """Send every valid numbered line (:func:`numbered`) to ``spec``'s topic; report the
+    others with their reasons (``raw``: as :func:`validate_lines`).
 
     Control commands are signed with the deployment's key, as the retrainer requires.
     """
@@ -81,7 +106,7 @@ def produce_lines(settings: Settings, spec: TopicSpec, lines: Iterable[bytes]) -
     producer = make_producer(settings)
     try:
         futures = []
-        for item in validate_lines(spec, lines):
+        for item in validate_lines(spec, lines, raw):
             if isinstance(item, Rejection):
                 report.rejected.append(item)
             else:

@@ -136,7 +136,16 @@ def changes(deployed: Manifest | None, new: Manifest) -> list[Change]:
     found += _scalar("project", deployed.name, new.name)
     found += _scalar("model name", deployed.model, new.model)
     found += _scalar("project folder", deployed.root, new.root)
-    found += _listed("field", deployed.fields, new.fields, key=_field_name)
+    fields = _listed("field", deployed.fields, new.fields, key=_field_name)
+    found += fields
+    if fields:
+        found.append(
+            Change(
+                "note",
+                "the stored states keep the events they hold; events refused under the "
+                "old fields are replayed with `eddy dlq replay -e raw_fields`",
+            )
+        )
     found += _listed("feature", deployed.features, new.features)
     if deployed.feature_set != new.feature_set:
         consequence = (

@@ -5,8 +5,9 @@
 the topics that are missing, writes the JSON Schemas of the contracts with the project's
 raw fields, rebuilds the online store from the retained ``events`` topic when the
 definitions fold other states than the deployed ones (those live under their own state
-fingerprint, so the running workers keep serving the old ones meanwhile), and records
-the new revision (:mod:`eddy.services.project.applied`).
+fingerprint, so the running workers keep serving the old ones meanwhile; the rebuild
+reads up to the feature workers' committed offsets, what comes after is theirs), and
+records the new revision (:mod:`eddy.services.project.applied`).
 
 Each worker of a project (``eddy run features|learner|retrainer|predictor``) refuses to
 start with project files that differ from the applied revision, and while it runs, a
@@ -15,9 +16,9 @@ another one is applied, the follower stops the worker the way SIGTERM does (a fi
 checkpoint, every effect durable, offsets committed) and the worker's process starts
 again in place (``exec``) with the new project's modules: nothing is lost or counted
 twice, by the same guarantees as any graceful restart. The feature worker's first batch
-under a new feature set finds the events between the rebuild and its own position
-missing from the new states and re-applies them from Kafka first (the online store's
-repair), so the new states are exact when they serve.
+under new states finds the events it processed between the rebuild and its restart
+missing from them and re-applies them from Kafka first (the online store's repair), so
+the new states are exact when they serve.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class DeploymentFollower:
         self.revision: int | None = None  # the revision that asked for a restart
 
     def start(self) -> None:
+        log.info("following the applied project", extra={"digest": self._running})
         threading.Thread(target=self._watch, name="deployment-follower", daemon=True).start()
 
     def close(self) -> None:

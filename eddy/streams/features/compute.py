@@ -242,7 +242,7 @@ class FeatureSet:
         shaping = (
             sorted(self.bucket_widths.items()),
             self.horizon_s,
-            self.passthrough,
+            None if self.passthrough is None else sorted(self.passthrough),
             self.allowed_lateness_s,
             self.last_value_ttl_s,
         )

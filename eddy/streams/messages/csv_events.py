@@ -13,13 +13,15 @@ line's reason: nothing is dropped silently.
 >>> schema = RawSchema.from_table({"temperature": {"type": "float"}, "site": {"type": "str"}})
 >>> rows = [{"entity_id": "gh-1", "event_time": "2026-01-01T00:00:00Z",
 ...          "temperature": "21.5", "site": "north", "label": "true"}]
->>> [event] = [orjson.loads(line) for line in csv_event_lines(rows, schema, source="readings")]
->>> event["event_id"], event["features"], event["label"]
-('readings-2', {'temperature': 21.5, 'site': 'north'}, True)
+>>> [(line, json)] = csv_event_lines(rows, schema, source="readings")
+>>> event = orjson.loads(json)
+>>> line, event["event_id"], event["features"], event["label"]
+(2, 'readings-2', {'temperature': 21.5, 'site': 'north'}, True)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping
 
 import orjson
@@ -34,25 +36,38 @@ FALSE_WORDS = ("false", "0")
 
 
 def csv_event_lines(
-    rows: Iterable[Mapping[str, str]], schema: RawSchema | None, *, source: str
-) -> Iterator[bytes]:
-    """One event JSON line per CSV row (``csv.DictReader`` rows), in order."""
+    rows: Iterable[Mapping[str | None, str | list[str]]],
+    schema: RawSchema | None,
+    *,
+    source: str,
+) -> Iterator[tuple[int, bytes | str]]:
+    """Per CSV row (``csv.DictReader`` rows), in order: its line in the file and its
+    event JSON line, or why the row is no event (more cells than the header names)."""
     declared = {} if schema is None else {f.name: f.type for f in schema.fields}
     for line, row in enumerate(rows, FIRST_ROW_LINE):
-        event: dict[str, object] = {
-            "event_id": row.get("event_id") or f"{source}-{line}",
-            "entity_id": row.get("entity_id", ""),
-            "event_time": row.get("event_time", ""),
-        }
-        event["features"] = {
-            name: typed(value, declared.get(name))
-            for name, value in row.items()
-            if name not in EVENT_COLUMNS and name != LABEL_COLUMN and value not in ("", None)
-        }
-        label = row.get(LABEL_COLUMN)
-        if label not in ("", None):
-            event["label"] = typed_label(label)
-        yield orjson.dumps(event)
+        if None in row:
+            yield line, f"{len(row[None])} more cells than the header has columns"
+            continue
+        cells: dict[str, str] = {str(k): str(v) for k, v in row.items() if v is not None}
+        yield line, _event_line(cells, declared, f"{source}-{line}")
+
+
+def _event_line(row: Mapping[str, str], declared: Mapping[str, str], default_id: str) -> bytes:
+    """The event JSON line of one row's cells (``declared``: field name → type)."""
+    event: dict[str, object] = {
+        "event_id": row.get("event_id") or default_id,
+        "entity_id": row.get("entity_id", ""),
+        "event_time": row.get("event_time", ""),
+    }
+    event["features"] = {
+        name: typed(value, declared.get(name))
+        for name, value in row.items()
+        if name not in EVENT_COLUMNS and name != LABEL_COLUMN and value != ""
+    }
+    label = row.get(LABEL_COLUMN)
+    if label:
+        event["label"] = typed_label(label)
+    return orjson.dumps(event)
 
 
 def typed(text: str, kind: str | None) -> object:
@@ -61,12 +76,14 @@ def typed(text: str, kind: str | None) -> object:
 
     >>> typed("3", "int"), typed("3", "float"), typed("yes", "bool"), typed("7.5", None)
     (3, 3.0, 'yes', 7.5)
+    >>> typed("nan", "float"), typed("inf", None)
+    ('nan', 'inf')
     """
     try:
         if kind == INT:
             return int(text)
         if kind == FLOAT:
-            return float(text)
+            return _finite(float(text))
         if kind == BOOL:
             return _boolean(text)
         if kind is None:
@@ -93,10 +110,20 @@ def _boolean(text: str) -> bool:
 
 
 def _number(text: str) -> object:
-    """``text`` as an int, else a float, else as it is."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
+    """``text`` as an int, else a finite float, else as it is."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return _finite(float(text))
+    except ValueError:
+        return text
+
+
+def _finite(number: float) -> float:
+    """``number``, if finite: JSON has no NaN, and a NaN sent as null would go missing
+    silently (the text is kept instead, for the worker to refuse)."""
+    if not math.isfinite(number):
+        raise ValueError(number)
+    return number

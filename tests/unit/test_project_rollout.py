@@ -195,3 +195,30 @@ def test_a_new_operation_is_served_from_the_stored_states_without_a_rebuild(
         f"feature set: {before.feature_set} -> {after.feature_set}: "
         "served from the stored states as they are (no rebuild)"
     ) in found
+
+
+def test_the_skew_check_leaves_out_answers_of_the_definitions_an_apply_replaced(
+    project_dir: Path, tmp_path: Path
+) -> None:
+    from collections import Counter
+
+    from eddy.services.quality.skew_check import _under_these_definitions
+    from eddy.streams.features.skew import Served
+
+    settings = Settings(data_dir=tmp_path / "data")
+    current = load_project(project_dir)
+    AppliedStore(settings.data_dir).record(manifest_of(current), at=100.0, by="t", rebuilt={})
+
+    def served(request_id: str, at: float, feature_set: str | None) -> Served:
+        return Served(request_id, "u1", at, {}, {}, feature_set=feature_set)
+
+    sample = [
+        served("old-before", 50.0, "replaced"),
+        served("old-after", 150.0, "replaced"),  # other definitions since the apply: skew
+        served("current", 50.0, current.fingerprint),
+        served("unstamped", 50.0, None),
+    ]
+    skipped: Counter[str] = Counter()
+    kept = _under_these_definitions(settings, current.features, sample, skipped)
+    assert [s.request_id for s in kept] == ["old-after", "current", "unstamped"]
+    assert skipped == {"before_the_applied_revision": 1}

@@ -40,6 +40,7 @@ from kafka import TopicPartition
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
+from eddy.services.project.applied import AppliedStore
 from eddy.streams.dead_letters.letter import RawRecord
 from eddy.streams.dead_letters.policy import Action, action_for
 from eddy.streams.features.compute import FeatureSet
@@ -93,6 +94,7 @@ def run_check(settings: Settings, fs: FeatureSet, *, publish: bool = True) -> Sk
         served, skipped = sample_requests(client, settings)
     finally:
         client.close()
+    served = _under_these_definitions(settings, fs, served, skipped)
     histories, window = read_histories(settings, served, fs)
     max_future = timedelta(seconds=settings.max_event_time_skew_s)
     checks: list[RequestCheck] = []
@@ -113,6 +115,25 @@ def run_check(settings: Settings, fs: FeatureSet, *, publish: bool = True) -> Sk
         _publish(settings, alert)
     _log(report, alert)
     return SkewCheck(report, alert)
+
+
+def _under_these_definitions(
+    settings: Settings, fs: FeatureSet, served: list[Served], skipped: Counter[str]
+) -> list[Served]:
+    """``served`` without the answers computed, before the project's revision in force
+    was applied, with the definitions it replaced (``eddy apply``): those were right
+    under their own definitions. An answer with another fingerprint since then, or
+    without a project, is checked: serving with other definitions is skew."""
+    applied = AppliedStore(settings.data_dir).current()
+    if applied is None:
+        return served
+    kept = []
+    for request in served:
+        if request.feature_set not in (None, fs.fingerprint()) and request.at < applied.applied_at:
+            skipped["before_the_applied_revision"] += 1
+        else:
+            kept.append(request)
+    return kept
 
 
 def run_scheduled(settings: Settings, stop: threading.Event, fs: FeatureSet) -> None:
@@ -180,6 +201,7 @@ def _served(
             features=snapshot.features,
             raw=dict(request.features),
             model_version=output.get("model_version"),
+            feature_set=output.get("feature_set"),
         )
 
 

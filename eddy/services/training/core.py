@@ -99,6 +99,23 @@ def training_set(examples: Sequence[TrainingExample]) -> TrainingSet:
     return TrainingSet(sorted(unique.values(), key=lambda e: (e.event_time, e.example_id)))
 
 
+def current_feature_set(examples: Sequence[TrainingExample]) -> list[TrainingExample]:
+    """The examples computed with the newest example's feature set (``examples`` ordered
+    by event time): after ``eddy apply`` changed the definitions, a model is fitted and
+    judged on the features it will be served, never on a mix of old and new ones.
+
+    >>> from types import SimpleNamespace as Ex
+    >>> window = [Ex(example_id="a", feature_set="old"), Ex(example_id="b", feature_set="new"),
+    ...           Ex(example_id="c", feature_set="new")]
+    >>> [e.example_id for e in current_feature_set(window)]
+    ['b', 'c']
+    """
+    if not examples:
+        return []
+    newest = examples[-1].feature_set
+    return [e for e in examples if e.feature_set == newest]
+
+
 def is_classification(labels: Sequence[Any]) -> bool:
     return all(isinstance(y, bool | str) or float(y).is_integer() for y in labels)
 

@@ -121,6 +121,7 @@ from eddy.services.training.core import (
     TooFewExamples,
     TrainingSet,
     correctness,
+    current_feature_set,
     evaluate,
     evaluate_slices,
     holdout_promise,
@@ -260,7 +261,7 @@ class Retrainer:
         if champion is None:
             return []
         recent = min(self.policy.window, REVIEW_HOLDOUTS * self.policy.min_holdout)
-        window = training_set(self.recent_examples(recent)).examples
+        window = current_feature_set(training_set(self.recent_examples(recent)).examples)
         if not window or not is_classification([e.label for e in window]):
             return []
         guarded = self.guard_champion(model, champion, window)
@@ -575,7 +576,9 @@ class Retrainer:
         is registered when there is too little to learn from, or to wait for.
         """
         started = time.monotonic()
-        window = training_set(self.recent_examples(self.policy.window)).examples
+        window = current_feature_set(
+            training_set(self.recent_examples(self.policy.window)).examples
+        )
         min_holdout, share = self.policy.min_holdout, self.policy.holdout
         chosen = choose_examples(window, since, waiting, min_holdout, share)
         if chosen is None:

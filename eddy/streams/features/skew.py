@@ -92,6 +92,7 @@ class Served:
     features: dict[str, FeatureValue]  # the snapshot: the exact vector scored
     raw: dict[str, FeatureValue]  # the request's own features
     model_version: str | None = None
+    feature_set: str | None = None  # the fingerprint the answer says it was computed with
 
 
 @dataclass(frozen=True)

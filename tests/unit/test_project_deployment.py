@@ -239,3 +239,19 @@ def test_a_redis_url_with_a_password_is_refused_in_a_project(project: Path) -> N
 def test_a_project_named_by_its_file_says_to_name_the_folder(project: Path) -> None:
     with pytest.raises(SettingsError, match="not a project folder"):
         Settings.from_env({PROJECT_VARIABLE: str(project / "eddy.toml")})
+
+
+def test_the_stack_script_gets_the_projects_data_folder_and_services(project: Path) -> None:
+    from eddy.services.cli.main import stack_env
+
+    text = (project / "eddy.toml").read_text()
+    (project / "eddy.toml").write_text(
+        text.replace("[settings]", '[settings]\nredis_maxmemory = "64mb"', 1)
+    )
+    env = stack_env(Settings.from_env({PROJECT_VARIABLE: str(project)}), {"PATH": "/bin"})
+    assert env["EDDY_DATA_DIR"] == str(project.resolve() / "state")
+    assert env["EDDY_REDIS_MAXMEMORY"] == "64mb"
+    # Left to the defaults, the script starts its own Kafka and Redis: nothing to pass.
+    assert "EDDY_KAFKA_BOOTSTRAP" not in env
+    assert "EDDY_REDIS_URL" not in env
+    assert stack_env(Settings.from_env({}), {})["STACK_PYTHON"]

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from eddy.services.config.settings import PROJECT_ROOT, Settings, SettingsError
+from eddy.services.config.settings import ENV_PREFIX, PROJECT_ROOT, Settings, SettingsError
 from eddy.services.ops import logs
 from eddy.services.ops.console import (
     Record,
@@ -145,29 +145,44 @@ def _exit_for_restart(_signum: int, _frame: Any) -> None:
     raise SystemExit(0)
 
 
-def _stack(action: str) -> int:
-    env = {**os.environ, "STACK_PYTHON": sys.executable}
+# The settings scripts/stack.sh reads (as EDDY_* variables): where the stack keeps its
+# data, Redis's memory cap, and the services to use instead of starting any.
+STACK_SETTINGS = ("data_dir", "redis_maxmemory", "kafka_bootstrap", "redis_url")
+
+
+def _stack(action: str, settings: Settings) -> int:
+    env = stack_env(settings, os.environ)
     return subprocess.call(["bash", str(STACK_SCRIPT), action], env=env)  # noqa: S603, S607
+
+
+def stack_env(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of scripts/stack.sh: ``environ``, plus what the settings set
+    explicitly among :data:`STACK_SETTINGS` (a project's ``[settings]``, which the script
+    cannot read). Defaults stay unset: a bootstrap or Redis URL set means "use that one,
+    start none" to the script."""
+    env = {**environ, "STACK_PYTHON": sys.executable}
+    for name in STACK_SETTINGS:
+        if name in settings.model_fields_set:
+            env[ENV_PREFIX + name.upper()] = str(getattr(settings, name))
+    return env
 
 
 @app.command()
 def up() -> None:
     """Start the local Kafka broker and Redis (or check the external ones you named)."""
-    _settings()
-    raise typer.Exit(_stack("up"))
+    raise typer.Exit(_stack("up", _settings()))
 
 
 @app.command()
 def down() -> None:
     """Stop the Kafka broker and Redis that `eddy up` started."""
-    raise typer.Exit(_stack("down"))
+    raise typer.Exit(_stack("down", _settings()))
 
 
 @app.command()
 def status() -> None:
     """Say whether Kafka and Redis run and answer; exit 0 only when both do."""
-    _settings()
-    raise typer.Exit(_stack("status"))
+    raise typer.Exit(_stack("status", _settings()))
 
 
 @app.command()
@@ -1036,7 +1051,7 @@ def demo(
     threadpool_limits(limits=settings.retrain_threads or None)
     if scenario not in SCENARIOS:
         raise typer.BadParameter(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
-    if _stack("up") != 0:
+    if _stack("up", settings) != 0:
         raise typer.Exit(1)
     options = DemoOptions(
         duration_s=60.0 if short else duration, rate=rate, scenario=scenario, seed=seed

@@ -176,7 +176,13 @@ def up() -> None:
 @app.command()
 def down() -> None:
     """Stop the Kafka broker and Redis that `eddy up` started."""
-    raise typer.Exit(_stack("down", _settings()))
+    try:
+        settings = _settings()
+    except typer.Exit:
+        # A broken project must not keep what runs from stopping: the variables decide.
+        typer.secho("stopping the stack the EDDY_* variables name", err=True)
+        settings = Settings()
+    raise typer.Exit(_stack("down", settings))
 
 
 @app.command()

@@ -255,3 +255,22 @@ def test_the_stack_script_gets_the_projects_data_folder_and_services(project: Pa
     assert "EDDY_KAFKA_BOOTSTRAP" not in env
     assert "EDDY_REDIS_URL" not in env
     assert stack_env(Settings.from_env({}), {})["STACK_PYTHON"]
+
+
+def test_a_project_using_sasl_loads_with_the_password_in_the_environment(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (project / "eddy.toml").read_text()
+    (project / "eddy.toml").write_text(
+        text.replace(
+            "[settings]",
+            '[settings]\nkafka_security_protocol = "SASL_SSL"\n'
+            'kafka_sasl_mechanism = "SCRAM-SHA-512"\nkafka_sasl_username = "eddy"',
+            1,
+        )
+    )
+    monkeypatch.delenv("EDDY_KAFKA_SASL_PASSWORD", raising=False)
+    with pytest.raises(ProjectError, match="SASL"):
+        load_project(project)
+    monkeypatch.setenv("EDDY_KAFKA_SASL_PASSWORD", "from-the-environment")
+    assert load_project(project).settings["kafka_sasl_username"] == "eddy"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.util
+import os
 import re
 import sys
 import tomllib
@@ -40,7 +41,12 @@ from eddy.services.config.project_file import (
     ProjectFileError,
     trusted_prefixes,
 )
-from eddy.services.config.settings import PRIVATE_SETTING_ADVICE, PRIVATE_SETTINGS, Settings
+from eddy.services.config.settings import (
+    ENV_PREFIX,
+    PRIVATE_SETTING_ADVICE,
+    PRIVATE_SETTINGS,
+    Settings,
+)
 from eddy.services.project.errors import (
     FIRST_LINE,
     ProjectError,
@@ -220,8 +226,16 @@ def _settings_overrides(path: Path, text: str, document: Mapping[str, Any]) -> d
                 f"unknown setting {key!r} (settings are EDDY_* variables without the "
                 f"prefix, in lower case){hint}",
             )
+    # Validated with the environment's EDDY_* values beside them, as a service reads
+    # them: a rule across settings (a SASL protocol needs its password) may rest on a
+    # secret only the environment holds.
+    environment = {
+        name: os.environ[f"{ENV_PREFIX}{name.upper()}"]
+        for name in known
+        if f"{ENV_PREFIX}{name.upper()}" in os.environ and name not in NOT_PROJECT_SETTINGS
+    }
     try:
-        Settings.model_validate(overrides)
+        Settings.model_validate({**environment, **overrides})
     except ValidationError as error:
         first = error.errors()[0]
         invalid = str(first["loc"][0]) if first["loc"] else None

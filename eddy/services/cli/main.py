@@ -26,6 +26,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from eddy.services.config.project_file import ProjectFileError, project_fields
 from eddy.services.config.settings import ENV_PREFIX, PROJECT_ROOT, Settings, SettingsError
 from eddy.services.ops import logs
 from eddy.services.ops.console import (
@@ -63,6 +64,7 @@ from eddy.streams.dead_letters.letter import (
 from eddy.streams.drift.alert_text import describe_alert
 from eddy.streams.messages import schema_files
 from eddy.streams.messages.raw_schema import RawSchema
+from eddy.streams.messages.schema_files import RAW_FIELDS_OF
 from eddy.streams.transport.admin import ensure_topics, list_topics
 from eddy.streams.transport.clients import make_redis
 from eddy.streams.transport.topics import Topic, topic_name
@@ -93,13 +95,16 @@ skew_app = typer.Typer(help="Training-serving skew.", no_args_is_help=True)
 app.add_typer(skew_app, name="skew")
 
 
-def _settings() -> Settings:
-    found = find_project(Path.cwd(), os.environ)
+def _settings(project: Path | None = None) -> Settings:
+    """The settings of this command (``project``: of that project's deployment, read
+    without touching this process's environment); a bad one is an error, exit 2."""
+    found = None if project is not None else find_project(Path.cwd(), os.environ)
     if found is not None and not os.environ.get(PROJECT_VARIABLE):
         # The entry point decides, once, for this process and the services it starts.
         os.environ[PROJECT_VARIABLE] = str(found)
+    named = None if project is None else {**os.environ, PROJECT_VARIABLE: str(project)}
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(named)
     except SettingsError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
@@ -813,7 +818,7 @@ def produce(
     settings = _settings()
     try:
         spec = resolve_topic(settings, topic)
-        raw = raw_schema_of(_project(settings))
+        raw = _declared_fields(settings) if spec.topic in RAW_FIELDS_OF else None
         if csv_file is not None:
             report = _produce_csv(settings, spec, csv_file, raw)
         elif file is None:
@@ -832,6 +837,17 @@ def produce(
         )
     typer.echo(f"sent {len(report.sent)}, rejected {len(report.rejected)} to {spec.name}", err=True)
     raise typer.Exit(1 if report.rejected else 0)
+
+
+def _declared_fields(settings: Settings) -> RawSchema | None:
+    """The project's raw fields, from its eddy.toml alone (None: no project)."""
+    if settings.project is None:
+        return None
+    try:
+        return project_fields(settings.project)
+    except ProjectFileError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
 
 
 def _produce_csv(settings: Settings, spec: Any, path: Path, raw: RawSchema | None) -> Any:
@@ -949,13 +965,7 @@ def _project_at(folder: Path | None) -> tuple[Project, Settings]:
     except ProjectError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(2) from None
-    try:
-        settings = Settings.from_env({**os.environ, PROJECT_VARIABLE: str(project.root)})
-    except SettingsError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    logs.configure(settings.log_level)
-    return project, settings
+    return project, _settings(project.root)
 
 
 @app.command()

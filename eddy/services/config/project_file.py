@@ -41,12 +41,14 @@ from pathlib import Path
 from typing import Any
 
 from eddy.services.project.layout import PROJECT_FILE
+from eddy.streams.messages.raw_schema import RawSchema
 
 PROJECT_TABLE = "project"
 SETTINGS_TABLE = "settings"
 MODEL_KEY = "model"
 MODEL_SETTING = "model_name"
 MODELS_TABLE = "models"
+FIELDS_TABLE = "fields"
 TRUSTED_KEY = "trusted"
 # A dotted Python name with at least one dot, ending with one (a package or module:
 # every type under it) or not (one type).
@@ -113,6 +115,17 @@ def project_trusted(root: Path) -> tuple[str, ...]:
         return trusted_prefixes(_table(path, document, MODELS_TABLE))
     except ProjectFileError as error:
         raise ProjectFileError(f"{path}: {error}") from None
+
+
+def project_fields(root: Path) -> RawSchema:
+    """The raw fields ``root``'s eddy.toml declares (``[fields]``), read without
+    importing the project's modules: what ``eddy produce`` checks lines against.
+    ``eddy plan`` gives a bad declaration's line."""
+    path, document = _document(root)
+    try:
+        return RawSchema.from_table(_table(path, document, FIELDS_TABLE))
+    except ValueError as error:
+        raise ProjectFileError(f"{path}: [fields]: {error}") from None
 
 
 def trusted_prefixes(models: Mapping[str, Any]) -> tuple[str, ...]:

@@ -18,7 +18,6 @@ written file, and two ``eddy apply`` at once get consecutive revisions.
 from __future__ import annotations
 
 import fcntl
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 import orjson
 
 from eddy.services.project.manifest import Manifest
+from eddy.streams.store.serialization import write_atomically
 
 DEPLOYMENT_DIR = "deployment"
 CURRENT_FILE = "applied.json"
@@ -105,9 +105,8 @@ class AppliedStore:
             )
             data = orjson.dumps(applied.as_dict(), option=orjson.OPT_INDENT_2)
             history = self.folder / HISTORY_DIR / f"{applied.revision:0{REVISION_DIGITS}d}.json"
-            history.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomically(history, data)
-            _write_atomically(self.folder / CURRENT_FILE, data)
+            write_atomically(history, data)
+            write_atomically(self.folder / CURRENT_FILE, data)
             return applied
 
     @contextmanager
@@ -119,13 +118,3 @@ class AppliedStore:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file, sync it, then rename it over ``path``."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with partial.open("wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(partial, path)

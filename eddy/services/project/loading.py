@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from eddy.services.config.project_file import (
+    FIELDS_TABLE,
     MODEL_KEY,
     MODELS_TABLE,
     NOT_PROJECT_SETTINGS,
@@ -60,7 +61,6 @@ from eddy.streams.features.compute import TIME_SINCE_LAST, FeatureSet
 from eddy.streams.learning.models import binary_model_of, model_class, task_of
 from eddy.streams.messages.raw_schema import FieldDeclarationError, RawSchema
 
-FIELDS_TABLE = "fields"
 PROJECT_KEYS = ("name", MODEL_KEY)
 FEATURES_NAME = "FEATURES"
 ONLINE_MODEL = "online_model"

@@ -33,7 +33,7 @@ from eddy.streams.dead_letters.letter import (
     SOURCE_OFFSET,
     SOURCE_PARTITION,
 )
-from eddy.streams.features.compute import encode_state
+from eddy.streams.features.compute import encode_state, feature_vector
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.store.online import OnlineStore
 from eddy.streams.transport.admin import committed_offsets, ensure_topics
@@ -175,7 +175,7 @@ def test_duplicates_and_reordering_leave_the_state_of_one_in_order_pass(stack: S
         if passes != "in order":
             batch = batch + batch
             rng.shuffle(batch)  # per-key order is shuffled too; all within the lateness
-        pipeline = build_pipeline(settings, FEATURES, None)
+        pipeline = build_pipeline(settings, FEATURES, None, repairs=True)  # cached states
         records = [_raw(settings, i, key, value) for i, (key, value) in enumerate(batch)]
         for start in range(0, len(records), 37):
             pipeline.handle(records[start : start + 37])
@@ -186,15 +186,45 @@ def test_duplicates_and_reordering_leave_the_state_of_one_in_order_pass(stack: S
     assert states[0] == states[1]
 
 
+def test_a_cached_state_another_worker_wrote_since_is_read_again(stack: Settings) -> None:
+    """A worker folds into the states it wrote last (its cache); when another worker
+    wrote an entity meanwhile (both owned the partition during a rebalance), the
+    compare-and-set refuses the stale copy and the entity is read again: nothing the
+    other wrote is overwritten."""
+    settings = stack.model_copy(update={"topic_prefix": f"eddy-cache-{uuid.uuid4().hex[:8]}."})
+    ensure_topics(settings)
+    base = quiet_hour_base()
+    cached = build_pipeline(settings, FEATURES, None, repairs=True)
+    other = build_pipeline(settings, FEATURES, None)
+    try:
+        for offset, pipeline in enumerate([cached, other, cached]):
+            value = event("u", f"u-{offset}", base + offset, 10.0 * (offset + 1))
+            pipeline.handle([_raw(settings, offset, b"u", value)])
+    finally:
+        cached.close()
+        other.close()
+    store = OnlineStore(
+        make_redis(settings), settings.topic_prefix, 3600, states=FEATURES.state_fingerprint()
+    )
+    stored = store.load(["u"])["u"]
+    assert sorted(stored.state.seen) == ["u-0", "u-1", "u-2"]
+    vector = feature_vector(stored.state, FEATURES, base + 3)
+    assert (vector["amount_count_1h"], vector["amount_sum_1h"]) == (3, 60.0)
+    assert stored.rev == 3
+
+
 def _raw(settings: Settings, offset: int, key: bytes, value: bytes) -> Any:
     from eddy.streams.dead_letters.letter import RawRecord
 
     return RawRecord(f"{settings.topic_prefix}events", 0, offset, key, value, [])
 
 
+@pytest.mark.parametrize("engine", ["poll", "faust"])
 def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
-    deployment: FeatureDeployment,
+    deployment: FeatureDeployment, engine: str
 ) -> None:
+    """Either engine (EDDY_FEATURE_ENGINE) commits only what the pipeline made durable."""
+    deployment.settings = deployment.settings.model_copy(update={"feature_engine": engine})
     base = quiet_hour_base()
     entities = [f"c{i}" for i in range(40)]
     rng = random.Random(11)
@@ -457,13 +487,17 @@ def test_a_redis_that_comes_back_without_acknowledged_writes_is_repaired_from_ka
     assert all(worker.poll() is None for worker in deployment.workers)
 
 
+@pytest.mark.parametrize("engine", ["poll", "faust"])
 def test_a_batch_redis_refuses_ends_the_worker_unacknowledged_and_a_restart_applies_it(
-    deployment: FeatureDeployment, private_redis: str
+    deployment: FeatureDeployment, private_redis: str, engine: str
 ) -> None:
     """faust restarts a failed agent in-process and acknowledges the batch in hand: a
     batch that failed for good (not an outage) was committed unapplied. Redis out of
-    memory is such a failure: the worker must exit with nothing committed."""
-    deployment.settings = deployment.settings.model_copy(update={"redis_url": private_redis})
+    memory is such a failure: the worker must exit with nothing committed, whichever
+    engine consumes the batches."""
+    deployment.settings = deployment.settings.model_copy(
+        update={"redis_url": private_redis, "feature_engine": engine}
+    )
     refusing = redis.Redis.from_url(private_redis)
     refusing.config_set("maxmemory", 1)  # every write: OOM command not allowed
     base = quiet_hour_base()

@@ -246,14 +246,19 @@ def run_features() -> None:
 
     Start several to share the partitions of `events` (one consumer group).
     """
+    from eddy.services.workers import feature_consumer
     from eddy.services.workers.faust_app import run_worker
     from eddy.services.workers.features import build_app
 
     settings = _settings()
     project = _project(settings)
     serve_metrics("features", settings)
+    fs, schema = features_of(project), raw_schema_of(project)
     with _following(settings, project):
-        run_worker(build_app(settings, features_of(project), raw_schema_of(project)), settings)
+        if settings.feature_engine == "faust":
+            run_worker(build_app(settings, fs, schema), settings)
+        else:
+            feature_consumer.run(settings, fs, schema)
 
 
 @run_app.command("learner")

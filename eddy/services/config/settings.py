@@ -129,6 +129,20 @@ class Settings(BaseModel):
     feature_batch_wait_ms: int = Field(
         50, ge=1, description="Longest wait to fill a feature-worker batch."
     )
+    feature_engine: str = Field(
+        "poll",
+        pattern="^(poll|faust)$",
+        description="What consumes the feature worker's batches: poll (Eddy's consumer "
+        "runtime, the default: about twice the events/s) or faust (a faust-streaming "
+        "agent). Both hand the same batches to the one FeaturePipeline; stop every "
+        "worker of a deployment before switching (the two cannot share a group).",
+    )
+    feature_cache_entities: int = Field(
+        100_000,
+        ge=0,
+        description="Entity states a feature worker keeps after writing them, to fold "
+        "into without reading Redis again (0: none).",
+    )
     feature_ttl_s: int = Field(
         7 * 24 * 3600, ge=60, description="Expiry of an idle entity's online features."
     )

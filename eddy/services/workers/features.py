@@ -52,6 +52,7 @@ from eddy.streams.features.pipeline import FeaturePipeline, LostRange
 from eddy.streams.messages.raw_schema import RawSchema
 from eddy.streams.store.online import OnlineStore
 from eddy.streams.store.snapshots import SnapshotStore
+from eddy.streams.store.state_cache import StateCache
 from eddy.streams.transport.admin import committed_offsets
 from eddy.streams.transport.clients import (
     TopicGone,
@@ -111,6 +112,23 @@ def build_pipeline(
         side_outputs=side_outputs,
         snapshot_horizon_s=None if side_outputs else settings.label_window_s,
         repair=functools.partial(repair, settings, fs=fs, schema=schema) if repairs else None,
+        cache=StateCache(settings.feature_cache_entities) if repairs else None,
+    )
+
+
+def count_batch(records: list[RawRecord], counts: Counter[str], seconds: float) -> None:
+    """Metrics and the debug log line of a batch the pipeline handled (either engine)."""
+    metrics.BATCH_SECONDS.labels("features").observe(seconds)
+    for verdict in ("new", "duplicate", "too_late", "invalid"):
+        metrics.EVENTS.labels(verdict).inc(counts[verdict])
+    metrics.DEAD_LETTERS.labels("events").inc(counts["invalid"])
+    log.debug(
+        "batch applied",
+        extra={
+            "records": len(records),
+            "first": f"{records[0].topic}[{records[0].partition}]@{records[0].offset}",
+            **counts,
+        },
     )
 
 
@@ -137,18 +155,7 @@ def build_app(settings: Settings, fs: FeatureSet, schema: RawSchema | None) -> f
             except Exception:
                 exit_before_acknowledging("a feature batch failed")
             positions.finished(offsets)
-            metrics.BATCH_SECONDS.labels("features").observe(time.perf_counter() - started)
-            for verdict in ("new", "duplicate", "too_late", "invalid"):
-                metrics.EVENTS.labels(verdict).inc(counts[verdict])
-            metrics.DEAD_LETTERS.labels("events").inc(counts["invalid"])
-            log.debug(
-                "batch applied",
-                extra={
-                    "records": len(records),
-                    "first": f"{records[0].topic}[{records[0].partition}]@{records[0].offset}",
-                    **counts,
-                },
-            )
+            count_batch(records, counts, time.perf_counter() - started)
 
     topic_watch: list[TopicWatch] = []  # started with the app, not when it is built
 
@@ -173,6 +180,7 @@ def build_app(settings: Settings, fs: FeatureSet, schema: RawSchema | None) -> f
     async def forget(*app_and_revoked: Any, **_: Any) -> None:
         _app, revoked = app_and_revoked
         positions.forget(revoked)
+        pipeline.forget_cached()
 
     app.task(watch)
     app.timer(OBSERVE_EVERY_S)(observe)

@@ -30,7 +30,6 @@ Three properties make replays and redeliveries safe:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -75,7 +74,7 @@ class Window:
         if self.size_s <= 0 or self.step_s <= 0 or self.size_s % self.step_s:
             raise ValueError(f"window step {self.step_s}s must divide its size {self.size_s}s")
 
-    @property
+    @cached_property
     def name(self) -> str:
         size = _duration(self.size_s)
         return size if self.step_s == self.size_s else f"{size}_every_{_duration(self.step_s)}"
@@ -100,11 +99,6 @@ def _duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
-@functools.cache
-def _op_names(source: str, ops: tuple[str, ...], window: str) -> tuple[str, ...]:
-    return tuple(f"{source}_{op}_{window}" for op in ops)
-
-
 @dataclass(frozen=True)
 class Aggregate:
     """``ops`` of raw feature ``source`` over ``window``; names like ``amount_sum_1h``."""
@@ -121,11 +115,11 @@ class Aggregate:
     def names(self) -> list[str]:
         return list(self.op_names)
 
-    @property
+    @cached_property
     def op_names(self) -> tuple[str, ...]:
         """The feature name of each op, in ``ops`` order (computed once: every feature
         vector needs them)."""
-        return _op_names(self.source, self.ops, self.window.name)
+        return tuple(f"{self.source}_{op}_{self.window.name}" for op in self.ops)
 
 
 @dataclass(frozen=True)
@@ -323,9 +317,10 @@ def apply_event(
             start = math.floor(event_time / width) * width
             bucket = state.buckets.setdefault(source, {}).setdefault(start, Bucket())
             bucket.add(event_time, event_id, raw[source])
-    newest = event_time if state.newest is None else max(state.newest, event_time)
-    state.newest = newest
-    _prune(state, fs, newest)
+    if state.newest is None or event_time > state.newest:
+        # Only a newer event moves the floors: an older one is above them (admitted).
+        state.newest = event_time
+        _prune(state, fs, event_time)
     return Applied.NEW
 
 
@@ -380,8 +375,9 @@ def feature_vector(
             for start, bucket in state.buckets.get(aggregate.source, {}).items()
             if window_start <= start <= as_of
         ]
+        merged = _merge(in_window, aggregate.ops)
         for op, name in zip(aggregate.ops, aggregate.op_names, strict=True):
-            vector[name] = _combine(op, in_window)
+            vector[name] = merged.value(op)
     for ratio in fs.ratios:
         vector[ratio.name] = _ratio(vector.get(ratio.numerator), vector.get(ratio.denominator))
     if fs.time_since_last:
@@ -397,33 +393,69 @@ def freshness(state: EntityState, as_of: float) -> float | None:
     return None if state.newest is None else max(0.0, as_of - state.newest)
 
 
-def _combine(op: str, buckets: list[Bucket]) -> FeatureValue:
-    count = sum(b.count for b in buckets)
-    numeric = sum(b.numeric_count for b in buckets)
-    if op == "count":
-        return count
-    if op == "distinct":
-        return len(set().union(*(b.distinct for b in buckets))) if buckets else 0
-    if op == "last":
-        lasts = [b.last for b in buckets if b.last is not None]
-        return max(lasts, key=lambda last: last[:2])[2] if lasts else None
-    if op == "sum":
-        return _within_bound(_quotient(sum(b.sum_fixed for b in buckets), 1 << SUM_BITS))
-    if numeric == 0:
-        return None
-    if op == "min":
-        return min(b.low for b in buckets if b.low is not None)
-    if op == "max":
-        return max(b.high for b in buckets if b.high is not None)
-    total = sum(b.sum_fixed for b in buckets)
-    if op == "mean":
-        return _quotient(total, numeric << SUM_BITS)
-    squares = sum(b.square_fixed for b in buckets)
-    # n·Σx² - (Σx)², both exact integers at 2⁻¹²⁸: the variance without cancellation.
-    variance = _quotient(
-        max(numeric * squares - total * total, 0), (numeric * numeric) << SQUARE_BITS
+@dataclass
+class _Merged:
+    """The partial aggregates of a window's buckets added up once, so that every op of
+    an aggregate reads them instead of walking the buckets again (a feature vector is
+    built for every event that carries or may get a label: the feature worker's most
+    frequent computation)."""
+
+    count: int
+    numeric: int
+    total: int
+    squares: int
+    low: float | None
+    high: float | None
+    last: tuple[float, str, FeatureValue] | None
+    distinct: int
+
+    def value(self, op: str) -> FeatureValue:
+        if op == "count":
+            return self.count
+        if op == "distinct":
+            return self.distinct
+        if op == "last":
+            return None if self.last is None else self.last[2]
+        if op == "sum":
+            return _within_bound(_quotient(self.total, 1 << SUM_BITS))
+        if self.numeric == 0:
+            return None
+        if op == "min":
+            return self.low
+        if op == "max":
+            return self.high
+        if op == "mean":
+            return _quotient(self.total, self.numeric << SUM_BITS)
+        # n·Σx² - (Σx)², both exact integers at 2⁻¹²⁸: the variance without cancellation.
+        variance = _quotient(
+            max(self.numeric * self.squares - self.total * self.total, 0),
+            (self.numeric * self.numeric) << SQUARE_BITS,
+        )
+        return None if variance is None else math.sqrt(variance)
+
+
+def _merge(buckets: list[Bucket], ops: tuple[str, ...]) -> _Merged:
+    """Add up ``buckets`` once for all of ``ops`` (the union of distinct values only
+    when an op needs it)."""
+    count = numeric = total = squares = 0
+    low: float | None = None
+    high: float | None = None
+    last: tuple[float, str, FeatureValue] | None = None
+    for bucket in buckets:
+        count += bucket.count
+        numeric += bucket.numeric_count
+        total += bucket.sum_fixed
+        squares += bucket.square_fixed
+        if bucket.low is not None and (low is None or bucket.low < low):
+            low = bucket.low
+        if bucket.high is not None and (high is None or bucket.high > high):
+            high = bucket.high
+        if bucket.last is not None and (last is None or bucket.last[:2] > last[:2]):
+            last = bucket.last
+    distinct = (
+        len(set().union(*(b.distinct for b in buckets))) if buckets and "distinct" in ops else 0
     )
-    return None if variance is None else math.sqrt(variance)
+    return _Merged(count, numeric, total, squares, low, high, last, distinct)
 
 
 def _quotient(numerator: int, denominator: int) -> float | None:

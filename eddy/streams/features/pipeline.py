@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,6 +53,7 @@ from eddy.streams.messages.raw_schema import RawSchema
 from eddy.streams.messages.validation import InvalidMessage, decode, encode
 from eddy.streams.store.online import OnlineStore, StoredState
 from eddy.streams.store.snapshots import Snapshot, SnapshotStore
+from eddy.streams.store.state_cache import StateCache
 
 log = logging.getLogger(__name__)
 
@@ -228,13 +229,16 @@ class FeaturePipeline:
         snapshot_store: SnapshotStore | None = None,
         snapshot_horizon_s: float | None = None,
         repair: Callable[[list[LostRange]], None] | None = None,
+        cache: StateCache | None = None,
     ) -> None:
         """``schema``: the raw fields events must fit (None: any; see
         :func:`decode_batch`). ``side_outputs=False`` (a rebuild or repair from Kafka)
         sends no dead letters and no training examples; snapshots are recorded when a
         store is given, only for events within ``snapshot_horizon_s`` of now when that
         is set. ``repair`` re-applies offsets the store lost (None: losses are not
-        looked for)."""
+        looked for). ``cache``: the states this pipeline wrote, folded into again
+        instead of read back (:mod:`~eddy.streams.store.state_cache`; None: every batch
+        reads Redis)."""
         self._fs = fs
         self._schema = schema
         self._store = store
@@ -247,6 +251,7 @@ class FeaturePipeline:
         self._snapshot_horizon_s = snapshot_horizon_s
         self._repair = repair
         self._written: dict[str, int] = {}  # the watermark this writer last set
+        self._cache = cache if cache is not None else StateCache(0)
 
     def handle(self, records: Sequence[RawRecord]) -> Counter[str]:
         """Process one batch; when this returns, every effect is durable."""
@@ -261,7 +266,7 @@ class FeaturePipeline:
             self._repair_losses(spans, self._repair)
         applied = {name: last for name, (_, last) in spans.items()}
         for _attempt in range(MAX_SAVE_ATTEMPTS):
-            loaded = self._store.load(event.entity_id for _, event in pending)
+            loaded = self._load(event.entity_id for _, event in pending)
             folded = fold_events(
                 pending, loaded, self._fs, snapshots=self._snapshot_store is not None
             )
@@ -279,6 +284,7 @@ class FeaturePipeline:
             if self._snapshot_store is not None:
                 self._snapshot_store.record(self._recent(folded.snapshots))
             lost = set(self._store.save(folded.changed, applied))
+            self._keep(loaded, folded.changed, lost)
             for name, offset in applied.items():
                 self._written[name] = max(self._written.get(name, -1), offset)
             applied = {}
@@ -289,6 +295,33 @@ class FeaturePipeline:
             pending = [(r, e) for r, e in pending if e.entity_id in lost]
         raise StoreContention(f"entities kept changing under this worker: {sorted(lost)}")
 
+    @property
+    def dead_letters(self) -> DeadLetterSink:
+        """Where this pipeline sends the records it refuses."""
+        return self._dead_letters
+
+    def forget_cached(self) -> None:
+        """Read every state from Redis again (the worker's partitions changed: another
+        worker may have written its entities meanwhile)."""
+        self._cache.clear()
+
+    def _load(self, entity_ids: Iterable[str]) -> dict[str, StoredState]:
+        loaded, misses = self._cache.take(entity_ids)
+        loaded.update(self._store.load(misses))
+        return loaded
+
+    def _keep(
+        self, loaded: dict[str, StoredState], changed: dict[str, StoredState], lost: set[str]
+    ) -> None:
+        """Cache what Redis now holds: each written state at its new revision, each
+        unchanged one as read; never one whose write lost a race."""
+        for entity_id, stored in loaded.items():
+            if entity_id in lost:
+                continue
+            if entity_id in changed:
+                stored.rev += 1
+            self._cache.put(entity_id, stored)
+
     def _repair_losses(
         self, spans: dict[str, tuple[int, int]], repair: Callable[[list[LostRange]], None]
     ) -> None:
@@ -297,6 +330,7 @@ class FeaturePipeline:
         }
         losses = lost_ranges(self._store.watermarks_of(list(spans)), expected)
         if losses:
+            self._cache.clear()  # the repair writes these states, not this pipeline
             repair(losses)
 
     def _recent(self, snapshots: list[tuple[str, Snapshot]]) -> list[tuple[str, Snapshot]]:

@@ -359,25 +359,26 @@ def feature_vector(
     Buckets that start after ``as_of`` are left out, so a training example built as of
     an event's time sees no later event's bucket.
     """
+    passthrough = fs.passthrough
     vector: dict[str, FeatureValue] = {
         name: last[2]
         for name, last in sorted(state.last.items())
-        if fs.passthrough is None or name in fs.passthrough
+        if passthrough is None or name in passthrough
     }
     if raw:
         vector.update(
-            (k, v) for k, v in raw.items() if fs.passthrough is None or k in fs.passthrough
+            raw if passthrough is None else ((k, v) for k, v in raw.items() if k in passthrough)
         )
     for aggregate in fs.aggregates:
+        buckets = state.buckets.get(aggregate.source)
         window_start = aggregate.window.start(as_of)
-        in_window = [
-            bucket
-            for start, bucket in state.buckets.get(aggregate.source, {}).items()
-            if window_start <= start <= as_of
-        ]
-        merged = _merge(in_window, aggregate.ops)
-        for op, name in zip(aggregate.ops, aggregate.op_names, strict=True):
-            vector[name] = merged.value(op)
+        in_window = (
+            [bucket for start, bucket in buckets.items() if window_start <= start <= as_of]
+            if buckets
+            else []
+        )
+        values = _window_values(in_window, aggregate.ops)
+        vector.update(zip(aggregate.op_names, values, strict=True))
     for ratio in fs.ratios:
         vector[ratio.name] = _ratio(vector.get(ratio.numerator), vector.get(ratio.denominator))
     if fs.time_since_last:
@@ -393,50 +394,11 @@ def freshness(state: EntityState, as_of: float) -> float | None:
     return None if state.newest is None else max(0.0, as_of - state.newest)
 
 
-@dataclass
-class _Merged:
-    """The partial aggregates of a window's buckets added up once, so that every op of
-    an aggregate reads them instead of walking the buckets again (a feature vector is
-    built for every event that carries or may get a label: the feature worker's most
-    frequent computation)."""
-
-    count: int
-    numeric: int
-    total: int
-    squares: int
-    low: float | None
-    high: float | None
-    last: tuple[float, str, FeatureValue] | None
-    distinct: int
-
-    def value(self, op: str) -> FeatureValue:
-        if op == "count":
-            return self.count
-        if op == "distinct":
-            return self.distinct
-        if op == "last":
-            return None if self.last is None else self.last[2]
-        if op == "sum":
-            return _within_bound(_quotient(self.total, 1 << SUM_BITS))
-        if self.numeric == 0:
-            return None
-        if op == "min":
-            return self.low
-        if op == "max":
-            return self.high
-        if op == "mean":
-            return _quotient(self.total, self.numeric << SUM_BITS)
-        # n·Σx² - (Σx)², both exact integers at 2⁻¹²⁸: the variance without cancellation.
-        variance = _quotient(
-            max(self.numeric * self.squares - self.total * self.total, 0),
-            (self.numeric * self.numeric) << SQUARE_BITS,
-        )
-        return None if variance is None else math.sqrt(variance)
-
-
-def _merge(buckets: list[Bucket], ops: tuple[str, ...]) -> _Merged:
-    """Add up ``buckets`` once for all of ``ops`` (the union of distinct values only
-    when an op needs it)."""
+def _window_values(buckets: list[Bucket], ops: tuple[str, ...]) -> list[FeatureValue]:
+    """Each of ``ops`` over a window's ``buckets``, in ``ops`` order: the partial
+    aggregates are added up once for all of them (a feature vector is built for every
+    event that carries or may get a label, the feature worker's most frequent
+    computation)."""
     count = numeric = total = squares = 0
     low: float | None = None
     high: float | None = None
@@ -452,10 +414,30 @@ def _merge(buckets: list[Bucket], ops: tuple[str, ...]) -> _Merged:
             high = bucket.high
         if bucket.last is not None and (last is None or bucket.last[:2] > last[:2]):
             last = bucket.last
-    distinct = (
-        len(set().union(*(b.distinct for b in buckets))) if buckets and "distinct" in ops else 0
-    )
-    return _Merged(count, numeric, total, squares, low, high, last, distinct)
+    values: list[FeatureValue] = []
+    for op in ops:
+        if op == "count":
+            values.append(count)
+        elif op == "distinct":
+            values.append(len(set().union(*(b.distinct for b in buckets))) if buckets else 0)
+        elif op == "last":
+            values.append(None if last is None else last[2])
+        elif op == "sum":
+            values.append(_within_bound(_quotient(total, 1 << SUM_BITS)))
+        elif numeric == 0:
+            values.append(None)
+        elif op == "min":
+            values.append(low)
+        elif op == "max":
+            values.append(high)
+        elif op == "mean":
+            values.append(_quotient(total, numeric << SUM_BITS))
+        else:  # std: n·Σx² - (Σx)², both exact integers at 2⁻¹²⁸, without cancellation
+            variance = _quotient(
+                max(numeric * squares - total * total, 0), (numeric * numeric) << SQUARE_BITS
+            )
+            values.append(None if variance is None else math.sqrt(variance))
+    return values
 
 
 def _quotient(numerator: int, denominator: int) -> float | None:

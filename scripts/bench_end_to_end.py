@@ -76,6 +76,17 @@ class Result:
     requests_per_s: float
     seconds: float
     finished: dict[str, float]  # seconds from the first send until each part was done
+    # Per service, resident MiB once half the events were committed and at the end: a
+    # process whose memory grows with the events processed shows it here.
+    rss_mib: dict[str, tuple[float, float]]
+
+
+def resident_mib(pid: int) -> float:
+    """``VmRSS`` of a running process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"no VmRSS for pid {pid}")
 
 
 def measure(base: Settings, events: int, requests: int) -> Result:
@@ -85,14 +96,17 @@ def measure(base: Settings, events: int, requests: int) -> Result:
         now = time.time()
         register_champion(settings, seed_features(settings, now), now)
         settings = settings.model_copy(update={"checkpoint_interval_s": CHECKPOINT_INTERVAL_S})
-        workers = []
+        workers = {}
         try:
             for service in SERVICES:
-                workers += start_workers(settings, [EDDY, "run", service], settings.data_dir)
+                [workers[service]] = start_workers(
+                    settings, [EDDY, "run", service], settings.data_dir
+                )
             _wait_for_groups(settings)
-            return _run(settings, event_records(events), requests)
+            pids = {service: worker.pid for service, worker in workers.items()}
+            return _run(settings, event_records(events), requests, pids)
         finally:
-            stop_workers(workers)
+            stop_workers(list(workers.values()))
 
 
 def _wait_for_groups(settings: Settings) -> None:
@@ -107,7 +121,9 @@ def _wait_for_groups(settings: Settings) -> None:
     )
 
 
-def _run(settings: Settings, events: list[tuple[bytes, bytes]], count: int) -> Result:
+def _run(
+    settings: Settings, events: list[tuple[bytes, bytes]], count: int, pids: dict[str, int]
+) -> Result:
     requests_topic, answers_topic = topics(settings)
     requests = request_records("e2e", count)
     answers = Answers(settings, answers_topic)
@@ -123,13 +139,16 @@ def _run(settings: Settings, events: list[tuple[bytes, bytes]], count: int) -> R
             sender.start()
         ids = [orjson.loads(value)["request_id"] for _, value in requests]
         examples = len(range(0, len(events), LABEL_EVERY))
-        _until_done(settings, len(events), examples, ids, answers, started, finished)
+        halfway = _until_done(
+            settings, len(events), examples, ids, answers, started, finished, pids
+        )
         for sender in senders:
             sender.join()
+        rss = {service: (halfway[service], resident_mib(pid)) for service, pid in pids.items()}
     finally:
         answers.stop()
     seconds = max(finished.values())
-    return Result(len(events) / seconds, count / seconds, seconds, finished)
+    return Result(len(events) / seconds, count / seconds, seconds, finished, rss)
 
 
 def _until_done(
@@ -140,7 +159,11 @@ def _until_done(
     answers: Answers,
     started: float,
     finished: dict[str, float],
-) -> None:
+    pids: dict[str, int],
+) -> dict[str, float]:
+    """Waits until every part is done (noting when in ``finished``); returns each
+    service's resident MiB once half the events were committed."""
+    halfway: dict[str, float] = {}
     checkpoints = CheckpointStore(
         settings.data_dir / "checkpoints" / settings.model_name,
         signing_key(None, settings.data_dir),
@@ -153,8 +176,10 @@ def _until_done(
                 raise RuntimeError(f"not done after {DEADLINE_S}s: only {sorted(finished)}")
             elapsed = time.perf_counter() - started
             if "features" not in finished:
-                group = app_id(settings)
-                if committed(admin, group, events_topic(settings)) >= events:
+                done = committed(admin, app_id(settings), events_topic(settings))
+                if done >= events / 2 and not halfway:
+                    halfway = {service: resident_mib(pid) for service, pid in pids.items()}
+                if done >= events:
                     finished["features"] = elapsed
             if "learner" not in finished and _learned(checkpoints) >= examples:
                 finished["learner"] = elapsed
@@ -163,6 +188,7 @@ def _until_done(
             time.sleep(POLL_S)
     finally:
         admin.close()
+    return halfway
 
 
 def _learned(checkpoints: CheckpointStore) -> int:
@@ -183,9 +209,11 @@ def main() -> None:
         result = measure(base, args.events, args.requests)
         results.append(result)
         parts = "  ".join(f"{k} {v:.1f}s" for k, v in sorted(result.finished.items()))
+        memory = "  ".join(f"{k} {a:.0f}->{b:.0f}" for k, (a, b) in result.rss_mib.items())
         print(
             f"run {run + 1}: {result.events_per_s:,.0f} events/s with "
-            f"{result.requests_per_s:,.0f} requests/s answered ({parts})"
+            f"{result.requests_per_s:,.0f} requests/s answered ({parts}); "
+            f"RSS MiB half-way->end: {memory}"
         )
     rates = [r.events_per_s for r in results]
     print(

@@ -58,7 +58,6 @@ from eddy.services.project.errors import (
 )
 from eddy.services.project.layout import FEATURES_FILE, MODELS_FILE, PROJECT_FILE
 from eddy.streams.features.compute import TIME_SINCE_LAST, FeatureSet
-from eddy.streams.learning.models import binary_model_of, model_class, task_of
 from eddy.streams.messages.raw_schema import FieldDeclarationError, RawSchema
 
 PROJECT_KEYS = ("name", MODEL_KEY)
@@ -106,6 +105,11 @@ class Project:
 
 def load_project(root: Path) -> Project:
     """The project in ``root``, checked; raises :class:`ProjectError` on the first problem."""
+    # Imported here, not with this module: River, scikit-learn and pandas are about
+    # 100 MiB of every process that imports the CLI, a feature worker without a
+    # project included, which never needs them.
+    from eddy.streams.learning.models import binary_model_of, model_class, task_of
+
     root = root.resolve()
     path = root / PROJECT_FILE
     text = _read(path, f"no {PROJECT_FILE}: not an Eddy project (create one with `eddy init`)")

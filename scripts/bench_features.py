@@ -97,7 +97,13 @@ def event_records(count: int, tag: str = "") -> Records:
             "event_id": f"{tag}ev-{i}",
             "entity_id": entity,
             "event_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + i / count)),
-            "features": {"amount": (i * 7919) % 1000 / 10, "country": "NL" if i % 3 else "DE"},
+            # An entity's amounts differ (its n-th event is shifted by n/10): with
+            # ENTITIES a multiple of 1000 they were all equal, and min, max and std
+            # checked nothing.
+            "features": {
+                "amount": (i * 7919 + i // ENTITIES) % 1000 / 10,
+                "country": "NL" if i % 3 else "DE",
+            },
         }
         if i % LABEL_EVERY == 0:
             event["label"] = i % 2

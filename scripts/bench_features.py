@@ -12,7 +12,17 @@ For each run, the same pre-produced events (on a fresh topic prefix) are consume
   process, without faust, fed the same records in batches of ``EDDY_FEATURE_BATCH_SIZE``
   (validation, features, training examples, compare-and-set writes, real Redis/Kafka);
 - **eddy**: an ``eddy run features`` process (faust agent around that pipeline,
-  commits after durability).
+  commits after durability);
+- **quix** and **faust** (the peers; ``--no-peers`` leaves them out): the same features
+  as Eddy's default :data:`~eddy.streams.features.definitions.FEATURES` (per entity, on
+  event time with an hour of lateness: count, sum, mean, min, max, std and last amount
+  over a 1-hour tumbling window, count, sum and mean over 10 minutes hopping every
+  minute, distinct countries over a day, amount over the hour's mean, seconds since the
+  previous event), written to Redis in batches, as a Quix Streams application
+  (``scripts/peers/quix_features.py``, in its own virtualenv ``.eddy/peers-venv``) and as
+  a faust agent over windowed tables (``same-work-worker`` below) would compute them.
+  After they ran, every entity's values from each peer are checked against Eddy's own
+  computation over the same events ("peer values checked: ok", or the run fails).
 
 Worker rates are measured on the group's committed offsets from its first commit to
 its last, so start-up is not counted.
@@ -27,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import math
 import os
 import platform
 import shutil
@@ -37,6 +49,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +63,14 @@ sys.path.insert(0, str(ROOT))
 from eddy.services.config.settings import Settings
 from eddy.services.workers.features import app_id, build_pipeline
 from eddy.streams.dead_letters.letter import RawRecord
-from eddy.streams.features.definitions import FEATURES
+from eddy.streams.features.compute import (
+    TIME_SINCE_LAST,
+    EntityState,
+    FeatureValue,
+    apply_event,
+    feature_vector,
+)
+from eddy.streams.features.definitions import DAY, FEATURES, HOUR
 from eddy.streams.transport.admin import (
     COORDINATOR_NOT_READY,
     committed_offsets,
@@ -58,6 +78,7 @@ from eddy.streams.transport.admin import (
     ensure_topics,
 )
 from eddy.streams.transport.clients import make_admin, make_consumer, make_producer, make_redis
+from eddy.streams.transport.config import SecurityProtocol
 from eddy.streams.transport.topics import Topic, topic_name
 
 ENTITIES = 2_000
@@ -70,6 +91,13 @@ STOP_TIMEOUT_S = 30
 SCAN_COUNT = 10_000  # keys per SCAN step: the shared Redis may hold many others
 BENCH_DIR = ROOT / ".eddy" / "bench"
 EDDY = str(Path(sys.executable).with_name("eddy"))
+PEERS_DIR = ROOT / "scripts" / "peers"
+QUIX_PEER = PEERS_DIR / "quix_features.py"
+QUIX_REQUIREMENTS = PEERS_DIR / "requirements-quix.txt"
+PEERS_VENV = ROOT / ".eddy" / "peers-venv"
+RECENT_S, STEP_S = 10 * 60, 60  # the peers' 10-minute window hopping every minute
+PEER_LINGER_S = 0.005
+PEER_TOLERANCE = 1e-9  # relative: Eddy sums in exact fixed point, the peers in floats
 
 Records = list[tuple[bytes, bytes]]
 
@@ -97,7 +125,13 @@ def event_records(count: int, tag: str = "") -> Records:
             "event_id": f"{tag}ev-{i}",
             "entity_id": entity,
             "event_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + i / count)),
-            "features": {"amount": (i * 7919) % 1000 / 10, "country": "NL" if i % 3 else "DE"},
+            # An entity's amounts differ (its n-th event is shifted by n/10): with
+            # ENTITIES a multiple of 1000 they were all equal, and min, max and std
+            # checked nothing.
+            "features": {
+                "amount": (i * 7919 + i // ENTITIES) % 1000 / 10,
+                "country": "NL" if i % 3 else "DE",
+            },
         }
         if i % LABEL_EVERY == 0:
             event["label"] = i % 2
@@ -323,7 +357,7 @@ def cleanup(settings: Settings, keep_files: bool = False) -> None:
     reset_state(settings)
     admin = make_admin(settings)
     try:
-        ours = [name for name in admin.list_topics() if name.startswith(settings.topic_prefix)]
+        ours = [name for name in admin.list_topics() if owned_topic(name, settings.topic_prefix)]
         if ours:
             admin.delete_topics(ours)
     finally:
@@ -332,6 +366,12 @@ def cleanup(settings: Settings, keep_files: bool = False) -> None:
         print(f"logs and state kept in {settings.data_dir}", file=sys.stderr)
     elif settings.data_dir.is_relative_to(BENCH_DIR):
         shutil.rmtree(settings.data_dir, ignore_errors=True)
+
+
+def owned_topic(name: str, prefix: str) -> bool:
+    """Whether topic ``name`` belongs to the deployment under ``prefix``: its own, or one
+    the Quix peer made (Quix names its changelogs ``changelog__<group>--…``)."""
+    return name.startswith((prefix, f"changelog__{prefix}", f"repartition__{prefix}"))
 
 
 @contextmanager
@@ -348,11 +388,14 @@ def throwaway(settings: Settings) -> Iterator[Settings]:
         cleanup(settings, keep_files=failed)
 
 
-def measure(base: Settings, events: int) -> dict[str, float]:
-    """One run: the same events through the bare loop, faust no-op, pipeline and worker."""
+def measure(base: Settings, events: int, peers: bool = True) -> dict[str, float]:
+    """One run: the same events through the bare loop, faust no-op, pipeline and worker,
+    then (``peers``) through the Quix Streams and faust peers, whose values are checked."""
+    quix = quix_command(base) if peers else None
     with throwaway(deployment(base, "feat")) as settings:
         topic = events_topic(settings)
-        produce_events(settings, topic, events)
+        records = event_records(events)
+        send_records(settings, topic, records)
         rates = {"bare": asyncio.run(bare_loop(settings, topic, events, settings.partitions))}
         noop = [sys.executable, __file__, "noop-worker"]
         rates["noop"] = worker_rate(
@@ -363,18 +406,139 @@ def measure(base: Settings, events: int) -> dict[str, float]:
         rates["eddy"] = worker_rate(
             settings, topic, events, settings.data_dir, [EDDY, "run", "features"], app_id(settings)
         )
+        if quix is not None:
+            group = quix_group(settings)
+            command = [*quix, "--topic", topic, "--group", group]
+            rates["quix"] = worker_rate(settings, topic, events, settings.data_dir, command, group)
+        if peers:
+            command = [sys.executable, __file__, "same-work-worker"]
+            rates["faust"] = worker_rate(
+                settings, topic, events, settings.data_dir, command, faust_peer_app_id(settings)
+            )
+            check_peers(settings, records, [peer for peer in PEERS if peer in rates])
     return rates
+
+
+def peers_python() -> Path:
+    """The peers' interpreter, in ``.eddy/peers-venv``: quixstreams wants another pydantic
+    than Eddy pins, so it cannot live in Eddy's virtualenv. Made on first use, and made
+    afresh when the requirements or this Python change (their hash is kept beside it)."""
+    wanted = hashlib.sha256(
+        QUIX_REQUIREMENTS.read_bytes() + platform.python_version().encode()
+    ).hexdigest()
+    stamp = PEERS_VENV / "requirements.sha256"
+    python = PEERS_VENV / "bin" / "python"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    print(f"making {PEERS_VENV} from {QUIX_REQUIREMENTS.name}", file=sys.stderr)
+    shutil.rmtree(PEERS_VENV, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "-r", str(QUIX_REQUIREMENTS)], check=True)
+    stamp.write_text(wanted)
+    return python
+
+
+def quix_command(settings: Settings) -> list[str] | None:
+    """The Quix peer's command, its virtualenv made first; None (with a warning) on a
+    broker that is not plaintext, the only kind the peer is wired for."""
+    if settings.kafka_security_protocol is not SecurityProtocol.PLAINTEXT:
+        print("warning: the Quix peer needs a plaintext broker; it is left out", file=sys.stderr)
+        return None
+    return [str(peers_python()), str(QUIX_PEER)]
+
+
+def quix_group(settings: Settings) -> str:
+    return f"{settings.topic_prefix}quix"
+
+
+def peer_key(settings: Settings, peer: str, entity: str) -> str:
+    """Where a peer keeps an entity's features (JSON): under the deployment's prefix, so
+    :func:`reset_state` and :func:`cleanup` remove them. The Quix peer writes the same."""
+    return f"{settings.topic_prefix}{peer}:{{{entity}}}"
+
+
+def expected_features(records: Records) -> dict[str, dict[str, FeatureValue]]:
+    """Per entity, the features a peer must hold once it has read ``records``.
+
+    The windowed aggregates are Eddy's own: :data:`FEATURES` folded by
+    :func:`apply_event` and read by :func:`feature_vector` as of the entity's newest
+    event. The last amount (and the ratio built on it) is the newest event's, a tie of
+    event times going to the later arrival as in the peers (Eddy breaks it by event id);
+    the seconds since the previous event are the newest event's (Eddy serves them as of
+    the request's time, which the peers cannot know).
+    """
+    states: dict[str, EntityState] = {}
+    newest: dict[str, tuple[float, float | None, FeatureValue]] = {}
+    for _key, value in records:
+        event = orjson.loads(value)
+        entity, raw = event["entity_id"], event["features"]
+        at = datetime.fromisoformat(event["event_time"]).timestamp()
+        apply_event(states.setdefault(entity, EntityState()), FEATURES, event["event_id"], at, raw)
+        before = newest.get(entity)
+        if before is None or at >= before[0]:
+            newest[entity] = (at, None if before is None else at - before[0], raw["amount"])
+    (ratio,) = FEATURES.ratios
+    expected: dict[str, dict[str, FeatureValue]] = {}
+    for entity, state in states.items():
+        vector = feature_vector(state, FEATURES, as_of=newest[entity][0])
+        values = {name: vector[name] for a in FEATURES.aggregates for name in a.op_names}
+        _, gap, last = newest[entity]
+        mean = values[ratio.denominator]
+        values["amount_last_1h"] = last
+        values[ratio.name] = last / mean if isinstance(last, int | float) and mean else None
+        values[TIME_SINCE_LAST] = gap
+        expected[entity] = values
+    return expected
+
+
+def check_peers(settings: Settings, records: Records, peers: list[str]) -> None:
+    """Every entity's features as each peer wrote them, against
+    :func:`expected_features`: a peer cannot be fast by computing something else."""
+    expected = expected_features(records)
+    entities = sorted(expected)
+    redis = make_redis(settings)
+    wrong: list[str] = []
+    try:
+        for peer in peers:
+            stored = redis.mget([peer_key(settings, peer, entity) for entity in entities])
+            for entity, raw in zip(entities, stored, strict=True):
+                held = orjson.loads(raw) if raw else {}
+                wrong += [
+                    f"{peer} {entity} {name}: {held.get(name, 'missing')!r}, expected {want!r}"
+                    for name, want in expected[entity].items()
+                    if name not in held or not same_value(held[name], want)
+                ]
+    finally:
+        redis.close()
+    if wrong:
+        raise RuntimeError(
+            f"{len(wrong)} peer values differ from Eddy's features: " + "; ".join(wrong[:5])
+        )
+    print(f"peer values checked: ok ({', '.join(peers)}: {len(entities):,} entities each)")
+
+
+def same_value(held: Any, want: FeatureValue) -> bool:
+    if isinstance(held, int | float) and isinstance(want, int | float):
+        return math.isclose(held, want, rel_tol=PEER_TOLERANCE, abs_tol=PEER_TOLERANCE)
+    return bool(held == want)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--peers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the Quix Streams and faust peers (default: on)",
+    )
     args = parser.parse_args()
     base = Settings.from_env().model_copy(update={"metrics_port": 0})
     results: dict[str, list[float]] = {}
     for run in range(args.runs):
-        for name, rate in measure(base, args.events).items():
+        for name, rate in measure(base, args.events, peers=args.peers).items():
             results.setdefault(name, []).append(rate)
         print(f"run {run + 1}: " + "  ".join(f"{n} {v[-1]:,.0f}/s" for n, v in results.items()))
     print(
@@ -385,6 +549,8 @@ def main() -> None:
     )
     bare = statistics.median(results["bare"])
     for name, label in LABELS.items():
+        if name not in results:
+            continue
         values = results[name]
         print(
             f"{label:44} median {statistics.median(values):>9,.0f}/s "
@@ -398,7 +564,10 @@ LABELS = {
     "noop": "faust no-op agent (1 worker)",
     "pipeline": "FeaturePipeline.handle in-process (no faust)",
     "eddy": "eddy run features (1 worker)",
+    "quix": "Quix Streams peer, same features (1 process)",
+    "faust": "faust tables peer, same features (1 worker)",
 }
+PEERS = ("quix", "faust")
 
 
 def noop_app_id(settings: Settings) -> str:
@@ -422,8 +591,166 @@ def run_noop_worker() -> None:
     run_worker(app, settings)
 
 
+def faust_peer_app_id(settings: Settings) -> str:
+    return f"{settings.topic_prefix}faust-peer"
+
+
+def run_same_work_worker() -> None:
+    """Eddy's default features in plain faust-streaming, the way its documentation keeps
+    windowed aggregates: a windowed table per window, keyed by entity, on the events'
+    own time (``relative_to_field``), each value the window's partial aggregates, kept
+    in Kafka changelogs; and a table of each entity's newest event time, which refuses
+    an event older than that by more than the allowed lateness, as Eddy does (faust's
+    windows have no grace of their own).
+
+    A stream processor folds each event into the tables: faust picks the windows and
+    the changelog partition from the event in hand, which a batch does not have. The
+    agent takes the events in batches, like the feature worker, and writes the entities
+    they touched to Redis in one pipeline per batch before the batch is acknowledged, so
+    committed offsets never run ahead of Redis.
+    """
+    import faust
+
+    from eddy.services.workers.faust_app import make_app, run_worker
+
+    settings = Settings.from_env()
+    # faust sends every table update to its changelog at once (linger 0): the 5 ms Eddy's
+    # feature worker and librdkafka (so Quix) linger let those share requests.
+    app = make_app(settings, faust_peer_app_id(settings), producer_linger=PEER_LINGER_S)
+    lateness = FEATURES.allowed_lateness_s
+
+    class PeerEvent(faust.Record, isodates=True, serializer="json"):
+        event_id: str
+        entity_id: str
+        event_time: datetime
+        features: dict[str, Any]
+        label: int | None = None
+
+    hourly = app.Table("amount-1h", default=dict).tumbling(HOUR, expires=HOUR + lateness)
+    recent = app.Table("amount-10m", default=dict).hopping(
+        RECENT_S, STEP_S, expires=RECENT_S + lateness
+    )
+    daily = app.Table("country-1d", default=list).tumbling(DAY, expires=DAY + lateness)
+    newest = app.Table("newest", default=list)  # [time, seconds since the one before]
+
+    def as_of_newest(event: Any) -> float:
+        return float(newest[event.value.entity_id][0])
+
+    def trailing(event: Any) -> float:
+        """faust reads the newest hopping window holding a time; Eddy's is the oldest,
+        the one ending right after it: the newest one holding a time this much earlier."""
+        return as_of_newest(event) - (RECENT_S - STEP_S)
+
+    # Written at the event's own time, read as of the entity's newest event.
+    hourly_in, recent_in, daily_in = (
+        table.relative_to_field(PeerEvent.event_time) for table in (hourly, recent, daily)
+    )
+    hourly_now, daily_now = hourly.relative_to(as_of_newest), daily.relative_to(as_of_newest)
+    recent_now = recent.relative_to(trailing)
+    pending: dict[str, dict[str, FeatureValue]] = {}
+
+    def fold(event: PeerEvent) -> PeerEvent:
+        key, at = event.entity_id, event.event_time.timestamp()
+        seen = newest[key]
+        if seen and at < seen[0] - lateness:
+            return event
+        amount, country = event.features.get("amount"), event.features.get("country")
+        if amount is not None:
+            hourly_in[key].apply(add_amount, [at, amount])
+            recent_in[key].apply(add_recent, amount)
+        if country is not None:
+            daily_in[key].apply(add_country, country)
+        if not seen or at >= seen[0]:
+            newest[key] = [at, at - seen[0] if seen else None]
+        pending[key] = peer_features(
+            hourly_now[key].value(), recent_now[key].value(), daily_now[key].value(), newest[key][1]
+        )
+        return event
+
+    redis = make_redis(settings)
+    events = app.topic(events_topic(settings), key_serializer="raw", value_type=PeerEvent)
+
+    @app.agent(events, concurrency=1)
+    async def same_work(stream: Any) -> None:
+        stream.add_processor(fold)
+        wait_s = settings.feature_batch_wait_ms / 1000
+        async for _batch in stream.take_events(settings.feature_batch_size, within=wait_s):
+            # Folded, possibly with some of the next batch's events: written early is fine.
+            ready = dict(pending)
+            pending.clear()
+            pipe = redis.pipeline(transaction=False)
+            for entity, features in ready.items():
+                pipe.set(peer_key(settings, "faust", entity), orjson.dumps(features))
+            await asyncio.to_thread(pipe.execute)
+
+    run_worker(app, settings)
+
+
+def add_amount(window: dict[str, Any], sample: list[float]) -> dict[str, Any]:
+    """One amount into an hour's partial aggregates: count, sum, Welford's mean and sum of
+    squared deviations (for the std), min, max and the last by event time."""
+    at, amount = sample
+    window = window or {
+        "n": 0,
+        "sum": 0.0,
+        "mean": 0.0,
+        "m2": 0.0,
+        "min": amount,
+        "max": amount,
+        "last_at": at,
+    }
+    n = window["n"] + 1
+    delta = amount - window["mean"]
+    mean = window["mean"] + delta / n
+    later = at >= window["last_at"]
+    return {
+        "n": n,
+        "sum": window["sum"] + amount,
+        "mean": mean,
+        "m2": window["m2"] + delta * (amount - mean),
+        "min": min(window["min"], amount),
+        "max": max(window["max"], amount),
+        "last": amount if later else window["last"],
+        "last_at": at if later else window["last_at"],
+    }
+
+
+def add_recent(window: dict[str, Any], amount: float) -> dict[str, Any]:
+    return {"n": window.get("n", 0) + 1, "sum": window.get("sum", 0.0) + amount}
+
+
+def add_country(countries: list[str], country: str) -> list[str]:
+    return countries if country in countries else sorted([*countries, country])
+
+
+def peer_features(
+    hour: dict[str, Any], recent: dict[str, Any], countries: list[str], gap: float | None
+) -> dict[str, FeatureValue]:
+    """An entity's features, under Eddy's names, from its windows' partial aggregates."""
+    mean = hour["sum"] / hour["n"] if hour else None
+    last = hour.get("last")
+    return {
+        "amount_count_1h": hour.get("n", 0),
+        "amount_sum_1h": hour.get("sum", 0.0),
+        "amount_mean_1h": mean,
+        "amount_min_1h": hour.get("min"),
+        "amount_max_1h": hour.get("max"),
+        "amount_std_1h": math.sqrt(hour["m2"] / hour["n"]) if hour else None,
+        "amount_last_1h": last,
+        "amount_count_10m_every_1m": recent.get("n", 0),
+        "amount_sum_10m_every_1m": recent.get("sum", 0.0),
+        "amount_mean_10m_every_1m": recent["sum"] / recent["n"] if recent else None,
+        "country_distinct_1d": len(countries),
+        "amount_vs_hourly_mean": last / mean if last is not None and mean else None,
+        TIME_SINCE_LAST: gap,
+    }
+
+
+WORKERS = {"noop-worker": run_noop_worker, "same-work-worker": run_same_work_worker}
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["noop-worker"]:
-        run_noop_worker()
+    worker = WORKERS.get(sys.argv[1]) if len(sys.argv) == 2 else None
+    if worker is not None:
+        worker()
     else:
         main()

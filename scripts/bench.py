@@ -223,6 +223,9 @@ class Bench:
             "noop": "bench_features.worker_rate (bench_features.py noop-worker)",
             "pipeline": "bench_features.pipeline_rate",
             "eddy": "bench_features.worker_rate (eddy run features)",
+            "eddy_faust": "bench_features.worker_rate (eddy run features, faust engine)",
+            "quix": "bench_features.worker_rate (scripts/peers/quix_features.py)",
+            "faust": "bench_features.worker_rate (bench_features.py same-work-worker)",
         }
         for run in range(self.sizes.runs):
             print(f"features, run {run + 1}", flush=True)

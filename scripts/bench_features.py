@@ -204,7 +204,7 @@ def pipeline_rate(settings: Settings, topic: str, count: int) -> float:
                 records += [RawRecord.of(r) for r in polled]
     finally:
         consumer.close()
-    pipeline = build_pipeline(settings, FEATURES, None)
+    pipeline = build_pipeline(settings, FEATURES, None, repairs=True)  # the worker's
     size = settings.feature_batch_size
     started = time.perf_counter()
     for start in range(0, len(records), size):
@@ -402,10 +402,14 @@ def measure(base: Settings, events: int, peers: bool = True) -> dict[str, float]
             settings, topic, events, settings.data_dir, noop, noop_app_id(settings)
         )
         rates["pipeline"] = pipeline_rate(settings, topic, events)
-        reset_state(settings)
-        rates["eddy"] = worker_rate(
-            settings, topic, events, settings.data_dir, [EDDY, "run", "features"], app_id(settings)
-        )
+        # Each engine in a consumer group of its own (named by the model), on a fresh store.
+        for key, engine in (("eddy", "poll"), ("eddy_faust", "faust")):
+            reset_state(settings)
+            engined = settings.model_copy(update={"feature_engine": engine, "model_name": engine})
+            command = [EDDY, "run", "features"]
+            rates[key] = worker_rate(
+                engined, topic, events, settings.data_dir, command, app_id(engined)
+            )
         if quix is not None:
             group = quix_group(settings)
             command = [*quix, "--topic", topic, "--group", group]
@@ -563,7 +567,8 @@ LABELS = {
     "bare": "bare aiokafka + Redis pipeline",
     "noop": "faust no-op agent (1 worker)",
     "pipeline": "FeaturePipeline.handle in-process (no faust)",
-    "eddy": "eddy run features (1 worker)",
+    "eddy": "eddy run features (1 worker, poll engine: the default)",
+    "eddy_faust": "eddy run features (1 worker, faust engine)",
     "quix": "Quix Streams peer, same features (1 process)",
     "faust": "faust tables peer, same features (1 worker)",
 }

@@ -44,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import bench_end_to_end
 import bench_features
 import bench_learner
 import bench_predictor
@@ -80,11 +81,15 @@ class Sizes:
     rate: float
     scale_events: int
     scale_requests: int
+    e2e_events: int
+    e2e_requests: int
     processes: tuple[int, ...] = (1, 2, 4)
 
 
-FULL = Sizes(3, 50_000, 20_000, 500, (10_000, 100_000), 20_000, 3_000, 250.0, 30_000, 10_000)
-QUICK = Sizes(1, 10_000, 3_000, 500, (2_000,), 3_000, 1_000, 250.0, 10_000, 3_000)
+FULL = Sizes(
+    3, 50_000, 20_000, 500, (10_000, 100_000), 20_000, 3_000, 250.0, 30_000, 10_000, 30_000, 10_000
+)
+QUICK = Sizes(1, 10_000, 3_000, 500, (2_000,), 3_000, 1_000, 250.0, 10_000, 3_000, 5_000, 2_000)
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,7 @@ LATENCY = {
 }
 SECONDS = {"champion": Column("alert → champion s", ".2f"), "fit": Column("bare fit s", ".2f")}
 MEMORY = {"peak": Column("peak RSS MiB", ",.0f")}
+E2E = {"events": Column("events/s", ",.0f"), "requests": Column("requests/s answered", ",.0f")}
 
 
 class PeakMemory(threading.Thread):
@@ -214,6 +220,8 @@ class Bench:
     tables: dict[str, Table] = field(default_factory=dict)
     detection: list[list[str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    # Per service of the end-to-end runs: (resident MiB half-way, at the end) per run.
+    e2e_memory: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
     def table(self, key: str, title: str, columns: dict[str, Column]) -> Table:
         return self.tables.setdefault(key, Table(title, columns))
@@ -344,7 +352,20 @@ class Bench:
                         None if n == one else _scale_label(one),
                     )
 
-    SECTIONS = ("features", "learner", "prediction", "retrain", "scaling")
+    def end_to_end(self) -> None:
+        table = self.table("end_to_end", "End to end, every service running", E2E)
+        for run in range(self.sizes.runs):
+            print(f"end to end, run {run + 1}", flush=True)
+            result = bench_end_to_end.measure(
+                self.base, self.sizes.e2e_events, self.sizes.e2e_requests
+            )
+            label, source = "events in → champion answers out", "bench_end_to_end.measure"
+            table.add(label, result.events_per_s, source, column="events")
+            table.add(label, result.requests_per_s, source, column="requests")
+            for service, (halfway, end) in result.rss_mib.items():
+                self.e2e_memory.setdefault(service, []).append((halfway, end))
+
+    SECTIONS = ("features", "learner", "prediction", "retrain", "scaling", "end_to_end")
 
     def run(self, sections: list[str]) -> list[str]:
         """Measure ``sections`` in order; returns those that failed (their tables are
@@ -366,6 +387,54 @@ class Bench:
             print(f"{section}: {self.seconds[section] / 60:.1f} min", flush=True)
         self.tables["memory"] = self.memory.table()
         return failed
+
+
+def _end_to_end_text(bench: Bench) -> str:
+    t = bench.tables["end_to_end"]
+    label = next(iter(t.rows))
+    events = t.median(label, "events")
+    features = bench.tables.get("features")
+    peers = ""
+    if features is not None:
+        labels = bench_features.LABELS
+        quix, alone = features.median(labels["quix"]), features.median(labels["eddy"])
+        peers = f"""
+
+Next to the parts measured alone above: `eddy run features` alone ran at {alone:,.0f}
+events/s, so with every service sharing the machine the whole loop keeps
+{events / alone:.2f}x of it. The Quix Streams peer computing the features alone, before
+any learning or serving, ran at {quix:,.0f} events/s: a system built from the peers would
+add a learner and a predictor to that, sharing the same cores, so its sum can only be
+slower than {quix:,.0f} events/s end to end, which Eddy's whole loop reaches
+{events / quix:.2f}x."""
+    growth = "\n".join(
+        f"| eddy run {service} | "
+        + ", ".join(f"{a:,.0f} → {b:,.0f}" for a, b in bench.e2e_memory[service])
+        + " |"
+        for service in sorted(bench.e2e_memory)
+    )
+    service, grew = max(
+        ((name, end - halfway) for name, runs in bench.e2e_memory.items() for halfway, end in runs),
+        key=lambda item: item[1],
+    )
+    return f"""## End to end (`scripts/bench_end_to_end.py`)
+
+`eddy run features`, `learner`, `predictor` and `retrainer` run together on a fresh
+deployment with the prediction benchmark's champion. {bench.sizes.e2e_events:,} events (one
+in {bench_features.LABEL_EVERY} labelled) and {bench.sizes.e2e_requests:,} prediction requests
+are sent at the same time; the clock stops when the feature workers committed every event,
+the learner sealed a checkpoint holding every training example and every answer was read
+back. Events/s is the events over that time; the requests were answered within it.
+
+{markdown(t)}{peers}
+
+Resident memory of each service, in MiB, once half the events were committed → at the
+end, per run; the most any grew over the second half of a run is {grew:,.0f} MiB
+(`eddy run {service}`):
+
+| service | RSS half-way → end, per run |
+|---|---|
+{growth}"""
 
 
 def _scale_label(n: int) -> str:
@@ -462,6 +531,7 @@ SECTION_NAMES = {
     "learner": "learning",
     "prediction": "prediction",
     "retrain": "alert → champion",
+    "end_to_end": "end to end",
 }
 
 
@@ -489,7 +559,9 @@ its report under `.eddy/bench/` instead; `--runs N` changes the number of runs.
 
 Each section also runs alone, with its own options: `scripts/bench_features.py`,
 `scripts/bench_learner.py`, `scripts/bench_predictor.py`, `scripts/bench_retrain.py`,
-`scripts/bench_scaling.py`. The explanations here are part of the generator: edit them in
+`scripts/bench_scaling.py`, `scripts/bench_end_to_end.py`. The first run builds the peers'
+own virtualenv (`.eddy/peers-venv`, Quix Streams from PyPI). The explanations here are
+part of the generator: edit them in
 `scripts/bench.py`.
 
 Machine: {machine()}; {stack_versions(base)}. This run took
@@ -501,6 +573,7 @@ Machine: {machine()}; {stack_versions(base)}. This run took
         ("prediction", _prediction_text),
         ("retrain", _retrain_text),
         ("scaling_features", _scaling_text),
+        ("end_to_end", _end_to_end_text),
     ):
         if key in bench.tables:
             parts.append(section(bench))

@@ -39,6 +39,23 @@ if [[ ! -f $WEB/node_modules/chart.js/dist/chart.umd.js ]]; then
   fi
 fi
 
+# Debian's Chromium and its ChromeDriver, which the dashboard's browser test drives
+# (tests/integration/test_dashboard_browser.py): test tools cannot download a browser of
+# their own here, and Debian builds the two together, so their versions always match.
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    say "installing Debian's chromium and chromium-driver for the dashboard's browser test ..."
+    mkdir -p "$ROOT/.eddy"
+    (apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver) >"$ROOT/.eddy/apt-chromium.log" 2>&1 \
+      || { say "ERROR: apt-get could not install chromium and chromium-driver; see $ROOT/.eddy/apt-chromium.log"; exit 1; }
+  else
+    say "ERROR: /usr/bin/chromium or /usr/bin/chromedriver is missing and apt-get cannot run as this user: install Debian's chromium and chromium-driver (sudo apt-get install chromium chromium-driver)"
+    exit 1
+  fi
+fi
+
 UV_VERSION=0.9.13
 want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
 if [[ ! -f $STAMP || $(<"$STAMP") != "$want" ]]; then

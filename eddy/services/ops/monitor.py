@@ -83,27 +83,48 @@ def quantile_from_buckets(buckets: list[tuple[float, float]], q: float) -> float
     return buckets[-1][0]
 
 
-def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Samples by name from a Prometheus text endpoint (empty when it does not answer)."""
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def scrape(url: str) -> Samples | None:
+    """Samples by name from a Prometheus text endpoint; None when it does not answer,
+    so that a service that is down shows as no data rather than as zeros."""
     try:
         text = urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S).read().decode()  # noqa: S310
     except OSError:
-        return {}
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+        return None
+    samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
     return samples
 
 
-def _total(
-    samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **match: str
-) -> float:
+def _total(samples: Samples | None, name: str, **match: str) -> float | None:
+    """The sum of ``name``'s samples that match; None when the service did not answer."""
+    if samples is None:
+        return None
     return sum(
         v
         for labels, v in samples.get(name, [])
         if all(labels.get(k) == m for k, m in match.items())
     )
+
+
+def rate(value: float | None, previous: float | None, elapsed_s: float) -> float | None:
+    """A counter's increase per second between two samples.
+
+    None unless both samples were read and the counter did not go back (its service
+    restarted, counting from 0 again): a gap in the chart, not a made-up 0 or a dip.
+
+    >>> rate(30.0, 10.0, 2.0)
+    10.0
+    >>> rate(None, 10.0, 2.0), rate(30.0, None, 2.0), rate(3.0, 10.0, 2.0)
+    (None, None, None)
+    """
+    if value is None or previous is None or value < previous or elapsed_s <= 0:
+        return None
+    return (value - previous) / elapsed_s
 
 
 class Monitor:
@@ -114,7 +135,8 @@ class Monitor:
         self.alerts: collections.deque[dict[str, Any]] = collections.deque(maxlen=ALERTS_KEPT)
         self.drift: dict[str, float] = {}
         self.slices: dict[str, dict[str, float]] = {}  # the learner's, per slice
-        self._previous: dict[str, float] = {}
+        self._previous: dict[str, float | None] = {}  # the last sample's counters
+        self._previous_at: float | None = None
         self._buckets: dict[float, float] = {}
         self.lag: dict[str, dict[str, int]] = {}
         self._admin: Any = None
@@ -136,42 +158,47 @@ class Monitor:
             scrape(self.url("learner")),
             scrape(self.url("predictor")),
         )
+        answered = _total(predictor, "eddy_requests_total")
+        resent = _total(predictor, "eddy_requests_total", outcome="resent")
         counters = {
             "events": _total(features, "eddy_events_total"),
-            "requests": _total(predictor, "eddy_requests_total")
-            - _total(predictor, "eddy_requests_total", outcome="resent"),
+            "requests": None if answered is None or resent is None else answered - resent,
             "examples": _total(learner, "eddy_examples_learned_total"),
         }
-        elapsed = now - self._previous.get("at", now)
+        elapsed = now - (self._previous_at or now)
         rates = {
-            f"{name}_per_s": (value - self._previous.get(name, value)) / elapsed if elapsed else 0.0
+            f"{name}_per_s": rate(value, self._previous.get(name), elapsed)
             for name, value in counters.items()
         }
-        self._previous = {**counters, "at": now}
-        model = {labels["metric"]: v for labels, v in learner.get("eddy_model_metric", [])}
+        self._previous, self._previous_at = counters, now
+        model = {labels["metric"]: v for labels, v in (learner or {}).get("eddy_model_metric", [])}
+        # The learner reports a rolling accuracy of 0 before it has scored anything (an
+        # empty window): that is no accuracy at all, not a model that is always wrong.
+        accuracy = model.get("rolling_accuracy") if model.get("examples") else None
         cumulative = sorted(
             (float(labels["le"]), v)
-            for labels, v in predictor.get("eddy_request_latency_seconds_bucket", [])
+            for labels, v in (predictor or {}).get("eddy_request_latency_seconds_bucket", [])
         )
         # Percentiles of the requests since the last sample, not of all time.
         buckets = [(le, v - self._buckets.get(le, 0.0)) for le, v in cumulative]
         self._buckets = dict(cumulative)
         self.drift = {
             f"{labels['feature']} ({labels['test']})": v
-            for labels, v in learner.get("eddy_drift_statistic", [])
+            for labels, v in (learner or {}).get("eddy_drift_statistic", [])
         }
         self.slices = {}
-        for labels, v in learner.get("eddy_slice_metric", []):
+        for labels, v in (learner or {}).get("eddy_slice_metric", []):
             self.slices.setdefault(labels["slice"], {})[labels["metric"]] = v
         point = {
             "at": now,
-            "accuracy": model.get("rolling_accuracy"),
-            "error": None
-            if model.get("rolling_accuracy") is None
-            else 1 - model["rolling_accuracy"],
+            "accuracy": accuracy,
+            "error": None if accuracy is None else 1 - accuracy,
             "p50_ms": _ms(quantile_from_buckets(buckets, 0.5)),
             "p99_ms": _ms(quantile_from_buckets(buckets, 0.99)),
-            "lag": _total(predictor, "eddy_consumer_lag"),
+            # No lag sample yet (the predictor has read no batch): no lag, not 0.
+            "lag": _total(predictor, "eddy_consumer_lag")
+            if predictor is not None and "eddy_consumer_lag" in predictor
+            else None,
             **rates,
         }
         self.series.append(point)

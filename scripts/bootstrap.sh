@@ -42,7 +42,8 @@ fi
 # Debian's Chromium and its ChromeDriver, which the dashboard's browser test drives
 # (tests/integration/test_dashboard_browser.py): test tools cannot download a browser of
 # their own here, and Debian builds the two together, so their versions always match.
-if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+# Only the test command asks for them (EDDY_BOOTSTRAP_BROWSER=1): the demo needs no browser.
+if [[ ${EDDY_BOOTSTRAP_BROWSER:-0} == 1 && ( ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ) ]]; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     say "installing Debian's chromium and chromium-driver for the dashboard's browser test ..."
     mkdir -p "$ROOT/.eddy"

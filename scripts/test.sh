@@ -8,7 +8,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-bash scripts/bootstrap.sh
+EDDY_BOOTSTRAP_BROWSER=1 bash scripts/bootstrap.sh  # with the browser test's Chromium
 VENV_BIN=$ROOT/.venv/bin
 
 echo "== ruff check" && "$VENV_BIN/ruff" check .

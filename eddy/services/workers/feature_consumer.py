@@ -33,6 +33,7 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, TopicPartition
 
 from eddy.services.config.settings import Settings
+from eddy.services.ops.collector import settle_collector
 from eddy.services.ops.liveness import Liveness
 from eddy.services.ops.poll_loop import Consumed, PollLoop
 from eddy.services.workers.faust_app import EXIT_FAILED_BATCH
@@ -87,6 +88,7 @@ class FeatureConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         """Until SIGTERM/SIGINT; raises (leaving the batch uncommitted) what a batch
         failed with, transient outages apart."""
         subscribe(self.consumer, [self.events_topic], listener=self)
+        settle_collector()
         try:
             self.loop.run(self._fold_and_commit)
         finally:

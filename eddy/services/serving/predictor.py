@@ -16,7 +16,8 @@
    answers (for live champion/challenger comparison), both kept as
    :mod:`eddy.services.serving.request_log` says;
 5. send the answers (to the request's ``reply_topic`` or ``predictions``), wait for the
-   acknowledgements, then commit the batch's offsets.
+   acknowledgements, then commit the batch's offsets (sent without waiting for the
+   broker's reply, :mod:`eddy.services.serving.commits`).
 
 What each record is answered, and what steps 4 and 5 write, is decided without I/O by
 :func:`eddy.services.serving.answers.answer_batch`; this module reads, writes and sends
@@ -64,6 +65,7 @@ from eddy.services.serving.answers import (
     suspected_redeliveries,
 )
 from eddy.services.serving.cache import AnswerCache, Ask, Policy, Precomputer
+from eddy.services.serving.commits import OverlappedCommits
 from eddy.services.serving.redelivery import RedeliveryWindow, WindowOnAssignment
 from eddy.services.serving.request_log import RequestLog, ShadowLog
 from eddy.services.serving.scoring import Loaded, ServingModels
@@ -76,7 +78,6 @@ from eddy.streams.store.online import OnlineStore, StoredState
 from eddy.streams.store.serialization import IntegrityError
 from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.clients import (
-    commit_unless_refused,
     make_consumer,
     make_producer,
     make_redis,
@@ -221,7 +222,8 @@ class Predictor:
             fetch_max_wait_ms=settings.predictor_fetch_wait_ms,
         )
         self.known_topics = KnownTopics(self.consumer.topics, REPLY_TOPICS_REFRESH_S)
-        self.redelivery = RedeliveryWindow(settings.predictor_batch_size)
+        self.commits = OverlappedCommits(self.consumer, settings.predictor_batch_size)
+        self.redelivery = RedeliveryWindow(self.commits.most_uncommitted)
         subscribe(self.consumer, [self.requests_topic], WindowOnAssignment(self.redelivery))
         self.loop = PollLoop(
             settings,
@@ -237,7 +239,8 @@ class Predictor:
         if self.precomputer is not None:
             self.precomputer.start()
         try:
-            self.loop.run(self._answer_and_commit)
+            self.loop.run(self._answer_and_commit, self.commits.after_turn)
+            self.commits.settle()  # a clean stop: the last batch's commit confirmed
         finally:
             self.watcher.stop()
             if self.precomputer is not None:
@@ -248,7 +251,7 @@ class Predictor:
     def _answer_and_commit(self, batch: list[Consumed]) -> None:
         self.answer(batch)
         self.loop.settle()  # the batch's dead letters, sent with its answers
-        commit_unless_refused(self.consumer)  # refused: redelivered, re-sent
+        self.commits.after_batch(len(batch))  # refused: redelivered, re-sent
 
     def stop(self, *_: Any) -> None:
         self.loop.stop()

@@ -1,0 +1,112 @@
+"""The predictor's overlapped offset commits, against a stand-in consumer.
+
+The stand-in records what was committed and how; each asynchronous commit's reply is
+a value the test completes (as a later poll would), succeeded or failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from kafka.errors import CommitFailedError, KafkaTimeoutError
+
+from eddy.services.serving.commits import MAX_UNCONFIRMED_BATCHES, OverlappedCommits
+
+BATCH = 10
+
+
+@dataclass
+class Reply:
+    """kafka-python's Future, as far as the commits read it."""
+
+    is_done: bool = False
+    exception: Exception | None = None
+
+    def failed(self) -> bool:
+        return self.exception is not None
+
+
+@dataclass
+class Consumer:
+    """Commits positions ``handled`` (the records handled so far) as asked."""
+
+    handled: int = 0
+    committed: list[tuple[str, int]] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+    refuse_sync: Exception | None = None
+
+    def commit_async(self) -> Reply:
+        self.committed.append(("async", self.handled))
+        self.replies.append(Reply())
+        return self.replies[-1]
+
+    def commit(self) -> None:
+        if self.refuse_sync is not None:
+            raise self.refuse_sync
+        self.committed.append(("sync", self.handled))
+
+
+def handled(consumer: Consumer, commits: OverlappedCommits, records: int) -> None:
+    consumer.handled += records
+    commits.after_batch(records)
+
+
+def test_a_batch_is_committed_without_waiting_and_the_next_ones_after_the_reply() -> None:
+    consumer = Consumer()
+    commits = OverlappedCommits(consumer, BATCH)
+    handled(consumer, commits, 3)
+    handled(consumer, commits, 2)
+    handled(consumer, commits, 1)
+    assert consumer.committed == [("async", 3)]  # one on its way at a time
+    consumer.replies[0].is_done = True
+    commits.after_turn()  # an idle poll read the reply
+    assert consumer.committed == [("async", 3), ("async", 6)]
+    consumer.replies[1].is_done = True
+    commits.after_turn()
+    commits.after_turn()
+    assert consumer.committed == [("async", 3), ("async", 6)]  # nothing left to commit
+
+
+def test_too_many_unconfirmed_records_make_the_commit_wait() -> None:
+    consumer = Consumer()
+    commits = OverlappedCommits(consumer, BATCH)
+    for _ in range(MAX_UNCONFIRMED_BATCHES):
+        handled(consumer, commits, BATCH)
+    assert [how for how, _ in consumer.committed] == ["async"]
+    handled(consumer, commits, 1)
+    assert consumer.committed[-1] == ("sync", MAX_UNCONFIRMED_BATCHES * BATCH + 1)
+    handled(consumer, commits, 1)  # the synchronous commit confirmed everything before
+    assert consumer.committed[-1] == ("async", MAX_UNCONFIRMED_BATCHES * BATCH + 2)
+
+
+def test_a_failed_commit_is_made_again_synchronously_and_its_error_raised() -> None:
+    consumer = Consumer()
+    commits = OverlappedCommits(consumer, BATCH)
+    handled(consumer, commits, 1)
+    consumer.replies[0].is_done, consumer.replies[0].exception = True, KafkaTimeoutError()
+    handled(consumer, commits, 1)
+    assert consumer.committed == [("async", 1), ("sync", 2)]
+    handled(consumer, commits, 1)
+    consumer.replies[-1].is_done, consumer.replies[-1].exception = True, KafkaTimeoutError()
+    consumer.refuse_sync = KafkaTimeoutError("the coordinator does not answer")
+    with pytest.raises(KafkaTimeoutError):
+        handled(consumer, commits, 1)
+
+
+def test_a_commit_the_rebalancing_group_refuses_is_only_logged() -> None:
+    consumer = Consumer(refuse_sync=CommitFailedError("rebalanced"))
+    commits = OverlappedCommits(consumer, BATCH)
+    handled(consumer, commits, 1)
+    commits.settle()  # refused: the records are redelivered and their answers re-sent
+    assert consumer.committed == [("async", 1)]
+
+
+def test_a_clean_stop_commits_synchronously_and_a_crash_leaves_at_most_the_bound() -> None:
+    consumer = Consumer()
+    commits = OverlappedCommits(consumer, BATCH)
+    handled(consumer, commits, 4)
+    handled(consumer, commits, 4)
+    commits.settle()
+    assert consumer.committed[-1] == ("sync", 8)
+    assert commits.most_uncommitted == (MAX_UNCONFIRMED_BATCHES + 1) * BATCH

@@ -52,20 +52,13 @@ def handled(consumer: Consumer, commits: OverlappedCommits, records: int) -> Non
     commits.after_batch(records)
 
 
-def test_a_batch_is_committed_without_waiting_and_the_next_ones_after_the_reply() -> None:
+def test_each_batch_is_committed_without_waiting_for_the_earlier_replies() -> None:
     consumer = Consumer()
     commits = OverlappedCommits(consumer, BATCH)
     handled(consumer, commits, 3)
     handled(consumer, commits, 2)
     handled(consumer, commits, 1)
-    assert consumer.committed == [("async", 3)]  # one on its way at a time
-    consumer.replies[0].is_done = True
-    commits.after_turn()  # an idle poll read the reply
-    assert consumer.committed == [("async", 3), ("async", 6)]
-    consumer.replies[1].is_done = True
-    commits.after_turn()
-    commits.after_turn()
-    assert consumer.committed == [("async", 3), ("async", 6)]  # nothing left to commit
+    assert consumer.committed == [("async", 3), ("async", 5), ("async", 6)]
 
 
 def test_too_many_unconfirmed_records_make_the_commit_wait() -> None:
@@ -73,22 +66,43 @@ def test_too_many_unconfirmed_records_make_the_commit_wait() -> None:
     commits = OverlappedCommits(consumer, BATCH)
     for _ in range(MAX_UNCONFIRMED_BATCHES):
         handled(consumer, commits, BATCH)
-    assert [how for how, _ in consumer.committed] == ["async"]
+    assert [how for how, _ in consumer.committed] == ["async"] * MAX_UNCONFIRMED_BATCHES
     handled(consumer, commits, 1)
     assert consumer.committed[-1] == ("sync", MAX_UNCONFIRMED_BATCHES * BATCH + 1)
-    handled(consumer, commits, 1)  # the synchronous commit confirmed everything before
-    assert consumer.committed[-1] == ("async", MAX_UNCONFIRMED_BATCHES * BATCH + 2)
+    handled(consumer, commits, BATCH)  # the synchronous commit confirmed everything before
+    assert consumer.committed[-1] == ("async", (MAX_UNCONFIRMED_BATCHES + 1) * BATCH + 1)
 
 
-def test_a_failed_commit_is_made_again_synchronously_and_its_error_raised() -> None:
+def test_a_confirmed_commit_confirms_every_batch_before_it() -> None:
+    consumer = Consumer()
+    commits = OverlappedCommits(consumer, BATCH)
+    for _ in range(MAX_UNCONFIRMED_BATCHES):
+        handled(consumer, commits, BATCH)
+    consumer.replies[-1].is_done = True  # the first reply not read yet, the last one is
+    handled(consumer, commits, BATCH)
+    assert [how for how, _ in consumer.committed] == ["async"] * (MAX_UNCONFIRMED_BATCHES + 1)
+
+
+def test_a_failed_commit_is_made_again_synchronously_unless_a_later_one_succeeded() -> None:
     consumer = Consumer()
     commits = OverlappedCommits(consumer, BATCH)
     handled(consumer, commits, 1)
     consumer.replies[0].is_done, consumer.replies[0].exception = True, KafkaTimeoutError()
     handled(consumer, commits, 1)
-    assert consumer.committed == [("async", 1), ("sync", 2)]
+    assert consumer.committed == [("async", 1), ("async", 2), ("sync", 2)]
     handled(consumer, commits, 1)
-    consumer.replies[-1].is_done, consumer.replies[-1].exception = True, KafkaTimeoutError()
+    handled(consumer, commits, 1)
+    consumer.replies[-2].is_done, consumer.replies[-2].exception = True, KafkaTimeoutError()
+    consumer.replies[-1].is_done = True  # the later commit covers the failed one's records
+    handled(consumer, commits, 1)
+    assert [how for how, _ in consumer.committed[3:]] == ["async"] * 3
+
+
+def test_a_commit_the_broker_keeps_refusing_raises() -> None:
+    consumer = Consumer()
+    commits = OverlappedCommits(consumer, BATCH)
+    handled(consumer, commits, 1)
+    consumer.replies[0].is_done, consumer.replies[0].exception = True, KafkaTimeoutError()
     consumer.refuse_sync = KafkaTimeoutError("the coordinator does not answer")
     with pytest.raises(KafkaTimeoutError):
         handled(consumer, commits, 1)

@@ -7,16 +7,17 @@ steady request rate was half of the predictor's time per batch (6.2 of 12.0 ms, 
 of about three requests) and a wait every request arriving meanwhile shares. Here the
 commit is sent and the next batches are served while it travels.
 
-One commit travels at a time: batches handled meanwhile are committed together by the
-next one, sent once the reply has come (after a batch, or after any poll, so an idle
-predictor commits its last batches too). Offsets are cumulative, so each commit covers
-everything handled before it. When :data:`MAX_UNCONFIRMED_BATCHES` full batches' worth
-of records are unconfirmed, or the commit on its way failed, the next commit is made
-synchronously: it waits, and raises what the broker keeps refusing as a synchronous
-commit always did (a group that refused it because it rebalances is only logged:
-:func:`~eddy.streams.transport.clients.commit_unless_refused`). The bound counts records,
-not batches: a steady trickle of requests makes batches of one, many of them per round
-trip, and a crash redelivers records.
+Each batch's commit is sent as soon as its answers are acknowledged; sending one also
+reads the replies to the earlier ones that have arrived (kafka-python polls its client
+without blocking; its consumer reads the network only when its fetched records run out,
+so a reply is not read sooner by waiting for a poll). Offsets are cumulative: a confirmed
+commit confirms every batch before it. When more than :data:`MAX_UNCONFIRMED_BATCHES`
+full batches' worth of records are unconfirmed, or a commit failed and no later one was
+confirmed, the batch's commit is made synchronously: it waits, and raises what the broker
+keeps refusing as a synchronous commit always did (a group that refused it because it
+rebalances is only logged: :func:`~eddy.streams.transport.clients.commit_unless_refused`).
+The bound counts records, not batches: a steady trickle of requests makes batches of one,
+several of them per round trip, and a crash redelivers records.
 
 A crash can therefore leave :attr:`OverlappedCommits.most_uncommitted` records per
 partition uncommitted instead of one batch: the predictor's redelivery window covers
@@ -34,13 +35,11 @@ log's create-only write (:meth:`~eddy.services.serving.request_log.RequestLog.cr
 >>> consumer = Consumer()
 >>> commits = OverlappedCommits(consumer, batch_size=10)
 >>> for _ in range(MAX_UNCONFIRMED_BATCHES + 1): commits.after_batch(10)
->>> consumer.sent  # no reply came: the batches waited for one commit, then one waited
-['async', 'sync']
->>> commits.after_batch(1); commits.after_batch(1); consumer.sent[2:]
-['async']
->>> consumer.replies[-1].is_done = True  # read by a later poll
->>> commits.after_turn(); commits.after_turn(); consumer.sent[2:]  # the second batch's
-['async', 'async']
+>>> consumer.sent  # no reply came: the third batch's commit waited
+['async', 'async', 'async', 'sync']
+>>> commits.after_batch(10); consumer.replies[-1].is_done = True
+>>> commits.after_batch(10); commits.after_batch(10); consumer.sent[4:]  # 20 unconfirmed
+['async', 'async', 'async']
 >>> commits.most_uncommitted
 30
 """
@@ -55,22 +54,24 @@ from eddy.streams.transport.clients import commit_unless_refused
 log = logging.getLogger(__name__)
 
 # How many full batches' worth of records may be unconfirmed before a commit waits for
-# the broker: a commit's reply is read 8 to 15 ms after it is sent (a round trip of about
-# 5.5 ms, then the next poll), longer than a full batch takes to answer.
+# the broker: a reply is read when the next batch's commit is sent, and a commit's round
+# trip (about 5.5 ms on the development stack) spans several batches of a few requests.
 MAX_UNCONFIRMED_BATCHES = 2
 
 
 class OverlappedCommits:
-    """Commits a consumer's positions after its batches (of at most ``batch_size``
-    records), one commit on its way at a time, at most :data:`MAX_UNCONFIRMED_BATCHES`
-    batches' worth of records unconfirmed."""
+    """Commits a consumer's positions after each of its batches (of at most
+    ``batch_size`` records) without waiting for the reply, at most
+    :data:`MAX_UNCONFIRMED_BATCHES` batches' worth of records unconfirmed."""
 
     def __init__(self, consumer: Any, batch_size: int) -> None:
         self._consumer = consumer
         self._batch_size = batch_size
-        self._on_its_way: Any = None  # kafka-python's Future of the commit sent last
-        self._covered = 0  # the records that commit covers
-        self._unconfirmed = 0  # records handled and not confirmed committed
+        self._handled = 0  # records handled since this member started
+        self._confirmed = 0  # of those, the ones a confirmed commit covers
+        # kafka-python's Future of each commit not confirmed yet, with the records it
+        # covers; oldest first.
+        self._on_their_way: list[tuple[Any, int]] = []
 
     @property
     def most_uncommitted(self) -> int:
@@ -79,35 +80,34 @@ class OverlappedCommits:
         return (MAX_UNCONFIRMED_BATCHES + 1) * self._batch_size
 
     def after_batch(self, records: int) -> None:
-        """A batch of ``records`` is handled and its answers acknowledged: commit it
-        (with any handled before it) when no commit is on its way, synchronously when
-        too many records are unconfirmed."""
-        self._unconfirmed += records
-        self.after_turn()
-        if self._unconfirmed > MAX_UNCONFIRMED_BATCHES * self._batch_size:
+        """A batch of ``records`` is handled and its answers acknowledged: commit the
+        positions, without waiting unless too many records are unconfirmed or a commit
+        failed."""
+        self._handled += records
+        self._on_their_way.append((self._consumer.commit_async(), self._handled))
+        failed = None  # a failed commit no later confirmed one makes good
+        waiting = []
+        for sent, covers in self._on_their_way:
+            if not sent.is_done:
+                waiting.append((sent, covers))
+            elif sent.failed():
+                failed = sent
+            else:
+                failed, self._confirmed = None, covers
+        self._on_their_way = waiting
+        if failed is not None:
+            log.warning(
+                "an offset commit failed; committing again, synchronously",
+                extra={"error": str(failed.exception)},
+            )
+            self.settle()
+        elif self._handled - self._confirmed > MAX_UNCONFIRMED_BATCHES * self._batch_size:
             self.settle()
 
-    def after_turn(self) -> None:
-        """After any poll: send the commit that waited for the previous one's reply."""
-        sent = self._on_its_way
-        if sent is not None:
-            if not sent.is_done:
-                return
-            self._on_its_way = None
-            if sent.failed():
-                log.warning(
-                    "an offset commit failed; committing again, synchronously",
-                    extra={"error": str(sent.exception)},
-                )
-                self.settle()
-                return
-            self._unconfirmed -= self._covered
-        if self._unconfirmed:
-            self._on_its_way, self._covered = self._consumer.commit_async(), self._unconfirmed
-
     def settle(self) -> None:
-        """Commit synchronously, the commit on its way answered first (the coordinator
-        replies in order): on a clean stop, so the next owner starts after the last
-        answered record."""
-        self._on_its_way, self._covered, self._unconfirmed = None, 0, 0
-        commit_unless_refused(self._consumer)
+        """Commit synchronously, the commits on their way answered first (the
+        coordinator replies in order): also on a clean stop, so the next owner starts
+        after the last answered record."""
+        self._on_their_way = []
+        commit_unless_refused(self._consumer)  # refused: redelivered, re-sent as logged
+        self._confirmed = self._handled

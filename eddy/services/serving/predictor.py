@@ -14,7 +14,7 @@
 4. record, per request id, the features the models saw (for late labels), the request
    log entry (input, output, version, error, latency; ``eddy trace``) and the shadow
    answers (for live champion/challenger comparison), both kept as
-   :mod:`eddy.services.serving.request_log` says;
+   :mod:`eddy.services.serving.request_log` says: all of it in one Redis round trip;
 5. send the answers (to the request's ``reply_topic`` or ``predictions``), wait for the
    acknowledgements, then commit the batch's offsets (sent without waiting for the
    broker's reply, :mod:`eddy.services.serving.commits`).
@@ -76,7 +76,7 @@ from eddy.streams.messages.raw_schema import RawSchema
 from eddy.streams.messages.validation import InvalidMessage, decode
 from eddy.streams.store.online import OnlineStore, StoredState
 from eddy.streams.store.serialization import IntegrityError
-from eddy.streams.store.snapshots import SnapshotStore
+from eddy.streams.store.snapshot_writes import queue_snapshots
 from eddy.streams.transport.clients import (
     make_consumer,
     make_producer,
@@ -194,7 +194,6 @@ class Predictor:
         self.store = OnlineStore(
             self.redis, prefix, settings.feature_ttl_s, states=features.state_fingerprint()
         )
-        self.snapshots = SnapshotStore(self.redis, prefix, settings.label_window_s)
         self.request_log = RequestLog.from_settings(self.redis, settings)
         self.shadow_log = ShadowLog.from_settings(self.redis, settings)
         self.producer = make_producer(settings, linger_ms=PRODUCER_LINGER_MS)
@@ -239,7 +238,7 @@ class Predictor:
         if self.precomputer is not None:
             self.precomputer.start()
         try:
-            self.loop.run(self._answer_and_commit, self.commits.after_turn)
+            self.loop.run(self._answer_and_commit)
             self.commits.settle()  # a clean stop: the last batch's commit confirmed
         finally:
             self.watcher.stop()
@@ -273,7 +272,7 @@ class Predictor:
         request (its dead letter is on its way) is answered with its error."""
         serving = self.watcher.serving  # one champion for the whole batch
         now = time.time()
-        writes = self.redis.pipeline(transaction=False)  # cache entries + request log
+        writes = self.redis.pipeline(transaction=False)
         futures = []
         suspects = self.redelivery.suspects((c.record.topic, c.record.partition) for c in consumed)
         polled = [
@@ -312,15 +311,19 @@ class Predictor:
                 "the champion could not score a request",
                 extra={"request_id": request_id, "reason": reason},
             )
+        # Every write of the batch in one round trip, executed with the request log's.
         if self.cache is not None and serving.champion is not None:
             self.cache.save(batch.to_cache, serving.champion, now, writes)
-        self.shadow_log.append(batch.shadow)
+        self.shadow_log.append(batch.shadow, writes)
         # What each request saw, answered or not: a late label for it can still teach
         # the learner (that is how a cold start gets its first model).
-        self.snapshots.record(batch.snapshots)
-        # The log first: an answer that went out is always in it, to be re-sent as it was.
-        # Where another owner of the partition logged this very record first, its answer
-        # is the one that counts: send that one, so both copies are identical.
+        queue_snapshots(
+            writes, self.settings.topic_prefix, self.settings.label_window_s, batch.snapshots
+        )
+        # The log before any answer is sent: an answer that went out is always in it, to
+        # be re-sent as it was. Where another owner of the partition logged this very
+        # record first, its answer is the one that counts: send that one, so both copies
+        # are identical.
         batch = batch.taken_over(self.request_log.create(batch.to_log, writes))
         for reply in batch.replies:
             futures.append(self.producer.send(reply.topic, key=reply.key, value=reply.wire))

@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 import pytest
 from kafka.errors import CommitFailedError, KafkaTimeoutError
 
-from eddy.services.serving.commits import MAX_UNCONFIRMED_BATCHES, OverlappedCommits
+from eddy.services.serving.commits import (
+    MAX_ON_THEIR_WAY,
+    MAX_UNCONFIRMED_BATCHES,
+    OverlappedCommits,
+)
 
 BATCH = 10
 
@@ -52,13 +56,24 @@ def handled(consumer: Consumer, commits: OverlappedCommits, records: int) -> Non
     commits.after_batch(records)
 
 
-def test_each_batch_is_committed_without_waiting_for_the_earlier_replies() -> None:
+def answered(consumer: Consumer, n: int, error: Exception | None = None) -> None:
+    """The reply to the ``n``-th asynchronous commit is read (failed with ``error``)."""
+    consumer.replies[n].is_done, consumer.replies[n].exception = True, error
+
+
+def test_each_batch_is_committed_without_waiting_while_there_is_room() -> None:
     consumer = Consumer()
     commits = OverlappedCommits(consumer, BATCH)
-    handled(consumer, commits, 3)
-    handled(consumer, commits, 2)
-    handled(consumer, commits, 1)
-    assert consumer.committed == [("async", 3), ("async", 5), ("async", 6)]
+    for records in range(1, MAX_ON_THEIR_WAY + 2):
+        handled(consumer, commits, records)
+    assert consumer.committed == [("async", 1), ("async", 3)]  # the third batch waits
+    commits.after_turn()
+    assert len(consumer.committed) == MAX_ON_THEIR_WAY  # no reply read yet
+    answered(consumer, 0)  # a poll read it
+    commits.after_turn()
+    assert consumer.committed[-1] == ("async", 6)
+    commits.after_turn()
+    assert len(consumer.committed) == MAX_ON_THEIR_WAY + 1  # nothing left to commit
 
 
 def test_too_many_unconfirmed_records_make_the_commit_wait() -> None:
@@ -66,7 +81,7 @@ def test_too_many_unconfirmed_records_make_the_commit_wait() -> None:
     commits = OverlappedCommits(consumer, BATCH)
     for _ in range(MAX_UNCONFIRMED_BATCHES):
         handled(consumer, commits, BATCH)
-    assert [how for how, _ in consumer.committed] == ["async"] * MAX_UNCONFIRMED_BATCHES
+    assert all(how == "async" for how, _ in consumer.committed)
     handled(consumer, commits, 1)
     assert consumer.committed[-1] == ("sync", MAX_UNCONFIRMED_BATCHES * BATCH + 1)
     handled(consumer, commits, BATCH)  # the synchronous commit confirmed everything before
@@ -76,33 +91,41 @@ def test_too_many_unconfirmed_records_make_the_commit_wait() -> None:
 def test_a_confirmed_commit_confirms_every_batch_before_it() -> None:
     consumer = Consumer()
     commits = OverlappedCommits(consumer, BATCH)
-    for _ in range(MAX_UNCONFIRMED_BATCHES):
-        handled(consumer, commits, BATCH)
-    consumer.replies[-1].is_done = True  # the first reply not read yet, the last one is
     handled(consumer, commits, BATCH)
-    assert [how for how, _ in consumer.committed] == ["async"] * (MAX_UNCONFIRMED_BATCHES + 1)
+    handled(consumer, commits, BATCH)
+    answered(consumer, 1)  # the first reply not read yet, the second one is
+    handled(consumer, commits, BATCH)
+    assert [how for how, _ in consumer.committed] == ["async"] * 3
 
 
-def test_a_failed_commit_is_made_again_synchronously_unless_a_later_one_succeeded() -> None:
+def test_a_failed_commit_is_made_good_by_a_later_one_else_made_again_synchronously() -> None:
     consumer = Consumer()
     commits = OverlappedCommits(consumer, BATCH)
     handled(consumer, commits, 1)
-    consumer.replies[0].is_done, consumer.replies[0].exception = True, KafkaTimeoutError()
     handled(consumer, commits, 1)
+    answered(consumer, 0, KafkaTimeoutError())  # the later commit on its way covers it
+    commits.after_turn()
+    assert consumer.committed == [("async", 1), ("async", 2)]
+    answered(consumer, 1, KafkaTimeoutError())  # nothing after it: committed again, waiting
+    commits.after_turn()
     assert consumer.committed == [("async", 1), ("async", 2), ("sync", 2)]
+
+
+def test_a_failed_commit_after_one_still_on_its_way_is_sent_again() -> None:
+    consumer = Consumer()
+    commits = OverlappedCommits(consumer, BATCH)
     handled(consumer, commits, 1)
     handled(consumer, commits, 1)
-    consumer.replies[-2].is_done, consumer.replies[-2].exception = True, KafkaTimeoutError()
-    consumer.replies[-1].is_done = True  # the later commit covers the failed one's records
-    handled(consumer, commits, 1)
-    assert [how for how, _ in consumer.committed[3:]] == ["async"] * 3
+    answered(consumer, 1, KafkaTimeoutError())  # the older one covers only the first batch
+    commits.after_turn()
+    assert consumer.committed == [("async", 1), ("async", 2), ("async", 2)]
 
 
 def test_a_commit_the_broker_keeps_refusing_raises() -> None:
     consumer = Consumer()
     commits = OverlappedCommits(consumer, BATCH)
     handled(consumer, commits, 1)
-    consumer.replies[0].is_done, consumer.replies[0].exception = True, KafkaTimeoutError()
+    answered(consumer, 0, KafkaTimeoutError())
     consumer.refuse_sync = KafkaTimeoutError("the coordinator does not answer")
     with pytest.raises(KafkaTimeoutError):
         handled(consumer, commits, 1)

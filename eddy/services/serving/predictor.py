@@ -42,6 +42,7 @@ version that fails verification is refused and the current champion keeps servin
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -234,11 +235,17 @@ class Predictor:
         )
 
     def run(self) -> None:
+        # Everything alive now (the libraries, the champion: a few hundred thousand
+        # objects) lives as long as the process: kept out of the cyclic garbage
+        # collector's passes, which otherwise scan it all again every few dozen batches
+        # (5 to 10 ms per batch of 200 on average, measured in-process; under 2 ms
+        # frozen). Objects freed by reference counting, the usual case, are freed as before.
+        gc.freeze()
         self.watcher.start()
         if self.precomputer is not None:
             self.precomputer.start()
         try:
-            self.loop.run(self._answer_and_commit)
+            self.loop.run(self._answer_and_commit, self.commits.after_turn)
             self.commits.settle()  # a clean stop: the last batch's commit confirmed
         finally:
             self.watcher.stop()

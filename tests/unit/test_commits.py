@@ -139,11 +139,23 @@ def test_a_commit_the_rebalancing_group_refuses_is_only_logged() -> None:
     assert consumer.committed == [("async", 1)]
 
 
-def test_a_clean_stop_commits_synchronously_and_a_crash_leaves_at_most_the_bound() -> None:
+def test_a_clean_stop_commits_synchronously_what_is_unconfirmed() -> None:
     consumer = Consumer()
     commits = OverlappedCommits(consumer, BATCH)
     handled(consumer, commits, 4)
     handled(consumer, commits, 4)
     commits.settle()
     assert consumer.committed[-1] == ("sync", 8)
-    assert commits.most_uncommitted == (MAX_UNCONFIRMED_BATCHES + 1) * BATCH
+    commits.settle()  # all confirmed: nothing to wait for
+    handled(consumer, commits, 4)
+    answered(consumer, -1)
+    commits.after_turn()
+    commits.settle()
+    assert consumer.committed[-2:] == [("sync", 8), ("async", 12)]
+
+
+def test_a_crash_leaves_at_most_the_unconfirmed_records_and_the_batch_in_hand() -> None:
+    assert (
+        OverlappedCommits(Consumer(), BATCH).most_uncommitted
+        == (MAX_UNCONFIRMED_BATCHES + 1) * BATCH
+    )

@@ -131,8 +131,11 @@ class OverlappedCommits:
 
     def settle(self) -> None:
         """Commit synchronously, the commits on their way answered first (the
-        coordinator replies in order): also on a clean stop, so the next owner starts
-        after the last answered record."""
+        coordinator replies in order), unless every record handled is confirmed
+        committed: also on a clean stop, so the next owner starts after the last
+        answered record."""
+        if self._confirmed == self._handled:
+            return
         self._on_their_way = []
         commit_unless_refused(self._consumer)  # refused: redelivered, re-sent as logged
         self._sent = self._confirmed = self._handled

@@ -220,6 +220,8 @@ def fresh_requests(
 ) -> list[tuple[Any, PredictionRequest]]:
     """The valid requests to answer now, in poll order: all but those whose answers the
     request log holds (``logged``, by :func:`logged_source` of the record)."""
+    if not logged:  # the usual batch: nothing to look for
+        return list(_requests(polled))
     return [
         (record, request)
         for record, request in _requests(polled)
@@ -256,7 +258,7 @@ def answer_batch(
         if isinstance(item.decoded, Refused):
             answer = invalid_request_answer(item.record, item.decoded, model)
             replies.append(_reply(item.record, None, answers_topic, answer))
-    for record, request in _requests(polled):
+    for record, request in _requests(polled) if logged else ():
         earlier = logged.get(logged_source(record))
         if earlier is not None:
             replies.append(_reply(record, request.reply_topic, answers_topic, earlier, repeat=True))

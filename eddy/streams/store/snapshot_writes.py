@@ -1,13 +1,14 @@
 """Feature snapshots queued on a caller's pipeline, to share its one round trip.
 
 :meth:`~eddy.streams.store.snapshots.SnapshotStore.record` sends a batch's snapshots in a
-round trip of its own, then a second one to count those it created. The prediction
-service writes its request log in a round trip it must wait for before answering; queued
-here, the snapshots travel with it: one command that creates each snapshot that does not
-exist yet, with its expiry, and adds the number created to the counter, in Redis, so the
-count stays exact (a snapshot already recorded under the same id is neither replaced nor
-counted again, as with :meth:`~eddy.streams.store.snapshots.SnapshotStore.record`).
-Same keys, values and counter: ``SnapshotStore`` reads what this writes.
+round trip of its own (one script call). The prediction service writes its request log
+in a round trip it must wait for before answering; queued here, the snapshots travel
+with it: the same work in one command, which creates each snapshot that does not exist
+yet, with its expiry, and adds the number created to the counter, in Redis, so the count
+stays exact (a snapshot already recorded under the same id is neither replaced nor
+counted again). Same keys, values and counter: ``SnapshotStore`` reads what this writes.
+The script is sent as ``EVAL`` (Redis caches it by its digest): a registered script
+queued on a pipeline costs a ``SCRIPT EXISTS`` round trip of its own at every execute.
 """
 
 from __future__ import annotations

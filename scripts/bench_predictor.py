@@ -58,6 +58,7 @@ from bench_features import (
     throwaway,
 )
 from kafka import TopicPartition
+from threadpoolctl import threadpool_limits
 
 from eddy.services.config.settings import Settings
 from eddy.services.registry.opening import open_registry
@@ -333,7 +334,11 @@ def run_echo() -> None:
 
 def run_bare_predict() -> None:
     """The bare consume → predict → produce loop: the champion and the online features,
-    nothing else of the predictor's work (see the module's docstring)."""
+    nothing else of the predictor's work (see the module's docstring). Scoring runs on
+    one native thread, as in ``eddy run predictor``: on a shared machine the default
+    thread pools turn a 1 ms scoring call into a contended one of up to a second, and the
+    comparison would measure that instead of the predictor's own work."""
+    threadpool_limits(limits=1)
     settings = Settings.from_env()
     registry = open_registry(settings)
     serving = registry.alias(MODEL, CHAMPION)

@@ -384,8 +384,9 @@ def test_a_redelivered_request_gets_its_logged_answer_even_after_a_swap(
 ) -> None:
     """What a crash between sending and committing looks like to the partition's next
     owner: the same records again, while a new champion (here: the opposite concept)
-    serves. The window covers the first batch after an assignment; later records are
-    new requests and are scored by the champion of the moment."""
+    serves. The window covers the records a crash can leave uncommitted after an
+    assignment; those the log has no answer for are new requests, scored by the champion
+    of the moment."""
     from eddy.services.serving.predictor import Predictor
 
     with_champion(service)

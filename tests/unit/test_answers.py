@@ -29,6 +29,7 @@ from eddy.services.serving.answers import (
     answer_batch,
     fresh_requests,
     suspected_redeliveries,
+    wire,
 )
 from eddy.services.serving.cache import Ask, Entry
 from eddy.services.serving.redelivery import RedeliveryWindow, logged_source
@@ -417,3 +418,28 @@ def test_a_replys_key_is_its_entity_else_its_request_id() -> None:
     batch = answer(polled, ServingModels(champion()))
     assert sorted(r.key for r in batch.replies) == [b"r", b"u9"]
     assert orjson.loads(batch.replies[0].wire)["request_id"] == "r"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        earlier_answer("r"),
+        Prediction(request_id="r", prediction=3, proba={"1": 0.1, "3": 0.9}, cached=True),
+        Prediction(
+            request_id="r",
+            entity_id="u1",
+            prediction="gold",
+            proba={"gold": 0.5, "silver": 0.25, "tin": 0.25},
+            model=MODEL,
+            model_version="2",
+            latency_ms=0.0,
+            freshness_s=1e-06,
+            feature_set="fs",
+        ),
+        Prediction(request_id="r", prediction=-2.5e18, latency_ms=1.5),
+        Prediction(request_id="r", error={"code": UNSCORABLE, "message": 'é "quoted"'}),
+    ],
+)
+def test_an_answers_wire_form_is_the_contracts_encoding_byte_for_byte(answer: Prediction) -> None:
+    assert wire(answer) == encode(answer)
+    assert Prediction.model_validate_json(wire(answer)) == answer

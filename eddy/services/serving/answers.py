@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from eddy.services.serving.cache import Ask, Entry
@@ -173,7 +174,7 @@ class AnsweredBatch:
         for reply in self.replies:
             earlier = first.get(logged_source(reply.record))
             if earlier is not None:
-                reply = replace(reply, answer=earlier, wire=encode(earlier), repeat=True)
+                reply = replace(reply, answer=earlier, wire=wire(earlier), repeat=True)
             replies.append(reply)
         return replace(self, replies=tuple(replies))
 
@@ -219,6 +220,8 @@ def fresh_requests(
 ) -> list[tuple[Any, PredictionRequest]]:
     """The valid requests to answer now, in poll order: all but those whose answers the
     request log holds (``logged``, by :func:`logged_source` of the record)."""
+    if not logged:  # the usual batch: nothing to look for
+        return list(_requests(polled))
     return [
         (record, request)
         for record, request in _requests(polled)
@@ -255,7 +258,7 @@ def answer_batch(
         if isinstance(item.decoded, Refused):
             answer = invalid_request_answer(item.record, item.decoded, model)
             replies.append(_reply(item.record, None, answers_topic, answer))
-    for record, request in _requests(polled):
+    for record, request in _requests(polled) if logged else ():
         earlier = logged.get(logged_source(record))
         if earlier is not None:
             replies.append(_reply(record, request.reply_topic, answers_topic, earlier, repeat=True))
@@ -271,6 +274,7 @@ def answer_batch(
             answer = no_champion_answer(record, request, model, clock())
             replies.append(_reply(record, request.reply_topic, answers_topic, answer))
     elif fresh:
+        version = champion.name
         champion_scores, to_cache = _champion_scores(champion, [s for _, s in fresh])
         vectors = [saw.vector for _, saw in fresh]
         challenger_scores = {c: score_each(c, vectors) for c in serving.challengers}
@@ -289,7 +293,7 @@ def answer_batch(
             if answer.error is not None:
                 unscorable.append((request.request_id, answer.error.message))
             elif isinstance(scored, Scored):
-                served[i] = ServedAnswer(champion.name, scored.prediction, scored.positive)
+                served[i] = ServedAnswer(version, scored.prediction, scored.positive)
                 if hit is not None:
                     served_from_cache[request.request_id] = hit
         if challenger_scores:
@@ -419,7 +423,25 @@ def _reply(
 ) -> Reply:
     """The reply to ``record``: to the request's reply topic if it names one, else to the
     answers topic."""
-    return Reply(record, reply_topic or answers_topic, answer, encode(answer), repeat)
+    return Reply(record, reply_topic or answers_topic, answer, wire(answer), repeat)
+
+
+def wire(answer: Prediction) -> bytes:
+    """``encode(answer)``, byte for byte, from the fields the answer was validated into.
+
+    An answer is validated once, when Eddy builds it; pydantic's serializer would then
+    walk every field again only to hand the same plain values to orjson (an error
+    answer's nested error is left to it). Fields keep their declared order.
+
+    >>> answer = Prediction(request_id="r1", prediction=True, proba={"True": 0.75})
+    >>> wire(answer) == encode(answer), wire(answer)[:44]
+    (True, b'{"schema_version":1,"request_id":"r1","predi')
+    """
+    if answer.error is not None:
+        return encode(answer)
+    return orjson.dumps(
+        {name: value for name, value in answer.__dict__.items() if value is not None}
+    )
 
 
 def _requests(polled: Sequence[Polled]) -> Iterator[tuple[Any, PredictionRequest]]:

@@ -8,9 +8,10 @@ answers for one request. Instead the predictor looks the request log up (written
 any answer is sent) and re-sends the logged answer when the log names this very record.
 
 Only records read soon after a partition is assigned can be redeliveries: the previous
-owner committed after each batch, so at most one batch per partition was answered and
-not committed. :class:`RedeliveryWindow` marks those (pure); the lookup is the
-predictor's.
+owner committed after each batch (a few of those commits possibly unconfirmed), so at
+most :attr:`~eddy.services.serving.commits.OverlappedCommits.most_uncommitted` records
+per partition were answered and not committed. :class:`RedeliveryWindow` marks those
+(pure); the lookup is the predictor's.
 
 >>> window = RedeliveryWindow(size=2)
 >>> window.assigned([("requests", 0)])

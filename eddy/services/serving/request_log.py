@@ -136,6 +136,8 @@ class RequestLog:
         record (a reused request id) or one that cannot be read is replaced."""
         first = len(pipe)
         entries: list[tuple[str, bytes]] = []
+        at = time.time()  # the whole batch is logged in this one round trip
+        debugging = log.isEnabledFor(logging.DEBUG)  # looked up once, not per answer
         for to_log in answers:
             answer = to_log.answer
             entry: dict[str, Any] = {
@@ -144,23 +146,24 @@ class RequestLog:
                     "utf-8", errors="replace"
                 ),
                 "output": orjson.Fragment(to_log.wire),
-                "at": time.time(),
+                "at": at,
                 "source": logged_source(to_log.record),
             }
             if to_log.cached is not None:
                 entry["cache"] = {"rev": to_log.cached.rev, "computed_at": to_log.cached.at}
             entries.append((self.key(answer.request_id), orjson.dumps(entry)))
             set_expiring(pipe, *entries[-1], self._ttl_ms, nx=True)
-            log.debug(
-                "answered",
-                extra={
-                    "request_id": answer.request_id,
-                    "model_version": answer.model_version,
-                    "error": answer.error.code if answer.error else None,
-                    "latency_ms": answer.latency_ms,
-                    "cached": answer.cached,
-                },
-            )
+            if debugging:
+                log.debug(
+                    "answered",
+                    extra={
+                        "request_id": answer.request_id,
+                        "model_version": answer.model_version,
+                        "error": answer.error.code if answer.error else None,
+                        "latency_ms": answer.latency_ms,
+                        "cached": answer.cached,
+                    },
+                )
         created = pipe.execute()[first:]
         refused = [k for k, ok in enumerate(created) if not ok]
         if not refused:
@@ -226,13 +229,14 @@ class ShadowLog:
             for _, fields in entries
         ]
 
-    def append(self, answers: Sequence[ShadowAnswer]) -> None:
-        """One round trip for all of ``answers`` (none when there are none)."""
+    def append(self, answers: Sequence[ShadowAnswer], pipe: Any = None) -> None:
+        """One round trip for all of ``answers`` (none when there are none); queued on
+        ``pipe`` when given (the caller executes it)."""
         if not answers:
             return
-        pipe = self._client.pipeline(transaction=False)
+        target = pipe if pipe is not None else self._client.pipeline(transaction=False)
         for answer in answers:
-            pipe.xadd(
+            target.xadd(
                 self._stream,
                 {
                     "request_id": answer.request_id,
@@ -243,4 +247,5 @@ class ShadowLog:
                 maxlen=self._max_entries,
                 approximate=True,
             )
-        pipe.execute()
+        if pipe is None:
+            target.execute()

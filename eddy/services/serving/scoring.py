@@ -121,13 +121,18 @@ def score_batch(model: Loaded, vectors: Sequence[dict[str, Any]]) -> list[Scored
         estimator = model.estimator
         if hasattr(estimator, "predict_proba"):
             classes = [_plain(c) for c in estimator.classes_]
+            labels = [str(c) for c in classes]
             probabilities = np.asarray(estimator.predict_proba(xs))
+            # Whole-array conversions to Python values: per row and per cell, numpy's
+            # scalars cost more than the rest of an answer.
             return [
                 Scored(
-                    classes[int(row.argmax())],
-                    {str(c): round(float(p), 6) for c, p in zip(classes, row, strict=True)},
+                    classes[best],
+                    {label: round(p, 6) for label, p in zip(labels, row, strict=True)},
                 )
-                for row in probabilities
+                for best, row in zip(
+                    probabilities.argmax(axis=1).tolist(), probabilities.tolist(), strict=True
+                )
             ]
         return [Scored(float(y), {}) for y in estimator.predict(xs)]
     scored = []

@@ -79,24 +79,34 @@ class SnapshotStore:
         self._prefix = prefix
         self._ttl_ms = ttl_s * 1000
         self._counter = keys.snapshots_recorded(prefix)
-        self._record = client.register_script(_RECORD)
 
     def key(self, record_id: str) -> str:
         return keys.snapshot(self._prefix, record_id)
 
     def record(self, snapshots: Sequence[tuple[str, Snapshot]]) -> None:
-        """Store snapshots by id and count the new ones, in one command (a script: the
-        feature worker records one per unlabelled event, and hundreds of queued
-        ``SET`` commands cost the client twice what one script call does); re-recording
-        an id changes nothing.
+        """Store snapshots by id and count the new ones, in one round trip
+        (:meth:`queue`); re-recording an id changes nothing."""
+        pipe = self._client.pipeline(transaction=False)
+        self.queue(pipe, snapshots)
+        pipe.execute()
 
-        A label window of 0 means no snapshots are kept (Redis refuses an expiry of 0).
-        """
+    def queue(self, pipe: Any, snapshots: Sequence[tuple[str, Snapshot]]) -> None:
+        """Queue the snapshots on ``pipe``, to share the caller's round trip (the
+        predictor's, with its request log): one script call that creates each snapshot
+        not recorded yet and adds how many it created to the counter, in Redis, so the
+        count stays exact. Its reply is that number. Sent as ``EVAL``: a registered
+        script queued on a redis-py pipeline costs a round trip of its own on every
+        execute, to check that Redis still has it. (Hundreds of queued ``SET`` commands
+        cost the client twice what this one call does: the feature worker records one
+        snapshot per unlabelled event.)
+
+        Nothing is queued without snapshots or with a label window of 0 (no snapshots
+        are kept; Redis refuses an expiry of 0)."""
         if not snapshots or not self._ttl_ms:
             return
         names = [self.key(record_id) for record_id, _ in snapshots]
         values = [snapshot.as_json() for _, snapshot in snapshots]
-        self._record(keys=[*names, self._counter], args=[self._ttl_ms, *values])
+        pipe.eval(_RECORD, len(names) + 1, *names, self._counter, self._ttl_ms, *values)
 
     def fetch(self, record_ids: Iterable[str]) -> dict[str, Snapshot]:
         """The snapshots that exist among ``record_ids`` (one round trip)."""

@@ -12,7 +12,6 @@ import redis
 
 from eddy.services.config.settings import Settings
 from eddy.streams.store import keys
-from eddy.streams.store.snapshot_writes import queue_snapshots
 from eddy.streams.store.snapshots import ServedAnswer, Snapshot, SnapshotStore
 from eddy.streams.transport.clients import make_redis
 
@@ -37,7 +36,7 @@ def prefix(client: redis.Redis) -> Iterator[str]:
 def queued(client: redis.Redis, prefix: str, ttl_s: int, *snapshots: tuple[str, Snapshot]) -> Any:
     pipe = client.pipeline(transaction=False)
     pipe.set(f"{prefix}before", b"1")  # the caller's own writes share the round trip
-    queue_snapshots(pipe, prefix, ttl_s, snapshots)
+    SnapshotStore(client, prefix, ttl_s).queue(pipe, snapshots)
     return pipe.execute()
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from eddy.streams.dead_letters.policy import retry_transient
 from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.drift.served import ServedOutcome
 from eddy.streams.learning.checkpoints import CheckpointStore, LearnerState
+from eddy.streams.learning.intake import Example, decode_example
 from eddy.streams.learning.label_join import joined_example
 from eddy.streams.learning.learner import Item, Learner, LearnerConfig, Position
 from eddy.streams.learning.models import OnlineModel, binary_model_of, label_refusal
@@ -253,20 +255,24 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         items: list[Item] = []
         feature_sets: set[str] = set()
         labels: list[tuple[str, Label, Position]] = []
+        offsets = self.state.offsets
         for consumed in batch:
             record = consumed.record
-            where = Position(record.topic, record.partition, record.offset, record.timestamp / 1000)
-            self.state.offsets[(record.topic, record.partition)] = record.offset + 1
+            offsets[(record.topic, record.partition)] = record.offset + 1
             if consumed.refused is not None:
                 self._since_checkpoint += 1
             elif record.topic == self.examples_topic:
-                example = self._example(consumed.message, where)
-                if example is not None:
-                    items.append(example[0])
-                    feature_sets.add(example[1])
+                example: Example = consumed.message
+                if self._learns(example):
+                    at = Position(record.topic, record.partition, record.offset, example.event_time)
+                    items.append((example.features, example.label, at))
+                    feature_sets.add(example.feature_set)
             else:
                 label: Label = consumed.message
-                labels.append((label.event_id or label.request_id or "", label, where))
+                at = Position(
+                    record.topic, record.partition, record.offset, record.timestamp / 1000
+                )
+                labels.append((label.event_id or label.request_id or "", label, at))
         joined = self._join_labels(labels)
         if joined:
             feature_sets.add(self.feature_set)
@@ -275,15 +281,15 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         # The served answers first: the online learner's detections are checked against
         # them (Learner._served_confirms), and this batch's answers may cover the span.
         alerts = self.state.learner.watch_served(self._served)
-        alerts += [a for step in self.state.learner.learn_many(items) for a in step.alerts]
+        alerts += self.state.learner.learn_alerts(items)
         self._since_checkpoint += len(items)
         metrics.EXAMPLES_LEARNED.inc(len(items))
         self._send(alerts)
         for alert in alerts:
             metrics.DRIFT_ALERTS.labels(alert.kind.value).inc()
 
-    def _decode_example(self, record: Any) -> TrainingExample:
-        example = decode(TrainingExample, record.value)
+    def _decode_example(self, record: Any) -> Example:
+        example = decode_example(record.value)
         self._check_label(example.label)
         return example
 
@@ -292,22 +298,18 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._check_label(label.label)
         return label
 
-    def _example(self, example: TrainingExample, where: Position) -> tuple[Item, str] | None:
-        """The example as the learner takes it, and its feature set; None to skip it."""
-        if example.source.topic == self.labels_topic:
-            return None  # our own late-label join, published for retraining: learned already
-        if not self.state.remember(example.example_id):
-            return None
-        where = Position(where.topic, where.partition, where.offset, example.event_time.timestamp())
-        return (example.features, example.label, where), example.feature_set
+    def _learns(self, example: Example) -> bool:
+        """Whether to learn ``example``: not our own late-label join (published for
+        retraining, learned already), nor one learned before."""
+        if example.source_topic == self.labels_topic:
+            return False
+        return self.state.remember(example.example_id)
 
     def _check_label(self, label: LabelValue) -> None:
         """Refuse (dead-letter) a label the model would raise on while learning: one
         message must never stop the loop that learns every other."""
         model = self.state.learner.model
-        refusal = label_refusal(
-            self.config.kind, label, model.task, binary_model_of(model.estimator)
-        )
+        refusal = label_refusal(self.config.kind, label, model.task, _binary_model(model))
         if refusal is not None:
             raise InvalidMessage("label_not_learnable", refusal)
 
@@ -489,6 +491,17 @@ def restored_dedup_memory(learned: RecentIds | Iterable[str], limit: int) -> Rec
     for record_id in learned:
         memory.add(record_id)
     return memory
+
+
+# What each online model is when it is a binary classifier (binary_model_of): asked for
+# every example and label, answered once per model (a restore brings a new one).
+_BINARY_MODELS: weakref.WeakKeyDictionary[OnlineModel, str | None] = weakref.WeakKeyDictionary()
+
+
+def _binary_model(model: OnlineModel) -> str | None:
+    if model not in _BINARY_MODELS:
+        _BINARY_MODELS[model] = binary_model_of(model.estimator)
+    return _BINARY_MODELS[model]
 
 
 def _commit_done(_offsets: Any, result: Any) -> None:

@@ -445,7 +445,7 @@ def _columns(rows: Sequence[Mapping[str, FeatureInput]]) -> dict[str, list[Featu
 def _fast_numbers(column: list[FeatureInput]) -> list[float | str] | None:
     """The column as floats when it is plainly numeric and finite (the common case,
     checked with one array operation); None when it needs the value-by-value path."""
-    if not all(type(value) in _PLAIN_NUMBERS for value in column):
+    if not _PLAIN_NUMBERS.issuperset(map(type, column)):
         return None
     try:
         numbers = np.asarray(column, dtype=float)
@@ -456,7 +456,7 @@ def _fast_numbers(column: list[FeatureInput]) -> list[float | str] | None:
     return list(numbers.tolist())
 
 
-_PLAIN_NUMBERS = (float, int, bool)
+_PLAIN_NUMBERS = frozenset({float, int, bool})
 
 
 def _as_value(feature: str, value: FeatureInput) -> float | str:

@@ -32,6 +32,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ from eddy.streams.transport.topics import Topic, topic_name
 
 log = logging.getLogger(__name__)
 
+# The longest wait of a poll; never longer than EDDY_CHECKPOINT_INTERVAL_S (poll_ms).
 POLL_MS = 500
 # The learner reads two topics; while one has records buffered client-side, a fetch
 # asks only for the other, and an idle ``labels`` topic would hold each such fetch for
@@ -166,7 +168,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             {self.examples_topic: self._decode_example, self.labels_topic: self._decode_label},
             self.dead_letters,
             Liveness(settings, "learner"),
-            poll_ms=POLL_MS,
+            poll_ms=poll_ms(settings),
             kept_error=lambda: self._listener_error,
             send_timeout_s=SEND_TIMEOUT_S,
         )
@@ -175,7 +177,11 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._served: list[ServedOutcome] = []  # labelled answers of served versions
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
-        self._checkpoint_cost_s = 0.0  # how long the last checkpoint took
+        self._checkpoint_cost_s = 0.0  # how long the last checkpoint kept the learner
+        # Checkpoints are written on this thread (see checkpoint): the one being written,
+        # with the offsets it seals and whether to commit them once it is durable.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._writing: tuple[Future[Path], dict[tuple[str, int], int], bool] | None = None
         self._commit_owed = False  # see on_partitions_assigned
         self._listener_error: Exception | None = None  # see _listener_errors_kept
 
@@ -203,6 +209,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self._listener_error = exc
 
     def _assigned(self, assigned: list[TopicPartition]) -> None:
+        self._written(block=True, commit=False)  # the newest checkpoint is the one to restore
         self.state = self._restore()
         # The restored offsets may be ahead of the group's (sealed in a rebalance or
         # before a crash): the owner commits them at its next turn, new records or not,
@@ -236,16 +243,21 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             if self.consumer.assignment():
                 self.checkpoint()
+            else:
+                self._written(block=True)
         finally:
+            self._writer.shutdown()  # a write still going (the loop raised) is finished
             self.consumer.close(autocommit=False)
             self.producer.close()
 
     def _after_batch(self) -> None:
+        self._written(block=False)
         if self._checkpoint_due():
             # Redis or disk away: wait it out while the watchdog judges the stall.
             retry_transient(lambda: self.checkpoint(wait=False), "checkpoint")
-        elif self._commit_owed and self._since_checkpoint == 0:
-            self._commit(wait=False)  # only sealed offsets: commits follow effects
+        elif self._commit_owed and self._since_checkpoint == 0 and self._writing is None:
+            # only sealed offsets: commits follow effects
+            self._commit(self.state.offsets, wait=False)
 
     def stop(self) -> None:
         """Stop after the batch in hand, with a final checkpoint."""
@@ -387,38 +399,69 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         return checkpoint_due(self._since_checkpoint, since, self._checkpoint_cost_s, self.settings)
 
     def checkpoint(self, *, commit: bool = True, wait: bool = True) -> None:
-        """Seal the state with its offsets; then commit those offsets (for lag reporting:
-        without ``wait`` the commit is not waited for, the next one supersedes it)."""
+        """Seal the state with its offsets; once that is durable, commit those offsets
+        (for lag reporting: the next commit supersedes one not waited for).
+
+        With ``wait`` (a stop, a revoke) the checkpoint is durable and its offsets
+        committed when this returns. Without, the state is captured here and made
+        durable (signed, written, synced: most of a checkpoint's time, and none of it
+        needs the live state) by the writer thread while the learner learns on; its
+        offsets are committed at the first turn after. One checkpoint is written at a
+        time: the next one first waits for this one, and raises what writing it raised.
+        A snapshot for the registry needs its checkpoint on disk: then this waits too.
+        """
         started = time.monotonic()
+        self._written(block=True, commit=commit)
         recorded = self.snapshots.recorded()
         if recorded and self.state.labels_joined:
             self.state.label_coverage = self.state.labels_joined / recorded
-        path = self.checkpoints.save(self.state)
-        if self.on_snapshot is not None and self._snapshot_due():
-            self.on_snapshot(self.state, path)
-            self.state.snapshot_taken()
+        sealed = self.checkpoints.seal(self.state)
+        offsets = dict(self.state.offsets)
         self._since_checkpoint = 0
+        snapshot = self.on_snapshot is not None and self._snapshot_due()
+        if wait or snapshot:
+            self.checkpoints.write(sealed)
+            if snapshot and self.on_snapshot is not None:
+                self.on_snapshot(self.state, sealed.path)
+                self.state.snapshot_taken()
+            if commit:
+                self._commit(offsets, wait=wait)
+        else:
+            self._writing = (self._writer.submit(self.checkpoints.write, sealed), offsets, commit)
         self._last_checkpoint = time.monotonic()
         self._checkpoint_cost_s = self._last_checkpoint - started
-        if commit:
-            self._commit(wait=wait)
         self._report_metrics()
         log.info(
             "checkpoint",
             extra={
-                "path": str(path),
+                "path": str(sealed.path),
                 "model_version": self.state.learner.version,
                 "examples": self.state.learner.examples,
                 **self.state.learner.metrics.report(),
             },
         )
 
-    def _commit(self, *, wait: bool) -> None:
-        """Commit the state's offsets (lag reporting only; the checkpoint is the truth)."""
+    def _written(self, *, block: bool, commit: bool = True) -> None:
+        """Once the checkpoint being written is durable, commit its offsets (unless told
+        not to: in a rebalance, whoever owns the partitions next commits); raise what
+        writing it raised (then nothing past the last durable checkpoint is committed).
+        ``block``: wait for it; else only look."""
+        if self._writing is None:
+            return
+        future, offsets, committing = self._writing
+        if not block and not future.done():
+            return
+        self._writing = None
+        future.result()
+        if committing and commit:
+            self._commit(offsets, wait=False)
+
+    def _commit(self, offsets: dict[tuple[str, int], int], *, wait: bool) -> None:
+        """Commit sealed offsets (lag reporting only; the checkpoint is the truth)."""
         self._commit_owed = False
         committed = {
             TopicPartition(topic, partition): _offset_meta(offset)
-            for (topic, partition), offset in self.state.offsets.items()
+            for (topic, partition), offset in offsets.items()
         }
         if not committed:
             return
@@ -483,6 +526,18 @@ def settle_collector() -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
+def poll_ms(settings: Settings) -> int:
+    """How long a poll waits for records: :data:`POLL_MS`, or the checkpoint interval
+    when that is shorter. Checkpoints are taken between polls, so a poll that waited
+    longer would hold the last examples' checkpoint back past the interval once the
+    stream goes quiet.
+
+    >>> poll_ms(Settings(checkpoint_interval_s=10.0)), poll_ms(Settings(checkpoint_interval_s=0.2))
+    (500, 200)
+    """
+    return max(1, min(POLL_MS, round(settings.checkpoint_interval_s * 1000)))
 
 
 def checkpoint_due(unsaved: int, since_s: float, last_cost_s: float, settings: Settings) -> bool:

@@ -133,7 +133,10 @@ def psi(reference: Sequence[float] | Reference, current: Sample, bins: int = DEF
     >>> psi([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0])
     0.0
     """
-    p_ref, p_cur = _binned_proportions(reference, current, bins)
+    return _psi(*_binned_proportions(reference, current, bins))
+
+
+def _psi(p_ref: FloatArray, p_cur: FloatArray) -> float:
     p_ref, p_cur = np.maximum(p_ref, PSI_EPSILON), np.maximum(p_cur, PSI_EPSILON)
     return float(np.sum((p_cur - p_ref) * np.log(p_cur / p_ref)))
 
@@ -143,7 +146,10 @@ def jensen_shannon(
 ) -> float:
     """Jensen-Shannon distance (base 2, so in [0, 1]; 1 for disjoint bins) over the bins
     of :func:`psi`; unlike PSI it is bounded and needs no smoothing."""
-    p_ref, p_cur = _binned_proportions(reference, current, bins)
+    return _jensen_shannon(*_binned_proportions(reference, current, bins))
+
+
+def _jensen_shannon(p_ref: FloatArray, p_cur: FloatArray) -> float:
     middle = (p_ref + p_cur) / 2
 
     def divergence(p: FloatArray) -> float:
@@ -167,8 +173,11 @@ def ks_statistic(reference: Sequence[float] | Reference, current: Sample) -> flo
     >>> ks_statistic([1.0, 2.0, 3.0], [4.0, 5.0])
     1.0
     """
-    prepared = _reference(reference)
-    ref, cur = prepared.values, np.sort(_finite_array(current, "current"))
+    return _ks(_reference(reference), _finite_array(current, "current"))
+
+
+def _ks(prepared: Reference, current: FloatArray) -> float:
+    ref, cur = prepared.values, np.sort(current)
     # The gap can only peak at a sample point: at the reference's own points its CDF is
     # prepared once; the current sample is ranked against itself and the reference.
     at_ref = prepared.cdf - np.searchsorted(cur, ref, side="right") / cur.size
@@ -251,6 +260,18 @@ NUMERIC_TESTS: Mapping[str, NumericTest] = MappingProxyType(
 )
 CATEGORICAL_TESTS: Mapping[str, CategoricalTest] = MappingProxyType(
     {"chi_square": chi_square, "l_infinity": l_infinity}
+)
+# The numeric tests a monitor runs on its own windows, whose values it has checked as
+# they came (finite floats) and keeps as an array: the same statistics as
+# NUMERIC_TESTS, without checking and converting every value again at every check.
+WINDOW_TESTS: Mapping[str, Callable[[Reference, FloatArray], float]] = MappingProxyType(
+    {
+        "psi": lambda ref, cur: _psi(ref.proportions, _proportions(cur, ref.edges)),
+        "jensen_shannon": lambda ref, cur: _jensen_shannon(
+            ref.proportions, _proportions(cur, ref.edges)
+        ),
+        "ks": _ks,
+    }
 )
 
 
@@ -336,6 +357,8 @@ class _Track:
         self.last_alert_at: int | None = None
         self.latest: dict[str, float] = {}
         self._prepared: Reference | None = None  # of `reference`, until it changes
+        # `current` of a numeric track as an array, kept as values come (None: stale)
+        self._array: FloatArray | None = None
 
     def add(self, value: float | str) -> None:
         # The reference fills first; only then does the current window slide.
@@ -344,6 +367,7 @@ class _Track:
             self._prepared = None
         else:
             self.current.append(value)
+            self._array = None
 
     def add_many(self, values: Sequence[float | str]) -> None:
         room = self.window - len(self.reference)
@@ -351,14 +375,26 @@ class _Track:
             self.reference.extend(values[:room])
             self._prepared = None
             values = values[room:]
+        if not values:
+            return
         self.current.extend(values)
+        if self._array is not None:
+            added = np.asarray(values, dtype=np.float64)
+            self._array = np.concatenate((self._array, added))[-self.window :]
 
     def measure(self, config: DriftConfig) -> dict[str, float]:
         if self.kind == NUMERIC:
             if self._prepared is None:
                 self._prepared = Reference.of(self.reference)
-            current = np.fromiter(self.current, dtype=np.float64, count=len(self.current))
-            return {t: NUMERIC_TESTS[t](self._prepared, current) for t in config.numeric_tests}
+            if self._array is None:
+                self._array = np.fromiter(self.current, dtype=np.float64, count=len(self.current))
+            current = self._array
+            return {
+                name: WINDOW_TESTS[name](self._prepared, current)
+                if name in WINDOW_TESTS
+                else NUMERIC_TESTS[name](self._prepared, current)
+                for name in config.numeric_tests
+            }
         test = CATEGORICAL_TESTS[config.categorical_test]
         return {config.categorical_test: test(Counter(self.reference), Counter(self.current))}
 
@@ -367,33 +403,35 @@ class _Track:
         if min(len(self.reference), len(self.current)) < config.min_samples:
             return None
         self.latest = self.measure(config)
-        findings = [
-            FeatureDrift(self.name, test, statistic, config.thresholds[test])
-            for test, statistic in self.latest.items()
-        ]
+        thresholds = config.thresholds
         if not self.armed:
-            self.armed = all(f.statistic < f.threshold * config.rearm_ratio for f in findings)
+            self.armed = all(
+                statistic < thresholds[test] * config.rearm_ratio
+                for test, statistic in self.latest.items()
+            )
             return None
-        worst = max(findings, key=lambda finding: finding.severity)  # first on ties
+        # The most severe test (first on ties), as FeatureDrift.severity ranks them; the
+        # finding is built only when it is reported.
+        test, statistic = max(self.latest.items(), key=lambda item: item[1] / thresholds[item[0]])
         cooling = self.last_alert_at is not None and now - self.last_alert_at < config.cooldown
-        if worst.severity <= 1 or cooling:
+        if statistic / thresholds[test] <= 1 or cooling:
             return None
         self.armed, self.last_alert_at = False, now
-        return worst
+        return FeatureDrift(self.name, test, statistic, thresholds[test])
 
     def __getstate__(self) -> dict[str, Any]:
-        # The prepared reference is a cache: rebuilt on first use, never checkpointed
-        # (so a checkpoint does not depend on its layout).
-        return {**self.__dict__, "_prepared": None}
+        # The prepared reference and the array are caches: rebuilt on first use, never
+        # checkpointed (so a checkpoint does not depend on their layout).
+        return {**self.__dict__, "_prepared": None, "_array": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Checkpoints from before 2026-11-25 pickled an older Reference layout: rebuild.
-        self.__dict__.update({**state, "_prepared": None})
+        self.__dict__.update({**state, "_prepared": None, "_array": None})
 
     def rebase(self) -> None:
         if self.current:
             self.reference = list(self.current)
-            self._prepared = None
+            self._prepared = self._array = None
             self.current.clear()
         self.armed, self.latest = True, {}
 

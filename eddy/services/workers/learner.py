@@ -55,7 +55,12 @@ from eddy.streams.learning.checkpoints import CheckpointStore, LearnerState
 from eddy.streams.learning.intake import Example, decode_example
 from eddy.streams.learning.label_join import joined_example
 from eddy.streams.learning.learner import Item, Learner, LearnerConfig, Position
-from eddy.streams.learning.models import OnlineModel, binary_model_of, label_refusal
+from eddy.streams.learning.models import (
+    PROJECT_KIND,
+    OnlineModel,
+    binary_model_of,
+    label_refusal,
+)
 from eddy.streams.messages.contracts import (
     DriftAlert,
     Label,
@@ -326,7 +331,9 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         """Refuse (dead-letter) a label the model would raise on while learning: one
         message must never stop the loop that learns every other."""
         model = self.state.learner.model
-        refusal = label_refusal(self.config.kind, label, model.task, _binary_model(model))
+        # What the model is matters only for a project's (a built-in kind says it all).
+        binary = _binary_model(model) if self.config.kind == PROJECT_KIND else None
+        refusal = label_refusal(self.config.kind, label, model.task, binary)
         if refusal is not None:
             raise InvalidMessage("label_not_learnable", refusal)
 

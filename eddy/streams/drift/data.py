@@ -123,7 +123,7 @@ def _binned_proportions(
 
 
 def _proportions(sample: FloatArray, edges: FloatArray) -> FloatArray:
-    index = np.searchsorted(edges, sample, side="right")
+    index = edges.searchsorted(sample, side="right")
     return np.bincount(index, minlength=edges.size + 1) / sample.size
 
 
@@ -138,7 +138,7 @@ def psi(reference: Sequence[float] | Reference, current: Sample, bins: int = DEF
 
 def _psi(p_ref: FloatArray, p_cur: FloatArray) -> float:
     p_ref, p_cur = np.maximum(p_ref, PSI_EPSILON), np.maximum(p_cur, PSI_EPSILON)
-    return float(np.sum((p_cur - p_ref) * np.log(p_cur / p_ref)))
+    return float(((p_cur - p_ref) * np.log(p_cur / p_ref)).sum())
 
 
 def jensen_shannon(
@@ -180,9 +180,22 @@ def _ks(prepared: Reference, current: FloatArray) -> float:
     ref, cur = prepared.values, np.sort(current)
     # The gap can only peak at a sample point: at the reference's own points its CDF is
     # prepared once; the current sample is ranked against itself and the reference.
-    at_ref = prepared.cdf - np.searchsorted(cur, ref, side="right") / cur.size
-    at_cur = _cdf_gaps(ref, cur, cur)
-    return float(max(np.max(np.abs(at_ref)), np.max(np.abs(at_cur))))
+    # Array methods, not numpy's functions: a monitor runs this for every feature at
+    # every check, and the functions' Python wrappers cost a fifth of it.
+    at_ref = prepared.cdf - cur.searchsorted(ref, side="right") / cur.size
+    at_cur = ref.searchsorted(cur, side="right") / ref.size - _own_cdf(cur) / cur.size
+    return float(max(np.abs(at_ref).max(), np.abs(at_cur).max()))
+
+
+def _own_cdf(ordered: FloatArray) -> NDArray[np.intp]:
+    """How many of ``ordered``'s values are at most each one: 1, 2, 3... without ties.
+
+    >>> _own_cdf(np.array([1.0, 2.0, 2.0, 3.0])).tolist()
+    [1, 3, 3, 4]
+    """
+    if (ordered[1:] > ordered[:-1]).all():
+        return np.arange(1, ordered.size + 1)
+    return ordered.searchsorted(ordered, side="right")
 
 
 def wasserstein(reference: Sequence[float] | Reference, current: Sample) -> float:

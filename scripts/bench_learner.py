@@ -15,10 +15,17 @@ Over the same seeded examples (River's SEA generator, 3 numeric features, binary
   learner costs beyond the bare loop is mostly those tests;
 - **bare tree** / **learner, tree**: the same for a Hoeffding Adaptive Tree, a model
   that learns one example at a time (no ``learn_many``);
-- **bare consume** / **consume + decode**: a kafka-python loop reading the same examples
-  from Kafka, without and with Eddy's validating decoder: the ceiling of a process;
+- **bare consume** / **consume + decode** / **consume + trusted decode**: a kafka-python
+  loop reading the same examples from Kafka, without and with Eddy's validating decoder,
+  and with the learner's (the trusted fast path for Eddy's own records,
+  :func:`~eddy.streams.learning.intake.decode_example`): the ceiling of a process;
 - **learner process**: ``eddy run learner`` reading the examples from Kafka (one by one
   and mini-batches), measured from its first checkpoint to the one holding every example.
+
+The in-process rows run with the garbage collector set as the learner process sets it
+(:func:`~eddy.services.workers.learner.settle_collector`), the bare loops too: otherwise a
+full collection of this script's own start-up objects lands in whichever row allocates
+most, and the rows measure this process's heap rather than the learner.
 
 Also prints, per detector, the detection delay and false alarms on streams with known
 change points, next to the same River detector run bare.
@@ -27,6 +34,8 @@ change points, next to the same River detector run bare.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import os
 import platform
 import random
@@ -35,6 +44,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,10 +56,12 @@ from bench_features import throwaway
 from river import datasets, drift, linear_model, metrics, preprocessing, tree
 
 from eddy.services.config.settings import Settings
+from eddy.services.workers.learner import settle_collector
 from eddy.streams.drift.data import DEFAULT_CONFIG as DEFAULT_DRIFT
 from eddy.streams.drift.data import DriftConfig
 from eddy.streams.drift.detectors import make_detector
 from eddy.streams.learning.checkpoints import CheckpointStore
+from eddy.streams.learning.intake import decode_example
 from eddy.streams.learning.learner import Learner, LearnerConfig, Position
 from eddy.streams.messages.contracts import SourceOffset, TrainingExample
 from eddy.streams.messages.validation import decode, encode
@@ -67,6 +79,19 @@ def sea(count: int, seed: int = 7) -> list[tuple[dict[str, float], bool]]:
     return [({f"x{k}": float(v) for k, v in x.items()}, bool(y)) for x, y in stream.take(count)]
 
 
+@contextlib.contextmanager
+def collected_as_the_worker() -> Iterator[None]:
+    """The garbage collector set as the learner process sets it, restored afterwards
+    (so that it is this script's only, not that of one importing it)."""
+    thresholds = gc.get_threshold()
+    settle_collector()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
 def bare_loop(rows: list[tuple[dict[str, float], bool]], kind: str = "logistic") -> float:
     model = (
         preprocessing.StandardScaler() | linear_model.LogisticRegression()
@@ -74,12 +99,13 @@ def bare_loop(rows: list[tuple[dict[str, float], bool]], kind: str = "logistic")
         else tree.HoeffdingAdaptiveTreeClassifier(seed=42)
     )
     accuracy = metrics.Accuracy()
-    started = time.perf_counter()
-    for x, y in rows:
-        model.predict_proba_one(x)
-        accuracy.update(y, model.predict_one(x))
-        model.learn_one(x, y)
-    return len(rows) / (time.perf_counter() - started)
+    with collected_as_the_worker():
+        started = time.perf_counter()
+        for x, y in rows:
+            model.predict_proba_one(x)
+            accuracy.update(y, model.predict_one(x))
+            model.learn_one(x, y)
+        return len(rows) / (time.perf_counter() - started)
 
 
 def learner_core(
@@ -91,10 +117,11 @@ def learner_core(
     drift = DriftConfig(check_every=check_every)
     learner = Learner(LearnerConfig(model="bench", kind=kind, batch=batch, drift=drift))
     items = [(x, y, Position("bench", 0, i, BASE_TIME + i)) for i, (x, y) in enumerate(rows)]
-    started = time.perf_counter()
-    for start in range(0, len(items), POLL):
-        learner.learn_many(items[start : start + POLL])
-    return (learner.examples + len(learner.pending)) / (time.perf_counter() - started)
+    with collected_as_the_worker():
+        started = time.perf_counter()
+        for start in range(0, len(items), POLL):
+            learner.learn_alerts(items[start : start + POLL])  # as the worker learns a poll
+        return (learner.examples + len(learner.pending)) / (time.perf_counter() - started)
 
 
 def own_deployment(base: Settings) -> Settings:
@@ -131,17 +158,23 @@ def _topic(settings: Settings) -> str:
 
 
 def bare_consume(
-    rows: list[tuple[dict[str, float], bool]], base: Settings, validate: bool = False
+    rows: list[tuple[dict[str, float], bool]],
+    base: Settings,
+    validate: bool = False,
+    *,
+    trusted: bool = False,
 ) -> float:
     """What reading the examples costs before any learning: a bare kafka-python loop
     (the learner's consumer settings), and the same loop decoding each example with
-    Eddy's validating decoder. The ceiling of any learner process in Python."""
+    Eddy's validating decoder (``validate``) or with the learner's, which takes Eddy's
+    own records on a trusted fast path (``trusted``). The ceiling of any learner process
+    in Python."""
     with throwaway(own_deployment(base)) as settings:
         fill_examples(rows, settings)
-        return _consume_rate(settings, len(rows), validate)
+        return _consume_rate(settings, len(rows), validate, trusted)
 
 
-def _consume_rate(settings: Settings, count: int, validate: bool) -> float:
+def _consume_rate(settings: Settings, count: int, validate: bool, trusted: bool) -> float:
     consumer = make_consumer(settings, _topic(settings), group_id=None, max_poll_records=POLL)
     read, started = 0, None
     try:
@@ -149,7 +182,9 @@ def _consume_rate(settings: Settings, count: int, validate: bool) -> float:
             for records in consumer.poll(timeout_ms=500).values():
                 started = started or time.perf_counter()
                 for record in records:
-                    if validate:
+                    if trusted:
+                        decode_example(record.value)
+                    elif validate:
                         decode(TrainingExample, record.value)
                     read += 1
         return read / (time.perf_counter() - (started or 0.0))
@@ -265,6 +300,7 @@ ROWS = (
     ("tree", "eddy Learner, HAT (one by one)"),
     ("consume", "bare kafka-python consume loop"),
     ("consume_decode", "kafka-python consume + Eddy's decoder"),
+    ("consume_trusted", "kafka-python consume + the learner's decoder"),
     ("process", "eddy run learner, one by one"),
     ("process_batch", "eddy run learner, mini-batches"),
 )
@@ -291,6 +327,7 @@ def main() -> None:
         "tree": lambda: learner_core(rows, "hoeffding_adaptive_tree"),
         "consume": lambda: bare_consume(rows, base),
         "consume_decode": lambda: bare_consume(rows, base, validate=True),
+        "consume_trusted": lambda: bare_consume(rows, base, trusted=True),
         "process": lambda: learner_process(rows, base),
         "process_batch": lambda: learner_process(rows, base, args.batch),
     }

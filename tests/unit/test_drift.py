@@ -561,3 +561,31 @@ def test_a_monitor_restored_from_before_the_cap_keeps_the_first_names_it_saw() -
     restored = pickle.loads(pickle.dumps(monitor))
     assert list(restored.state()["features"]) == [f"name_{i:03d}" for i in range(512)]
     assert restored.untracked == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_monitor_tests_its_kept_window_exactly_as_the_tests_do_a_fresh_sample(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    config = DriftConfig(
+        numeric_tests=("psi", "ks", "jensen_shannon", "wasserstein"),
+        window=60,
+        min_samples=30,
+        check_every=7,
+    )
+    monitor = DataDriftMonitor(config)
+    discrete = seed % 2 == 0  # ties, in both windows and across them
+    for start in range(0, 400, 23):  # batches across checks and window turns
+        rows = [
+            {"x": float(rng.integers(0, 6)) if discrete else float(rng.normal(start / 200, 1))}
+            for _ in range(23)
+        ]
+        monitor.update_many(rows)
+        track = monitor._tracks["x"]
+        if len(track.current) < config.min_samples:
+            continue
+        kept = track.measure(config)
+        fresh = pickle.loads(pickle.dumps(track))  # no cached array, nor prepared reference
+        assert fresh._array is None
+        assert kept == fresh.measure(config)
+        reference, current = list(track.reference), list(track.current)
+        assert kept == {name: NUMERIC_TESTS[name](reference, current) for name in kept}

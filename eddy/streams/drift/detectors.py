@@ -327,9 +327,9 @@ class RiverDriftMonitor:
         return fired
 
     def _check(self, values: Sequence[float]) -> None:
-        for value in values:
-            if not math.isfinite(value):
-                raise ValueError(f"{self.name}: error value must be finite, got {value!r}")
+        if not all(map(math.isfinite, values)):  # one pass in C over the learner's batch
+            bad = next(value for value in values if not math.isfinite(value))
+            raise ValueError(f"{self.name}: error value must be finite, got {bad!r}")
         if self.name in BINARY_INPUT_DETECTORS and not set(values) <= set(BINARY_VALUES):
             odd = next(v for v in values if v not in BINARY_VALUES)
             raise ValueError(

@@ -9,13 +9,20 @@ plain data of the data plane, so it lives here and not in the process that write
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from eddy.streams.learning.learner import Item, Learner, Position
 from eddy.streams.messages.contracts import Label
 from eddy.streams.store.recent_ids import RecentIds
-from eddy.streams.store.serialization import IntegrityError, seal, unseal, write_atomically
+from eddy.streams.store.serialization import (
+    PICKLE,
+    IntegrityError,
+    sign,
+    unseal,
+    write_atomically,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +75,14 @@ class LearnerState:
         return self.learned.add(record_id)
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """A state as it was when :meth:`CheckpointStore.seal` pickled it, and its file."""
+
+    path: Path
+    payload: bytes  # the pickle, not yet signed
+
+
 class CheckpointStore:
     """Sealed checkpoint files, newest last; corrupt or foreign files are skipped loudly."""
 
@@ -76,11 +91,22 @@ class CheckpointStore:
         self._key = key
 
     def save(self, state: LearnerState) -> Path:
+        return self.write(self.seal(state))
+
+    def seal(self, state: LearnerState) -> Sealed:
+        """``state`` captured now. The rest of saving it (:meth:`write`: signing, writing,
+        syncing to disk) is the slower part, and needs nothing of the live state: the
+        learner does it on another thread while it learns on."""
         path = self.directory / f"checkpoint-{state.learner.examples:012d}.sealed"
-        write_atomically(path, seal(state, self._key))
+        return Sealed(path, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def write(self, sealed: Sealed) -> Path:
+        """Make ``sealed`` durable (the same file :func:`~eddy.streams.store.serialization.seal`
+        makes of the state), then drop the oldest files past :data:`CHECKPOINTS_KEPT`."""
+        write_atomically(sealed.path, sign(sealed.payload, self._key, PICKLE))
         for old in sorted(self.directory.glob("checkpoint-*.sealed"))[:-CHECKPOINTS_KEPT]:
             old.unlink()
-        return path
+        return sealed.path
 
     def latest(self) -> LearnerState | None:
         for path in sorted(self.directory.glob("checkpoint-*.sealed"), reverse=True):

@@ -42,6 +42,7 @@ from eddy.streams.drift.detectors import DEFAULT_DETECTOR
 from eddy.streams.drift.served import ServedOutcome, ServedWatch, prediction_error
 from eddy.streams.learning.evaluation import PrequentialMetrics
 from eddy.streams.learning.models import (
+    CLASSIFICATION,
     PROJECT_KIND,
     Features,
     Label,
@@ -203,14 +204,31 @@ class Learner:
         cut by count only, so a replay from a checkpoint cuts them where the original
         run did. Metrics, detectors and monitors see every example in order either way.
         """
+        predictions, errors, alerts_at = self._learn(items)
+        return [
+            Step(prediction, error, alerts_at.get(i, []))
+            for i, (prediction, error) in enumerate(zip(predictions, errors, strict=True))
+        ]
+
+    def learn_alerts(self, items: Sequence[Item]) -> list[DriftAlert]:
+        """:meth:`learn_many`, returning only the alerts raised, in order: the learner
+        process publishes those and needs no step per example."""
+        return [alert for _, alerts in sorted(self._learn(items)[2].items()) for alert in alerts]
+
+    def _learn(
+        self, items: Sequence[Item]
+    ) -> tuple[list[Label | None], list[float], dict[int, list[DriftAlert]]]:
+        """The predictions and errors of the examples learned now, and their alerts by
+        position among them."""
         if self.config.batch > 1:
             self.pending.extend(items)
             full = len(self.pending) - len(self.pending) % self.config.batch
             items, self.pending = self.pending[:full], self.pending[full:]
         if not items:
-            return []
+            return [], [], {}
         predictions, positives = self._predict_and_learn(items)
-        return self._monitor(items, predictions, positives)
+        errors, alerts_at = self._monitor(items, predictions, positives)
+        return predictions, errors, alerts_at
 
     def _predict_and_learn(
         self, items: Sequence[Item]
@@ -243,10 +261,11 @@ class Learner:
         items: Sequence[Item],
         predictions: list[Label | None],
         positives: list[float | None],
-    ) -> list[Step]:
-        """Score, watch and alert, exactly as if the examples came one by one."""
+    ) -> tuple[list[float], dict[int, list[DriftAlert]]]:
+        """Score, watch and alert, exactly as if the examples came one by one: the
+        errors, and the alerts by position in ``items``."""
         ys = [y for _, y, _ in items]
-        errors = [self._error(y, p) for y, p in zip(ys, predictions, strict=True)]
+        errors = self._errors(ys, predictions)
         # Where something fires, in the order step() would have raised it.
         events: dict[int, list[tuple[DriftKind, str, list[DriftEvidence], float | None]]] = {}
         times = [where.event_time for _, _, where in items]
@@ -258,7 +277,11 @@ class Learner:
                 (DriftKind.CONCEPT, detection.signal.detector, evidence, detection.change_at)
             )
         ignore = self.config.drift_ignore
-        watched = [{k: v for k, v in x.items() if k not in ignore} for x, _, _ in items]
+        watched = (
+            [{k: v for k, v in x.items() if k not in ignore} for x, _, _ in items]
+            if ignore
+            else [x for x, _, _ in items]
+        )
         for i, drifts in self.data_drift.update_many(watched):
             events.setdefault(i, []).append((DriftKind.DATA, "data_drift", _evidence(drifts), None))
         alerts_at: dict[int, list[DriftAlert]] = {}
@@ -272,7 +295,7 @@ class Learner:
                     self._alert(kind, detector, evidence, stream, change_at=change_at)
                 )
         self._account(items, ys, predictions, positives, done, len(items))
-        return [Step(predictions[i], errors[i], alerts_at.get(i, [])) for i in range(len(items))]
+        return errors, alerts_at
 
     def watch_served(self, outcomes: Sequence[ServedOutcome]) -> list[DriftAlert]:
         """Watch the answers deployed versions served, now that their labels arrived.
@@ -348,9 +371,16 @@ class Learner:
             return False
         return True
 
-    def _error(self, y: Label, prediction: Label | None) -> float:
-        error = prediction_error(self.model.task, y, prediction)
-        return abs(float(y)) if error is None else error  # no answer yet: as if it said 0
+    def _errors(self, ys: list[Label], predictions: list[Label | None]) -> list[float]:
+        """Each example's prequential error (:func:`prediction_error`); a regressor with
+        no answer yet counts as if it said 0."""
+        if self.model.task == CLASSIFICATION:  # 0/1, never missing: without a call each
+            return [0.0 if p == y else 1.0 for y, p in zip(ys, predictions, strict=True)]
+        errors = []
+        for y, p in zip(ys, predictions, strict=True):
+            error = prediction_error(self.model.task, y, p)
+            errors.append(abs(float(y)) if error is None else error)
+        return errors
 
     def _alert(
         self,

@@ -112,6 +112,34 @@ def decode(
     return message
 
 
+def canonical_document(raw: bytes | None) -> dict[str, Any] | None:
+    """The JSON object ``raw`` holds when ``raw`` is byte for byte what :func:`encode`
+    writes for it; None for anything else, which then needs :func:`decode`.
+
+    The trusted path for Eddy's own messages (the learner's training examples): a record
+    in that form is within the size bound, strict JSON (orjson refuses NaN, infinities,
+    overflowing numbers and bad UTF-8) and has no repeated key (the parse would have
+    collapsed it, and the re-encoding would be shorter), so only the contract's fields
+    remain to check. Whitespace, another spelling of a number or an escape, or any
+    parse error is not that form: such a record takes the full path, which refuses it
+    with its reason if it is bad.
+
+    >>> canonical_document(b'{"a":1,"b":[2.5,"x"]}')
+    {'a': 1, 'b': [2.5, 'x']}
+    >>> [canonical_document(raw) for raw in (b'{"a": 1}', b'{"a":1,"a":2}', b'[1]', b'')]
+    [None, None, None, None]
+    """
+    if not raw or len(raw) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(document) is not dict or orjson.dumps(document) != raw:
+        return None
+    return document
+
+
 def _parse_json(text: str) -> Any:
     """Strict JSON: no NaN/Infinity, no overflowing numbers, no duplicate keys, bounded depth
     and key count.

@@ -23,7 +23,7 @@ Over the same seeded examples (River's SEA generator, 3 numeric features, binary
   and mini-batches), measured from its first checkpoint to the one holding every example.
 
 The in-process rows run with the garbage collector set as the learner process sets it
-(:func:`~eddy.services.workers.learner.settle_collector`), the bare loops too: otherwise a
+(:func:`~eddy.services.ops.collector.settle_collector`), the bare loops too: otherwise a
 full collection of this script's own start-up objects lands in whichever row allocates
 most, and the rows measure this process's heap rather than the learner.
 
@@ -56,7 +56,7 @@ from bench_features import throwaway
 from river import datasets, drift, linear_model, metrics, preprocessing, tree
 
 from eddy.services.config.settings import Settings
-from eddy.services.workers.learner import settle_collector
+from eddy.services.ops.collector import settle_collector
 from eddy.streams.drift.data import DEFAULT_CONFIG as DEFAULT_DRIFT
 from eddy.streams.drift.data import DriftConfig
 from eddy.streams.drift.detectors import make_detector

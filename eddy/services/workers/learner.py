@@ -27,7 +27,6 @@ restart. A hot standby owns nothing: healthy.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import time
 import weakref
@@ -46,6 +45,7 @@ from kafka.coordinator.protocol import (
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
+from eddy.services.ops.collector import settle_collector
 from eddy.services.ops.liveness import Liveness
 from eddy.services.ops.poll_loop import Consumed, PollLoop
 from eddy.streams.dead_letters.policy import retry_transient
@@ -88,9 +88,6 @@ POLL_MS = 500
 # the broker's default 500 ms. A short wait keeps a busy examples topic flowing.
 FETCH_MAX_WAIT_MS = 20
 SEND_TIMEOUT_S = 60.0
-# Allocations between two collections of the youngest generation (CPython's default is
-# 700): about what one batch of examples allocates (settle_collector).
-GC_YOUNG_THRESHOLD = 10_000
 
 
 class AllToOneAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
@@ -514,25 +511,6 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         if restored is not None:
             log.warning("checkpoint is for another configuration; starting fresh")
         return LearnerState(Learner(self.config, self.online_model), RecentIds(limit))
-
-
-def settle_collector() -> None:
-    """Keep CPython's cyclic garbage collector from costing the learner a sixth of its time.
-
-    Everything alive once the worker is built (the imported modules, River, pandas and
-    SciPy among them: about 200,000 objects) lives as long as the process, yet each full
-    collection walked all of it again, at 150 ms a time; and with the youngest
-    generation's default threshold (700 allocations) the few containers each example
-    allocates for the length of one batch were scanned and promoted again and again,
-    which is what sets off those full collections. Frozen, the start-up objects are no
-    longer scanned (nor collected: reference counting still frees them); with a
-    threshold of a batch or so of allocations, most of a batch's containers are gone
-    before a collection looks at them. Measured on ``eddy run learner`` over 20,000
-    examples: 53-57 µs of CPU time an example before, 42-48 after.
-    """
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def poll_ms(settings: Settings) -> int:

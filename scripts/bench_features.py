@@ -342,6 +342,17 @@ def worker_rate(
         stop_workers(workers)
 
 
+def forget_group(settings: Settings, group: str) -> None:
+    """Delete ``group`` (its members gone), so that the next one starts from the first
+    offset; a group that does not exist is fine."""
+    admin = make_admin(settings)
+    try:
+        if group in {listed for listed, _ in admin.list_consumer_groups()}:
+            admin.delete_consumer_groups([group])
+    finally:
+        admin.close()
+
+
 def reset_state(settings: Settings) -> None:
     """Delete the deployment's Redis keys (the bare loop's too): a fresh online store."""
     redis = make_redis(settings)
@@ -402,13 +413,15 @@ def measure(base: Settings, events: int, peers: bool = True) -> dict[str, float]
             settings, topic, events, settings.data_dir, noop, noop_app_id(settings)
         )
         rates["pipeline"] = pipeline_rate(settings, topic, events)
-        # Each engine in a consumer group of its own (named by the model), on a fresh store.
+        # Each engine from the first offset, on a fresh store (the feature workers' group
+        # is the same whatever the engine: the first one's is deleted once it stopped).
         for key, engine in (("eddy", "poll"), ("eddy_faust", "faust")):
             reset_state(settings)
-            engined = settings.model_copy(update={"feature_engine": engine, "model_name": engine})
+            forget_group(settings, app_id(settings))
+            engined = settings.model_copy(update={"feature_engine": engine})
             command = [EDDY, "run", "features"]
             rates[key] = worker_rate(
-                engined, topic, events, settings.data_dir, command, app_id(engined)
+                engined, topic, events, settings.data_dir, command, app_id(settings)
             )
         if quix is not None:
             group = quix_group(settings)

@@ -6,9 +6,9 @@
 :class:`~eddy.services.ops.poll_loop.PollLoop` every other worker uses, and a
 faust-streaming agent (:mod:`eddy.services.workers.features`). This one is the default
 because faust's per-event stream costs more than the pipeline's own work: a faust agent
-that does nothing at all reads about 12,000 events/s on two cores, so no feature agent
-can go past that, while this loop hands a polled batch to the pipeline as it is
-(``docs/benchmarks.md`` has both engines' figures, measured in the same run).
+that does nothing at all reads about 10,000 events/s on two cores, so no feature agent
+can go past that, while this loop hands a polled batch to the pipeline as it is (9,482
+against 4,423 events/s, ``docs/benchmarks.md``, measured in the same run).
 
 The delivery rules are the faust agent's: one batch at a time, offsets committed only
 after :meth:`FeaturePipeline.handle` returned (every effect durable), never auto-commit;

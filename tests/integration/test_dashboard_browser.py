@@ -36,14 +36,12 @@ from selenium.webdriver.chrome.service import Service
 from eddy.services.config.settings import PROJECT_ROOT, Settings
 from eddy.services.ops.metrics import ROLE_OFFSETS
 from eddy.services.ops.monitor import CHART_JS, scrape
-from eddy.services.registry.opening import open_registry
-from eddy.services.registry.store import Lineage
-from eddy.streams.learning.models import make_model
-from eddy.streams.messages.contracts import DriftAlert, DriftKind, Event, PredictionRequest
+from eddy.streams.messages.contracts import Event, PredictionRequest
 from eddy.streams.messages.validation import encode
 from eddy.streams.transport.clients import make_producer
 from eddy.streams.transport.topics import Topic, topic_name
 from tests.factories import DeploymentSettings
+from tests.monitoring import champion_and_alert
 from tests.network import free_port, get
 from tests.processes import start_eddy
 from tests.waiting import wait_until
@@ -71,7 +69,6 @@ SERVICES = ("features", "learner", "predictor")
 SAMPLE_S = 0.5
 TRAFFIC_PER_S = 20
 TRAFFIC_LIMIT_S = 90.0  # the traffic stops by itself even if the test hangs
-LINEAGE = Lineage({"events[0]": [0, 9]}, "fs", {}, {}, "test", {"type": "manual", "id": "t"}, "t")
 CHARTS = ("accuracy", "throughput", "latency", "drift")
 
 # Each chart's datasets as Chart.js laid them out to draw: the values of the elements it
@@ -247,20 +244,9 @@ def test_every_chart_draws_live_data_and_nothing_where_there_is_none(
         drift_check_every=5,
         snapshot_every=0,
     )
-    registry = open_registry(settings, announce=False)
-    registry.register("m", "river", make_model("logistic"), {"accuracy": 0.9}, LINEAGE)
-    registry.promote("m", 1, "test", "first champion")
+    registry, alert = champion_and_alert(settings)
     promoted_at = registry.history("m")[0].at
     producer = make_producer(settings)
-    alert = DriftAlert(
-        alert_id="m:concept:5",
-        model="m",
-        kind=DriftKind.CONCEPT,
-        detector="adwin",
-        statistic=0.4,
-        threshold=0.0,
-        action="retrain",
-    )
     sent = producer.send(
         topic_name(Topic.DRIFT_ALERTS, settings.topic_prefix), key=b"m", value=encode(alert)
     ).get(timeout=30)

@@ -12,19 +12,14 @@ from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from eddy.services.ops.monitor import CHART_JS
-from eddy.services.registry.opening import open_registry
-from eddy.services.registry.store import Lineage
-from eddy.streams.learning.models import make_model
-from eddy.streams.messages.contracts import DriftAlert, DriftKind
 from eddy.streams.messages.validation import encode
 from eddy.streams.transport.clients import make_consumer, make_producer
 from eddy.streams.transport.topics import Topic, topic_name
 from tests.factories import DeploymentSettings
+from tests.monitoring import champion_and_alert
 from tests.network import free_port, get
 from tests.processes import start_eddy
 from tests.waiting import wait_until
-
-LINEAGE = Lineage({"ex[0]": [0, 9]}, "fs", {}, {}, "test", {"type": "alert", "id": "a1"}, "t")
 
 
 def test_status_api_and_dashboard_show_models_history_and_alerts(
@@ -37,18 +32,7 @@ def test_status_api_and_dashboard_show_models_history_and_alerts(
         metrics_port=free_port() - 10,  # no service serves there: empty samples
         monitor_sample_s=0.5,
     )
-    registry = open_registry(settings, announce=False)
-    registry.register("m", "river", make_model("logistic"), {"accuracy": 0.9}, LINEAGE)
-    registry.promote("m", 1, "test", "first champion")
-    alert = DriftAlert(
-        alert_id="m:concept:5",
-        model="m",
-        kind=DriftKind.CONCEPT,
-        detector="adwin",
-        statistic=0.4,
-        threshold=0.0,
-        action="retrain",
-    )
+    _registry, alert = champion_and_alert(settings)
     producer = make_producer(settings)
     topic = topic_name(Topic.DRIFT_ALERTS, settings.topic_prefix)
     # Anyone can write to the alerts topic: a record that is not an alert is left off the

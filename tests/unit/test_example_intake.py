@@ -45,14 +45,7 @@ def full(raw: bytes | None) -> Example | InvalidMessage:
         message = decode(TrainingExample, raw, now=NOW)
     except InvalidMessage as exc:
         return exc
-    return Example(
-        message.example_id,
-        message.event_time.timestamp(),
-        message.label,
-        message.features,
-        message.feature_set,
-        message.source.topic,
-    )
+    return Example.of(message)
 
 
 def fast(raw: bytes | None) -> Example | InvalidMessage:

@@ -75,6 +75,18 @@ class Example(NamedTuple):
     feature_set: str
     source_topic: str
 
+    @classmethod
+    def of(cls, message: TrainingExample) -> Example:
+        """What the learner uses of a validated training example."""
+        return cls(
+            message.example_id,
+            message.event_time.timestamp(),
+            message.label,
+            message.features,
+            message.feature_set,
+            message.source.topic,
+        )
+
 
 def decode_example(
     raw: bytes | None, *, now: datetime | None = None, max_future: timedelta = DEFAULT_MAX_FUTURE
@@ -84,15 +96,7 @@ def decode_example(
     fast = _trusted(raw, now, max_future)
     if fast is not None:
         return fast
-    message = decode(TrainingExample, raw, now=now, max_future=max_future)
-    return Example(
-        message.example_id,
-        message.event_time.timestamp(),
-        message.label,
-        message.features,
-        message.feature_set,
-        message.source.topic,
-    )
+    return Example.of(decode(TrainingExample, raw, now=now, max_future=max_future))
 
 
 def _trusted(raw: bytes | None, now: datetime | None, max_future: timedelta) -> Example | None:

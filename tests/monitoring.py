@@ -10,7 +10,8 @@ from eddy.services.config.settings import Settings
 from eddy.services.registry.opening import open_registry
 from eddy.services.registry.store import Lineage, Registry
 from eddy.streams.learning.models import make_model
-from eddy.streams.messages.contracts import DriftAlert, DriftKind
+from eddy.streams.messages.contracts import DriftAlert
+from tests.alerts import concept_alert
 
 MODEL = "m"
 LINEAGE = Lineage({"ex[0]": [0, 9]}, "fs", {}, {}, "test", {"type": "alert", "id": "a1"}, "t")
@@ -22,13 +23,5 @@ def champion_and_alert(settings: Settings) -> tuple[Registry, DriftAlert]:
     registry = open_registry(settings, announce=False)
     registry.register(MODEL, "river", make_model("logistic"), {"accuracy": 0.9}, LINEAGE)
     registry.promote(MODEL, 1, "test", "first champion")
-    alert = DriftAlert(
-        alert_id=f"{MODEL}:concept:5",
-        model=MODEL,
-        kind=DriftKind.CONCEPT,
-        detector="adwin",
-        statistic=0.4,
-        threshold=0.0,
-        action="retrain",
-    )
+    alert = concept_alert(f"{MODEL}:concept:5", MODEL)
     return registry, alert

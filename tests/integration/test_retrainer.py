@@ -29,7 +29,6 @@ from eddy.services.training.core import REFITTED_ON
 from eddy.services.training.retrainer import AlertListener, Retrainer
 from eddy.streams.messages.contracts import (
     DriftAlert,
-    DriftKind,
     DriftWindow,
 )
 from eddy.streams.messages.validation import encode
@@ -38,6 +37,7 @@ from eddy.streams.transport.admin import committed_offsets
 from eddy.streams.transport.clients import make_admin, make_producer
 from eddy.streams.transport.groups import group_id
 from eddy.streams.transport.topics import Topic, topic_name
+from tests import alerts
 from tests.factories import DeploymentSettings
 from tests.integration.training_examples import BASE, concept, publish_examples
 from tests.processes import start_eddy
@@ -60,17 +60,8 @@ def deployment(deployment_settings: DeploymentSettings) -> Settings:
 
 
 def concept_alert(alert_id: str, window: DriftWindow | None = None) -> DriftAlert:
-    """An ADWIN concept alert asking for a retrain (``window``: where it fired)."""
-    return DriftAlert(
-        alert_id=alert_id,
-        model=MODEL,
-        kind=DriftKind.CONCEPT,
-        detector="adwin",
-        statistic=0.4,
-        threshold=0.0,
-        action="retrain",
-        window=window or DriftWindow(),
-    )
+    """An ADWIN concept alert on this module's model asking for a retrain."""
+    return alerts.concept_alert(alert_id, MODEL, window)
 
 
 def publish_alert(settings: Settings, alert_id: str, model: str = MODEL) -> None:

@@ -8,9 +8,10 @@ sets off those full collections. Frozen, the start-up objects are no longer scan
 (reference counting still frees what it frees); with a threshold of about a batch's
 allocations, most of a batch's containers are gone before a collection looks at them.
 
-Measured by the workers that call it (``docs/benchmarks.md``): the learner process 53-57
-→ 42-48 µs of CPU an example, the predictor's collections 5-10 → under 2 ms a batch of
-200 in-process, the feature pipeline 75-85 → 66-67 µs of CPU an event in-process.
+Measured by hand on 2026-12-05 (profiles, not the benchmark command): the learner
+process 53-57 → 42-48 µs of CPU an example, the predictor's collections 5-10 → under 2 ms
+a batch of 200 in-process, the feature pipeline 75-85 → 66-67 µs of CPU an event
+in-process.
 """
 
 from __future__ import annotations

@@ -25,26 +25,24 @@ synchronously: it waits, and raises what the broker keeps refusing as a synchron
 commit always did (a group that refused it because it rebalances is only logged:
 :func:`~eddy.streams.transport.clients.commit_unless_refused`). The bound counts records,
 not batches: a steady trickle of requests makes batches of one, several of them per
-round trip, and a crash redelivers records. A crash can therefore leave
+round trip, and a crash redelivers records. (Before the group takes partitions away,
+the predictor settles: a rebalance hands over nothing answered.) A crash can therefore leave
 :attr:`OverlappedCommits.most_uncommitted` records per partition uncommitted instead of
 one batch: the predictor's redelivery window covers that many, and an answer sent for a
 record past it would still be found by the request log's create-only write
 (:meth:`~eddy.services.serving.request_log.RequestLog.create`).
 
->>> class Reply:
-...     is_done = False
-...     def failed(self): return False
 >>> class Consumer:
 ...     def __init__(self): self.sent, self.replies = [], []
-...     def commit_async(self):
-...         self.sent.append("async"); self.replies.append(Reply()); return self.replies[-1]
+...     def commit_async(self, callback):
+...         self.sent.append("async"); self.replies.append(callback)
 ...     def commit(self): self.sent.append("sync")
 >>> consumer = Consumer()
 >>> commits = OverlappedCommits(consumer, batch_size=10)
 >>> for _ in range(MAX_ON_THEIR_WAY + 1): commits.after_batch(1)
 >>> consumer.sent  # no reply yet: the third batch waits for the next commit
 ['async', 'async']
->>> consumer.replies[0].is_done = True  # read by a poll
+>>> consumer.replies[0]({}, "the broker's response")  # read by a poll
 >>> commits.after_turn(); commits.after_turn(); consumer.sent
 ['async', 'async', 'async']
 >>> for _ in range(MAX_UNCONFIRMED_BATCHES): commits.after_batch(10)
@@ -69,6 +67,24 @@ MAX_ON_THEIR_WAY = 2
 # network, and a round trip (about 5.5 ms on the development stack) spans several small
 # batches.
 MAX_UNCONFIRMED_BATCHES = 2
+
+
+class CommitReply:
+    """The reply to one asynchronous commit, as kafka-python's callback delivers it (at
+    a later poll or commit). The callback, not the future ``commit_async`` returns: while
+    the client looks for the group's coordinator, that future is the lookup's, done
+    before the commit is even sent."""
+
+    def __init__(self) -> None:
+        self.is_done = False
+        self.exception: BaseException | None = None
+
+    def __call__(self, _offsets: Any, result: Any) -> None:
+        self.is_done = True
+        self.exception = result if isinstance(result, BaseException) else None
+
+    def failed(self) -> bool:
+        return self.exception is not None
 
 
 class OverlappedCommits:
@@ -126,7 +142,9 @@ class OverlappedCommits:
                 self.settle()
                 return
         if self._sent < self._handled and len(waiting) < MAX_ON_THEIR_WAY:
-            self._on_their_way.append((self._consumer.commit_async(), self._handled))
+            reply = CommitReply()
+            self._consumer.commit_async(callback=reply)
+            self._on_their_way.append((reply, self._handled))
             self._sent = self._handled
 
     def settle(self) -> None:

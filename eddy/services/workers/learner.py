@@ -248,7 +248,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             else:
                 self._written(block=True)
         finally:
-            self._writer.shutdown()  # a write still going (the loop raised) is finished
+            self._writer.shutdown()  # a write still going (the final checkpoint raised) ends
             self.consumer.close(autocommit=False)
             self.producer.close()
 

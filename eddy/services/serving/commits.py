@@ -25,8 +25,7 @@ synchronously: it waits, and raises what the broker keeps refusing as a synchron
 commit always did (a group that refused it because it rebalances is only logged:
 :func:`~eddy.streams.transport.clients.commit_unless_refused`). The bound counts records,
 not batches: a steady trickle of requests makes batches of one, several of them per
-round trip, and a crash redelivers records. (Before the group takes partitions away,
-the predictor settles: a rebalance hands over nothing answered.) A crash can therefore leave
+round trip, and a crash or a rebalance redelivers records. A crash can therefore leave
 :attr:`OverlappedCommits.most_uncommitted` records per partition uncommitted instead of
 one batch: the predictor's redelivery window covers that many, and an answer sent for a
 record past it would still be found by the request log's create-only write

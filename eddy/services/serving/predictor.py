@@ -225,11 +225,7 @@ class Predictor:
         self.known_topics = KnownTopics(self.consumer.topics, REPLY_TOPICS_REFRESH_S)
         self.commits = OverlappedCommits(self.consumer, settings.predictor_batch_size)
         self.redelivery = RedeliveryWindow(self.commits.most_uncommitted)
-        subscribe(
-            self.consumer,
-            [self.requests_topic],
-            WindowOnAssignment(self.redelivery, self.commits.settle),
-        )
+        subscribe(self.consumer, [self.requests_topic], WindowOnAssignment(self.redelivery))
         self.loop = PollLoop(
             settings,
             self.consumer,

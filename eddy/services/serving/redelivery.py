@@ -21,7 +21,7 @@ per partition were answered and not committed. :class:`RedeliveryWindow` marks t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from kafka import TopicPartition
@@ -51,18 +51,13 @@ class RedeliveryWindow:
 
 
 class WindowOnAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Opens the window for every partition the group assigns to this member; before
-    partitions are taken away, ``settle`` commits what was answered (the predictor's
-    commits do not wait for their replies: without it, a rebalance would hand the
-    batches whose commits were still on their way to the next owner, to answer again)."""
+    """Opens the window for every partition the group assigns to this member."""
 
-    def __init__(self, window: RedeliveryWindow, settle: Callable[[], None]) -> None:
+    def __init__(self, window: RedeliveryWindow) -> None:
         self.window = window
-        self.settle = settle
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        if revoked:
-            self.settle()
+        pass
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.window.assigned((tp.topic, tp.partition) for tp in assigned)

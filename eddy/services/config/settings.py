@@ -59,6 +59,13 @@ class Settings(BaseModel):
         "127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port."
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (rediss:// = TLS).")
+    redis_cluster: bool = Field(
+        False,
+        description=(
+            "EDDY_REDIS_URL names a node of a Redis Cluster: use redis-py's cluster "
+            "client, which finds the others (batches go per slot, one pipeline per node)."
+        ),
+    )
     topic_prefix: str = Field("eddy.", description="Prefix of every Eddy topic name.")
     partitions: int = Field(3, ge=1, description="Partitions of each partitioned topic.")
     replication_factor: int = Field(1, ge=1, description="Replication factor of new topics.")

@@ -24,6 +24,7 @@ history needed) is skipped as ``history_expired`` rather than judged on partial 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
@@ -35,8 +36,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-import redis
 from kafka import TopicPartition
+from redis.cluster import RedisCluster
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
@@ -60,6 +61,7 @@ from eddy.streams.features.skew import (
 from eddy.streams.messages.contracts import DriftAlert, DriftWindow, PredictionRequest
 from eddy.streams.messages.validation import InvalidMessage, decode, encode
 from eddy.streams.store import keys
+from eddy.streams.store.redis_commands import RedisClient, multi_get
 from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.clients import make_consumer, make_producer, make_redis
 from eddy.streams.transport.topics import Topic, message_key, spec_for
@@ -155,30 +157,49 @@ def run_scheduled(settings: Settings, stop: threading.Event, fs: FeatureSet) -> 
             log.warning("skew check skipped: outage", extra={"error": repr(exc)})
 
 
-def sample_requests(client: redis.Redis, settings: Settings) -> tuple[list[Served], Counter[str]]:
+def sample_requests(client: RedisClient, settings: Settings) -> tuple[list[Served], Counter[str]]:
     """Up to ``skew_sample`` logged requests that have a snapshot, and why others were not."""
     wanted = settings.skew_sample
     pattern = keys.request_log(_GLOB_SPECIAL.sub(r"\\\1", settings.topic_prefix), "*")
     snapshots = SnapshotStore(client, settings.topic_prefix, settings.label_window_s)
     found: dict[str, Served] = {}
     skipped: Counter[str] = Counter()
-    cursor, scanned = 0, 0
-    for _call in range(MAX_SCAN_CALLS):
-        cursor, found_keys = client.scan(cursor=cursor, match=pattern, count=SCAN_COUNT)
+    scanned = 0
+    for found_keys in itertools.islice(_scan_pages(client, pattern), MAX_SCAN_CALLS):
         scanned += len(found_keys)
         for served in _served(client, snapshots, found_keys, skipped):
             found.setdefault(served.request_id, served)
-        if len(found) >= wanted or cursor == 0 or scanned >= wanted * SCAN_LIMIT_FACTOR:
+        if len(found) >= wanted or scanned >= wanted * SCAN_LIMIT_FACTOR:
             break
     return list(found.values())[:wanted], skipped
 
 
+def _scan_pages(client: RedisClient, pattern: str) -> Iterator[list[Any]]:
+    """The keys matching ``pattern``, one page per ``SCAN`` call; on a cluster, master
+    after master."""
+    if not isinstance(client, RedisCluster):
+        cursor = None
+        while cursor != 0:
+            cursor, page = client.scan(cursor=cursor or 0, match=pattern, count=SCAN_COUNT)
+            yield page
+        return
+    cluster: Any = client  # its scan answers per node: ({node: cursor}, keys)
+    for node in cluster.get_primaries():
+        cursor = None
+        while cursor != 0:
+            cursors, page = cluster.scan(
+                cursor=cursor or 0, match=pattern, count=SCAN_COUNT, target_nodes=node
+            )
+            cursor = cursors[node.name]
+            yield page
+
+
 def _served(
-    client: redis.Redis, snapshots: SnapshotStore, keys: Sequence[Any], skipped: Counter[str]
+    client: RedisClient, snapshots: SnapshotStore, keys: Sequence[Any], skipped: Counter[str]
 ) -> Iterator[Served]:
     if not keys:
         return
-    entries: list[dict[str, Any]] = [orjson.loads(raw) for raw in client.mget(keys) if raw]
+    entries: list[dict[str, Any]] = [orjson.loads(raw) for raw in multi_get(client, keys) if raw]
     seen = snapshots.fetch(entry["request_id"] for entry in entries)
     for entry in entries:
         snapshot = seen.get(entry["request_id"])

@@ -93,7 +93,6 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-import redis
 
 from eddy.services.config.settings import Settings
 from eddy.services.serving.scoring import Loaded, Scored, ServingModels, score_batch
@@ -110,7 +109,14 @@ from eddy.streams.messages.contracts import Event
 from eddy.streams.messages.validation import InvalidMessage, decode
 from eddy.streams.store import keys
 from eddy.streams.store.online import OnlineStore
-from eddy.streams.store.redis_commands import set_expiring
+from eddy.streams.store.redis_commands import (
+    RedisClient,
+    is_cluster,
+    multi_get,
+    queue_script,
+    set_expiring,
+)
+from eddy.streams.store.slots import script_calls
 from eddy.streams.transport.clients import make_consumer
 from eddy.streams.transport.groups import ANSWER_PRECOMPUTE, group_id
 from eddy.streams.transport.topics import Topic, topic_name
@@ -128,9 +134,9 @@ PENDING_MAX_ENTITIES = 100_000
 SCAN_COUNT = 1000
 
 # One round trip for policy ``hot``: read the entries and count the requests.
-# KEYS: the asks' entry keys, then one hot counter per entity. ARGV[1]: how many entry
-# keys; ARGV[2]: the hot window in seconds; then each counter's increment. A counter's
-# window starts with the first request it counts. Returns {entries, counts}.
+# KEYS: the entities' entry keys, then their hot counters in the same order. ARGV[1]:
+# how many entities; ARGV[2]: the hot window in seconds; then each counter's increment.
+# A counter's window starts with the first request it counts. Returns {entries, counts}.
 _LOOKUP_AND_COUNT = r"""
 local n = tonumber(ARGV[1])
 local entries = {}
@@ -302,7 +308,7 @@ class AnswerCache:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         prefix: str,
         model: str,
         policy: Policy,
@@ -320,11 +326,10 @@ class AnswerCache:
         self._hot_requests = hot_requests
         self._hot_window_s = hot_window_s
         self._ttl_s = ttl_s
-        self._lookup_and_count = client.register_script(_LOOKUP_AND_COUNT)
 
     @classmethod
     def from_settings(
-        cls, client: redis.Redis, settings: Settings, model: str, fs: FeatureSet
+        cls, client: RedisClient, settings: Settings, model: str, fs: FeatureSet
     ) -> AnswerCache:
         return cls(
             client,
@@ -347,17 +352,12 @@ class AnswerCache:
         """One round trip: every ask's entry, and (policy ``hot``) its request counted."""
         if not asks:
             return Lookup([], [])
-        keys = [self.key(ask.entity_id) for ask in asks]
         in_window: dict[str, int] = {}
         if self.policy is Policy.HOT:
-            counted = Counter(ask.entity_id for ask in asks)
-            raws, counts = self._lookup_and_count(
-                keys=keys + [self.hot_key(entity_id) for entity_id in counted],
-                args=[len(keys), self._hot_window_s, *counted.values()],
-            )
-            in_window = dict(zip(counted, map(int, counts), strict=True))
+            entries, in_window = self._look_up_and_count(Counter(ask.entity_id for ask in asks))
+            raws = [entries[ask.entity_id] for ask in asks]
         else:
-            raws = self._client.mget(keys)
+            raws = multi_get(self._client, [self.key(ask.entity_id) for ask in asks])
         hits = []
         for ask, raw in zip(asks, raws, strict=True):
             entry = Entry.decode(raw)
@@ -368,12 +368,34 @@ class AnswerCache:
         ]
         return Lookup(hits, keep)
 
+    def _look_up_and_count(self, counted: Counter[str]) -> tuple[dict[str, Any], dict[str, int]]:
+        """Each entity's entry and its requests in the window after adding ``counted``:
+        one script call (per slot on a cluster), one round trip (per node)."""
+        entities = list(counted)
+        pipe = self._client.pipeline(transaction=False)
+        calls = script_calls([self.key(e) for e in entities], is_cluster(self._client))
+        for positions in calls:
+            group = [entities[p] for p in positions]
+            queue_script(
+                pipe,
+                _LOOKUP_AND_COUNT,
+                [self.key(e) for e in group] + [self.hot_key(e) for e in group],
+                [len(group), self._hot_window_s, *(counted[e] for e in group)],
+            )
+        entries: dict[str, Any] = {}
+        in_window: dict[str, int] = {}
+        for positions, (raws, counts) in zip(calls, pipe.execute(), strict=True):
+            for p, raw, count in zip(positions, raws, counts, strict=True):
+                entries[entities[p]] = raw
+                in_window[entities[p]] = int(count)
+        return entries, in_window
+
     def hot(self, entity_ids: Iterable[str]) -> set[str]:
         """The entities that are hot now (one round trip)."""
         ids = list(dict.fromkeys(entity_ids))
         if not ids:
             return set()
-        counts = self._client.mget([self.hot_key(entity_id) for entity_id in ids])
+        counts = multi_get(self._client, [self.hot_key(entity_id) for entity_id in ids])
         return {
             entity_id
             for entity_id, count in zip(ids, counts, strict=True)

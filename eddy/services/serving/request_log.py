@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import redis
 
 from eddy.services.config.settings import Settings
 from eddy.services.serving.cache import Entry
@@ -43,7 +42,7 @@ from eddy.services.serving.redelivery import logged_source
 from eddy.services.serving.scoring import Answer
 from eddy.streams.messages.contracts import Prediction, PredictionRequest
 from eddy.streams.store import keys
-from eddy.streams.store.redis_commands import set_expiring
+from eddy.streams.store.redis_commands import RedisClient, multi_get, set_expiring
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +82,14 @@ class AnswerToLog:
 class RequestLog:
     """The request log's Redis edge: find the answers already sent, log new ones."""
 
-    def __init__(self, client: redis.Redis, prefix: str, *, input_bytes: int, ttl_s: int) -> None:
+    def __init__(self, client: RedisClient, prefix: str, *, input_bytes: int, ttl_s: int) -> None:
         self._client = client
         self._prefix = prefix
         self._input_bytes = input_bytes
         self._ttl_ms = ttl_s * MS_PER_S
 
     @classmethod
-    def from_settings(cls, client: redis.Redis, settings: Settings) -> RequestLog:
+    def from_settings(cls, client: RedisClient, settings: Settings) -> RequestLog:
         return cls(
             client,
             settings.topic_prefix,
@@ -106,7 +105,7 @@ class RequestLog:
         request id)."""
         if not requests:
             return {}
-        logged = self._client.mget([self.key(request.request_id) for _, request in requests])
+        logged = multi_get(self._client, [self.key(request.request_id) for _, request in requests])
         found: dict[str, Prediction] = {}
         for (record, request), raw in zip(requests, logged, strict=True):
             try:
@@ -169,7 +168,7 @@ class RequestLog:
         if not refused:
             return {}
         taken: dict[str, Prediction] = {}
-        existing = self._client.mget([entries[k][0] for k in refused])
+        existing = multi_get(self._client, [entries[k][0] for k in refused])
         for k, raw in zip(refused, existing, strict=True):
             source = logged_source(answers[k].record)
             try:
@@ -207,13 +206,13 @@ class ShadowAnswer:
 class ShadowLog:
     """The shadow log's Redis edge: appends answers, the oldest trimmed past the cap."""
 
-    def __init__(self, client: redis.Redis, prefix: str, *, max_entries: int) -> None:
+    def __init__(self, client: RedisClient, prefix: str, *, max_entries: int) -> None:
         self._client = client
         self._stream = keys.shadow_log(prefix)
         self._max_entries = max_entries
 
     @classmethod
-    def from_settings(cls, client: redis.Redis, settings: Settings) -> ShadowLog:
+    def from_settings(cls, client: RedisClient, settings: Settings) -> ShadowLog:
         return cls(client, settings.topic_prefix, max_entries=settings.shadow_log_max)
 
     def newest(self) -> list[ShadowAnswer]:

@@ -28,9 +28,17 @@ without its append-only file, a failover to a replica that lagged, a lost disk) 
 as a watermark below what the writer applied (:meth:`OnlineStore.watermarks_of`), for the
 feature pipeline to notice and repair.
 
-Both commands name many keys, which a single Redis server (or a Cluster with the keys
-in one slot) accepts; against Redis Cluster the batch would have to be split per slot,
-which this store does not do yet.
+Against a Redis Cluster (``EDDY_REDIS_CLUSTER``), which refuses a command or script
+across slots, a batch is split per hash slot and sent as one pipeline per node (still one
+round trip to each node): ``MGET`` per slot, and the compare-and-set per slot. The
+watermarks then live once per master, in a hash tagged into the lowest slot it serves
+(``<prefix>features:<states>:applied:{<tag>}``), raised by a script queued on that node
+after the batch's states: a node replicates its writes in order, so a replica promoted
+with the watermark holds every state written before it, and one promoted without
+(a replica that lagged) shows a watermark below what was applied, which is repaired as
+on a single node. A batch's watermark is read from every master and the lowest counts.
+A failover keeps a master's slots, so its key; resharding moves them, which reads as
+"nothing applied" on the new key and re-applies the retained events (idempotent).
 """
 
 from __future__ import annotations
@@ -38,8 +46,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import redis
 
 from eddy.streams.features.compute import (
     EntityState,
@@ -50,6 +56,13 @@ from eddy.streams.features.compute import (
     freshness,
 )
 from eddy.streams.store import keys
+from eddy.streams.store.redis_commands import (
+    RedisClient,
+    is_cluster,
+    multi_get,
+    queue_script,
+)
+from eddy.streams.store.slots import lowest_slots, script_calls, slot_tag
 
 # KEYS: n entity keys, then the watermark hash. ARGV[1]: ttl in ms; ARGV[2]: n; then,
 # per entity key, the expected rev ("0" when new) and the new value; then pairs of
@@ -97,12 +110,15 @@ class OnlineFeatures:
 
 
 class OnlineStore:
-    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int, *, states: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str, ttl_s: int, *, states: str) -> None:
         self._client = client
         self._prefix = prefix
         self._states = states  # the feature set's state fingerprint
         self._ttl_ms = ttl_s * 1000
+        self._cluster = is_cluster(client)
         self._cas = client.register_script(_COMPARE_AND_SET)
+        self._slot_map: object = None  # the cluster slot map the node watermarks are for
+        self._node_watermarks: list[str] = []
 
     def key(self, entity_id: str) -> str:
         """The Redis key of ``entity_id``: ``<prefix>features:<states>:{<entity id>}``."""
@@ -113,7 +129,7 @@ class OnlineStore:
         ids = list(dict.fromkeys(entity_ids))
         if not ids:
             return {}
-        values = self._client.mget([self.key(entity_id) for entity_id in ids])
+        values = multi_get(self._client, [self.key(entity_id) for entity_id in ids])
         return {entity_id: _parse(value) for entity_id, value in zip(ids, values, strict=True)}
 
     def save(
@@ -136,18 +152,65 @@ class OnlineStore:
             args += [stored.rev, b"%d\n%s" % (stored.rev + 1, encode_state(stored.state))]
         for field in fields:
             args += [field, applied[field]]
+        if self._cluster:
+            return self._save_per_slot(ids, args[2 : 2 + 2 * len(ids)], args[2 + 2 * len(ids) :])
         keys = [self.key(entity_id) for entity_id in ids] + [self.watermarks_key]
         lost = self._cas(keys=keys, args=args)
         return [ids[int(position) - 1] for position in lost]
+
+    def _save_per_slot(self, ids: list[str], writes: list[Any], marks: list[Any]) -> list[str]:
+        """:meth:`save` on a cluster: one compare-and-set per slot, then each master's
+        watermark raised after them on the same node, all in one pipeline per node."""
+        pipe = self._client.pipeline()
+        names = [self.key(entity_id) for entity_id in ids]
+        calls = script_calls(names, cluster=True)
+        for positions in calls:
+            args = [a for p in positions for a in writes[2 * p : 2 * p + 2]]
+            group = [names[p] for p in positions]
+            queue_script(pipe, _COMPARE_AND_SET, group, [self._ttl_ms, len(group), *args])
+        if marks:
+            for mark in self._watermark_keys():
+                queue_script(pipe, _COMPARE_AND_SET, [mark], [self._ttl_ms, 0, *marks])
+        replies = pipe.execute()
+        return [
+            ids[positions[int(i) - 1]]
+            for positions, lost in zip(calls, replies[: len(calls)], strict=True)
+            for i in lost
+        ]
+
+    def _watermark_keys(self) -> list[str]:
+        """The watermark hash of each master (cluster): tagged into its lowest slot, as
+        the client's slot map has it now (refreshed when the cluster moves slots)."""
+        slot_map = self._client.nodes_manager.slots_cache  # type: ignore[union-attr]
+        if slot_map is not self._slot_map:
+            owners = {slot: nodes[0].name for slot, nodes in slot_map.items() if nodes}
+            self._node_watermarks = [
+                keys.applied_offsets_on(self._prefix, self._states, slot_tag(slot))
+                for slot in lowest_slots(owners)
+            ]
+            self._slot_map = slot_map
+        return self._node_watermarks
 
     @property
     def watermarks_key(self) -> str:
         return keys.applied_offsets(self._prefix, self._states)
 
     def watermarks_of(self, fields: list[str]) -> dict[str, int]:
-        """The watermarks of ``fields`` (-1: none), one round trip."""
-        values = self._client.hmget(self.watermarks_key, fields) if fields else []
-        return {f: -1 if v is None else int(v) for f, v in zip(fields, values, strict=True)}
+        """The watermarks of ``fields`` (-1: none), one round trip (on a cluster: one per
+        master, in parallel, and each field's lowest counts)."""
+        if not fields:
+            return {}
+        if not self._cluster:
+            values = self._client.hmget(self.watermarks_key, fields)
+            return {f: -1 if v is None else int(v) for f, v in zip(fields, values, strict=True)}
+        pipe = self._client.pipeline()
+        for mark in self._watermark_keys():
+            pipe.hmget(mark, fields)
+        rows = pipe.execute()
+        return {
+            f: min(-1 if row[k] is None else int(row[k]) for row in rows)
+            for k, f in enumerate(fields)
+        }
 
     def online_features(
         self, entity_ids: Iterable[str], fs: FeatureSet, as_of: float

@@ -27,7 +27,9 @@ import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, RebalanceInProgressError
+from redis.cluster import RedisCluster
 
+from eddy.streams.store.redis_commands import RedisClient
 from eddy.streams.transport.config import KafkaConfig, RedisConfig, SecurityProtocol, TopicLayout
 
 log = logging.getLogger(__name__)
@@ -296,11 +298,14 @@ def make_admin(settings: KafkaConfig, **overrides: Any) -> KafkaAdminClient:
     return KafkaAdminClient(**{**common_config(settings, "admin"), **overrides})
 
 
-def make_redis(settings: RedisConfig, **overrides: Any) -> redis.Redis:
-    """A Redis client from the URL, plus the password and TLS CA from settings."""
+def make_redis(settings: RedisConfig, **overrides: Any) -> RedisClient:
+    """A Redis client from the URL, plus the password and TLS CA from settings: redis-py's
+    cluster client when ``redis_cluster`` is set (the URL names any node)."""
     options: dict[str, Any] = dict(overrides)
     if settings.redis_password is not None:
         options["password"] = settings.redis_password.get_secret_value()
     if settings.redis_ssl_ca_certs is not None:
         options["ssl_ca_certs"] = str(settings.redis_ssl_ca_certs)
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, **options)
     return redis.Redis.from_url(settings.redis_url, **options)

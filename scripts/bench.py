@@ -13,7 +13,9 @@ In one run, each part of Eddy is measured next to a bare baseline doing the same
   stream, throughput and round-trip p50/p99/p99.9 (``bench_predictor.py``);
 - drift alert → promoted champion, seconds, next to the bare fit (``bench_retrain.py``);
 - scaling: feature workers and predictors with 1, 2 and 4 processes and as many
-  partitions (``bench_scaling.py``);
+  partitions (``bench_scaling.py``), on the single-node stack and again on the clustered
+  one (``scripts/stack.sh up --cluster``: 3 brokers, replication factor 3, a Redis
+  Cluster of 3 masters; started for the section when not running, stopped after);
 - memory: the peak resident set (``VmHWM``) of every process the runs start.
 
 Every figure is reported as the median, min and max over the runs, with ratios to its
@@ -32,11 +34,12 @@ import io
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -338,6 +341,13 @@ class Bench:
                 table.add(label, value, source, column="fit")
 
     def scaling(self) -> None:
+        self._scale(self.base, "")
+
+    def scaling_cluster(self) -> None:
+        with clustered_stack(self.base) as cluster:
+            self._scale(cluster, "_cluster", ", clustered stack")
+
+    def _scale(self, base: Settings, key: str, where: str = "") -> None:
         services = {
             "features": ("Scaling: feature workers", RATE, bench_scaling.feature_workers),
             "predictor": ("Scaling: predictors", REQUESTS, bench_scaling.predictors),
@@ -345,11 +355,11 @@ class Bench:
         sizes = {"features": self.sizes.scale_events, "predictor": self.sizes.scale_requests}
         one = self.sizes.processes[0]
         for service, (title, columns, measure) in services.items():
-            table = self.table(f"scaling_{service}", title, columns)
+            table = self.table(f"scaling_{service}{key}", title + where, columns)
             for n in self.sizes.processes:
-                print(f"scaling {service}, {_scale_label(n)}", flush=True)
-                self.memory.section = f"scaling, {_scale_label(n)}"
-                for rate in measure(self.base, n, sizes[service], self.sizes.runs):
+                print(f"scaling {service}{where}, {_scale_label(n)}", flush=True)
+                self.memory.section = f"scaling{where}, {_scale_label(n)}"
+                for rate in measure(base, n, sizes[service], self.sizes.runs):
                     table.add(
                         _scale_label(n),
                         rate,
@@ -370,7 +380,15 @@ class Bench:
             for service, (halfway, end) in result.rss_mib.items():
                 self.e2e_memory.setdefault(service, []).append((halfway, end))
 
-    SECTIONS = ("features", "learner", "prediction", "retrain", "scaling", "end_to_end")
+    SECTIONS = (
+        "features",
+        "learner",
+        "prediction",
+        "retrain",
+        "scaling",
+        "scaling_cluster",
+        "end_to_end",
+    )
 
     def run(self, sections: list[str]) -> list[str]:
         """Measure ``sections`` in order; returns those that failed (their tables are
@@ -536,6 +554,7 @@ SECTION_NAMES = {
     "learner": "learning",
     "prediction": "prediction",
     "retrain": "alert → champion",
+    "scaling_cluster": "scaling, clustered stack",
     "end_to_end": "end to end",
 }
 
@@ -577,10 +596,10 @@ Machine: {machine()}; {stack_versions(base)}. This run took
         ("learner", _learner_text),
         ("prediction", _prediction_text),
         ("retrain", _retrain_text),
-        ("scaling_features", _scaling_text),
+        ("scaling_features scaling_features_cluster", _scaling_text),
         ("end_to_end", _end_to_end_text),
     ):
-        if key in bench.tables:
+        if any(table in bench.tables for table in key.split()):
             parts.append(section(bench))
     if bench.tables["memory"].rows:
         parts.append(_memory_text(bench))
@@ -798,6 +817,13 @@ def _scaling_text(bench: Bench) -> str:
         for key in ("scaling_features", "scaling_predictor")
         if key in bench.tables
     )
+    clustered = "\n\n".join(
+        f"{bench.tables[key].title}:\n\n{markdown(bench.tables[key])}"
+        for key in ("scaling_features_cluster", "scaling_predictor_cluster")
+        if key in bench.tables
+    )
+    if clustered:
+        clustered = _CLUSTERED_TEXT.format(cores=os.cpu_count(), tables=clustered)
     return f"""## Scaling out (`scripts/bench_scaling.py`)
 
 N processes of one service in one consumer group, over N partitions of a fresh deployment.
@@ -812,7 +838,22 @@ The ratio to one process is the speed-up.
 This machine has {os.cpu_count()} cores, shared by the workers with Kafka, Redis and the
 benchmark's own producer and reader: past that many processes, workers compete for CPU
 rather than add it. Kafka spreads partitions, not the records within one, so N processes
-need at least N partitions."""
+need at least N partitions.{clustered}"""
+
+
+_CLUSTERED_TEXT = """
+
+### On the clustered stack
+
+The same measurements on `scripts/stack.sh up --cluster`, on the same {cores} cores:
+three KRaft brokers (each also a controller; topics with replication factor 3,
+`min.insync.replicas=2`, producers `acks=all`) and a Redis Cluster of three masters with
+a replica each (`EDDY_REDIS_CLUSTER=true`: every batch split per hash slot, one pipeline
+per master). Nine server processes share the cores with the workers here, so these
+figures show what replication and slot-splitting cost, not what more machines would
+add: on a real cluster each broker and master has cores of its own.
+
+{tables}"""
 
 
 def _memory_text(bench: Bench) -> str:
@@ -825,6 +866,25 @@ started them. The baselines' processes are not listed: they import the benchmark
 scripts' modules, so their size says nothing about a bare loop.
 
 {markdown(bench.tables["memory"])}"""
+
+
+@contextlib.contextmanager
+def clustered_stack(base: Settings) -> Iterator[Settings]:
+    """``base`` pointed at the clustered stack, started for the measurement unless it
+    runs already (then left running)."""
+    script = ["bash", str(ROOT / "scripts" / "stack.sh")]
+    running = subprocess.run([*script, "status", "--cluster"], capture_output=True, check=False)
+    started = running.returncode != 0
+    if started:
+        subprocess.run([*script, "up", "--cluster"], check=True)
+    try:
+        exports = subprocess.run(
+            [*script, "env", "--cluster"], capture_output=True, text=True, check=True
+        ).stdout
+        yield base.pointed_at(exports)
+    finally:
+        if started:
+            subprocess.run([*script, "down", "--cluster"], check=False)
 
 
 def main() -> None:

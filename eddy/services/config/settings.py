@@ -544,6 +544,23 @@ class Settings(BaseModel):
         """True when the user named a Redis: then Eddy starts none of its own."""
         return "redis_url" in self.model_fields_set
 
+    def pointed_at(self, exports: str) -> Settings:
+        """These settings moved to the services ``exports`` names: the ``export
+        EDDY_X=value`` lines ``scripts/stack.sh env --cluster`` prints (the clustered
+        stack), e.g. ``export EDDY_REDIS_CLUSTER=true``.
+
+        >>> Settings().pointed_at("export EDDY_REPLICATION_FACTOR=3").replication_factor
+        3
+        """
+        pairs = (
+            line.removeprefix("export ").split("=", 1)
+            for line in exports.splitlines()
+            if line.startswith(f"export {ENV_PREFIX}") and "=" in line
+        )
+        values = {name[len(ENV_PREFIX) :].lower(): value.strip("'\"") for name, value in pairs}
+        typed = type(self).model_validate(values)
+        return self.model_copy(update={name: getattr(typed, name) for name in values})
+
     def as_env(self) -> dict[str, str]:
         """These settings as EDDY_* variables, secrets in clear: for child processes."""
         env: dict[str, str] = {}

@@ -13,6 +13,8 @@ go
 >>> import redis
 >>> action_for(redis.ConnectionError("down")), action_for(KeyError("x"))
 (<Action.RETRY: 'retry'>, <Action.STOP: 'stop'>)
+>>> action_for(redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"))
+<Action.RETRY: 'retry'>
 >>> [round(d, 2) for d in backoff_delays(initial_s=0.1, max_s=1.0, attempts=6)]
 [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
 """
@@ -37,10 +39,15 @@ T = TypeVar("T")
 INITIAL_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
 
+# A Redis Cluster in a failover says so in these until a replica is promoted and the
+# client's slot map has caught up (ClusterError: down, master down, too many redirects).
 _TRANSIENT = (
     redis.ConnectionError,
     redis.TimeoutError,
     redis.BusyLoadingError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
     ConnectionError,
     TimeoutError,
 )

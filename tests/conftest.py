@@ -10,6 +10,10 @@ session-scoped :func:`stack` fixture, which starts them once per run:
   for all the session's pytest-xdist workers (``tests/session_state.py``); the
   controller stops it when every worker is done.
 
+Tests marked ``cluster`` get the clustered stack instead (:func:`cluster_stack`: three
+KRaft brokers, replication factor 3, and a Redis Cluster of three masters with a replica
+each), started by ``scripts/stack.sh up --cluster`` the same way, beside the other.
+
 When neither works the run fails loudly: integration tests are never skipped.
 """
 
@@ -35,6 +39,7 @@ from tests.integration import chaos_run
 STACK_SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"
 CHAOS_TESTS = "test_chaos.py"
 STACK_STARTED = "stack-started"
+CLUSTER_STARTED = "cluster-stack-started"
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 REDIS_IMAGE = "redis:7"
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -101,6 +106,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     chaos_run.stop_if_started(session_state.folder())
     if session_state.marked(STACK_STARTED):
         _stack("down")
+    if session_state.marked(CLUSTER_STARTED):
+        _stack("down", "--cluster")
     session_state.close_folder()
 
 
@@ -122,10 +129,14 @@ def _docker_answers() -> bool:
         client.close()
 
 
-def _stack(action: str) -> subprocess.CompletedProcess[str]:
+def _stack(action: str, *options: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "STACK_PYTHON": sys.executable}
     return subprocess.run(
-        ["bash", str(STACK_SCRIPT), action], env=env, capture_output=True, text=True, check=False
+        ["bash", str(STACK_SCRIPT), action, *options],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
@@ -145,6 +156,22 @@ def _local_stack() -> dict[str, str]:
                 )
             session_state.mark(STACK_STARTED)
     return {}
+
+
+def _cluster_stack() -> str:
+    """Start the clustered stack unless it runs (once per session, like the other), and
+    the settings that point at it, from ``scripts/stack.sh env --cluster``."""
+    with session_state.exclusive("cluster-stack"):
+        if _stack("status", "--cluster").returncode != 0:
+            started = _stack("up", "--cluster")
+            if started.returncode != 0:
+                pytest.fail(
+                    "could not start the clustered stack with scripts/stack.sh up --cluster "
+                    f"(exit {started.returncode}):\n{started.stderr}{started.stdout}",
+                    pytrace=False,
+                )
+            session_state.mark(CLUSTER_STARTED)
+    return _stack("env", "--cluster").stdout
 
 
 def _containers(cleanup: ExitStack) -> dict[str, str]:
@@ -179,19 +206,31 @@ def stack() -> Iterator[Settings]:
             endpoints = _containers(cleanup)
         else:
             endpoints = _local_stack()
-        yield base.model_copy(
-            update={
-                **endpoints,
-                "topic_prefix": f"eddy-test-{uuid.uuid4().hex[:8]}.",
-                "consumer_session_timeout_ms": TEST_SESSION_TIMEOUT_MS,
-                # Many services run at once in tests: metrics only where a test asks.
-                "metrics_port": 0,
-                "consumer_heartbeat_interval_ms": TEST_HEARTBEAT_MS,
-                # Services run inside pytest in many tests: a stall must fail the test,
-                # not exit the whole run. Liveness tests set their own timeout.
-                "stall_timeout_s": 0,
-            }
-        )
+        yield _for_tests(base, endpoints)
+
+
+@pytest.fixture(scope="session")
+def cluster_stack() -> Settings:
+    """Settings pointing at the clustered stack (``scripts/stack.sh up --cluster``)."""
+    clustered = Settings.from_env().pointed_at(_cluster_stack())
+    assert clustered.redis_cluster, "scripts/stack.sh env --cluster named no Redis Cluster"
+    return _for_tests(clustered, {})
+
+
+def _for_tests(base: Settings, endpoints: dict[str, str]) -> Settings:
+    return base.model_copy(
+        update={
+            **endpoints,
+            "topic_prefix": f"eddy-test-{uuid.uuid4().hex[:8]}.",
+            "consumer_session_timeout_ms": TEST_SESSION_TIMEOUT_MS,
+            # Many services run at once in tests: metrics only where a test asks.
+            "metrics_port": 0,
+            "consumer_heartbeat_interval_ms": TEST_HEARTBEAT_MS,
+            # Services run inside pytest in many tests: a stall must fail the test,
+            # not exit the whole run. Liveness tests set their own timeout.
+            "stall_timeout_s": 0,
+        }
+    )
 
 
 @pytest.fixture

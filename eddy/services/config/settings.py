@@ -459,6 +459,16 @@ class Settings(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _cluster_is_named(self) -> Settings:
+        # Without a URL, `eddy up` would start a single Redis the cluster client refuses.
+        if self.redis_cluster and not self.uses_external_redis:
+            raise ValueError(
+                "EDDY_REDIS_CLUSTER needs EDDY_REDIS_URL naming a node of the cluster "
+                "(`scripts/stack.sh env --cluster` prints the local one's)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _sasl_is_complete(self) -> Settings:
         uses_sasl = self.kafka_security_protocol.startswith("SASL")
         if uses_sasl and not (

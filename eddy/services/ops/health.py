@@ -14,6 +14,9 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
+
+from redis.cluster import RedisCluster
 
 from eddy.services.config.settings import Settings
 from eddy.streams.transport.clients import make_admin, make_redis
@@ -43,9 +46,26 @@ def redis_answer(settings: Settings) -> str:
     """
     client = make_redis(settings, socket_timeout=PROBE_TIMEOUT_MS / 1000)
     try:
+        if isinstance(client, RedisCluster):  # every master, described one after another
+            masters = client.get_primaries()  # type: ignore[no-untyped-call]
+            sections = [
+                client.info(section, target_nodes=RedisCluster.PRIMARIES)
+                for section in ("server", "memory", "persistence")
+            ]
+            return f"redis cluster of {len(masters)} masters: " + " | ".join(
+                f"{node.name}: "
+                + _described(
+                    sections[0][node.name] | sections[1][node.name] | sections[2][node.name]
+                )
+                for node in masters
+            )
         info = client.info("server") | client.info("memory") | client.info("persistence")
     finally:
         client.close()
+    return _described(info)
+
+
+def _described(info: dict[str, Any]) -> str:
     limit, policy = int(info.get("maxmemory", 0)), str(info.get("maxmemory_policy", "unknown"))
     described = (
         f"redis {info['redis_version']}, aof {'on' if info.get('aof_enabled') else 'off'}, "

@@ -40,14 +40,15 @@ INITIAL_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
 
 # A Redis Cluster in a failover says so in these until a replica is promoted and the
-# client's slot map has caught up (ClusterError: down, master down, too many redirects).
+# client's slot map has caught up (ClusterError: down, master down, too many redirects;
+# RedisClusterException: no node reachable, slots not covered)...
 _TRANSIENT = (
     redis.ConnectionError,
     redis.TimeoutError,
     redis.BusyLoadingError,
     redis.exceptions.ClusterError,
     redis.exceptions.TryAgainError,
-    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.RedisClusterException,
     ConnectionError,
     TimeoutError,
 )
@@ -59,10 +60,14 @@ class Action(StrEnum):
     STOP = "stop"
 
 
+# ...except the cluster client's refusals of what Eddy asked (a bug, not an outage).
+_REFUSED = (redis.exceptions.CrossSlotTransactionError, redis.exceptions.InvalidPipelineStack)
+
+
 def action_for(exc: BaseException) -> Action:
     if isinstance(exc, InvalidMessage):
         return Action.DEAD_LETTER
-    if isinstance(exc, _TRANSIENT):
+    if isinstance(exc, _TRANSIENT) and not isinstance(exc, _REFUSED):
         return Action.RETRY
     if isinstance(exc, KafkaError) and exc.retriable:
         return Action.RETRY

@@ -43,9 +43,12 @@ A failover keeps a master's slots, so its key; resharding moves them, which read
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from redis.cluster import RedisCluster
 
 from eddy.streams.features.compute import (
     EntityState,
@@ -58,11 +61,13 @@ from eddy.streams.features.compute import (
 from eddy.streams.store import keys
 from eddy.streams.store.redis_commands import (
     RedisClient,
-    is_cluster,
+    cluster_pipeline,
     multi_get,
     queue_script,
 )
 from eddy.streams.store.slots import lowest_slots, script_calls, slot_tag
+
+log = logging.getLogger(__name__)
 
 # KEYS: n entity keys, then the watermark hash. ARGV[1]: ttl in ms; ARGV[2]: n; then,
 # per entity key, the expected rev ("0" when new) and the new value; then pairs of
@@ -115,10 +120,12 @@ class OnlineStore:
         self._prefix = prefix
         self._states = states  # the feature set's state fingerprint
         self._ttl_ms = ttl_s * 1000
-        self._cluster = is_cluster(client)
         self._cas = client.register_script(_COMPARE_AND_SET)
-        self._slot_map: object = None  # the cluster slot map the node watermarks are for
+        self._cluster = client if isinstance(client, RedisCluster) else None
+        self._owners: list[str] = []  # the master of each slot the watermarks are for
         self._node_watermarks: list[str] = []
+        if self._cluster is not None:
+            slot_tag(0)  # the tags of every slot, found now rather than in a first batch
 
     def key(self, entity_id: str) -> str:
         """The Redis key of ``entity_id``: ``<prefix>features:<states>:{<entity id>}``."""
@@ -152,44 +159,87 @@ class OnlineStore:
             args += [stored.rev, b"%d\n%s" % (stored.rev + 1, encode_state(stored.state))]
         for field in fields:
             args += [field, applied[field]]
-        if self._cluster:
-            return self._save_per_slot(ids, args[2 : 2 + 2 * len(ids)], args[2 + 2 * len(ids) :])
+        if self._cluster is not None:
+            return self._save_per_slot(
+                self._cluster, ids, args[2 : 2 + 2 * len(ids)], args[2 + 2 * len(ids) :]
+            )
         keys = [self.key(entity_id) for entity_id in ids] + [self.watermarks_key]
         lost = self._cas(keys=keys, args=args)
         return [ids[int(position) - 1] for position in lost]
 
-    def _save_per_slot(self, ids: list[str], writes: list[Any], marks: list[Any]) -> list[str]:
+    def _save_per_slot(
+        self, cluster: RedisCluster, ids: list[str], writes: list[Any], marks: list[Any]
+    ) -> list[str]:
         """:meth:`save` on a cluster: one compare-and-set per slot, then each master's
-        watermark raised after them on the same node, all in one pipeline per node."""
-        pipe = self._client.pipeline()
+        watermark raised after them on the same node, all in one pipeline per node.
+
+        A slot that moved during the batch (``MOVED``) has its compare-and-set re-sent
+        after the pipeline, so after its new master's watermark: then the watermarks are
+        raised once more (raising is idempotent), after every state of the batch."""
+        pipe = cluster_pipeline(cluster)
+        marked = self._watermark_keys(cluster) if marks else []
+        owners = self._owners
         names = [self.key(entity_id) for entity_id in ids]
         calls = script_calls(names, cluster=True)
         for positions in calls:
             args = [a for p in positions for a in writes[2 * p : 2 * p + 2]]
             group = [names[p] for p in positions]
             queue_script(pipe, _COMPARE_AND_SET, group, [self._ttl_ms, len(group), *args])
-        if marks:
-            for mark in self._watermark_keys():
-                queue_script(pipe, _COMPARE_AND_SET, [mark], [self._ttl_ms, 0, *marks])
+        for mark in marked:
+            queue_script(pipe, _COMPARE_AND_SET, [mark], [self._ttl_ms, 0, *marks])
         replies = pipe.execute()
+        if marks:
+            self._watermark_keys(cluster)  # the slot map as the pipeline left it
+        if marks and self._owners is not owners:
+            again = cluster_pipeline(cluster)
+            for mark in self._node_watermarks:
+                queue_script(again, _COMPARE_AND_SET, [mark], [self._ttl_ms, 0, *marks])
+            again.execute()
         return [
             ids[positions[int(i) - 1]]
             for positions, lost in zip(calls, replies[: len(calls)], strict=True)
             for i in lost
         ]
 
-    def _watermark_keys(self) -> list[str]:
-        """The watermark hash of each master (cluster): tagged into its lowest slot, as
-        the client's slot map has it now (refreshed when the cluster moves slots)."""
-        slot_map = self._client.nodes_manager.slots_cache  # type: ignore[union-attr]
-        if slot_map is not self._slot_map:
-            owners = {slot: nodes[0].name for slot, nodes in slot_map.items() if nodes}
+    def _watermark_keys(self, cluster: RedisCluster) -> list[str]:
+        """The watermark hash of each master: tagged into the lowest slot it serves, as
+        the client's slot map has it now (redis-py edits it in place after a ``MOVED``,
+        so it is read every time: about a millisecond).
+
+        When the keys change (slots moved between masters, a master added), the new ones
+        start from the lowest of the old ones: moving slots loses no acknowledged write,
+        and an empty key would read as "nothing applied" and re-apply every retained
+        event. A worker that starts after a resharding has no old keys to start from and
+        does re-apply them (idempotent, by event id)."""
+        slot_map = cluster.nodes_manager.slots_cache
+        owners = [nodes[0].name if nodes else "" for nodes in slot_map.values()]
+        if owners != self._owners:
+            named = {slot: nodes[0].name for slot, nodes in slot_map.items() if nodes}
+            before = self._node_watermarks
             self._node_watermarks = [
                 keys.applied_offsets_on(self._prefix, self._states, slot_tag(slot))
-                for slot in lowest_slots(owners)
+                for slot in lowest_slots(named)
             ]
-            self._slot_map = slot_map
+            self._owners = owners
+            if before and set(before) != set(self._node_watermarks):
+                self._carry_over(cluster, before, self._node_watermarks)
         return self._node_watermarks
+
+    def _carry_over(self, cluster: RedisCluster, old: list[str], new: list[str]) -> None:
+        """Start the new watermark keys from the lowest watermark of the old ones."""
+        pipe = cluster_pipeline(cluster)
+        for mark in old:
+            pipe.hgetall(mark)
+        rows = [{k.decode(): int(v) for k, v in row.items()} for row in pipe.execute()]
+        lowest = {f: min(row.get(f, -1) for row in rows) for f in set().union(*rows)}
+        carried = {f: offset for f, offset in lowest.items() if offset >= 0}
+        if carried:
+            pipe = cluster_pipeline(cluster)
+            for mark in set(new) - set(old):
+                for field, offset in carried.items():
+                    pipe.hsetnx(mark, field, offset)
+            pipe.execute()
+        log.info("the cluster's slots moved: watermarks carried over", extra={"to": new})
 
     @property
     def watermarks_key(self) -> str:
@@ -200,11 +250,11 @@ class OnlineStore:
         master, in parallel, and each field's lowest counts)."""
         if not fields:
             return {}
-        if not self._cluster:
+        if self._cluster is None:
             values = self._client.hmget(self.watermarks_key, fields)
             return {f: -1 if v is None else int(v) for f, v in zip(fields, values, strict=True)}
-        pipe = self._client.pipeline()
-        for mark in self._watermark_keys():
+        pipe = cluster_pipeline(self._cluster)
+        for mark in self._watermark_keys(self._cluster):
             pipe.hmget(mark, fields)
         rows = pipe.execute()
         return {

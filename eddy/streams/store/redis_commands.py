@@ -41,6 +41,11 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
 
+def cluster_pipeline(cluster: RedisCluster) -> Any:
+    """A pipeline of the cluster (one per node when executed), not a transaction."""
+    return cluster.pipeline()  # type: ignore[no-untyped-call]
+
+
 def multi_get(client: RedisClient, keys: Sequence[str]) -> list[Any]:
     """The values of ``keys`` in their order (None where missing): one ``MGET`` on a
     single node; on a cluster one per slot, sent as one pipeline per node."""

@@ -114,31 +114,50 @@ kafka_cluster_id() {
       sed -n 's/^cluster.id=//p' "$(kafka_node_dir "$n")/data/meta.properties" 2>/dev/null || true
     done | head -n 1 >"$CLUSTER_KAFKA_ID.tmp"
     if [[ ! -s $CLUSTER_KAFKA_ID.tmp ]]; then
+      mkdir -p "$(kafka_node_dir 1)/logs"
+      write_kafka_log4j "$(kafka_node_dir 1)"
       kafka_cmd "$(kafka_node_dir 1)" "$CLUSTER_KAFKA_HEAP"
       "${KAFKA_CMD[@]}" kafka.tools.StorageTool random-uuid >"$CLUSTER_KAFKA_ID.tmp"
     fi
+    [[ $(<"$CLUSTER_KAFKA_ID.tmp") =~ ^[A-Za-z0-9_-]{22}$ ]] \
+      || die "no Kafka cluster id: got '$(<"$CLUSTER_KAFKA_ID.tmp")'"
     mv "$CLUSTER_KAFKA_ID.tmp" "$CLUSTER_KAFKA_ID"
   fi
   cat "$CLUSTER_KAFKA_ID"
 }
 
-kafka_node_start() {
-  local n=$1 dir cluster_id
+# Write kafka-N's config and format its storage if it has none (a JVM start: the nodes
+# are formatted side by side, so the cluster id is settled before).
+kafka_node_prepare() {
+  local n=$1 dir
   dir=$(kafka_node_dir "$n")
   mkdir -p "$dir/logs" "$dir/data"
   write_kafka_node_config "$n"
+  [[ -f $dir/data/meta.properties ]] && return 0
   kafka_cmd "$dir" "$CLUSTER_KAFKA_HEAP"
-  if [[ ! -f $dir/data/meta.properties ]]; then
-    cluster_id=$(kafka_cluster_id)
-    "${KAFKA_CMD[@]}" kafka.tools.StorageTool format --ignore-formatted \
-      -t "$cluster_id" -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1 \
-      || die "formatting kafka-$n's KRaft storage failed; see $dir/logs/format.log"
-    say "kafka-$n: formatted KRaft storage (cluster $cluster_id)"
-  fi
-  setsid nohup "${KAFKA_CMD[@]}" kafka.Kafka "$dir/server.properties" \
-    >"$dir/logs/stdout.log" 2>&1 </dev/null &
-  echo $! >"$(kafka_node_pid "$n")"
-  say "kafka-$n: started (pid $!, 127.0.0.1:$(kafka_port "$n"), controller listener $(controller_port "$n"))"
+  "${KAFKA_CMD[@]}" kafka.tools.StorageTool format --ignore-formatted \
+    -t "$(<"$CLUSTER_KAFKA_ID")" -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1 \
+    || die "formatting kafka-$n's KRaft storage failed; see $dir/logs/format.log"
+  say "kafka-$n: formatted KRaft storage (cluster $(<"$CLUSTER_KAFKA_ID"))"
+}
+
+# Prepare, then launch, the given Kafka nodes.
+kafka_nodes_start() {
+  local n pids=() failed=0
+  kafka_cluster_id >/dev/null
+  for n in "$@"; do
+    kafka_node_prepare "$n" &
+    pids+=($!)
+  done
+  for n in "${pids[@]}"; do wait "$n" || failed=1; done
+  ((failed == 0)) || die "a Kafka node could not be prepared (see above)"
+  for n in "$@"; do
+    kafka_cmd "$(kafka_node_dir "$n")" "$CLUSTER_KAFKA_HEAP"
+    setsid nohup "${KAFKA_CMD[@]}" kafka.Kafka "$(kafka_node_dir "$n")/server.properties" \
+      >"$(kafka_node_dir "$n")/logs/stdout.log" 2>&1 </dev/null &
+    echo $! >"$(kafka_node_pid "$n")"
+    say "kafka-$n: started (pid $!, 127.0.0.1:$(kafka_port "$n"), controller listener $(controller_port "$n"))"
+  done
 }
 
 kafka_cluster_wait() {
@@ -288,14 +307,6 @@ cluster_up() {
   command -v java >/dev/null || die "Java is missing: Kafka needs Java 17+ (Debian: apt-get install openjdk-17-jre-headless)"
   fetch_kafka
   install_redis
-  # The JVMs start while Redis's cluster forms; only then is Kafka waited for.
-  for n in "${KAFKA_NODES[@]}"; do
-    if alive "$(kafka_node_pid "$n")" "$(kafka_node_signature "$n")"; then
-      say "kafka-$n: already running (pid $(<"$(kafka_node_pid "$n")"))"
-    else
-      kafka_node_start "$n"
-    fi
-  done
   for n in "${REDIS_NODES[@]}"; do
     if alive "$(redis_node_pid "$n")" "$(redis_node_signature "$n")"; then
       say "redis-$n: already running (pid $(<"$(redis_node_pid "$n")"))"
@@ -303,6 +314,16 @@ cluster_up() {
       redis_node_start "$n"
     fi
   done
+  # The JVMs start while Redis's cluster forms; only then is Kafka waited for.
+  local stopped=()
+  for n in "${KAFKA_NODES[@]}"; do
+    if alive "$(kafka_node_pid "$n")" "$(kafka_node_signature "$n")"; then
+      say "kafka-$n: already running (pid $(<"$(kafka_node_pid "$n")"))"
+    else
+      stopped+=("$n")
+    fi
+  done
+  ((${#stopped[@]} == 0)) || kafka_nodes_start "${stopped[@]}"
   for n in "${REDIS_NODES[@]}"; do redis_node_wait "$n"; done
   redis_cluster_create
   redis_cluster_wait "$started"
@@ -322,7 +343,7 @@ cluster_start_node() {
         for port in "$(kafka_port "$n")" "$(controller_port "$n")"; do
           port_busy "$port" && die "port $port on 127.0.0.1 ($node) is in use by a process this script did not start"
         done
-        kafka_node_start "$n"
+        kafka_nodes_start "$n"
       fi
       kafka_cluster_wait "$started"
       ;;

@@ -144,9 +144,9 @@ rootLogger.appenderRef.file.ref = file
 EOF
 }
 
-# The java command line of a broker whose folder is $1 (default: the single broker's).
+# The java command line of the broker whose folder is $1, with the heap options $2.
 kafka_cmd() {
-  local dir=${1:-$KAFKA_DIR} heap=${2:-$KAFKA_HEAP}
+  local dir=$1 heap=$2
   # shellcheck disable=SC2206 # the heap holds several JVM options on purpose
   KAFKA_CMD=(java $heap -XX:+UseG1GC -Djava.awt.headless=true
     "-Dlog4j2.configurationFile=$dir/log4j2.properties" -cp "$KAFKA_LIBS/*")
@@ -169,7 +169,7 @@ kafka_up() {
   mkdir -p "$KAFKA_DIR/logs" "$KAFKA_DIR/data"
   fetch_kafka
   write_kafka_config
-  kafka_cmd
+  kafka_cmd "$KAFKA_DIR" "$KAFKA_HEAP"
   if [[ ! -f $KAFKA_DIR/data/meta.properties ]]; then
     local cluster_id
     cluster_id=$("${KAFKA_CMD[@]}" kafka.tools.StorageTool random-uuid)
@@ -295,7 +295,7 @@ main() {
   esac
   case $topology in
     cluster)
-      # shellcheck source=stack/cluster.sh
+      # shellcheck source-path=SCRIPTDIR source=stack/cluster.sh
       source "$ROOT/scripts/stack/cluster.sh"
       cluster_main "$action" "$node"
       return

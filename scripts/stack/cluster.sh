@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Eddy's local clustered stack, sourced by scripts/stack.sh for --cluster (or
 # STACK_TOPOLOGY=cluster); it uses that script's helpers (say, die, alive, port_busy,
 # fetch_kafka, install_redis, kafka_cmd, write_kafka_log4j).
@@ -30,8 +31,9 @@ REDIS_SLOTS=16384
 
 for port in "$CLUSTER_KAFKA_PORT" "$CLUSTER_CONTROLLER_PORT" "$CLUSTER_REDIS_PORT" \
   "$CLUSTER_REDIS_BUS_PORT"; do
-  [[ $port =~ ^[0-9]+$ ]] && ((port >= 1 && port + 5 <= 65535)) \
-    || die "cluster base port $port is not a port that leaves room for the nodes after it"
+  if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port + 5 > 65535)); then
+    die "cluster base port $port is not a port that leaves room for the nodes after it"
+  fi
 done
 
 kafka_port() { echo $((CLUSTER_KAFKA_PORT + $1 - 1)); }

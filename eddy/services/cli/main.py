@@ -155,9 +155,10 @@ def _exit_for_restart(_signum: int, _frame: Any) -> None:
 STACK_SETTINGS = ("data_dir", "redis_maxmemory", "kafka_bootstrap", "redis_url")
 
 
-def _stack(action: str, settings: Settings) -> int:
+def _stack(action: str, settings: Settings, *, cluster: bool = False) -> int:
     env = stack_env(settings, os.environ)
-    return subprocess.call(["bash", str(STACK_SCRIPT), action], env=env)  # noqa: S603, S607
+    command = ["bash", str(STACK_SCRIPT), action, *(["--cluster"] if cluster else [])]
+    return subprocess.call(command, env=env)  # noqa: S603 (bash from PATH)
 
 
 def stack_env(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
@@ -172,14 +173,25 @@ def stack_env(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+ClusterOption = Annotated[
+    bool,
+    typer.Option(
+        "--cluster",
+        help="The local clustered stack instead: three Kafka brokers and a Redis Cluster of "
+        "six nodes (scripts/stack.sh --cluster; `scripts/stack.sh env --cluster` prints the "
+        "EDDY_* variables that point Eddy at it).",
+    ),
+]
+
+
 @app.command()
-def up() -> None:
+def up(cluster: ClusterOption = False) -> None:
     """Start the local Kafka broker and Redis (or check the external ones you named)."""
-    raise typer.Exit(_stack("up", _settings()))
+    raise typer.Exit(_stack("up", _settings(), cluster=cluster))
 
 
 @app.command()
-def down() -> None:
+def down(cluster: ClusterOption = False) -> None:
     """Stop the Kafka broker and Redis that `eddy up` started."""
     try:
         settings = _settings()
@@ -187,13 +199,13 @@ def down() -> None:
         # A broken project must not keep what runs from stopping: the variables decide.
         typer.secho("stopping the stack the EDDY_* variables name", err=True)
         settings = Settings()
-    raise typer.Exit(_stack("down", settings))
+    raise typer.Exit(_stack("down", settings, cluster=cluster))
 
 
 @app.command()
-def status() -> None:
+def status(cluster: ClusterOption = False) -> None:
     """Say whether Kafka and Redis run and answer; exit 0 only when both do."""
-    raise typer.Exit(_stack("status", _settings()))
+    raise typer.Exit(_stack("status", _settings(), cluster=cluster))
 
 
 @app.command()

@@ -145,32 +145,29 @@ def _local_stack() -> dict[str, str]:
 
     Every worker asks, under the session's lock, so only one of them starts it.
     """
-    with session_state.exclusive("stack"):
-        if _stack("status").returncode != 0:
-            started = _stack("up")
+    _start_once(STACK_STARTED)
+    return {}
+
+
+def _start_once(mark: str, *options: str) -> None:
+    """``scripts/stack.sh up [options]`` unless that stack answers, by one process of the
+    session (under its lock); ``mark`` tells the controller to stop it at the end."""
+    with session_state.exclusive(mark):
+        if _stack("status", *options).returncode != 0:
+            started = _stack("up", *options)
             if started.returncode != 0:
                 pytest.fail(
-                    "could not start Kafka and Redis with scripts/stack.sh up "
+                    f"could not start the stack with scripts/stack.sh up {' '.join(options)} "
                     f"(exit {started.returncode}):\n{started.stderr}{started.stdout}",
                     pytrace=False,
                 )
-            session_state.mark(STACK_STARTED)
-    return {}
+            session_state.mark(mark)
 
 
 def _cluster_stack() -> str:
     """Start the clustered stack unless it runs (once per session, like the other), and
     the settings that point at it, from ``scripts/stack.sh env --cluster``."""
-    with session_state.exclusive("cluster-stack"):
-        if _stack("status", "--cluster").returncode != 0:
-            started = _stack("up", "--cluster")
-            if started.returncode != 0:
-                pytest.fail(
-                    "could not start the clustered stack with scripts/stack.sh up --cluster "
-                    f"(exit {started.returncode}):\n{started.stderr}{started.stdout}",
-                    pytrace=False,
-                )
-            session_state.mark(CLUSTER_STARTED)
+    _start_once(CLUSTER_STARTED, "--cluster")
     return _stack("env", "--cluster").stdout
 
 

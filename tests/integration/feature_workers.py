@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from eddy.streams.store.online import OnlineStore
 from eddy.streams.transport.clients import make_producer, make_redis
 from eddy.streams.transport.topics import Topic, topic_name
 from tests.processes import start_eddy
+from tests.waiting import wait_until
 
 HOUR = 3600
 
@@ -101,3 +104,42 @@ def applied_counts(store: OnlineStore, entities: list[str], as_of: float) -> dic
         e: int(feature_vector(s.state, FEATURES, as_of)["amount_count_1h"] or 0)
         for e, s in states.items()
     }
+
+
+def kill_partway_and_finish(
+    deployment: FeatureDeployment,
+    events: Sequence[tuple[bytes, bytes]],
+    entities: list[str],
+    as_of: float,
+    *,
+    deadline_s: float,
+    every_s: float,
+) -> int:
+    """Send the first half of ``events`` (keyed by entity) to a worker, SIGKILL it once it
+    applied some, send the rest to a new worker, and wait until every event is applied
+    exactly once. Returns how many the killed worker had applied."""
+    expected = Counter(key.decode() for key, _ in events)
+    store = deployment.store()
+    events_topic = deployment.topic(Topic.EVENTS)
+    first = deployment.start_worker()
+    send_records(deployment.settings, events_topic, events[: len(events) // 2])
+    wait_until(
+        lambda: sum(applied_counts(store, entities, as_of).values()) > 0,
+        "the first worker to apply something",
+        timeout_s=deadline_s,
+        every_s=every_s,
+        logs=deployment.logs,
+    )
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    partway = sum(applied_counts(store, entities, as_of).values())
+    send_records(deployment.settings, events_topic, events[len(events) // 2 :])
+    deployment.start_worker()
+    wait_until(
+        lambda: applied_counts(store, entities, as_of) == dict(expected),
+        "every event to be applied exactly once",
+        timeout_s=deadline_s,
+        every_s=every_s,
+        logs=deployment.logs,
+    )
+    return partway

@@ -11,7 +11,6 @@ The faults (a broker or a Redis master killed under load) are the chaos suite's.
 from __future__ import annotations
 
 import random
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -39,13 +38,11 @@ from eddy.streams.transport.topics import Topic
 from tests import factories
 from tests.integration.feature_workers import (
     FeatureDeployment,
-    applied_counts,
     event,
+    kill_partway_and_finish,
     quiet_hour_base,
-    send_records,
 )
 from tests.integration.predictors import LINEAGE, Service, answers_consumer
-from tests.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -155,29 +152,11 @@ def test_a_killed_feature_worker_on_the_cluster_loses_nothing_and_counts_nothing
         for j in range(40)
         for e in entities
     ]
-    expected = Counter(key.decode() for key, _ in events)
-    store = deployment.store()
     try:
-        first = deployment.start_worker()
-        send_records(cluster, deployment.topic(Topic.EVENTS), events[: len(events) // 2])
-        wait_until(
-            lambda: sum(applied_counts(store, entities, base + 120).values()) > 0,
-            "the first worker to apply something",
-            timeout_s=DEADLINE_S,
-            every_s=POLL_S,
-            logs=deployment.logs,
+        kill_partway_and_finish(
+            deployment, events, entities, base + 120, deadline_s=DEADLINE_S, every_s=POLL_S
         )
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
-        send_records(cluster, deployment.topic(Topic.EVENTS), events[len(events) // 2 :])
-        deployment.start_worker()
-        wait_until(
-            lambda: applied_counts(store, entities, base + 120) == dict(expected),
-            "every event to be applied exactly once",
-            timeout_s=DEADLINE_S,
-            every_s=POLL_S,
-            logs=deployment.logs,
-        )
+        store = deployment.store()
         marks = store.watermarks_of([f"{deployment.topic(Topic.EVENTS)}:{p}" for p in range(3)])
         assert sum(offset + 1 for offset in marks.values()) == len(events)
     finally:

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from tests.integration.feature_workers import (
     FeatureDeployment,
     applied_counts,
     event,
+    kill_partway_and_finish,
     quiet_hour_base,
     send_records,
 )
@@ -233,32 +233,9 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
         for j in range(60)
         for e in entities
     ]
-    expected = Counter(key.decode() for key, _ in events)
     labelled = sum(1 for _, v in events if b'"label":1' in v or b'"label":0' in v)
-    store = deployment.store()
-
-    first_half, second_half = events[: len(events) // 2], events[len(events) // 2 :]
-    first = deployment.start_worker()
-    send_records(deployment.settings, deployment.topic(Topic.EVENTS), first_half)
-    wait_until(
-        lambda: sum(applied_counts(store, entities, base + 120).values()) > 0,
-        "the first worker to apply something",
-        timeout_s=DEADLINE_S,
-        every_s=POLL_S,
-        logs=deployment.logs,
-    )
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=30)
-    partway = sum(applied_counts(store, entities, base + 120).values())
-    send_records(deployment.settings, deployment.topic(Topic.EVENTS), second_half)
-
-    deployment.start_worker()
-    wait_until(
-        lambda: applied_counts(store, entities, base + 120) == dict(expected),
-        "every event to be applied exactly once",
-        timeout_s=DEADLINE_S,
-        every_s=POLL_S,
-        logs=deployment.logs,
+    partway = kill_partway_and_finish(
+        deployment, events, entities, base + 120, deadline_s=DEADLINE_S, every_s=POLL_S
     )
     examples = list(
         read_topic(
@@ -273,7 +250,7 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
     for record in examples:
         by_id.setdefault(record.value["example_id"], []).append(record.value)
 
-    assert 0 < partway <= len(first_half)
+    assert 0 < partway <= len(events) // 2
     assert len(by_id) == labelled, "a training example was lost"
     for copies in by_id.values():  # redelivered copies are identical
         assert all(copy == copies[0] for copy in copies)

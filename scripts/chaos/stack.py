@@ -21,7 +21,8 @@ from chaos.plan import Ports
 from eddy.services.config.settings import ENV_PREFIX, PROJECT_ROOT
 
 STACK_SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"
-PREFERRED = Ports(kafka=19092, controller=19093, redis=16379)
+# Not the clustered stack's 19092-19094 (the test session runs both at once).
+PREFERRED = Ports(kafka=18092, controller=18093, redis=16379)
 STOP_TIMEOUT_S = 60.0
 STOP_POLL_S = 0.1
 UP_TIMEOUT_S = 300.0

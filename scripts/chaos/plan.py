@@ -10,6 +10,9 @@ Pure: nothing here starts or touches anything.
 (1, True)
 >>> [s.name for s in FULL.cluster_scenarios], SHORT.cluster_scenarios
 (['cluster-baseline', 'kill-broker', 'kill-redis-master'], ())
+>>> only = FULL.only({"kill-broker", "kafka-restart"})
+>>> [s.name for s in only.scenarios], [s.name for s in only.cluster_scenarios]
+(['kafka-restart'], ['kill-broker'])
 """
 
 from __future__ import annotations

@@ -174,7 +174,17 @@ def _rows(figures: list[Figures]) -> list[dict[str, Any]]:
 
 
 def record(document: Path, text: str, phase: str = "single") -> None:
-    """Replace what is between ``phase``'s markers in ``document`` with ``text``."""
+    r"""Replace what is between ``phase``'s markers in ``document`` with ``text``: the
+    other phase's figures stay (a ``--cluster`` run keeps the single stack's).
+
+    >>> import tempfile
+    >>> doc = Path(tempfile.mkdtemp()) / "reliability.md"
+    >>> _ = doc.write_text(f"{BEGIN}\nsingle\n{END}\n{CLUSTER_BEGIN}\nold\n{CLUSTER_END}\n")
+    >>> record(doc, "cluster", "cluster")
+    >>> short = {BEGIN: "B", END: "E", CLUSTER_BEGIN: "CB", CLUSTER_END: "CE"}
+    >>> [short.get(line, line) for line in doc.read_text().splitlines()]
+    ['B', 'single', 'E', 'CB', 'cluster', 'CE']
+    """
     begin, end = MARKERS[phase]
     content = document.read_text()
     before, found, rest = content.partition(begin)

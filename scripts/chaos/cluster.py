@@ -9,6 +9,8 @@ probes ask the brokers' metadata (any live broker answers) and each Redis node's
 
 >>> busiest({0: 2, 1: 2, 2: 3})
 (2, 2)
+>>> sorted({busiest({0: 1, 1: 2, 2: 3}, seed)[0] for seed in range(20)})
+[1, 2, 3]
 >>> nodes = parse_cluster_nodes(
 ...     "a1 127.0.0.1:23301@23401 myself,master - 0 0 1 connected 0-5460\\n"
 ...     "b2 127.0.0.1:23304@23404 slave a1 0 0 1 connected\\n"
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -37,12 +40,14 @@ PROBE_S = 0.1
 PROBE_TIMEOUT_MS = 2_000
 
 
-def busiest(leaders: dict[int, int]) -> tuple[int, int]:
+def busiest(leaders: dict[int, int], seed: int = 0) -> tuple[int, int]:
     """(node, partitions it leads) for the node leading most of ``leaders`` (partition →
-    leader); the lowest node id among equals."""
+    leader); among equals (a fresh cluster spreads the leaders evenly) the run's seed
+    chooses, so runs of different seeds kill different brokers."""
     counts = Counter(leaders.values())
-    node = min(counts, key=lambda n: (-counts[n], n))
-    return node, counts[node]
+    most = max(counts.values())
+    node = random.Random(seed).choice(sorted(n for n in counts if counts[n] == most))
+    return node, most
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class Context:
     fleet: Fleet
     traffic: Traffic
     inspector: Inspector
+    seed: int = 0
 
     @property
     def single(self) -> PrivateStack:
@@ -214,7 +215,7 @@ def kill_broker(ctx: Context, ledger: Ledger) -> None:
     then ``start-node`` it (it returns once all three brokers are in again)."""
     stack = ctx.cluster
     events = topic_name(Topic.EVENTS, ctx.settings.topic_prefix)
-    node, led = cluster.busiest(cluster.leaders(stack.bootstrap(), events))
+    node, led = cluster.busiest(cluster.leaders(stack.bootstrap(), events), ctx.seed)
     applied = _applied_count(ctx, ledger)
     killed = time.monotonic()
     stack.kill_kafka(node)

@@ -145,7 +145,7 @@ def _phase(
         inspector = Inspector(settings)
         for service in SERVICES:
             fleet.start(service, settings)
-        context = Context(mode, settings, stack, fleet, traffic, inspector)
+        context = Context(mode, settings, stack, fleet, traffic, inspector, seed)
         warm = _warm_up(context, warm_up)
         clock.say("warm: a champion serves" if warm else "warm-up incomplete; going on")
         # After a scenario that did not catch up, the suite repairs the deployment so the

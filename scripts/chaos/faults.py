@@ -9,6 +9,7 @@ job, not this module's.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,31 +18,52 @@ from typing import Any
 
 import orjson
 
+from chaos import cluster
 from chaos.fleet import Fleet
 from chaos.ledger import Ledger, versions_for
 from chaos.observe import Inspector
 from chaos.plan import KILLED, Mode, slow_retrainer_settings
-from chaos.stack import PrivateStack
+from chaos.stack import PrivateClusterStack, PrivateStack
 from chaos.traffic import Traffic
 from eddy.services.config.settings import Settings
 from eddy.services.registry.triggers import Trigger
+from eddy.streams.store.slots import slot_of
 from eddy.streams.transport.clients import make_redis
+from eddy.streams.transport.topics import Topic, topic_name
 
 POLL_S = 0.02  # how fast a registration is noticed (the kill must beat the commit)
 RESTARTED_TIMEOUT_S = 120.0
 REGISTERED_TIMEOUT_S = 120.0
 POLL_TIMEOUT_WARNING = "Consumer poll timeout has expired"
 RETRAINED = "retrained"
+STORE_LOSS = "the online store lost writes it had acknowledged"
+READ_ATTEMPTS = 5
+READ_RETRY_S = 1.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Context:
     mode: Mode
     settings: Settings
-    stack: PrivateStack
+    stack: PrivateStack | PrivateClusterStack
     fleet: Fleet
     traffic: Traffic
     inspector: Inspector
+    seed: int = 0
+
+    @property
+    def single(self) -> PrivateStack:
+        if not isinstance(self.stack, PrivateStack):
+            raise TypeError("this fault is for the single stack")
+        return self.stack
+
+    @property
+    def cluster(self) -> PrivateClusterStack:
+        if not isinstance(self.stack, PrivateClusterStack):
+            raise TypeError("this fault is for the clustered stack")
+        return self.stack
 
 
 def _wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.5) -> bool:
@@ -108,22 +130,22 @@ def kill_retrainer_after_registering(ctx: Context, ledger: Ledger) -> None:
 
 
 def restart_kafka(ctx: Context, ledger: Ledger) -> None:
-    ctx.stack.stop_kafka(ctx.mode.kafka_signal)
+    ctx.single.stop_kafka(ctx.mode.kafka_signal)
     ledger.broker_restarts += 1
     ledger.notes["broker stopped with"] = ctx.mode.kafka_signal.name
     time.sleep(ctx.mode.kafka_down_s)
-    ctx.stack.up()
+    ctx.single.up()
 
 
 def stop_redis(ctx: Context, ledger: Ledger) -> None:
-    ctx.stack.stop_redis()
+    ctx.single.stop_redis()
     time.sleep(ctx.mode.redis_down_s)
-    ctx.stack.up()
+    ctx.single.up()
 
 
 def lose_redis(ctx: Context, ledger: Ledger) -> None:
     ledger.requests_before_redis_loss = set(ledger.requests_sent)
-    ctx.stack.lose_redis()
+    ctx.single.lose_redis()
     ledger.notes["redis came back"] = "empty"
 
 
@@ -187,6 +209,113 @@ def slow_retrain_notes(ctx: Context, ledger: Ledger) -> None:
         )
 
 
+def kill_broker(ctx: Context, ledger: Ledger) -> None:
+    """SIGKILL the broker leading most ``events`` partitions under load; time until the
+    controller has moved their leadership; keep it down for the mode's Kafka outage,
+    then ``start-node`` it (it returns once all three brokers are in again)."""
+    stack = ctx.cluster
+    events = topic_name(Topic.EVENTS, ctx.settings.topic_prefix)
+    node, led = cluster.busiest(cluster.leaders(stack.bootstrap(), events), ctx.seed)
+    applied = _applied_count(ctx, ledger)
+    killed = time.monotonic()
+    stack.kill_kafka(node)
+    ledger.broker_restarts += 1  # its group coordinators move: a batch may be answered again
+    moved = cluster.wait_leaders_moved(stack.bootstrap(), events, node, ctx.mode.kafka_down_s)
+    time.sleep(max(0.0, killed + ctx.mode.kafka_down_s - time.monotonic()))
+    down_applied = _applied_count(ctx, ledger)
+    starting = time.monotonic()
+    stack.start_node(f"kafka-{node}")
+    back = time.monotonic()
+    ledger.notes["broker killed"] = (
+        f"kafka-{node} (SIGKILL; it led {led} of {ctx.settings.partitions} events partitions)"
+    )
+    ledger.notes["leaders moved after s"] = None if moved is None else round(moved, 1)
+    ledger.notes["broker down s"] = round(starting - killed, 1)
+    ledger.notes["events applied while it was down"] = _difference(down_applied, applied)
+    ledger.notes["start-node took s"] = round(back - starting, 1)
+    if moved is None:
+        ledger.problems.append(
+            f"the partitions kafka-{node} led had no other leader {ctx.mode.kafka_down_s:.0f} s "
+            "after it was killed"
+        )
+
+
+def kill_redis_master(ctx: Context, ledger: Ledger) -> None:
+    """SIGKILL the Redis master serving most of the scenario's feature keys under load;
+    time until its replica says it is a master; keep it down for the mode's Redis outage,
+    then ``start-node`` it (it rejoins as a replica of the promoted one)."""
+    stack = ctx.cluster
+    ledger.notes["log from byte"] = _log_size(ctx, "features")
+    nodes = cluster.cluster_nodes(stack.redis_port(1))
+    slots = [slot_of(ctx.inspector.store.key(entity)) for entity in ledger.entities]
+    per_master = cluster.keys_per_master(nodes, slots)
+    port = min(per_master, key=lambda p: (-per_master[p], p))
+    replica = cluster.replica_of(nodes, port)
+    node = stack.redis_node(port)
+    applied = _applied_count(ctx, ledger)
+    killed = time.monotonic()
+    stack.kill_redis(node)
+    promoted = None if replica is None else cluster.wait_promoted(replica, ctx.mode.redis_down_s)
+    time.sleep(max(0.0, killed + ctx.mode.redis_down_s - time.monotonic()))
+    down_applied = _applied_count(ctx, ledger)
+    starting = time.monotonic()
+    stack.start_node(f"redis-{node}")
+    back = time.monotonic()
+    ledger.notes["master killed"] = (
+        f"redis-{node} (SIGKILL; 127.0.0.1:{port}, it served {per_master[port]} of the "
+        f"scenario's {len(slots)} feature keys; its replica 127.0.0.1:{replica})"
+    )
+    ledger.notes["replica promoted after s"] = None if promoted is None else round(promoted, 1)
+    ledger.notes["master down s"] = round(starting - killed, 1)
+    ledger.notes["events applied while it was down"] = _difference(down_applied, applied)
+    ledger.notes["start-node took s"] = round(back - starting, 1)
+    ledger.notes["it rejoined as"] = cluster.role(port)
+    if promoted is None:
+        ledger.problems.append(
+            f"the replica of redis-{node} was not promoted within {ctx.mode.redis_down_s:.0f} s"
+        )
+
+
+def store_repair_notes(ctx: Context, ledger: Ledger) -> None:
+    """From the feature worker's log: the online store's losses it found (a watermark
+    below what it had applied) and repaired from ``events``."""
+    start = int(ledger.notes.pop("log from byte", 0))
+    lost = [
+        _json(line).get("lost")
+        for line in _lines(ctx.settings.data_dir / "logs" / "features.log", start)
+        if STORE_LOSS in line
+    ]
+    ledger.notes["store losses repaired from events"] = lost or "none found"
+    restarted_notes(ctx, ledger)
+
+
+def restarted_notes(ctx: Context, ledger: Ledger) -> None:
+    """Which services exited and were restarted by their supervisors during the scenario."""
+    ledger.notes["restarted by their supervisors"] = dict(+ledger.restarts) or "none"
+
+
+def _log_size(ctx: Context, service: str) -> int:
+    log = ctx.settings.data_dir / "logs" / f"{service}.log"
+    return log.stat().st_size if log.exists() else 0
+
+
+def _applied_count(ctx: Context, ledger: Ledger) -> int | None:
+    """How many event ids the scenario's entities hold now (None: unreadable). A cluster
+    client's first command after a failover fails and refreshes its slot map: so a few
+    tries."""
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return sum(len(s.seen) for s in ctx.inspector.states(ledger.entities).values())
+        except Exception as exc:  # the store in the middle of its failover
+            log.info("online store unreadable", extra={"error": repr(exc), "attempt": attempt})
+            time.sleep(READ_RETRY_S)
+    return None
+
+
+def _difference(after: int | None, before: int | None) -> int | str:
+    return "unknown" if after is None or before is None else after - before
+
+
 def _lines(path: Path, start: int) -> list[str]:
     if not path.exists():
         return []
@@ -216,6 +345,13 @@ FAULTS: dict[str, Callable[[Context, Ledger], None]] = {
     "malformed-flood": flood,
     "slow-retrain": slow_retrain,
     "fuzz": fuzz,
+    "cluster-baseline": nothing,
+    "kill-broker": kill_broker,
+    "kill-redis-master": kill_redis_master,
 }
 # Run after the scenario has caught up (or given up), before its figures are taken.
-AFTERWARDS: dict[str, Callable[[Context, Ledger], None]] = {"slow-retrain": slow_retrain_notes}
+AFTERWARDS: dict[str, Callable[[Context, Ledger], None]] = {
+    "slow-retrain": slow_retrain_notes,
+    "kill-broker": restarted_notes,
+    "kill-redis-master": store_repair_notes,
+}

@@ -8,12 +8,17 @@ Pure: nothing here starts or touches anything.
 'kill-features'
 >>> SHORT.kills, FULL.kills > SHORT.kills
 (1, True)
+>>> [s.name for s in FULL.cluster_scenarios], SHORT.cluster_scenarios
+(['cluster-baseline', 'kill-broker', 'kill-redis-master'], ())
+>>> only = FULL.only({"kill-broker", "kafka-restart"})
+>>> [s.name for s in only.scenarios], [s.name for s in only.cluster_scenarios]
+(['kafka-restart'], ['kill-broker'])
 """
 
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -56,6 +61,20 @@ SCENARIOS = (
     Scenario("slow-retrain", "a retrain that runs past the retrainer's max poll interval"),
     Scenario("fuzz", "mutated records with random keys and headers on every input topic"),
 )
+# Played on the clustered stack (three KRaft brokers, a Redis Cluster of three masters
+# and three replicas), by a deployment of its own: the full mode's second phase.
+CLUSTER_SCENARIOS = (
+    Scenario("cluster-baseline", "nothing: the control row on the cluster"),
+    Scenario(
+        "kill-broker",
+        "SIGKILL the broker leading most events partitions, keep it down, start it again",
+    ),
+    Scenario(
+        "kill-redis-master",
+        "SIGKILL the Redis master serving most of the scenario's feature keys, keep it "
+        "down (its replica is promoted), start it again (it rejoins as a replica)",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -71,9 +90,9 @@ class Mode:
     tail_s: float  # traffic after the fault is over
     kills: int  # SIGKILLs per service kind
     kill_gap_s: float  # traffic between two kills of the same kind
-    kafka_down_s: float
+    kafka_down_s: float  # also how long the cluster's killed broker stays down
     kafka_signal: signal.Signals
-    redis_down_s: float
+    redis_down_s: float  # also how long the cluster's killed Redis master stays down
     flood_copies: int  # copies of the malformed corpus
     fuzz_records: int  # mutated records per input topic in the fuzz scenario
     warm_up: int  # examples the learner learns first (its first snapshot: the champion)
@@ -82,6 +101,18 @@ class Mode:
     catch_up_s: float  # deadline for processing to resume and catch up by itself
     warm_up_s: float  # deadline for the deployment to serve its first champion
     scenarios: tuple[Scenario, ...] = SCENARIOS
+    cluster_scenarios: tuple[Scenario, ...] = ()  # the second phase, on the cluster
+
+    def only(self, names: set[str]) -> Mode:
+        """This mode playing only the scenarios named (of either phase)."""
+        return replace(
+            self,
+            scenarios=tuple(s for s in self.scenarios if s.name in names),
+            cluster_scenarios=tuple(s for s in self.cluster_scenarios if s.name in names),
+        )
+
+    def names(self) -> set[str]:
+        return {s.name for s in (*self.scenarios, *self.cluster_scenarios)}
 
 
 SHORT = Mode(
@@ -133,12 +164,13 @@ FULL = Mode(
     slow_poll_interval_ms=5_000,
     catch_up_s=180.0,
     warm_up_s=300.0,
+    cluster_scenarios=CLUSTER_SCENARIOS,
 )
 
 MODES = {mode.name: mode for mode in (SHORT, FULL)}
 
 
-SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
+SCENARIO_NAMES = tuple(s.name for s in (*SCENARIOS, *CLUSTER_SCENARIOS))
 KILLED = {
     "kill-features": "features",
     "kill-learner": "learner",
@@ -154,6 +186,19 @@ class Ports:
     kafka: int
     controller: int
     redis: int
+
+
+@dataclass(frozen=True)
+class ClusterPorts:
+    """The clustered stack's base ports: node N listens on base + N - 1."""
+
+    kafka: int  # brokers
+    controller: int  # their controller listeners
+    redis: int  # Redis nodes
+    redis_bus: int  # their cluster bus
+
+    def first(self) -> Ports:
+        return Ports(self.kafka, self.controller, self.redis)
 
 
 def deployment_settings(base: Settings, ports: Ports, data_dir: Path, signing_key: str) -> Settings:

@@ -1,14 +1,19 @@
 """The timeline of a chaos run.
 
+A run has up to two phases, each with a stack and a deployment of its own: the single
+stack's scenarios, then (full mode) the cluster's. In each phase:
+
 1. start a private Kafka and Redis (``scripts/stack.sh`` on ports and a data folder of
-   the run's own), create the topics, fill the retraining window, start the four
-   services under supervisors and wait for the first champion;
+   the run's own; with ``--cluster``: three brokers and a Redis Cluster, and the
+   deployment pointed at them by the script's exports), create the topics, fill the
+   retraining window, start the four services under supervisors and wait for the first
+   champion;
 2. per scenario: load on the scenario's own entities, the fault, more load, then wait
    (up to the mode's deadline) until everything sent is accounted for and every
    consumer group has caught up, with nobody's help: the time that takes is the
    scenario's recovery time;
-3. read the final state, account every scenario against it, print the table;
-4. stop everything this run started (also on failure).
+3. read the final state, account every scenario against it (and the phase's whole);
+4. stop everything the phase started (also on failure).
 """
 
 from __future__ import annotations
@@ -28,10 +33,16 @@ from pathlib import Path
 
 from chaos.faults import AFTERWARDS, FAULTS, Context
 from chaos.fleet import Fleet
-from chaos.ledger import Bounds, Figures, Ledger, account, account_totals, pending
+from chaos.ledger import Bounds, Ledger, account, account_totals, pending
 from chaos.observe import Inspector, Tap
 from chaos.plan import SERVICES, Mode, Scenario, deployment_settings
-from chaos.stack import PrivateStack, choose_ports
+from chaos.report import Phase
+from chaos.stack import (
+    PrivateClusterStack,
+    PrivateStack,
+    choose_cluster_ports,
+    choose_ports,
+)
 from chaos.traffic import Traffic
 from eddy.services.config.settings import Settings
 from eddy.services.ops.logs import NOISY_LIBRARIES, JsonLineFormatter
@@ -46,34 +57,81 @@ Say = Callable[[str], None]
 
 @dataclass
 class Outcome:
-    figures: list[Figures]  # one per scenario, then the whole run ("all")
+    phases: list[Phase]
     runtime_s: float
     workdir: Path
     header: dict[str, str | float]
 
     @property
     def passed(self) -> bool:
-        return all(f.passed for f in self.figures)
+        return all(p.passed for p in self.phases)
 
 
 def run(base: Settings, mode: Mode, workdir: Path, seed: int, command: str, say: Say) -> Outcome:
+    """The single stack's scenarios, then the cluster's (each phase has its own stack and
+    deployment, started and stopped by it); a mode without scenarios for a phase skips it."""
     started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     _log_to(workdir / "driver.log")
-    ports = choose_ports()
-    stack = PrivateStack(workdir / "stack", ports, base.child_env())
-    stack.share_kafka_jars(base.data_dir / "kafka" / "libs")
-    settings = deployment_settings(base, ports, workdir / "deployment", secrets.token_hex(32))
-    fleet = Fleet(settings.data_dir / "logs")
     clock = _Clock(started, say)
+    phases = []
+    if mode.scenarios:
+        ports = choose_ports()
+        stack = PrivateStack(workdir / "stack", ports, base.child_env())
+        stack.share_kafka_jars(base.data_dir / "kafka" / "libs")
+        settings = deployment_settings(base, ports, workdir / "deployment", _key())
+        phases.append(_phase("single", mode, mode.scenarios, stack, settings, seed, clock))
+    if mode.cluster_scenarios:
+        cluster_ports = choose_cluster_ports()
+        cluster = PrivateClusterStack(workdir / "cluster-stack", cluster_ports, base.child_env())
+        cluster.share_kafka_jars(base.data_dir / "kafka" / "libs")
+        # The first nodes' ports here; the cluster's exports (every broker, the Redis
+        # Cluster client, replication factor 3) once its stack has said them.
+        settings = deployment_settings(
+            base, cluster_ports.first(), workdir / "cluster-deployment", _key()
+        )
+        phases.append(
+            _phase("cluster", mode, mode.cluster_scenarios, cluster, settings, seed, clock)
+        )
+    runtime = time.monotonic() - started
+    header: dict[str, str | float] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "mode": mode.name,
+        "runtime_s": round(runtime, 1),
+        "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}",
+        "workdir": str(workdir),
+    }
+    return Outcome(phases, runtime, workdir, header)
+
+
+def _key() -> str:
+    return secrets.token_hex(32)
+
+
+def _phase(
+    name: str,
+    mode: Mode,
+    scenarios: tuple[Scenario, ...],
+    stack: PrivateStack | PrivateClusterStack,
+    settings: Settings,
+    seed: int,
+    clock: _Clock,
+) -> Phase:
+    """Start the stack, the topics, the load's warm-up and the services; play
+    ``scenarios``; account for them; stop everything the phase started."""
+    started = time.monotonic()
+    fleet = Fleet(settings.data_dir / "logs")
     stack_up = False
     tap: Tap | None = None
     traffic: Traffic | None = None
     inspector: Inspector | None = None
     try:
-        clock.say(f"private stack: Kafka 127.0.0.1:{ports.kafka}, Redis 127.0.0.1:{ports.redis}")
+        clock.say(f"{name} phase, private stack: {stack.describe()}")
         stack.up()
         stack_up = True
+        if isinstance(stack, PrivateClusterStack):
+            settings = settings.pointed_at(stack.exports())
         ensure_topics(settings)
         traffic = Traffic(settings, mode, seed)
         warm_up = traffic.warm_up_examples(mode.warm_up)
@@ -87,14 +145,14 @@ def run(base: Settings, mode: Mode, workdir: Path, seed: int, command: str, say:
         inspector = Inspector(settings)
         for service in SERVICES:
             fleet.start(service, settings)
-        context = Context(mode, settings, stack, fleet, traffic, inspector)
+        context = Context(mode, settings, stack, fleet, traffic, inspector, seed)
         warm = _warm_up(context, warm_up)
         clock.say("warm: a champion serves" if warm else "warm-up incomplete; going on")
         # After a scenario that did not catch up, the suite repairs the deployment so the
         # next scenario is judged on its own (the failed one keeps its verdict).
         ledgers = [
-            _play(context, scenario, tap, clock, repair=scenario is not mode.scenarios[-1])
-            for scenario in mode.scenarios
+            _play(context, scenario, tap, clock, repair=scenario is not scenarios[-1])
+            for scenario in scenarios
         ]
         inspector.wait_drained(tap, DRAIN_S)
         entities = set().union(*(ledger.entities for ledger in ledgers))
@@ -105,7 +163,7 @@ def run(base: Settings, mode: Mode, workdir: Path, seed: int, command: str, say:
         if not warm:
             total.problems.append("the deployment did not warm up (no champion, or examples)")
     finally:
-        clock.say("stopping the services and the private stack")
+        clock.say(f"{name} phase: stopping the services and the private stack")
         # Each step runs whatever the one before it raised: the stack must go down.
         with contextlib.ExitStack() as cleanup:
             if stack_up:
@@ -114,16 +172,7 @@ def run(base: Settings, mode: Mode, workdir: Path, seed: int, command: str, say:
                 if client is not None:
                     cleanup.callback(client.close)
             cleanup.callback(fleet.stop)
-    runtime = time.monotonic() - started
-    header: dict[str, str | float] = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": command,
-        "mode": mode.name,
-        "runtime_s": round(runtime, 1),
-        "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}",
-        "workdir": str(workdir),
-    }
-    return Outcome([*figures, total], runtime, workdir, header)
+    return Phase(name, [*figures, total], time.monotonic() - started, stack.describe())
 
 
 class _Clock:

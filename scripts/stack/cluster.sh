@@ -58,6 +58,9 @@ cluster_env() {
   echo "export EDDY_KAFKA_BOOTSTRAP=$(cluster_bootstrap)"
   echo "export EDDY_REDIS_URL=redis://127.0.0.1:$(redis_port 1)/0"
   echo "export EDDY_REDIS_CLUSTER=true"
+  local n seeds=""
+  for n in "${REDIS_NODES[@]}"; do seeds+="${seeds:+,}127.0.0.1:$(redis_port "$n")"; done
+  echo "export EDDY_REDIS_CLUSTER_NODES=$seeds"
   echo "export EDDY_REPLICATION_FACTOR=${#KAFKA_NODES[@]}"
 }
 

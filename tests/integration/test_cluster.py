@@ -10,7 +10,10 @@ The faults (a broker or a Redis master killed under load) are the chaos suite's.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +28,7 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from eddy.services.config.settings import Settings
+from eddy.services.config.settings import PROJECT_ROOT, Settings
 from eddy.services.registry.opening import open_registry
 from eddy.streams.features.compute import EntityState, apply_event
 from eddy.streams.features.definitions import FEATURES
@@ -43,9 +46,13 @@ from tests.integration.feature_workers import (
     quiet_hour_base,
 )
 from tests.integration.predictors import LINEAGE, Service, answers_consumer
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 
+STACK_SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"
+# Where scripts/stack.sh keeps the cluster the session started (its pid files).
+STACK_DATA = Path(os.environ.get("EDDY_DATA_DIR", PROJECT_ROOT / ".eddy"))
 DEADLINE_S = 120.0
 POLL_S = 0.5
 # Ids a naive hash tag would split over slots (the empty one only where the contracts
@@ -176,12 +183,7 @@ def service(cluster: Settings, tmp_path: Path) -> Iterator[Service]:
 def test_the_predictor_on_the_cluster_answers_every_request_with_online_features(
     service: Service,
 ) -> None:
-    rng = random.Random(5)
-    xs = [{"amount": rng.uniform(0, 100)} for _ in range(300)]
-    model = make_pipeline(DictVectorizer(sparse=False), LogisticRegression())
-    model.fit(xs, [x["amount"] > 50 for x in xs])
-    service.registry.register("m", "sklearn", model, {"log_loss": 0.3}, LINEAGE)
-    service.registry.promote("m", 1, "test", "initial")
+    with_champion(service)
     store = OnlineStore(
         make_redis(service.settings),
         service.settings.topic_prefix,
@@ -201,11 +203,7 @@ def test_the_predictor_on_the_cluster_answers_every_request_with_online_features
         {"request_id": f"q{i}", "entity_id": entities[i % len(entities)], "features": {}}
         for i in range(400)
     ]
-    producer = KafkaProducer(bootstrap_servers=service.settings.kafka_bootstrap.split(","))
-    for request in requests:
-        producer.send(service.topic(Topic.PREDICTION_REQUESTS), value=orjson.dumps(request))
-    producer.flush()
-    producer.close()
+    send_all(service, requests)
     answers = collect(consumer, len(requests), service)
     consumer.close()
     assert {a["request_id"] for a in answers} == {r["request_id"] for r in requests}
@@ -233,3 +231,64 @@ def collect(consumer: KafkaConsumer, count: int, service: Service) -> list[dict[
         for records in consumer.poll(timeout_ms=200).values():
             found += [orjson.loads(r.value) for r in records]
     return found
+
+
+def test_a_killed_master_is_ridden_out_by_the_predictor_and_a_new_client_finds_the_cluster(
+    service: Service,
+) -> None:
+    """kill -9 of the node ``EDDY_REDIS_URL`` names, made a master first: the predictor
+    waits out the failover in-process (no restart) and answers every request, and a
+    client created while that node is down starts from the other nodes."""
+    with_champion(service)
+    url_node = client_of(service.settings).get_node(host="127.0.0.1", port=17001)
+    if "master" not in url_node.redis_connection.execute_command("ROLE")[0].decode():
+        url_node.redis_connection.execute_command("CLUSTER", "FAILOVER")
+        wait_until(
+            lambda: url_node.redis_connection.execute_command("ROLE")[0] == b"master",
+            "the URL's node to become a master again",
+            timeout_s=DEADLINE_S,
+        )
+    service.start()
+    assert service.process is not None
+    consumer = answers_consumer(service)
+    pid_file = STACK_DATA / "cluster" / "redis-1" / "redis.pid"
+    pid = int(pid_file.read_text())
+    assert ":17001" in Path(f"/proc/{pid}/cmdline").read_text()
+    try:
+        os.kill(pid, signal.SIGKILL)
+        requests = [
+            {"request_id": f"f{i}", "entity_id": f"u{i % 9}", "features": {"amount": 70.0}}
+            for i in range(200)
+        ]
+        send_all(service, requests)
+        answers = collect(consumer, len(requests), service)
+        assert {a["request_id"] for a in answers} == {r["request_id"] for r in requests}
+        assert all(a.get("error") is None for a in answers)
+        assert service.process.poll() is None, "the predictor ended instead of waiting"
+        assert make_redis(service.settings).ping()
+    finally:
+        consumer.close()
+        started = subprocess.run(
+            ["bash", str(STACK_SCRIPT), "start-node", "redis-1", "--cluster"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert started.returncode == 0, started.stderr
+
+
+def with_champion(service: Service) -> None:
+    rng = random.Random(5)
+    xs = [{"amount": rng.uniform(0, 100)} for _ in range(300)]
+    model = make_pipeline(DictVectorizer(sparse=False), LogisticRegression())
+    model.fit(xs, [x["amount"] > 50 for x in xs])
+    service.registry.register("m", "sklearn", model, {"log_loss": 0.3}, LINEAGE)
+    service.registry.promote("m", 1, "test", "initial")
+
+
+def send_all(service: Service, requests: list[dict[str, Any]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=service.settings.kafka_bootstrap.split(","))
+    for request in requests:
+        producer.send(service.topic(Topic.PREDICTION_REQUESTS), value=orjson.dumps(request))
+    producer.flush()
+    producer.close()

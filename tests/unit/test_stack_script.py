@@ -46,6 +46,7 @@ def test_env_points_eddy_at_the_cluster_chosen_by_flag_or_variable(tmp_path: Pat
         "EDDY_KAFKA_BOOTSTRAP": "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094",
         "EDDY_REDIS_URL": "redis://127.0.0.1:17001/0",
         "EDDY_REDIS_CLUSTER": "true",
+        "EDDY_REDIS_CLUSTER_NODES": ",".join(f"127.0.0.1:{17000 + n}" for n in range(1, 7)),
         "EDDY_REPLICATION_FACTOR": "3",
     }
     assert exports(stack(tmp_path, "env", "--cluster")) == expected
@@ -64,6 +65,7 @@ def test_the_clusters_ports_move_together(tmp_path: Path) -> None:
     )
     assert env["EDDY_KAFKA_BOOTSTRAP"] == "127.0.0.1:29092,127.0.0.1:29093,127.0.0.1:29094"
     assert env["EDDY_REDIS_URL"] == "redis://127.0.0.1:28001/0"
+    assert env["EDDY_REDIS_CLUSTER_NODES"].split(",")[-1] == "127.0.0.1:28006"
 
 
 @pytest.mark.parametrize(

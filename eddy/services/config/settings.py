@@ -66,6 +66,14 @@ class Settings(BaseModel):
             "client, which finds the others (batches go per slot, one pipeline per node)."
         ),
     )
+    redis_cluster_nodes: str = Field(
+        "",
+        pattern=r"^([^,:\s]+:[0-9]+(,[^,:\s]+:[0-9]+)*)?$",
+        description=(
+            "More nodes of the Redis Cluster to start from (host:port, comma-separated), "
+            "so a service (re)starting while the URL's node is down still finds it."
+        ),
+    )
     topic_prefix: str = Field("eddy.", description="Prefix of every Eddy topic name.")
     partitions: int = Field(3, ge=1, description="Partitions of each partitioned topic.")
     replication_factor: int = Field(1, ge=1, description="Replication factor of new topics.")

@@ -70,6 +70,7 @@ from eddy.services.serving.commits import OverlappedCommits
 from eddy.services.serving.redelivery import RedeliveryWindow, WindowOnAssignment
 from eddy.services.serving.request_log import RequestLog, ShadowLog
 from eddy.services.serving.scoring import Loaded, ServingModels
+from eddy.streams.dead_letters.policy import retry_transient
 from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.features.compute import FeatureSet, FeatureValue, feature_vector
 from eddy.streams.messages.contracts import PredictionRequest
@@ -251,7 +252,10 @@ class Predictor:
             self.producer.close()
 
     def _answer_and_commit(self, batch: list[Consumed]) -> None:
-        self.answer(batch)
+        # A Redis outage (a Cluster master failing over) is waited out: nothing of the
+        # batch was sent before its writes succeeded, and answering again re-sends what
+        # the request log holds.
+        retry_transient(lambda: self.answer(batch), "answer a batch")
         self.loop.settle()  # the batch's dead letters, sent with its answers
         self.commits.after_batch(len(batch))  # refused: redelivered, re-sent
 

@@ -341,7 +341,11 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self.state.pending_labels.setdefault(record_id, (label, where, now))
         if not self.state.pending_labels:
             return []
-        found = self.snapshots.fetch(self.state.pending_labels)
+        # A Redis outage (a Cluster master failing over) is waited out, as in the
+        # feature worker, rather than ending the learner.
+        found = retry_transient(
+            lambda: self.snapshots.fetch(self.state.pending_labels), "snapshot fetch"
+        )
         joined: list[Item] = []
         for record_id in list(self.state.pending_labels):
             label, where, first_seen = self.state.pending_labels[record_id]
@@ -376,7 +380,8 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self.producer.send(self.alerts_topic, key=a.model.encode(), value=encode(a))
             for a in alerts
         ]
-        self.snapshots.record_labels([(e.example_id, e.label) for e in self._joined])
+        joined = [(e.example_id, e.label) for e in self._joined]
+        retry_transient(lambda: self.snapshots.record_labels(joined), "joined labels")
         futures += [  # late-labelled examples join the retraining window
             self.producer.send(self.examples_topic, key=e.entity_id.encode(), value=encode(e))
             for e in self._joined
@@ -416,7 +421,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         """
         started = time.monotonic()
         self._written(block=True, commit=commit)
-        recorded = self.snapshots.recorded()
+        recorded = retry_transient(self.snapshots.recorded, "snapshot count")
         if recorded and self.state.labels_joined:
             self.state.label_coverage = self.state.labels_joined / recorded
         sealed = self.checkpoints.seal(self.state)

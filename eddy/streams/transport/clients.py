@@ -27,7 +27,7 @@ import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, RebalanceInProgressError
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 
 from eddy.streams.store.redis_commands import RedisClient
 from eddy.streams.transport.config import KafkaConfig, RedisConfig, SecurityProtocol, TopicLayout
@@ -300,12 +300,15 @@ def make_admin(settings: KafkaConfig, **overrides: Any) -> KafkaAdminClient:
 
 def make_redis(settings: RedisConfig, **overrides: Any) -> RedisClient:
     """A Redis client from the URL, plus the password and TLS CA from settings: redis-py's
-    cluster client when ``redis_cluster`` is set (the URL names any node)."""
+    cluster client when ``redis_cluster`` is set (the URL names any node; it starts from
+    that one and ``redis_cluster_nodes``: one that answers is enough)."""
     options: dict[str, Any] = dict(overrides)
     if settings.redis_password is not None:
         options["password"] = settings.redis_password.get_secret_value()
     if settings.redis_ssl_ca_certs is not None:
         options["ssl_ca_certs"] = str(settings.redis_ssl_ca_certs)
     if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url, **options)
+        seeds = [node.rsplit(":", 1) for node in settings.redis_cluster_nodes.split(",") if node]
+        startup = [ClusterNode(host, int(port)) for host, port in seeds]  # type: ignore[no-untyped-call]
+        return RedisCluster.from_url(settings.redis_url, startup_nodes=startup, **options)
     return redis.Redis.from_url(settings.redis_url, **options)

@@ -14,14 +14,17 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import orjson
 import pytest
+import redis
 from kafka import KafkaConsumer, KafkaProducer
 from redis.cluster import RedisCluster
 from sklearn.feature_extraction import DictVectorizer
@@ -52,7 +55,9 @@ pytestmark = pytest.mark.cluster
 
 STACK_SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"
 # Where scripts/stack.sh keeps the cluster the session started (its pid files).
-STACK_DATA = Path(os.environ.get("EDDY_DATA_DIR", PROJECT_ROOT / ".eddy"))
+STACK_DATA = Path(os.environ.get("EDDY_DATA_DIR") or PROJECT_ROOT / ".eddy")
+# The port of redis-1 (STACK_CLUSTER_REDIS_PORT): node N listens on it + N - 1.
+CLUSTER_FIRST_PORT = int(os.environ.get("STACK_CLUSTER_REDIS_PORT") or 17001)
 DEADLINE_S = 120.0
 POLL_S = 0.5
 # Ids a naive hash tag would split over slots (the empty one only where the contracts
@@ -240,20 +245,14 @@ def test_a_killed_master_is_ridden_out_by_the_predictor_and_a_new_client_finds_t
     waits out the failover in-process (no restart) and answers every request, and a
     client created while that node is down starts from the other nodes."""
     with_champion(service)
-    url_node = client_of(service.settings).get_node(host="127.0.0.1", port=17001)
-    if "master" not in url_node.redis_connection.execute_command("ROLE")[0].decode():
-        url_node.redis_connection.execute_command("CLUSTER", "FAILOVER")
-        wait_until(
-            lambda: url_node.redis_connection.execute_command("ROLE")[0] == b"master",
-            "the URL's node to become a master again",
-            timeout_s=DEADLINE_S,
-        )
+    url = urlparse(service.settings.redis_url)
+    url_node = master_again(service.settings, url.hostname or "", url.port or 0)
     service.start()
     assert service.process is not None
     consumer = answers_consumer(service)
-    pid_file = STACK_DATA / "cluster" / "redis-1" / "redis.pid"
+    pid_file = STACK_DATA / "cluster" / url_node / "redis.pid"
     pid = int(pid_file.read_text())
-    assert ":17001" in Path(f"/proc/{pid}/cmdline").read_text()
+    assert f":{url.port}" in Path(f"/proc/{pid}/cmdline").read_text()
     try:
         os.kill(pid, signal.SIGKILL)
         requests = [
@@ -262,19 +261,59 @@ def test_a_killed_master_is_ridden_out_by_the_predictor_and_a_new_client_finds_t
         ]
         send_all(service, requests)
         answers = collect(consumer, len(requests), service)
-        assert {a["request_id"] for a in answers} == {r["request_id"] for r in requests}
-        assert all(a.get("error") is None for a in answers)
+        by_id: dict[str, set[Any]] = {}
+        for answer in answers:
+            assert answer.get("error") is None, answer
+            by_id.setdefault(answer["request_id"], set()).add(answer["prediction"])
+        assert set(by_id) == {r["request_id"] for r in requests}
+        assert all(len(predictions) == 1 for predictions in by_id.values())
         assert service.process.poll() is None, "the predictor ended instead of waiting"
+        assert "Redis unavailable; retrying" in service.log.read_text()
         assert make_redis(service.settings).ping()
     finally:
         consumer.close()
-        started = subprocess.run(
-            ["bash", str(STACK_SCRIPT), "start-node", "redis-1", "--cluster"],
-            capture_output=True,
-            text=True,
-            check=False,
+        restarted = start_node(url_node)
+    assert restarted.returncode == 0, restarted.stderr
+
+
+def master_again(settings: Settings, host: str, port: int) -> str:
+    """Make the node at ``host:port`` a master with its replica in sync, as every node
+    sees it (an earlier run's kill left it a replica, or stopped); returns its name."""
+    name = f"redis-{port - CLUSTER_FIRST_PORT + 1}"
+    if start_node(name).returncode != 0:  # "already running" when it runs
+        pytest.fail(f"could not start {name}")
+    node = redis.Redis(host=host, port=port)
+    if node.execute_command("ROLE")[0] != b"master":
+        node.execute_command("CLUSTER", "FAILOVER")
+    seeds = [n.rsplit(":", 1) for n in settings.redis_cluster_nodes.split(",")]
+    peers = [redis.Redis(host=h, port=int(p)) for h, p in seeds]
+
+    def settled() -> bool:
+        role = node.execute_command("ROLE")
+        seen = [peer.execute_command("CLUSTER", "NODES").decode() for peer in peers]
+        return (
+            role[0] == b"master"
+            and len(role[2]) == 1
+            and all(f"{host}:{port}@" in view and _is_master(view, port) for view in seen)
         )
-        assert started.returncode == 0, started.stderr
+
+    wait_until(settled, f"{name} to be a master every node agrees on", timeout_s=DEADLINE_S)
+    return name
+
+
+def _is_master(cluster_nodes: str, port: int) -> bool:
+    line = next(line for line in cluster_nodes.splitlines() if f":{port}@" in line)
+    return "master" in line.split()[2] and "fail" not in line.split()[2]
+
+
+def start_node(name: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(STACK_SCRIPT), "start-node", name, "--cluster"],
+        env={**os.environ, "STACK_PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def with_champion(service: Service) -> None:

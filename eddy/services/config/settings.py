@@ -553,6 +553,16 @@ class Settings(BaseModel):
         return f"{ENV_PREFIX}{name.upper()}"
 
     @property
+    def redis_outage_patience_s(self) -> float:
+        """How long the learner and the predictor wait out a Redis outage in-process
+        before they exit for their supervisor: half of what keeps them in their group
+        (the max poll interval) and unstalled (the stall timeout, when set)."""
+        bounds = [self.consumer_max_poll_interval_ms / 1000]
+        if self.stall_timeout_s > 0:
+            bounds.append(self.stall_timeout_s)
+        return min(bounds) / 2
+
+    @property
     def uses_external_kafka(self) -> bool:
         """True when the user named a broker: then Eddy starts none of its own."""
         return "kafka_bootstrap" in self.model_fields_set

@@ -42,6 +42,7 @@ version that fails verification is refused and the current champion keeps servin
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -70,7 +71,7 @@ from eddy.services.serving.commits import OverlappedCommits
 from eddy.services.serving.redelivery import RedeliveryWindow, WindowOnAssignment
 from eddy.services.serving.request_log import RequestLog, ShadowLog
 from eddy.services.serving.scoring import Loaded, ServingModels
-from eddy.streams.dead_letters.policy import retry_transient
+from eddy.streams.dead_letters.policy import wait_out_redis
 from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.features.compute import FeatureSet, FeatureValue, feature_vector
 from eddy.streams.messages.contracts import PredictionRequest
@@ -252,10 +253,17 @@ class Predictor:
             self.producer.close()
 
     def _answer_and_commit(self, batch: list[Consumed]) -> None:
-        # A Redis outage (a Cluster master failing over) is waited out: nothing of the
-        # batch was sent before its writes succeeded, and answering again re-sends what
-        # the request log holds.
-        retry_transient(lambda: self.answer(batch), "answer a batch")
+        # A Redis outage (a Cluster master failing over) is waited out, for a while:
+        # nothing of the batch was sent before its writes succeeded. An attempt after a
+        # failed one looks every record up in the request log first, so what a failed
+        # attempt logged is re-sent as logged, not answered (and counted) again.
+        attempts = itertools.count()
+        wait_out_redis(
+            lambda: self.answer(batch, suspect_all=next(attempts) > 0),
+            "answer a batch",
+            patience_s=self.settings.redis_outage_patience_s,
+            stopping=lambda: self.loop.stopping,
+        )
         self.loop.settle()  # the batch's dead letters, sent with its answers
         self.commits.after_batch(len(batch))  # refused: redelivered, re-sent
 
@@ -269,7 +277,7 @@ class Predictor:
         self.loop.settle()
         return outcome
 
-    def answer(self, consumed: list[Consumed]) -> Outcome:
+    def answer(self, consumed: list[Consumed], *, suspect_all: bool = False) -> Outcome:
         """Answer one decoded batch; returns once every answer is acknowledged.
 
         The I/O around :func:`~eddy.services.serving.answers.answer_batch`, which
@@ -281,7 +289,11 @@ class Predictor:
         now = time.time()
         writes = self.redis.pipeline(transaction=False)
         futures = []
-        suspects = self.redelivery.suspects((c.record.topic, c.record.partition) for c in consumed)
+        suspects = (
+            [True] * len(consumed)  # a second attempt: the first may have logged any
+            if suspect_all
+            else self.redelivery.suspects((c.record.topic, c.record.partition) for c in consumed)
+        )
         polled = [
             Polled(
                 c.record,

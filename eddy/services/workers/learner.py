@@ -48,7 +48,7 @@ from eddy.services.ops import metrics
 from eddy.services.ops.collector import settle_collector
 from eddy.services.ops.liveness import Liveness
 from eddy.services.ops.poll_loop import Consumed, PollLoop
-from eddy.streams.dead_letters.policy import retry_transient
+from eddy.streams.dead_letters.policy import Action, action_for, retry_transient, wait_out_redis
 from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.drift.served import ServedOutcome
 from eddy.streams.learning.checkpoints import CheckpointStore, LearnerState
@@ -261,6 +261,18 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             # only sealed offsets: commits follow effects
             self._commit(self.state.offsets, wait=False)
 
+    def _recorded(self) -> int | None:
+        """How many snapshots were recorded, for the label coverage; None while Redis is
+        away (the coverage keeps its last value: a checkpoint in a rebalance or a stop
+        must not wait for Redis)."""
+        try:
+            return self.snapshots.recorded()
+        except Exception as exc:
+            if action_for(exc) is not Action.RETRY:
+                raise
+            log.warning("snapshot count unavailable", extra={"error": repr(exc)})
+            return None
+
     def stop(self) -> None:
         """Stop after the batch in hand, with a final checkpoint."""
         self.loop.stop()
@@ -341,10 +353,12 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self.state.pending_labels.setdefault(record_id, (label, where, now))
         if not self.state.pending_labels:
             return []
-        # A Redis outage (a Cluster master failing over) is waited out, as in the
-        # feature worker, rather than ending the learner.
-        found = retry_transient(
-            lambda: self.snapshots.fetch(self.state.pending_labels), "snapshot fetch"
+        # A Redis outage (a Cluster master failing over) is waited out, for a while.
+        found = wait_out_redis(
+            lambda: self.snapshots.fetch(self.state.pending_labels),
+            "snapshot fetch",
+            patience_s=self.settings.redis_outage_patience_s,
+            stopping=lambda: self.loop.stopping,
         )
         joined: list[Item] = []
         for record_id in list(self.state.pending_labels):
@@ -381,7 +395,12 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             for a in alerts
         ]
         joined = [(e.example_id, e.label) for e in self._joined]
-        retry_transient(lambda: self.snapshots.record_labels(joined), "joined labels")
+        wait_out_redis(
+            lambda: self.snapshots.record_labels(joined),
+            "joined labels",
+            patience_s=self.settings.redis_outage_patience_s,
+            stopping=lambda: self.loop.stopping,
+        )
         futures += [  # late-labelled examples join the retraining window
             self.producer.send(self.examples_topic, key=e.entity_id.encode(), value=encode(e))
             for e in self._joined
@@ -421,7 +440,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         """
         started = time.monotonic()
         self._written(block=True, commit=commit)
-        recorded = retry_transient(self.snapshots.recorded, "snapshot count")
+        recorded = self._recorded()
         if recorded and self.state.labels_joined:
             self.state.label_coverage = self.state.labels_joined / recorded
         sealed = self.checkpoints.seal(self.state)

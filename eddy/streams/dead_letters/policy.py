@@ -85,6 +85,35 @@ def backoff_delays(
         given += 1
 
 
+def wait_out_redis(
+    work: Callable[[], T], what: str, *, patience_s: float, stopping: Callable[[], bool]
+) -> T:
+    """Run ``work``, waiting out a Redis outage (a Cluster master failing over takes a
+    few seconds) for up to ``patience_s``; anything else, a longer outage or a stop
+    raises, for the service's supervisor to restart it from its committed offsets.
+
+    Bounded, unlike :func:`retry_transient`: a consumer that does not poll for its max
+    poll interval is dropped from its group, and a stop must not wait for Redis."""
+    deadline = time.monotonic() + patience_s
+    delays = backoff_delays()
+    while True:
+        try:
+            return work()
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+            delay = next(delays)
+            if (
+                action_for(exc) is not Action.RETRY
+                or stopping()
+                or time.monotonic() + delay > deadline
+            ):
+                raise
+            log.warning(
+                "Redis unavailable; retrying",
+                extra={"work": what, "error": repr(exc), "retry_in_s": delay},
+            )
+            time.sleep(delay)
+
+
 def retry_transient(work: Callable[[], T], what: str) -> T:
     """Run ``work`` until it succeeds, waiting out transient outages; stop on bugs."""
     delays = backoff_delays()

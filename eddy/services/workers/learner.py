@@ -48,7 +48,7 @@ from eddy.services.ops import metrics
 from eddy.services.ops.collector import settle_collector
 from eddy.services.ops.liveness import Liveness
 from eddy.services.ops.poll_loop import Consumed, PollLoop
-from eddy.streams.dead_letters.policy import Action, action_for, retry_transient, wait_out_redis
+from eddy.streams.dead_letters.policy import retry_transient, wait_out_redis
 from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.drift.served import ServedOutcome
 from eddy.streams.learning.checkpoints import CheckpointStore, LearnerState
@@ -261,18 +261,6 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             # only sealed offsets: commits follow effects
             self._commit(self.state.offsets, wait=False)
 
-    def _recorded(self) -> int | None:
-        """How many snapshots were recorded, for the label coverage; None while Redis is
-        away (the coverage keeps its last value: a checkpoint in a rebalance or a stop
-        must not wait for Redis)."""
-        try:
-            return self.snapshots.recorded()
-        except Exception as exc:
-            if action_for(exc) is not Action.RETRY:
-                raise
-            log.warning("snapshot count unavailable", extra={"error": repr(exc)})
-            return None
-
     def stop(self) -> None:
         """Stop after the batch in hand, with a final checkpoint."""
         self.loop.stop()
@@ -440,7 +428,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         """
         started = time.monotonic()
         self._written(block=True, commit=commit)
-        recorded = self._recorded()
+        recorded = self.snapshots.recorded()
         if recorded and self.state.labels_joined:
             self.state.label_coverage = self.state.labels_joined / recorded
         sealed = self.checkpoints.seal(self.state)

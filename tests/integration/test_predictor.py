@@ -31,6 +31,7 @@ from eddy.streams.transport.clients import make_admin, make_redis
 from eddy.streams.transport.topics import Topic
 from tests.factories import DeploymentSettings
 from tests.integration.predictors import LINEAGE, Service, answers_consumer
+from tests.waiting import wait_until
 
 DEADLINE_S = 60.0
 
@@ -543,8 +544,18 @@ def test_the_predictor_serves_prometheus_metrics(service: Service) -> None:
     finally:
         client.close()
     url = f"http://127.0.0.1:{base + 4}/metrics"
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    assert 'eddy_requests_total{outcome="answered"} 1.0' in text
+    answered = 'eddy_requests_total{outcome="answered"} '
+    scraped: list[str] = []
+
+    def counted() -> bool:
+        scraped.append(urllib.request.urlopen(url, timeout=10).read().decode())
+        return answered in scraped[-1]
+
+    # The predictor counts an answer once the broker acknowledged it, and the client
+    # may read that answer first: the count follows within moments, never before.
+    wait_until(counted, "the answered request in the metrics", timeout_s=10, every_s=0.1)
+    text = scraped[-1]
+    assert f"{answered}1.0" in text
     assert 'eddy_dead_letters_total{source="prediction-requests"} 1.0' in text
     assert (
         f'eddy_consumer_lag{{partition="0",topic="{service.topic(Topic.PREDICTION_REQUESTS)}"}}'

@@ -1,0 +1,406 @@
+"""Know before the labels: a served version's performance estimated from its own answers.
+
+A binary classifier whose probabilities are calibrated tells, for each answer, how likely
+it is right: an answer of P(positive) = 0.9 says "positive" and is right 90 % of the time.
+Averaged over a window of answers, that is an estimate of the window's accuracy, log loss
+and ROC AUC before a single label arrived (confidence-based performance estimation, CBPE).
+It holds while P(label | score) stays what it was when the version was calibrated: under
+covariate shift (the inputs move, the rule does not), not under concept shift.
+
+Per served version this module keeps:
+
+- a **calibration table**: answers' scores binned to :data:`BINS` equal bins, with the
+  labelled count and positives of each; seeded with the version's holdout at training time
+  (:meth:`Calibration.from_pairs`), then fed every live label joined to an answer it
+  served, once that label has been compared with the estimate (below). Each bin starts
+  from :data:`PRIOR_WEIGHT` pseudo-answers at its own centre (the model taken at its
+  word until labels say otherwise); a weighted isotonic fit (pool adjacent violators)
+  over the bins is the calibration map. Counts halve when they pass
+  ``EstimateConfig.calibration_memory``: the table forgets slowly, never grows;
+- a **window** of the version's last ``window`` scores and, every ``check_every``
+  answers, a :class:`PerformanceEstimate` with bands;
+- a **reference**: the estimate of the version's first full window. An "estimated
+  degradation" fires when a window's estimated accuracy falls more than
+  ``min_drop`` (and ``band_z`` standard errors of the estimate) below it, and rearms once
+  the estimate is back within half that drop;
+- the **honesty check**: each label joined to one of the version's answers is first put
+  next to the estimate for that very answer. When the realized accuracy of the last
+  ``agreement_window`` labelled answers lies outside the estimate's band for them, the
+  labels disagree with the estimate: the relation between inputs and labels moved
+  (concept drift), which no estimate from scores can see.
+
+Pure and picklable: the learner's checkpoint seals it.
+
+>>> config = EstimateConfig(window=200, check_every=100)
+>>> watch = EstimateWatch(config)
+>>> calm = [0.95, 0.05] * 200  # a confident model: estimated accuracy about 0.95
+>>> watch.served("m@1", calm)
+[]
+>>> round(watch.latest("m@1").accuracy, 2)
+0.95
+>>> unsure = [0.6, 0.4] * 200  # the inputs moved to where the model hesitates
+>>> [(f.version, f.kind) for f in watch.served("m@1", unsure)]
+[('m@1', 'estimated_degradation')]
+>>> round(watch.latest("m@1").accuracy, 2)
+0.6
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+BINS = 50
+"""Calibration bins of P(positive), each 0.02 wide."""
+PRIOR_WEIGHT = 2.0
+"""Pseudo-answers per bin at the bin's centre: an empty bin trusts the model's score."""
+EPSILON = 1e-6
+"""Scores are clipped to [EPSILON, 1 - EPSILON] before a logarithm."""
+ESTIMATED_DEGRADATION = "estimated_degradation"
+ESTIMATE_DISAGREES = "estimate_disagrees"
+
+
+@dataclass(frozen=True)
+class EstimateConfig:
+    """How answers are windowed and judged (counts are in answers of one version)."""
+
+    window: int = 1_000
+    check_every: int = 100
+    min_drop: float = 0.05
+    band_z: float = 3.0
+    agreement_window: int = 500
+    agreement_min: int = 200
+    agreement_tolerance: float = 0.02
+    calibration_memory: float = 20_000.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.check_every <= self.window:
+            raise ValueError("estimate: 1 <= check_every <= window")
+        if not 1 <= self.agreement_min <= self.agreement_window:
+            raise ValueError("estimate: 1 <= agreement_min <= agreement_window")
+        if not (0 < self.min_drop < 1 and self.band_z > 0 and self.agreement_tolerance >= 0):
+            raise ValueError("estimate: 0 < min_drop < 1, band_z > 0, agreement_tolerance >= 0")
+        if self.calibration_memory < BINS * PRIOR_WEIGHT:
+            raise ValueError(f"estimate: calibration_memory >= {BINS * PRIOR_WEIGHT:g}")
+
+
+def bin_of(score: float) -> int:
+    """The calibration bin of a P(positive).
+
+    >>> bin_of(0.0), bin_of(0.5), bin_of(1.0)
+    (0, 25, 49)
+    """
+    return min(BINS - 1, max(0, int(score * BINS)))
+
+
+@dataclass
+class Calibration:
+    """Labelled answers per score bin, and the isotonic map they make."""
+
+    counts: list[float] = field(default_factory=lambda: [0.0] * BINS)
+    positives: list[float] = field(default_factory=lambda: [0.0] * BINS)
+    _map: list[float] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[float, bool]]) -> Calibration:
+        """A table from (P(positive), label is positive) pairs, e.g. a holdout's."""
+        table = cls()
+        for score, positive in pairs:
+            table.add(score, positive)
+        return table
+
+    @classmethod
+    def from_table(cls, table: dict[str, list[float]]) -> Calibration:
+        """A table as :meth:`as_table` wrote it (e.g. kept in a version's lineage)."""
+        counts, positives = list(table["counts"]), list(table["positives"])
+        if len(counts) != BINS or len(positives) != BINS:
+            raise ValueError(f"a calibration table has {BINS} bins")
+        if any(not 0 <= p <= c for p, c in zip(positives, counts, strict=True)):
+            raise ValueError("a calibration bin has 0 <= positives <= count")
+        return cls(counts, positives)
+
+    def as_table(self) -> dict[str, list[float]]:
+        return {"counts": list(self.counts), "positives": list(self.positives)}
+
+    @property
+    def labelled(self) -> float:
+        return sum(self.counts)
+
+    def add(self, score: float, positive: bool, memory: float = math.inf) -> None:
+        b = bin_of(score)
+        self.counts[b] += 1.0
+        self.positives[b] += 1.0 if positive else 0.0
+        if self.labelled > memory:
+            self.counts = [c / 2 for c in self.counts]
+            self.positives = [p / 2 for p in self.positives]
+        self._map = None
+
+    def calibrated(self, score: float) -> float:
+        """P(positive) as the labels so far say it is for answers scored ``score``."""
+        if self._map is None:
+            self._map = isotonic(
+                [
+                    (p + PRIOR_WEIGHT * (b + 0.5) / BINS) / (c + PRIOR_WEIGHT)
+                    for b, (c, p) in enumerate(zip(self.counts, self.positives, strict=True))
+                ],
+                [c + PRIOR_WEIGHT for c in self.counts],
+            )
+        return self._map[bin_of(score)]
+
+
+def isotonic(values: Sequence[float], weights: Sequence[float]) -> list[float]:
+    """The non-decreasing sequence nearest ``values`` in weighted least squares (pool
+    adjacent violators).
+
+    >>> isotonic([0.1, 0.4, 0.3, 0.9], [1, 1, 1, 1])
+    [0.1, 0.35, 0.35, 0.9]
+    """
+    blocks: list[list[float]] = []  # [mean, weight, length]
+    for value, weight in zip(values, weights, strict=True):
+        blocks.append([value, weight, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            mean, w, n = blocks.pop()
+            previous = blocks[-1]
+            total = previous[1] + w
+            previous[0] = (previous[0] * previous[1] + mean * w) / total
+            previous[1], previous[2] = total, previous[2] + n
+    return [mean for mean, _, n in blocks for _ in range(int(n))]
+
+
+@dataclass(frozen=True)
+class PerformanceEstimate:
+    """Expected metrics of a window of answers, each with its standard error: the spread
+    of the realized metric around the estimate if the calibration holds."""
+
+    answers: int
+    accuracy: float
+    accuracy_se: float
+    log_loss: float
+    log_loss_se: float
+    roc_auc: float | None
+    roc_auc_se: float | None
+
+    def as_dict(self, z: float) -> dict[str, float]:
+        """Flat figures for metrics and alerts: each metric with its band at ``z``."""
+        figures = {"answers": float(self.answers)}
+        for name, value, se in (
+            ("accuracy", self.accuracy, self.accuracy_se),
+            ("log_loss", self.log_loss, self.log_loss_se),
+            ("roc_auc", self.roc_auc, self.roc_auc_se),
+        ):
+            if value is None or se is None:
+                continue
+            figures[name] = value
+            figures[f"{name}_lower"] = value - z * se
+            figures[f"{name}_upper"] = value + z * se
+        return figures
+
+
+def estimate(scores: Sequence[float], calibration: Calibration) -> PerformanceEstimate:
+    """CBPE over ``scores`` (each answer's P(positive); it answered positive at >= 0.5).
+
+    >>> round(estimate([0.9, 0.1, 0.8], Calibration()).accuracy, 2)
+    0.87
+    """
+    n = len(scores)
+    if n == 0:
+        raise ValueError("an estimate needs at least one answer")
+    cal = [calibration.calibrated(s) for s in scores]
+    right = [p if s >= 0.5 else 1 - p for s, p in zip(scores, cal, strict=True)]
+    accuracy = math.fsum(right) / n
+    accuracy_se = math.sqrt(math.fsum(p * (1 - p) for p in cal)) / n
+    losses, spreads = [], []
+    for s, p in zip(scores, cal, strict=True):
+        clipped = min(1 - EPSILON, max(EPSILON, s))
+        log_pos, log_neg = math.log(clipped), math.log(1 - clipped)
+        losses.append(-(p * log_pos + (1 - p) * log_neg))
+        spreads.append(p * (1 - p) * (log_pos - log_neg) ** 2)
+    auc, auc_se = expected_auc(scores, cal)
+    return PerformanceEstimate(
+        answers=n,
+        accuracy=accuracy,
+        accuracy_se=accuracy_se,
+        log_loss=math.fsum(losses) / n,
+        log_loss_se=math.sqrt(math.fsum(spreads)) / n,
+        roc_auc=auc,
+        roc_auc_se=auc_se,
+    )
+
+
+def expected_auc(
+    scores: Sequence[float], cal: Sequence[float]
+) -> tuple[float | None, float | None]:
+    """ROC AUC with each answer counted positive with weight P(positive) and negative
+    with the rest; its Hanley-McNeil standard error for the expected class sizes. None
+    when one class is expected to be (nearly) absent.
+
+    >>> auc, _ = expected_auc([0.1, 0.9], [0.0, 1.0])
+    >>> auc
+    1.0
+    """
+    positives = math.fsum(cal)
+    negatives = len(cal) - positives
+    if positives < 1 or negatives < 1:
+        return None, None
+    ranked = sorted(zip(scores, cal, strict=True))
+    below = 0.0  # negative weight of the answers scored lower
+    concordant = 0.0
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        tie_pos = math.fsum(p for _, p in ranked[i:j])
+        tie_neg = (j - i) - tie_pos
+        concordant += tie_pos * (below + tie_neg / 2)
+        below += tie_neg
+        i = j
+    auc = concordant / (positives * negatives)
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    variance = (
+        auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)
+    ) / (positives * negatives)
+    return auc, math.sqrt(max(variance, 0.0))
+
+
+@dataclass(frozen=True)
+class EstimateFinding:
+    """An estimate to alert on: degradation, or labels that disagree with it."""
+
+    version: str
+    kind: str  # ESTIMATED_DEGRADATION or ESTIMATE_DISAGREES
+    estimate: PerformanceEstimate
+    reference: float  # the reference accuracy (degradation) or the realized one (disagrees)
+    threshold: float  # what the estimate crossed
+    answers_seen: int  # the version's answers when it fired
+
+
+@dataclass
+class VersionEstimate:
+    """One version's calibration, window, reference and findings state."""
+
+    calibration: Calibration
+    window: deque[float]
+    seen: int = 0
+    reference: float | None = None
+    latest: PerformanceEstimate | None = None
+    degraded: bool = False
+    labelled: deque[tuple[float, bool]] = field(default_factory=deque)  # (right prob, right)
+    disagreeing: bool = False
+
+
+class EstimateWatch:
+    """Every served version's live estimate. ``served`` takes answers as they are
+    served, ``labelled`` the labels joined to them later."""
+
+    def __init__(self, config: EstimateConfig, max_versions: int = 8) -> None:
+        self.config = config
+        self.max_versions = max_versions
+        self.versions: dict[str, VersionEstimate] = {}
+
+    def seed(self, version: str, calibration: Calibration) -> None:
+        """Start ``version`` from a calibration table (its holdout at training time);
+        labels already fed to it are kept."""
+        watched = self._watch(version)
+        for b in range(BINS):
+            watched.calibration.counts[b] += calibration.counts[b]
+            watched.calibration.positives[b] += calibration.positives[b]
+        watched.calibration._map = None
+
+    def knows(self, version: str) -> bool:
+        return version in self.versions
+
+    def latest(self, version: str) -> PerformanceEstimate | None:
+        watched = self.versions.get(version)
+        return None if watched is None else watched.latest
+
+    def reference(self, version: str) -> float | None:
+        watched = self.versions.get(version)
+        return None if watched is None else watched.reference
+
+    def served(self, version: str, scores: Sequence[float]) -> list[EstimateFinding]:
+        """Take a version's answers (each its P(positive)); findings they brought."""
+        watched = self._watch(version)
+        findings = []
+        for score in scores:
+            watched.window.append(score)
+            watched.seen += 1
+            if watched.seen % self.config.check_every or len(watched.window) < self.config.window:
+                continue
+            finding = self._check(version, watched)
+            if finding is not None:
+                findings.append(finding)
+        return findings
+
+    def labelled(self, version: str, score: float, positive: bool) -> EstimateFinding | None:
+        """Take a label joined to an answer ``version`` served with ``score``: first
+        compared with what the estimate expected of that answer, then calibrating."""
+        watched = self._watch(version)
+        config = self.config
+        p = watched.calibration.calibrated(score)
+        predicted = score >= 0.5
+        watched.labelled.append((p if predicted else 1 - p, predicted == positive))
+        if len(watched.labelled) > config.agreement_window:
+            watched.labelled.popleft()
+        watched.calibration.add(score, positive, config.calibration_memory)
+        if len(watched.labelled) < config.agreement_min:
+            return None
+        expected = [r for r, _ in watched.labelled]
+        n = len(expected)
+        estimated = math.fsum(expected) / n
+        realized = sum(1 for _, right in watched.labelled if right) / n
+        se = math.sqrt(math.fsum(r * (1 - r) for r in expected)) / n
+        margin = config.band_z * se + config.agreement_tolerance
+        if abs(realized - estimated) <= margin / 2:
+            watched.disagreeing = False
+            return None
+        if watched.disagreeing or abs(realized - estimated) <= margin:
+            return None
+        watched.disagreeing = True
+        agreed = PerformanceEstimate(n, estimated, se, math.nan, math.nan, None, None)
+        return EstimateFinding(version, ESTIMATE_DISAGREES, agreed, realized, margin, watched.seen)
+
+    def _check(self, version: str, watched: VersionEstimate) -> EstimateFinding | None:
+        config = self.config
+        current = estimate(list(watched.window), watched.calibration)
+        watched.latest = current
+        if watched.reference is None:
+            watched.reference = current.accuracy
+            return None
+        spread = _estimate_spread(watched.window, watched.calibration)
+        drop = max(config.min_drop, config.band_z * spread)
+        threshold = watched.reference - drop
+        if current.accuracy >= watched.reference - drop / 2:
+            watched.degraded = False
+            return None
+        if watched.degraded or current.accuracy >= threshold:
+            return None
+        watched.degraded = True
+        return EstimateFinding(
+            version, ESTIMATED_DEGRADATION, current, watched.reference, threshold, watched.seen
+        )
+
+    def _watch(self, version: str) -> VersionEstimate:
+        watched = self.versions.get(version)
+        if watched is None:
+            if len(self.versions) >= self.max_versions:
+                del self.versions[next(iter(self.versions))]
+            watched = VersionEstimate(Calibration(), deque(maxlen=self.config.window))
+            self.versions[version] = watched
+        else:  # most recently used last: the one seen longest ago makes room
+            self.versions[version] = self.versions.pop(version)
+        return watched
+
+
+def _estimate_spread(window: Iterable[float], calibration: Calibration) -> float:
+    """Standard error of the estimated accuracy itself (its sampling noise, not the
+    realized accuracy's): the spread of the answers' chances of being right."""
+    confidences = []
+    for score in window:
+        p = calibration.calibrated(score)
+        confidences.append(p if score >= 0.5 else 1 - p)
+    n = len(confidences)
+    mean = math.fsum(confidences) / n
+    return math.sqrt(math.fsum((c - mean) ** 2 for c in confidences) / max(n - 1, 1) / n)

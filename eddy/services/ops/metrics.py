@@ -19,6 +19,10 @@ The metric objects live here, named once, so dashboards and alerts have one list
     eddy_model_metric{metric}             learner's prequential metrics (rolling and cumulative)
     eddy_label_coverage / eddy_label_latency_seconds   learner's late-label join
     eddy_drift_statistic{feature,test}    learner: latest drift statistic per feature
+    eddy_served_performance{model,version,metric,figure}   learner: each served version's
+                                          accuracy, roc_auc, log_loss: estimated from its
+                                          answers (figure estimate, lower, upper) and
+                                          realized from its labels (figure realized)
     eddy_retrains_total{action}, eddy_retrain_seconds  retrainer
     eddy_requests_total{outcome}          predictor: answered, invalid_request, no_champion,
                                           resent (a repeat of an answer counted before)
@@ -84,6 +88,12 @@ DRIFT_UNTRACKED = Gauge(
     "eddy_drift_untracked_values",
     "Values of features past EDDY_DRIFT_MAX_FEATURES the data-drift monitor did not track "
     "(since the learner started).",
+)
+SERVED_PERFORMANCE = Gauge(
+    "eddy_served_performance",
+    "Each served version's performance: estimated from its answers before labels "
+    "(figure estimate, lower, upper) and realized from the labels joined to them (realized).",
+    ["model", "version", "metric", "figure"],
 )
 CONCEPT_UNCONFIRMED = Gauge(
     "eddy_concept_unconfirmed",

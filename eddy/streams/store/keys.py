@@ -90,3 +90,8 @@ def cached_answer(prefix: str, entity_id: str, model: str) -> str:
 def hot_requests(prefix: str, entity_id: str, model: str) -> str:
     """How often an entity was asked about lately (what static serving keeps hot)."""
     return f"{prefix}answer-hot:{{{hash_tag(entity_id)}}}:{model}"
+
+
+def performance_estimates(prefix: str, model: str) -> str:
+    """Each served version's latest estimated and realized performance (one hash)."""
+    return f"{prefix}estimates:{{{hash_tag(model)}}}"

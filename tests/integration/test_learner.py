@@ -17,8 +17,9 @@ from eddy.services.ops.console import read_topic
 from eddy.streams.dead_letters.letter import ERROR_CLASS, ERROR_REASON, source_of
 from eddy.streams.learning.checkpoints import LearnerState
 from eddy.streams.learning.learner import Learner, LearnerConfig, Position
-from eddy.streams.messages.contracts import Label
+from eddy.streams.messages.contracts import Label, ServedAnswers
 from eddy.streams.messages.validation import encode
+from eddy.streams.store.estimates import read_reports
 from eddy.streams.store.recent_ids import RecentIds
 from eddy.streams.store.snapshots import ServedAnswer, Snapshot, SnapshotStore
 from eddy.streams.transport.clients import make_producer, make_redis
@@ -350,3 +351,79 @@ def test_online_snapshots_become_registry_versions_with_contiguous_lineage(
     assert champion is not None
     assert champion.version == 1
     assert registry.history(model)[0].reason == "cold start: first online snapshot"
+
+
+def test_served_answers_become_a_live_estimate_and_an_estimated_degradation_before_labels(
+    learner_deployment: LearnerDeployment,
+) -> None:
+    """No label at all: the answers a version served, as the predictor sends them,
+    are enough for its estimate (in Redis and on /metrics' gauge) and, when they move to
+    where the version hesitates, for an estimated-degradation alert naming it."""
+    deployment = learner_deployment
+    settings = deployment.settings
+    at = datetime.fromtimestamp(BASE_TIME, UTC)
+    rng = random.Random(7)
+    sure = [rng.choice((0.03, 0.97)) for _ in range(2_000)]  # right about 97 % of the time
+    unsure = [rng.choice((0.45, 0.55)) for _ in range(2_000)]  # about 55 %
+    batches = [
+        ServedAnswers(
+            batch_id=f"b{i}",
+            model=settings.model_name,
+            model_version=f"{settings.model_name}@3",
+            positives=(sure + unsure)[i : i + 200],
+            served_at=at,
+        )
+        for i in range(0, 4_000, 200)
+    ]
+    others = ServedAnswers(  # another model's answers: not this learner's to watch
+        batch_id="other", model="other", model_version="other@1", positives=[0.5], served_at=at
+    )
+    deployment.start()
+    send_messages(settings, deployment.topic(Topic.SERVED_ANSWERS), [others, *batches])
+    version = f"{settings.model_name}@3"
+    redis = make_redis(settings)
+
+    def degradation() -> list[dict[str, Any]]:
+        return [
+            r.value
+            for r in read_topic(
+                settings,
+                deployment.topic(Topic.DRIFT_ALERTS),
+                from_beginning=True,
+                max_messages=None,
+                idle_timeout_s=1.0,
+            )
+            if r.value["kind"] == "estimated_degradation"
+        ]
+
+    wait_until(
+        lambda: bool(degradation()),
+        "an estimated degradation",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
+    (alert,) = degradation()
+    assert alert["model_version"] == version
+    assert alert["action"] == "warn"
+    assert alert["stream"] == "served"
+    assert alert["metrics"]["reference_accuracy"] == pytest.approx(0.97, abs=0.02)
+    assert alert["statistic"] < alert["threshold"] < alert["metrics"]["reference_accuracy"]
+    wait_until(
+        lambda: (
+            version in read_reports(redis, settings.topic_prefix, settings.model_name)
+            and read_reports(redis, settings.topic_prefix, settings.model_name)[version].estimated[
+                "answers"
+            ]
+            == 1_000
+        ),
+        "the version's performance report",
+        timeout_s=DEADLINE_S,
+        every_s=POLL_S,
+        logs=deployment.logs,
+    )
+    report = read_reports(redis, settings.topic_prefix, settings.model_name)[version]
+    assert report.estimated["accuracy"] == pytest.approx(0.55, abs=0.03)
+    assert report.estimated["accuracy_lower"] < report.estimated["accuracy"]
+    assert report.realized == {}  # no label yet
+    assert set(read_reports(redis, settings.topic_prefix, "other")) == set()

@@ -564,3 +564,13 @@ def test_the_predictor_serves_prometheus_metrics(service: Service) -> None:
     assert 'eddy_serving_version{alias="champion",model="m"} 1.0' in text
     assert "eddy_request_latency_seconds_bucket" in text
     assert "process_resident_memory_bytes" in text
+    # What the learner's live estimate reads: the one answer scored, not the refusal.
+    (served,) = read_topic(
+        service.settings,
+        service.topic(Topic.SERVED_ANSWERS),
+        from_beginning=True,
+        max_messages=None,
+        idle_timeout_s=1.0,
+    )
+    assert served.value["model_version"] == "m@1"
+    assert len(served.value["positives"]) == 1

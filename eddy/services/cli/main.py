@@ -284,7 +284,7 @@ def run_learner() -> None:
     Extra learners of the same model are hot standbys.
     """
     from eddy.services.config.learner import deployment_learner, online_model_factory
-    from eddy.services.registry.announcements import learner_snapshots
+    from eddy.services.registry.announcements import learner_snapshots, registry_calibrations
     from eddy.services.registry.opening import open_registry
     from eddy.services.registry.store import trainer_identity
     from eddy.services.workers.learner import LearnerWorker
@@ -294,7 +294,8 @@ def run_learner() -> None:
     features = features_of(project)
     config = deployment_learner(settings, features, project)
     serve_metrics("learner", settings)
-    hook = learner_snapshots(open_registry(settings), trainer_identity("eddy run learner"))
+    registry = open_registry(settings)
+    hook = learner_snapshots(registry, trainer_identity("eddy run learner"))
     with _following(settings, project):
         LearnerWorker(
             settings,
@@ -302,6 +303,7 @@ def run_learner() -> None:
             feature_set=features.fingerprint(),
             on_snapshot=hook,
             online_model=online_model_factory(project),
+            calibration_of=registry_calibrations(registry, config.model),
         ).run()
 
 

@@ -38,6 +38,8 @@ def deployment_learner(
         drift=settings.drift,
         drift_ignore=features.accumulating_names(),
         drift_action=settings.drift_action,
+        estimate=settings.estimate,
+        estimate_action=settings.estimate_action,
     )
 
 

@@ -38,6 +38,7 @@ from eddy.services.config.project_file import ProjectFileError, project_values
 from eddy.services.project.layout import PROJECT_FILE
 from eddy.streams.drift.data import DEFAULT_CONFIG as DEFAULT_DRIFT
 from eddy.streams.drift.data import DriftConfig
+from eddy.streams.drift.estimate import EstimateConfig
 from eddy.streams.messages.contracts import MAX_FEATURES
 from eddy.streams.store.serialization import signing_key
 from eddy.streams.transport.config import SaslMechanism, SecurityProtocol
@@ -243,6 +244,28 @@ class Settings(BaseModel):
         description="What a data- or prediction-drift alert alone asks for: warn (a retrain "
         "follows only when the served model's live error confirms harm) or retrain.",
     )
+    estimate_window: int = Field(
+        1_000,
+        ge=1,
+        description="Answers per window of a served version's live performance estimate "
+        "(estimated from its answers before labels: confidence-based, binary classifiers).",
+    )
+    estimate_check_every: int = Field(
+        100, ge=1, description="Estimate again every N answers of a version (at most the window)."
+    )
+    estimate_min_drop: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="An estimated-degradation alert fires when a version's estimated "
+        "accuracy falls at least this far below its first window's (and 3 standard errors).",
+    )
+    estimate_action: str = Field(
+        "warn",
+        pattern="^(warn|retrain)$",
+        description="What an estimated-degradation alert asks for: warn (the label-based "
+        "alerts and promotion decisions still judge) or retrain.",
+    )
     learner_dedup_ids: int = Field(
         200_000, ge=1, description="How many learned example/label ids the learner remembers."
     )
@@ -424,6 +447,15 @@ class Settings(BaseModel):
             rearm_ratio=self.drift_rearm_ratio,
             warmup=self.drift_warmup,
             max_features=self.drift_max_features,
+        )
+
+    @property
+    def estimate(self) -> EstimateConfig:
+        """How the learner estimates each served version's performance live."""
+        return EstimateConfig(
+            window=self.estimate_window,
+            check_every=min(self.estimate_check_every, self.estimate_window),
+            min_drop=self.estimate_min_drop,
         )
 
     def deployment_key(self) -> bytes:

@@ -15,9 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from eddy.services.config.settings import Settings
-from eddy.services.registry.lineage import code_version, library_versions
-from eddy.services.registry.store import CHAMPION, RIVER, Lineage, Registry, Version
+from eddy.services.registry.lineage import CALIBRATION_KEY, code_version, library_versions
+from eddy.services.registry.store import (
+    CHAMPION,
+    RIVER,
+    Lineage,
+    Registry,
+    RegistryError,
+    Version,
+)
 from eddy.services.registry.triggers import Trigger, TriggerKind
+from eddy.streams.drift.estimate import Calibration
 from eddy.streams.learning.checkpoints import LearnerState
 from eddy.streams.learning.learner import LearnerConfig
 from eddy.streams.learning.slices import flatten
@@ -79,6 +87,8 @@ def learner_snapshots(registry: Registry, role: str) -> Callable[[LearnerState, 
             )
         if state.label_coverage is not None:
             window["label_coverage"] = round(state.label_coverage, 4)
+        if learner.calibration.labelled:
+            window[CALIBRATION_KEY] = learner.calibration.as_table()
         lineage = Lineage(
             trained_on=learned,
             feature_set=",".join(sorted(state.feature_sets)) or "online",
@@ -96,6 +106,24 @@ def learner_snapshots(registry: Registry, role: str) -> Callable[[LearnerState, 
             registry.promote(model, version.version, role, "cold start: first online snapshot")
 
     return record
+
+
+def registry_calibrations(registry: Registry, model: str) -> Callable[[str], Calibration | None]:
+    """What the learner's live estimate seeds a served version with: the calibration
+    table its lineage kept (a retrain's holdout, an online snapshot's prequential
+    answers); None for a version without one, or not ``model``'s."""
+
+    def calibration_of(version: str) -> Calibration | None:
+        name, _, number = version.rpartition("@")
+        if name != model or not number.isdigit():
+            return None
+        try:
+            table = registry.get(model, int(number)).lineage.window.get(CALIBRATION_KEY)
+        except RegistryError:
+            return None
+        return None if table is None else Calibration.from_table(table)
+
+    return calibration_of
 
 
 def snapshot_params(config: LearnerConfig) -> dict[str, str]:

@@ -26,6 +26,9 @@ from eddy.streams.messages.contracts import SourceOffset
 LIBRARIES = ("scikit-learn", "river", "numpy", "skops")
 UNKNOWN_CODE_VERSION = "unknown"  # the code version recorded where git cannot tell it
 ABSENT_LIBRARY = "absent"  # the version recorded for a library that is not installed
+# The lineage window's calibration table of a binary classifier's answers on examples
+# it did not learn from (Calibration.as_table): where the live estimate starts.
+CALIBRATION_KEY = "calibration"
 
 
 def code_version() -> str:

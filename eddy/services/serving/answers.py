@@ -44,6 +44,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -66,6 +67,7 @@ from eddy.streams.messages.contracts import (
     Prediction,
     PredictionError,
     PredictionRequest,
+    ServedAnswers,
 )
 from eddy.streams.messages.validation import REFUSED_UNPARSED, encode
 from eddy.streams.store.snapshots import ServedAnswer, Snapshot
@@ -323,6 +325,37 @@ def answer_batch(
         to_cache=tuple(to_cache),
         unscorable=tuple(unscorable),
     )
+
+
+def served_answers(
+    batch: AnsweredBatch, model: str, batch_id: str, at: datetime
+) -> list[ServedAnswers]:
+    """What each version served afresh in ``batch``, as its answers' P(positive) in
+    order, for the learner's live estimate; versions without a P(positive) (not a
+    binary classifier) send none.
+
+    >>> from datetime import UTC, datetime
+    >>> served = (("r1", Snapshot("u1", 0.0, {}, ServedAnswer("m@2", True, 0.8))),
+    ...           ("r2", Snapshot("u2", 0.0, {}, None)))
+    >>> [(a.model_version, a.positives) for a in served_answers(
+    ...     AnsweredBatch(replies=(), snapshots=served), "m", "p[0]@7", datetime.now(UTC))]
+    [('m@2', [0.8])]
+    """
+    positives: dict[str, list[float]] = {}
+    for _, snapshot in batch.snapshots:
+        answer = snapshot.served
+        if answer is not None and answer.positive is not None:
+            positives.setdefault(answer.version, []).append(answer.positive)
+    return [
+        ServedAnswers(
+            batch_id=f"{batch_id}:{version}",
+            model=model,
+            model_version=version,
+            positives=scores,
+            served_at=at,
+        )
+        for version, scores in positives.items()
+    ]
 
 
 def invalid_request_answer(record: Any, refused: Refused, model: str) -> Prediction:

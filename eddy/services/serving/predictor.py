@@ -47,6 +47,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from kafka import TopicPartition
@@ -64,6 +65,7 @@ from eddy.services.serving.answers import (
     Seen,
     answer_batch,
     fresh_requests,
+    served_answers,
     suspected_redeliveries,
 )
 from eddy.services.serving.cache import AnswerCache, Ask, Policy, Precomputer
@@ -76,7 +78,7 @@ from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.features.compute import FeatureSet, FeatureValue, feature_vector
 from eddy.streams.messages.contracts import PredictionRequest
 from eddy.streams.messages.raw_schema import RawSchema
-from eddy.streams.messages.validation import InvalidMessage, decode
+from eddy.streams.messages.validation import InvalidMessage, decode, encode
 from eddy.streams.store.online import OnlineStore, StoredState
 from eddy.streams.store.serialization import IntegrityError
 from eddy.streams.store.snapshots import SnapshotStore
@@ -192,6 +194,7 @@ class Predictor:
         self.schema = schema
         prefix = settings.topic_prefix
         self.requests_topic = topic_name(Topic.PREDICTION_REQUESTS, prefix)
+        self.served_topic = topic_name(Topic.SERVED_ANSWERS, prefix)
         self.answers_topic = topic_name(Topic.PREDICTIONS, prefix)
         self.redis = make_redis(settings)
         self.store = OnlineStore(
@@ -344,6 +347,15 @@ class Predictor:
         batch = batch.taken_over(self.request_log.create(batch.to_log, writes))
         for reply in batch.replies:
             futures.append(self.producer.send(reply.topic, key=reply.key, value=reply.wire))
+        first = consumed[0].record
+        for served in served_answers(
+            batch, self.model, f"{first.topic}[{first.partition}]@{first.offset}", datetime.now(UTC)
+        ):
+            futures.append(
+                self.producer.send(
+                    self.served_topic, key=served.model.encode(), value=encode(served)
+                )
+            )
         self.producer.flush(timeout=SEND_TIMEOUT_S)
         for future in futures:
             future.get(timeout=SEND_TIMEOUT_S)

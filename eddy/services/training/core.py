@@ -49,6 +49,9 @@ from eddy.services.promotion.rules import KEEP, PROMOTE, Decision
 from eddy.services.registry.lineage import window_time
 from eddy.services.registry.store import RIVER, SKLEARN, Version
 from eddy.services.registry.triggers import Trigger, TriggerKind
+from eddy.services.serving.scoring import POSITIVE_KEYS
+from eddy.streams.drift.estimate import Calibration
+from eddy.streams.learning.evaluation import is_binary
 from eddy.streams.learning.models import encode_for, fit_vectors
 from eddy.streams.learning.slices import COUNT, SliceNamer
 from eddy.streams.messages.contracts import TrainingExample
@@ -162,6 +165,26 @@ def evaluate(model: Any, flavor: str, examples: Sequence[TrainingExample]) -> di
         positive = [str(y) == str(classes[1]) for y in ys]
         metrics["roc_auc"] = float(roc_auc_score(positive, probabilities[:, 1]))
     return metrics
+
+
+def holdout_calibration(
+    model: Any, examples: Sequence[TrainingExample]
+) -> dict[str, list[float]] | None:
+    """A fitted binary scikit-learn classifier's calibration table on ``examples`` it
+    did not learn (:class:`~eddy.streams.drift.estimate.Calibration`): its P(positive
+    class) of each, as the predictor would serve it, against the label. None for any
+    other model, or a holdout without both classes."""
+    classes = [str(c) for c in getattr(model, "classes_", [])]
+    positive = next((classes.index(k) for k in POSITIVE_KEYS if k in classes), None)
+    labels = [e.label for e in examples]
+    if len(classes) != 2 or positive is None or not all(is_binary(y) for y in labels):
+        return None
+    if len(set(map(bool, labels))) != 2:
+        return None
+    xs = encode_for(model, [e.features for e in examples])
+    scores = np.asarray(model.predict_proba(xs))[:, positive]
+    pairs = zip(scores.tolist(), map(bool, labels), strict=True)
+    return Calibration.from_pairs(pairs).as_table()
 
 
 def correctness(model: Any, flavor: str, examples: Sequence[TrainingExample]) -> list[bool]:

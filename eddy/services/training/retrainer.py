@@ -83,6 +83,7 @@ from eddy.services.promotion.rules import (
     trivial_scores,
 )
 from eddy.services.registry.lineage import (
+    CALIBRATION_KEY,
     code_version,
     library_versions,
     offset_ranges,
@@ -124,6 +125,7 @@ from eddy.services.training.core import (
     current_feature_set,
     evaluate,
     evaluate_slices,
+    holdout_calibration,
     holdout_promise,
     is_classification,
     is_majority,
@@ -666,6 +668,9 @@ class Retrainer:
                         decision, winner_correct, champion_correct, self.paired_gate
                     )
                 )
+        calibration = holdout_calibration(estimator, holdout) if classification else None
+        if calibration is not None:
+            lineage.window[CALIBRATION_KEY] = calibration
         if decision.action == PROMOTE and winner == CANDIDATE:
             with self.estimator_failures(model, trigger, "refitting the winner on its window"):
                 estimator = refit_on_all(estimator, data.examples)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -48,8 +49,9 @@ from eddy.services.ops import metrics
 from eddy.services.ops.collector import settle_collector
 from eddy.services.ops.liveness import Liveness
 from eddy.services.ops.poll_loop import Consumed, PollLoop
-from eddy.streams.dead_letters.policy import retry_transient, wait_out_redis
+from eddy.streams.dead_letters.policy import Action, action_for, retry_transient, wait_out_redis
 from eddy.streams.dead_letters.sink import DeadLetterSink
+from eddy.streams.drift.estimate import Calibration
 from eddy.streams.drift.served import ServedOutcome
 from eddy.streams.learning.checkpoints import CheckpointStore, LearnerState
 from eddy.streams.learning.intake import Example, decode_example
@@ -65,9 +67,11 @@ from eddy.streams.messages.contracts import (
     DriftAlert,
     Label,
     LabelValue,
+    ServedAnswers,
     TrainingExample,
 )
 from eddy.streams.messages.validation import InvalidMessage, decode, encode
+from eddy.streams.store.estimates import PerformanceReport, save_reports
 from eddy.streams.store.recent_ids import RecentIds
 from eddy.streams.store.snapshots import SnapshotStore
 from eddy.streams.transport.clients import (
@@ -137,19 +141,23 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         feature_set: str,
         on_snapshot: SnapshotHook | None = None,
         online_model: Callable[[], OnlineModel] | None = None,
+        calibration_of: Callable[[str], Calibration | None] | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
         self.online_model = online_model
         self.feature_set = feature_set
         self.on_snapshot = on_snapshot
+        self.calibration_of = calibration_of
         prefix = settings.topic_prefix
         self.examples_topic = topic_name(Topic.TRAINING_EXAMPLES, prefix)
         self.labels_topic = topic_name(Topic.LABELS, prefix)
         self.alerts_topic = topic_name(Topic.DRIFT_ALERTS, prefix)
+        self.served_topic = topic_name(Topic.SERVED_ANSWERS, prefix)
         key = settings.deployment_key()
         self.checkpoints = CheckpointStore(settings.data_dir / "checkpoints" / config.model, key)
-        self.snapshots = SnapshotStore(make_redis(settings), prefix, settings.label_window_s)
+        self.redis = make_redis(settings)
+        self.snapshots = SnapshotStore(self.redis, prefix, settings.label_window_s)
         self.producer = make_producer(settings)
         self.dead_letters = DeadLetterSink(
             self.producer,
@@ -167,7 +175,11 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.loop = PollLoop(
             settings,
             self.consumer,
-            {self.examples_topic: self._decode_example, self.labels_topic: self._decode_label},
+            {
+                self.examples_topic: self._decode_example,
+                self.labels_topic: self._decode_label,
+                self.served_topic: self._decode_served,
+            },
             self.dead_letters,
             Liveness(settings, "learner"),
             poll_ms=poll_ms(settings),
@@ -235,7 +247,11 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     # --- main loop ------------------------------------------------------------------
 
     def run(self) -> None:
-        subscribe(self.consumer, [self.examples_topic, self.labels_topic], listener=self)
+        subscribe(
+            self.consumer,
+            [self.examples_topic, self.labels_topic, self.served_topic],
+            listener=self,
+        )
         settle_collector()  # the process's own loop from here on: see there
         # A batch that raises may have moved the state's offsets past records it never
         # learned: then no final checkpoint, the restart restores the last good one.
@@ -274,6 +290,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         items: list[Item] = []
         feature_sets: set[str] = set()
         labels: list[tuple[str, Label, Position]] = []
+        answered: list[ServedAnswers] = []
         offsets = self.state.offsets
         for consumed in batch:
             record = consumed.record
@@ -286,6 +303,10 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                     at = Position(record.topic, record.partition, record.offset, example.event_time)
                     items.append((example.features, example.label, at))
                     feature_sets.add(example.feature_set)
+            elif record.topic == self.served_topic:
+                self._since_checkpoint += 1
+                if consumed.message.model == self.config.model:
+                    answered.append(consumed.message)
             else:
                 label: Label = consumed.message
                 at = Position(
@@ -300,6 +321,9 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         # The served answers first: the online learner's detections are checked against
         # them (Learner._served_confirms), and this batch's answers may cover the span.
         alerts = self.state.learner.watch_served(self._served)
+        for served in answered:
+            self._calibrate(served.model_version)
+            alerts += self.state.learner.watch_answers(served.model_version, served.positives)
         alerts += self.state.learner.learn_alerts(items)
         self._since_checkpoint += len(items)
         metrics.EXAMPLES_LEARNED.inc(len(items))
@@ -311,6 +335,18 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         example = decode_example(record.value)
         self._check_label(example.label)
         return example
+
+    def _decode_served(self, record: Any) -> ServedAnswers:
+        return decode(ServedAnswers, record.value)
+
+    def _calibrate(self, version: str) -> None:
+        """Seed a version the estimate meets for the first time with the calibration
+        its training kept (its holdout), when the registry has one."""
+        if self.calibration_of is None or self.state.learner.estimates.knows(version):
+            return
+        table = self.calibration_of(version)
+        if table is not None:
+            self.state.learner.estimates.seed(version, table)
 
     def _decode_label(self, record: Any) -> Label:
         label = decode(Label, record.value)
@@ -500,11 +536,31 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 metrics.DRIFT_STATISTIC.labels(feature, test).set(value)
         metrics.DRIFT_UNTRACKED.set(self.state.learner.data_drift.untracked)
         metrics.CONCEPT_UNCONFIRMED.set(self.state.learner.unconfirmed)
+        self._report_performance()
         joined = self.state.labels_joined
         if joined:
             metrics.LABEL_LATENCY.set(self.state.label_latency_s_total / joined)
         if self.state.label_coverage is not None:
             metrics.LABEL_COVERAGE.set(self.state.label_coverage)
+
+    def _report_performance(self) -> None:
+        """Each watched version's estimate and realized figures: to Prometheus, and to
+        Redis for ``eddy models show`` and the status API (an outage skips the write:
+        the next checkpoint writes newer figures)."""
+        reports = performance_reports(self.state.learner, time.time())
+        if not reports:
+            return
+        for report in reports:
+            for metric, figure, value in report.figures():
+                metrics.SERVED_PERFORMANCE.labels(
+                    self.config.model, report.version, metric, figure
+                ).set(value)
+        try:
+            save_reports(self.redis, self.settings.topic_prefix, self.config.model, reports)
+        except Exception as exc:
+            if action_for(exc) is not Action.RETRY:
+                raise
+            log.warning("performance reports not written", extra={"error": repr(exc)})
 
     def _snapshot_due(self) -> bool:
         every = self.settings.snapshot_every
@@ -523,6 +579,35 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         if restored is not None:
             log.warning("checkpoint is for another configuration; starting fresh")
         return LearnerState(Learner(self.config, self.online_model), RecentIds(limit))
+
+
+def performance_reports(learner: Learner, now: float) -> list[PerformanceReport]:
+    """What the learner knows of each served version it watches: its latest estimate
+    (once a window is full) and its realized rolling figures (once labels joined)."""
+    reports = []
+    for version, watched in learner.estimates.versions.items():
+        realized = learner.served.metrics_of(version)
+        figures = {
+            metric: realized[f"rolling_{metric}"]
+            for metric in ("accuracy", "log_loss")
+            if math.isfinite(realized.get(f"rolling_{metric}", math.nan))
+        }
+        if watched.latest is None and not figures:
+            continue
+        estimated = (
+            {} if watched.latest is None else watched.latest.as_dict(learner.config.estimate.band_z)
+        )
+        reports.append(
+            PerformanceReport(
+                version=version,
+                estimated={k: v for k, v in estimated.items() if math.isfinite(v)},
+                reference_accuracy=watched.reference,
+                realized=figures,
+                calibrated_on=watched.calibration.labelled,
+                at=now,
+            )
+        )
+    return reports
 
 
 def poll_ms(settings: Settings) -> int:

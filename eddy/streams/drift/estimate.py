@@ -73,6 +73,7 @@ class EstimateConfig:
     agreement_window: int = 500
     agreement_min: int = 200
     agreement_tolerance: float = 0.02
+    min_calibrated: int = 500
     calibration_memory: float = 20_000.0
 
     def __post_init__(self) -> None:
@@ -101,7 +102,8 @@ class Calibration:
 
     counts: list[float] = field(default_factory=lambda: [0.0] * BINS)
     positives: list[float] = field(default_factory=lambda: [0.0] * BINS)
-    _map: list[float] | None = field(default=None, repr=False)
+    _map: list[float] | None = field(default=None, repr=False, compare=False)
+    _total: float | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[float, bool]]) -> Calibration:
@@ -126,16 +128,27 @@ class Calibration:
 
     @property
     def labelled(self) -> float:
-        return sum(self.counts)
+        if self._total is None:
+            self._total = math.fsum(self.counts)
+        return self._total
 
     def add(self, score: float, positive: bool, memory: float = math.inf) -> None:
         b = bin_of(score)
         self.counts[b] += 1.0
         self.positives[b] += 1.0 if positive else 0.0
-        if self.labelled > memory:
+        self._total = self.labelled + 1.0
+        if self._total > memory:
             self.counts = [c / 2 for c in self.counts]
             self.positives = [p / 2 for p in self.positives]
+            self._total /= 2
         self._map = None
+
+    def merge(self, other: Calibration) -> None:
+        """Add ``other``'s labelled answers to this table's."""
+        for b in range(BINS):
+            self.counts[b] += other.counts[b]
+            self.positives[b] += other.positives[b]
+        self._map, self._total = None, None
 
     def calibrated(self, score: float) -> float:
         """P(positive) as the labels so far say it is for answers scored ``score``."""
@@ -274,7 +287,7 @@ class EstimateFinding:
     estimate: PerformanceEstimate
     reference: float  # the reference accuracy (degradation) or the realized one (disagrees)
     threshold: float  # what the estimate crossed
-    answers_seen: int  # the version's answers when it fired
+    answers_seen: int  # the version's answers (degradation) or judged labels when it fired
 
 
 @dataclass
@@ -288,6 +301,7 @@ class VersionEstimate:
     latest: PerformanceEstimate | None = None
     degraded: bool = False
     labelled: deque[tuple[float, bool]] = field(default_factory=deque)  # (right prob, right)
+    judged: int = 0  # labels compared with the estimate
     disagreeing: bool = False
 
 
@@ -303,11 +317,7 @@ class EstimateWatch:
     def seed(self, version: str, calibration: Calibration) -> None:
         """Start ``version`` from a calibration table (its holdout at training time);
         labels already fed to it are kept."""
-        watched = self._watch(version)
-        for b in range(BINS):
-            watched.calibration.counts[b] += calibration.counts[b]
-            watched.calibration.positives[b] += calibration.positives[b]
-        watched.calibration._map = None
+        self._watch(version).calibration.merge(calibration)
 
     def knows(self, version: str) -> bool:
         return version in self.versions
@@ -336,12 +346,20 @@ class EstimateWatch:
 
     def labelled(self, version: str, score: float, positive: bool) -> EstimateFinding | None:
         """Take a label joined to an answer ``version`` served with ``score``: first
-        compared with what the estimate expected of that answer, then calibrating."""
+        compared with what the estimate expected of that answer, then calibrating.
+        The answer is taken as positive at 0.5 and above, as on the served side (a
+        binary classifier's most probable class).
+        Until the calibration holds ``min_calibrated`` labels, the estimate is the
+        model's word and is not judged: its miscalibration is no concept drift."""
         watched = self._watch(version)
         config = self.config
+        if watched.calibration.labelled < config.min_calibrated:
+            watched.calibration.add(score, positive, config.calibration_memory)
+            return None
         p = watched.calibration.calibrated(score)
         predicted = score >= 0.5
         watched.labelled.append((p if predicted else 1 - p, predicted == positive))
+        watched.judged += 1
         if len(watched.labelled) > config.agreement_window:
             watched.labelled.popleft()
         watched.calibration.add(score, positive, config.calibration_memory)
@@ -360,7 +378,9 @@ class EstimateWatch:
             return None
         watched.disagreeing = True
         agreed = PerformanceEstimate(n, estimated, se, math.nan, math.nan, None, None)
-        return EstimateFinding(version, ESTIMATE_DISAGREES, agreed, realized, margin, watched.seen)
+        return EstimateFinding(
+            version, ESTIMATE_DISAGREES, agreed, realized, margin, watched.judged
+        )
 
     def _check(self, version: str, watched: VersionEstimate) -> EstimateFinding | None:
         config = self.config

@@ -97,7 +97,7 @@ class PrequentialMetrics:
     ) -> None:
         pairs = zip(ys, predictions, strict=True)
         self._add("accuracy", [1.0 if p == y else 0.0 for y, p in pairs])
-        binary = [(bool(y), p or 0.0) for y, p in zip(ys, positives, strict=True) if _is_binary(y)]
+        binary = [(bool(y), p or 0.0) for y, p in zip(ys, positives, strict=True) if is_binary(y)]
         if not binary:
             return
         truth = np.fromiter((t for t, _ in binary), dtype=bool, count=len(binary))
@@ -147,5 +147,5 @@ class PrequentialMetrics:
         return out
 
 
-def _is_binary(y: Label) -> bool:
+def is_binary(y: Label) -> bool:
     return isinstance(y, bool) or y in (0, 1)

@@ -39,8 +39,15 @@ from eddy.streams.drift.attribution import ModelHistory
 from eddy.streams.drift.concept_watch import ConceptDetection, ConceptWatch
 from eddy.streams.drift.data import DataDriftMonitor, DriftConfig, FeatureDrift
 from eddy.streams.drift.detectors import DEFAULT_DETECTOR
+from eddy.streams.drift.estimate import (
+    ESTIMATED_DEGRADATION,
+    Calibration,
+    EstimateConfig,
+    EstimateFinding,
+    EstimateWatch,
+)
 from eddy.streams.drift.served import ServedOutcome, ServedWatch, prediction_error
-from eddy.streams.learning.evaluation import PrequentialMetrics
+from eddy.streams.learning.evaluation import PrequentialMetrics, is_binary
 from eddy.streams.learning.models import (
     CLASSIFICATION,
     PROJECT_KIND,
@@ -95,10 +102,15 @@ class LearnerConfig:
     drift_ignore: tuple[str, ...] = field(default=(), compare=False)
     # What data and prediction drift alerts ask for: "warn", or "retrain" on their own.
     drift_action: str = field(default=WARN, compare=False)
+    # How served versions' performance is estimated before labels, and what an
+    # estimated degradation asks for.
+    estimate: EstimateConfig = field(default_factory=EstimateConfig, compare=False)
+    estimate_action: str = field(default=WARN, compare=False)
 
     def __post_init__(self) -> None:
-        if self.drift_action not in ACTIONS:
-            raise ValueError(f"drift_action must be one of {ACTIONS}, got {self.drift_action!r}")
+        for name, action in (("drift", self.drift_action), ("estimate", self.estimate_action)):
+            if action not in ACTIONS:
+                raise ValueError(f"{name}_action must be one of {ACTIONS}, got {action!r}")
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,10 @@ class Learner:
             drift=config.drift,
             task=self.model.task,
         )
+        self.estimates = EstimateWatch(config.estimate)
+        # The online model's own answers before it learned each example, with their
+        # labels: the calibration its snapshots (served versions) start from.
+        self.calibration = Calibration()
         self.slice_namer = SliceNamer(config.slices, config.slice_max_values)
         self.slice_metrics: dict[str, PrequentialMetrics] = {}
         self.examples = 0
@@ -186,6 +202,9 @@ class Learner:
             history.seen = int(state["examples"])  # type: ignore[call-overload]
             state["history"] = history
         state.setdefault("unconfirmed", 0)  # a checkpoint from before the confirmation
+        if "estimates" not in state:  # from before the live estimate: it starts now
+            state["estimates"] = EstimateWatch(EstimateConfig())
+            state["calibration"] = Calibration()
         self.__dict__.update(state)
 
     def step(self, x: Features, y: Label, where: Position) -> Step:
@@ -303,7 +322,15 @@ class Learner:
         A concept alert here means the model users are served got worse; its
         ``model_version`` names that version and ``change_at`` where the change began.
         """
-        alerts = []
+        alerts = [
+            self._estimate_alert(found)
+            for found in (
+                self.estimates.labelled(o.version, o.positive, bool(o.label))
+                for o in outcomes
+                if o.positive is not None and is_binary(o.label)
+            )
+            if found is not None
+        ]
         for found in self.served.update_many(outcomes):
             if found.concept is not None:
                 evidence = [_concept_evidence(found.concept, found.concept.signal.statistic)]
@@ -325,6 +352,77 @@ class Learner:
             )
         return alerts
 
+    def watch_answers(self, version: str, positives: Sequence[float]) -> list[DriftAlert]:
+        """Estimate ``version``'s performance from answers it just served (each its
+        P(positive)), before any label: an estimated degradation is alerted at once."""
+        return [self._estimate_alert(f) for f in self.estimates.served(version, positives)]
+
+    def _estimate_alert(self, found: EstimateFinding) -> DriftAlert:
+        """The alert of an estimate finding, with its evidence: the estimate against
+        what it crossed, then (for a degradation) the features whose shift explains it."""
+        figures = found.estimate.as_dict(self.config.estimate.band_z)
+        if found.kind == ESTIMATED_DEGRADATION:
+            kind, detector, action = DriftKind.ESTIMATED, "cbpe", self.config.estimate_action
+            evidence = [
+                DriftEvidence(
+                    feature="estimated_accuracy",
+                    test="cbpe",
+                    statistic=found.estimate.accuracy,
+                    threshold=found.threshold,
+                ),
+                *self._drifted_features(),
+            ]
+            metrics = {f"estimated_{k}": v for k, v in figures.items() if k != "answers"}
+            metrics |= {"reference_accuracy": found.reference, "answers": figures["answers"]}
+        else:
+            kind, detector, action = DriftKind.CONCEPT, "cbpe_disagreement", WARN
+            gap = abs(found.reference - found.estimate.accuracy)
+            evidence = [
+                DriftEvidence(
+                    feature="accuracy",
+                    test="cbpe_disagreement",
+                    statistic=gap,
+                    threshold=found.threshold,
+                )
+            ]
+            metrics = {
+                "estimated_accuracy": found.estimate.accuracy,
+                "realized_accuracy": found.reference,
+                "labelled": float(found.estimate.answers),
+            }
+        top = evidence[0]
+        return DriftAlert(
+            alert_id=(
+                f"{self.config.model}:{AlertStream.SERVED.value}:{found.kind}:"
+                f"{found.version}:{found.answers_seen}"
+            ),
+            model=self.config.model,
+            kind=kind,
+            detector=detector,
+            feature=top.feature,
+            statistic=top.statistic,
+            threshold=top.threshold,
+            window=self.window(),
+            model_version=found.version,
+            action=action,
+            detected_at=datetime.now(UTC),
+            evidence=evidence,
+            metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
+            stream=AlertStream.SERVED,
+        )
+
+    def _drifted_features(self) -> list[DriftEvidence]:
+        """The features whose latest drift statistic is past its threshold, most severe
+        first: what moved in the inputs, when an estimated degradation asks why."""
+        thresholds = self.config.drift.thresholds
+        drifted = [
+            DriftEvidence(feature=name, test=test, statistic=value, threshold=thresholds[test])
+            for name, tests in self.data_drift.statistics().items()
+            for test, value in tests.items()
+            if test in thresholds and value > thresholds[test]
+        ]
+        return sorted(drifted, key=lambda e: (-e.statistic / e.threshold, e.feature))
+
     def _account(
         self,
         items: Sequence[Item],
@@ -336,6 +434,10 @@ class Learner:
     ) -> None:
         """Metrics, example count and alert window over ``items[start:end]``."""
         self.metrics.update_many(ys[start:end], predictions[start:end], positives[start:end])
+        memory = self.config.estimate.calibration_memory
+        for y, positive in zip(ys[start:end], positives[start:end], strict=True):
+            if positive is not None and is_binary(y):
+                self.calibration.add(positive, bool(y), memory)
         if self.config.slices:
             members: dict[str, list[int]] = {}
             for i in range(start, end):

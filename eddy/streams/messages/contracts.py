@@ -37,6 +37,8 @@ MAX_MAGNITUDE = 2.0**64
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 ModelFloat = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+MAX_SERVED = 100_000  # answers in one ServedAnswers record: more than any batch
 FeatureName = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 # Order matters: pydantic's smart union keeps bools as bools and ints as ints.
 FeatureValue = bool | int | ModelFloat | Annotated[str, Field(max_length=4096)] | None
@@ -148,11 +150,28 @@ class Prediction(Contract):
         return self
 
 
+class ServedAnswers(Contract):
+    """What one version served in one of the predictor's batches (topic
+    ``served-answers``): each answer computed afresh, as its P(positive class), in the
+    order served. Repeats of logged answers are not in it. The learner estimates the
+    version's performance from these before any label arrives
+    (:mod:`eddy.streams.drift.estimate`); binary classifiers only: others send none."""
+
+    batch_id: Identifier  # "<requests topic>[<partition>]@<first offset>"
+    model: Identifier
+    model_version: Identifier  # e.g. "fraud@3"
+    positives: Annotated[list[Probability], Field(min_length=1, max_length=MAX_SERVED)]
+    served_at: AwareDatetime
+
+
 class DriftKind(StrEnum):
     DATA = "data"
     CONCEPT = "concept"
     PREDICTION = "prediction"
     SKEW = "skew"
+    # The served version's performance, estimated from its answers before any label,
+    # fell below its reference (:mod:`eddy.streams.drift.estimate`).
+    ESTIMATED = "estimated_degradation"
 
 
 class AlertStream(StrEnum):

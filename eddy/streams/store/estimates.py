@@ -17,7 +17,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import orjson
@@ -39,6 +39,23 @@ class PerformanceReport:
     realized: dict[str, float]
     calibrated_on: float
     at: float  # epoch seconds
+
+    def figures(self) -> Iterator[tuple[str, str, float]]:
+        """(metric, figure, value) for each figure: ``estimate``, ``lower``, ``upper``
+        or ``realized``.
+
+        >>> list(PerformanceReport("m@2", {"accuracy": 0.9, "accuracy_lower": 0.8,
+        ...     "answers": 10.0}, None, {"accuracy": 0.85}, 0.0, 0.0).figures())
+        [('accuracy', 'estimate', 0.9), ('accuracy', 'lower', 0.8), ('accuracy', 'realized', 0.85)]
+        """
+        for name, value in self.estimated.items():
+            metric, _, bound = name.rpartition("_")
+            if bound in ("lower", "upper"):
+                yield metric, bound, value
+            elif name != "answers":
+                yield name, "estimate", value
+        for name, value in self.realized.items():
+            yield name, "realized", value
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))

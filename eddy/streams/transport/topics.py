@@ -27,6 +27,7 @@ from eddy.streams.messages.contracts import (
     ModelUpdate,
     Prediction,
     PredictionRequest,
+    ServedAnswers,
     TrainingExample,
 )
 
@@ -45,6 +46,7 @@ class Topic(StrEnum):
     DEAD_LETTER = "dead-letter"
     TRAINING_EXAMPLES = "training-examples"
     CONTROL = "control"
+    SERVED_ANSWERS = "served-answers"
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,9 @@ _LAYOUT: dict[Topic, tuple[type[Contract] | None, str | None, bool, dict[str, st
     ),
     # Operator commands (retrain requests): low volume, ordered per model.
     Topic.CONTROL: (ControlCommand, "model", False, {"retention.ms": str(30 * DAY_MS)}),
+    # Each predictor batch's answers per version, for the learner's live estimate: read
+    # within moments, so a day is plenty.
+    Topic.SERVED_ANSWERS: (ServedAnswers, "model", True, {"retention.ms": str(DAY_MS)}),
 }
 
 

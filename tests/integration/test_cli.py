@@ -161,6 +161,66 @@ def test_alerts_watch_explains_each_alert(topics: Settings) -> None:
     assert "psi=0.9000 > 0.2500  (3.6x)" in evidence
 
 
+def test_alerts_watch_explains_the_estimate_s_alerts(topics: Settings) -> None:
+    """An estimated degradation and labels that disagree with the estimate, as the
+    learner raises them (the contract's own kinds and fields), read in words."""
+    served = {"model": "m", "stream": "served", "model_version": "m@3", "action": "warn"}
+    degradation = served | {
+        "alert_id": "m:served:estimated_degradation:m@3:4000",
+        "kind": "estimated_degradation",
+        "detector": "cbpe",
+        "feature": "estimated_accuracy",
+        "statistic": 0.81,
+        "threshold": 0.9,
+        "evidence": [
+            {"feature": "estimated_accuracy", "test": "cbpe", "statistic": 0.81, "threshold": 0.9},
+            {"feature": "amount", "test": "psi", "statistic": 0.9, "threshold": 0.2},
+        ],
+        "metrics": {
+            "estimated_accuracy": 0.81,
+            "estimated_accuracy_lower": 0.79,
+            "estimated_accuracy_upper": 0.83,
+            "reference_accuracy": 0.95,
+            "answers": 1000.0,
+        },
+    }
+    disagreement = served | {
+        "alert_id": "m:served:concept:m@3:700",
+        "kind": "concept",
+        "detector": "cbpe_disagreement",
+        "statistic": 0.2,
+        "threshold": 0.05,
+        "metrics": {"estimated_accuracy": 0.9, "realized_accuracy": 0.7, "labelled": 500.0},
+    }
+    alerts = orjson.dumps(degradation) + b"\n" + orjson.dumps(disagreement) + b"\n"
+    sent = eddy(topics, "produce", "drift-alerts", stdin=alerts)
+    assert sent.returncode == 0, sent.stderr
+    watcher = subprocess.Popen(
+        [EDDY, "alerts", "watch", "--from-beginning"],
+        env=topics.child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    lines: list[str] = []
+    try:
+        assert watcher.stdout is not None
+        while not any("LABELS DISAGREE" in line for line in lines):
+            lines.append(watcher.stdout.readline().decode())
+        lines.extend(watcher.stdout.readline().decode() for _ in range(2))
+    finally:
+        watcher.kill()
+        watcher.wait(timeout=30)
+        if watcher.stdout is not None:
+            watcher.stdout.close()
+    text = "".join(lines)
+    assert "ESTIMATED DEGRADATION of m (m@3) -> warn" in text, text
+    assert "estimated accuracy 0.8100 [0.7900, 0.8300] < 0.9000 (reference 0.9500)" in text
+    assert "  amount           psi=0.9000 > 0.2000  (4.5x)" in text
+    assert "LABELS DISAGREE WITH THE ESTIMATE of m (m@3) -> warn" in text
+    assert "realized accuracy 0.7000, estimated 0.9000, 500 labelled answers" in text
+    assert "concept drift: the estimate is not valid for this change" in text
+
+
 def test_dlq_replay_sends_only_to_topics_eddy_reads(stack: Settings) -> None:
     """Anyone who can write to the dead-letter topic writes its headers: a replay must not
     publish to whatever topic they name (nor fail on a letter without them)."""

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eddy.streams.drift.estimate import ESTIMATED_DEGRADATION
+from eddy.streams.messages.contracts import DriftKind
 
 FEATURE_COLUMN = 16
 ESTIMATE_DETECTOR = "cbpe"
@@ -69,7 +69,7 @@ feature's statistic (an estimate falls *below* its threshold)."""
 def describe_alert(alert: dict[str, Any]) -> str:
     metrics = alert.get("metrics") or {}
     lines = [f"{alert.get('detected_at', '?')}  {_headline(alert)}  [{alert.get('alert_id')}]"]
-    if alert.get("kind") == ESTIMATED_DEGRADATION:
+    if alert.get("kind") == DriftKind.ESTIMATED:
         lines.append(_estimate_line(alert, metrics))
     elif alert.get("detector") == DISAGREEMENT_DETECTOR:
         lines.extend(_disagreement_lines(alert, metrics))
@@ -96,7 +96,7 @@ def describe_alert(alert: dict[str, Any]) -> str:
 def _headline(alert: dict[str, Any]) -> str:
     """What fired, on which model and version, and what is done about it."""
     where = f"{alert.get('model')} ({alert.get('model_version')}) -> {alert.get('action')}"
-    if alert.get("kind") == ESTIMATED_DEGRADATION:
+    if alert.get("kind") == DriftKind.ESTIMATED:
         return f"ESTIMATED DEGRADATION of {where}"
     if alert.get("detector") == DISAGREEMENT_DETECTOR:
         return f"LABELS DISAGREE WITH THE ESTIMATE of {where}"

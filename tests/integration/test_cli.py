@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -12,7 +14,12 @@ import pytest
 from kafka import KafkaProducer
 
 from eddy.services.config.settings import Settings
+from eddy.services.registry.opening import open_registry
+from eddy.services.registry.store import RIVER, Lineage
+from eddy.streams.learning.models import make_model
 from eddy.streams.messages.validation import MAX_MESSAGE_BYTES
+from eddy.streams.store.estimates import PerformanceReport, save_reports
+from eddy.streams.transport.clients import make_redis
 from eddy.streams.transport.topics import Topic
 
 EDDY = str(Path(sys.executable).with_name("eddy"))
@@ -154,6 +161,66 @@ def test_alerts_watch_explains_each_alert(topics: Settings) -> None:
     assert "psi=0.9000 > 0.2500  (3.6x)" in evidence
 
 
+def test_alerts_watch_explains_the_estimate_s_alerts(topics: Settings) -> None:
+    """An estimated degradation and labels that disagree with the estimate, as the
+    learner raises them (the contract's own kinds and fields), read in words."""
+    served = {"model": "m", "stream": "served", "model_version": "m@3", "action": "warn"}
+    degradation = served | {
+        "alert_id": "m:served:estimated_degradation:m@3:4000",
+        "kind": "estimated_degradation",
+        "detector": "cbpe",
+        "feature": "estimated_accuracy",
+        "statistic": 0.81,
+        "threshold": 0.9,
+        "evidence": [
+            {"feature": "estimated_accuracy", "test": "cbpe", "statistic": 0.81, "threshold": 0.9},
+            {"feature": "amount", "test": "psi", "statistic": 0.9, "threshold": 0.2},
+        ],
+        "metrics": {
+            "estimated_accuracy": 0.81,
+            "estimated_accuracy_lower": 0.79,
+            "estimated_accuracy_upper": 0.83,
+            "reference_accuracy": 0.95,
+            "answers": 1000.0,
+        },
+    }
+    disagreement = served | {
+        "alert_id": "m:served:concept:m@3:700",
+        "kind": "concept",
+        "detector": "cbpe_disagreement",
+        "statistic": 0.2,
+        "threshold": 0.05,
+        "metrics": {"estimated_accuracy": 0.9, "realized_accuracy": 0.7, "labelled": 500.0},
+    }
+    alerts = orjson.dumps(degradation) + b"\n" + orjson.dumps(disagreement) + b"\n"
+    sent = eddy(topics, "produce", "drift-alerts", stdin=alerts)
+    assert sent.returncode == 0, sent.stderr
+    watcher = subprocess.Popen(
+        [EDDY, "alerts", "watch", "--from-beginning"],
+        env=topics.child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    lines: list[str] = []
+    try:
+        assert watcher.stdout is not None
+        while not any("LABELS DISAGREE" in line for line in lines):
+            lines.append(watcher.stdout.readline().decode())
+        lines.extend(watcher.stdout.readline().decode() for _ in range(2))
+    finally:
+        watcher.kill()
+        watcher.wait(timeout=30)
+        if watcher.stdout is not None:
+            watcher.stdout.close()
+    text = "".join(lines)
+    assert "ESTIMATED DEGRADATION of m (m@3) -> warn" in text, text
+    assert "estimated accuracy 0.8100 [0.7900, 0.8300] < 0.9000 (reference 0.9500)" in text
+    assert "  amount           psi=0.9000 > 0.2000  (4.5x)" in text
+    assert "LABELS DISAGREE WITH THE ESTIMATE of m (m@3) -> warn" in text
+    assert "realized accuracy 0.7000, estimated 0.9000, 500 labelled answers" in text
+    assert "concept drift: the estimate is not valid for this change" in text
+
+
 def test_dlq_replay_sends_only_to_topics_eddy_reads(stack: Settings) -> None:
     """Anyone who can write to the dead-letter topic writes its headers: a replay must not
     publish to whatever topic they name (nor fail on a letter without them)."""
@@ -191,3 +258,49 @@ def test_dlq_replay_sends_only_to_topics_eddy_reads(stack: Settings) -> None:
     assert "no readable source headers" in refused[2]
     sent = eddy(settings, "consume", "events", "--json", "--timeout", "3")
     assert sent.stdout.count("{fixed") == 1, sent.stdout
+
+
+def test_models_show_adds_the_learner_s_live_performance_of_the_version(
+    stack: Settings, tmp_path: Path
+) -> None:
+    settings = stack.model_copy(
+        update={"topic_prefix": f"eddy-show-{uuid.uuid4().hex[:8]}.", "data_dir": tmp_path}
+    )
+    registry = open_registry(settings, announce=False)
+    lineage = Lineage({}, "fs", {}, {}, "test", {"type": "operator", "id": "t"}, "test")
+    for _ in range(2):
+        registry.register("m", RIVER, make_model("logistic"), {"accuracy": 0.9}, lineage)
+    registry.promote("m", 1, "test", "first champion")
+
+    before = eddy(settings, "models", "show", "m")
+    assert before.returncode == 0, before.stderr
+    assert "performance" not in orjson.loads(before.stdout)  # nothing reported: as before
+
+    estimated = {"accuracy": 0.91, "accuracy_lower": 0.88, "accuracy_upper": 0.94}
+    reported_at = time.time() - 30
+    reports = [
+        PerformanceReport(
+            "m@1", estimated | {"answers": 1000.0}, 0.95, {"accuracy": 0.9}, 812.0, reported_at
+        ),
+        PerformanceReport("m@2", {"accuracy": 0.5, "answers": 100.0}, None, {}, 20.0, reported_at),
+    ]
+    redis = make_redis(settings)
+    save_reports(redis, settings.topic_prefix, "m", reports)
+    redis.close()
+
+    champion = eddy(settings, "models", "show", "m")
+    second = eddy(settings, "models", "show", "m", "2")
+
+    assert champion.returncode == 0, champion.stderr
+    shown = orjson.loads(champion.stdout)
+    assert shown["name"] == "m@1"
+    age = shown["performance"].pop("age_s")
+    assert 30 <= age < 120
+    assert shown["performance"] == {
+        "estimated": estimated | {"answers": 1000.0},
+        "reference_accuracy": 0.95,
+        "realized": {"accuracy": 0.9},
+        "calibrated_on": 812.0,
+        "at": datetime.fromtimestamp(reported_at, UTC).isoformat(timespec="seconds"),
+    }
+    assert orjson.loads(second.stdout)["performance"]["estimated"]["accuracy"] == 0.5

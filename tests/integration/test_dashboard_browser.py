@@ -5,8 +5,9 @@ sees is drawn by the page's JavaScript with Chart.js, which only a browser runs.
 once showed, in headless Chromium, a rolling accuracy of 0 and an error of 1.0 as lines
 across the chart while nothing had been scored (issue #19). Here ``eddy run monitor``
 watches a feature worker, a learner and a predictor of a deployment of the test's own,
-first before anything is scored, then under live traffic; the checks read Chart.js's own
-state in the page (what it lays out to draw), not pixels. Screenshots of both moments
+first before anything is scored, then under live traffic (labelled events, and requests
+labelled a second after they are answered); the checks read Chart.js's own state in the
+page (what it lays out to draw), not pixels. Screenshots of both moments
 are kept under ``.eddy/test-artifacts/dashboard-browser/``.
 
 Chromium and ChromeDriver are Debian's (``scripts/bootstrap.sh`` installs them): Selenium
@@ -16,6 +17,7 @@ downloaded.
 
 from __future__ import annotations
 
+import collections
 import random
 import shutil
 import signal
@@ -36,7 +38,7 @@ from selenium.webdriver.chrome.service import Service
 from eddy.services.config.settings import PROJECT_ROOT, Settings
 from eddy.services.ops.metrics import ROLE_OFFSETS
 from eddy.services.ops.monitor import CHART_JS, scrape
-from eddy.streams.messages.contracts import Event, PredictionRequest
+from eddy.streams.messages.contracts import Event, Label, PredictionRequest
 from eddy.streams.messages.validation import encode
 from eddy.streams.transport.clients import make_producer
 from eddy.streams.transport.topics import Topic, topic_name
@@ -69,7 +71,10 @@ SERVICES = ("features", "learner", "predictor")
 SAMPLE_S = 0.5
 TRAFFIC_PER_S = 20
 TRAFFIC_LIMIT_S = 90.0  # the traffic stops by itself even if the test hangs
-CHARTS = ("accuracy", "throughput", "latency", "drift")
+CHARTS = ("accuracy", "estimate", "throughput", "latency", "drift")
+ESTIMATE = ("estimated accuracy", "estimate lower bound", "estimate upper bound")
+REALIZED = "realized accuracy"
+LABEL_LAG = TRAFFIC_PER_S  # a request's label comes this many requests after it: 1 s
 
 # Each chart's datasets as Chart.js laid them out to draw: the values of the elements it
 # does not skip (a null value is a skipped element: a gap). A bar is a point at its label.
@@ -94,6 +99,7 @@ return {
   charts,
   empty: Object.fromEntries(ids.map(id => [id, text(id + "-empty")])),
   tables: Object.fromEntries(["aliases", "history", "alerts"].map(id => [id, text(id)])),
+  served: text("served-version"),
 };
 """
 
@@ -176,10 +182,14 @@ def _screenshot(driver: webdriver.Chrome, path: Path) -> Path:
 
 def _traffic(settings: Settings, stop: threading.Event) -> None:
     """Labelled events (the feature worker turns them into the learner's examples) and
-    prediction requests, TRAFFIC_PER_S of each, until ``stop`` or TRAFFIC_LIMIT_S."""
+    prediction requests, TRAFFIC_PER_S of each, until ``stop`` or TRAFFIC_LIMIT_S; each
+    request is labelled LABEL_LAG requests later (the learner joins the label to what the
+    champion answered: its realized accuracy)."""
     rng = random.Random(19)
     events = topic_name(Topic.EVENTS, settings.topic_prefix)
     requests = topic_name(Topic.PREDICTION_REQUESTS, settings.topic_prefix)
+    labels = topic_name(Topic.LABELS, settings.topic_prefix)
+    unlabelled: collections.deque[tuple[str, bool]] = collections.deque()
     producer = make_producer(settings, linger_ms=5)
     deadline = time.monotonic() + TRAFFIC_LIMIT_S
     i = 0
@@ -199,6 +209,11 @@ def _traffic(settings: Settings, stop: threading.Event) -> None:
             request = PredictionRequest(request_id=f"req-{i}", entity_id=entity, features=x)
             producer.send(events, key=entity.encode(), value=encode(event))
             producer.send(requests, key=entity.encode(), value=encode(request))
+            unlabelled.append((request.request_id, amount > 50))
+            if len(unlabelled) > LABEL_LAG:
+                request_id, truth = unlabelled.popleft()
+                label = Label(request_id=request_id, label=truth, event_time=now)
+                producer.send(labels, key=request_id.encode(), value=encode(label))
             i += 1
     finally:
         producer.close(timeout=10)
@@ -243,6 +258,9 @@ def test_every_chart_draws_live_data_and_nothing_where_there_is_none(
         drift_min_samples=10,
         drift_check_every=5,
         snapshot_every=0,
+        # The champion's estimate from its first 40 answers (2 s of traffic), then every 20.
+        estimate_window=40,
+        estimate_check_every=20,
     )
     registry, alert = champion_and_alert(settings)
     promoted_at = registry.history("m")[0].at
@@ -320,6 +338,12 @@ def test_every_chart_draws_live_data_and_nothing_where_there_is_none(
             drawn = _dataset(state, "accuracy", label)
             assert not drawn, f"{label} drawn with nothing scored: {drawn[-5:]}"
         assert "rolling accuracy" in state["empty"]["accuracy"], state["empty"]
+        # Nothing answered, nothing labelled: no estimate, no band, no realized accuracy.
+        for label in (*ESTIMATE, REALIZED):
+            drawn = _dataset(state, "estimate", label)
+            assert not drawn, f"{label} drawn with nothing answered: {drawn[-5:]}"
+        assert "estimated accuracy" in state["empty"]["estimate"], state["empty"]
+        assert state["served"] == "(champion m@1)"
 
         stop = threading.Event()
         traffic = threading.Thread(target=_traffic, args=(settings, stop), daemon=True)
@@ -356,6 +380,14 @@ def test_every_chart_draws_live_data_and_nothing_where_there_is_none(
     assert [(a["x"], round(a["y"] + e["y"], 9)) for a, e in zip(accuracy, error, strict=True)] == [
         (a["x"], 1.0) for a in accuracy
     ]
+    # The champion's estimate within its band, drawn only for samples after the learner
+    # had estimated it; the realized accuracy fills in beside it as labels land.
+    estimated, lower, upper = (_dataset(state, "estimate", label) for label in ESTIMATE)
+    assert min(point["x"] for point in estimated) > reported_at
+    bands = {point["x"]: (low["y"], point["y"]) for point, low in zip(upper, lower, strict=True)}
+    assert all(bands[p["x"]][0] <= p["y"] <= bands[p["x"]][1] for p in estimated)
+    realized = _dataset(state, "estimate", REALIZED)
+    assert all(0 <= point["y"] <= 1 for point in realized + estimated)
     alert_markers = _dataset(state, "accuracy", "drift alert")
     assert alert_markers[0]["x"] == pytest.approx(sent.timestamp / 1000)
     promotion_markers = _dataset(state, "accuracy", "promotion")

@@ -10,7 +10,9 @@ import orjson
 import pytest
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+from eddy.services.ops.metrics import ROLE_OFFSETS
 from eddy.services.ops.monitor import CHART_JS
 from eddy.streams.messages.validation import encode
 from eddy.streams.transport.clients import make_consumer, make_producer
@@ -83,3 +85,70 @@ def test_status_api_and_dashboard_show_models_history_and_alerts(
     assert status["series"][-1]["accuracy"] is None  # no learner running: nothing made up
     assert '<script src="/static/chart.umd.js">' in page
     assert chart == CHART_JS.read_bytes()
+
+
+def test_status_api_carries_the_champion_s_estimated_and_realized_accuracy(
+    deployment_settings: DeploymentSettings, tmp_path: Path
+) -> None:
+    """A learner's /metrics of the test's own (prometheus_client serving the learner's
+    gauge, as the learner does) reports version 1's estimate, then labels realize it."""
+    learner = CollectorRegistry()
+    served = Gauge(
+        "eddy_served_performance", "", ["model", "version", "metric", "figure"], registry=learner
+    )
+    learner_port = free_port()
+    server, thread = start_http_server(learner_port, "127.0.0.1", learner)
+    settings = deployment_settings(
+        "mon-estimate",
+        model_name="m",
+        monitor_port=free_port(),
+        metrics_port=learner_port - ROLE_OFFSETS["learner"],
+        monitor_sample_s=0.3,
+    )
+    champion_and_alert(settings)  # version 1 is the champion
+    served.labels("m", "m@2", "accuracy", "estimate").set(0.5)  # not the champion's
+    monitor = start_eddy(settings, tmp_path / "monitor.log", "run", "monitor")
+    base = f"http://127.0.0.1:{settings.monitor_port}"
+    series: list[dict[str, Any]] = []
+
+    def sampled(key: str) -> bool:
+        series[:] = orjson.loads(get(f"{base}/api/status"))["series"]
+        return any(point.get(key) is not None for point in series)
+
+    def wait_for(key: str) -> None:
+        wait_until(
+            lambda: sampled(key),
+            f"a sample with {key}",
+            timeout_s=30,
+            every_s=0.3,
+            logs=lambda: f"series: {series[-3:]}\n{(tmp_path / 'monitor.log').read_text()[-3000:]}",
+        )
+
+    try:
+        wait_for("served_version")  # sampled before the learner estimated anything
+        served.labels("m", "m@1", "accuracy", "estimate").set(0.91)
+        served.labels("m", "m@1", "accuracy", "lower").set(0.88)
+        served.labels("m", "m@1", "accuracy", "upper").set(0.94)
+        served.labels("m", "m@1", "log_loss", "estimate").set(0.3)
+        wait_for("estimated_accuracy")
+        estimated = list(series)
+        served.labels("m", "m@1", "accuracy", "realized").set(0.9)
+        wait_for("realized_accuracy")
+    finally:
+        monitor.terminate()
+        monitor.wait(timeout=30)
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+    # Before the estimate the samples had none: gaps, not zeros, nor version 2's figures.
+    assert estimated[0]["served_version"] == "m@1"
+    assert estimated[0]["estimated_accuracy"] is None
+    last = series[-1]
+    assert {k: v for k, v in last.items() if "accuracy" in k} == {
+        "accuracy": None,  # the learner reports no rolling accuracy here
+        "estimated_accuracy": 0.91,
+        "estimated_accuracy_lower": 0.88,
+        "estimated_accuracy_upper": 0.94,
+        "realized_accuracy": 0.9,
+    }

@@ -65,11 +65,13 @@ from eddy.streams.drift.alert_text import describe_alert
 from eddy.streams.messages import schema_files
 from eddy.streams.messages.raw_schema import RawSchema
 from eddy.streams.messages.schema_files import RAW_FIELDS_OF
+from eddy.streams.store.estimates import PerformanceReport, read_reports
 from eddy.streams.transport.admin import ensure_topics, list_topics
 from eddy.streams.transport.clients import make_redis
 from eddy.streams.transport.topics import Topic, topic_name
 
 STACK_SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"
+REDIS_TIMEOUT_S = 5.0  # a read for display: an unreachable Redis must not hang the command
 
 app = typer.Typer(
     help="Eddy: event-driven dynamic training on Kafka, Redis and River.",
@@ -554,16 +556,22 @@ def models_show(
     model: Annotated[str, typer.Argument()],
     version: Annotated[int | None, typer.Argument(help="Default: the champion.")] = None,
 ) -> None:
-    """One version: metrics and full lineage."""
+    """One version: metrics and full lineage, and its live performance once the learner
+    has reported it (estimated from its answers with bands, realized from its labels)."""
     from eddy.services.registry.opening import open_registry
     from eddy.services.registry.store import CHAMPION
 
-    registry = open_registry(_settings(), announce=False)
+    settings = _settings()
+    registry = open_registry(settings, announce=False)
     record = registry.get(model, version) if version else registry.alias(model, CHAMPION)
     if record is None:
         typer.secho(f"error: {model} has no champion", fg="red", err=True)
         raise typer.Exit(1)
-    typer.echo(orjson.dumps(_version_dict(record), option=orjson.OPT_INDENT_2).decode())
+    shown = _version_dict(record)
+    report = _performance_report(settings, model, record.name)
+    if report is not None:
+        shown["performance"] = performance_block(report, time.time())
+    typer.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
 
 
 @models_app.command("promote")
@@ -622,6 +630,43 @@ def models_diff(
         lv, rv = _flatten(left).get(key), _flatten(right).get(key)
         if lv != rv:
             typer.echo(f"{key:40} {lv!s:30} {rv!s}")
+
+
+def _performance_report(settings: Settings, model: str, version: str) -> PerformanceReport | None:
+    """The learner's latest report on ``version``; None when it has made none. Redis not
+    answering leaves the report out, said on stderr: the registry's record still shows."""
+    from redis.exceptions import RedisError
+
+    redis = make_redis(
+        settings, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S
+    )
+    try:
+        return read_reports(redis, settings.topic_prefix, model).get(version)
+    except RedisError as exc:
+        typer.secho(f"warning: no live performance shown (Redis: {exc})", fg="yellow", err=True)
+        return None
+    finally:
+        redis.close()
+
+
+def performance_block(report: PerformanceReport, now: float) -> dict[str, Any]:
+    """A version's live performance for ``models show``: when it was reported (UTC) and
+    how long ago, so a learner that stopped reporting is seen as such.
+
+    >>> report = PerformanceReport("m@2", {"accuracy": 0.91, "accuracy_lower": 0.88,
+    ...     "accuracy_upper": 0.94, "answers": 1000.0}, 0.95, {"accuracy": 0.9}, 812.0, 0.0)
+    >>> block = performance_block(report, now=90.0)
+    >>> block["reference_accuracy"], block["realized"], block["at"], block["age_s"]
+    (0.95, {'accuracy': 0.9}, '1970-01-01T00:00:00+00:00', 90.0)
+    """
+    return {
+        "estimated": report.estimated,
+        "reference_accuracy": report.reference_accuracy,
+        "realized": report.realized,
+        "calibrated_on": report.calibrated_on,
+        "at": datetime.fromtimestamp(report.at, UTC).isoformat(timespec="seconds"),
+        "age_s": round(now - report.at, 1),
+    }
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:

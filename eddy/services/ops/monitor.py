@@ -4,8 +4,9 @@ The monitor owns no state of the system: every ``EDDY_MONITOR_SAMPLE_S`` it scra
 other processes' Prometheus endpoints into short in-memory time series, follows
 ``drift-alerts``, and reads the registry when asked. ``GET /api/status`` returns all of
 it; ``GET /`` is the dashboard (accuracy over time with alerts and promotions on the same
-axis, per-feature drift statistics, throughput, latency percentiles, lag, models with
-lineage and history), drawn with Chart.js served from the local install
+axis, the champion's estimated accuracy with its band beside its realized accuracy,
+per-feature drift statistics, throughput, latency percentiles, lag, models with lineage
+and history), drawn with Chart.js served from the local install
 (``scripts/bootstrap.sh``), never fetched from the internet.
 
 ``POST /api/retrain`` (``Authorization: Bearer <EDDY_CONTROL_TOKEN>``, JSON body
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 import urllib.request
@@ -111,6 +113,53 @@ def _total(samples: Samples | None, name: str, **match: str) -> float | None:
     )
 
 
+SERVED_ACCURACY = {
+    "estimate": "estimated_accuracy",
+    "lower": "estimated_accuracy_lower",
+    "upper": "estimated_accuracy_upper",
+    "realized": "realized_accuracy",
+}
+"""``eddy_served_performance`` figures of the accuracy metric, by the series key each feeds."""
+
+
+def served_accuracy(
+    samples: Samples | None, model: str, version: str | None
+) -> dict[str, float | None]:
+    """``version``'s accuracy as the learner reports it: estimated from its answers with
+    the estimate's band, and realized from the labels joined to them.
+
+    A figure the learner has not reported (no window of answers estimated yet, no label
+    joined yet), a learner that does not answer, or no version served is None: a gap in
+    the chart, never a made-up 0; so is a figure that is not finite.
+
+    >>> learner = {"eddy_served_performance": [
+    ...     ({"model": "m", "version": "m@2", "metric": "accuracy", "figure": "estimate"}, 0.9),
+    ...     ({"model": "m", "version": "m@2", "metric": "log_loss", "figure": "estimate"}, 0.3),
+    ...     ({"model": "m", "version": "m@1", "metric": "accuracy", "figure": "realized"}, 0.8),
+    ... ]}
+    >>> served_accuracy(learner, "m", "m@2")  # doctest: +NORMALIZE_WHITESPACE
+    {'estimated_accuracy': 0.9, 'estimated_accuracy_lower': None,
+     'estimated_accuracy_upper': None, 'realized_accuracy': None}
+    >>> unread, unserved = served_accuracy(None, "m", "m@2"), served_accuracy(learner, "m", None)
+    >>> set(unread.values()) | set(unserved.values())
+    {None}
+    """
+    figures: dict[str, float | None] = dict.fromkeys(SERVED_ACCURACY.values())
+    if version is None:
+        return figures
+    for labels, value in (samples or {}).get("eddy_served_performance", []):
+        key = SERVED_ACCURACY.get(labels.get("figure", ""))
+        if (
+            key is not None
+            and labels.get("model") == model
+            and labels.get("version") == version
+            and labels.get("metric") == "accuracy"
+            and math.isfinite(value)
+        ):
+            figures[key] = value
+    return figures
+
+
 def rate(value: float | None, previous: float | None, elapsed_s: float) -> float | None:
     """A counter's increase per second between two samples.
 
@@ -172,6 +221,8 @@ class Monitor:
         }
         self._previous, self._previous_at = counters, now
         model = {labels["metric"]: v for labels, v in (learner or {}).get("eddy_model_metric", [])}
+        champion = self.registry.aliases(self.settings.model_name).get(CHAMPION)
+        served = None if champion is None else f"{self.settings.model_name}@{champion}"
         # The learner reports a rolling accuracy of 0 before it has scored anything (an
         # empty window): that is no accuracy at all, not a model that is always wrong.
         accuracy = model.get("rolling_accuracy") if model.get("examples") else None
@@ -200,6 +251,10 @@ class Monitor:
             if predictor is not None and "eddy_consumer_lag" in predictor
             else None,
             **rates,
+            # The champion's, named in each point: after a promotion the next version's
+            # figures start where they come (a gap until it has some), not joined on.
+            "served_version": served,
+            **served_accuracy(learner, self.settings.model_name, served),
         }
         self.series.append(point)
         return point

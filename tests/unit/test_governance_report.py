@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,11 @@ from eddy.services.registry.store import (
     Registry,
     Version,
 )
+from eddy.streams.drift.estimate import DISAGREEMENT_DETECTOR
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.learning.models import make_model
 from eddy.streams.messages.contracts import DriftAlert, DriftEvidence, DriftKind, DriftWindow
+from eddy.streams.store.estimates import PerformanceReport
 
 MODEL = "fraud"
 ALERT_ID = "fraud:concept:1200"
@@ -60,6 +63,7 @@ SECTIONS = [
     "comparison",
     "deployment",
     "live",
+    "live_estimate",
     "not_recorded",
 ]
 
@@ -272,7 +276,7 @@ def test_a_retrained_version_reports_every_recorded_field(registry: Registry) ->
 
     # Only what no producer records yet is missing, and each gap says what would record it.
     gaps = {g["field"]: g["needs"] for g in report["not_recorded"]}
-    assert set(gaps) == {"data.label_coverage.late_label_coverage", "live"}
+    assert set(gaps) == {"data.label_coverage.late_label_coverage", "live", "live_estimate"}
     assert data["label_coverage"]["late_label_coverage"] == NOT_RECORDED
     assert report["live"] == NOT_RECORDED
     assert "eddy_label_coverage" in gaps["data.label_coverage.late_label_coverage"]
@@ -379,3 +383,41 @@ def test_the_html_escapes_everything_and_loads_nothing(registry: Registry) -> No
     assert page.count('class="missing"') >= 4  # code version, alert, live, late labels
     for title in ("The triggering alert", "Deployment history", "Live metrics since deployment"):
         assert title in page
+
+
+def test_the_live_estimate_says_whether_labels_found_it_invalid(registry: Registry) -> None:
+    version = retrain(registry, {"log_loss": 0.3, "accuracy": 0.9}, retrained_lineage())
+    performance = PerformanceReport(
+        version.name,
+        {"accuracy": 0.81, "accuracy_lower": 0.78, "accuracy_upper": 0.84, "answers": 1e3},
+        0.93,
+        {"accuracy": 0.62},
+        640.0,
+        1_800_000_000.0,
+    )
+    disagreed = DriftAlert(
+        alert_id=f"{MODEL}:served:estimate_disagrees:{version.name}:700",
+        model=MODEL,
+        kind=DriftKind.CONCEPT,
+        detector=DISAGREEMENT_DETECTOR,
+        statistic=0.19,
+        threshold=0.07,
+        model_version=version.name,
+        action="warn",
+    )
+    plain = assemble(replace(inputs(registry, version.version), performance=performance))
+    estimate = plain["live_estimate"]
+    assert estimate["valid"] == "no disagreement with the labels seen"
+    assert estimate["latest"]["estimated"]["accuracy"] == 0.81
+    assert estimate["latest"]["realized"] == {"accuracy": 0.62}
+    assert "covariate shift" in estimate["basis"]
+    assert json.loads(json.dumps(plain)) == plain
+
+    found = FoundAlert(disagreed, TOPIC, 0, 9)
+    flagged = assemble(
+        replace(inputs(registry, version.version), performance=performance, estimate_alerts=[found])
+    )
+    assert flagged["live_estimate"]["valid"].startswith("no: labels disagreed")
+    assert flagged["live_estimate"]["alerts"][0]["where"] == f"{TOPIC}[0]@9"
+    assert "live_estimate" not in {g["field"] for g in flagged["not_recorded"]}
+    assert "Live performance estimate" in render_html(flagged)

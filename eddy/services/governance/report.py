@@ -37,9 +37,11 @@ from eddy.services.registry.store import (
     Version,
 )
 from eddy.services.registry.triggers import ID_KEY, KIND_KEY, AuditAction, Trigger
+from eddy.streams.drift.estimate import DISAGREEMENT_DETECTOR
 from eddy.streams.features.compute import TIME_SINCE_LAST, FeatureSet
 from eddy.streams.learning.slices import split
 from eddy.streams.messages.contracts import DriftAlert
+from eddy.streams.store.estimates import PerformanceReport
 
 FORMAT_VERSION = 1
 TITLE = "Eddy governance report"
@@ -82,6 +84,10 @@ class ReportInputs:
     alerts_topic: str
     features: FeatureSet
     generated_at: float
+    # The learner's latest live estimate of the version (None: none reported) and the
+    # alerts the estimate raised about it (degradation, labels disagreeing), in order.
+    performance: PerformanceReport | None = None
+    estimate_alerts: Sequence[FoundAlert] = ()
 
 
 class _Gaps:
@@ -186,6 +192,7 @@ def assemble(inputs: ReportInputs) -> dict[str, Any]:
         "comparison": _comparison(v, inputs.audit, gaps, producer),
         "deployment": _deployment(v, inputs.history),
         "live": _live(v, inputs.audit, gaps),
+        "live_estimate": _live_estimate(inputs, gaps),
         "not_recorded": gaps.items,
     }
 
@@ -478,6 +485,55 @@ def _live(v: Version, audit: Sequence[Mapping[str, Any]], gaps: _Gaps) -> dict[s
     return {"basis": LIVE_BASIS, "decisions": rows}
 
 
+ESTIMATE_BASIS = (
+    "estimated from the version's own answers before labels (confidence-based: its "
+    "calibrated P(positive) per answer); valid while only the inputs shift (covariate "
+    "shift). When labels disagree with it beyond its band, the relation between inputs "
+    "and labels moved (concept drift), which the estimate cannot see"
+)
+
+
+def _live_estimate(inputs: ReportInputs, gaps: _Gaps) -> dict[str, Any] | str:
+    """The learner's latest estimate of the version next to its realized figures, and
+    what the estimate raised: whether the labels ever said it was not valid."""
+    alerts = [
+        {
+            "at": found.alert.detected_at.isoformat() if found.alert.detected_at else None,
+            "kind": found.alert.kind.value,
+            "detector": found.alert.detector,
+            "statistic": found.alert.statistic,
+            "threshold": found.alert.threshold,
+            "where": f"{found.topic}[{found.partition}]@{found.offset}",
+        }
+        for found in inputs.estimate_alerts
+    ]
+    report = inputs.performance
+    if report is None and not alerts:
+        return gaps.mark(
+            "live_estimate",
+            "the learner estimates binary classifiers it sees served (served-answers)",
+        )
+    disagreed = [a for a in alerts if a["detector"] == DISAGREEMENT_DETECTOR]
+    return {
+        "basis": ESTIMATE_BASIS,
+        "valid": (
+            "no: labels disagreed with the estimate (concept drift)"
+            if disagreed
+            else "no disagreement with the labels seen"
+        ),
+        "latest": None
+        if report is None
+        else {
+            "at": iso(report.at),
+            "estimated": report.estimated,
+            "reference_accuracy": report.reference_accuracy,
+            "realized": report.realized,
+            "calibrated_on_labels": report.calibrated_on,
+        },
+        "alerts": alerts,
+    }
+
+
 # --- HTML -----------------------------------------------------------------------------
 
 SECTION_TITLES = {
@@ -491,6 +547,7 @@ SECTION_TITLES = {
     "comparison": "The champion it was compared with",
     "deployment": "Deployment history",
     "live": "Live metrics since deployment",
+    "live_estimate": "Live performance estimate (before labels) and its validity",
     "not_recorded": "Not recorded, and what would record it",
 }
 _CSS = """

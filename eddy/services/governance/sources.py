@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from kafka import TopicPartition
@@ -27,11 +27,14 @@ from eddy.services.governance.report import (
 )
 from eddy.services.registry.opening import open_registry
 from eddy.services.registry.triggers import Trigger
+from eddy.streams.dead_letters.policy import Action, action_for
+from eddy.streams.drift.estimate import DEGRADATION_DETECTOR, DISAGREEMENT_DETECTOR
 from eddy.streams.features.compute import FeatureSet
 from eddy.streams.messages.contracts import DriftAlert
 from eddy.streams.messages.validation import InvalidMessage, decode
+from eddy.streams.store.estimates import PerformanceReport, read_reports
 from eddy.streams.store.serialization import write_atomically
-from eddy.streams.transport.clients import make_consumer
+from eddy.streams.transport.clients import make_consumer, make_redis
 from eddy.streams.transport.topics import Topic, topic_name
 
 log = logging.getLogger(__name__)
@@ -58,22 +61,43 @@ def find_alerts(settings: Settings, model: str, ids: Iterable[str]) -> dict[str,
     is found. Undecodable records are skipped, as the retrainer skips them.
     """
     wanted = set(ids)
-    topic = alerts_topic(settings)
     found: dict[str, FoundAlert] = {}
     if not wanted:
         return found
+    for hit in _scan(settings, lambda alert: alert.model == model and alert.alert_id in wanted):
+        found.setdefault(hit.alert.alert_id, hit)
+        if found.keys() == wanted:
+            break
+    return found
+
+
+def find_estimate_alerts(settings: Settings, model: str, version: str) -> list[FoundAlert]:
+    """What the live estimate raised about ``version`` (e.g. ``"m@3"``), in order."""
+    detectors = {DEGRADATION_DETECTOR, DISAGREEMENT_DETECTOR}
+    return list(
+        _scan(
+            settings,
+            lambda a: a.model == model and a.model_version == version and a.detector in detectors,
+        )
+    )
+
+
+def _scan(settings: Settings, keep: Callable[[DriftAlert], bool]) -> Iterator[FoundAlert]:
+    """The alerts ``keep`` accepts, from the start of ``drift-alerts`` to the end offsets
+    it had when the scan began (a bounded scan: it always ends)."""
+    topic = alerts_topic(settings)
     consumer = make_consumer(settings, group_id=None)
     try:
         partitions = [
             TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
         ]
         if not partitions:
-            return found
+            return
         consumer.assign(partitions)
         ends = consumer.end_offsets(partitions)
         consumer.seek_to_beginning(*partitions)
         progress = time.monotonic()
-        while wanted - found.keys() and any(consumer.position(tp) < ends[tp] for tp in partitions):
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
             batch = consumer.poll(timeout_ms=POLL_MS)
             if batch:
                 progress = time.monotonic()
@@ -87,14 +111,22 @@ def find_alerts(settings: Settings, model: str, ids: Iterable[str]) -> dict[str,
                         alert = decode(DriftAlert, record.value)
                     except InvalidMessage:
                         continue
-                    if alert.model == model and alert.alert_id in wanted:
-                        found.setdefault(
-                            alert.alert_id,
-                            FoundAlert(alert, record.topic, record.partition, record.offset),
-                        )
-        return found
+                    if keep(alert):
+                        yield FoundAlert(alert, record.topic, record.partition, record.offset)
     finally:
         consumer.close()
+
+
+def latest_performance(settings: Settings, model: str, version: str) -> PerformanceReport | None:
+    """The learner's latest live estimate of ``version``; None when it has none, or
+    Redis does not answer (the report then says it was not recorded)."""
+    try:
+        return read_reports(make_redis(settings), settings.topic_prefix, model).get(version)
+    except Exception as exc:
+        if action_for(exc) is not Action.RETRY:
+            raise
+        log.warning("no live estimate read", extra={"error": repr(exc)})
+        return None
 
 
 def gather(settings: Settings, features: FeatureSet, model: str, version: int) -> ReportInputs:
@@ -110,6 +142,8 @@ def gather(settings: Settings, features: FeatureSet, model: str, version: int) -
         alerts_topic=alerts_topic(settings),
         features=features,
         generated_at=time.time(),
+        performance=latest_performance(settings, model, record.name),
+        estimate_alerts=find_estimate_alerts(settings, model, record.name),
     )
 
 

@@ -60,6 +60,8 @@ EPSILON = 1e-6
 """Scores are clipped to [EPSILON, 1 - EPSILON] before a logarithm."""
 ESTIMATED_DEGRADATION = "estimated_degradation"
 ESTIMATE_DISAGREES = "estimate_disagrees"
+DEGRADATION_DETECTOR = "cbpe"  # the alerts' detectors
+DISAGREEMENT_DETECTOR = "cbpe_disagreement"
 
 
 @dataclass(frozen=True)

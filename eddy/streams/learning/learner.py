@@ -40,6 +40,8 @@ from eddy.streams.drift.concept_watch import ConceptDetection, ConceptWatch
 from eddy.streams.drift.data import DataDriftMonitor, DriftConfig, FeatureDrift
 from eddy.streams.drift.detectors import DEFAULT_DETECTOR
 from eddy.streams.drift.estimate import (
+    DEGRADATION_DETECTOR,
+    DISAGREEMENT_DETECTOR,
     ESTIMATED_DEGRADATION,
     Calibration,
     EstimateConfig,
@@ -362,7 +364,8 @@ class Learner:
         what it crossed, then (for a degradation) the features whose shift explains it."""
         figures = found.estimate.as_dict(self.config.estimate.band_z)
         if found.kind == ESTIMATED_DEGRADATION:
-            kind, detector, action = DriftKind.ESTIMATED, "cbpe", self.config.estimate_action
+            kind, detector = DriftKind.ESTIMATED, DEGRADATION_DETECTOR
+            action = self.config.estimate_action
             evidence = [
                 DriftEvidence(
                     feature="estimated_accuracy",
@@ -375,7 +378,7 @@ class Learner:
             metrics = {f"estimated_{k}": v for k, v in figures.items() if k != "answers"}
             metrics |= {"reference_accuracy": found.reference, "answers": figures["answers"]}
         else:
-            kind, detector, action = DriftKind.CONCEPT, "cbpe_disagreement", WARN
+            kind, detector, action = DriftKind.CONCEPT, DISAGREEMENT_DETECTOR, WARN
             gap = abs(found.reference - found.estimate.accuracy)
             evidence = [
                 DriftEvidence(

@@ -186,11 +186,6 @@ def test_a_calibration_table_round_trips_and_malformed_tables_are_refused() -> N
             Calibration.from_table(bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Calibration.add sets _total = self.labelled + 1.0 after counting the label, so "
-    "a table whose total is not cached yet (new, from_table, after merge) counts it twice",
-)
 def test_labelled_is_the_number_of_labels_the_table_holds() -> None:
     fresh = Calibration()
     fresh.add(0.3, True)
@@ -326,11 +321,12 @@ def test_the_reference_is_the_estimate_of_the_first_full_window() -> None:
     assert watch.served("m@1", scores[-1:]) == []
     first = estimate(scores, calibration)
     assert watch.latest("m@1") == first
-    assert watch.reference("m@1") == first.accuracy
+    assert watch.reference("m@1") == pytest.approx(first.accuracy, abs=1e-12)
     later, _ = _answers(rng, 2 * WATCHED.window)
     assert watch.served("m@1", later) == []
     assert watch.latest("m@1") == estimate(later[-WATCHED.window :], calibration)
-    assert watch.reference("m@1") == first.accuracy  # the first window's, for good
+    # the first window's, for good (with an unchanged calibration, the same estimate)
+    assert watch.reference("m@1") == pytest.approx(first.accuracy, abs=1e-12)
 
 
 def test_a_covariate_shift_fires_once_and_again_only_after_a_recovery() -> None:
@@ -349,7 +345,9 @@ def test_a_covariate_shift_fires_once_and_again_only_after_a_recovery() -> None:
     assert 6_000 < second.answers_seen <= 6_000 + WATCHED.window
     for finding in findings:
         assert finding.version == "m@1"
-        assert finding.reference == watch.reference("m@1")
+        # The reference is the first window re-estimated with the calibration of the
+        # moment: labels landing since move it a little, never by a drop.
+        assert finding.reference == pytest.approx(watch.reference("m@1"), abs=WATCHED.min_drop / 5)
         assert finding.estimate.accuracy < finding.threshold
         assert finding.threshold <= finding.reference - WATCHED.min_drop
     latest = watch.latest("m@1")
@@ -528,14 +526,7 @@ def test_a_pickled_watch_continues_exactly_as_the_original() -> None:
         {"band_z": math.nan},
         {"agreement_tolerance": -0.01},
         {"calibration_memory": BINS * 2.0 - 1},
-        pytest.param(
-            {"calibration_memory": math.nan},
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="calibration_memory is checked with `<`, which NaN passes; the table "
-                "then never halves",
-            ),
-        ),
+        {"calibration_memory": math.nan},
     ],
 )
 def test_config_refuses_nonsense(bad: dict[str, float]) -> None:

@@ -51,7 +51,7 @@ from eddy.services.ops.liveness import Liveness
 from eddy.services.ops.poll_loop import Consumed, PollLoop
 from eddy.streams.dead_letters.policy import Action, action_for, retry_transient, wait_out_redis
 from eddy.streams.dead_letters.sink import DeadLetterSink
-from eddy.streams.drift.estimate import Calibration
+from eddy.streams.drift.estimate import Calibration, reference_accuracy
 from eddy.streams.drift.served import ServedOutcome
 from eddy.streams.learning.checkpoints import CheckpointStore, LearnerState
 from eddy.streams.learning.intake import Example, decode_example
@@ -601,7 +601,7 @@ def performance_reports(learner: Learner, now: float) -> list[PerformanceReport]
             PerformanceReport(
                 version=version,
                 estimated={k: v for k, v in estimated.items() if math.isfinite(v)},
-                reference_accuracy=watched.reference,
+                reference_accuracy=reference_accuracy(watched),
                 realized=figures,
                 calibrated_on=watched.calibration.labelled,
                 at=now,

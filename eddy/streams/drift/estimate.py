@@ -19,7 +19,10 @@ Per served version this module keeps:
   ``EstimateConfig.calibration_memory``: the table forgets slowly, never grows;
 - a **window** of the version's last ``window`` scores and, every ``check_every``
   answers, a :class:`PerformanceEstimate` with bands;
-- a **reference**: the estimate of the version's first full window. An "estimated
+- a **reference**: the version's first full window, kept as its answers per bin and
+  estimated again with the calibration of the moment, so the reference and the current
+  window are always judged alike (a reference fixed while the table held a few hundred
+  labels drifted from later windows' estimates by more than a drop). An "estimated
   degradation" fires when a window's estimated accuracy falls more than
   ``min_drop`` (and ``band_z`` standard errors of the estimate) below it, and rearms once
   the estimate is back within half that drop;
@@ -85,7 +88,7 @@ class EstimateConfig:
             raise ValueError("estimate: 1 <= agreement_min <= agreement_window")
         if not (0 < self.min_drop < 1 and self.band_z > 0 and self.agreement_tolerance >= 0):
             raise ValueError("estimate: 0 < min_drop < 1, band_z > 0, agreement_tolerance >= 0")
-        if self.calibration_memory < BINS * PRIOR_WEIGHT:
+        if not self.calibration_memory >= BINS * PRIOR_WEIGHT:  # NaN too
             raise ValueError(f"estimate: calibration_memory >= {BINS * PRIOR_WEIGHT:g}")
 
 
@@ -135,10 +138,11 @@ class Calibration:
         return self._total
 
     def add(self, score: float, positive: bool, memory: float = math.inf) -> None:
+        total = self.labelled + 1.0
         b = bin_of(score)
         self.counts[b] += 1.0
         self.positives[b] += 1.0 if positive else 0.0
-        self._total = self.labelled + 1.0
+        self._total = total
         if self._total > memory:
             self.counts = [c / 2 for c in self.counts]
             self.positives = [p / 2 for p in self.positives]
@@ -299,7 +303,7 @@ class VersionEstimate:
     calibration: Calibration
     window: deque[float]
     seen: int = 0
-    reference: float | None = None
+    reference_bins: list[int] | None = None  # the first full window's answers per bin
     latest: PerformanceEstimate | None = None
     degraded: bool = False
     labelled: deque[tuple[float, bool]] = field(default_factory=deque)  # (right prob, right)
@@ -329,8 +333,10 @@ class EstimateWatch:
         return None if watched is None else watched.latest
 
     def reference(self, version: str) -> float | None:
+        """The estimated accuracy of ``version``'s first full window, with today's
+        calibration; None before that window is full."""
         watched = self.versions.get(version)
-        return None if watched is None else watched.reference
+        return None if watched is None else reference_accuracy(watched)
 
     def served(self, version: str, scores: Sequence[float]) -> list[EstimateFinding]:
         """Take a version's answers (each its P(positive)); findings they brought."""
@@ -388,20 +394,24 @@ class EstimateWatch:
         config = self.config
         current = estimate(list(watched.window), watched.calibration)
         watched.latest = current
-        if watched.reference is None:
-            watched.reference = current.accuracy
+        if watched.reference_bins is None:
+            watched.reference_bins = [0] * BINS
+            for score in watched.window:
+                watched.reference_bins[bin_of(score)] += 1
             return None
+        reference = reference_accuracy(watched)
+        assert reference is not None  # noqa: S101 - the bins were just checked
         spread = _estimate_spread(watched.window, watched.calibration)
         drop = max(config.min_drop, config.band_z * spread)
-        threshold = watched.reference - drop
-        if current.accuracy >= watched.reference - drop / 2:
+        threshold = reference - drop
+        if current.accuracy >= reference - drop / 2:
             watched.degraded = False
             return None
         if watched.degraded or current.accuracy >= threshold:
             return None
         watched.degraded = True
         return EstimateFinding(
-            version, ESTIMATED_DEGRADATION, current, watched.reference, threshold, watched.seen
+            version, ESTIMATED_DEGRADATION, current, reference, threshold, watched.seen
         )
 
     def _watch(self, version: str) -> VersionEstimate:
@@ -414,6 +424,22 @@ class EstimateWatch:
         else:  # most recently used last: the one seen longest ago makes room
             self.versions[version] = self.versions.pop(version)
         return watched
+
+
+def reference_accuracy(watched: VersionEstimate) -> float | None:
+    """The estimated accuracy of the version's first full window under its current
+    calibration: an answer in bin ``b`` is positive from bin ``BINS // 2`` on (a score
+    of 0.5), so the bins alone make the estimate."""
+    if watched.reference_bins is None:
+        return None
+    calibration, half = watched.calibration, BINS // 2
+    right = math.fsum(
+        n * (p if b >= half else 1 - p)
+        for b, n in enumerate(watched.reference_bins)
+        if n
+        for p in (calibration.calibrated((b + 0.5) / BINS),)
+    )
+    return right / sum(watched.reference_bins)
 
 
 def _estimate_spread(window: Iterable[float], calibration: Calibration) -> float:

@@ -330,9 +330,9 @@ def answer_batch(
 def served_answers(
     batch: AnsweredBatch, model: str, batch_id: str, at: datetime
 ) -> list[ServedAnswers]:
-    """What each version served afresh in ``batch``, as its answers' P(positive) in
-    order, for the learner's live estimate; versions without a P(positive) (not a
-    binary classifier) send none.
+    """What each version served afresh in ``batch``, in order, for the learner's live
+    estimate: a binary classifier's P(positive) of each answer, a regressor's answers
+    with the features they were computed from; other answers (multiclass) send none.
 
     >>> from datetime import UTC, datetime
     >>> served = (("r1", Snapshot("u1", 0.0, {}, ServedAnswer("m@2", True, 0.8))),
@@ -342,10 +342,17 @@ def served_answers(
     [('m@2', [0.8])]
     """
     positives: dict[str, list[float]] = {}
+    values: dict[str, tuple[list[float], list[dict[str, FeatureValue]]]] = {}
     for _, snapshot in batch.snapshots:
         answer = snapshot.served
-        if answer is not None and answer.positive is not None:
+        if answer is None:
+            continue
+        if answer.positive is not None:
             positives.setdefault(answer.version, []).append(answer.positive)
+        elif isinstance(answer.prediction, int | float) and not isinstance(answer.prediction, bool):
+            numbers, inputs = values.setdefault(answer.version, ([], []))
+            numbers.append(float(answer.prediction))
+            inputs.append(snapshot.features)
     return [
         ServedAnswers(
             batch_id=f"{batch_id}:{version}",
@@ -355,6 +362,16 @@ def served_answers(
             served_at=at,
         )
         for version, scores in positives.items()
+    ] + [
+        ServedAnswers(
+            batch_id=f"{batch_id}:{version}",
+            model=model,
+            model_version=version,
+            values=numbers,
+            inputs=inputs,
+            served_at=at,
+        )
+        for version, (numbers, inputs) in values.items()
     ]
 
 

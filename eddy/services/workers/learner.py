@@ -322,8 +322,13 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         # them (Learner._served_confirms), and this batch's answers may cover the span.
         alerts = self.state.learner.watch_served(self._served)
         for served in answered:
-            self._calibrate(served.model_version)
-            alerts += self.state.learner.watch_answers(served.model_version, served.positives)
+            if served.values:
+                alerts += self.state.learner.watch_regression(
+                    served.model_version, list(zip(served.inputs, served.values, strict=True))
+                )
+            else:
+                self._calibrate(served.model_version)
+                alerts += self.state.learner.watch_answers(served.model_version, served.positives)
         alerts += self.state.learner.learn_alerts(items)
         self._since_checkpoint += len(items)
         metrics.EXAMPLES_LEARNED.inc(len(items))
@@ -407,7 +412,12 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 answer = snapshot.served
                 self._served.append(
                     ServedOutcome(
-                        answer.version, answer.prediction, answer.positive, label.label, snapshot.at
+                        answer.version,
+                        answer.prediction,
+                        answer.positive,
+                        label.label,
+                        snapshot.at,
+                        snapshot.features,
                     )
                 )
             self._joined.append(example)
@@ -583,27 +593,45 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def performance_reports(learner: Learner, now: float) -> list[PerformanceReport]:
     """What the learner knows of each served version it watches: its latest estimate
-    (once a window is full) and its realized rolling figures (once labels joined)."""
-    reports = []
-    for version, watched in learner.estimates.versions.items():
-        realized = learner.served.metrics_of(version)
-        figures = {
-            metric: realized[f"rolling_{metric}"]
-            for metric in ("accuracy", "log_loss")
-            if math.isfinite(realized.get(f"rolling_{metric}", math.nan))
-        }
-        if watched.latest is None and not figures:
-            continue
-        estimated = (
-            {} if watched.latest is None else watched.latest.as_dict(learner.config.estimate.band_z)
+    (once a window is full) and its realized rolling figures (once labels joined): a
+    classifier's accuracy and log loss, a regressor's MAE."""
+    band_z = learner.config.estimate.band_z
+    watched: list[tuple[str, dict[str, float], float | None, float, tuple[str, ...]]] = [
+        (
+            version,
+            {} if w.latest is None else w.latest.as_dict(band_z),
+            reference_accuracy(w),
+            w.calibration.labelled,
+            ("accuracy", "log_loss"),
         )
+        for version, w in learner.estimates.versions.items()
+    ] + [
+        (
+            version,
+            {} if w.latest is None else w.latest.as_dict(band_z),
+            None,
+            float(w.loss.learned),
+            ("mae",),
+        )
+        for version, w in learner.losses.versions.items()
+    ]
+    reports = []
+    for version, estimated, reference, calibrated_on, realizable in watched:
+        served = learner.served.metrics_of(version)
+        realized = {
+            metric: served[f"rolling_{metric}"]
+            for metric in realizable
+            if math.isfinite(served.get(f"rolling_{metric}", math.nan))
+        }
+        if not estimated and not realized:
+            continue
         reports.append(
             PerformanceReport(
                 version=version,
                 estimated={k: v for k, v in estimated.items() if math.isfinite(v)},
-                reference_accuracy=reference_accuracy(watched),
-                realized=figures,
-                calibrated_on=watched.calibration.labelled,
+                reference_accuracy=reference,
+                realized=realized,
+                calibrated_on=calibrated_on,
                 at=now,
             )
         )

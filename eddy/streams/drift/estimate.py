@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 BINS = 50
@@ -78,6 +78,7 @@ class EstimateConfig:
     agreement_window: int = 500
     agreement_min: int = 200
     agreement_tolerance: float = 0.02
+    min_rise: float = 0.2  # a regressor's expected MAE, relative to its reference
     min_calibrated: int = 500
     calibration_memory: float = 20_000.0
 
@@ -88,6 +89,8 @@ class EstimateConfig:
             raise ValueError("estimate: 1 <= agreement_min <= agreement_window")
         if not (0 < self.min_drop < 1 and self.band_z > 0 and self.agreement_tolerance >= 0):
             raise ValueError("estimate: 0 < min_drop < 1, band_z > 0, agreement_tolerance >= 0")
+        if not self.min_rise > 0:
+            raise ValueError("estimate: min_rise > 0")
         if not self.calibration_memory >= BINS * PRIOR_WEIGHT:  # NaN too
             raise ValueError(f"estimate: calibration_memory >= {BINS * PRIOR_WEIGHT:g}")
 
@@ -452,3 +455,218 @@ def _estimate_spread(window: Iterable[float], calibration: Calibration) -> float
     n = len(confidences)
     mean = math.fsum(confidences) / n
     return math.sqrt(math.fsum((c - mean) ** 2 for c in confidences) / max(n - 1, 1) / n)
+
+
+# --- regression: direct loss estimation ----------------------------------------------
+
+LOSS_ANSWER = "__answer__"  # the version's own answer, among the loss model's inputs
+Inputs = Mapping[str, bool | int | float | str | None]
+
+
+class LossModel:
+    """Direct loss estimation (DLE) for a regressor: a small online tree that learns a
+    served version's absolute error from the inputs it answered and its answer, on the
+    labels joined to its answers. Where the error depends on the inputs (noisier
+    regions, regions the version fits badly), inputs moving there raise the expected
+    error before any of their labels land. Numeric inputs only (categories and missing
+    values are left out)."""
+
+    def __init__(self) -> None:
+        from river import tree  # here: a classifier's estimate never needs River
+
+        self.model = tree.HoeffdingTreeRegressor(grace_period=50, leaf_prediction="adaptive")
+        self.learned = 0
+        self.residuals: deque[float] = deque(maxlen=1_000)  # |error| - its expectation
+
+    def expected(self, inputs: Inputs, answer: float) -> float:
+        """The absolute error this answer is expected to have (0 before any label)."""
+        if not self.learned:
+            return 0.0
+        predicted = self.model.predict_one(_loss_inputs(inputs, answer))  # type: ignore[no-untyped-call]
+        return max(0.0, float(predicted or 0.0))
+
+    def learn(self, inputs: Inputs, answer: float, label: float) -> None:
+        error = abs(label - answer)
+        if self.learned:
+            self.residuals.append(error - self.expected(inputs, answer))
+        self.model.learn_one(_loss_inputs(inputs, answer), error)  # type: ignore[no-untyped-call]
+        self.learned += 1
+
+    @property
+    def spread(self) -> float:
+        """The spread of one answer's absolute error around its expectation."""
+        n = len(self.residuals)
+        if n < 2:
+            return math.inf
+        mean = math.fsum(self.residuals) / n
+        return math.sqrt(math.fsum((r - mean) ** 2 for r in self.residuals) / (n - 1))
+
+
+def _loss_inputs(inputs: Inputs, answer: float) -> dict[str, float]:
+    x = {
+        name: float(value)
+        for name, value in inputs.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
+    x[LOSS_ANSWER] = answer
+    return x
+
+
+@dataclass(frozen=True)
+class LossEstimate:
+    """The expected mean absolute error of a window of answers, with the standard
+    error of the realized one if the loss model is right."""
+
+    answers: int
+    mae: float
+    mae_se: float
+
+    def as_dict(self, z: float) -> dict[str, float]:
+        return {
+            "answers": float(self.answers),
+            "mae": self.mae,
+            "mae_lower": max(0.0, self.mae - z * self.mae_se),
+            "mae_upper": self.mae + z * self.mae_se,
+        }
+
+
+def expected_mae(loss: LossModel, answers: Sequence[tuple[Inputs, float]]) -> LossEstimate:
+    """DLE over ``answers`` (each its inputs and the version's answer)."""
+    if not answers:
+        raise ValueError("an estimate needs at least one answer")
+    expected = [loss.expected(inputs, answer) for inputs, answer in answers]
+    n = len(expected)
+    return LossEstimate(n, math.fsum(expected) / n, loss.spread / math.sqrt(n))
+
+
+@dataclass
+class RegressionEstimate:
+    """One regressor version's loss model, window and reference (its first full window,
+    judged again by the loss model of the moment, as a classifier's is)."""
+
+    loss: LossModel
+    window: deque[tuple[Inputs, float]]
+    seen: int = 0
+    reference: list[tuple[Inputs, float]] | None = None
+    latest: LossEstimate | None = None
+    degraded: bool = False
+    labelled: deque[tuple[float, float]] = field(default_factory=deque)  # expected, realized
+    judged: int = 0
+    disagreeing: bool = False
+
+
+@dataclass(frozen=True)
+class LossFinding:
+    """A regressor's expected error to alert on: it rose past ``threshold`` above its
+    reference (degradation), or the labels' realized error (``reference``) disagreed."""
+
+    version: str
+    kind: str  # ESTIMATED_DEGRADATION or ESTIMATE_DISAGREES
+    estimate: LossEstimate
+    reference: float
+    threshold: float
+    answers_seen: int
+
+
+class LossWatch:
+    """Every served regressor version's expected error (DLE): ``served`` takes answers
+    with their inputs, ``labelled`` the labels joined to them. The expected MAE of a
+    window rising ``min_rise`` (relative) and ``band_z`` standard errors above its
+    reference is an estimated degradation; labels whose realized MAE lies outside the
+    band of what was expected for those very answers disagree (concept drift). Nothing
+    is judged before the loss model learned ``min_calibrated`` labels."""
+
+    def __init__(self, config: EstimateConfig, max_versions: int = 8) -> None:
+        self.config = config
+        self.max_versions = max_versions
+        self.versions: dict[str, RegressionEstimate] = {}
+
+    def latest(self, version: str) -> LossEstimate | None:
+        watched = self.versions.get(version)
+        return None if watched is None else watched.latest
+
+    def reference(self, version: str) -> float | None:
+        watched = self.versions.get(version)
+        if watched is None or watched.reference is None:
+            return None
+        return expected_mae(watched.loss, watched.reference).mae
+
+    def served(self, version: str, answers: Sequence[tuple[Inputs, float]]) -> list[LossFinding]:
+        watched = self._watch(version)
+        config = self.config
+        findings = []
+        for answer in answers:
+            watched.window.append(answer)
+            watched.seen += 1
+            if watched.seen % config.check_every or len(watched.window) < config.window:
+                continue
+            if watched.loss.learned < config.min_calibrated:
+                continue  # the loss model knows nothing yet: no estimate, no reference
+            current = expected_mae(watched.loss, list(watched.window))
+            watched.latest = current
+            if watched.reference is None:
+                watched.reference = list(watched.window)
+                continue
+            reference = expected_mae(watched.loss, watched.reference).mae
+            rise = max(config.min_rise * reference, config.band_z * current.mae_se)
+            threshold = reference + rise
+            if current.mae <= reference + rise / 2:
+                watched.degraded = False
+            elif not watched.degraded and current.mae > threshold:
+                watched.degraded = True
+                findings.append(
+                    LossFinding(
+                        version, ESTIMATED_DEGRADATION, current, reference, threshold, watched.seen
+                    )
+                )
+        return findings
+
+    def labelled(
+        self, version: str, inputs: Inputs, answer: float, label: float
+    ) -> LossFinding | None:
+        """Take a label joined to an answer: compared with the error expected of it
+        (once the loss model has learned enough), then learned."""
+        watched = self._watch(version)
+        config = self.config
+        judged = watched.loss.learned >= config.min_calibrated
+        if judged:
+            watched.labelled.append((watched.loss.expected(inputs, answer), abs(label - answer)))
+            watched.judged += 1
+            if len(watched.labelled) > config.agreement_window:
+                watched.labelled.popleft()
+        watched.loss.learn(inputs, answer, label)
+        if not judged or len(watched.labelled) < config.agreement_min:
+            return None
+        n = len(watched.labelled)
+        estimated = math.fsum(e for e, _ in watched.labelled) / n
+        realized = math.fsum(r for _, r in watched.labelled) / n
+        # The band of the realized mean, plus the tolerance as a share of the estimate.
+        margin = (
+            config.band_z * watched.loss.spread / math.sqrt(n)
+            + config.agreement_tolerance * estimated
+        )
+        if abs(realized - estimated) <= margin / 2:
+            watched.disagreeing = False
+            return None
+        if watched.disagreeing or abs(realized - estimated) <= margin:
+            return None
+        watched.disagreeing = True
+        return LossFinding(
+            version,
+            ESTIMATE_DISAGREES,
+            LossEstimate(n, estimated, watched.loss.spread / math.sqrt(n)),
+            realized,
+            margin,
+            watched.judged,
+        )
+
+    def _watch(self, version: str) -> RegressionEstimate:
+        watched = self.versions.get(version)
+        if watched is None:
+            if len(self.versions) >= self.max_versions:
+                del self.versions[next(iter(self.versions))]
+            watched = RegressionEstimate(LossModel(), deque(maxlen=self.config.window))
+            self.versions[version] = watched
+        else:
+            self.versions[version] = self.versions.pop(version)
+        return watched

@@ -36,12 +36,12 @@ Pure and picklable (the learner's checkpoint seals it).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from statistics import fmean, variance
 
 from eddy.streams.drift.concept_watch import ConceptDetection, ConceptWatch
-from eddy.streams.drift.data import DataDriftMonitor, DriftConfig, FeatureDrift
+from eddy.streams.drift.data import DataDriftMonitor, DriftConfig, FeatureDrift, FeatureInput
 from eddy.streams.learning.evaluation import PrequentialMetrics
 from eddy.streams.learning.models import CLASSIFICATION, Label
 from eddy.streams.messages.contracts import DriftKind
@@ -73,6 +73,9 @@ class ServedOutcome:
     positive: float | None  # P(positive class) when the model gave one
     label: Label
     at: float  # when it was served, epoch seconds
+    # The features it was answered with (a regressor's expected error is learned on
+    # them: eddy.streams.drift.estimate.LossModel); None when not kept.
+    features: Mapping[str, FeatureInput] | None = None
 
 
 @dataclass(frozen=True)

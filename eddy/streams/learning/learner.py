@@ -47,6 +47,9 @@ from eddy.streams.drift.estimate import (
     EstimateConfig,
     EstimateFinding,
     EstimateWatch,
+    Inputs,
+    LossFinding,
+    LossWatch,
 )
 from eddy.streams.drift.served import ServedOutcome, ServedWatch, prediction_error
 from eddy.streams.learning.evaluation import PrequentialMetrics, is_binary
@@ -166,6 +169,7 @@ class Learner:
             task=self.model.task,
         )
         self.estimates = EstimateWatch(config.estimate)
+        self.losses = LossWatch(config.estimate)  # regressors' expected errors (DLE)
         # The online model's own answers before it learned each example, with their
         # labels: the calibration its snapshots (served versions) start from.
         self.calibration = Calibration()
@@ -207,6 +211,8 @@ class Learner:
         if "estimates" not in state:  # from before the live estimate: it starts now
             state["estimates"] = EstimateWatch(EstimateConfig())
             state["calibration"] = Calibration()
+        if "losses" not in state:
+            state["losses"] = LossWatch(EstimateConfig())
         self.__dict__.update(state)
 
     def step(self, x: Features, y: Label, where: Position) -> Step:
@@ -326,11 +332,7 @@ class Learner:
         """
         alerts = [
             self._estimate_alert(found)
-            for found in (
-                self.estimates.labelled(o.version, o.positive, bool(o.label))
-                for o in outcomes
-                if o.positive is not None and is_binary(o.label)
-            )
+            for found in (self._estimate_labelled(o) for o in outcomes)
             if found is not None
         ]
         for found in self.served.update_many(outcomes):
@@ -354,43 +356,70 @@ class Learner:
             )
         return alerts
 
+    def _estimate_labelled(self, outcome: ServedOutcome) -> EstimateFinding | LossFinding | None:
+        """A joined label, for the served version's estimate: a binary classifier's
+        calibration, a regressor's loss model; nothing for other answers."""
+        if outcome.positive is not None and is_binary(outcome.label):
+            return self.estimates.labelled(outcome.version, outcome.positive, bool(outcome.label))
+        numbers = (outcome.prediction, outcome.label)
+        if outcome.features is not None and all(
+            isinstance(n, int | float) and not isinstance(n, bool) for n in numbers
+        ):
+            return self.losses.labelled(
+                outcome.version,
+                outcome.features,
+                float(outcome.prediction),  # type: ignore[arg-type]
+                float(outcome.label),
+            )
+        return None
+
+    def watch_regression(
+        self, version: str, answers: Sequence[tuple[Inputs, float]]
+    ) -> list[DriftAlert]:
+        """Estimate a regressor ``version``'s error from answers it just served (with
+        their inputs), before any label: an estimated degradation is alerted at once."""
+        return [self._estimate_alert(f) for f in self.losses.served(version, answers)]
+
     def watch_answers(self, version: str, positives: Sequence[float]) -> list[DriftAlert]:
         """Estimate ``version``'s performance from answers it just served (each its
         P(positive)), before any label: an estimated degradation is alerted at once."""
         return [self._estimate_alert(f) for f in self.estimates.served(version, positives)]
 
-    def _estimate_alert(self, found: EstimateFinding) -> DriftAlert:
+    def _estimate_alert(self, found: EstimateFinding | LossFinding) -> DriftAlert:
         """The alert of an estimate finding, with its evidence: the estimate against
-        what it crossed, then (for a degradation) the features whose shift explains it."""
+        what it crossed, then (for a degradation) the features whose shift explains it.
+        A classifier's is about its accuracy, a regressor's about its MAE."""
+        metric, value = (
+            ("mae", found.estimate.mae)
+            if isinstance(found, LossFinding)
+            else ("accuracy", found.estimate.accuracy)
+        )
         figures = found.estimate.as_dict(self.config.estimate.band_z)
         if found.kind == ESTIMATED_DEGRADATION:
             kind, detector = DriftKind.ESTIMATED, DEGRADATION_DETECTOR
             action = self.config.estimate_action
             evidence = [
                 DriftEvidence(
-                    feature="estimated_accuracy",
-                    test="cbpe",
-                    statistic=found.estimate.accuracy,
+                    feature=f"estimated_{metric}",
+                    test=detector,
+                    statistic=value,
                     threshold=found.threshold,
                 ),
                 *self._drifted_features(),
             ]
             metrics = {f"estimated_{k}": v for k, v in figures.items() if k != "answers"}
-            metrics |= {"reference_accuracy": found.reference, "answers": figures["answers"]}
+            metrics |= {f"reference_{metric}": found.reference, "answers": figures["answers"]}
         else:
             kind, detector, action = DriftKind.CONCEPT, DISAGREEMENT_DETECTOR, WARN
-            gap = abs(found.reference - found.estimate.accuracy)
+            gap = abs(found.reference - value)
             evidence = [
                 DriftEvidence(
-                    feature="accuracy",
-                    test="cbpe_disagreement",
-                    statistic=gap,
-                    threshold=found.threshold,
+                    feature=metric, test=detector, statistic=gap, threshold=found.threshold
                 )
             ]
             metrics = {
-                "estimated_accuracy": found.estimate.accuracy,
-                "realized_accuracy": found.reference,
+                f"estimated_{metric}": value,
+                f"realized_{metric}": found.reference,
                 "labelled": float(found.estimate.answers),
             }
         top = evidence[0]

@@ -152,16 +152,29 @@ class Prediction(Contract):
 
 class ServedAnswers(Contract):
     """What one version served in one of the predictor's batches (topic
-    ``served-answers``): each answer computed afresh, as its P(positive class), in the
-    order served. Repeats of logged answers are not in it. The learner estimates the
-    version's performance from these before any label arrives
-    (:mod:`eddy.streams.drift.estimate`); binary classifiers only: others send none."""
+    ``served-answers``), each answer computed afresh, in the order served: a binary
+    classifier's P(positive class) (``positives``), or a regressor's answers (``values``)
+    with the features each was computed from (``inputs``). Repeats of logged answers
+    are not in it. The learner estimates the version's performance from these before
+    any label arrives (:mod:`eddy.streams.drift.estimate`)."""
 
-    batch_id: Identifier  # "<requests topic>[<partition>]@<first offset>"
+    batch_id: Identifier  # "<requests topic>[<partition>]@<first offset>:<version>"
     model: Identifier
     model_version: Identifier  # e.g. "fraud@3"
-    positives: Annotated[list[Probability], Field(min_length=1, max_length=MAX_SERVED)]
+    positives: Annotated[list[Probability], Field(max_length=MAX_SERVED)] = Field(
+        default_factory=list
+    )
+    values: Annotated[list[ModelFloat], Field(max_length=MAX_SERVED)] = Field(default_factory=list)
+    inputs: Annotated[list[Features], Field(max_length=MAX_SERVED)] = Field(default_factory=list)
     served_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _one_kind_of_answers(self) -> ServedAnswers:
+        if bool(self.positives) == bool(self.values):
+            raise ValueError("served answers carry either positives or values, not both")
+        if len(self.inputs) != len(self.values):
+            raise ValueError("a regressor's served answers carry one inputs per value")
+        return self
 
 
 class DriftKind(StrEnum):

@@ -137,6 +137,7 @@ class Outcome:
     accuracy_mae: float
     accuracy_mae_after: float
     roc_auc_mae: float
+    roc_auc_bias: float  # mean of estimated - realized ROC AUC: below 0, it runs low
     degraded: int | None  # the estimated alert (NannyML: its first alerted window's end)
     disagreed: int | None
     label_alert: int | None
@@ -252,6 +253,10 @@ def mae(estimated: Sequence[float], actual: Sequence[float]) -> float:
     return statistics.fmean(abs(e - a) for e, a in zip(estimated, actual, strict=True))
 
 
+def bias(estimated: Sequence[float], actual: Sequence[float]) -> float:
+    return statistics.fmean(e - a for e, a in zip(estimated, actual, strict=True))
+
+
 def first_after(events: Sequence[int], change_at: int) -> int | None:
     return next((t - change_at for t in events if t >= change_at), None)
 
@@ -273,6 +278,7 @@ def eddy_outcome(stream: Stream, delay: int, found: Replay, sizes: Sizes) -> Out
         accuracy_mae=mae(found.accuracy, accuracy),
         accuracy_mae_after=mae(found.accuracy[after:], accuracy[after:]),
         roc_auc_mae=mae(found.roc_auc, roc_auc),
+        roc_auc_bias=bias(found.roc_auc, roc_auc),
         degraded=first_after(found.degradations, sizes.change_at),
         disagreed=first_after(found.disagreements, sizes.change_at),
         label_alert=first_after(found.label_alerts, sizes.change_at),
@@ -322,6 +328,7 @@ def nannyml_outcomes(
                 accuracy_mae=mae(found["accuracy"], accuracy),
                 accuracy_mae_after=mae(found["accuracy"][after:], accuracy[after:]),
                 roc_auc_mae=mae(found["roc_auc"], roc_auc),
+                roc_auc_bias=bias(found["roc_auc"], roc_auc),
                 degraded=first_after(alerted, sizes.change_at),
                 disagreed=None,
                 label_alert=None,

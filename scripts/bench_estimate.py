@@ -296,7 +296,8 @@ def nannyml_outcomes(
     window = EstimateConfig().window
     with tempfile.TemporaryDirectory(prefix="eddy-estimate-") as folder:
         directory = Path(folder)
-        jobs = []
+        jobs: list[dict[str, str | int]] = []
+        outs = [directory / f"estimate-{k}.json" for k in range(len(streams))]
         for seed, holdout in holdouts.items():
             write_csv(directory / f"reference-{seed}.csv", holdout, with_labels=True)
         for k, s in enumerate(streams):
@@ -305,14 +306,14 @@ def nannyml_outcomes(
                 {
                     "reference": str(directory / f"reference-{s.seed}.csv"),
                     "analysis": str(directory / f"analysis-{k}.csv"),
-                    "out": str(directory / f"estimate-{k}.json"),
+                    "out": str(outs[k]),
                     "chunk_size": window,
                 }
             )
         (directory / "jobs.json").write_text(json.dumps(jobs))
         python = peer_python(NANNYML_VENV, NANNYML_REQUIREMENTS)
         subprocess.run([str(python), str(NANNYML_PEER), str(directory / "jobs.json")], check=True)
-        estimates = [json.loads(Path(job["out"]).read_text()) for job in jobs]
+        estimates = [json.loads(out.read_text()) for out in outs]
     outcomes = []
     after = sizes.change_at // window
     for s, found in zip(streams, estimates, strict=True):

@@ -16,7 +16,10 @@ In one run, each part of Eddy is measured next to a bare baseline doing the same
   partitions (``bench_scaling.py``), on the single-node stack and again on the clustered
   one (``scripts/stack.sh up --cluster``: 3 brokers, replication factor 3, a Redis
   Cluster of 3 masters; started for the section when not running, stopped after);
-- memory: the peak resident set (``VmHWM``) of every process the runs start.
+- memory: the peak resident set (``VmHWM``) of every process the runs start;
+- performance estimation: Eddy's estimate of a served classifier's accuracy from its
+  answers vs the realized accuracy, vs Eddy's label-based alert and vs NannyML's CBPE,
+  on seeded streams with a known change (``bench_estimate.py``; CPU only, no stack).
 
 Every figure is reported as the median, min and max over the runs, with ratios to its
 baseline and the function that measured it; the report goes to stdout and to a
@@ -48,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import bench_end_to_end
+import bench_estimate
 import bench_features
 import bench_learner
 import bench_predictor
@@ -55,6 +59,7 @@ import bench_retrain
 import bench_scaling
 
 from eddy.services.config.settings import Settings
+from eddy.streams.drift.estimate import BINS, EstimateConfig
 from eddy.streams.transport.clients import make_consumer, make_redis
 
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -88,12 +93,27 @@ class Sizes:
     e2e_events: int
     e2e_requests: int
     processes: tuple[int, ...] = (1, 2, 4)
+    estimate: bench_estimate.Sizes = bench_estimate.FULL  # its own seeds: --runs leaves them
 
 
 FULL = Sizes(
     3, 50_000, 20_000, 500, (10_000, 100_000), 20_000, 3_000, 250.0, 30_000, 10_000, 30_000, 10_000
 )
-QUICK = Sizes(1, 10_000, 3_000, 500, (2_000,), 3_000, 1_000, 250.0, 10_000, 3_000, 5_000, 2_000)
+QUICK = Sizes(
+    1,
+    10_000,
+    3_000,
+    500,
+    (2_000,),
+    3_000,
+    1_000,
+    250.0,
+    10_000,
+    3_000,
+    5_000,
+    2_000,
+    estimate=bench_estimate.QUICK,
+)
 
 
 @dataclass(frozen=True)
@@ -147,6 +167,23 @@ LATENCY = {
 SECONDS = {"champion": Column("alert → champion s", ".2f"), "fit": Column("bare fit s", ".2f")}
 MEMORY = {"peak": Column("peak RSS MiB", ",.0f")}
 E2E = {"events": Column("events/s", ",.0f"), "requests": Column("requests/s answered", ",.0f")}
+ESTIMATE_ERROR = {
+    "accuracy": Column("accuracy MAE", ".3f"),
+    "accuracy_after": Column("accuracy MAE, windows after the change", ".3f"),
+    "roc_auc": Column("ROC AUC MAE", ".3f"),
+}
+ESTIMATE_ALERTS = {
+    "estimated": Column("estimated alert", ",.0f"),
+    "disagrees": Column("labels disagree", ",.0f"),
+    "label": Column("label-based alert", ",.0f"),
+    "earlier": Column("estimated alert earlier by", ",.0f"),
+}
+FALSE_ALARMS = {
+    "estimated": Column("estimated alerts", ".0f"),
+    "disagrees": Column("labels disagree", ".0f"),
+    "label": Column("label-based alerts", ".0f"),
+}
+ESTIMATE_EARLIER_TARGET = 5_000  # events, covariate shift, labels 10,000 events late
 
 
 class PeakMemory(threading.Thread):
@@ -226,6 +263,7 @@ class Bench:
     seconds: dict[str, float] = field(default_factory=dict)
     # Per service of the end-to-end runs: (resident MiB half-way, at the end) per run.
     e2e_memory: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    estimates: list[bench_estimate.Outcome] = field(default_factory=list)
 
     def table(self, key: str, title: str, columns: dict[str, Column]) -> Table:
         return self.tables.setdefault(key, Table(title, columns))
@@ -380,6 +418,37 @@ class Bench:
             for service, (halfway, end) in result.rss_mib.items():
                 self.e2e_memory.setdefault(service, []).append((halfway, end))
 
+    def estimate(self) -> None:
+        errors = self.table("estimate_error", "Estimated vs realized, per window", ESTIMATE_ERROR)
+        alerts = self.table("estimate_alerts", "Alerts, events after the change", ESTIMATE_ALERTS)
+        false = self.table("estimate_false", "False alarms", FALSE_ALARMS)
+        print("estimate", flush=True)
+        self.estimates = bench_estimate.measure(self.sizes.estimate)
+        for o in sorted(self.estimates, key=bench_estimate.order):
+            label = f"{o.scenario}, {o.method}"
+            source = (
+                "bench_estimate.nannyml_outcomes (scripts/peers/nannyml_cbpe.py)"
+                if o.method == bench_estimate.NANNYML
+                else "bench_estimate.replay"
+            )
+            errors.add(label, o.accuracy_mae, source, column="accuracy")
+            errors.add(label, o.accuracy_mae_after, source, column="accuracy_after")
+            errors.add(label, o.roc_auc_mae, source, column="roc_auc")
+            found = [o.false_estimated, o.false_disagreements, o.false_label_alerts]
+            for column, count in zip(FALSE_ALARMS, found, strict=True):
+                if count is not None:  # None: NannyML has no such alert
+                    false.add(label, count, source, column=column)
+            if o.scenario == bench_estimate.CONTROL:
+                continue
+            earlier = None
+            if o.label_alert is not None and o.degraded is not None:
+                earlier = o.label_alert - o.degraded
+            fired = [o.degraded, o.disagreed, o.label_alert, earlier]
+            alerts.rows.setdefault(label, Row(label, source, None))  # a row even if none fired
+            for column, events in zip(ESTIMATE_ALERTS, fired, strict=True):
+                if events is not None:
+                    alerts.add(label, events, source, column=column)
+
     SECTIONS = (
         "features",
         "learner",
@@ -388,6 +457,7 @@ class Bench:
         "scaling",
         "scaling_cluster",
         "end_to_end",
+        "estimate",
     )
 
     def run(self, sections: list[str]) -> list[str]:
@@ -458,6 +528,181 @@ end, per run; the most any grew over the second half of a run is {grew:,.0f} MiB
 | service | RSS half-way → end, per run |
 |---|---|
 {growth}"""
+
+
+def _estimate_text(bench: Bench) -> str:
+    be, sizes, config = bench_estimate, bench.sizes.estimate, EstimateConfig()
+    errors, alerts = bench.tables["estimate_error"], bench.tables["estimate_alerts"]
+    outcomes, runs = bench.estimates, len(sizes.seeds)
+    late = be.eddy_method(be.DELAYS[-1])
+
+    def of(scenario: str, method: str) -> list[be.Outcome]:
+        return [o for o in outcomes if o.scenario == scenario and o.method == method]
+
+    compared = [  # where estimation should work: every delay against NannyML
+        (f"{scenario}, {method}", f"{scenario}, {be.NANNYML}")
+        for scenario in (be.CONTROL, be.COVARIATE)
+        for method in be.METHODS[:-1]
+    ]
+
+    def against_nannyml(key: str, name: str) -> str:
+        worse = [
+            f"{eddy}: {errors.median(eddy, key):.4f} against {errors.median(peer, key):.4f}"
+            for eddy, peer in compared
+            if errors.median(eddy, key) > errors.median(peer, key)
+        ]
+        if not worse:
+            return f"{name}: no worse in all {len(compared)}"
+        return f"{name}: no worse in {len(compared) - len(worse)} of {len(compared)}; worse in " + (
+            "; ".join(worse)
+        )
+
+    def auc_bias(scenario: str, method: str) -> float:
+        return statistics.median(o.roc_auc_bias for o in of(scenario, method))
+
+    biases = ", ".join(
+        f"{auc_bias(be.CONTROL, be.eddy_method(d)):+.4f} at D = {d:,}" for d in be.DELAYS
+    )
+    auc_limit = ""
+    if any(
+        errors.median(eddy, "roc_auc") > errors.median(peer, "roc_auc") for eddy, peer in compared
+    ):
+        auc_limit = f""" What limits Eddy's ROC AUC: its estimate runs low (mean
+estimated minus realized over the windows, median over seeds, on the control:
+{biases};
+NannyML's {auc_bias(be.CONTROL, be.NANNYML):+.4f}). Its calibration map holds one value per
+score bin ({BINS} bins, {1 / BINS:g} wide), and a confident model puts most of its answers in
+the end bins, where every pair of answers within one bin counts as a coin flip however
+the scores rank them; NannyML's isotonic map is fitted on the raw scores."""
+
+    error_met = all(
+        errors.median(eddy, key) <= errors.median(peer, key)
+        for eddy, peer in compared
+        for key in ("accuracy", "roc_auc")
+    )
+    covariate = of(be.COVARIATE, late)
+    earlier = [
+        o.label_alert - o.degraded
+        for o in covariate
+        if o.label_alert is not None and o.degraded is not None
+    ]
+    earlier_met = len(earlier) == runs and min(earlier) >= ESTIMATE_EARLIER_TARGET
+    control = [o for o in outcomes if o.scenario == be.CONTROL and o.method != be.NANNYML]
+    control_alarms = sum(o.false_estimated + (o.false_disagreements or 0) for o in control)
+    elsewhere = [o for o in outcomes if o.scenario != be.CONTROL and o.method != be.NANNYML]
+    before_change = sum(o.false_estimated + (o.false_disagreements or 0) for o in elsewhere)
+    nannyml_control = sum(o.false_estimated for o in of(be.CONTROL, be.NANNYML))
+    label_control = sum(o.false_label_alerts or 0 for o in control)
+    fewer = [
+        f"{label}, {alerts.columns[key].header}: {len(row.values.get(key, []))} of {runs}"
+        for label, row in alerts.rows.items()
+        for key in ("estimated", "disagrees", "label")
+        if 0 < len(row.values.get(key, [])) < runs
+    ]
+    concept = [o for o in outcomes if o.scenario == be.CONCEPT and o.method != be.NANNYML]
+    concept_fired = [o.degraded for o in concept if o.degraded is not None]
+    concept_estimated = (
+        f"""The estimated alert fired there in {len(concept_fired)} of {len(concept)} replays,
+only once labels had moved the calibration table (median
+{statistics.median(concept_fired):,.0f} events after the change)."""
+        if concept_fired
+        else f"""The estimated alert fired there in none of the {len(concept)} replays: the
+scores did not move, and the reference window is estimated with the same calibration
+as the current one, so the labels that recalibrate the table move both alike."""
+    )
+    x2 = f"{'-' if be.X2 < 0 else '+'} {abs(be.X2):g}"
+
+    def realized(scenario: str, field: str) -> float:
+        return statistics.median(getattr(o, field) for o in of(scenario, be.eddy_method(0)))
+
+    fired = (
+        f"Cells over fewer runs than seeds (it fired in only some): {'; '.join(fewer)}."
+        if fewer
+        else "Every alert shown fired in every run."
+    )
+    took = bench.seconds.get("estimate", 0.0)
+    return f"""## Performance estimated before the labels (`scripts/bench_estimate.py`)
+
+Per seed ({runs} seed{"s" if runs > 1 else ""}; figures are the median and min-max over them, not
+the best run), a binary stream with a fixed true rule over four standard normal
+inputs, P(positive | x) = sigmoid({be.SLOPE:g} (x1 - {be.CENTRE:g}) {x2} x2 + x3 x4),
+and a served model fitted on {sizes.reference:,} reference examples by scikit-learn's
+`HistGradientBoostingClassifier` (the retrainer's default estimator: a good model, not a
+perfectly calibrated one). {sizes.reference:,} more reference examples are its holdout:
+they seed the version's calibration table (`Calibration.from_pairs`), as training does,
+and are NannyML's reference. Three streams of {sizes.events:,} answers, changing at answer
+{sizes.change_at:,}: the **control** (nothing changes; realized accuracy
+{realized(be.CONTROL, "realized_after"):.3f}); a **covariate shift** (x1's mean moves from 0
+to {be.SHIFT:g}, toward the line where the model decides; the rule is unchanged: the
+realized accuracy falls from {realized(be.COVARIATE, "realized_before"):.3f} to
+{realized(be.COVARIATE, "realized_after"):.3f}, medians over seeds, and the scores show it);
+a **concept shift** (x2's effect reverses, its coefficient {be.X2:g} → {-be.X2:g}; the
+inputs, so the scores, stay as they were while the realized accuracy falls from
+{realized(be.CONCEPT, "realized_before"):.3f} to {realized(be.CONCEPT, "realized_after"):.3f}:
+no estimate from scores can see it). Each stream is replayed event by event once per
+label delay D ({", ".join(f"{d:,}" for d in be.DELAYS)} events): answer i reaches
+`EstimateWatch.served` at event i, and its label reaches `EstimateWatch.labelled` and
+`ServedWatch.update_many` (Eddy's label-based alert: its concept findings) at event i + D.
+Both run with Eddy's defaults: `EstimateConfig()` (a window of {config.window:,} answers
+checked every {config.check_every}, `min_drop` {config.min_drop:g}, `band_z`
+{config.band_z:g}), and the learner's detector, cooldown and seed.
+
+Error of the estimate: per window of {config.window:,} answers (aligned chunks), the
+estimate as known at the window's last answer (calibrated by the labels arrived by then)
+against the window's realized accuracy and ROC AUC, computed afterwards from every label;
+the mean absolute error over the {sizes.events // config.window} windows, and over the
+windows after the change. NannyML's CBPE (rows "{be.NANNYML}": `nannyml.CBPE` 0.13.1 in its
+own virtualenv, `scripts/peers/nannyml_cbpe.py`) is fitted on the same holdout and estimates
+the same windows in batch, with its own thresholds. The two differ in what they know:
+NannyML sees each window whole and calibrates on the reference only, so label delay does
+not concern it; Eddy estimates as answers arrive and also calibrates on the labels as
+they land (with D = 0, a window's estimate has been calibrated on most of that window's
+own labels).
+
+{markdown(errors)}
+
+**The target, an estimate error no worse than NannyML's on the same windows,
+{verdict(error_met)}.** Eddy's median MAE against NannyML's, on the control and the
+covariate shift at each delay ({len(compared)} rows, where estimation should work):
+{against_nannyml("accuracy", "accuracy")}. {against_nannyml("roc_auc", "ROC AUC")}.{auc_limit}
+On the concept shift neither can follow the change (the estimate stays
+where it was while accuracy falls); Eddy's error there shrinks as labels recalibrate its
+table, fastest with the shortest delay.
+
+Alerts, in events after the change (an empty cell: it never fired in any run; NannyML has
+no label-based alert or label check): the estimated alert (`estimated_degradation`;
+NannyML: the end of its first window flagged on accuracy), the labels-disagree finding
+(`estimate_disagrees`), the label-based alert, and how many events earlier the estimated
+alert fired than the label-based one (label-based minus estimated; negative: later).
+
+{markdown(alerts)}
+
+{fired}
+
+**Under a {be.DELAYS[-1]:,}-event label delay on the covariate shift, the estimated alert
+fired {min(earlier, default=0):,} to {max(earlier, default=0):,} events before the
+label-based one ({len(earlier)} of {runs} runs with both): the target (at least
+{ESTIMATE_EARLIER_TARGET:,} events earlier) {verdict(earlier_met)}.** With labels on time
+(D = 0) the label-based alert is the earlier one: the estimate needs a good part of its
+{config.window:,}-answer window to be past the change before it
+falls by `min_drop`, while ADWIN sees the errors rise within a few hundred labels. On the
+concept shift the estimate cannot fire from the scores; what catches it is the label
+check, which fired {alerts.median(f"{be.CONCEPT}, {late}", "disagrees"):,.0f} events after
+the change at D = {be.DELAYS[-1]:,}, the label-based alert
+{alerts.median(f"{be.CONCEPT}, {late}", "label"):,.0f} (medians). {concept_estimated}
+
+False alarms: every finding on the control, and every one before the change in the
+other two streams, per run.
+
+{markdown(bench.tables["estimate_false"])}
+
+**The target, 0 false alarms on the control, {verdict(control_alarms == 0)}**
+({control_alarms} estimated or labels-disagree findings over {len(control)} control
+replays; {before_change} before the change in the {len(elsewhere)} others). On the same
+control runs the label-based alert raised {label_control} and NannyML flagged
+{nannyml_control} window(s). The section took {took / 60:.1f} min on this machine
+({len(sizes.seeds) * len(be.SCENARIOS) * len(be.DELAYS)} replays of
+{sizes.events:,} answers on {be.REPLAY_WORKERS} worker processes, then NannyML)."""
 
 
 def _scale_label(n: int) -> str:
@@ -556,19 +801,24 @@ SECTION_NAMES = {
     "retrain": "alert → champion",
     "scaling_cluster": "scaling, clustered stack",
     "end_to_end": "end to end",
+    "estimate": "performance estimation",
 }
+STACKLESS = {"estimate"}  # sections that need no Kafka or Redis: no stack to describe
 
 
 def render(bench: Bench, command: str, started: datetime) -> str:
     """The Markdown report: commands, machine, then each section's table and prose."""
     sizes, base = bench.sizes, bench.base
     took = ", ".join(f"{name} {s / 60:.1f}" for name, s in bench.seconds.items())
+    on_stack = set(bench.seconds) - STACKLESS
+    stack = stack_versions(base) if on_stack else "no Kafka or Redis (no section here uses them)"
     parts = [
         f"""# Benchmarks
 
 Generated on {started:%Y-%m-%d} by `{command}`: every figure below was
 measured by that one command in one run, against the single-node Kafka broker and Redis
-started by `eddy up`. Each part of Eddy is measured next to a bare baseline doing the
+started by `eddy up` (the performance-estimation section needs neither: it runs on the
+CPU alone). Each part of Eddy is measured next to a bare baseline doing the
 same I/O in the same run; figures are medians over {sizes.runs} run(s) with the spread
 (min-max), ratios are ratios of medians, and the last column names the function under
 `scripts/` that measured the figure. Tests never assert on these numbers.
@@ -583,12 +833,12 @@ its report under `.eddy/bench/` instead; `--runs N` changes the number of runs.
 
 Each section also runs alone, with its own options: `scripts/bench_features.py`,
 `scripts/bench_learner.py`, `scripts/bench_predictor.py`, `scripts/bench_retrain.py`,
-`scripts/bench_scaling.py`, `scripts/bench_end_to_end.py`. The first run builds the peers'
-own virtualenv (`.eddy/peers-venv`, Quix Streams from PyPI). The explanations here are
-part of the generator: edit them in
-`scripts/bench.py`.
+`scripts/bench_scaling.py`, `scripts/bench_end_to_end.py`, `scripts/bench_estimate.py`. The
+first run builds the peers' own virtualenvs (`.eddy/peers-venv`, Quix Streams from PyPI;
+`.eddy/nannyml-venv`, NannyML from PyPI). The explanations here are part of the
+generator: edit them in `scripts/bench.py`.
 
-Machine: {machine()}; {stack_versions(base)}. This run took
+Machine: {machine()}; {stack}. This run took
 {sum(bench.seconds.values()) / 60:.1f} min (minutes per section: {took})."""
     ]
     for key, section in (
@@ -598,6 +848,7 @@ Machine: {machine()}; {stack_versions(base)}. This run took
         ("retrain", _retrain_text),
         ("scaling_features scaling_features_cluster", _scaling_text),
         ("end_to_end", _end_to_end_text),
+        ("estimate_error", _estimate_text),
     ):
         if any(table in bench.tables for table in key.split()):
             parts.append(section(bench))

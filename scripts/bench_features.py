@@ -437,22 +437,26 @@ def measure(base: Settings, events: int, peers: bool = True) -> dict[str, float]
 
 
 def peers_python() -> Path:
-    """The peers' interpreter, in ``.eddy/peers-venv``: quixstreams wants another pydantic
-    than Eddy pins, so it cannot live in Eddy's virtualenv. Made on first use, and made
-    afresh when the requirements or this Python change (their hash is kept beside it)."""
-    wanted = hashlib.sha256(
-        QUIX_REQUIREMENTS.read_bytes() + platform.python_version().encode()
-    ).hexdigest()
-    stamp = PEERS_VENV / "requirements.sha256"
-    python = PEERS_VENV / "bin" / "python"
-    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+    """The Quix peer's interpreter, in ``.eddy/peers-venv``: quixstreams wants another
+    pydantic than Eddy pins, so it cannot live in Eddy's virtualenv."""
+    return peer_python(PEERS_VENV, QUIX_REQUIREMENTS)
+
+
+def peer_python(venv: Path, requirements: Path) -> Path:
+    """A peer's interpreter in a virtualenv of its own, made on first use from its pinned
+    ``requirements``, and made afresh when they or this Python change (their hash is
+    kept beside it)."""
+    wanted = hashlib.sha256(requirements.read_bytes() + platform.python_version().encode())
+    stamp = venv / "requirements.sha256"
+    python = venv / "bin" / "python"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted.hexdigest():
         return python
-    print(f"making {PEERS_VENV} from {QUIX_REQUIREMENTS.name}", file=sys.stderr)
-    shutil.rmtree(PEERS_VENV, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+    print(f"making {venv} from {requirements.name}", file=sys.stderr)
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "-r", str(QUIX_REQUIREMENTS)], check=True)
-    stamp.write_text(wanted)
+    subprocess.run([*pip, "-r", str(requirements)], check=True)
+    stamp.write_text(wanted.hexdigest())
     return python
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
+from eddy.services.serving.answers import AnsweredBatch, served_answers
 from eddy.streams.drift.estimate import (
     ESTIMATE_DISAGREES,
     ESTIMATED_DEGRADATION,
@@ -25,6 +26,7 @@ from eddy.streams.drift.estimate import (
 from eddy.streams.drift.served import ServedOutcome
 from eddy.streams.learning.learner import Learner, LearnerConfig
 from eddy.streams.messages.contracts import DriftKind, ServedAnswers
+from eddy.streams.store.snapshots import ServedAnswer, Snapshot
 
 CHANGE, END, DELAY = 12_000, 20_000, 1_000
 
@@ -143,3 +145,21 @@ def test_served_answers_carry_one_kind_of_answers() -> None:
     ):
         with pytest.raises(ValidationError):
             ServedAnswers(**common, **bad)  # type: ignore[arg-type]
+
+
+def test_a_predictor_batch_sends_a_regressors_answers_with_their_features() -> None:
+    snapshots = (
+        ("r1", Snapshot("u1", 0.0, {"x": 1.0}, ServedAnswer("m@2", 2.5))),
+        ("r2", Snapshot("u2", 0.0, {"x": 3.0}, ServedAnswer("m@2", 6.5))),
+        ("r3", Snapshot("u3", 0.0, {"x": 0.0}, ServedAnswer("m@1", True, 0.7))),
+        ("r4", Snapshot("u4", 0.0, {"x": 0.0}, None)),  # refused: nothing served
+    )
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    sent = served_answers(AnsweredBatch(replies=(), snapshots=snapshots), "m", "p[0]@3", at)
+    by_version = {s.model_version: s for s in sent}
+    assert set(by_version) == {"m@1", "m@2"}
+    assert by_version["m@2"].values == [2.5, 6.5]
+    assert by_version["m@2"].inputs == [{"x": 1.0}, {"x": 3.0}]
+    assert by_version["m@2"].positives == []
+    assert by_version["m@1"].positives == [0.7]
+    assert by_version["m@2"].batch_id == "p[0]@3:m@2"

@@ -52,8 +52,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+W = TypeVar("W")
 
 BINS = 200
 """Calibration bins of P(positive), each 0.005 wide. Answers inside one bin share one
@@ -441,15 +444,24 @@ class EstimateWatch:
         )
 
     def _watch(self, version: str) -> VersionEstimate:
-        watched = self.versions.get(version)
-        if watched is None:
-            if len(self.versions) >= self.max_versions:
-                del self.versions[next(iter(self.versions))]
-            watched = VersionEstimate(Calibration(), deque(maxlen=self.config.window))
-            self.versions[version] = watched
-        else:  # most recently used last: the one seen longest ago makes room
-            self.versions[version] = self.versions.pop(version)
-        return watched
+        return most_recent(
+            self.versions,
+            version,
+            lambda: VersionEstimate(Calibration(), deque(maxlen=self.config.window)),
+            self.max_versions,
+        )
+
+
+def most_recent(versions: dict[str, W], version: str, make: Callable[[], W], limit: int) -> W:
+    """``version``'s entry of ``versions`` (made when new), moved last: the dict runs
+    from the version seen longest ago, which makes room when ``limit`` are kept."""
+    watched = versions.pop(version, None)
+    if watched is None:
+        if len(versions) >= limit:
+            del versions[next(iter(versions))]
+        watched = make()
+    versions[version] = watched
+    return watched
 
 
 def _agreement_add(watched: VersionEstimate, chance: float, right: bool, sign: int) -> None:
@@ -691,12 +703,9 @@ class LossWatch:
         )
 
     def _watch(self, version: str) -> RegressionEstimate:
-        watched = self.versions.get(version)
-        if watched is None:
-            if len(self.versions) >= self.max_versions:
-                del self.versions[next(iter(self.versions))]
-            watched = RegressionEstimate(LossModel(), deque(maxlen=self.config.window))
-            self.versions[version] = watched
-        else:
-            self.versions[version] = self.versions.pop(version)
-        return watched
+        return most_recent(
+            self.versions,
+            version,
+            lambda: RegressionEstimate(LossModel(), deque(maxlen=self.config.window)),
+            self.max_versions,
+        )

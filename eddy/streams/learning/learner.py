@@ -422,25 +422,12 @@ class Learner:
                 f"realized_{metric}": found.reference,
                 "labelled": float(found.estimate.answers),
             }
-        top = evidence[0]
-        return DriftAlert(
-            alert_id=(
-                f"{self.config.model}:{AlertStream.SERVED.value}:{found.kind}:"
-                f"{found.version}:{found.answers_seen}"
-            ),
-            model=self.config.model,
-            kind=kind,
-            detector=detector,
-            feature=top.feature,
-            statistic=top.statistic,
-            threshold=top.threshold,
-            window=self.window(),
-            model_version=found.version,
-            action=action,
-            detected_at=datetime.now(UTC),
-            evidence=evidence,
-            metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
-            stream=AlertStream.SERVED,
+        alert_id = (
+            f"{self.config.model}:{AlertStream.SERVED.value}:{found.kind}:"
+            f"{found.version}:{found.answers_seen}"
+        )
+        return self._drift_alert(
+            alert_id, kind, detector, evidence, AlertStream.SERVED, found.version, action, metrics
         )
 
     def _drifted_features(self) -> list[DriftEvidence]:
@@ -531,7 +518,6 @@ class Learner:
         """An alert on the online stream (``version`` None) or on a served version's,
         whose ``count`` labelled answers so far make its id stable across replays
         (``every_version``: on all answers served, ``version`` the one answering then)."""
-        top = evidence[0]
         if version is None:
             alert_id = f"{self.config.model}:{kind.value}:{self.examples}"
             metrics = self.metrics.report()
@@ -539,6 +525,33 @@ class Learner:
             scope = EVERY_VERSION if every_version else version
             alert_id = f"{self.config.model}:{stream.value}:{kind.value}:{scope}:{count}"
             metrics = self.served.metrics_of(version)
+        return self._drift_alert(
+            alert_id,
+            kind,
+            detector,
+            evidence,
+            stream,
+            version or self.version,
+            RETRAIN if kind is DriftKind.CONCEPT else self.config.drift_action,
+            metrics,
+            change_at,
+        )
+
+    def _drift_alert(
+        self,
+        alert_id: str,
+        kind: DriftKind,
+        detector: str,
+        evidence: list[DriftEvidence],
+        stream: AlertStream,
+        version: str,
+        action: str,
+        metrics: dict[str, float],
+        change_at: float | None = None,
+    ) -> DriftAlert:
+        """The alert itself: its headline repeats the first evidence; the learner's
+        recent window; only finite metrics."""
+        top = evidence[0]
         return DriftAlert(
             alert_id=alert_id,
             model=self.config.model,
@@ -548,8 +561,8 @@ class Learner:
             statistic=top.statistic,
             threshold=top.threshold,
             window=self.window(),
-            model_version=version or self.version,
-            action=RETRAIN if kind is DriftKind.CONCEPT else self.config.drift_action,
+            model_version=version,
+            action=action,
             detected_at=datetime.now(UTC),
             evidence=evidence,
             metrics={k: v for k, v in metrics.items() if math.isfinite(v)},

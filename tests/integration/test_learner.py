@@ -50,6 +50,20 @@ def learner_deployment(
     deployment.kill_running()
 
 
+def published_alerts(deployment: LearnerDeployment) -> list[dict[str, Any]]:
+    """Every alert on the deployment's drift-alerts topic so far, in order."""
+    return [
+        r.value
+        for r in read_topic(
+            deployment.settings,
+            deployment.topic(Topic.DRIFT_ALERTS),
+            from_beginning=True,
+            max_messages=None,
+            idle_timeout_s=1.0,
+        )
+    ]
+
+
 def learned(deployment: LearnerDeployment) -> int:
     state = deployment.latest()
     return 0 if state is None else state.learner.examples
@@ -203,16 +217,7 @@ def test_labels_of_served_answers_raise_a_served_concept_alert_naming_the_versio
     )
 
     def alerts() -> list[dict[str, Any]]:
-        return [
-            r.value
-            for r in read_topic(
-                settings,
-                deployment.topic(Topic.DRIFT_ALERTS),
-                from_beginning=True,
-                max_messages=None,
-                idle_timeout_s=1.0,
-            )
-        ]
+        return published_alerts(deployment)
 
     def served_concepts() -> dict[str, dict]:
         """The served concept alerts by scope: m@3's own, and every answer served's."""
@@ -384,17 +389,7 @@ def test_served_answers_become_a_live_estimate_and_an_estimated_degradation_befo
     redis = make_redis(settings)
 
     def degradation() -> list[dict[str, Any]]:
-        return [
-            r.value
-            for r in read_topic(
-                settings,
-                deployment.topic(Topic.DRIFT_ALERTS),
-                from_beginning=True,
-                max_messages=None,
-                idle_timeout_s=1.0,
-            )
-            if r.value["kind"] == "estimated_degradation"
-        ]
+        return [a for a in published_alerts(deployment) if a["kind"] == "estimated_degradation"]
 
     wait_until(
         lambda: bool(degradation()),

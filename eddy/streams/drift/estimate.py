@@ -408,12 +408,9 @@ class EstimateWatch:
         realized = watched.right / n
         se = math.sqrt(max(watched.expected_spread, 0.0)) / n
         margin = config.band_z * se + config.agreement_tolerance
-        if abs(realized - estimated) <= margin / 2:
-            watched.disagreeing = False
+        fires, watched.disagreeing = crossed(watched.disagreeing, abs(realized - estimated), margin)
+        if not fires:
             return None
-        if watched.disagreeing or abs(realized - estimated) <= margin:
-            return None
-        watched.disagreeing = True
         agreed = PerformanceEstimate(n, estimated, se, math.nan, math.nan, None, None)
         return EstimateFinding(
             version, ESTIMATE_DISAGREES, agreed, realized, margin, watched.judged
@@ -433,12 +430,9 @@ class EstimateWatch:
         spread = _estimate_spread(watched.window, watched.calibration)
         drop = max(config.min_drop, config.band_z * spread)
         threshold = reference - drop
-        if current.accuracy >= reference - drop / 2:
-            watched.degraded = False
+        fires, watched.degraded = crossed(watched.degraded, reference - current.accuracy, drop)
+        if not fires:
             return None
-        if watched.degraded or current.accuracy >= threshold:
-            return None
-        watched.degraded = True
         return EstimateFinding(
             version, ESTIMATED_DEGRADATION, current, reference, threshold, watched.seen
         )
@@ -450,6 +444,20 @@ class EstimateWatch:
             lambda: VersionEstimate(Calibration(), deque(maxlen=self.config.window)),
             self.max_versions,
         )
+
+
+def crossed(firing: bool, excess: float, bound: float) -> tuple[bool, bool]:
+    """The hysteresis of every finding here: (fires now, firing after). It fires once
+    ``excess`` passes ``bound``, and again only after it came back within half of it.
+
+    >>> crossed(False, 0.06, 0.05), crossed(True, 0.06, 0.05), crossed(True, 0.02, 0.05)
+    ((True, True), (False, True), (False, False))
+    """
+    if excess <= bound / 2:
+        return False, False
+    if firing or excess <= bound:
+        return False, firing
+    return True, True
 
 
 def most_recent(versions: dict[str, W], version: str, make: Callable[[], W], limit: int) -> W:
@@ -652,10 +660,8 @@ class LossWatch:
             reference = expected_mae(watched.loss, watched.reference).mae
             rise = max(config.min_rise * reference, config.band_z * current.mae_se)
             threshold = reference + rise
-            if current.mae <= reference + rise / 2:
-                watched.degraded = False
-            elif not watched.degraded and current.mae > threshold:
-                watched.degraded = True
+            fires, watched.degraded = crossed(watched.degraded, current.mae - reference, rise)
+            if fires:
                 findings.append(
                     LossFinding(
                         version, ESTIMATED_DEGRADATION, current, reference, threshold, watched.seen
@@ -687,12 +693,9 @@ class LossWatch:
             config.band_z * watched.loss.spread / math.sqrt(n)
             + config.agreement_tolerance * estimated
         )
-        if abs(realized - estimated) <= margin / 2:
-            watched.disagreeing = False
+        fires, watched.disagreeing = crossed(watched.disagreeing, abs(realized - estimated), margin)
+        if not fires:
             return None
-        if watched.disagreeing or abs(realized - estimated) <= margin:
-            return None
-        watched.disagreeing = True
         return LossFinding(
             version,
             ESTIMATE_DISAGREES,

@@ -564,13 +564,21 @@ def test_the_predictor_serves_prometheus_metrics(service: Service) -> None:
     assert 'eddy_serving_version{alias="champion",model="m"} 1.0' in text
     assert "eddy_request_latency_seconds_bucket" in text
     assert "process_resident_memory_bytes" in text
-    # What the learner's live estimate reads: the one answer scored, not the refusal.
-    (served,) = read_topic(
-        service.settings,
-        service.topic(Topic.SERVED_ANSWERS),
-        from_beginning=True,
-        max_messages=None,
-        idle_timeout_s=1.0,
-    )
+    # What the learner's live estimate reads (gathered for a second, then sent): the
+    # one answer scored, not the refusal.
+    sent: list[Any] = []
+
+    def served_sent() -> bool:
+        sent[:] = read_topic(
+            service.settings,
+            service.topic(Topic.SERVED_ANSWERS),
+            from_beginning=True,
+            max_messages=None,
+            idle_timeout_s=0.5,
+        )
+        return bool(sent)
+
+    wait_until(served_sent, "the served answers", timeout_s=10, every_s=0.2)
+    (served,) = sent
     assert served.value["model_version"] == "m@1"
     assert len(served.value["positives"]) == 1

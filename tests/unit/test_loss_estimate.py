@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from eddy.services.serving.answers import AnsweredBatch, served_answers
+from eddy.services.serving.answers import AnsweredBatch, ServedBuffer
 from eddy.streams.drift.estimate import (
     ESTIMATE_DISAGREES,
     ESTIMATED_DEGRADATION,
@@ -154,8 +154,10 @@ def test_a_predictor_batch_sends_a_regressors_answers_with_their_features() -> N
         ("r3", Snapshot("u3", 0.0, {"x": 0.0}, ServedAnswer("m@1", True, 0.7))),
         ("r4", Snapshot("u4", 0.0, {"x": 0.0}, None)),  # refused: nothing served
     )
-    at = datetime(2026, 1, 1, tzinfo=UTC)
-    sent = served_answers(AnsweredBatch(replies=(), snapshots=snapshots), "m", "p[0]@3", at)
+    buffer = ServedBuffer("m")
+    buffer.add(AnsweredBatch(replies=(), snapshots=snapshots), "p[0]@3", now=0.0)
+    assert buffer.count == 3
+    sent = buffer.take(datetime(2026, 1, 1, tzinfo=UTC))
     by_version = {s.model_version: s for s in sent}
     assert set(by_version) == {"m@1", "m@2"}
     assert by_version["m@2"].values == [2.5, 6.5]

@@ -59,13 +59,14 @@ from eddy.services.ops.liveness import Liveness
 from eddy.services.ops.poll_loop import Consumed, PollLoop
 from eddy.services.registry.store import CHALLENGER, CHAMPION, Registry
 from eddy.services.serving.answers import (
+    AnsweredBatch,
     CacheCheck,
     Polled,
     Refused,
     Seen,
+    ServedBuffer,
     answer_batch,
     fresh_requests,
-    served_answers,
     suspected_redeliveries,
 )
 from eddy.services.serving.cache import AnswerCache, Ask, Policy, Precomputer
@@ -195,6 +196,7 @@ class Predictor:
         prefix = settings.topic_prefix
         self.requests_topic = topic_name(Topic.PREDICTION_REQUESTS, prefix)
         self.served_topic = topic_name(Topic.SERVED_ANSWERS, prefix)
+        self.served = ServedBuffer(model)
         self.answers_topic = topic_name(Topic.PREDICTIONS, prefix)
         self.redis = make_redis(settings)
         self.store = OnlineStore(
@@ -246,13 +248,14 @@ class Predictor:
         if self.precomputer is not None:
             self.precomputer.start()
         try:
-            self.loop.run(self._answer_and_commit, self.commits.after_turn)
+            self.loop.run(self._answer_and_commit, self._after_turn)
             self.commits.settle()  # a clean stop: the last batch's commit confirmed
         finally:
             self.watcher.stop()
             if self.precomputer is not None:
                 self.precomputer.stop()
             self.consumer.close(autocommit=False)
+            self._flush_served()
             self.producer.close()
 
     def _answer_and_commit(self, batch: list[Consumed]) -> None:
@@ -347,18 +350,10 @@ class Predictor:
         batch = batch.taken_over(self.request_log.create(batch.to_log, writes))
         for reply in batch.replies:
             futures.append(self.producer.send(reply.topic, key=reply.key, value=reply.wire))
-        first = consumed[0].record
-        for served in served_answers(
-            batch, self.model, f"{first.topic}[{first.partition}]@{first.offset}", datetime.now(UTC)
-        ):
-            futures.append(
-                self.producer.send(
-                    self.served_topic, key=served.model.encode(), value=encode(served)
-                )
-            )
         self.producer.flush(timeout=SEND_TIMEOUT_S)
         for future in futures:
             future.get(timeout=SEND_TIMEOUT_S)
+        self._send_served(consumed[0].record, batch)
         for outcome, count in batch.outcomes.items():
             metrics.REQUESTS.labels(outcome).inc(count)
         for seconds in batch.latencies_s:
@@ -368,6 +363,27 @@ class Predictor:
             sum(1 for reply in batch.replies if reply.answer.error is not None),
             sum(1 for reply in batch.replies if reply.answer.cached),
         )
+
+    def _send_served(self, first: Any, batch: AnsweredBatch) -> None:
+        """Gather the batch's fresh answers for the learner's live estimate, and send
+        what is due (:class:`~eddy.services.serving.answers.ServedBuffer`), not waited
+        for: a crash loses at most a second of them from the estimate, never an answer;
+        a refused send is logged."""
+        self.served.add(batch, f"{first.topic}[{first.partition}]@{first.offset}", time.time())
+
+    def _after_turn(self) -> None:
+        """Every turn of the poll loop, records or none: commits, and the served
+        answers once due (so a quiet predictor still sends its last ones)."""
+        self.commits.after_turn()
+        if self.served.due(time.time()):
+            self._flush_served()
+
+    def _flush_served(self) -> None:
+        for served in self.served.take(datetime.now(UTC)):
+            future = self.producer.send(
+                self.served_topic, key=served.model.encode(), value=encode(served)
+            )
+            future.add_errback(_served_not_sent, served.model_version)
 
     def _decode(self, record: Any) -> PredictionRequest:
         """The record's request; refused (an error answer and a dead letter) when it is
@@ -422,3 +438,10 @@ class Predictor:
                     "(topics are never created on first use)",
                 )
         return request
+
+
+def _served_not_sent(error: Exception, version: str) -> None:
+    log.warning(
+        "served answers not sent: the live estimate misses them",
+        extra={"model_version": version, "error": repr(error)},
+    )

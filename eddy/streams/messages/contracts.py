@@ -151,14 +151,14 @@ class Prediction(Contract):
 
 
 class ServedAnswers(Contract):
-    """What one version served in one of the predictor's batches (topic
-    ``served-answers``), each answer computed afresh, in the order served: a binary
+    """What one version served, as a predictor gathered it over about a second of
+    batches (topic ``served-answers``), each answer computed afresh, in the order served: a binary
     classifier's P(positive class) (``positives``), or a regressor's answers (``values``)
     with the features each was computed from (``inputs``). Repeats of logged answers
     are not in it. The learner estimates the version's performance from these before
     any label arrives (:mod:`eddy.streams.drift.estimate`)."""
 
-    batch_id: Identifier  # "<requests topic>[<partition>]@<first offset>:<version>"
+    batch_id: Identifier  # "<requests topic>[<partition>]@<first batch's offset>:<version>"
     model: Identifier
     model_version: Identifier  # e.g. "fraud@3"
     positives: Annotated[list[Probability], Field(max_length=MAX_SERVED)] = Field(

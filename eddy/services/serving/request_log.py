@@ -42,7 +42,14 @@ from eddy.services.serving.redelivery import logged_source
 from eddy.services.serving.scoring import Answer
 from eddy.streams.messages.contracts import Prediction, PredictionRequest
 from eddy.streams.store import keys
-from eddy.streams.store.redis_commands import RedisClient, multi_get, set_expiring
+from eddy.streams.store.redis_commands import (
+    RedisClient,
+    is_cluster,
+    multi_get,
+    queue_script,
+    set_expiring,
+)
+from eddy.streams.store.slots import script_calls
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,22 @@ class AnswerToLog:
     cached: Entry | None = None
 
 
+# Creates each entry not there yet (SET .. PX .. NX, in KEYS order); replies 1 for each
+# created, 0 for each refused. One call logs a whole batch (on a cluster, a slot's part
+# of it): a queued command per entry costs redis-py about twice the client time.
+_CREATE = r"""
+local created = {}
+for i = 1, #KEYS do
+  if redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ARGV[1], 'NX') then
+    created[i] = 1
+  else
+    created[i] = 0
+  end
+end
+return created
+"""
+
+
 class RequestLog:
     """The request log's Redis edge: find the answers already sent, log new ones."""
 
@@ -87,6 +110,7 @@ class RequestLog:
         self._prefix = prefix
         self._input_bytes = input_bytes
         self._ttl_ms = ttl_s * MS_PER_S
+        self._cluster = is_cluster(client)
 
     @classmethod
     def from_settings(cls, client: RedisClient, settings: Settings) -> RequestLog:
@@ -133,7 +157,6 @@ class RequestLog:
         group will refuse) answered it first; that answer is returned, by
         :func:`logged_source` of the record, to be sent instead. An entry for another
         record (a reused request id) or one that cannot be read is replaced."""
-        first = len(pipe)
         entries: list[tuple[str, bytes]] = []
         at = time.time()  # the whole batch is logged in this one round trip
         debugging = log.isEnabledFor(logging.DEBUG)  # looked up once, not per answer
@@ -151,7 +174,6 @@ class RequestLog:
             if to_log.cached is not None:
                 entry["cache"] = {"rev": to_log.cached.rev, "computed_at": to_log.cached.at}
             entries.append((self.key(answer.request_id), orjson.dumps(entry)))
-            set_expiring(pipe, *entries[-1], self._ttl_ms, nx=True)
             if debugging:
                 log.debug(
                     "answered",
@@ -163,8 +185,22 @@ class RequestLog:
                         "cached": answer.cached,
                     },
                 )
-        created = pipe.execute()[first:]
-        refused = [k for k, ok in enumerate(created) if not ok]
+        calls = script_calls([name for name, _ in entries], self._cluster)
+        for positions in calls:
+            queue_script(
+                pipe,
+                _CREATE,
+                [entries[p][0] for p in positions],
+                [self._ttl_ms, *(entries[p][1] for p in positions)],
+            )
+        ours = len(pipe) - len(calls)  # the replies before are the caller's writes
+        replies = pipe.execute()[ours:]
+        refused = sorted(
+            p
+            for positions, reply in zip(calls, replies, strict=True)
+            for p, ok in zip(positions, reply, strict=True)
+            if not ok
+        )
         if not refused:
             return {}
         taken: dict[str, Prediction] = {}

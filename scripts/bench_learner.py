@@ -1,6 +1,6 @@
 """Learning throughput: Eddy's learner against bare River prequential loops, same run.
 
-    .venv/bin/python scripts/bench_learner.py [--examples 20000] [--runs 3] [--batch 500]
+    .venv/bin/python scripts/bench_learner.py [--examples 100000] [--runs 3] [--batch 500]
 
 Over the same seeded examples (River's SEA generator, 3 numeric features, binary):
 
@@ -309,7 +309,7 @@ BASELINE = {"tree": "bare_tree", "bare_tree": "bare_tree"}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--examples", type=int, default=20_000)
+    parser.add_argument("--examples", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()

@@ -274,7 +274,7 @@ class Settings(BaseModel):
         10.0, gt=0, description="... or after this many seconds with unsaved learning."
     )
     checkpoint_max_share: float = Field(
-        0.25,
+        0.1,
         gt=0,
         le=1,
         description="Most of the learner's time checkpoints may take: after one that took d "

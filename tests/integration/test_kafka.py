@@ -10,9 +10,17 @@ from collections.abc import Callable
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import NewPartitions
 
 from eddy.services.config.settings import Settings
-from eddy.streams.transport.clients import make_consumer, make_producer, subscribe
+from eddy.streams.transport.clients import (
+    log_offsets,
+    make_admin,
+    make_consumer,
+    make_producer,
+    subscribe,
+)
+from tests.waiting import wait_until
 
 DEADLINE_S = 60
 
@@ -157,3 +165,30 @@ def test_a_consumer_behind_on_large_records_reads_them(
     finally:
         consumer.close()
     assert "Invalid frame length" not in caplog.text
+
+
+def test_log_offsets_answer_for_a_partition_the_client_has_not_seen_yet(
+    stack: Settings, new_topic: Callable[..., str]
+) -> None:
+    """kafka-python 2.3.3 raises KeyError from ``end_offsets`` for a partition whose
+    leader its metadata does not know yet (the monitor's lag view hit it while the demo
+    created its topics); ``log_offsets`` asks again once the client has learned it."""
+    topic = new_topic(partitions=1)
+    _produce(stack, topic, [b"a", b"b"])
+    consumer = make_consumer(stack, group_id=None)
+    admin = make_admin(stack)
+    try:
+        assert log_offsets(consumer, [TopicPartition(topic, 0)]) == {TopicPartition(topic, 0): 2}
+        admin.create_partitions({topic: NewPartitions(total_count=3)})
+        grown = [TopicPartition(topic, p) for p in range(3)]
+        wait_until(
+            lambda: len(admin.describe_topics([topic])[0]["partitions"]) == 3,
+            "the topic grown to 3 partitions",
+            timeout_s=30,
+        )
+
+        assert log_offsets(consumer, grown) == {grown[0]: 2, grown[1]: 0, grown[2]: 0}
+        assert log_offsets(consumer, grown, end=False) == dict.fromkeys(grown, 0)
+    finally:
+        admin.close()
+        consumer.close()

@@ -46,7 +46,7 @@ from eddy.streams.dead_letters.letter import RawRecord
 from eddy.streams.features.compute import FeatureSet
 from eddy.streams.messages.raw_schema import RawSchema
 from eddy.streams.store.serialization import write_atomically
-from eddy.streams.transport.clients import make_consumer
+from eddy.streams.transport.clients import log_offsets, make_consumer
 from eddy.streams.transport.topics import Topic, topic_name
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,8 @@ def read_range(settings: Settings, topic: str, start: Bound | None, end: Bound |
         ]
         if not partitions:
             raise ValueError(f"topic {topic!r} does not exist on the broker")
-        first, last = consumer.beginning_offsets(partitions), consumer.end_offsets(partitions)
+        first = log_offsets(consumer, partitions, end=False)
+        last = log_offsets(consumer, partitions)
         begin = _resolve(consumer, start, first, first, last)
         stop = _resolve(consumer, end, last, first, last)
         consumer.assign(partitions)

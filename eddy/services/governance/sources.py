@@ -34,7 +34,7 @@ from eddy.streams.messages.contracts import DriftAlert
 from eddy.streams.messages.validation import InvalidMessage, decode
 from eddy.streams.store.estimates import PerformanceReport, read_reports
 from eddy.streams.store.serialization import write_atomically
-from eddy.streams.transport.clients import make_consumer, make_redis
+from eddy.streams.transport.clients import log_offsets, make_consumer, make_redis
 from eddy.streams.transport.topics import Topic, topic_name
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def _scan(settings: Settings, keep: Callable[[DriftAlert], bool]) -> Iterator[Fo
         if not partitions:
             return
         consumer.assign(partitions)
-        ends = consumer.end_offsets(partitions)
+        ends = log_offsets(consumer, partitions)
         consumer.seek_to_beginning(*partitions)
         progress = time.monotonic()
         while any(consumer.position(tp) < ends[tp] for tp in partitions):

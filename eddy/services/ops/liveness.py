@@ -83,6 +83,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from kafka import TopicPartition
@@ -90,7 +91,7 @@ from kafka import TopicPartition
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
 from eddy.streams.transport.admin import committed_offsets, describe_group
-from eddy.streams.transport.clients import make_admin, make_consumer
+from eddy.streams.transport.clients import log_offsets, make_admin, make_consumer
 
 log = logging.getLogger(__name__)
 
@@ -581,7 +582,7 @@ class KafkaLooks:
         return self._consumer
 
     def end_offsets(self, partitions: Collection[Partition]) -> Mapping[Partition, int]:
-        return self._offsets(self._client().end_offsets, partitions)
+        return self._offsets(partial(log_offsets, self._client()), partitions)
 
     def group(self, group: str, topics: Collection[str]) -> Group:
         """What ``group``'s members own of ``topics`` and what waits there uncommitted
@@ -598,7 +599,7 @@ class KafkaLooks:
             for tp, offset in committed_offsets(self._admin, group).items()
         }
         ends = self.end_offsets(partitions)
-        starts = self._offsets(client.beginning_offsets, partitions)
+        starts = self._offsets(partial(log_offsets, client, end=False), partitions)
         waiting = {tp: end - committed.get(tp, starts.get(tp, end)) for tp, end in ends.items()}
         return Group(view.state in REBALANCING_STATES, view.owned, waiting, view.member_ids)
 

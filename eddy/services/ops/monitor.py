@@ -59,7 +59,7 @@ from eddy.streams.learning.slices import split
 from eddy.streams.messages.contracts import DriftAlert
 from eddy.streams.messages.validation import InvalidMessage, decode
 from eddy.streams.transport.admin import committed_offsets
-from eddy.streams.transport.clients import make_admin, make_consumer, make_producer
+from eddy.streams.transport.clients import log_offsets, make_admin, make_consumer, make_producer
 from eddy.streams.transport.groups import SERVICES_WITH_GROUPS, group_id
 from eddy.streams.transport.topics import Topic, topic_name
 
@@ -274,7 +274,7 @@ class Monitor:
             except KafkaError as exc:  # a group that has not committed yet: no lag yet
                 log.debug("no offsets", extra={"group": group, "error": repr(exc)})
         partitions = {tp for offsets in committed.values() for tp in offsets}
-        ends = self._lag_consumer.end_offsets(list(partitions)) if partitions else {}
+        ends = log_offsets(self._lag_consumer, partitions) if partitions else {}
         return {
             group: {
                 f"{tp.topic}[{tp.partition}]": max(0, ends.get(tp, offset) - offset)

@@ -63,7 +63,7 @@ from eddy.streams.messages.validation import InvalidMessage, decode, encode
 from eddy.streams.store import keys
 from eddy.streams.store.redis_commands import RedisClient, multi_get
 from eddy.streams.store.snapshots import SnapshotStore
-from eddy.streams.transport.clients import make_consumer, make_producer, make_redis
+from eddy.streams.transport.clients import log_offsets, make_consumer, make_producer, make_redis
 from eddy.streams.transport.topics import Topic, message_key, spec_for
 
 log = logging.getLogger(__name__)
@@ -303,8 +303,8 @@ class _Marks:
     ) -> None:
         self._consumer = consumer
         self._partitions = partitions
-        self._end = consumer.end_offsets(partitions)
-        begin = consumer.beginning_offsets(partitions)
+        self._end = log_offsets(consumer, partitions)
+        begin = log_offsets(consumer, partitions, end=False)
         self.at: dict[float, _Mark] = {}
         for at in ats:
             start = self._first_at_or_after(

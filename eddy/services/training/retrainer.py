@@ -149,6 +149,7 @@ from eddy.streams.messages.validation import InvalidMessage, decode
 from eddy.streams.store.recent_ids import RecentIds
 from eddy.streams.transport.clients import (
     commit_unless_refused,
+    log_offsets,
     make_consumer,
     make_producer,
 )
@@ -508,8 +509,8 @@ class Retrainer:
                 TopicPartition(self.examples_topic, p) for p in range(self.examples_partitions)
             ]
             consumer.assign(partitions)
-            ends = consumer.end_offsets(partitions)
-            starts = consumer.beginning_offsets(partitions)
+            ends = log_offsets(consumer, partitions)
+            starts = log_offsets(consumer, partitions, end=False)
             share = max(1, count // max(1, len(partitions)))
             for tp in partitions:
                 consumer.seek(tp, max(starts[tp], ends[tp] - share))

@@ -57,6 +57,7 @@ from eddy.streams.transport.admin import committed_offsets
 from eddy.streams.transport.clients import (
     TopicGone,
     TopicWatch,
+    log_offsets,
     make_admin,
     make_consumer,
     make_producer,
@@ -254,8 +255,8 @@ def _reapply(
     totals: Counter[str] = Counter()
     try:
         consumer.assign(partitions)
-        earliest = consumer.beginning_offsets(partitions)
-        latest = consumer.end_offsets(partitions)
+        earliest = log_offsets(consumer, partitions, end=False)
+        latest = log_offsets(consumer, partitions)
         # Never past the partition's end: a topic re-created since has fewer offsets.
         end = {tp: min(spans.get(tp, (0, latest[tp]))[1], latest[tp]) for tp in partitions}
         for tp in partitions:

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, RebalanceInProgressError
+from kafka.errors import CommitFailedError, KafkaTimeoutError, RebalanceInProgressError
 from redis.cluster import ClusterNode, RedisCluster
 
 from eddy.streams.store.redis_commands import RedisClient
@@ -51,6 +51,10 @@ TOPIC_METADATA_TIMEOUT_S = 30.0
 TOPIC_METADATA_RETRY_S = 0.2
 # How often a closing producer's sender is woken until it has ended (see Producer).
 CLOSE_WAKE_EVERY_S = 0.1
+# How often log offsets are asked again while the client learns a partition's leader
+# (log_offsets), and how long apart.
+OFFSET_ATTEMPTS = 20
+OFFSET_RETRY_S = 0.1
 
 
 class ClientInvariantError(ValueError):
@@ -292,6 +296,34 @@ def commit_unless_refused(consumer: KafkaConsumer) -> bool:
         log.warning("offset commit refused by the group", extra={"error": str(exc)})
         return False
     return True
+
+
+def log_offsets(
+    consumer: KafkaConsumer, partitions: Iterable[TopicPartition], *, end: bool = True
+) -> dict[TopicPartition, int]:
+    """The log end (``end``) or start offset of each of ``partitions``.
+
+    kafka-python 2.3.3 leaves out of its ListOffsets request any partition whose leader
+    its metadata does not know yet (a topic created or grown a moment ago, a leader being
+    elected) and then fails with ``KeyError`` for it. By then it has asked for fresh
+    metadata, so the same question asked again shortly after is answered: this asks up
+    to :data:`OFFSET_ATTEMPTS` times, :data:`OFFSET_RETRY_S` apart, and then raises
+    ``KafkaTimeoutError`` naming the partition. (Reproduced: metadata of a topic with one
+    partition, grown to three, then ``end_offsets`` of all three: ``KeyError`` on the
+    first call, answered on the second.)
+    """
+    asked = list(partitions)
+    read = consumer.end_offsets if end else consumer.beginning_offsets
+    for _ in range(OFFSET_ATTEMPTS - 1):
+        try:
+            return dict(read(asked))
+        except KeyError as exc:
+            log.debug("partition leader not known yet", extra={"partition": str(exc)})
+            time.sleep(OFFSET_RETRY_S)
+    try:
+        return dict(read(asked))
+    except KeyError as exc:
+        raise KafkaTimeoutError(f"no leader known for {exc} after {OFFSET_ATTEMPTS} tries") from exc
 
 
 def make_admin(settings: KafkaConfig, **overrides: Any) -> KafkaAdminClient:

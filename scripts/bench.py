@@ -325,6 +325,22 @@ class Bench:
                 lambda: bench_learner.bare_consume(rows, self.base, trusted=True),
                 "bench_learner.bare_consume(trusted=True)",
             ),
+            "read_learn": (
+                lambda: bench_learner.read_and_learn(rows, self.base),
+                "bench_learner.read_and_learn",
+            ),
+            "read_learn_batch": (
+                lambda: bench_learner.read_and_learn(rows, self.base, batch),
+                f"bench_learner.read_and_learn(batch={batch})",
+            ),
+            "reader_learn": (
+                lambda: bench_learner.read_and_learn(rows, self.base, reader_process=True),
+                "bench_learner.read_and_learn(reader_process=True)",
+            ),
+            "reader_learn_batch": (
+                lambda: bench_learner.read_and_learn(rows, self.base, batch, reader_process=True),
+                f"bench_learner.read_and_learn(batch={batch}, reader_process=True)",
+            ),
             "process": (
                 lambda: bench_learner.learner_process(rows, self.base),
                 "bench_learner.learner_process (eddy run learner)",
@@ -972,8 +988,10 @@ Where the time goes, measured in the rows above:
   takes one written exactly as Eddy's encoder writes it, every field plainly valid, without
   building the pydantic model, and sends anything else through the full validator, which
   accepts it or dead-letters it with its reason (`eddy/streams/learning/intake.py`).
-  Reading, decoding and learning on one thread add up (about 1/(1/read + 1/decode +
-  1/learn)): that sum is the process's ceiling.
+  Reading, decoding and learning on one thread add up: the same examples read, decoded
+  and learned by `Learner` on one thread, with no checkpoints, offsets or metrics, run at
+  {over_bare("read_learn"):.2f}x one by one and {over_bare("read_learn_batch"):.2f}x with
+  mini-batches. That is the ceiling of a learner process built as today's is.
 - **Learning and monitoring.** Per example the learner also updates cumulative and rolling
   accuracy and log loss, a cumulative ROC AUC and the concept-drift detector, and feeds two
   windowed drift monitors (every feature, and the prediction), tested every
@@ -981,12 +999,25 @@ Where the time goes, measured in the rows above:
   {bench_learner.SPARSE_CHECKS} instead, the learner runs at {sparse:.2f}x one by one and
   {over_bare("mini_batch_sparse"):.2f}x with mini-batches. River's own predict and learn on a
   model that has been pickled (every checkpoint pickles it) also run slower than on one that
-  never was, which the bare loop never does.
+  never was, which the bare loop never does: reading an object's `__dict__` (as pickling
+  does) turns CPython 3.11's inline attribute values into a dictionary for good, and
+  attribute reads get slower (measured by hand: a River pipeline pickled once learns about
+  12% slower than a fresh one).
 - **Checkpoints** are sealed (pickled) on the learning thread and signed, written and synced
-  on a writer thread; their offsets are committed once the file is durable.
+  on a writer thread; their offsets are committed once the file is durable. Under a
+  backlog they take at most `EDDY_CHECKPOINT_MAX_SHARE` ({bench.base.checkpoint_max_share:.0%})
+  of the learner's time.
 
-Next lever: read and decode on another process than the one that learns (the decode and
-the Kafka client's record parsing are about a third of the process's CPU per example).
+**Next lever, measured:** reading and decoding in a second process, which hands each
+poll's decoded examples to the learning process over a pipe. A prototype of that split
+(`bench_learner.read_and_learn(reader_process=True)`: no checkpoints, offsets, rebalances
+or dead letters) learns at {over_bare("reader_learn"):.2f}x the bare River loop one by one
+and {over_bare("reader_learn_batch"):.2f}x with mini-batches, against
+{over_bare("read_learn"):.2f}x and {over_bare("read_learn_batch"):.2f}x on one thread. Building
+it into `eddy run learner` means the reading process owns the group membership and the
+learning process owns the checkpoint: a rebalance becomes a synchronous exchange between
+the two (checkpoint and commit before a partition is given up; restore and seek before
+one is read), and a crash of either must stop both. That is the owner's decision.
 
 Detection on 0/1 error streams (rate 0.1 → 0.5 at item {bench_learner.CHANGE_AT:,};
 {bench_learner.STREAM_LENGTH:,} items; seeded), Eddy's adapter next to the same River detector
@@ -1042,7 +1073,9 @@ writes the feature snapshot of every request (for late labels) and the request l
 there are any, and answers with the full contract (version, per-class probabilities,
 latency, freshness). Three things keep that cheap: a batch's Redis writes (snapshots and
 their count, shadow log, answer cache, request log) travel in one round trip, made before
-any answer is sent; an answer is validated once and written to JSON from its fields; and
+any answer is sent, the snapshots and the request log as one script call each (a `SET` per
+request cost the client twice as much: the request log's share of the predictor's samples
+fell from 16% to 9% under py-spy); an answer is validated once and written to JSON from its fields; and
 offsets are committed without waiting for the coordinator's reply (each batch's only once
 its answers are acknowledged; at most two commits on their way, past that or after a
 failed one the predictor waits; a crash can leave up to three batches uncommitted, which

@@ -19,6 +19,10 @@ Over the same seeded examples (River's SEA generator, 3 numeric features, binary
   loop reading the same examples from Kafka, without and with Eddy's validating decoder,
   and with the learner's (the trusted fast path for Eddy's own records,
   :func:`~eddy.streams.learning.intake.decode_example`): the ceiling of a process;
+- **read + decode + learn** / **reading process → learning process**: the examples read
+  from Kafka, decoded and learned with no checkpoints, on one thread (the ceiling of
+  today's learner process) and with the reading and decoding in a second process (a
+  prototype of the split that would raise it; :func:`read_and_learn`);
 - **learner process**: ``eddy run learner`` reading the examples from Kafka (one by one
   and mini-batches), measured from its first checkpoint to the one holding every example.
 
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import multiprocessing
 import os
 import platform
 import random
@@ -46,6 +51,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +198,78 @@ def _consume_rate(settings: Settings, count: int, validate: bool, trusted: bool)
         consumer.close()
 
 
+def read_and_learn(
+    rows: list[tuple[dict[str, float], bool]],
+    base: Settings,
+    batch: int = 1,
+    *,
+    reader_process: bool = False,
+) -> float:
+    """The ceiling of a learner process, and the design that would raise it: the
+    examples read from Kafka, decoded by the learner's decoder and learned by
+    :class:`Learner` (no checkpoints, offsets or metrics), either all on one thread (what
+    ``eddy run learner`` does today, less its checkpoints) or with the reading and
+    decoding in a second process that hands each poll's decoded examples to the learning
+    one over a pipe (``reader_process``): a prototype of the split, not Eddy's learner."""
+    with throwaway(own_deployment(base)) as settings:
+        fill_examples(rows, settings)
+        with collected_as_the_worker():
+            if reader_process:
+                return _learn_from_reader(settings, len(rows), batch)
+            return _read_and_learn(settings, len(rows), batch)
+
+
+def _decoded_polls(settings: Settings, count: int) -> Iterator[list[Any]]:
+    """Each poll of the examples topic, decoded as the learner decodes, until ``count``."""
+    consumer = make_consumer(settings, _topic(settings), group_id=None, max_poll_records=POLL)
+    read = 0
+    try:
+        while read < count:
+            for records in consumer.poll(timeout_ms=500).values():
+                items = []
+                for record in records:
+                    example = decode_example(record.value)
+                    at = Position(record.topic, record.partition, record.offset, example.event_time)
+                    items.append((example.features, example.label, at))
+                read += len(items)
+                yield items
+    finally:
+        consumer.close()
+
+
+def _read_and_learn(settings: Settings, count: int, batch: int) -> float:
+    learner = Learner(LearnerConfig(model="bench", kind="logistic", batch=batch))
+    started = None
+    for items in _decoded_polls(settings, count):
+        started = started or time.perf_counter()
+        learner.learn_alerts(items)
+    return count / (time.perf_counter() - (started or 0.0))
+
+
+def _reader(settings: Settings, count: int, sink: Connection) -> None:
+    settle_collector()
+    for items in _decoded_polls(settings, count):
+        sink.send(items)
+    sink.send(None)
+
+
+def _learn_from_reader(settings: Settings, count: int, batch: int) -> float:
+    learner = Learner(LearnerConfig(model="bench", kind="logistic", batch=batch))
+    received, sent = multiprocessing.Pipe(duplex=False)
+    reader = multiprocessing.get_context("fork").Process(
+        target=_reader, args=(settings, count, sent)
+    )
+    reader.start()
+    started = None
+    try:
+        while (items := received.recv()) is not None:
+            started = started or time.perf_counter()
+            learner.learn_alerts(items)
+        return count / (time.perf_counter() - (started or 0.0))
+    finally:
+        reader.join(timeout=DEADLINE_S)
+
+
 def learner_process(
     rows: list[tuple[dict[str, float], bool]], base: Settings, batch: int = 1
 ) -> float:
@@ -301,6 +379,10 @@ ROWS = (
     ("consume", "bare kafka-python consume loop"),
     ("consume_decode", "kafka-python consume + Eddy's decoder"),
     ("consume_trusted", "kafka-python consume + the learner's decoder"),
+    ("read_learn", "read + decode + learn, one thread, one by one"),
+    ("read_learn_batch", "read + decode + learn, one thread, mini-batches"),
+    ("reader_learn", "reading process → learning process, one by one (prototype)"),
+    ("reader_learn_batch", "reading process → learning process, mini-batches (prototype)"),
     ("process", "eddy run learner, one by one"),
     ("process_batch", "eddy run learner, mini-batches"),
 )
@@ -328,6 +410,10 @@ def main() -> None:
         "consume": lambda: bare_consume(rows, base),
         "consume_decode": lambda: bare_consume(rows, base, validate=True),
         "consume_trusted": lambda: bare_consume(rows, base, trusted=True),
+        "read_learn": lambda: read_and_learn(rows, base),
+        "read_learn_batch": lambda: read_and_learn(rows, base, args.batch),
+        "reader_learn": lambda: read_and_learn(rows, base, reader_process=True),
+        "reader_learn_batch": lambda: read_and_learn(rows, base, args.batch, reader_process=True),
         "process": lambda: learner_process(rows, base),
         "process_batch": lambda: learner_process(rows, base, args.batch),
     }

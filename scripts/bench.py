@@ -1075,18 +1075,21 @@ latency, freshness). Three things keep that cheap: a batch's Redis writes (snaps
 their count, shadow log, answer cache, request log) travel in one round trip, made before
 any answer is sent, the snapshots and the request log as one script call each (a `SET` per
 request cost the client twice as much: the request log's share of the predictor's samples
-fell from 16% to 9% under py-spy); an answer is validated once and written to JSON from its fields; and
-offsets are committed without waiting for the coordinator's reply (each batch's only once
-its answers are acknowledged; at most two commits on their way, past that or after a
-failed one the predictor waits; a crash can leave up to three batches uncommitted, which
-the next owner re-sends as logged). The predictor also freezes its start-up objects out
-of the garbage collector's passes; the bare loops do neither of these two. What is left
-between the predictor and the bare loop, measured in-process by hand on 2026-12-05 (not
-by this command): about 4 to 5 ms of Redis writes per batch of 200 (mostly Redis's own
-time), 3 ms of building answers and 2 ms of validating requests. The p99 rides on the
-machine: on two cores shared with Kafka, Redis and the benchmark's own producer and
+fell from 16% to 9% under py-spy); an answer is validated once and written to JSON from
+its fields; and offsets are committed without waiting for the coordinator's reply (each
+batch's only once its answers are acknowledged; at most two commits on their way, past
+that or after a failed one the predictor waits; a crash can leave up to three batches
+uncommitted, which the next owner re-sends as logged). The predictor also freezes its
+start-up objects out of the garbage collector's passes; the bare loops do neither of these
+two. What is left between the predictor and the bare loop, measured in-process by hand on
+2026-12-05 (not by this command): about 4 to 5 ms of Redis writes per batch of 200 (mostly
+Redis's own time), 3 ms of building answers and 2 ms of validating requests. The p99 rides
+on the machine: on two cores shared with Kafka, Redis and the benchmark's own producer and
 reader, a slow batch is a producer acknowledgement or a Redis reply that waited for a
-core."""
+core. The watchdog (`eddy/services/ops/liveness.py`) reads the end offsets every 5 s
+rather than every second: a read on its thread held the serving thread back (p99 1.29x the
+echo's with a read every second, 1.10x at 5 s, 1.00x with none; 5 runs each, by hand on
+2026-12-05)."""
 
 
 def _retrain_text(bench: Bench) -> str:

@@ -11,6 +11,7 @@ import pytest
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
 from eddy.services.ops.liveness import (
+    ENDS_LOOKS_PER_LIMIT,
     EXIT_GRACE_S,
     OWNER_LOOK_EVERY_S,
     STALLED_EXIT_CODE,
@@ -364,8 +365,9 @@ def test_the_watchdog_serves_503_then_exits_after_the_grace(script: Script) -> N
     assert metrics.health()[0]
 
     script.ends = {P0: 30}
+    script.now = seen = TIMEOUT_S / ENDS_LOOKS_PER_LIMIT  # when the ends are read again
     liveness.check()
-    script.now = TIMEOUT_S + 1
+    script.now = seen + TIMEOUT_S + 1
     assert not liveness.check().healthy
     healthy, detail = metrics.health()
     assert not healthy
@@ -374,9 +376,42 @@ def test_the_watchdog_serves_503_then_exits_after_the_grace(script: Script) -> N
     assert detail["reason"].startswith("stalled: 20 records waiting")
     assert script.exits == []
 
-    script.now = 1 + TIMEOUT_S + EXIT_GRACE_S
+    script.now = seen + 1 + TIMEOUT_S + EXIT_GRACE_S
     liveness.check()
     assert script.exits == [STALLED_EXIT_CODE]
+
+
+def test_the_end_offsets_are_read_once_per_share_of_the_limit_and_at_once_for_a_new_partition(
+    script: Script,
+) -> None:
+    """Each read is a round trip on the watchdog's thread, which the predictor's slowest
+    answers waited for: the ends are read every limit / ENDS_LOOKS_PER_LIMIT, not every
+    check, except for a partition whose end is not known yet."""
+    reads: list[float] = []
+
+    def ends(partitions: Collection[Partition]) -> Mapping[Partition, int]:
+        reads.append(script.now)
+        return script.end_offsets(partitions)
+
+    liveness = Liveness(
+        Settings(stall_timeout_s=TIMEOUT_S),
+        "features",
+        ends=ends,
+        group=script.group_look,
+        clock=lambda: script.now,
+        exit_process=script.exits.append,
+    )
+    script.ends = {P0: 10, P1: 4}
+    every_s = TIMEOUT_S / ENDS_LOOKS_PER_LIMIT
+    liveness.observe({P0: 10})
+    for script.now in (0.0, 1.0, every_s - 0.5, every_s, every_s + 1.0):
+        liveness.check()
+    assert reads == [0.0, every_s]
+
+    script.now = every_s + 1.5
+    liveness.observe({P0: 10, P1: 0})  # a partition newly assigned: its end at once
+    liveness.check()
+    assert reads == [0.0, every_s, every_s + 1.5]
 
 
 def test_progress_within_the_grace_recovers_without_exiting(script: Script) -> None:

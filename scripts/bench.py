@@ -1002,7 +1002,7 @@ Where the time goes, measured in the rows above:
   never was, which the bare loop never does: reading an object's `__dict__` (as pickling
   does) turns CPython 3.11's inline attribute values into a dictionary for good, and
   attribute reads get slower (measured by hand: a River pipeline pickled once learns about
-  12% slower than a fresh one).
+  12% slower than a fresh one, and one whose objects' `__dict__` was only read, as much).
 - **Checkpoints** are sealed (pickled) on the learning thread and signed, written and synced
   on a writer thread; their offsets are committed once the file is durable. Under a
   backlog they take at most `EDDY_CHECKPOINT_MAX_SHARE` ({bench.base.checkpoint_max_share:.0%})
@@ -1073,9 +1073,9 @@ writes the feature snapshot of every request (for late labels) and the request l
 there are any, and answers with the full contract (version, per-class probabilities,
 latency, freshness). Three things keep that cheap: a batch's Redis writes (snapshots and
 their count, shadow log, answer cache, request log) travel in one round trip, made before
-any answer is sent, the snapshots and the request log as one script call each (a `SET` per
-request cost the client twice as much: the request log's share of the predictor's samples
-fell from 16% to 9% under py-spy); an answer is validated once and written to JSON from
+any answer is sent, the snapshots and the request log as one script call each (with a `SET` per
+request, the request log's share of the predictor's samples under py-spy was 16%; as one
+call, 9%); an answer is validated once and written to JSON from
 its fields; and offsets are committed without waiting for the coordinator's reply (each
 batch's only once its answers are acknowledged; at most two commits on their way, past
 that or after a failed one the predictor waits; a crash can leave up to three batches

@@ -389,25 +389,19 @@ class ServedBuffer:
 
     def take(self, at: datetime) -> list[ServedAnswers]:
         """The records to send (one per version), emptying the buffer."""
-        first = self.first
-        records = [
-            ServedAnswers(
-                batch_id=f"{first}:{version}",
+
+        def record(version: str, **answers: Any) -> ServedAnswers:
+            return ServedAnswers(
+                batch_id=f"{self.first}:{version}",
                 model=self.model,
                 model_version=version,
-                positives=scores,
                 served_at=at,
+                **answers,
             )
-            for version, scores in self.positives.items()
-        ] + [
-            ServedAnswers(
-                batch_id=f"{first}:{version}",
-                model=self.model,
-                model_version=version,
-                values=numbers,
-                inputs=inputs,
-                served_at=at,
-            )
+
+        records = [record(version, positives=scores) for version, scores in self.positives.items()]
+        records += [
+            record(version, values=numbers, inputs=inputs)
             for version, (numbers, inputs) in self.values.items()
         ]
         self.positives, self.values = {}, {}

@@ -353,7 +353,7 @@ class Predictor:
         self.producer.flush(timeout=SEND_TIMEOUT_S)
         for future in futures:
             future.get(timeout=SEND_TIMEOUT_S)
-        self._send_served(consumed[0].record, batch)
+        self._gather_served(consumed[0].record, batch)
         for outcome, count in batch.outcomes.items():
             metrics.REQUESTS.labels(outcome).inc(count)
         for seconds in batch.latencies_s:
@@ -364,11 +364,11 @@ class Predictor:
             sum(1 for reply in batch.replies if reply.answer.cached),
         )
 
-    def _send_served(self, first: Any, batch: AnsweredBatch) -> None:
-        """Gather the batch's fresh answers for the learner's live estimate, and send
-        what is due (:class:`~eddy.services.serving.answers.ServedBuffer`), not waited
-        for: a crash loses at most a second of them from the estimate, never an answer;
-        a refused send is logged."""
+    def _gather_served(self, first: Any, batch: AnsweredBatch) -> None:
+        """Gather the batch's fresh answers for the learner's live estimate
+        (:class:`~eddy.services.serving.answers.ServedBuffer`); :meth:`_after_turn` sends
+        them once due, not waited for: a crash loses at most a second of them from the
+        estimate, never an answer; a refused send is logged."""
         self.served.add(batch, f"{first.topic}[{first.partition}]@{first.offset}", time.time())
 
     def _after_turn(self) -> None:

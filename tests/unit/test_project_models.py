@@ -8,6 +8,7 @@ same lineage.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import replace
@@ -65,8 +66,8 @@ from eddy.streams.learning.models import (
     label_refusal,
     model_class,
 )
-from eddy.streams.messages.contracts import SourceOffset, TrainingExample
-from eddy.streams.messages.validation import InvalidMessage
+from eddy.streams.messages.contracts import Label, SourceOffset, TrainingExample
+from eddy.streams.messages.validation import InvalidMessage, encode
 from eddy.streams.store.serialization import IntegrityError, seal, unseal
 from tests.projects import LEARNING_RATE, PROJECT_MODELS, C
 
@@ -256,15 +257,26 @@ def test_a_project_binary_classifier_refuses_labels_it_would_raise_on(project: P
     )
     assert label_refusal(kind, 2, task, binary) is not None
     assert [label_refusal(kind, y, task, binary) for y in (True, False, 0, 1)] == [None] * 4
-    # The learner worker's decoder refuses it, from the model it actually runs.
+    # The learner worker's decoder refuses it, from the model it actually runs; the
+    # decoders pickle, for the reader process.
     worker = SimpleNamespace(
         config=LearnerConfig(model="m", kind=PROJECT_KIND),
         state=SimpleNamespace(learner=SimpleNamespace(model=built)),
+        examples_topic="t.training-examples",
+        labels_topic="t.labels",
+        served_topic="t.served-answers",
     )
+    factory = pickle.loads(pickle.dumps(LearnerWorker._decoders(worker)))  # type: ignore[arg-type]
+    decode_label = factory()["t.labels"]
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def record(label: Any) -> SimpleNamespace:
+        return SimpleNamespace(value=encode(Label(event_id="e1", label=label, event_time=at)))
+
     with pytest.raises(InvalidMessage, match="binary classifier") as refused:
-        LearnerWorker._check_label(worker, "yes")  # type: ignore[arg-type]
+        decode_label(record("yes"))
     assert refused.value.error_class == "label_not_learnable"
-    LearnerWorker._check_label(worker, True)  # type: ignore[arg-type]
+    assert decode_label(record(True)).label is True
 
 
 def test_a_project_multiclass_classifier_learns_any_label(tmp_path: Path) -> None:

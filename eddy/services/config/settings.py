@@ -189,6 +189,11 @@ class Settings(BaseModel):
         description="Mini-batch size of the online model (1: one example at a time; >1 only "
         "for logistic and linear_regression: faster, adapts more slowly after drift).",
     )
+    learner_reader_process: bool = Field(
+        True,
+        description="Read and decode the learner's topics in a second process while it "
+        "learns (false: on its one thread; a machine with one core gains nothing).",
+    )
     drift_tests: str = Field(
         ",".join(DEFAULT_DRIFT.numeric_tests),
         description="Comma-separated data-drift tests of numeric features and predictions: "

@@ -20,6 +20,11 @@ worker's state). The letters are sent while the batch is handled and awaited
 (:meth:`PollLoop.settle`) before what comes after the batch: no commit passes a refused
 record before the broker has its letter.
 
+Where the records come from is a :class:`Source`: by default the worker's consumer, read
+and decoded on the loop's own thread (:class:`ConsumerSource`); the learner may read and
+decode in a second process instead (:mod:`eddy.services.ops.reader_process`), whose
+records arrive decoded.
+
 A worker supplies its batch function and what comes after a batch (commit, checkpoint,
 scheduled work); it keeps its own consumer, closes it and does its final work after
 :meth:`PollLoop.run` returns. The feature worker is the exception: faust-streaming's
@@ -31,13 +36,20 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from kafka import TopicPartition
 
 from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
-from eddy.services.ops.liveness import Liveness, consumer_positions
+from eddy.services.ops.liveness import (
+    ConsumerPositions,
+    Liveness,
+    Partition,
+    consumer_positions,
+)
 from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.messages.validation import InvalidMessage
 from eddy.streams.transport.clients import TopicWatch
@@ -45,6 +57,10 @@ from eddy.streams.transport.clients import TopicWatch
 # A consumed record (kafka-python's, with topic, value and headers) to its message;
 # raises InvalidMessage when the record cannot be used.
 Decoder = Callable[[Any], Any]
+# Builds a topic -> decoder mapping: how a worker whose decoders depend on its restored
+# state hands them on at each assignment. It must pickle (a module-level function or a
+# functools.partial of one): a reader process builds its own from it.
+DecoderFactory = Callable[[], Mapping[str, Decoder]]
 DEAD_LETTER_TIMEOUT_S = 30.0
 
 
@@ -62,6 +78,62 @@ class Consumed:
 BatchHandler = Callable[[list[Consumed]], None]
 
 
+class Source(Protocol):
+    """Where a loop's records come from, each already decoded (or refused)."""
+
+    def poll(self, timeout_ms: int) -> list[Consumed]:
+        """The next records, in order per partition; may be empty after ``timeout_ms``."""
+        ...
+
+    def positions(self) -> ConsumerPositions:
+        """The next offset to handle on each owned partition, once everything polled so
+        far has been handled; for the liveness watchdog."""
+        ...
+
+    def lags(self) -> Iterator[tuple[str, int, int]]:
+        """(topic, partition, records behind the log end) of each owned partition."""
+        ...
+
+
+class ConsumerSource:
+    """The worker's own consumer, polled and decoded on the loop's thread."""
+
+    def __init__(self, consumer: Any, decoders: Mapping[str, Decoder]) -> None:
+        self.consumer = consumer
+        self.decoders = dict(decoders)
+
+    def poll(self, timeout_ms: int) -> list[Consumed]:
+        polled = self.consumer.poll(timeout_ms=timeout_ms)
+        return [self.decoded(record) for batch in polled.values() for record in batch]
+
+    def decoded(self, record: Any) -> Consumed:
+        try:
+            return Consumed(record, self.decoders[record.topic](record))
+        except InvalidMessage as exc:
+            return Consumed(record, refused=exc)
+
+    def assign(self, starts: Mapping[Partition, int | None], decoders: DecoderFactory) -> None:
+        """Read each partition of ``starts`` from its offset (None: the beginning) and
+        decode with what ``decoders`` builds from now on (a rebalance callback calls it)."""
+        self.decoders = dict(decoders())
+        for (topic, partition), offset in starts.items():
+            tp = TopicPartition(topic, partition)
+            if offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+
+    def positions(self) -> ConsumerPositions:
+        return consumer_positions(self.consumer)
+
+    def lags(self) -> Iterator[tuple[str, int, int]]:
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            position = self.consumer.position(tp, timeout_ms=0)  # None: being looked up
+            if end is not None and position is not None:
+                yield tp.topic, tp.partition, max(0, end - position)
+
+
 class PollLoop:
     """Polls ``consumer`` until stopped, handing each batch (possibly empty) on."""
 
@@ -77,6 +149,7 @@ class PollLoop:
         kept_error: Callable[[], BaseException | None] = lambda: None,
         handle_signals: bool = True,
         send_timeout_s: float = DEAD_LETTER_TIMEOUT_S,
+        source: Source | None = None,
     ) -> None:
         """``decoders`` names every consumed topic with its decoder; refused records
         go to ``dead_letters``. ``kept_error`` returns what a rebalance callback raised
@@ -84,10 +157,11 @@ class PollLoop:
         of going on. ``send_timeout_s`` bounds the wait for the dead letters'
         acknowledgements.
         ``handle_signals=False`` leaves the signals to the caller (a loop run on another
-        thread never installs handlers: Python allows that only on the main thread)."""
+        thread never installs handlers: Python allows that only on the main thread).
+        ``source``: where the records come from, when not ``consumer`` polled here."""
         self._settings = settings
-        self._consumer = consumer
-        self._decoders = dict(decoders)
+        self._consumer_source = ConsumerSource(consumer, decoders)
+        self._source: Source = source or self._consumer_source
         self._dead_letters = dead_letters
         self._send_timeout_s = send_timeout_s
         self._unsettled: list[Any] = []  # the dead letters' futures, not yet awaited
@@ -116,21 +190,21 @@ class PollLoop:
         if self._handle_signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
-        watch = TopicWatch.start(self._settings, list(self._decoders))
+        watch = TopicWatch.start(self._settings, list(self._consumer_source.decoders))
         try:
             self.liveness.start()
             while not self.stopping:
                 watch.check()
-                self.liveness.observe(consumer_positions(self._consumer))
-                polled = self._consumer.poll(timeout_ms=self._poll_ms)
+                self.liveness.observe(self._source.positions())
+                consumed = self._source.poll(self._poll_ms)
                 kept = self._kept_error()
                 if kept is not None:
                     raise kept
-                records = [r for batch in polled.values() for r in batch]
-                if records or empty_batches:
-                    handle(self.intake(records))
+                if consumed or empty_batches:
+                    self._refuse_undecoded(consumed)
+                    handle(consumed)
                     self.settle()
-                if records:
+                if consumed:
                     self._report_lag()
                 if every_turn is not None:
                     every_turn()
@@ -141,9 +215,12 @@ class PollLoop:
     def intake(self, records: list[Any]) -> list[Consumed]:
         """Decode each record on its own and send the refused ones' dead letters
         (:meth:`settle` waits for them). Returns every record, in order."""
-        consumed = [self._decoded(record) for record in records]
-        self.refuse([(c.record, c.refused) for c in consumed if c.refused is not None])
+        consumed = [self._consumer_source.decoded(record) for record in records]
+        self._refuse_undecoded(consumed)
         return consumed
+
+    def _refuse_undecoded(self, consumed: list[Consumed]) -> None:
+        self.refuse([(c.record, c.refused) for c in consumed if c.refused is not None])
 
     def refuse(self, refused: list[tuple[Any, InvalidMessage]]) -> None:
         """Dead-letter records, each with why (:meth:`settle` waits for them)."""
@@ -160,15 +237,5 @@ class PollLoop:
 
     def _report_lag(self) -> None:
         """How far behind the log end each assigned partition is, after a batch."""
-        for tp in self._consumer.assignment():
-            end = self._consumer.highwater(tp)
-            position = self._consumer.position(tp, timeout_ms=0)  # None: being looked up
-            if end is not None and position is not None:
-                lag = max(0, end - position)
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
-
-    def _decoded(self, record: Any) -> Consumed:
-        try:
-            return Consumed(record, self._decoders[record.topic](record))
-        except InvalidMessage as exc:
-            return Consumed(record, refused=exc)
+        for topic, partition, lag in self._source.lags():
+            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)

@@ -27,14 +27,14 @@ restart. A hot standby owns nothing: healthy.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kafka import TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -48,7 +48,14 @@ from eddy.services.config.settings import Settings
 from eddy.services.ops import metrics
 from eddy.services.ops.collector import settle_collector
 from eddy.services.ops.liveness import Liveness
-from eddy.services.ops.poll_loop import Consumed, PollLoop
+from eddy.services.ops.poll_loop import (
+    Consumed,
+    ConsumerSource,
+    Decoder,
+    DecoderFactory,
+    PollLoop,
+)
+from eddy.services.ops.reader_process import ReaderProcess
 from eddy.streams.dead_letters.policy import Action, action_for, retry_transient, wait_out_redis
 from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.drift.estimate import Calibration, reference_accuracy
@@ -165,28 +172,36 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             topic_prefix=prefix,
             counted=metrics.count_dead_letters,
         )
+        reading = {
+            "max_poll_records": settings.feature_batch_size,
+            "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+        }
         self.consumer = make_consumer(
             settings,
             group_id=group_id(prefix, "learner", config.model),
             partition_assignment_strategy=[AllToOneAssignor],
-            max_poll_records=settings.feature_batch_size,
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            **reading,
+        )
+        self.state = self._restore()
+        decoders = self._decoders()()
+        # Reading and decoding in a second process, or on this thread (module doc).
+        self.reader = ReaderProcess(settings, self.consumer, **reading)
+        self.source: ConsumerSource | ReaderProcess = (
+            self.reader
+            if settings.learner_reader_process
+            else ConsumerSource(self.consumer, decoders)
         )
         self.loop = PollLoop(
             settings,
             self.consumer,
-            {
-                self.examples_topic: self._decode_example,
-                self.labels_topic: self._decode_label,
-                self.served_topic: self._decode_served,
-            },
+            decoders,
             self.dead_letters,
             Liveness(settings, "learner"),
             poll_ms=poll_ms(settings),
             kept_error=lambda: self._listener_error,
             send_timeout_s=SEND_TIMEOUT_S,
+            source=self.source,
         )
-        self.state = self._restore()
         self._joined: list[TrainingExample] = []
         self._served: list[ServedOutcome] = []  # labelled answers of served versions
         self._since_checkpoint = 0
@@ -206,6 +221,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         # whoever owns the partitions next restores it and commits its offsets.
         if revoked:
             with self._listener_errors_kept():
+                self.source.assign({}, self._decoders())  # nothing read before is handled
                 self.checkpoint(commit=False)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -229,12 +245,11 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         # before a crash): the owner commits them at its next turn, new records or not,
         # or the group's lag says that work waits which was done. A standby, nothing.
         self._commit_owed = bool(assigned)
-        for tp in assigned:
-            offset = self.state.offsets.get((tp.topic, tp.partition))
-            if offset is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, offset)
+        offsets = self.state.offsets
+        starts = {
+            (tp.topic, tp.partition): offsets.get((tp.topic, tp.partition)) for tp in assigned
+        }
+        self.source.assign(starts, self._decoders())
         log.info(
             "assigned",
             extra={
@@ -252,10 +267,15 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             [self.examples_topic, self.labels_topic, self.served_topic],
             listener=self,
         )
+        if self.source is self.reader:
+            self.reader.start()
         settle_collector()  # the process's own loop from here on: see there
         # A batch that raises may have moved the state's offsets past records it never
         # learned: then no final checkpoint, the restart restores the last good one.
-        self.loop.run(self.process, self._after_batch, empty_batches=True)
+        try:
+            self.loop.run(self.process, self._after_batch, empty_batches=True)
+        finally:
+            self.reader.close()
         # The loop (and the watchdog with it) stopped first: a final checkpoint longer
         # than the stall timeout is no stall.
         try:
@@ -336,13 +356,14 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         for alert in alerts:
             metrics.DRIFT_ALERTS.labels(alert.kind.value).inc()
 
-    def _decode_example(self, record: Any) -> Example:
-        example = decode_example(record.value)
-        self._check_label(example.label)
-        return example
-
-    def _decode_served(self, record: Any) -> ServedAnswers:
-        return decode(ServedAnswers, record.value)
+    def _decoders(self) -> DecoderFactory:
+        """The decoders of the three topics, for the model this worker runs now."""
+        model = self.state.learner.model
+        # What the model is matters only for a project's (a built-in kind says it all).
+        binary = binary_model_of(model.estimator) if self.config.kind == PROJECT_KIND else None
+        rule = LabelRule(self.config.kind, model.task, binary)
+        topics = (self.examples_topic, self.labels_topic, self.served_topic)
+        return functools.partial(learner_decoders, topics, rule)
 
     def _calibrate(self, version: str) -> None:
         """Seed a version the estimate meets for the first time with the calibration
@@ -353,27 +374,12 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         if table is not None:
             self.state.learner.estimates.seed(version, table)
 
-    def _decode_label(self, record: Any) -> Label:
-        label = decode(Label, record.value)
-        self._check_label(label.label)
-        return label
-
     def _learns(self, example: Example) -> bool:
         """Whether to learn ``example``: not our own late-label join (published for
         retraining, learned already), nor one learned before."""
         if example.source_topic == self.labels_topic:
             return False
         return self.state.remember(example.example_id)
-
-    def _check_label(self, label: LabelValue) -> None:
-        """Refuse (dead-letter) a label the model would raise on while learning: one
-        message must never stop the loop that learns every other."""
-        model = self.state.learner.model
-        # What the model is matters only for a project's (a built-in kind says it all).
-        binary = _binary_model(model) if self.config.kind == PROJECT_KIND else None
-        refusal = label_refusal(self.config.kind, label, model.task, binary)
-        if refusal is not None:
-            raise InvalidMessage("label_not_learnable", refusal)
 
     def _join_labels(self, labels: list[tuple[str, Label, Position]]) -> list[Item]:
         """Join new and still-pending labels to the snapshots of what was served."""
@@ -682,17 +688,6 @@ def restored_dedup_memory(learned: RecentIds | Iterable[str], limit: int) -> Rec
     return memory
 
 
-# What each online model is when it is a binary classifier (binary_model_of): asked for
-# every example and label, answered once per model (a restore brings a new one).
-_BINARY_MODELS: weakref.WeakKeyDictionary[OnlineModel, str | None] = weakref.WeakKeyDictionary()
-
-
-def _binary_model(model: OnlineModel) -> str | None:
-    if model not in _BINARY_MODELS:
-        _BINARY_MODELS[model] = binary_model_of(model.estimator)
-    return _BINARY_MODELS[model]
-
-
 def _commit_done(_offsets: Any, result: Any) -> None:
     if isinstance(result, Exception):
         log.warning("offset commit failed", extra={"error": repr(result)})
@@ -702,3 +697,46 @@ def _offset_meta(offset: int) -> Any:
     from kafka.structs import OffsetAndMetadata
 
     return OffsetAndMetadata(offset, "", -1)
+
+
+class LabelRule(NamedTuple):
+    """What decides which labels the model learns (:func:`label_refusal`)."""
+
+    kind: str
+    task: str | None
+    binary: str | None
+
+
+def learner_decoders(topics: tuple[str, str, str], rule: LabelRule) -> dict[str, Decoder]:
+    """The learner's decoders of its examples, labels and served-answers topics; a label
+    the model would raise on while learning is refused (dead-lettered): one message must
+    never stop the loop that learns every other. Picklable through functools.partial,
+    for the reader process."""
+    examples, labels, served = topics
+    return {
+        examples: functools.partial(_decode_example, rule),
+        labels: functools.partial(_decode_label, rule),
+        served: _decode_served,
+    }
+
+
+def _decode_example(rule: LabelRule, record: Any) -> Example:
+    example = decode_example(record.value)
+    _check_label(rule, example.label)
+    return example
+
+
+def _decode_label(rule: LabelRule, record: Any) -> Label:
+    label = decode(Label, record.value)
+    _check_label(rule, label.label)
+    return label
+
+
+def _decode_served(record: Any) -> ServedAnswers:
+    return decode(ServedAnswers, record.value)
+
+
+def _check_label(rule: LabelRule, label: LabelValue) -> None:
+    refusal = label_refusal(rule.kind, label, rule.task, rule.binary)
+    if refusal is not None:
+        raise InvalidMessage("label_not_learnable", refusal)

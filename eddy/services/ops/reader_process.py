@@ -126,6 +126,11 @@ class ReaderProcess:
         batches_sent.close()
         log.info("reader process started", extra={"pid": self._process.pid})
 
+    @property
+    def pid(self) -> int | None:
+        """The reader process's pid, once started."""
+        return None if self._process is None else int(self._process.pid)
+
     def assign(self, starts: Mapping[Partition, int | None], decoders: DecoderFactory) -> None:
         """Read ``starts``'s partitions from their offsets from now on, and nothing
         read before; the worker's consumer keeps every partition paused."""

@@ -1,0 +1,261 @@
+"""The learner's reader process on a real broker: generations, refusals, and either
+process ending stops the other."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eddy.services.config.settings import Settings
+from eddy.services.ops.poll_loop import Consumed, Decoder
+from eddy.services.ops.reader_process import ReaderFailed, ReaderProcess
+from eddy.streams.learning.learner import Learner, LearnerConfig, Position
+from eddy.streams.messages.validation import InvalidMessage
+from eddy.streams.transport.clients import make_producer
+from eddy.streams.transport.topics import Topic
+from tests.factories import DeploymentSettings
+from tests.integration.learners import LearnerDeployment, examples, send_messages, synthetic
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+DEADLINE_S = 120.0
+RECORDS = 2_000
+
+
+def numbers(topic: str) -> Mapping[str, Decoder]:
+    """Decoders of a topic of decimal numbers (in the reader process: module level)."""
+    return {topic: _number}
+
+
+def _number(record: Any) -> int:
+    if not record.value.isdigit():
+        raise InvalidMessage("not_a_number", f"{record.value!r} is not a number")
+    return int(record.value)
+
+
+class PausedMember:
+    """The worker's group member as the reader process's source sees it: owns nothing
+    here, polls nothing (the reader process is what is under test)."""
+
+    config: Mapping[str, Any] = {"group_id": None}
+
+    def __init__(self) -> None:
+        self.paused: list[Any] = []
+
+    def subscription(self) -> set[str]:
+        return set()
+
+    def pause(self, *partitions: Any) -> None:
+        self.paused += partitions
+
+    def assignment(self) -> set[Any]:
+        return set()
+
+    def poll(self, timeout_ms: int) -> dict[Any, Any]:
+        return {}
+
+
+@pytest.fixture
+def numbered_topic(stack: Settings, new_topic: Any) -> str:
+    topic = new_topic(partitions=1)
+    producer = make_producer(stack)
+    try:
+        for n in range(RECORDS):
+            headers = [("origin", b"test")]
+            value = b"not a number" if n == 7 else str(n).encode()
+            producer.send(topic, key=b"k", value=value, headers=headers)
+        producer.flush(timeout=60)
+    finally:
+        producer.close()
+    return topic
+
+
+@pytest.fixture
+def reader(stack: Settings) -> Iterator[ReaderProcess]:
+    source = ReaderProcess(stack, PausedMember(), max_poll_records=100)
+    source.start()
+    yield source
+    source.close()
+
+
+def polled(source: ReaderProcess, until: int) -> list[Consumed]:
+    """Poll until ``until`` records have come (or the deadline)."""
+    got: list[Consumed] = []
+    deadline = time.monotonic() + DEADLINE_S
+    while len(got) < until and time.monotonic() < deadline:
+        got += source.poll(200)
+    return got
+
+
+def test_a_new_assignment_hands_out_nothing_read_before_it(
+    reader: ReaderProcess, numbered_topic: str
+) -> None:
+    """Records read under an older order, still in the pipe or the reader's hands, are
+    dropped: after the second order every record starts at its offset, in order."""
+    factory = _factory(numbered_topic)
+    reader.assign({(numbered_topic, 0): 0}, factory)
+    first = polled(reader, 1)
+    assert first, "nothing read under the first order"
+    reader.assign({(numbered_topic, 0): 1_500}, factory)
+    after = polled(reader, RECORDS - 1_500)
+    assert [c.record.offset for c in after] == list(range(1_500, RECORDS))
+    assert [c.message for c in after] == list(range(1_500, RECORDS))
+    assert reader.positions() == {(numbered_topic, 0): RECORDS}
+    assert list(reader.lags()) == [(numbered_topic, 0, 0)]
+    reader.assign({(numbered_topic, 0): 0}, factory)
+    assert polled(reader, 1)
+    reader.assign({}, factory)  # revoked: nothing more, not even what was in flight
+    assert [reader.poll(200) for _ in range(10)] == [[]] * 10
+
+
+def test_a_refused_record_keeps_what_its_dead_letter_needs(
+    reader: ReaderProcess, numbered_topic: str
+) -> None:
+    reader.assign({(numbered_topic, 0): None}, _factory(numbered_topic))  # the beginning
+    first = polled(reader, 10)[:10]
+    assert [c.record.offset for c in first] == list(range(10))
+    refused = [c for c in first if c.refused is not None]
+    assert [c.record.offset for c in refused] == [7]
+    letter = refused[0]
+    assert letter.refused is not None
+    assert letter.refused.error_class == "not_a_number"
+    assert (letter.record.key, letter.record.value) == (b"k", b"not a number")
+    assert letter.record.headers == [("origin", b"test")]
+    assert all(c.record.value is None for c in first if c.refused is None)
+
+
+def test_the_worker_raises_when_its_reader_process_ends(
+    reader: ReaderProcess, numbered_topic: str
+) -> None:
+    reader.assign({(numbered_topic, 0): 0}, _factory(numbered_topic))
+    assert polled(reader, 1)
+    assert reader.pid is not None
+    os.kill(reader.pid, signal.SIGKILL)
+    with pytest.raises(ReaderFailed, match="exited"):
+        _poll_on(reader)
+
+
+def _poll_on(reader: ReaderProcess) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        reader.poll(200)
+
+
+@pytest.fixture
+def learner_deployment(
+    deployment_settings: DeploymentSettings, tmp_path: Path
+) -> Iterator[LearnerDeployment]:
+    settings = deployment_settings(
+        "reader", partitions=1, checkpoint_every=500, checkpoint_interval_s=1.0
+    )
+    deployment = LearnerDeployment(settings, tmp_path, [])
+    yield deployment
+    deployment.kill_running()
+
+
+def test_a_killed_learner_takes_its_reader_process_with_it_and_a_dead_reader_its_learner(
+    learner_deployment: LearnerDeployment,
+) -> None:
+    """Neither process outlives the other: SIGKILL the learner, its reader process ends;
+    SIGKILL a reader process, its learner exits non-zero. The restarted learner then
+    learns every example exactly once (the same model as one uninterrupted run)."""
+    deployment = learner_deployment
+    rows = synthetic(12_000, seed=11)
+    stream = examples(rows, deployment.topic(Topic.TRAINING_EXAMPLES))
+    send_messages(deployment.settings, deployment.topic(Topic.TRAINING_EXAMPLES), stream)
+
+    learner = deployment.start()
+    reader = _reader_of(learner, deployment)
+    _wait_learned(deployment, 1)
+    learner.send_signal(signal.SIGKILL)
+    learner.wait(timeout=30)
+    wait_until(
+        lambda: not _alive(reader),
+        "the reader process to end after its learner was killed",
+        timeout_s=30,
+        logs=deployment.logs,
+    )
+
+    learner = deployment.start()
+    reader = _reader_of(learner, deployment)
+    os.kill(reader, signal.SIGKILL)
+    assert learner.wait(timeout=60) != 0
+    assert "reader process exited" in deployment.logs()
+
+    deployment.start()
+    _wait_learned(deployment, len(rows))
+    reference = Learner(LearnerConfig(model=deployment.settings.model_name))
+    for i, example in enumerate(stream):
+        reference.step(
+            example.features, example.label, Position("t", 0, i, example.event_time.timestamp())
+        )
+    state = deployment.latest()
+    assert state is not None
+    assert state.learner.examples == reference.examples == len(rows)
+    assert state.learner.metrics.report() == reference.metrics.report()
+
+
+def _factory(topic: str) -> Any:
+    return functools.partial(numbers, topic)
+
+
+def _reader_of(learner: subprocess.Popen[bytes], deployment: LearnerDeployment) -> int:
+    """The pid of the learner's reader process, once it runs."""
+    found: list[int] = []
+
+    def started() -> bool:
+        found[:] = _children(learner.pid)
+        return bool(found)
+
+    wait_until(
+        started,
+        "the learner's reader process",
+        timeout_s=DEADLINE_S,
+        logs=deployment.logs,
+        alive=lambda: learner.poll() is None,
+    )
+    return found[0]
+
+
+def _children(pid: int) -> list[int]:
+    """The reader processes among ``pid``'s children (spawn also starts its resource
+    tracker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    pids = [int(p) for p in children.read_text().split()] if children.exists() else []
+    return [p for p in pids if b"spawn_main" in _cmdline(p)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return False
+    return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+
+
+def _wait_learned(deployment: LearnerDeployment, count: int) -> None:
+    def learned() -> int:
+        state = deployment.latest()
+        return 0 if state is None else state.learner.examples
+
+    wait_until(
+        lambda: learned() >= count,
+        f"{count} examples learned",
+        timeout_s=DEADLINE_S,
+        logs=deployment.logs,
+    )

@@ -349,6 +349,14 @@ class Bench:
                 lambda: bench_learner.learner_process(rows, self.base, batch),
                 f"bench_learner.learner_process(batch={batch}) (eddy run learner)",
             ),
+            "process_thread": (
+                lambda: bench_learner.learner_process(rows, self.base, reader_process=False),
+                "bench_learner.learner_process(reader_process=False)",
+            ),
+            "process_thread_batch": (
+                lambda: bench_learner.learner_process(rows, self.base, batch, reader_process=False),
+                f"bench_learner.learner_process(batch={batch}, reader_process=False)",
+            ),
         }
         labels = dict(bench_learner.ROWS)
         for run in range(self.sizes.runs):

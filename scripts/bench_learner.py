@@ -20,11 +20,13 @@ Over the same seeded examples (River's SEA generator, 3 numeric features, binary
   and with the learner's (the trusted fast path for Eddy's own records,
   :func:`~eddy.streams.learning.intake.decode_example`): the ceiling of a process;
 - **read + decode + learn** / **reading process → learning process**: the examples read
-  from Kafka, decoded and learned with no checkpoints, on one thread (the ceiling of
-  today's learner process) and with the reading and decoding in a second process (a
-  prototype of the split that would raise it; :func:`read_and_learn`);
+  from Kafka, decoded and learned with no checkpoints, offsets or metrics, on one thread
+  and with the reading and decoding in a second process: the ceilings of the learner
+  process read on its own thread and in a reader process (:func:`read_and_learn`);
 - **learner process**: ``eddy run learner`` reading the examples from Kafka (one by one
-  and mini-batches), measured from its first checkpoint to the one holding every example.
+  and mini-batches), measured from its first checkpoint to the one holding every example:
+  as it runs by default, with a reader process, and reading on its own thread
+  (``EDDY_LEARNER_READER_PROCESS=false``).
 
 The in-process rows run with the garbage collector set as the learner process sets it
 (:func:`~eddy.services.ops.collector.settle_collector`), the bare loops too: otherwise a
@@ -210,7 +212,9 @@ def read_and_learn(
     :class:`Learner` (no checkpoints, offsets or metrics), either all on one thread (what
     ``eddy run learner`` does today, less its checkpoints) or with the reading and
     decoding in a second process that hands each poll's decoded examples to the learning
-    one over a pipe (``reader_process``): a prototype of the split, not Eddy's learner."""
+    one over a pipe (``reader_process``): the design of ``eddy run learner``'s reader
+    process (:mod:`eddy.services.ops.reader_process`) without its checkpoints, offsets,
+    rebalances or dead letters."""
     with throwaway(own_deployment(base)) as settings:
         fill_examples(rows, settings)
         with collected_as_the_worker():
@@ -271,17 +275,27 @@ def _learn_from_reader(settings: Settings, count: int, batch: int) -> float:
 
 
 def learner_process(
-    rows: list[tuple[dict[str, float], bool]], base: Settings, batch: int = 1
+    rows: list[tuple[dict[str, float], bool]],
+    base: Settings,
+    batch: int = 1,
+    *,
+    reader_process: bool = True,
 ) -> float:
+    """``eddy run learner``'s rate; ``reader_process=False`` reads on its own thread."""
     with throwaway(own_deployment(base)) as settings:
         fill_examples(rows, settings)
-        return _learner_rate(settings, len(rows), batch)
+        return _learner_rate(settings, len(rows), batch, reader_process)
 
 
-def _learner_rate(settings: Settings, count: int, batch: int) -> float:
+def _learner_rate(settings: Settings, count: int, batch: int, reader_process: bool) -> float:
     # The last examples are saved by the interval rule: keep it short so the final
     # checkpoint (the finish line) is not held back by idle time.
-    env = settings.child_env(log_level="WARNING", checkpoint_interval_s=0.2, learner_batch=batch)
+    env = settings.child_env(
+        log_level="WARNING",
+        checkpoint_interval_s=0.2,
+        learner_batch=batch,
+        learner_reader_process=reader_process,
+    )
     store = CheckpointStore(
         settings.data_dir / "checkpoints" / settings.model_name,
         signing_key(None, settings.data_dir),
@@ -381,10 +395,12 @@ ROWS = (
     ("consume_trusted", "kafka-python consume + the learner's decoder"),
     ("read_learn", "read + decode + learn, one thread, one by one"),
     ("read_learn_batch", "read + decode + learn, one thread, mini-batches"),
-    ("reader_learn", "reading process → learning process, one by one (prototype)"),
-    ("reader_learn_batch", "reading process → learning process, mini-batches (prototype)"),
+    ("reader_learn", "reading process → learning process, one by one"),
+    ("reader_learn_batch", "reading process → learning process, mini-batches"),
     ("process", "eddy run learner, one by one"),
     ("process_batch", "eddy run learner, mini-batches"),
+    ("process_thread", "eddy run learner reading on its thread, one by one"),
+    ("process_thread_batch", "eddy run learner reading on its thread, mini-batches"),
 )
 BASELINE = {"tree": "bare_tree", "bare_tree": "bare_tree"}
 
@@ -416,6 +432,10 @@ def main() -> None:
         "reader_learn_batch": lambda: read_and_learn(rows, base, args.batch, reader_process=True),
         "process": lambda: learner_process(rows, base),
         "process_batch": lambda: learner_process(rows, base, args.batch),
+        "process_thread": lambda: learner_process(rows, base, reader_process=False),
+        "process_thread_batch": lambda: learner_process(
+            rows, base, args.batch, reader_process=False
+        ),
     }
     results: dict[str, list[float]] = {name: [] for name in measures}
     for run in range(args.runs):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
 from types import MappingProxyType
@@ -474,13 +474,19 @@ class _Track:
         return track
 
 
-def _columns(rows: Sequence[Mapping[str, FeatureInput]]) -> dict[str, list[FeatureInput]]:
-    """Each feature's values in row order, None left out."""
+def _columns(
+    rows: Sequence[Mapping[str, FeatureInput]], ignore: Collection[str] = ()
+) -> dict[str, list[FeatureInput]]:
+    """Each feature's values in row order, None and the features ``ignore`` names left out.
+
+    >>> _columns([{"a": 1, "b": None, "c": 2}, {"a": 3, "b": 4, "c": 5}], ignore={"c"})
+    {'a': [1, 3], 'b': [4]}
+    """
     if not rows:
         return {}
     names = rows[0].keys()
     if all(row.keys() == names for row in rows):  # the usual case: one comprehension each
-        columns = {name: [row[name] for row in rows] for name in names}
+        columns = {name: [row[name] for row in rows] for name in names if name not in ignore}
         return {
             name: [v for v in column if v is not None] if None in column else column
             for name, column in columns.items()
@@ -488,7 +494,7 @@ def _columns(rows: Sequence[Mapping[str, FeatureInput]]) -> dict[str, list[Featu
     ragged: dict[str, list[FeatureInput]] = {}
     for row in rows:
         for name, value in row.items():
-            if value is not None:
+            if value is not None and name not in ignore:
                 ragged.setdefault(name, []).append(value)
     return ragged
 
@@ -594,9 +600,12 @@ class DataDriftMonitor:
         return self._check()
 
     def update_many(
-        self, rows: Sequence[Mapping[str, FeatureInput]]
+        self,
+        rows: Sequence[Mapping[str, FeatureInput]],
+        ignore: Collection[str] = (),
     ) -> list[tuple[int, list[FeatureDrift]]]:
-        """Add many observations in order: the learner's batch path.
+        """Add many observations in order, leaving out the features ``ignore`` names:
+        the learner's batch path.
 
         Returns ``(position in rows, drifts)`` wherever :meth:`update` would have
         returned drifts, with the same drifts. One difference: a value that
@@ -610,7 +619,7 @@ class DataDriftMonitor:
         self._updates += start  # warm-up observations: counted, not evidence
         while start < len(rows):
             end = min(len(rows), start + every - self._updates % every)
-            self._add_columns(rows[start:end])
+            self._add_columns(rows[start:end], ignore)
             self._updates += end - start
             if self._updates % every == 0:
                 drifts = self._check()
@@ -619,8 +628,10 @@ class DataDriftMonitor:
             start = end
         return found
 
-    def _add_columns(self, rows: Sequence[Mapping[str, FeatureInput]]) -> None:
-        for name, column in _columns(rows).items():
+    def _add_columns(
+        self, rows: Sequence[Mapping[str, FeatureInput]], ignore: Collection[str]
+    ) -> None:
+        for name, column in _columns(rows, ignore).items():
             values = _fast_numbers(column)
             if values is None:
                 values = self._one_by_one(name, column)

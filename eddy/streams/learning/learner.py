@@ -303,13 +303,8 @@ class Learner:
             events.setdefault(detection.index, []).append(
                 (DriftKind.CONCEPT, detection.signal.detector, evidence, detection.change_at)
             )
-        ignore = self.config.drift_ignore
-        watched = (
-            [{k: v for k, v in x.items() if k not in ignore} for x, _, _ in items]
-            if ignore
-            else [x for x, _, _ in items]
-        )
-        for i, drifts in self.data_drift.update_many(watched):
+        watched = [x for x, _, _ in items]
+        for i, drifts in self.data_drift.update_many(watched, self.config.drift_ignore):
             events.setdefault(i, []).append((DriftKind.DATA, "data_drift", _evidence(drifts), None))
         alerts_at: dict[int, list[DriftAlert]] = {}
         done = 0

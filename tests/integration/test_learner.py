@@ -243,10 +243,17 @@ def test_labels_of_served_answers_raise_a_served_concept_alert_naming_the_versio
     assert alert["metrics"]["accuracy"] < 1.0
 
 
+@pytest.mark.parametrize("reader_process", [True, False], ids=["reader-process", "one-thread"])
 def test_malformed_examples_and_labels_are_dead_lettered_and_the_rest_learned(
-    learner_deployment: LearnerDeployment,
+    learner_deployment: LearnerDeployment, reader_process: bool
 ) -> None:
+    """Both ways of reading (EDDY_LEARNER_READER_PROCESS): in a reader process, whose
+    refused records reach the learner with what their dead letters need, and on the
+    learner's own thread."""
     deployment = learner_deployment
+    deployment.settings = deployment.settings.model_copy(
+        update={"learner_reader_process": reader_process}
+    )
     settings = deployment.settings
     good = examples(synthetic(50, seed=3), "events")
     # A label the binary model cannot learn (River raised on it: a crash loop).

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from eddy.services.config.settings import Settings
+from eddy.services.ops.liveness import STALLED_EXIT_CODE
 from eddy.services.ops.poll_loop import Consumed, Decoder
 from eddy.services.ops.reader_process import ReaderFailed, ReaderProcess
 from eddy.streams.learning.learner import Learner, LearnerConfig, Position
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.integration
 
 DEADLINE_S = 120.0
 RECORDS = 2_000
+STALL_TIMEOUT_S = 3.0
 
 
 def numbers(topic: str) -> Mapping[str, Decoder]:
@@ -106,6 +108,7 @@ def test_a_new_assignment_hands_out_nothing_read_before_it(
     first = polled(reader, 1)
     assert first, "nothing read under the first order"
     reader.assign({(numbered_topic, 0): 1_500}, factory)
+    assert reader.positions() == {(numbered_topic, 0): 1_500}  # before any batch comes
     after = polled(reader, RECORDS - 1_500)
     assert [c.record.offset for c in after] == list(range(1_500, RECORDS))
     assert [c.message for c in after] == list(range(1_500, RECORDS))
@@ -202,6 +205,34 @@ def test_a_killed_learner_takes_its_reader_process_with_it_and_a_dead_reader_its
     assert state is not None
     assert state.learner.examples == reference.examples == len(rows)
     assert state.learner.metrics.report() == reference.metrics.report()
+
+
+def test_a_reader_process_that_stops_delivering_is_a_stall_the_learner_exits_on(
+    deployment_settings: DeploymentSettings, tmp_path: Path
+) -> None:
+    """SIGSTOP the reader process: the learner's loop turns on, but the positions it
+    reports stop while records wait, so the watchdog judges a stall and the learner
+    exits for a restart, as when it is stuck itself."""
+    settings = deployment_settings(
+        "readerstall", partitions=1, stall_timeout_s=STALL_TIMEOUT_S, checkpoint_interval_s=1.0
+    )
+    deployment = LearnerDeployment(settings, tmp_path, [])
+    topic = deployment.topic(Topic.TRAINING_EXAMPLES)
+    stream = examples(synthetic(400, seed=5), topic)
+    reader = None
+    try:
+        learner = deployment.start()
+        send_messages(settings, topic, stream[:200])
+        _wait_learned(deployment, 200)
+        reader = _reader_of(learner, deployment)
+        os.kill(reader, signal.SIGSTOP)
+        send_messages(settings, topic, stream[200:])
+        assert learner.wait(timeout=DEADLINE_S) == STALLED_EXIT_CODE, deployment.logs()
+        assert "stalled; exiting for a restart" in deployment.logs()
+    finally:
+        if reader is not None and _alive(reader):
+            os.kill(reader, signal.SIGKILL)
+        deployment.kill_running()
 
 
 def _factory(topic: str) -> Any:

@@ -136,7 +136,11 @@ class ReaderProcess:
         read before; the worker's consumer keeps every partition paused."""
         self._consumer.pause(*self._consumer.assignment())
         self._generation += 1
-        self._positions, self._ends = {}, {}
+        # Where reading starts is where the worker stands until a batch says more: a
+        # reader process that never delivers leaves records waiting behind a position
+        # that does not move, which the liveness watchdog judges a stall.
+        self._positions = {p: offset for p, offset in starts.items() if offset is not None}
+        self._ends = {}
         if self._orders is not None:
             self._orders.send(Assign(self._generation, dict(starts), decoders))
 

@@ -66,6 +66,7 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 BENCH_DIR = bench_features.BENCH_DIR
 MEMORY_SAMPLE_S = 0.2
 STAT_STARTTIME = 19  # /proc/<pid>/stat field 22, counted after the command's ")"
+STAT_PPID = 1  # field 4, counted likewise
 KIB_PER_MIB = 1024
 FEATURE_TARGET = 0.5  # eddy run features / bare
 FEATURE_PEER_TARGET = 2.0  # eddy run features / the Quix Streams peer on the same features
@@ -208,7 +209,7 @@ class PeakMemory(threading.Thread):
 
     def _sample(self, pid: int) -> None:
         proc = Path(f"/proc/{pid}")
-        service = eddy_service((proc / "cmdline").read_bytes().split(b"\0"))
+        service = _service_of(pid)
         status = (proc / "status").read_text().splitlines()
         kib = next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), None)
         if service is None or kib is None:  # not a service, or already exited
@@ -242,6 +243,18 @@ def eddy_service(argv: list[bytes]) -> str | None:
     if len(args) >= 3 and Path(args[-3]).name == "eddy" and args[-2] == "run":
         return f"eddy run {args[-1]}"
     return None
+
+
+def _service_of(pid: int) -> str | None:
+    """The service a process is: ``eddy run <service>``, or the reader process such a
+    service started (multiprocessing's spawn_main, whose parent is the service)."""
+    proc = Path(f"/proc/{pid}")
+    argv = (proc / "cmdline").read_bytes().split(b"\0")
+    if not any(b"spawn_main" in arg for arg in argv):
+        return eddy_service(argv)
+    parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[STAT_PPID])
+    service = eddy_service(Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0"))
+    return None if service is None else f"{service}, reader process"
 
 
 def _descendants(pid: int) -> list[int]:

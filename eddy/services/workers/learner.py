@@ -185,11 +185,13 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.state = self._restore()
         decoders = self._decoders()()
         # Reading and decoding in a second process, or on this thread (module doc).
-        self.reader = ReaderProcess(settings, self.consumer, **reading)
-        self.source: ConsumerSource | ReaderProcess = (
-            self.reader
+        self.reader = (
+            ReaderProcess(settings, self.consumer, **reading)
             if settings.learner_reader_process
-            else ConsumerSource(self.consumer, decoders)
+            else None
+        )
+        self.source: ConsumerSource | ReaderProcess = self.reader or ConsumerSource(
+            self.consumer, decoders
         )
         self.loop = PollLoop(
             settings,
@@ -267,7 +269,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             [self.examples_topic, self.labels_topic, self.served_topic],
             listener=self,
         )
-        if self.source is self.reader:
+        if self.reader is not None:
             self.reader.start()
         settle_collector()  # the process's own loop from here on: see there
         # A batch that raises may have moved the state's offsets past records it never
@@ -275,7 +277,8 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             self.loop.run(self.process, self._after_batch, empty_batches=True)
         finally:
-            self.reader.close()
+            if self.reader is not None:
+                self.reader.close()
         # The loop (and the watchdog with it) stopped first: a final checkpoint longer
         # than the stall timeout is no stall.
         try:

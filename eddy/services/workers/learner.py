@@ -18,6 +18,12 @@ SIGTERM (or SIGINT) lets the batch in hand finish (its alerts and late-labelled 
 sent and acknowledged), then writes a final checkpoint and commits it: a restart seeks to
 exactly where this process stopped and reads nothing twice.
 
+Reading: by default a reader process (:mod:`eddy.services.ops.reader_process`) reads and
+decodes the three topics while this one learns; this process's consumer stays the
+group's member, with its partitions paused, and each assignment tells the reader process
+where to start (the restored checkpoint's offsets). ``EDDY_LEARNER_READER_PROCESS=false``
+reads on this process's own thread (:class:`~eddy.services.ops.poll_loop.ConsumerSource`).
+
 Liveness (:mod:`eddy.services.ops.liveness`): before each poll, when everything polled so far is
 learned, the learner hands its consumer's positions to the watchdog, so a learner stuck
 inside a batch or a checkpoint while records wait reports unhealthy and exits for a

@@ -25,9 +25,10 @@ where to start (the restored checkpoint's offsets). ``EDDY_LEARNER_READER_PROCES
 reads on this process's own thread (:class:`~eddy.services.ops.poll_loop.ConsumerSource`).
 
 Liveness (:mod:`eddy.services.ops.liveness`): before each poll, when everything polled so far is
-learned, the learner hands its consumer's positions to the watchdog, so a learner stuck
-inside a batch or a checkpoint while records wait reports unhealthy and exits for a
-restart. A hot standby owns nothing: healthy.
+learned, the learner hands its positions (the next offset after what it has learned) to
+the watchdog, so a learner stuck inside a batch or a checkpoint, or one whose reader
+process stopped delivering, while records wait reports unhealthy and exits for a restart.
+A hot standby owns nothing: healthy.
 """
 
 from __future__ import annotations

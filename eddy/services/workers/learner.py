@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from kafka import TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -58,33 +58,32 @@ from eddy.services.ops.liveness import Liveness
 from eddy.services.ops.poll_loop import (
     Consumed,
     ConsumerSource,
-    Decoder,
     DecoderFactory,
     PollLoop,
 )
 from eddy.services.ops.reader_process import ReaderProcess
+from eddy.services.workers.learner_intake import learner_decoders
 from eddy.streams.dead_letters.policy import Action, action_for, retry_transient, wait_out_redis
 from eddy.streams.dead_letters.sink import DeadLetterSink
 from eddy.streams.drift.estimate import Calibration, reference_accuracy
 from eddy.streams.drift.served import ServedOutcome
 from eddy.streams.learning.checkpoints import CheckpointStore, LearnerState
-from eddy.streams.learning.intake import Example, decode_example
+from eddy.streams.learning.intake import Example
 from eddy.streams.learning.label_join import joined_example
 from eddy.streams.learning.learner import Item, Learner, LearnerConfig, Position
 from eddy.streams.learning.models import (
     PROJECT_KIND,
     OnlineModel,
     binary_model_of,
-    label_refusal,
+    label_rule,
 )
 from eddy.streams.messages.contracts import (
     DriftAlert,
     Label,
-    LabelValue,
     ServedAnswers,
     TrainingExample,
 )
-from eddy.streams.messages.validation import InvalidMessage, decode, encode
+from eddy.streams.messages.validation import encode
 from eddy.streams.store.estimates import PerformanceReport, save_reports
 from eddy.streams.store.recent_ids import RecentIds
 from eddy.streams.store.snapshots import SnapshotStore
@@ -371,7 +370,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         model = self.state.learner.model
         # What the model is matters only for a project's (a built-in kind says it all).
         binary = binary_model_of(model.estimator) if self.config.kind == PROJECT_KIND else None
-        rule = LabelRule(self.config.kind, model.task, binary)
+        rule = label_rule(self.config.kind, model.task, binary)
         topics = (self.examples_topic, self.labels_topic, self.served_topic)
         return functools.partial(learner_decoders, topics, rule)
 
@@ -707,46 +706,3 @@ def _offset_meta(offset: int) -> Any:
     from kafka.structs import OffsetAndMetadata
 
     return OffsetAndMetadata(offset, "", -1)
-
-
-class LabelRule(NamedTuple):
-    """What decides which labels the model learns (:func:`label_refusal`)."""
-
-    kind: str
-    task: str | None
-    binary: str | None
-
-
-def learner_decoders(topics: tuple[str, str, str], rule: LabelRule) -> dict[str, Decoder]:
-    """The learner's decoders of its examples, labels and served-answers topics; a label
-    the model would raise on while learning is refused (dead-lettered): one message must
-    never stop the loop that learns every other. Picklable through functools.partial,
-    for the reader process."""
-    examples, labels, served = topics
-    return {
-        examples: functools.partial(_decode_example, rule),
-        labels: functools.partial(_decode_label, rule),
-        served: _decode_served,
-    }
-
-
-def _decode_example(rule: LabelRule, record: Any) -> Example:
-    example = decode_example(record.value)
-    _check_label(rule, example.label)
-    return example
-
-
-def _decode_label(rule: LabelRule, record: Any) -> Label:
-    label = decode(Label, record.value)
-    _check_label(rule, label.label)
-    return label
-
-
-def _decode_served(record: Any) -> ServedAnswers:
-    return decode(ServedAnswers, record.value)
-
-
-def _check_label(rule: LabelRule, label: LabelValue) -> None:
-    refusal = label_refusal(rule.kind, label, rule.task, rule.binary)
-    if refusal is not None:
-        raise InvalidMessage("label_not_learnable", refusal)

@@ -32,11 +32,14 @@ from river import base, forest, linear_model, preprocessing, tree
 
 from eddy.streams.features.compute import OTHER_CATEGORY
 
+# The tasks are re-exported: models are where the rest of Eddy looks for them.
+from eddy.streams.learning.labels import CLASSIFICATION as CLASSIFICATION
+from eddy.streams.learning.labels import REGRESSION as REGRESSION
+from eddy.streams.learning.labels import LabelRule, refusal
+
 Label = bool | int | float | str
 Features = Mapping[str, bool | int | float | str | None]
 
-CLASSIFICATION = "classification"
-REGRESSION = "regression"
 MAX_MODEL_FEATURES = 4096
 MAX_CATEGORIES = 256
 # The kind of an online model a project's models.py builds (not one of MODEL_KINDS).
@@ -323,12 +326,10 @@ class OnlineModel:
 def label_refusal(
     kind: str, label: Label, task: str | None = None, binary_model: str | None = None
 ) -> str | None:
-    """Why a model of ``kind`` cannot learn ``label`` (None: it can). A label of the
-    wrong type raises inside River, so the learner refuses it before learning. A
-    project's model (:data:`PROJECT_KIND`) is judged by its ``task`` and, when it is a
-    binary classifier, by ``binary_model`` (what it is, :func:`binary_model_of`): a
-    regressor learns numbers, a binary classifier true/false or 0/1; what any other
-    classifier of the project's accepts is its own business.
+    """Why a model of ``kind`` cannot learn ``label`` (None: it can); see
+    :mod:`eddy.streams.learning.labels`. A project's model (:data:`PROJECT_KIND`) is
+    judged by its ``task`` and, when it is a binary classifier, by ``binary_model`` (what
+    it is, :func:`binary_model_of`).
 
     >>> label_refusal("logistic", "yes")
     "model kind 'logistic' learns true/false or 0/1 labels, not 'yes'"
@@ -343,25 +344,19 @@ def label_refusal(
     'the online model LR is a binary classifier: labels must be true/false or 0/1, got 2'
     >>> label_refusal(PROJECT_KIND, True, CLASSIFICATION, "LogisticRegression")
     """
+    return refusal(label_rule(kind, task, binary_model), label)
+
+
+def label_rule(kind: str, task: str | None = None, binary_model: str | None = None) -> LabelRule:
+    """The rule :func:`~eddy.streams.learning.labels.refusal` applies for a model of
+    ``kind`` (a project's: of ``task``, a binary classifier when ``binary_model`` names
+    it); raises ValueError for a kind that is neither built in nor given a task."""
     spec = MODEL_KINDS.get(kind)
     if spec is None and task is None:
         raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
-    learns = spec.task if spec is not None else task
-    if learns == REGRESSION and isinstance(label, str):
-        return f"model kind {kind!r} learns numeric labels, not {label!r}"
-    if spec is not None and spec.binary and not _binary_label(label):
-        return f"model kind {kind!r} learns true/false or 0/1 labels, not {label!r}"
-    if spec is None and binary_model is not None and not _binary_label(label):
-        return (
-            f"the online model {binary_model} is a binary classifier: labels must be "
-            f"true/false or 0/1, got {label!r}"
-        )
-    return None
-
-
-def _binary_label(label: Label) -> bool:
-    """Whether a binary classifier learns ``label``: a boolean, or a number equal to 0 or 1."""
-    return isinstance(label, bool) or (not isinstance(label, str) and label in (0, 1))
+    if spec is not None:
+        return LabelRule(kind, spec.task, spec.binary, None)
+    return LabelRule(kind, task, False, binary_model)
 
 
 def binary_model_of(estimator: Any) -> str | None:

@@ -7,6 +7,7 @@ import functools
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -157,8 +158,14 @@ def _poll_on(reader: ReaderProcess) -> None:
 def learner_deployment(
     deployment_settings: DeploymentSettings, tmp_path: Path
 ) -> Iterator[LearnerDeployment]:
+    # A dedup memory of one id: an example handled twice is learned twice, and the final
+    # state (examples, metrics) shows it.
     settings = deployment_settings(
-        "reader", partitions=1, checkpoint_every=500, checkpoint_interval_s=1.0
+        "reader",
+        partitions=1,
+        checkpoint_every=500,
+        checkpoint_interval_s=1.0,
+        learner_dedup_ids=1,
     )
     deployment = LearnerDeployment(settings, tmp_path, [])
     yield deployment
@@ -169,16 +176,18 @@ def test_a_killed_learner_takes_its_reader_process_with_it_and_a_dead_reader_its
     learner_deployment: LearnerDeployment,
 ) -> None:
     """Neither process outlives the other: SIGKILL the learner, its reader process ends;
-    SIGKILL a reader process, its learner exits non-zero. The restarted learner then
-    learns every example exactly once (the same model as one uninterrupted run)."""
+    SIGKILL a reader process while the learner works through a backlog, its learner
+    exits non-zero. The restarted learner then learns every example exactly once (the
+    same model as one uninterrupted run)."""
     deployment = learner_deployment
-    rows = synthetic(12_000, seed=11)
-    stream = examples(rows, deployment.topic(Topic.TRAINING_EXAMPLES))
-    send_messages(deployment.settings, deployment.topic(Topic.TRAINING_EXAMPLES), stream)
+    topic = deployment.topic(Topic.TRAINING_EXAMPLES)
+    rows = synthetic(60_000, seed=11)
+    stream = examples(rows, topic)
+    send_messages(deployment.settings, topic, stream[:5_000])
 
     learner = deployment.start()
     reader = _reader_of(learner, deployment)
-    _wait_learned(deployment, 1)
+    _wait_learned(deployment, 5_000)
     learner.send_signal(signal.SIGKILL)
     learner.wait(timeout=30)
     wait_until(
@@ -188,23 +197,50 @@ def test_a_killed_learner_takes_its_reader_process_with_it_and_a_dead_reader_its
         logs=deployment.logs,
     )
 
+    send_messages(deployment.settings, topic, stream[5_000:])
     learner = deployment.start()
     reader = _reader_of(learner, deployment)
+    _wait_learned(deployment, 5_001)  # on its way through the backlog
     os.kill(reader, signal.SIGKILL)
     assert learner.wait(timeout=60) != 0
     assert "reader process exited" in deployment.logs()
+    assert _learned(deployment) < len(rows), "the backlog was learned before the kill"
 
     deployment.start()
     _wait_learned(deployment, len(rows))
-    reference = Learner(LearnerConfig(model=deployment.settings.model_name))
-    for i, example in enumerate(stream):
-        reference.step(
-            example.features, example.label, Position("t", 0, i, example.event_time.timestamp())
-        )
-    state = deployment.latest()
-    assert state is not None
-    assert state.learner.examples == reference.examples == len(rows)
-    assert state.learner.metrics.report() == reference.metrics.report()
+    _assert_learned_once(deployment, stream)
+
+
+def test_learners_taking_over_from_each_other_mid_stream_learn_every_example_once(
+    learner_deployment: LearnerDeployment,
+) -> None:
+    """Real rebalances, with reader processes: while examples keep coming, a second
+    learner joins (the group gives every partition to one member, either of them), then
+    the first stops. Each revocation orders its reader to drop what it read; the state
+    at the end is the uninterrupted one, with no example learned twice."""
+    deployment = learner_deployment
+    topic = deployment.topic(Topic.TRAINING_EXAMPLES)
+    stream = examples(synthetic(40_000, seed=13), topic)
+    chunks = [stream[i : i + 1_000] for i in range(0, len(stream), 1_000)]
+
+    def send() -> None:
+        for chunk in chunks:
+            send_messages(deployment.settings, topic, chunk)
+            time.sleep(0.25)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        first = deployment.start()
+        _wait_learned(deployment, 1)
+        deployment.start()  # joins: the group rebalances while examples come
+        _wait_learned(deployment, len(stream) // 2)
+        first.send_signal(signal.SIGTERM)  # leaves: the group rebalances again
+        assert first.wait(timeout=60) == 0, deployment.logs()
+    finally:
+        sender.join()
+    _wait_learned(deployment, len(stream))
+    _assert_learned_once(deployment, stream)
 
 
 def test_a_reader_process_that_stops_delivering_is_a_stall_the_learner_exits_on(
@@ -279,13 +315,28 @@ def _alive(pid: int) -> bool:
     return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
 
 
-def _wait_learned(deployment: LearnerDeployment, count: int) -> None:
-    def learned() -> int:
-        state = deployment.latest()
-        return 0 if state is None else state.learner.examples
+def _learned(deployment: LearnerDeployment) -> int:
+    state = deployment.latest()
+    return 0 if state is None else state.learner.examples
 
+
+def _assert_learned_once(deployment: LearnerDeployment, stream: list[Any]) -> None:
+    """The deployment's newest checkpoint is what one learner learning ``stream`` once,
+    in order, would hold."""
+    reference = Learner(LearnerConfig(model=deployment.settings.model_name))
+    for i, example in enumerate(stream):
+        reference.step(
+            example.features, example.label, Position("t", 0, i, example.event_time.timestamp())
+        )
+    state = deployment.latest()
+    assert state is not None
+    assert state.learner.examples == reference.examples == len(stream)
+    assert state.learner.metrics.report() == reference.metrics.report()
+
+
+def _wait_learned(deployment: LearnerDeployment, count: int) -> None:
     wait_until(
-        lambda: learned() >= count,
+        lambda: _learned(deployment) >= count,
         f"{count} examples learned",
         timeout_s=DEADLINE_S,
         logs=deployment.logs,

@@ -12,13 +12,15 @@ assignment the worker says where each partition starts (its checkpoint's offsets
 the reader process seeks there; on a revocation the reader process stops reading them.
 Each such order has a new generation, and a batch read under an older one is dropped
 unread: a record read before the worker gave its partition up is never handled after.
-The pipe holds about one batch, so the reader runs at most a batch or two ahead, and a
-batch dropped or lost in a crash is read again from the worker's checkpoint.
+The pipe's buffer (64 KiB on Linux) and the batch in the reader's hands bound how far it
+reads ahead, and a batch dropped or lost in a crash is read again from the worker's
+checkpoint.
 
 Either process failing stops both: the reader process exits when the worker's process is
 gone (its parent changed, or the pipe broke), and the worker raises when the reader
-process exits or reports an error. The reader process ignores SIGINT and SIGTERM: the
-worker finishes its batch, checkpoints and then stops it.
+process exits or reports an error. The reader process ignores SIGINT and SIGTERM (they
+are blocked while it starts, so none reaches it before it ignores them): the worker
+finishes its batch, checkpoints and then stops it.
 
 A record arrives as a :class:`PolledRecord` with its decoded message; a refused record
 also carries its key, value and headers, for its dead letter. Decoders are rebuilt in the
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 READER_POLL_MS = 100
 # How long the worker waits for the reader process to end once told to, before killing it.
 STOP_TIMEOUT_S = 10.0
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class PolledRecord(NamedTuple):
@@ -121,7 +124,13 @@ class ReaderProcess:
             name="eddy-reader",
             daemon=True,
         )
-        self._process.start()
+        # The mask survives exec: a Ctrl-C to the process group while the reader process
+        # imports stays pending there until it ignores it, and reaches this one after.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self._process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         orders_read.close()
         batches_sent.close()
         log.info("reader process started", extra={"pid": self._process.pid})
@@ -136,17 +145,18 @@ class ReaderProcess:
         read before; the worker's consumer keeps every partition paused."""
         self._consumer.pause(*self._consumer.assignment())
         self._generation += 1
-        # Where reading starts is where the worker stands until a batch says more: a
-        # reader process that never delivers leaves records waiting behind a position
-        # that does not move, which the liveness watchdog judges a stall.
-        self._positions = {p: offset for p, offset in starts.items() if offset is not None}
+        # Where reading starts is where the worker stands until a batch says more (0 for
+        # "the beginning"): a reader process that never delivers leaves records waiting
+        # behind a position that does not move, which the liveness watchdog judges a stall.
+        self._positions = {p: offset or 0 for p, offset in starts.items()}
         self._ends = {}
         if self._orders is not None:
             self._orders.send(Assign(self._generation, dict(starts), decoders))
 
     def poll(self, timeout_ms: int) -> list[Consumed]:
         """The group's duties (a rebalance runs its callbacks here), then the next
-        batch of the current generation, or nothing within ``timeout_ms``."""
+        batch of records of the current generation, or nothing within ``timeout_ms``
+        (the reader's empty polls only update positions and log ends)."""
         if self._consumer.poll(timeout_ms=0):
             raise ReaderFailed("the worker's consumer fetched records: a partition is not paused")
         if self._batches is None:
@@ -161,7 +171,8 @@ class ReaderProcess:
                 raise ReaderFailed(f"the reader process failed: {received}")
             if received.generation == self._generation:
                 self._positions, self._ends = received.positions, received.ends
-                return [_consumed(entry) for entry in received.entries]
+                if received.entries:
+                    return [_consumed(entry) for entry in received.entries]
         if not self._process.is_alive():
             raise ReaderFailed(self._ended())
         return []
@@ -228,8 +239,9 @@ def read_and_decode(
     parent: int,
 ) -> None:
     """The reader process: follow the worker's orders, poll, decode, send each poll."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by start()
     logs.configure(settings.log_level)
     consumer = make_consumer(settings, group_id=None, **overrides)
     order: Assign | None = None

@@ -61,7 +61,7 @@ from eddy.services.ops.poll_loop import (
     DecoderFactory,
     PollLoop,
 )
-from eddy.services.ops.reader_process import ReaderProcess
+from eddy.services.ops.reader_process import ReaderFailed, ReaderProcess
 from eddy.services.workers.learner_intake import learner_decoders
 from eddy.streams.dead_letters.policy import Action, action_for, retry_transient, wait_out_redis
 from eddy.streams.dead_letters.sink import DeadLetterSink
@@ -220,6 +220,9 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._writing: tuple[Future[Path], dict[tuple[str, int], int], bool] | None = None
         self._commit_owed = False  # see on_partitions_assigned
+        # Whether the group has given this worker its partitions: between a revocation and
+        # the next assignment (a join can take several polls) it handles nothing.
+        self._owned = False
         self._listener_error: Exception | None = None  # see _listener_errors_kept
 
     # --- consumer-group callbacks -------------------------------------------------
@@ -228,9 +231,10 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         # Runs inside poll, as the group rebalances: the checkpoint file is what matters;
         # whoever owns the partitions next restores it and commits its offsets.
         if revoked:
+            self._owned = False  # until an assignment: nothing is handled (process)
             with self._listener_errors_kept():
-                self.source.assign({}, self._decoders())  # nothing read before is handled
                 self.checkpoint(commit=False)
+                self.source.assign({}, self._decoders())  # nothing read before is handled
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         with self._listener_errors_kept():
@@ -252,7 +256,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         # The restored offsets may be ahead of the group's (sealed in a rebalance or
         # before a crash): the owner commits them at its next turn, new records or not,
         # or the group's lag says that work waits which was done. A standby, nothing.
-        self._commit_owed = bool(assigned)
+        self._commit_owed = self._owned = bool(assigned)
         offsets = self.state.offsets
         starts = {
             (tp.topic, tp.partition): offsets.get((tp.topic, tp.partition)) for tp in assigned
@@ -275,20 +279,25 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             [self.examples_topic, self.labels_topic, self.served_topic],
             listener=self,
         )
-        if self.reader is not None:
-            self.reader.start()
         settle_collector()  # the process's own loop from here on: see there
         # A batch that raises may have moved the state's offsets past records it never
         # learned: then no final checkpoint, the restart restores the last good one.
         try:
+            if self.reader is not None:
+                self.reader.start()
             self.loop.run(self.process, self._after_batch, empty_batches=True)
+        except ReaderFailed:
+            # Raised between batches, so the state is whole: saved, a restart repeats less.
+            if self._owned:
+                self.checkpoint(commit=False)
+            raise
         finally:
             if self.reader is not None:
                 self.reader.close()
         # The loop (and the watchdog with it) stopped first: a final checkpoint longer
         # than the stall timeout is no stall.
         try:
-            if self.consumer.assignment():
+            if self._owned:
                 self.checkpoint()
             else:
                 self._written(block=True)
@@ -314,7 +323,11 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         """Learn from a polled batch in order; alerts are sent before the next checkpoint.
 
         A refused record (dead-lettered by the runtime already) only moves its offset: a
-        checkpoint then keeps it from being refused again."""
+        checkpoint then keeps it from being refused again. A worker that owns no partition
+        (a standby, or one whose partitions were revoked) handles nothing: not even its
+        pending labels, which belong to the owner's state."""
+        if not self._owned:
+            return
         self._joined, self._served = [], []
         items: list[Item] = []
         feature_sets: set[str] = set()

@@ -165,7 +165,7 @@ class ReaderProcess:
         while self._batches.poll(max(0.0, deadline - time.monotonic())):
             try:
                 received = self._batches.recv()
-            except EOFError:
+            except (EOFError, OSError):  # OSError: it ended in the middle of a batch
                 raise ReaderFailed(self._ended()) from None
             if isinstance(received, str):
                 raise ReaderFailed(f"the reader process failed: {received}")

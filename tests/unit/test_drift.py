@@ -190,6 +190,27 @@ def test_ks_agrees_with_scipy_including_ties_and_a_prepared_reference(seed: int)
         assert test(prepared, current) == test(reference, current)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_ks_agrees_with_scipy_on_distinct_values_and_on_one_shared_value(seed: int) -> None:
+    """Distinct values take the one-lookup path; one value in both samples must not."""
+    from scipy.stats import ks_2samp
+
+    rng = _rng(seed)
+    reference = rng.normal(0.0, 1.0, 500).tolist()
+    prepared = Reference.of(reference)
+    for size, shift in ((500, 0.0), (317, 0.4), (1, 0.0), (40, 9.0), (40, -9.0)):
+        current = rng.normal(shift, 1.0, size).tolist()
+        expected = ks_2samp(reference, current).statistic
+        assert ks_statistic(prepared, current) == pytest.approx(expected, abs=1e-12)
+        # Where both samples hold a value, both CDFs jump there, which the one-lookup
+        # path would take as the reference's jump coming first.
+        shared = [*current, reference[size // 2]]
+        expected = ks_2samp(reference, shared).statistic
+        assert ks_statistic(prepared, shared) == pytest.approx(expected, abs=1e-12)
+    # Gaps at 1, 2, 3, 5: 1/3, 1/6, 1/2, 0 (counting 2 as the reference's first: 2/3).
+    assert ks_statistic([1.0, 2.0, 3.0], [2.0, 5.0]) == pytest.approx(1 / 2)
+
+
 def test_psi_and_jensen_shannon_known_values() -> None:
     # Two bins cut at the reference median 2.5: reference (1/2, 1/2), current (3/4, 1/4).
     reference, current = [1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 4.0]

@@ -96,13 +96,27 @@ class Reference:
     edges: FloatArray  # quantile edges for DEFAULT_BINS
     proportions: FloatArray  # of the values in those bins
     cdf: FloatArray  # the empirical CDF at each of the values
+    # `values` after a -inf: at a current value's rank r, the largest reference value at
+    # most it (or -inf), so one lookup tells whether the two samples share a value.
+    below: FloatArray
+    # For a current sample of n values, the counts n_ref * i / n for i = 0..n, which the
+    # KS test compares the ranks with: one array per sample size, kept after first use.
+    _steps: dict[int, FloatArray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Reference:
         ordered = np.sort(_finite_array(values, "reference"))
         edges = _quantile_edges(ordered, DEFAULT_BINS)
         cdf = np.searchsorted(ordered, ordered, side="right") / ordered.size
-        return cls(ordered, edges, _proportions(ordered, edges), cdf)
+        below = np.concatenate(([-np.inf], ordered))
+        return cls(ordered, edges, _proportions(ordered, edges), cdf, below)
+
+    def steps(self, size: int) -> FloatArray:
+        """``values.size * i / size`` for i in 0..size: the current sample's empirical
+        CDF at its own points, on the scale of the reference's ranks."""
+        if size not in self._steps:
+            self._steps[size] = np.arange(size + 1, dtype=np.float64) * (self.values.size / size)
+        return self._steps[size]
 
 
 def _reference(reference: Sequence[float] | Reference) -> Reference:
@@ -178,12 +192,22 @@ def ks_statistic(reference: Sequence[float] | Reference, current: Sample) -> flo
 
 def _ks(prepared: Reference, current: FloatArray) -> float:
     ref, cur = prepared.values, np.sort(current)
-    # The gap can only peak at a sample point: at the reference's own points its CDF is
-    # prepared once; the current sample is ranked against itself and the reference.
     # Array methods, not numpy's functions: a monitor runs this for every feature at
     # every check, and the functions' Python wrappers cost a fifth of it.
+    ranks = ref.searchsorted(cur, side="right")
+    if (cur[1:] > cur[:-1]).all() and not (prepared.below[ranks] == cur).any():
+        # No value twice in the current sample, none in both: between two current values
+        # F_cur is flat and F_ref rises, so the gap F_ref - F_cur peaks just before the
+        # next current value and dips at the last one; at the i-th current value (from 0)
+        # F_ref is ranks / n_ref, F_cur is i / n before it and (i + 1) / n at it. One
+        # lookup, where the general case below needs two.
+        steps = prepared.steps(cur.size)
+        gap = max((ranks - steps[:-1]).max(), (steps[1:] - ranks).max())
+        return float(gap / ref.size)
+    # The gap can only peak at a sample point: at the reference's own points its CDF is
+    # prepared once; the current sample is ranked against itself and the reference.
     at_ref = prepared.cdf - cur.searchsorted(ref, side="right") / cur.size
-    at_cur = ref.searchsorted(cur, side="right") / ref.size - _own_cdf(cur) / cur.size
+    at_cur = ranks / ref.size - _own_cdf(cur) / cur.size
     return float(max(np.abs(at_ref).max(), np.abs(at_cur).max()))
 
 

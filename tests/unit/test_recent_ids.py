@@ -74,3 +74,19 @@ def test_a_checkpoint_from_before_digests_keeps_its_ids_in_order() -> None:
     assert [f"id-{i}" in memory for i in range(5)] == [False, False, True, True, True]
     assert restored_dedup_memory(memory, limit=3) is memory
     assert len(restored_dedup_memory(memory, limit=2)) == 2
+
+
+@pytest.mark.parametrize("limit", [1, 2, 7, 50])
+def test_adding_a_batch_answers_and_remembers_exactly_as_adding_one_by_one(limit: int) -> None:
+    """Batches with repeats inside, ids seen before, ids just forgotten, and batches
+    larger than the memory: the same answers and the same memory afterwards."""
+    rng = random.Random(limit)
+    one_by_one, batched = RecentIds(limit), RecentIds(limit)
+    for _ in range(300):
+        space = rng.choice([5, 30, 10_000])  # many repeats, some, almost none
+        batch = [f"id-{rng.randint(0, space)}" for _ in range(rng.randint(0, 3 * limit + 5))]
+        assert batched.add_many(batch) == [one_by_one.add(x) for x in batch]
+        assert len(batched) == len(one_by_one)
+        assert pickle.dumps(batched) == pickle.dumps(one_by_one)
+    probes = [f"id-{i}" for i in range(40)]
+    assert [x in batched for x in probes] == [x in one_by_one for x in probes]

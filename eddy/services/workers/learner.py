@@ -330,6 +330,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         self._joined, self._served = [], []
         items: list[Item] = []
+        examples: list[tuple[Example, Position]] = []
         feature_sets: set[str] = set()
         labels: list[tuple[str, Label, Position]] = []
         answered: list[ServedAnswers] = []
@@ -341,10 +342,10 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._since_checkpoint += 1
             elif record.topic == self.examples_topic:
                 example: Example = consumed.message
-                if self._learns(example):
+                # Not our own late-label join (published for retraining, learned already).
+                if example.source_topic != self.labels_topic:
                     at = Position(record.topic, record.partition, record.offset, example.event_time)
-                    items.append((example.features, example.label, at))
-                    feature_sets.add(example.feature_set)
+                    examples.append((example, at))
             elif record.topic == self.served_topic:
                 self._since_checkpoint += 1
                 if consumed.message.model == self.config.model:
@@ -355,6 +356,12 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                     record.topic, record.partition, record.offset, record.timestamp / 1000
                 )
                 labels.append((label.event_id or label.request_id or "", label, at))
+        # Nor one learned before: the dedup memory remembers the batch's ids in one go.
+        fresh = self.state.remember_many([example.example_id for example, _ in examples])
+        for (example, at), new in zip(examples, fresh, strict=True):
+            if new:
+                items.append((example.features, example.label, at))
+                feature_sets.add(example.feature_set)
         joined = self._join_labels(labels)
         if joined:
             feature_sets.add(self.feature_set)
@@ -395,13 +402,6 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         table = self.calibration_of(version)
         if table is not None:
             self.state.learner.estimates.seed(version, table)
-
-    def _learns(self, example: Example) -> bool:
-        """Whether to learn ``example``: not our own late-label join (published for
-        retraining, learned already), nor one learned before."""
-        if example.source_topic == self.labels_topic:
-            return False
-        return self.state.remember(example.example_id)
 
     def _join_labels(self, labels: list[tuple[str, Label, Position]]) -> list[Item]:
         """Join new and still-pending labels to the snapshots of what was served."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,10 @@ class LearnerState:
     def remember(self, record_id: str) -> bool:
         """False if ``record_id`` was learned already."""
         return self.learned.add(record_id)
+
+    def remember_many(self, record_ids: Sequence[str]) -> list[bool]:
+        """:meth:`remember` each of ``record_ids`` in order."""
+        return self.learned.add_many(record_ids)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ and a collision only makes the learner skip one example it should have learned.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -57,6 +59,57 @@ class RecentIds:
         self._members.add(digest)
         self._next = (self._next + 1) % self.limit
         return True
+
+    def add_many(self, record_ids: Sequence[str]) -> list[bool]:
+        """:meth:`add` each of ``record_ids`` in order, with its answers: the learner's
+        batch path, which writes the ring once rather than one NumPy element at a time
+        (about 1 µs an id, a twentieth of a learner's time per example).
+
+        >>> seen = RecentIds(limit=2)
+        >>> seen.add_many(["a", "b", "a", "c", "a"])
+        [True, True, False, True, True]
+        """
+        digests = [_digest(record_id) for record_id in record_ids]
+        members, count = self._members, len(digests)
+        if count <= self.limit and members.isdisjoint(digests) and len(set(digests)) == count:
+            # The usual batch, every id new: the oldest make room, none of them is back.
+            members.difference_update(self._oldest(max(0, self._count + count - self.limit)))
+            members.update(digests)
+            self._write(digests)
+            return [True] * count
+        added, fresh = [], []
+        room = self.limit - self._count
+        # The digests the batch may evict, oldest first; the batch's own follow them
+        # (with a small limit a batch evicts its own first ids).
+        evictable = deque(self._oldest(min(self._count, max(0, count - room))))
+        for digest in digests:
+            if digest in members:
+                added.append(False)
+                continue
+            if room > 0:
+                room -= 1
+            else:
+                members.discard(evictable.popleft())
+            members.add(digest)
+            evictable.append(digest)
+            fresh.append(digest)
+            added.append(True)
+        self._write(fresh)
+        return added
+
+    def _oldest(self, count: int) -> list[int]:
+        """The ``count`` oldest digests held, oldest first."""
+        start = self._next if self._count == self.limit else 0
+        oldest: list[int] = self._ring.take(np.arange(start, start + count) % self.limit).tolist()
+        return oldest
+
+    def _write(self, digests: list[int]) -> None:
+        """Put ``digests`` (new, in order) into the ring: only the last ``limit`` stay."""
+        kept = digests[-self.limit :]
+        start = self._next + len(digests) - len(kept)
+        self._ring[np.arange(start, start + len(kept)) % self.limit] = kept
+        self._next = (self._next + len(digests)) % self.limit
+        self._count = min(self.limit, self._count + len(digests))
 
     def resized(self, limit: int) -> RecentIds:
         """The same memory keeping ``limit`` ids: the newest ones if it shrinks."""

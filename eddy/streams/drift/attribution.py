@@ -20,7 +20,10 @@ the change point (a history shorter than the change's age) there is nothing to j
 by, and the detection stands, as it would without this check.
 
 Pure and picklable: the learner's checkpoint seals the history, so a replay from a
-checkpoint judges every detection as the uninterrupted run did.
+checkpoint judges every detection as the uninterrupted run did. Pickling 5,000 examples
+took 1.9 ms, most of a checkpoint, at every checkpoint (one per thousand examples): the
+kept examples are pickled :data:`PACKED_BLOCK` at a time, each full block once, and a
+checkpoint copies those bytes.
 
 >>> from eddy.streams.learning.models import make_model
 >>> def world(n, flip_after):  # y is x > 0, until the world flips it
@@ -44,6 +47,8 @@ from __future__ import annotations
 
 import collections
 import copy
+import itertools
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,6 +64,11 @@ usually reaches at the rates Eddy sees."""
 WORLD_CHANGE_RATIO = 1.5
 """How much worse than before the change the frozen model must be for the change to be
 the world's (see the module's docstring for the figures behind it)."""
+PACKED_BLOCK = 500
+"""Examples pickled together once their block is full (examples 1 to 500, 501 to 1000...
+as counted by ``seen``): a checkpoint pickles at most this many examples afresh."""
+
+Example = tuple[dict[str, float], Label]
 
 
 class ModelHistory:
@@ -68,12 +78,12 @@ class ModelHistory:
         self.task = task
         self.every = every
         self.seen = 0
-        self._examples: collections.deque[tuple[dict[str, float], Label]] = collections.deque(
-            maxlen=memory
-        )
+        self._examples: collections.deque[Example] = collections.deque(maxlen=memory)
         self._copies: collections.deque[tuple[int, Any]] = collections.deque(
             maxlen=memory // every + 1
         )
+        # Block number -> (where its pickled examples start, as counted by `seen`; them).
+        self._packed: dict[int, tuple[int, bytes]] = {}
 
     def learned(self, model: Any, xn: dict[str, float], y: Label) -> None:
         """After ``model`` learned ``(xn, y)``: keep the example, and a copy of the
@@ -118,3 +128,40 @@ class ModelHistory:
             return True
         frozen = self.frozen_error(change, detected)
         return frozen is None or (frozen > 0 and frozen >= WORLD_CHANGE_RATIO * baseline)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The kept examples as the pickles of their full blocks (each made once, when a
+        checkpoint first meets it) and the examples after the last full block."""
+        first = self.seen - len(self._examples) + 1  # `seen`'s count of the oldest kept
+        full = self.seen // PACKED_BLOCK  # blocks 0 .. full - 1 are full
+        oldest = (first - 1) // PACKED_BLOCK
+        self._packed = {k: packed for k, packed in self._packed.items() if k >= oldest}
+        for block in range(oldest, full):
+            if block not in self._packed:
+                # Its part still kept: the whole block unless it is partly forgotten.
+                start = max(first, block * PACKED_BLOCK + 1)
+                stop = (block + 1) * PACKED_BLOCK
+                kept = itertools.islice(self._examples, start - first, stop - first + 1)
+                self._packed[block] = (start, pickle.dumps(list(kept), pickle.HIGHEST_PROTOCOL))
+        tail_start = max(first, full * PACKED_BLOCK + 1)
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_examples", "_packed")}
+        return state | {
+            "memory": self._examples.maxlen,
+            "packed": [self._packed[block] for block in range(oldest, full)],
+            "tail": list(itertools.islice(self._examples, tail_start - first, None)),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_examples" in state:  # a checkpoint from before 2026-12-05 pickled the deque
+            self.__dict__.update(state, _packed={})
+            return
+        packed, tail, memory = state.pop("packed"), state.pop("tail"), state.pop("memory")
+        self.__dict__.update(state)
+        examples: list[Example] = []
+        for _, data in packed:
+            # Bytes inside the checkpoint being restored, whose signature was verified.
+            examples += pickle.loads(data)  # noqa: S301
+        # A block packed before its first examples were forgotten starts earlier than the
+        # oldest kept: the memory's bound drops those again.
+        self._examples = collections.deque(examples + tail, maxlen=memory)
+        self._packed = {(start - 1) // PACKED_BLOCK: (start, data) for start, data in packed}

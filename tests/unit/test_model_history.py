@@ -1,0 +1,67 @@
+"""A ModelHistory restored from its pickle holds exactly what the original held, however
+its examples were packed into blocks by the checkpoints before."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import pytest
+
+from eddy.streams.drift.attribution import PACKED_BLOCK, ModelHistory
+
+
+def _examples(start: int, count: int) -> list[tuple[dict[str, float], bool]]:
+    return [({"x": float(i), "y": i / 7}, i % 3 == 0) for i in range(start, start + count)]
+
+
+def _held(history: ModelHistory) -> tuple[int, list[object], list[int]]:
+    return history.seen, list(history._examples), [n for n, _ in history._copies]
+
+
+@pytest.mark.parametrize("memory", [PACKED_BLOCK - 1, 1234, 5000])
+def test_a_history_restored_from_any_checkpoint_holds_and_goes_on_as_the_original(
+    memory: int,
+) -> None:
+    rng = random.Random(memory)
+    history = ModelHistory("classification", every=100, memory=memory)
+    model = {"weights": [0.0]}
+    learned = 0
+    for _ in range(60):
+        batch = _examples(learned, rng.choice([1, 7, 250, 499, 500, 777]))
+        if rng.random() < 0.5:
+            history.learned_many(model, [x for x, _ in batch], [y for _, y in batch])
+        else:
+            for x, y in batch:
+                history.learned(model, x, y)
+        learned += len(batch)
+        if rng.random() < 0.4:  # a checkpoint packs what is full by now
+            restored = pickle.loads(pickle.dumps(history))
+            assert _held(restored) == _held(history)
+            assert len(restored._examples) == min(memory, learned)
+            more = _examples(learned, 600)
+            for copy in (restored, pickle.loads(pickle.dumps(history))):
+                copy.learned_many(model, [x for x, _ in more], [y for _, y in more])
+            assert _held(restored) == _held(pickle.loads(pickle.dumps(restored)))
+    assert history.seen == learned
+
+
+def test_a_full_block_is_pickled_once_and_the_pickle_reused() -> None:
+    history = ModelHistory("classification", every=100, memory=5000)
+    batch = _examples(0, 3 * PACKED_BLOCK + 10)
+    history.learned_many({}, [x for x, _ in batch], [y for _, y in batch])
+    first, second = history.__getstate__(), history.__getstate__()
+    assert len(first["packed"]) == 3
+    assert len(first["tail"]) == 10
+    assert all(a[1] is b[1] for a, b in zip(first["packed"], second["packed"], strict=True))
+
+
+def test_a_checkpoint_from_before_the_blocks_restores() -> None:
+    history = ModelHistory("classification", every=100, memory=50)
+    batch = _examples(0, 80)
+    history.learned_many({}, [x for x, _ in batch], [y for _, y in batch])
+    old_state = {k: v for k, v in vars(history).items() if k != "_packed"}
+    restored = ModelHistory.__new__(ModelHistory)
+    restored.__setstate__(old_state)
+    assert _held(restored) == _held(history)
+    assert _held(pickle.loads(pickle.dumps(restored))) == _held(history)

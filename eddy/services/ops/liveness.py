@@ -380,18 +380,20 @@ def consumer_positions(consumer: Any) -> ConsumerPositions:
     subscription, the result also carries the :class:`Member` (local state, no I/O).
     """
     positions: dict[Partition, int] = {}
-    assigned = consumer.assignment()
-    for tp in assigned:
+    for tp in consumer.assignment():
         offset = consumer.position(tp, timeout_ms=0)
         if offset is not None:
             positions[(tp.topic, tp.partition)] = offset
+    return ConsumerPositions(positions, consumer_member(consumer))
+
+
+def consumer_member(consumer: Any) -> Member | None:
+    """Who a kafka-python consumer is in its group (local state, no I/O); None without
+    a group and a subscription."""
     group, topics = consumer.config.get("group_id"), consumer.subscription()
-    member = (
-        Member(group, frozenset(topics), bool(assigned), _member_id(consumer))
-        if group and topics
-        else None
-    )
-    return ConsumerPositions(positions, member)
+    if not (group and topics):
+        return None
+    return Member(group, frozenset(topics), bool(consumer.assignment()), _member_id(consumer))
 
 
 def _member_id(consumer: Any) -> str | None:

@@ -115,12 +115,7 @@ class ConsumerSource:
         """Read each partition of ``starts`` from its offset (None: the beginning) and
         decode with what ``decoders`` builds from now on (a rebalance callback calls it)."""
         self.decoders = dict(decoders())
-        for (topic, partition), offset in starts.items():
-            tp = TopicPartition(topic, partition)
-            if offset is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, offset)
+        seek_to_starts(self.consumer, starts)
 
     def positions(self) -> ConsumerPositions:
         return consumer_positions(self.consumer)
@@ -131,6 +126,16 @@ class ConsumerSource:
             position = self.consumer.position(tp, timeout_ms=0)  # None: being looked up
             if end is not None and position is not None:
                 yield tp.topic, tp.partition, max(0, end - position)
+
+
+def seek_to_starts(consumer: Any, starts: Mapping[Partition, int | None]) -> None:
+    """Seek each partition of ``starts`` to its offset, or to the beginning for None."""
+    for (topic, partition), offset in starts.items():
+        tp = TopicPartition(topic, partition)
+        if offset is None:
+            consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, offset)
 
 
 class PollLoop:

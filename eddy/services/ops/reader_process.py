@@ -45,8 +45,13 @@ from kafka import TopicPartition
 from eddy.services.config.settings import Settings
 from eddy.services.ops import logs
 from eddy.services.ops.collector import settle_collector
-from eddy.services.ops.liveness import ConsumerPositions, Partition, consumer_positions
-from eddy.services.ops.poll_loop import Consumed, Decoder, DecoderFactory
+from eddy.services.ops.liveness import (
+    ConsumerPositions,
+    Partition,
+    consumer_member,
+    consumer_positions,
+)
+from eddy.services.ops.poll_loop import Consumed, Decoder, DecoderFactory, seek_to_starts
 from eddy.streams.messages.validation import InvalidMessage
 from eddy.streams.transport.clients import make_consumer
 
@@ -180,8 +185,7 @@ class ReaderProcess:
     def positions(self) -> ConsumerPositions:
         """Where the records handed out so far end (the worker has handled them when
         it asks): the next offset to handle per partition, with the group member."""
-        member = consumer_positions(self._consumer).member
-        return ConsumerPositions(self._positions, member)
+        return ConsumerPositions(self._positions, consumer_member(self._consumer))
 
     def lags(self) -> Iterator[tuple[str, int, int]]:
         for (topic, partition), end in self._ends.items():
@@ -272,26 +276,16 @@ def read_and_decode(
 
 
 def _follow(consumer: Any, order: Assign) -> None:
-    partitions = [TopicPartition(topic, partition) for topic, partition in order.starts]
-    consumer.assign(partitions)
-    for tp in partitions:
-        offset = order.starts[(tp.topic, tp.partition)]
-        if offset is None:
-            consumer.seek_to_beginning(tp)
-        else:
-            consumer.seek(tp, offset)
+    consumer.assign([TopicPartition(topic, partition) for topic, partition in order.starts])
+    seek_to_starts(consumer, order.starts)
 
 
 def _read_once(consumer: Any, generation: int, decoders: Mapping[str, Decoder]) -> Batch:
     polled = consumer.poll(timeout_ms=READER_POLL_MS)
     entries = [_entry(record, decoders) for records in polled.values() for record in records]
-    positions: dict[Partition, int] = {}
     ends: dict[Partition, int] = {}
     for tp in consumer.assignment():
-        position = consumer.position(tp, timeout_ms=0)
         end = consumer.highwater(tp)
-        if position is not None:
-            positions[(tp.topic, tp.partition)] = position
         if end is not None:
             ends[(tp.topic, tp.partition)] = end
-    return Batch(generation, entries, positions, ends)
+    return Batch(generation, entries, dict(consumer_positions(consumer)), ends)

@@ -188,3 +188,31 @@ def test_any_record_in_the_encoders_form_is_judged_as_the_full_validator_judges_
         **extra,
     }
     assert_agrees(orjson.dumps(document))
+
+
+def test_the_learner_worker_decoder_hands_on_the_example_with_its_ids_digest() -> None:
+    """The reader process computes the dedup memory's digest of each example id, so the
+    learning process does not: it must be the digest the memory keeps of that id."""
+    from types import SimpleNamespace
+
+    from eddy.services.workers.learner_intake import learner_decoders
+    from eddy.streams.learning.models import label_rule
+    from eddy.streams.store.recent_ids import RecentIds, digest
+
+    decoders = learner_decoders(("examples", "labels", "served"), label_rule("logistic"))
+    ids = ["ev-1", "ev-2", "ev-1"]
+    decoded = [
+        decoders["examples"](SimpleNamespace(value=encode(example(example_id=i)))) for i in ids
+    ]
+    assert [d[0] for d in decoded] == [decode_example(encode(example(example_id=i))) for i in ids]
+    assert [d[1] for d in decoded] == [digest(i) for i in ids]
+    by_digest, by_id = RecentIds(limit=10), RecentIds(limit=10)
+    assert (
+        by_digest.add_digests([d for _, d in decoded])
+        == by_id.add_many(ids)
+        == [
+            True,
+            True,
+            False,
+        ]
+    )

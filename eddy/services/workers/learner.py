@@ -331,6 +331,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._joined, self._served = [], []
         items: list[Item] = []
         examples: list[tuple[Example, Position]] = []
+        digests: list[int] = []  # of their ids, computed where they were decoded
         feature_sets: set[str] = set()
         labels: list[tuple[str, Label, Position]] = []
         answered: list[ServedAnswers] = []
@@ -341,11 +342,12 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             if consumed.refused is not None:
                 self._since_checkpoint += 1
             elif record.topic == self.examples_topic:
-                example: Example = consumed.message
+                example, id_digest = consumed.message
                 # Not our own late-label join (published for retraining, learned already).
                 if example.source_topic != self.labels_topic:
                     at = Position(record.topic, record.partition, record.offset, example.event_time)
                     examples.append((example, at))
+                    digests.append(id_digest)
             elif record.topic == self.served_topic:
                 self._since_checkpoint += 1
                 if consumed.message.model == self.config.model:
@@ -357,7 +359,7 @@ class LearnerWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 )
                 labels.append((label.event_id or label.request_id or "", label, at))
         # Nor one learned before: the dedup memory remembers the batch's ids in one go.
-        fresh = self.state.remember_many([example.example_id for example, _ in examples])
+        fresh = self.state.remember_digests(digests)
         for (example, at), new in zip(examples, fresh, strict=True):
             if new:
                 items.append((example.features, example.label, at))

@@ -5,7 +5,9 @@ would cost the reader process seconds of start-up on a machine its services shar
 A training example or a label the model would raise on while learning is refused (dead-
 lettered): one message must never stop the loop that learns every other. What the model
 learns comes with the decoders (:class:`~eddy.streams.learning.labels.LabelRule`), since
-the reader process has no model.
+the reader process has no model. A training example comes with the digest the learner's
+dedup memory keeps of its id (:func:`~eddy.streams.store.recent_ids.digest`), computed
+here: in the reader process, off the learning one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from eddy.streams.learning.labels import Label as LabelValue
 from eddy.streams.learning.labels import LabelRule, refusal
 from eddy.streams.messages.contracts import Label, ServedAnswers
 from eddy.streams.messages.validation import InvalidMessage, decode
+from eddy.streams.store.recent_ids import digest
+
+# A decoded training example and the digest of its id. A plain tuple: one crosses the
+# reader process's pipe per example, and a tuple pickles cheapest.
+DigestedExample = tuple[Example, int]
 
 
 def learner_decoders(topics: tuple[str, str, str], rule: LabelRule) -> dict[str, Decoder]:
@@ -32,10 +39,10 @@ def learner_decoders(topics: tuple[str, str, str], rule: LabelRule) -> dict[str,
     }
 
 
-def _decode_example(rule: LabelRule, record: Any) -> Example:
+def _decode_example(rule: LabelRule, record: Any) -> DigestedExample:
     example = decode_example(record.value)
     _check_label(rule, example.label)
-    return example
+    return example, digest(example.example_id)
 
 
 def _decode_label(rule: LabelRule, record: Any) -> Label:

@@ -75,9 +75,9 @@ class LearnerState:
         """False if ``record_id`` was learned already."""
         return self.learned.add(record_id)
 
-    def remember_many(self, record_ids: Sequence[str]) -> list[bool]:
-        """:meth:`remember` each of ``record_ids`` in order."""
-        return self.learned.add_many(record_ids)
+    def remember_digests(self, digests: Sequence[int]) -> list[bool]:
+        """:meth:`remember` each of the ids these are the digests of, in order."""
+        return self.learned.add_digests(digests)
 
 
 @dataclass(frozen=True)

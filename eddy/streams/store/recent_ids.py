@@ -29,7 +29,9 @@ import numpy as np
 DIGEST_BYTES = 8
 
 
-def _digest(record_id: str) -> int:
+def digest(record_id: str) -> int:
+    """What the memory keeps of ``record_id``: a caller that has the digests already (the
+    learner's reader process computes them) adds them with :meth:`RecentIds.add_digests`."""
     raw = hashlib.blake2b(record_id.encode(), digest_size=DIGEST_BYTES).digest()
     return int.from_bytes(raw, "little")
 
@@ -48,15 +50,15 @@ class RecentIds:
 
     def add(self, record_id: str) -> bool:
         """Remember ``record_id``; False if it was among the last ``limit`` ids already."""
-        digest = _digest(record_id)
-        if digest in self._members:
+        kept = digest(record_id)
+        if kept in self._members:
             return False
         if self._count == self.limit:
             self._members.discard(int(self._ring[self._next]))
         else:
             self._count += 1
-        self._ring[self._next] = digest
-        self._members.add(digest)
+        self._ring[self._next] = kept
+        self._members.add(kept)
         self._next = (self._next + 1) % self.limit
         return True
 
@@ -69,7 +71,10 @@ class RecentIds:
         >>> seen.add_many(["a", "b", "a", "c", "a"])
         [True, True, False, True, True]
         """
-        digests = [_digest(record_id) for record_id in record_ids]
+        return self.add_digests([digest(record_id) for record_id in record_ids])
+
+    def add_digests(self, digests: Sequence[int]) -> list[bool]:
+        """:meth:`add_many` of the ids these are the :func:`digest` of."""
         members, count = self._members, len(digests)
         if count <= self.limit and members.isdisjoint(digests) and len(set(digests)) == count:
             # The usual batch, every id new: the oldest make room, none of them is back.
@@ -82,17 +87,17 @@ class RecentIds:
         # The digests the batch may evict, oldest first; the batch's own follow them
         # (with a small limit a batch evicts its own first ids).
         evictable = deque(self._oldest(min(self._count, max(0, count - room))))
-        for digest in digests:
-            if digest in members:
+        for one in digests:
+            if one in members:
                 added.append(False)
                 continue
             if room > 0:
                 room -= 1
             else:
                 members.discard(evictable.popleft())
-            members.add(digest)
-            evictable.append(digest)
-            fresh.append(digest)
+            members.add(one)
+            evictable.append(one)
+            fresh.append(one)
             added.append(True)
         self._write(fresh)
         return added
@@ -103,7 +108,7 @@ class RecentIds:
         oldest: list[int] = self._ring.take(np.arange(start, start + count) % self.limit).tolist()
         return oldest
 
-    def _write(self, digests: list[int]) -> None:
+    def _write(self, digests: Sequence[int]) -> None:
         """Put ``digests`` (new, in order) into the ring: only the last ``limit`` stay."""
         kept = digests[-self.limit :]
         start = self._next + len(digests) - len(kept)
@@ -114,9 +119,9 @@ class RecentIds:
     def resized(self, limit: int) -> RecentIds:
         """The same memory keeping ``limit`` ids: the newest ones if it shrinks."""
         resized = RecentIds(limit)
-        for digest in self._in_order()[-limit:]:
-            resized._ring[resized._next] = digest
-            resized._members.add(int(digest))
+        for kept in self._in_order()[-limit:]:
+            resized._ring[resized._next] = kept
+            resized._members.add(int(kept))
             resized._next = (resized._next + 1) % limit
             resized._count += 1
         return resized
@@ -128,7 +133,7 @@ class RecentIds:
         return self._ring[: self._count]
 
     def __contains__(self, record_id: object) -> bool:
-        return isinstance(record_id, str) and _digest(record_id) in self._members
+        return isinstance(record_id, str) and digest(record_id) in self._members
 
     def __len__(self) -> int:
         return self._count

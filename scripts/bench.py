@@ -1038,19 +1038,20 @@ Where the time goes, measured in the rows above:
   of the learner's time.
 
 **Where the reader-process learner stands against its ceiling** (measured by hand on
-2026-12-05 with timers around its loop, 100,000 examples, mini-batches of 500, about 21 µs
-an example in all): learning and monitoring take about 12 µs an example in the worker,
-against about 10 µs in the in-process row (the model is pickled at every checkpoint,
-which slows River about 5% for the whole learner; the rest is not explained by the other
-core being busy: the in-process row runs as fast next to a busy core); the rest of its
-batch work (the dedup memory, positions, label joins) about 2.7 µs; receiving and
-unpickling the reader's batches about 3.7 µs, waits included; checkpoints about 2 µs
-(`EDDY_CHECKPOINT_MAX_SHARE`). The reader process is busy about 60% of the time, the
-learning process about 90%: the learning process is the bottleneck. **Next levers:**
-fewer objects per example between the two processes (a batch of columns rather than one
-tuple per record), the dedup memory's digests computed in the reader process, and drift
-tests that cost less per check (two-sample KS on windows of 500 is most of a check: about
-23 µs of 43 per feature).
+2026-12-05, one run of 200,000 examples in mini-batches of 500 at 50,458 examples/s): the
+learning process is busy 86% of the time (about 17 µs of CPU an example), the reader
+process 67%: the learning process is still the bottleneck. Learning and monitoring are
+most of it (River's own learning about 10 µs an example in the in-process rows); a model
+pickled at every checkpoint learns about 5% slower. What this bound moved by, by hand on
+the same day: a KS test costs 15 µs per feature per check (24 before; one lookup instead
+of two when no value is in both samples), the dedup memory takes a batch's digests at
+once, computed in the reader process (1.5 µs an example before), and a checkpoint's seal
+takes 1.1 ms (3.2 before: the model history's 5,000 kept examples are pickled 500 at a
+time, each full block once, not all at every checkpoint). **Next levers:** fewer objects
+per example between the two processes (a batch of columns rather than a tuple, an example
+and a feature dictionary per record), and a registry snapshot that does not list every
+version (`learner_snapshots` reads them all to find a replayed one, every
+`EDDY_SNAPSHOT_EVERY` examples: a cost that grows with the registry).
 
 Detection on 0/1 error streams (rate 0.1 → 0.5 at item {bench_learner.CHANGE_AT:,};
 {bench_learner.STREAM_LENGTH:,} items; seeded), Eddy's adapter next to the same River detector

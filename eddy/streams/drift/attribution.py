@@ -54,6 +54,7 @@ from typing import Any
 
 from eddy.streams.drift.served import prediction_error
 from eddy.streams.learning.models import Label
+from eddy.streams.store.serialization import unpickle_nested
 
 SNAPSHOT_EVERY = 500
 """Examples between two kept copies of the model: a change point falls at most this
@@ -159,8 +160,7 @@ class ModelHistory:
         self.__dict__.update(state)
         examples: list[Example] = []
         for _, data in packed:
-            # Bytes inside the checkpoint being restored, whose signature was verified.
-            examples += pickle.loads(data)  # noqa: S301
+            examples += unpickle_nested(data)
         # A block packed before its first examples were forgotten starts earlier than the
         # oldest kept: the memory's bound drops those again.
         self._examples = collections.deque(examples + tail, maxlen=memory)

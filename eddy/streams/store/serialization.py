@@ -133,6 +133,14 @@ def unseal(blob: bytes, key: bytes) -> Any:
         raise IntegrityError(f"artifact names code this version lacks: {exc}") from exc
 
 
+def unpickle_nested(payload: bytes) -> Any:
+    """Bytes an object pickled into its own state (its ``__getstate__``), unpickled by
+    its ``__setstate__``: reached only while :func:`unseal` unpickles the artifact that
+    holds them, after its checks passed. Example: the model history's blocks of examples
+    (:class:`~eddy.streams.drift.attribution.ModelHistory`)."""
+    return _Unpickler(io.BytesIO(payload)).load()
+
+
 class _Unpickler(pickle.Unpickler):
     """An unpickler that finds classes pickled under the flat layout's module names."""
 

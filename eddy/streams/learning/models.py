@@ -22,6 +22,7 @@ by :func:`wrap_model`, as kind :data:`PROJECT_KIND`: its task follows from what 
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ Features = Mapping[str, bool | int | float | str | None]
 
 MAX_MODEL_FEATURES = 4096
 MAX_CATEGORIES = 256
+# Column sets whose mini-batch index is kept (one per set of encoded feature names).
+COLUMN_INDEXES = 64
 # The kind of an online model a project's models.py builds (not one of MODEL_KINDS).
 PROJECT_KIND = "project"
 
@@ -309,7 +312,7 @@ class OnlineModel:
                 positives.append(positive_class(proba))
                 self.learn(xn, y)
             return predictions, positives
-        frame = pd.DataFrame.from_records(xns, columns=list(names))
+        frame = pd.DataFrame.from_records(xns, columns=_column_index(tuple(names)))
         if self.task == CLASSIFICATION:
             proba = self.estimator.predict_proba_many(frame)
             labels = list(proba.columns)
@@ -321,6 +324,15 @@ class OnlineModel:
             predictions, positives = self.estimator.predict_many(frame).tolist(), [None] * len(xns)
         self.estimator.learn_many(frame, pd.Series(ys))
         return predictions, positives
+
+
+@functools.lru_cache(maxsize=COLUMN_INDEXES)
+def _column_index(names: tuple[str, ...]) -> pd.Index:
+    """A mini-batch frame's columns, built once per set of names. Plain Python strings
+    (object dtype), not pandas' default Arrow strings: building those for every batch and
+    River's work on them cost about 0.4 µs an example of a batch of 500, with the same
+    results (measured 2026-12-05)."""
+    return pd.Index(list(names), dtype=object)
 
 
 def label_refusal(

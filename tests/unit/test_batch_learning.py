@@ -165,6 +165,43 @@ def test_drift_update_many_matches_update_when_rows_lack_features() -> None:
     assert batched.state() == one_by_one.state()
 
 
+def test_drift_update_many_matches_update_when_every_row_has_every_feature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The usual batch: its columns are split and checked once for all its checks."""
+    rng = random.Random(9)
+    rows = _feature_rows(rng, 5000)
+    for row in rows:
+        del row["gone"]
+    one_by_one = DataDriftMonitor(DriftConfig(window=300, min_samples=100, check_every=50))
+    expected = [(i, d) for i, row in enumerate(rows) if (d := one_by_one.update(row))]
+    # Every batch takes the aligned path: the check-by-check one is not called.
+    monkeypatch.setattr(DataDriftMonitor, "_add_columns", _never)
+    batched = DataDriftMonitor(one_by_one.config)
+    found = []
+    for start, end in _cuts(rng, len(rows), largest=130):
+        found += [(start + i, d) for i, d in batched.update_many(rows[start:end])]
+    assert {d.feature for _, drifts in expected for d in drifts} >= {"a", "plan"}
+    assert found == expected
+    assert batched.state() == one_by_one.state()
+
+
+def _never(*_: object) -> None:
+    raise AssertionError("the check-by-check path was taken")
+
+
+def test_drift_update_many_refuses_a_whole_column_of_the_other_kind() -> None:
+    monitor = DataDriftMonitor(DriftConfig(window=10, min_samples=5, check_every=2))
+    monitor.update_many([{"plan": "x", "a": 1.0}, {"plan": "y", "a": 2.0}])
+    monitor.update_many([{"plan": 1.0, "a": 3.0}, {"plan": 2.0, "a": "z"}, {"plan": 3, "a": 4}])
+    monitor.update_many([{"plan": 4.0, "a": 5.0}, {"plan": 5.0, "a": 6.0}])  # all else plain
+    assert monitor.refused == 6
+    features = monitor.state()["features"]
+    assert features["plan"]["reference"] == ["x", "y"]
+    assert features["a"]["reference"] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert monitor.updates == 7
+
+
 def test_drift_update_many_skips_and_counts_refused_values() -> None:
     monitor = DataDriftMonitor(DriftConfig(window=10, min_samples=5, check_every=5))
     monitor.update_many([{"a": 1.0}, {"a": 2.0}])

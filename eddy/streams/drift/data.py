@@ -641,9 +641,16 @@ class DataDriftMonitor:
         every = self.config.check_every
         start = min(len(rows), max(0, self.config.warmup - self._updates))
         self._updates += start  # warm-up observations: counted, not evidence
+        first = start
+        # The usual batch's columns are split and checked once, not once per check in it.
+        aligned = self._aligned_columns(rows[start:], ignore)
         while start < len(rows):
             end = min(len(rows), start + every - self._updates % every)
-            self._add_columns(rows[start:end], ignore)
+            if aligned is None:
+                self._add_columns(rows[start:end], ignore)
+            else:
+                for name, values in aligned.items():
+                    self._add_values(name, values[start - first : end - first])
             self._updates += end - start
             if self._updates % every == 0:
                 drifts = self._check()
@@ -651,6 +658,30 @@ class DataDriftMonitor:
                     found.append((end - 1, drifts))
             start = end
         return found
+
+    def _aligned_columns(
+        self, rows: Sequence[Mapping[str, FeatureInput]], ignore: Collection[str]
+    ) -> dict[str, list[float | str]] | None:
+        """Each feature's values, one per row, when every feature has a value in every
+        row and all of them are accepted as they are (plain finite numbers or strings,
+        of the feature's kind); None otherwise (:meth:`_add_columns` then takes the rows
+        a check at a time)."""
+        aligned: dict[str, list[float | str]] = {}
+        for name, column in _columns(rows, ignore).items():
+            if len(column) != len(rows):
+                return None
+            numbers = _fast_numbers(column)
+            if numbers is not None:
+                values, kind = numbers, NUMERIC
+            elif all(isinstance(value, str) for value in column):
+                values, kind = [str(value) for value in column], CATEGORICAL
+            else:
+                return None
+            track = self._tracks.get(name)
+            if track is not None and track.kind != kind:
+                return None
+            aligned[name] = values
+        return aligned
 
     def _add_columns(
         self, rows: Sequence[Mapping[str, FeatureInput]], ignore: Collection[str]
@@ -662,12 +693,16 @@ class DataDriftMonitor:
             elif name in self._tracks and self._tracks[name].kind != NUMERIC:
                 self.refused += len(values)
                 continue
-            if not values or not self._tracks_room_for(name, len(values)):
-                continue
-            if name not in self._tracks:
-                kind = CATEGORICAL if isinstance(values[0], str) else NUMERIC
-                self._tracks[name] = _Track(name, kind, self.config.window)
-            self._tracks[name].add_many(values)
+            self._add_values(name, values)
+
+    def _add_values(self, name: str, values: list[float | str]) -> None:
+        """Add a feature's accepted values (of its kind), tracking it if there is room."""
+        if not values or not self._tracks_room_for(name, len(values)):
+            return
+        if name not in self._tracks:
+            kind = CATEGORICAL if isinstance(values[0], str) else NUMERIC
+            self._tracks[name] = _Track(name, kind, self.config.window)
+        self._tracks[name].add_many(values)
 
     def _one_by_one(self, name: str, column: list[FeatureInput]) -> list[float | str]:
         """The column's acceptable values, in order (the kind set by the first one)."""

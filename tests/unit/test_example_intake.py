@@ -209,7 +209,7 @@ def test_the_learner_worker_decoder_hands_on_the_example_with_its_ids_digest() -
     by_digest, by_id = RecentIds(limit=10), RecentIds(limit=10)
     assert (
         by_digest.add_digests([d for _, d in decoded])
-        == by_id.add_many(ids)
+        == [by_id.add(i) for i in ids]
         == [
             True,
             True,

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from eddy.streams.store.recent_ids import RecentIds
+from eddy.streams.store.recent_ids import RecentIds, digest
 
 
 def test_it_remembers_exactly_the_last_limit_ids_like_an_ordered_dict() -> None:
@@ -85,7 +85,8 @@ def test_adding_a_batch_answers_and_remembers_exactly_as_adding_one_by_one(limit
     for _ in range(300):
         space = rng.choice([5, 30, 10_000])  # many repeats, some, almost none
         batch = [f"id-{rng.randint(0, space)}" for _ in range(rng.randint(0, 3 * limit + 5))]
-        assert batched.add_many(batch) == [one_by_one.add(x) for x in batch]
+        answers = batched.add_digests([digest(x) for x in batch])
+        assert answers == [one_by_one.add(x) for x in batch]
         assert len(batched) == len(one_by_one)
         assert pickle.dumps(batched) == pickle.dumps(one_by_one)
     probes = [f"id-{i}" for i in range(40)]

@@ -62,19 +62,15 @@ class RecentIds:
         self._next = (self._next + 1) % self.limit
         return True
 
-    def add_many(self, record_ids: Sequence[str]) -> list[bool]:
-        """:meth:`add` each of ``record_ids`` in order, with its answers: the learner's
-        batch path, which writes the ring once rather than one NumPy element at a time
-        (about 1 µs an id, a twentieth of a learner's time per example).
+    def add_digests(self, digests: Sequence[int]) -> list[bool]:
+        """:meth:`add` each of the ids these are the :func:`digest` of, in order, with its
+        answers: the learner's batch path (its reader process computes the digests),
+        which writes the ring once rather than one NumPy element at a time.
 
         >>> seen = RecentIds(limit=2)
-        >>> seen.add_many(["a", "b", "a", "c", "a"])
+        >>> seen.add_digests([digest(i) for i in ("a", "b", "a", "c", "a")])
         [True, True, False, True, True]
         """
-        return self.add_digests([digest(record_id) for record_id in record_ids])
-
-    def add_digests(self, digests: Sequence[int]) -> list[bool]:
-        """:meth:`add_many` of the ids these are the :func:`digest` of."""
         members, count = self._members, len(digests)
         if count <= self.limit and members.isdisjoint(digests) and len(set(digests)) == count:
             # The usual batch, every id new: the oldest make room, none of them is back.
@@ -119,11 +115,9 @@ class RecentIds:
     def resized(self, limit: int) -> RecentIds:
         """The same memory keeping ``limit`` ids: the newest ones if it shrinks."""
         resized = RecentIds(limit)
-        for kept in self._in_order()[-limit:]:
-            resized._ring[resized._next] = kept
-            resized._members.add(int(kept))
-            resized._next = (resized._next + 1) % limit
-            resized._count += 1
+        newest: list[int] = self._in_order()[-limit:].tolist()
+        resized._members.update(newest)
+        resized._write(newest)
         return resized
 
     def _in_order(self) -> np.ndarray:

@@ -579,6 +579,47 @@ def test_decoding_an_encoded_state_gives_the_same_bytes_and_vector() -> None:
     assert encode_state(decoded) == encode_state(state)
 
 
+def test_a_state_written_after_every_event_encodes_as_one_written_once() -> None:
+    """Buckets keep their encoding between writes; any change must drop it."""
+    events = _mixed_events(_rng(92))
+    written_often = EntityState()
+    for event_id, event_time, raw in events:
+        apply_event(written_often, MIXED_FS, event_id, event_time, raw)
+        encode_state(written_often)
+    written_once = _apply_all(MIXED_FS, events)
+
+    assert encode_state(written_often) == encode_state(written_once) == _spelled_out(written_once)
+    decoded = decode_state(encode_state(written_often))
+    for event_id, event_time, raw in _mixed_events(_rng(93)):
+        apply_event(decoded, MIXED_FS, event_id, event_time, raw)
+        apply_event(written_once, MIXED_FS, event_id, event_time, raw)
+        assert encode_state(decoded) == encode_state(written_once) == _spelled_out(written_once)
+
+
+def _spelled_out(state: EntityState) -> bytes:
+    """The stored format written field by field, with no kept encodings."""
+    buckets = {
+        source: {
+            str(start): {
+                "n": b.count,
+                "k": b.numeric_count,
+                "s": format(b.sum_fixed, "x"),
+                "q": format(b.square_fixed, "x"),
+                "lo": b.low,
+                "hi": b.high,
+                "last": list(b.last) if b.last else None,
+                "d": sorted(b.distinct),
+                "dx": b.distinct_overflow,
+            }
+            for start, b in by_start.items()
+        }
+        for source, by_start in state.buckets.items()
+    }
+    document = {"newest": state.newest, "seen": state.seen, "buckets": buckets}
+    document["last"] = {k: list(v) for k, v in state.last.items()}
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+
+
 @pytest.mark.parametrize("raw", [None, b""])
 def test_decoding_no_bytes_gives_an_empty_state(raw: bytes | None) -> None:
     state = decode_state(raw)
@@ -629,6 +670,57 @@ def test_state_stays_bounded_as_time_moves_past_the_horizon() -> None:
     before = encode_state(state)
     assert apply_event(state, fs, "d0-0", float(H), {"amount": 1.0}) is Applied.TOO_LATE
     assert encode_state(state) == before
+
+
+def test_each_source_keeps_its_buckets_only_as_long_as_its_own_windows_reach() -> None:
+    lateness = 600
+    amount = (
+        Aggregate("amount", ("count", "sum", "mean", "min", "max", "std"), tumbling(HOUR)),
+        Aggregate("amount", ("count",), sliding(600, 60)),
+    )
+    alone = FeatureSet(aggregates=amount, allowed_lateness_s=lateness)
+    beside_a_day = FeatureSet(
+        aggregates=(*amount, Aggregate("country", ("distinct",), tumbling(86400))),
+        allowed_lateness_s=lateness,
+    )
+    assert beside_a_day.source_horizons == {"amount": HOUR + lateness, "country": 86400 + lateness}
+    rng = _rng(101)
+    events: list[Event] = [
+        (f"e{i}", float(H + i * 45 - rng.randrange(lateness)), {"amount": float(i % 97)})
+        for i in range(4 * 86400 // 45)  # four days, one in every 45 s, up to 10 min late
+    ]
+    states = {fs: EntityState() for fs in (alone, beside_a_day)}
+    for event_id, event_time, raw in events:
+        verdicts = {apply_event(st, fs, event_id, event_time, raw) for fs, st in states.items()}
+        assert len(verdicts) == 1, event_id  # both admit or refuse alike
+    newest = states[alone].newest
+    assert newest is not None
+    assert states[beside_a_day].newest == newest
+    # A day's window of another source keeps no more of amount's buckets than its own do.
+    assert states[beside_a_day].buckets["amount"] == states[alone].buckets["amount"]
+    assert len(states[alone].buckets["amount"]) <= (HOUR + lateness) // 60 + 1
+    for as_of in (newest - lateness, newest, newest + 300.0):
+        with_country = feature_vector(states[beside_a_day], beside_a_day, as_of)
+        assert {k: with_country[k] for k in feature_vector(states[alone], alone, as_of)} == (
+            feature_vector(states[alone], alone, as_of)
+        )
+
+
+def test_the_state_fingerprint_names_a_source_kept_shorter_than_the_longest_window() -> None:
+    def definitions(amount_window: int) -> FeatureSet:
+        return FeatureSet(
+            aggregates=(
+                Aggregate("amount", ("sum",), tumbling(HOUR)),
+                Aggregate("amount", ("count",), tumbling(amount_window)),
+                Aggregate("country", ("distinct",), tumbling(86400)),
+            )
+        )
+
+    # Same bucket widths and the same longest window; amount's buckets kept 2h or a day.
+    short, long = definitions(HOUR), definitions(86400)
+    assert short.bucket_widths == long.bucket_widths
+    assert short.horizon_s == long.horizon_s
+    assert short.state_fingerprint() != long.state_fingerprint()
 
 
 # --- 11. definitions -------------------------------------------------------------------

@@ -30,6 +30,7 @@ Three properties make replays and redeliveries safe:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -320,6 +321,9 @@ class EntityState:
     seen: dict[str, float] = field(default_factory=dict)
     last: dict[str, tuple[float, str, FeatureValue]] = field(default_factory=dict)
     buckets: dict[str, dict[int, Bucket]] = field(default_factory=dict)
+    # Whether ``seen`` is in event-time order, as folding keeps it (:func:`_remember`); a
+    # decoded state's is in id order until it is folded into.
+    _seen_in_time_order: bool = field(default=True, init=False, repr=False, compare=False)
 
 
 def apply_event(
@@ -333,7 +337,7 @@ def apply_event(
     verdict = admission(state, fs, event_id, event_time)
     if verdict is not Applied.NEW:
         return verdict
-    state.seen[event_id] = event_time
+    _remember(state, event_id, event_time)
     for name, value in raw.items():
         if fs.passthrough is not None and name not in fs.passthrough:
             continue
@@ -364,11 +368,40 @@ def admission(state: EntityState, fs: FeatureSet, event_id: str, event_time: flo
     return Applied.NEW
 
 
+def _remember(state: EntityState, event_id: str, event_time: float) -> None:
+    """Add an id to ``state.seen`` in event-time order, so that pruning takes ids from
+    its oldest end instead of filtering every one at each newer event (an entity with an
+    event a second keeps 3,600 ids). An event older than the newest id is put in its
+    place by a rebuild: a late event's cost, not every event's."""
+    seen = state.seen
+    if not state._seen_in_time_order:
+        seen = state.seen = dict(sorted(seen.items(), key=_time_of))
+        state._seen_in_time_order = True
+    if seen and event_time < next(reversed(seen.values())):
+        ordered = list(seen.items())
+        ordered.insert(
+            bisect.bisect_right(ordered, event_time, key=_time_of), (event_id, event_time)
+        )
+        state.seen = dict(ordered)
+    else:
+        seen[event_id] = event_time
+
+
+def _time_of(item: tuple[str, float]) -> float:
+    return item[1]
+
+
 def _prune(state: EntityState, fs: FeatureSet, newest: float) -> None:
     """Forget ids and buckets that no acceptable event can touch any more, and last
-    values older than their time to live."""
+    values older than their time to live. ``state.seen`` is in time order here: the
+    event being applied was just remembered."""
     seen_floor = newest - fs.allowed_lateness_s
-    state.seen = {k: t for k, t in state.seen.items() if t >= seen_floor}
+    seen = state.seen
+    while seen:
+        oldest, at = next(iter(seen.items()))
+        if at >= seen_floor:
+            break
+        del seen[oldest]
     last_floor = newest - fs.last_value_ttl_s
     if any(last[0] < last_floor for last in state.last.values()):
         state.last = {k: last for k, last in state.last.items() if last[0] >= last_floor}
@@ -557,7 +590,7 @@ def decode_state(raw: bytes | None) -> EntityState:
     if not raw:
         return EntityState()
     data: dict[str, Any] = orjson.loads(raw)
-    return EntityState(
+    state = EntityState(
         newest=data["newest"],
         seen=data["seen"],
         last={k: (v[0], v[1], v[2]) for k, v in data["last"].items()},
@@ -566,6 +599,9 @@ def decode_state(raw: bytes | None) -> EntityState:
             for source, buckets in data["buckets"].items()
         },
     )
+    # Stored in id order; put in time order only if folded into (a reader never is).
+    state._seen_in_time_order = len(state.seen) < 2
+    return state
 
 
 def _encoded_bucket(bucket: Bucket) -> orjson.Fragment:

@@ -41,6 +41,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 
 import eddy.streams.store.serialization
+from eddy.services.registry.announcements import learner_snapshots
 from eddy.services.registry.store import (
     CHALLENGER,
     CHAMPION,
@@ -53,7 +54,10 @@ from eddy.services.registry.store import (
     Version,
     trainer_identity,
 )
+from eddy.streams.learning.checkpoints import LearnerState
+from eddy.streams.learning.learner import Learner, LearnerConfig, Position
 from eddy.streams.learning.models import OnlineModel, make_model
+from eddy.streams.store.recent_ids import RecentIds
 from eddy.streams.store.serialization import PICKLE, SKOPS, IntegrityError, sign
 
 KEY = b"registry-test-key-0123456789abcdef"
@@ -357,6 +361,41 @@ def test_registering_the_same_bytes_twice_reuses_one_artifact_file(registry: Reg
     assert registry.load(MODEL, 1).predict_proba_one(PROBES[0]) == (
         registry.load(MODEL, 2).predict_proba_one(PROBES[0])
     )
+
+
+def test_the_newest_version_that_learned_exactly_these_offsets_is_found(
+    registry: Registry,
+) -> None:
+    # Partitions 2 and 10: listed as the learner lists them, by number, not as text.
+    learned = {"t[2]": [0, 99], "t[10]": [5, 104]}
+    other = {"t[2]": [100, 199], "t[10]": [105, 204]}
+    for flavor, offsets in ((RIVER, learned), (SKLEARN, learned), (RIVER, other), (RIVER, learned)):
+        registry.register(MODEL, flavor, {"w": 1}, {}, _lineage(trained_on=offsets))
+
+    assert registry.learned_exactly(MODEL, RIVER, learned) == 4
+    assert registry.learned_exactly(MODEL, SKLEARN, learned) == 2
+    assert registry.learned_exactly(MODEL, RIVER, other) == 3
+    assert registry.learned_exactly(MODEL, RIVER, {"t[2]": [0, 99]}) is None
+    assert registry.learned_exactly(MODEL, RIVER, {"t[2]": [0, 99], "t[10]": [5, 105]}) is None
+    assert registry.learned_exactly("another-model", RIVER, learned) is None
+
+
+def test_an_online_snapshot_replayed_after_a_crash_is_registered_once(registry: Registry) -> None:
+    state = LearnerState(Learner(LearnerConfig(model=MODEL)), RecentIds(10))
+    snapshot = learner_snapshots(registry, "online-learner")
+    state.learner.step({"x": 1.0}, True, Position("examples", 0, 39, 1_700_000_000.0))
+    state.offsets = {("examples", 0): 40, ("examples", 1): 12}
+    snapshot(state, Path("checkpoint-1.sealed"))
+    snapshot(state, Path("checkpoint-1.sealed"))  # the same snapshot, taken again
+    assert [v.lineage.trained_on for v in registry.versions(MODEL)] == [
+        {"examples[0]": [0, 39], "examples[1]": [0, 11]}
+    ]
+    state.snapshot_taken()
+    state.offsets = {("examples", 0): 55, ("examples", 1): 12}
+    snapshot(state, Path("checkpoint-2.sealed"))
+    assert [v.lineage.trained_on for v in registry.versions(MODEL)][1:] == [
+        {"examples[0]": [40, 54]}
+    ]
 
 
 # --- aliases, history, audit --------------------------------------------------------

@@ -76,9 +76,7 @@ def learner_snapshots(registry: Registry, role: str) -> Callable[[LearnerState, 
         learner = state.learner
         model = learner.config.model
         learned = state.learned_since_snapshot()
-        if any(
-            v.flavor == RIVER and v.lineage.trained_on == learned for v in registry.versions(model)
-        ):
+        if registry.learned_exactly(model, RIVER, learned) is not None:
             return
         window: dict[str, object] = {"examples": learner.examples, "since": state.snapshot_examples}
         if state.event_times is not None:

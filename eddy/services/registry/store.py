@@ -321,6 +321,24 @@ class Registry:
             ).fetchall()
         return [_version(row) for row in rows]
 
+    def learned_exactly(
+        self, model: str, flavor: str, trained_on: dict[str, list[int]]
+    ) -> int | None:
+        """The newest version of ``flavor`` whose lineage learned exactly ``trained_on``
+        (None: none). Asked by the learner at every snapshot, so it reads one field of
+        each row in SQLite rather than every version whole: an online snapshot every
+        ``EDDY_SNAPSHOT_EVERY`` examples grows a registry by thousands of versions a day.
+        Offsets are compared as SQLite writes JSON, in the order the learner lists them
+        (sorted by topic and partition)."""
+        with self._db() as db:
+            row = db.execute(
+                "SELECT version FROM versions WHERE model = ? AND flavor = ? "
+                "AND json_extract(lineage, '$.trained_on') = json(?) "
+                "ORDER BY version DESC LIMIT 1",
+                (model, flavor, json.dumps(trained_on)),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
     def get(self, model: str, version: int) -> Version:
         with self._db() as db:
             row = db.execute(

@@ -739,6 +739,29 @@ def test_each_source_keeps_its_buckets_only_as_long_as_its_own_windows_reach() -
         )
 
 
+def test_only_a_source_counted_distinct_keeps_its_distinct_values() -> None:
+    amount = Aggregate("amount", ("count", "sum", "min", "max", "last"), tumbling(HOUR))
+    countries = Aggregate("country", ("distinct",), tumbling(HOUR))
+    lean = FeatureSet(aggregates=(amount, countries))
+    full = FeatureSet(
+        aggregates=(amount, countries, Aggregate("amount", ("distinct",), tumbling(HOUR)))
+    )
+    assert lean.distinct_sources == {"country"}
+    assert full.distinct_sources == {"amount", "country"}
+    events = _mixed_events(_rng(121))
+    lean_state, full_state = _apply_all(lean, events), _apply_all(full, events)
+
+    assert all(not b.distinct for b in lean_state.buckets["amount"].values())
+    assert all(b.distinct for b in full_state.buckets["amount"].values())
+    assert lean_state.buckets["country"] == full_state.buckets["country"]
+    for as_of in (H - 1.0, H + 1000.0):
+        lean_vector = feature_vector(lean_state, lean, as_of)
+        assert lean_vector == {
+            k: v for k, v in feature_vector(full_state, full, as_of).items() if k in lean_vector
+        }
+    assert lean.state_fingerprint() != full.state_fingerprint()
+
+
 def test_the_state_fingerprint_names_a_source_kept_shorter_than_the_longest_window() -> None:
     def definitions(amount_window: int) -> FeatureSet:
         return FeatureSet(

@@ -197,6 +197,17 @@ def test_a_new_operation_is_served_from_the_stored_states_without_a_rebuild(
     ) in found
 
 
+def test_the_first_distinct_of_a_field_rebuilds_the_store(project_dir: Path) -> None:
+    before = manifest(project_dir)
+    edit(project_dir / FEATURES_FILE, '("count", "sum", "mean"), sliding', '("distinct",), sliding')
+    after = manifest(project_dir)
+    assert after.states != before.states  # amount's buckets now keep its distinct values
+    assert (
+        f"feature set: {before.feature_set} -> {after.feature_set}: "
+        "the online store is rebuilt from the retained events"
+    ) in [str(c) for c in changes(before, after)]
+
+
 def test_the_skew_check_leaves_out_answers_of_the_definitions_an_apply_replaced(
     project_dir: Path, tmp_path: Path
 ) -> None:

@@ -206,6 +206,20 @@ class FeatureSet:
         }
 
     @cached_property
+    def distinct_sources(self) -> frozenset[str]:
+        """Aggregated sources whose buckets keep their distinct values: those a
+        ``distinct`` operation reads. Keeping them costs every event of the source a
+        JSON dump and a set entry, and every state up to 64 strings a bucket; kept for
+        every source, they were the largest part of ``amount``'s buckets, which no
+        window counts distinct values of.
+
+        >>> FeatureSet((Aggregate("a", ("sum",), tumbling(60)),
+        ...             Aggregate("b", ("distinct",), tumbling(60)))).distinct_sources
+        frozenset({'b'})
+        """
+        return frozenset(a.source for a in self.aggregates if "distinct" in a.ops)
+
+    @cached_property
     def bucket_widths(self) -> dict[str, int]:
         """Per aggregated source, the finest step of its windows: every window of that
         source is a whole run of buckets this wide."""
@@ -240,10 +254,11 @@ class FeatureSet:
     def state_fingerprint(self) -> str:
         """A stable hash of what shapes an entity's stored state (:func:`apply_event`):
         each aggregated source's bucket width, how long state is kept, which raw values
-        are kept, the lateness and last-value horizons. Definitions that agree on these
-        fold identical states, so they share an online store: a new ratio, operation
-        (every bucket keeps every partial aggregate) or category list is served from
-        the stored states as they are, with no rebuild.
+        are kept, the lateness and last-value horizons, and which sources keep distinct
+        values. Definitions that agree on these fold identical states, so they share an
+        online store: a new ratio, operation (a bucket keeps every other partial
+        aggregate) or category list is served from the stored states as they are, with
+        no rebuild; the first ``distinct`` of a source folds other states.
 
         >>> from dataclasses import replace
         >>> def summed(*ops: str, window_s: int = 3600) -> FeatureSet:
@@ -254,10 +269,13 @@ class FeatureSet:
         True
         >>> summed("sum").state_fingerprint() == summed("sum", window_s=1800).state_fingerprint()
         False
+        >>> summed("sum").state_fingerprint() == summed("sum", "distinct").state_fingerprint()
+        False
 
-        A source kept for less than the longest window (:attr:`source_horizons`) is part
-        of it; definitions whose sources all reach that far keep the fingerprint they had
-        before sources were kept apart, and their stored states.
+        A source kept for less than the longest window (:attr:`source_horizons`), or one
+        that keeps no distinct values, is part of it: definitions with neither (every
+        source reaches as far as the longest window and is counted distinct) keep the
+        fingerprint they had before, and their stored states.
         """
         shaping: tuple[object, ...] = (
             sorted(self.bucket_widths.items()),
@@ -269,6 +287,9 @@ class FeatureSet:
         shorter = sorted((s, h) for s, h in self.source_horizons.items() if h < self.horizon_s)
         if shorter:
             shaping = (*shaping, shorter)
+        no_distinct = sorted(set(self.bucket_widths) - self.distinct_sources)
+        if no_distinct:
+            shaping = (*shaping, ("no distinct values", no_distinct))
         return hashlib.sha256(repr(shaping).encode()).hexdigest()[:16]
 
 
@@ -294,7 +315,11 @@ class Bucket:
     # This bucket's JSON as :func:`encode_state` writes it, until the next :meth:`add`.
     _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
-    def add(self, event_time: float, event_id: str, value: FeatureValue) -> None:
+    def add(
+        self, event_time: float, event_id: str, value: FeatureValue, *, distinct: bool = True
+    ) -> None:
+        """Fold one value in; its distinct values only when ``distinct`` (a source that
+        a ``distinct`` operation reads: :attr:`FeatureSet.distinct_sources`)."""
         self._encoded = None
         self.count += 1
         number = _as_number(value)
@@ -306,6 +331,8 @@ class Bucket:
             self.high = number if self.high is None else max(self.high, number)
         if self.last is None or (event_time, event_id) > self.last[:2]:
             self.last = (event_time, event_id, value)
+        if not distinct:
+            return
         self.distinct.add(orjson.dumps(value).decode())
         if len(self.distinct) > DISTINCT_CAP:
             # Keep the smallest values whatever the arrival order; counts become a floor.
@@ -351,7 +378,7 @@ def apply_event(
         if source in raw:
             start = math.floor(event_time / width) * width
             bucket = state.buckets.setdefault(source, {}).setdefault(start, Bucket())
-            bucket.add(event_time, event_id, raw[source])
+            bucket.add(event_time, event_id, raw[source], distinct=source in fs.distinct_sources)
     if state.newest is None or event_time > state.newest:
         # Only a newer event moves the floors: an older one is above them (admitted).
         state.newest = event_time

@@ -1008,7 +1008,8 @@ longest time a state keeps anything (a day and an hour with the default features
 {bench.sizes.state_events:,} more, each timed through what the services do with it:
 **fold** (`apply_event`, the feature worker), **vector** (`feature_vector`, a training
 example or snapshot per event in the worker, every request in the predictor), **write**
-(`encode_state` after the event: the worker writes each changed state once per batch) and
+(`encode_state` after the event: the worker writes each changed state once per batch,
+the buckets the event did not touch encoded at the previous write, as in its state cache) and
 **read** (`decode_state` of those bytes: the predictor, for every request; the worker when
 its state cache misses). The bare floor beside them is the JSON codec alone on the same
 document: `orjson.dumps` of the state as stored, `orjson.loads` of its bytes. Medians of
@@ -1029,8 +1030,9 @@ buckets kept for their own windows, still 297 µs at 3,600 an hour, where the id
 last hour's events (kept to refuse duplicates) are most of the state: the fold filtered
 them all at every newer event. They are now kept in time order and forgotten from their
 oldest end. **Next lever**, for reads: at {busiest} those ids are most of what a read
-parses, and the predictor never uses them; kept under a key of their own beside the
-state (same slot), a reader would fetch and parse only the buckets and last values."""
+parses, and a vector never uses them; kept under a key of their own beside the
+state (same slot), the predictor's reads would fetch and parse only the buckets and last
+values."""
 
 
 def _learner_text(bench: Bench) -> str:

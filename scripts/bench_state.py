@@ -5,8 +5,9 @@
 The feature benchmark's stream puts each entity's events within one second, so every
 state holds one bucket per source. A live entity's events spread over time: with
 Eddy's default :data:`~eddy.streams.features.definitions.FEATURES` (an hour's window in
-one-minute steps, a day's window of countries), an entity with an event a minute keeps
-sixty buckets of ``amount`` and an hour of event ids. Pure CPU, no Kafka or Redis:
+one-minute steps, a day's window of countries, an hour of allowed lateness), an entity
+with an event a minute keeps 121 one-minute buckets of ``amount`` and an hour of event
+ids. Pure CPU, no Kafka or Redis:
 per depth (events per entity per hour), one entity is brought to its steady state
 (events at that pace over the longest time a state keeps anything), then ``--events``
 more events continue the stream and each is timed through what the services do with it:
@@ -16,7 +17,8 @@ more events continue the stream and each is timed through what the services do w
   (a training example or snapshot per event in the worker; every request in the
   predictor);
 - **write**: :func:`~eddy.streams.features.compute.encode_state` after the event (the
-  worker writes each changed state once per batch);
+  worker writes each changed state once per batch; the buckets the event did not touch
+  keep their encoding from the previous write, as in the worker's state cache);
 - **read**: :func:`~eddy.streams.features.compute.decode_state` of those bytes (the
   predictor, for every request; the worker when its state cache misses).
 
@@ -92,8 +94,8 @@ def depth_costs(per_hour: int, events: int) -> Costs:
         raw = _raw(i)
         timings["fold"].append(_timed(apply_event, state, FEATURES, f"ev-{i}", at, raw))
         timings["vector"].append(_timed(feature_vector, state, FEATURES, at, raw=raw))
-        encoded = encode_state(state)  # what the worker wrote: its state as read back
-        timings["write"].append(_timed(encode_state, state))
+        timings["write"].append(_timed(encode_state, state))  # the batch's write
+        encoded = encode_state(state)  # those bytes again, as a reader gets them
         timings["read"].append(_timed(decode_state, encoded))
         document = orjson.loads(encoded)
         timings["bare_write"].append(_timed(orjson.dumps, document, option=orjson.OPT_SORT_KEYS))

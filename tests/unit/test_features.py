@@ -707,8 +707,8 @@ def test_the_ids_kept_are_those_within_the_lateness_whatever_the_arrival_order()
 
 def test_each_source_keeps_its_buckets_only_as_long_as_its_own_windows_reach() -> None:
     lateness = 600
-    amount = (
-        Aggregate("amount", ("count", "sum", "mean", "min", "max", "std"), tumbling(HOUR)),
+    amount = (  # sliding: as of any time, each reaches back (almost) its whole size
+        Aggregate("amount", ("count", "sum", "mean", "min", "max", "std"), sliding(HOUR, 60)),
         Aggregate("amount", ("count",), sliding(600, 60)),
     )
     alone = FeatureSet(aggregates=amount, allowed_lateness_s=lateness)
@@ -723,9 +723,12 @@ def test_each_source_keeps_its_buckets_only_as_long_as_its_own_windows_reach() -
         for i in range(4 * 86400 // 45)  # four days, one in every 45 s, up to 10 min late
     ]
     states = {fs: EntityState() for fs in (alone, beside_a_day)}
+    admitted: list[float] = []
     for event_id, event_time, raw in events:
         verdicts = {apply_event(st, fs, event_id, event_time, raw) for fs, st in states.items()}
         assert len(verdicts) == 1, event_id  # both admit or refuse alike
+        if verdicts == {Applied.NEW}:
+            admitted.append(event_time)
     newest = states[alone].newest
     assert newest is not None
     assert states[beside_a_day].newest == newest
@@ -737,6 +740,12 @@ def test_each_source_keeps_its_buckets_only_as_long_as_its_own_windows_reach() -
         assert {k: with_country[k] for k in feature_vector(states[alone], alone, as_of)} == (
             feature_vector(states[alone], alone, as_of)
         )
+        # Nothing a window as of then reads was forgotten: its counts are every event's
+        # whose one-minute bucket starts within the window.
+        for aggregate in amount:
+            start, name = aggregate.window.start(as_of), aggregate.op_names[0]
+            expected = sum(1 for t in admitted if start <= math.floor(t / 60) * 60 <= as_of)
+            assert with_country[name] == expected, (name, as_of)
 
 
 def test_only_a_source_counted_distinct_keeps_its_distinct_values() -> None:

@@ -17,12 +17,14 @@ from eddy.services.project.deployment import (
     deployment_features,
     deployment_project,
     raw_schema_of,
+    warn_of_short_lateness,
 )
 from eddy.services.project.errors import ProjectError
 from eddy.services.project.layout import PROJECT_FILE, PROJECT_VARIABLE
 from eddy.services.project.loading import load_project
 from eddy.services.project.scaffold import init_project
 from eddy.streams.dead_letters.letter import ERROR_CLASS, ERROR_REASON, RawRecord
+from eddy.streams.features.compute import Aggregate, FeatureSet, sliding
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.features.pipeline import decode_batch
 from eddy.streams.messages.raw_schema import RAW_FIELDS_ERROR
@@ -274,3 +276,16 @@ def test_a_project_using_sasl_loads_with_the_password_in_the_environment(
         load_project(project)
     monkeypatch.setenv("EDDY_KAFKA_SASL_PASSWORD", "from-the-environment")
     assert load_project(project).settings["kafka_sasl_username"] == "eddy"
+
+
+@pytest.mark.parametrize(("lateness", "skew", "warned"), [(60, 300, True), (300, 300, False)])
+def test_a_lateness_below_the_event_time_skew_is_warned_of(
+    lateness: int, skew: int, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    features = FeatureSet(
+        (Aggregate("amount", ("count",), sliding(600, 60)),), allowed_lateness_s=lateness
+    )
+    with caplog.at_level("WARNING", logger="eddy.services.project.deployment"):
+        assert warn_of_short_lateness(Settings(max_event_time_skew_s=skew), features) is warned
+    assert bool(caplog.records) is warned
+    assert warn_of_short_lateness(Settings(), FEATURES) is False  # an hour against 5 minutes

@@ -378,6 +378,11 @@ def test_the_newest_version_that_learned_exactly_these_offsets_is_found(
     assert registry.learned_exactly(MODEL, RIVER, {"t[2]": [0, 99]}) is None
     assert registry.learned_exactly(MODEL, RIVER, {"t[2]": [0, 99], "t[10]": [5, 105]}) is None
     assert registry.learned_exactly("another-model", RIVER, learned) is None
+    # A lineage with a NaN in it (Python writes it, SQLite refuses to parse it) is passed over.
+    nan_window = {"label_coverage": float("nan")}
+    registry.register(MODEL, RIVER, {"w": 2}, {}, _lineage(trained_on=other, window=nan_window))
+    assert registry.learned_exactly(MODEL, RIVER, other) == 3
+    assert registry.learned_exactly(MODEL, RIVER, learned) == 4
 
 
 def test_an_online_snapshot_replayed_after_a_crash_is_registered_once(registry: Registry) -> None:

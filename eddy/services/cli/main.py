@@ -41,7 +41,12 @@ from eddy.services.ops.console import (
 )
 from eddy.services.ops.dead_letters import dead_letter_topic, dead_letters, replay
 from eddy.services.ops.metrics import serve as serve_metrics
-from eddy.services.project.deployment import deployment_project, features_of, raw_schema_of
+from eddy.services.project.deployment import (
+    deployment_project,
+    features_of,
+    raw_schema_of,
+    warn_of_short_lateness,
+)
 from eddy.services.project.errors import ProjectError
 from eddy.services.project.layout import PROJECT_FILE, PROJECT_VARIABLE, find_project
 from eddy.services.project.loading import Project, load_project
@@ -268,6 +273,7 @@ def run_features() -> None:
     project = _project(settings)
     serve_metrics("features", settings)
     fs, schema = features_of(project), raw_schema_of(project)
+    warn_of_short_lateness(settings, fs)
     with _following(settings, project):
         if settings.feature_engine == "faust":
             run_worker(build_app(settings, fs, schema), settings)
@@ -371,6 +377,7 @@ def run_predictor() -> None:
     settings = _settings()
     project = _project(settings)
     serve_metrics("predictor", settings)
+    warn_of_short_lateness(settings, features_of(project))
     with _following(settings, project):
         Predictor(
             settings,

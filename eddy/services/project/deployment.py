@@ -23,11 +23,15 @@ The project's models go the same way: the entry points hand the loaded project t
 
 from __future__ import annotations
 
+import logging
+
 from eddy.services.config.settings import Settings
 from eddy.services.project.loading import Project, load_project
 from eddy.streams.features.compute import FeatureSet
 from eddy.streams.features.definitions import FEATURES
 from eddy.streams.messages.raw_schema import RawSchema
+
+log = logging.getLogger(__name__)
 
 
 def deployment_project(settings: Settings) -> Project | None:
@@ -49,3 +53,24 @@ def raw_schema_of(project: Project | None) -> RawSchema | None:
 def deployment_features(settings: Settings) -> FeatureSet:
     """The feature set of the deployment ``settings`` describe."""
     return features_of(deployment_project(settings))
+
+
+def warn_of_short_lateness(settings: Settings, features: FeatureSet) -> bool:
+    """Warn (and say True) when windows read as of the clock can miss buckets: a source's
+    buckets are kept for its windows plus the allowed lateness after the entity's newest
+    event, which the worker admits up to ``EDDY_MAX_EVENT_TIME_SKEW_S`` ahead of the
+    clock; a lateness below that skew lets a future-dated event push out buckets a
+    window as of now still covers, until the clock catches up with it."""
+    short = bool(features.aggregates) and (
+        features.allowed_lateness_s < settings.max_event_time_skew_s
+    )
+    if short:
+        log.warning(
+            "allowed lateness below the event-time skew: windows read as of now can miss "
+            "their oldest buckets while an entity's newest event is ahead of the clock",
+            extra={
+                "allowed_lateness_s": features.allowed_lateness_s,
+                "max_event_time_skew_s": settings.max_event_time_skew_s,
+            },
+        )
+    return short

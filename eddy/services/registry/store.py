@@ -329,12 +329,14 @@ class Registry:
         each row in SQLite rather than every version whole: an online snapshot every
         ``EDDY_SNAPSHOT_EVERY`` examples grows a registry by thousands of versions a day.
         Offsets are compared as SQLite writes JSON, in the order the learner lists them
-        (sorted by topic and partition)."""
+        (sorted by topic and partition); a version whose lineage holds a NaN (valid to
+        Python's ``json``, not to SQLite) is never found."""
         with self._db() as db:
             row = db.execute(
                 "SELECT version FROM versions WHERE model = ? AND flavor = ? "
-                "AND json_extract(lineage, '$.trained_on') = json(?) "
-                "ORDER BY version DESC LIMIT 1",
+                # A lineage Python wrote with NaN is not JSON to SQLite: skipped, not raised.
+                "AND CASE WHEN json_valid(lineage) THEN json_extract(lineage, '$.trained_on') "
+                "END = json(?) ORDER BY version DESC LIMIT 1",
                 (model, flavor, json.dumps(trained_on)),
             ).fetchone()
         return None if row is None else int(row[0])

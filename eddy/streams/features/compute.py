@@ -3,7 +3,8 @@
 A :class:`FeatureSet` declares windowed aggregates over raw event features, which raw
 features pass through, ratios between features and the time since the last event. An
 entity's :class:`EntityState` is updated one event at a time by :func:`apply_event` and
-read by :func:`feature_vector` as of any time. Nothing here does I/O.
+read by :func:`feature_vector` as of any time from its newest event minus the allowed
+lateness on (older buckets are forgotten). Nothing here does I/O.
 
 Three properties make replays and redeliveries safe:
 
@@ -190,9 +191,12 @@ class FeatureSet:
         """Per aggregated source, how far back its buckets are kept: its longest window
         plus the allowed lateness. A window is read as of an admitted event's time (never
         before the newest minus the lateness) or later, so no older bucket of that source
-        is ever read. Kept to the longest window of any source instead, a day's window of
-        countries kept a day of ``amount``'s one-minute buckets for its one-hour window:
-        states 25 times larger, read whole by the predictor for every request.
+        is ever read. (A reader's clock may lag an entity's newest event by up to the
+        event-time skew the worker admits: with a lateness below that skew, windows read
+        as of the clock can miss their oldest buckets; the services warn at start.)
+        Kept to the longest window of any source instead, a day's window of countries
+        kept a day of ``amount``'s one-minute buckets for its one-hour window: states 25
+        times larger, read whole by the predictor for every request.
 
         >>> FeatureSet((Aggregate("a", ("sum",), tumbling(3600)),
         ...             Aggregate("b", ("distinct",), tumbling(86400))),
@@ -258,7 +262,8 @@ class FeatureSet:
         values. Definitions that agree on these fold identical states, so they share an
         online store: a new ratio, operation (a bucket keeps every other partial
         aggregate) or category list is served from the stored states as they are, with
-        no rebuild; the first ``distinct`` of a source folds other states.
+        no rebuild; a source's first ``distinct``, or the removal of its last, folds
+        other states.
 
         >>> from dataclasses import replace
         >>> def summed(*ops: str, window_s: int = 3600) -> FeatureSet:
@@ -349,7 +354,8 @@ class EntityState:
     last: dict[str, tuple[float, str, FeatureValue]] = field(default_factory=dict)
     buckets: dict[str, dict[int, Bucket]] = field(default_factory=dict)
     # Whether ``seen`` is in event-time order, as folding keeps it (:func:`_remember`); a
-    # decoded state's is in id order until it is folded into.
+    # decoded state's is in id order until it is folded into (code that builds a state
+    # with a ``seen`` of its own must say so too).
     _seen_in_time_order: bool = field(default=True, init=False, repr=False, compare=False)
 
 
@@ -634,8 +640,9 @@ def decode_state(raw: bytes | None) -> EntityState:
 def _encoded_bucket(bucket: Bucket) -> orjson.Fragment:
     """The bucket's JSON, encoded once and kept until it changes: a state is written
     whole after every batch that touched it, and most of its buckets did not change
-    (an hour's window of one-minute steps keeps sixty of them; encoding them all again
-    was most of the cost of a write)."""
+    (an hour's window of one-minute steps with an hour of lateness keeps 121; encoding
+    them all again was most of the cost of a write). A state read from Redis encodes
+    each bucket once, at its first write."""
     if bucket._encoded is None:
         fields = {
             "n": bucket.count,

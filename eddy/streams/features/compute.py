@@ -195,8 +195,8 @@ class FeatureSet:
         event-time skew the worker admits: with a lateness below that skew, windows read
         as of the clock can miss their oldest buckets; the services warn at start.)
         Kept to the longest window of any source instead, a day's window of countries
-        kept a day of ``amount``'s one-minute buckets for its one-hour window: states 25
-        times larger, read whole by the predictor for every request.
+        kept a day of ``amount``'s one-minute buckets for its one-hour window: twelve
+        times as many, in states the predictor reads whole for every request.
 
         >>> FeatureSet((Aggregate("a", ("sum",), tumbling(3600)),
         ...             Aggregate("b", ("distinct",), tumbling(86400))),

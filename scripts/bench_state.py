@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -58,6 +58,7 @@ from eddy.streams.features.definitions import FEATURES, HOUR
 DEPTHS = (25, 60, 600, 3600)
 STEPS = ("fold", "vector", "write", "read", "bare_write", "bare_read")
 START = 1_800_000_000.0  # any fixed time: the runs are reproducible
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,11 @@ def _raw(i: int) -> dict[str, FeatureValue]:
     return {"amount": (i * 7919) % 10_000 / 10, "country": ("NL", "DE", "FR", "BE")[i % 4]}
 
 
-def _timed(step: Callable[..., object], *args: Any, **kwargs: Any) -> float:
-    """Microseconds that ``step(*args, **kwargs)`` took."""
+def _timed(step: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[float, T]:
+    """Microseconds that ``step(*args, **kwargs)`` took, and what it returned."""
     started = time.perf_counter_ns()
-    step(*args, **kwargs)
-    return (time.perf_counter_ns() - started) / 1000
+    result = step(*args, **kwargs)
+    return (time.perf_counter_ns() - started) / 1000, result
 
 
 def depth_costs(per_hour: int, events: int) -> Costs:
@@ -92,14 +93,15 @@ def depth_costs(per_hour: int, events: int) -> Costs:
     for i in range(warm, warm + events):
         at = START + i * spacing_s
         raw = _raw(i)
-        timings["fold"].append(_timed(apply_event, state, FEATURES, f"ev-{i}", at, raw))
-        timings["vector"].append(_timed(feature_vector, state, FEATURES, at, raw=raw))
-        timings["write"].append(_timed(encode_state, state))  # the batch's write
-        encoded = encode_state(state)  # those bytes again, as a reader gets them
-        timings["read"].append(_timed(decode_state, encoded))
-        document = orjson.loads(encoded)
-        timings["bare_write"].append(_timed(orjson.dumps, document, option=orjson.OPT_SORT_KEYS))
-        timings["bare_read"].append(_timed(orjson.loads, encoded))
+        steps: dict[str, float] = {}
+        steps["fold"], _ = _timed(apply_event, state, FEATURES, f"ev-{i}", at, raw)
+        steps["vector"], _ = _timed(feature_vector, state, FEATURES, at, raw=raw)
+        steps["write"], encoded = _timed(encode_state, state)  # the batch's write
+        steps["read"], _ = _timed(decode_state, encoded)
+        steps["bare_read"], document = _timed(orjson.loads, encoded)
+        steps["bare_write"], _ = _timed(orjson.dumps, document, option=orjson.OPT_SORT_KEYS)
+        for step, micros in steps.items():
+            timings[step].append(micros)
         size = len(encoded)
     return Costs({step: statistics.median(t) for step, t in timings.items()}, size)
 

@@ -286,6 +286,8 @@ def test_a_lateness_below_the_event_time_skew_is_warned_of(
         (Aggregate("amount", ("count",), sliding(600, 60)),), allowed_lateness_s=lateness
     )
     with caplog.at_level("WARNING", logger="eddy.services.project.deployment"):
-        assert warn_of_short_lateness(Settings(max_event_time_skew_s=skew), features) is warned
-    assert bool(caplog.records) is warned
-    assert warn_of_short_lateness(Settings(), FEATURES) is False  # an hour against 5 minutes
+        warn_of_short_lateness(Settings(max_event_time_skew_s=skew), features)
+        lateness_logged = [r.__dict__["allowed_lateness_s"] for r in caplog.records]
+        assert lateness_logged == ([lateness] if warned else [])
+        warn_of_short_lateness(Settings(), FEATURES)  # an hour against 5 minutes: quiet
+        assert len(caplog.records) == int(warned)

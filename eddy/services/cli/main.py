@@ -377,13 +377,14 @@ def run_predictor() -> None:
     settings = _settings()
     project = _project(settings)
     serve_metrics("predictor", settings)
-    warn_of_short_lateness(settings, features_of(project))
+    features = features_of(project)
+    warn_of_short_lateness(settings, features)
     with _following(settings, project):
         Predictor(
             settings,
             open_registry(settings, announce=False),
             settings.model_name,
-            features=features_of(project),
+            features=features,
             schema=raw_schema_of(project),
         ).run()
 

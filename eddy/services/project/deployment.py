@@ -55,16 +55,13 @@ def deployment_features(settings: Settings) -> FeatureSet:
     return features_of(deployment_project(settings))
 
 
-def warn_of_short_lateness(settings: Settings, features: FeatureSet) -> bool:
-    """Warn (and say True) when windows read as of the clock can miss buckets: a source's
+def warn_of_short_lateness(settings: Settings, features: FeatureSet) -> None:
+    """Warn when windows read as of the clock can miss buckets: a source's
     buckets are kept for its windows plus the allowed lateness after the entity's newest
     event, which the worker admits up to ``EDDY_MAX_EVENT_TIME_SKEW_S`` ahead of the
     clock; a lateness below that skew lets a future-dated event push out buckets a
     window as of now still covers, until the clock catches up with it."""
-    short = bool(features.aggregates) and (
-        features.allowed_lateness_s < settings.max_event_time_skew_s
-    )
-    if short:
+    if features.aggregates and features.allowed_lateness_s < settings.max_event_time_skew_s:
         log.warning(
             "allowed lateness below the event-time skew: windows read as of now can miss "
             "their oldest buckets while an entity's newest event is ahead of the clock",
@@ -73,4 +70,3 @@ def warn_of_short_lateness(settings: Settings, features: FeatureSet) -> bool:
                 "max_event_time_skew_s": settings.max_event_time_skew_s,
             },
         )
-    return short

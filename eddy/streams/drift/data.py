@@ -671,10 +671,11 @@ class DataDriftMonitor:
             if len(column) != len(rows):
                 return None
             numbers = _fast_numbers(column)
+            strings = [] if numbers is not None else [v for v in column if isinstance(v, str)]
             if numbers is not None:
                 values, kind = numbers, NUMERIC
-            elif all(isinstance(value, str) for value in column):
-                values, kind = [str(value) for value in column], CATEGORICAL
+            elif len(strings) == len(column):
+                values, kind = list[float | str](strings), CATEGORICAL
             else:
                 return None
             track = self._tracks.get(name)

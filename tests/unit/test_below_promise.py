@@ -22,7 +22,7 @@ from sklearn.pipeline import make_pipeline
 
 import eddy.services.training.retrainer as retrainer_module
 from eddy.services.config.settings import Settings
-from eddy.services.registry.store import SKLEARN, Lineage, Registry
+from eddy.services.registry.store import RIVER, SKLEARN, Lineage, Registry
 from eddy.services.registry.triggers import TriggerKind
 from eddy.services.training.core import HOLDOUT_KEY
 from eddy.services.training.retrainer import Retrainer
@@ -100,3 +100,53 @@ def test_underperformance_is_tested_on_disjoint_blocks_of_a_stationary_stream(
     # Each block's test fires with probability at most 1 - confidence: on a stationary
     # stream, a false alarm is the exception.
     assert len(fired) < len(tested) * (1 - Settings().retrain_confidence)
+
+
+def test_the_online_challenger_is_the_newest_snapshot_with_enough_labels_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry is asked for one snapshot; the one it gives is the one a count of
+    each snapshot's later examples, newest snapshot first, would choose."""
+    registry = Registry(tmp_path / "registry", KEY)
+    lineage = Lineage({}, "fs", {}, {}, "test", {"type": "operator", "id": "t"}, "test")
+    fitted = make_pipeline(DictVectorizer(sparse=False), LogisticRegression())
+    fitted.fit([{"x": 0.0}, {"x": 1.0}], [False, True])
+    champion = registry.register(MODEL, SKLEARN, fitted, {"accuracy": ACCURACY}, lineage)
+    for n in range(8):
+        flavor = SKLEARN if n % 3 == 2 else RIVER
+        registry.register(MODEL, flavor, fitted if flavor == SKLEARN else {"n": n}, {}, lineage)
+        time.sleep(0.01)
+    versions = registry.versions(MODEL)
+    needed = 5
+    retrainer = Retrainer(Settings(retrain_min_holdout=needed), registry)
+    judged: list[Any] = []
+
+    def recorded(model: Any, flavor: str, examples: Sequence[TrainingExample]) -> list[bool]:
+        judged.append(model)
+        return [False] * len(examples)  # no better than the baseline: nothing promoted
+
+    monkeypatch.setattr(retrainer_module, "correctness", recorded)
+    rng = random.Random(SEED)
+    start, end = versions[0].created_at - 0.05, versions[-1].created_at + 0.05
+    chosen = set()
+    for _ in range(60):
+        times = [rng.uniform(start, end) for _ in range(rng.randrange(3, 30))]
+        window = [example(i, 0.0, i % 2 == 0) for i in range(len(times))]
+        window = [
+            e.model_copy(update={"event_time": datetime.fromtimestamp(t, UTC)})
+            for e, t in zip(window, times, strict=True)
+        ]
+        expected = next(
+            (
+                v
+                for v in reversed(versions)
+                if v.flavor == RIVER
+                and sum(1 for e in window if e.event_time.timestamp() > v.created_at) >= needed
+            ),
+            None,
+        )
+        judged.clear()
+        assert retrainer.challenge_with_online(MODEL, champion, window) is None
+        assert judged == ([] if expected is None else [registry.load(MODEL, expected.version)])
+        chosen.add(None if expected is None else expected.version)
+    assert len(chosen) >= 4  # the windows chose several snapshots, and none

@@ -385,6 +385,29 @@ def test_the_newest_version_that_learned_exactly_these_offsets_is_found(
     assert registry.learned_exactly(MODEL, RIVER, learned) == 4
 
 
+def test_versions_filtered_in_sqlite_are_the_filtered_list(registry: Registry) -> None:
+    flavors = [RIVER, RIVER, SKLEARN, RIVER, SKLEARN, SKLEARN, RIVER, RIVER, SKLEARN, RIVER]
+    for n, flavor in enumerate(flavors):
+        registry.register(MODEL, flavor, {"w": n}, {}, _lineage())
+    registry.register("another-model", RIVER, {"w": -1}, {}, _lineage())
+    every = registry.versions(MODEL)
+    assert [v.version for v in every] == list(range(1, 11))
+    cuts = [None, every[0].created_at, every[4].created_at, every[-1].created_at + 1]
+    for flavor in (None, RIVER, SKLEARN):
+        for before in cuts:
+            expected = [
+                v
+                for v in every
+                if (flavor is None or v.flavor == flavor)
+                and (before is None or v.created_at < before)
+            ]
+            for newest in (None, 0, 1, 3, 20):
+                asked = registry.versions(
+                    MODEL, flavor=flavor, created_before=before, newest=newest
+                )
+                assert asked == (expected if newest is None else expected[len(expected) - newest :])
+
+
 def test_an_online_snapshot_replayed_after_a_crash_is_registered_once(registry: Registry) -> None:
     state = LearnerState(Learner(LearnerConfig(model=MODEL)), RecentIds(10))
     snapshot = learner_snapshots(registry, "online-learner")

@@ -69,6 +69,8 @@ CHART_JS = PROJECT_ROOT / ".eddy" / "web" / "node_modules" / "chart.js" / "dist"
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 HISTORY_POINTS = 1800
 ALERTS_KEPT = 200
+# The newest versions the status shows (the registry holds every snapshot ever taken).
+STATUS_VERSIONS = 20
 SCRAPE_TIMEOUT_S = 2.0
 MAX_BODY_BYTES = 64 * 1024
 RETRAIN_PATH = "/api/retrain"
@@ -286,7 +288,7 @@ class Monitor:
 
     def status(self) -> dict[str, Any]:
         model = self.settings.model_name
-        versions = self.registry.versions(model)
+        versions = self.registry.versions(model, newest=STATUS_VERSIONS)
         champion = self.registry.alias(model, CHAMPION)
         return {
             "model": model,
@@ -303,7 +305,7 @@ class Monitor:
                     "metrics": v.metrics,
                     "lineage": asdict(v.lineage),
                 }
-                for v in versions[-20:]
+                for v in versions
             ],
             "history": [asdict(d) for d in self.registry.history(model)[-50:]],
             "slices": {

@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS versions (
     artifact TEXT NOT NULL, created_at REAL NOT NULL, created_by TEXT NOT NULL,
     metrics TEXT NOT NULL, lineage TEXT NOT NULL,
     PRIMARY KEY (model, version));
+CREATE INDEX IF NOT EXISTS versions_by_flavor ON versions (model, flavor, version);
 CREATE TABLE IF NOT EXISTS aliases (
     model TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL, since REAL NOT NULL,
     PRIMARY KEY (model, alias));
@@ -314,12 +315,36 @@ class Registry:
         with self._db() as db:
             return [r[0] for r in db.execute("SELECT DISTINCT model FROM versions ORDER BY model")]
 
-    def versions(self, model: str) -> list[Version]:
+    def versions(
+        self,
+        model: str,
+        *,
+        flavor: str | None = None,
+        created_before: float | None = None,
+        newest: int | None = None,
+    ) -> list[Version]:
+        """The model's versions, oldest first: only ``flavor``'s, only those created
+        before ``created_before``, only the ``newest`` N of them, as asked.
+
+        The filters run in SQLite, so a caller that needs a few versions decodes a few
+        rows: the learner registers a snapshot every ``EDDY_SNAPSHOT_EVERY`` examples, and
+        the dashboard's status and the retrainer's reviews, which ask for the newest ones,
+        would otherwise read every snapshot ever taken, ever more slowly."""
+        where: list[str] = ["model = ?"]
+        args: list[object] = [model]
+        if flavor is not None:
+            where.append("flavor = ?")
+            args.append(flavor)
+        if created_before is not None:
+            where.append("created_at < ?")
+            args.append(created_before)
         with self._db() as db:
             rows = db.execute(
-                "SELECT * FROM versions WHERE model = ? ORDER BY version", (model,)
+                f"SELECT * FROM versions WHERE {' AND '.join(where)} "  # noqa: S608 (fixed clauses, values bound)
+                "ORDER BY version DESC LIMIT ?",
+                (*args, -1 if newest is None else newest),
             ).fetchall()
-        return [_version(row) for row in rows]
+        return [_version(row) for row in reversed(rows)]
 
     def learned_exactly(
         self, model: str, flavor: str, trained_on: dict[str, list[int]]

@@ -164,6 +164,23 @@ POLL_MS = 500
 REVIEW_HOLDOUTS = 10
 
 
+def taken_before(window: Sequence[TrainingExample], needed: int) -> float | None:
+    """The time an online snapshot must have been taken before to be judged on at least
+    ``needed`` of ``window``'s examples labelled after it (None: the window holds fewer).
+
+    The registry is then asked for the newest snapshot created before it, instead of
+    every snapshot being counted against the window in turn.
+
+    >>> from datetime import UTC
+    >>> from types import SimpleNamespace as Example
+    >>> window = [Example(event_time=datetime.fromtimestamp(t, UTC)) for t in (5, 1, 3, 3)]
+    >>> taken_before(window, 2), taken_before(window, 3), taken_before(window, 5)
+    (3.0, 3.0, None)
+    """
+    labelled_at = sorted((e.event_time.timestamp() for e in window), reverse=True)
+    return labelled_at[needed - 1] if len(labelled_at) >= needed else None
+
+
 def retrained_alerts(versions: Sequence[Version]) -> set[str]:
     """Ids of the alerts some version was already trained for (its trigger's burst).
 
@@ -234,9 +251,7 @@ class Retrainer:
     def other_contenders(self, model: str, champion: Version | None) -> list[Version]:
         """Registered versions worth judging beside a new candidate: the online
         learner's latest snapshot and the previous champion (not the champion itself)."""
-        versions = self.registry.versions(model)
-        online = [v for v in versions if v.flavor == RIVER]
-        found = {v.version: v for v in online[-1:]}
+        found = {v.version: v for v in self.registry.versions(model, flavor=RIVER, newest=1)}
         previous = self.registry.previous_champion(model)
         if previous is not None:
             found.setdefault(previous, self.registry.get(model, previous))
@@ -297,7 +312,7 @@ class Retrainer:
         """
         if not self.policy.refresh or not window:
             return None
-        retrained = [v for v in self.registry.versions(model) if v.flavor == SKLEARN]
+        retrained = self.registry.versions(model, flavor=SKLEARN)
         learned_until = [window_time(v, "to") for v in retrained]
         if not retrained or None in learned_until:
             return None
@@ -322,8 +337,8 @@ class Retrainer:
         return max(
             (
                 t
-                for v in self.registry.versions(model)
-                if v.flavor == SKLEARN and (t := window_time(v, AFTER_DRIFT_SEEN))
+                for v in self.registry.versions(model, flavor=SKLEARN)
+                if (t := window_time(v, AFTER_DRIFT_SEEN))
             ),
             default=None,
         )
@@ -399,8 +414,8 @@ class Retrainer:
         if champion.flavor != RIVER or champion.version in self._bootstrapped:
             return None
         judged = any(
-            v.flavor == SKLEARN and v.created_at >= champion.created_at
-            for v in self.registry.versions(model)
+            v.created_at >= champion.created_at
+            for v in self.registry.versions(model, flavor=SKLEARN)
         )
         needed = decidable_size(self.policy.min_holdout, self.policy.holdout)
         if judged or examples < needed:
@@ -449,12 +464,16 @@ class Retrainer:
         """Promote the newest online snapshot judged on examples labelled after it was
         taken, when it beats the trivial baseline and, significantly, the champion."""
         needed = self.policy.min_holdout
-        for snapshot in reversed(self.registry.versions(model)):
-            after = [e for e in window if e.event_time.timestamp() > snapshot.created_at]
-            if snapshot.flavor == RIVER and len(after) >= needed:
-                break
-        else:
+        before = taken_before(window, needed)
+        newest = (
+            []
+            if before is None
+            else self.registry.versions(model, flavor=RIVER, created_before=before, newest=1)
+        )
+        if not newest:
             return None
+        snapshot = newest[0]
+        after = [e for e in window if e.event_time.timestamp() > snapshot.created_at]
         if snapshot.version == champion.version:
             return None
         until = refitted_until(champion)
@@ -907,7 +926,7 @@ class AlertListener:
         """Retrain for ``burst``; the burst to try again later while it waits for data."""
         # An alert read again after a crash between registering and committing (or
         # after a retrain outlasted the max poll interval) was retrained already.
-        done = retrained_alerts(self.retrainer.registry.versions(model))
+        done = retrained_alerts(self.retrainer.registry.versions(model, flavor=SKLEARN))
         fresh = [alert_id for alert_id in burst.alert_ids if alert_id not in done]
         if not fresh:
             log.info("alerts already retrained", extra={"model": model, "alerts": burst.alert_ids})

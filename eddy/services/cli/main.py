@@ -77,6 +77,8 @@ from eddy.streams.transport.topics import Topic, topic_name
 
 STACK_SCRIPT = PROJECT_ROOT / "scripts" / "stack.sh"
 REDIS_TIMEOUT_S = 5.0  # a read for display: an unreachable Redis must not hang the command
+# The versions `eddy models list` shows of each model unless told (--last), besides the aliased.
+LISTED_VERSIONS = 20
 
 app = typer.Typer(
     help="Eddy: event-driven dynamic training on Kafka, Redis and River.",
@@ -544,19 +546,44 @@ def backtest(
 
 
 @models_app.command("list")
-def models_list() -> None:
-    """Every model with its versions and aliases."""
+def models_list(
+    model: Annotated[str | None, typer.Argument(help="Default: every model.")] = None,
+    last: Annotated[
+        int, typer.Option(min=0, help="The newest N versions of each model (0: every one).")
+    ] = LISTED_VERSIONS,
+    flavor: Annotated[
+        str | None, typer.Option(help="Only this flavor's versions: river or sklearn.")
+    ] = None,
+) -> None:
+    """Versions with flavor, aliases and metrics, oldest first: the newest ``--last`` of
+    each model, and the versions an alias names however old. The learner registers a
+    snapshot every EDDY_SNAPSHOT_EVERY examples, so a registry soon holds thousands."""
     from eddy.services.registry.opening import open_registry
+    from eddy.services.registry.store import RIVER, SKLEARN
 
+    if flavor not in (None, RIVER, SKLEARN):
+        typer.secho(f"error: no flavor {flavor!r} (river or sklearn)", fg="red", err=True)
+        raise typer.Exit(2)
     registry = open_registry(_settings(), announce=False)
-    for model in registry.models():
-        aliases = registry.aliases(model)
-        for version in registry.versions(model):
+    models = registry.models()
+    if model is not None and model not in models:
+        typer.secho(f"error: no model {model!r} in the registry", fg="red", err=True)
+        raise typer.Exit(2)
+    for name in models if model is None else [model]:
+        aliases = registry.aliases(name)
+        newest = registry.versions(name, flavor=flavor, newest=last or None)
+        shown = {v.version for v in newest}
+        older = [registry.get(name, n) for n in sorted(set(aliases.values()) - shown)]
+        aliased = [v for v in older if flavor in (None, v.flavor)]
+        for version in sorted([*aliased, *newest], key=lambda v: v.version):
             tags = ",".join(a for a, v in sorted(aliases.items()) if v == version.version)
             typer.echo(
                 f"{version.name:24} {version.flavor:8} {tags or '-':20} "
                 f"{_metrics_text(version.metrics)}"
             )
+        hidden = registry.version_count(name, flavor=flavor) - len(newest) - len(aliased)
+        if hidden > 0:
+            typer.echo(f"... {hidden:,} older versions of {name} not listed (--last 0 lists all)")
 
 
 @models_app.command("show")

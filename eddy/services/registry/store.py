@@ -346,6 +346,15 @@ class Registry:
             ).fetchall()
         return [_version(row) for row in reversed(rows)]
 
+    def version_count(self, model: str, *, flavor: str | None = None) -> int:
+        """How many versions the model has (of ``flavor`` only, when given)."""
+        with self._db() as db:
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM versions WHERE model = ? AND flavor = COALESCE(?, flavor)",
+                (model, flavor),
+            ).fetchone()
+        return int(count)
+
     def learned_exactly(
         self, model: str, flavor: str, trained_on: dict[str, list[int]]
     ) -> int | None:

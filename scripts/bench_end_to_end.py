@@ -64,6 +64,8 @@ from eddy.streams.transport.groups import group_id
 
 DEADLINE_S = 900
 POLL_S = 0.1
+# How long the learner may take to start its reader process, after the groups formed.
+READER_START_S = 30
 # The learner's last examples are sealed by the interval rule: a short interval keeps
 # the finish line from waiting on idle time (as the learning benchmark does).
 CHECKPOINT_INTERVAL_S = 0.2
@@ -104,9 +106,26 @@ def measure(base: Settings, events: int, requests: int) -> Result:
                 )
             _wait_for_groups(settings)
             pids = {service: worker.pid for service, worker in workers.items()}
+            reader = _reader_process(workers["learner"].pid)
+            if reader is not None:
+                pids["learner, reader process"] = reader
             return _run(settings, event_records(events), requests, pids)
         finally:
             stop_workers(list(workers.values()))
+
+
+def _reader_process(learner: int) -> int | None:
+    """The reader process the learner started (``EDDY_LEARNER_READER_PROCESS``, on by
+    default): its child that multiprocessing spawned, once there; None without one."""
+    deadline = time.monotonic() + READER_START_S
+    while time.monotonic() < deadline:
+        for listing in Path(f"/proc/{learner}/task").glob("*/children"):
+            for child in listing.read_text().split():
+                argv = Path(f"/proc/{child}/cmdline").read_bytes()
+                if b"spawn_main" in argv:
+                    return int(child)
+        time.sleep(POLL_S)
+    return None
 
 
 def _wait_for_groups(settings: Settings) -> None:

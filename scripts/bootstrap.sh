@@ -67,15 +67,21 @@ want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1) bytecode"
 if [[ ! -f $STAMP || $(<"$STAMP") != "$want" ]]; then
   say "installing Eddy and its pinned dependencies (first run downloads them from PyPI) ..."
   # uv (itself from PyPI) installs the same pins as pip in seconds instead of about 90;
-  # pip stays the fallback (it compiles what it installs by default).
+  # pip stays the fallback.
   if "$VENV/bin/python" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"; then
     "$VENV/bin/uv" pip install -q --compile-bytecode --python "$VENV/bin/python" -e "$ROOT[test]"
   else
     say "uv could not be installed; installing with pip (slower)"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]"
+    # pip compiles what it installs, not what an earlier install left uncompiled.
+    site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    "$VENV/bin/python" -m compileall -q -j 0 "$site" >/dev/null \
+      || say "WARNING: some installed modules did not compile to bytecode (each start compiles them)"
   fi
   echo "$want" >"$STAMP"
 fi
-# Eddy's own modules and scripts (an editable install, so not in site-packages): only what changed
-# since the last run is compiled again.
-"$VENV/bin/python" -m compileall -q -j 0 "$ROOT/eddy" "$ROOT/scripts" >/dev/null
+# Eddy's own modules and scripts (an editable install, so not in site-packages): only what
+# changed since the last run is compiled again. A file that does not compile is named and
+# left to fail where it is imported, with its own error: bootstrap goes on.
+"$VENV/bin/python" -m compileall -q -j 0 "$ROOT/eddy" "$ROOT/scripts" \
+  || say "WARNING: the modules above did not compile to bytecode"

@@ -8,11 +8,13 @@ each test's false alarm rate is one minus the confidence and no example counts t
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
+import eddy.services.registry.store as store_module
 import eddy.services.training.retrainer as retrainer_module
 from eddy.services.config.settings import Settings
 from eddy.services.registry.store import RIVER, SKLEARN, Lineage, Registry
@@ -107,6 +110,9 @@ def test_the_online_challenger_is_the_newest_snapshot_with_enough_labels_after_i
 ) -> None:
     """The registry is asked for one snapshot; the one it gives is the one a count of
     each snapshot's later examples, newest snapshot first, would choose."""
+    # Registrations 10 s apart on the registry's clock, however slow the disk is.
+    clock = itertools.count(1_700_000_000.0, 10.0)
+    monkeypatch.setattr(store_module, "time", SimpleNamespace(time=lambda: next(clock)))
     registry = Registry(tmp_path / "registry", KEY)
     lineage = Lineage({}, "fs", {}, {}, "test", {"type": "operator", "id": "t"}, "test")
     fitted = make_pipeline(DictVectorizer(sparse=False), LogisticRegression())
@@ -115,7 +121,6 @@ def test_the_online_challenger_is_the_newest_snapshot_with_enough_labels_after_i
     for n in range(8):
         flavor = SKLEARN if n % 3 == 2 else RIVER
         registry.register(MODEL, flavor, fitted if flavor == SKLEARN else {"n": n}, {}, lineage)
-        time.sleep(0.01)
     versions = registry.versions(MODEL)
     needed = 5
     retrainer = Retrainer(Settings(retrain_min_holdout=needed), registry)
@@ -127,7 +132,7 @@ def test_the_online_challenger_is_the_newest_snapshot_with_enough_labels_after_i
 
     monkeypatch.setattr(retrainer_module, "correctness", recorded)
     rng = random.Random(SEED)
-    start, end = versions[0].created_at - 0.05, versions[-1].created_at + 0.05
+    start, end = versions[0].created_at - 5, versions[-1].created_at + 5
     chosen = set()
     for _ in range(60):
         times = [rng.uniform(start, end) for _ in range(rng.randrange(3, 30))]

@@ -21,6 +21,7 @@ services reach together, sharing the machine's cores with Kafka and Redis.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import threading
@@ -106,7 +107,9 @@ def measure(base: Settings, events: int, requests: int) -> Result:
                 )
             _wait_for_groups(settings)
             pids = {service: worker.pid for service, worker in workers.items()}
-            reader = _reader_process(workers["learner"].pid)
+            reader = (
+                _reader_process(workers["learner"].pid) if settings.learner_reader_process else None
+            )
             if reader is not None:
                 pids["learner, reader process"] = reader
             return _run(settings, event_records(events), requests, pids)
@@ -120,10 +123,10 @@ def _reader_process(learner: int) -> int | None:
     deadline = time.monotonic() + READER_START_S
     while time.monotonic() < deadline:
         for listing in Path(f"/proc/{learner}/task").glob("*/children"):
-            for child in listing.read_text().split():
-                argv = Path(f"/proc/{child}/cmdline").read_bytes()
-                if b"spawn_main" in argv:
-                    return int(child)
+            with contextlib.suppress(OSError):  # a thread or child gone meanwhile
+                for child in listing.read_text().split():
+                    if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                        return int(child)
         time.sleep(POLL_S)
     return None
 

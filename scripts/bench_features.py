@@ -288,12 +288,18 @@ def wait_for_group(
     settings: Settings, group: str, members: int, topic: str, partitions: int
 ) -> None:
     """Until ``group`` is stable with ``members`` members sharing all ``partitions`` of
-    ``topic``: what a measurement that starts with a full group waits for."""
+    ``topic``: what a measurement that starts with a full group waits for. A broker with
+    no coordinator for the group yet is waited for too: a fresh cluster creates its
+    offsets topic on first use (on the clustered stack, in seconds)."""
     admin = make_admin(settings)
     try:
         deadline = time.monotonic() + GROUP_READY_S
         while time.monotonic() < deadline:
-            view = describe_group(admin, group)
+            try:
+                view = describe_group(admin, group)
+            except COORDINATOR_NOT_READY:
+                time.sleep(POLL_S * 4)
+                continue
             assigned = {partition for name, partition in view.owned if name == topic}
             if (
                 view.state == "Stable"

@@ -177,6 +177,8 @@ def taken_before(window: Sequence[TrainingExample], needed: int) -> float | None
     >>> taken_before(window, 2), taken_before(window, 3), taken_before(window, 5)
     (3.0, 3.0, None)
     """
+    if needed < 1:
+        raise ValueError(f"a snapshot is judged on at least one example, not {needed}")
     labelled_at = sorted((e.event_time.timestamp() for e in window), reverse=True)
     return labelled_at[needed - 1] if len(labelled_at) >= needed else None
 

@@ -215,7 +215,7 @@ class PeakMemory(threading.Thread):
 
     def run(self) -> None:
         while not self._stopping.wait(MEMORY_SAMPLE_S):
-            for pid in _descendants(os.getpid()):
+            for pid in bench_features.descendants(os.getpid()):
                 with contextlib.suppress(OSError, ValueError, IndexError):
                     self._sample(pid)
 
@@ -267,15 +267,6 @@ def _service_of(pid: int) -> str | None:
     parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[STAT_PPID])
     service = eddy_service(Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0"))
     return None if service is None else f"{service}, reader process"
-
-
-def _descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            for child in map(int, children.read_text().split()):
-                found += [child, *_descendants(child)]
-    return found
 
 
 @dataclass

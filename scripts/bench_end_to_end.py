@@ -38,6 +38,7 @@ from bench_features import (
     LABEL_EVERY,
     committed,
     deployment,
+    descendants,
     event_records,
     events_topic,
     send_records,
@@ -122,11 +123,10 @@ def _reader_process(learner: int) -> int | None:
     default): its child that multiprocessing spawned, once there; None without one."""
     deadline = time.monotonic() + READER_START_S
     while time.monotonic() < deadline:
-        for listing in Path(f"/proc/{learner}/task").glob("*/children"):
-            with contextlib.suppress(OSError):  # a thread or child gone meanwhile
-                for child in listing.read_text().split():
-                    if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                        return int(child)
+        for child in descendants(learner):
+            with contextlib.suppress(OSError):  # a child gone meanwhile
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return child
         time.sleep(POLL_S)
     return None
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import math
 import os
@@ -282,6 +283,17 @@ def committed_rate(
         raise RuntimeError(f"group {group} did not finish {count} records in {DEADLINE_S}s")
     finally:
         admin.close()
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs, from ``/proc`` (one that ends meanwhile
+    is passed over)."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            for child in map(int, children.read_text().split()):
+                found += [child, *descendants(child)]
+    return found
 
 
 def wait_for_group(

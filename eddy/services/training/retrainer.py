@@ -467,11 +467,9 @@ class Retrainer:
         taken, when it beats the trivial baseline and, significantly, the champion."""
         needed = self.policy.min_holdout
         before = taken_before(window, needed)
-        newest = (
-            []
-            if before is None
-            else self.registry.versions(model, flavor=RIVER, created_before=before, newest=1)
-        )
+        if before is None:
+            return None
+        newest = self.registry.versions(model, flavor=RIVER, created_before=before, newest=1)
         if not newest:
             return None
         snapshot = newest[0]

@@ -290,6 +290,8 @@ class Bench:
             "bare": "bench_features.bare_loop",
             "noop": "bench_features.worker_rate (bench_features.py noop-worker)",
             "pipeline": "bench_features.pipeline_rate",
+            "floor": "bench_floor.contract_floor",
+            "floor_writes": "bench_floor.writes_floor",
             "eddy": "bench_features.worker_rate (eddy run features)",
             "eddy_faust": "bench_features.worker_rate (eddy run features, faust engine)",
             "quix": "bench_features.worker_rate (scripts/peers/quix_features.py)",
@@ -317,6 +319,7 @@ class Bench:
         batch, sparse = self.sizes.batch, bench_learner.SPARSE_CHECKS
         measures: dict[str, tuple[Callable[[], float], str]] = {
             "bare": (lambda: bench_learner.bare_loop(rows), "bench_learner.bare_loop"),
+            "floor": (lambda: bench_learner.watched_floor(rows), "bench_learner.watched_floor"),
             "one_by_one": (lambda: bench_learner.learner_core(rows), "bench_learner.learner_core"),
             "mini_batch": (
                 lambda: bench_learner.learner_core(rows, batch=batch),
@@ -927,6 +930,7 @@ def _features_text(bench: Bench) -> str:
     pipeline, eddy = t.median(labels["pipeline"]), t.median(labels["eddy"])
     on_faust, quix = t.median(labels["eddy_faust"]), t.median(labels["quix"])
     faust_peer = t.median(labels["faust"])
+    floor, writes = t.median(labels["floor"]), t.median(labels["floor_writes"])
     met = eddy / bare >= FEATURE_TARGET and eddy / quix >= FEATURE_PEER_TARGET
     every = met and pipeline / bare >= PIPELINE_TARGET
     return f"""## Feature ingestion (`scripts/bench_features.py`)
@@ -975,13 +979,46 @@ What the numbers say:
   batch encodes the changed states and makes three Redis and one Kafka round trips. The
   bare loop does none of it. The worker adds the consumer and the commit per batch
   ({eddy / pipeline:.2f}x the in-process figure).
+- **What the contract itself costs.** The same records through the least Python per
+  event that makes the pipeline's outputs (`scripts/bench_floor.py`: each event's vector
+  of the default features, the labelled events' examples acknowledged by Kafka, the
+  others' snapshots, the changed states; no validation, de-duplication, lateness or
+  compare-and-set, each batch's writes in one Kafka flush and one Redis round trip) run at
+  {floor:,.0f} events/s ({floor / bare:.2f}x the bare loop); those writes alone, every
+  byte computed beforehand, at {writes:,.0f} ({writes / bare:.2f}x). Doing less than the
+  contract asks, each bounds what any implementation of it reaches from Python with
+  these clients: {_floor_verdict(floor / bare, writes / bare)}
 - **Next lever:** a columnar state per partition, the batch's events folded as arrays
   rather than one Python object per event and bucket (it changes the stored state's
-  format, so every store would be rebuilt once).
+  format, so every store would be rebuilt once). The pipeline runs at
+  {pipeline / floor:.2f}x the first floor, so such a rewrite could at most multiply its
+  rate by {floor / pipeline:.1f}.
 
 {_state_depth_text(bench)}
 
 More worker processes spread the partitions: see "Scaling out" below."""
+
+
+def _floor_verdict(floor: float, writes: float) -> str:
+    """What the contract floors (ratios to the bare loop) say of the feature targets."""
+    if writes < PIPELINE_TARGET:
+        reach = (
+            f"the writes alone stay below the in-process target (≥ {PIPELINE_TARGET}x), so "
+            "no implementation of the contract reaches it"
+        )
+    elif floor < PIPELINE_TARGET:
+        reach = (
+            "the writes leave room for the in-process target, the least Python per event "
+            "does not: only compiled per-event work could reach it"
+        )
+    else:
+        reach = "both floors clear the in-process target: the gap is Eddy's own work"
+    worker = f"the worker's target (≥ {FEATURE_TARGET}x), which adds consuming and committing, " + (
+        "is out of reach of Python per-event work too."
+        if floor < FEATURE_TARGET
+        else "is within reach of the first floor."
+    )
+    return f"{reach}; {worker}"
 
 
 def _state_depth_text(bench: Bench) -> str:
@@ -1035,6 +1072,8 @@ def _learner_text(bench: Bench) -> str:
     process, process_batch = over_bare("process"), over_bare("process_batch")
     one, sparse = over_bare("one_by_one"), over_bare("one_by_one_sparse")
     drift_cost = 1 - one / sparse
+    floor = over_bare("floor")
+    floor_verdict = "within reach of" if floor >= LEARNER_TARGET else "above even"
     detection = "\n".join("| " + " | ".join(cells) + " |" for cells in bench.detection)
     return f"""## Learning (`scripts/bench_learner.py`)
 
@@ -1081,14 +1120,19 @@ Where the time goes, measured in the rows above:
 - **Learning and monitoring.** Per example the learner also updates cumulative and rolling
   accuracy and log loss, a cumulative ROC AUC and the concept-drift detector, and feeds two
   windowed drift monitors (every feature, and the prediction), tested every
-  `EDDY_DRIFT_CHECK_EVERY` examples ({bench.base.drift_check_every} by default). Tested every
-  {bench_learner.SPARSE_CHECKS} instead, the learner runs at {sparse:.2f}x one by one and
-  {over_bare("mini_batch_sparse"):.2f}x with mini-batches. River's own predict and learn on a
-  model that has been pickled (every checkpoint pickles it) also run slower than on one that
-  never was, which the bare loop never does: reading an object's `__dict__` (as pickling
-  does) turns CPython 3.11's inline attribute values into a dictionary for good, and
-  attribute reads get slower (measured by hand: a River pipeline pickled once learns about
-  12% slower than a fresh one, and one whose objects' `__dict__` was only read, as much).
+  `EDDY_DRIFT_CHECK_EVERY` examples ({bench.base.drift_check_every} by default). Tested
+  every {bench_learner.SPARSE_CHECKS} instead, the learner runs at {sparse:.2f}x one by one
+  and {over_bare("mini_batch_sparse"):.2f}x with mini-batches. The least a learner watching
+  its own error does (one probability call, an accuracy, one ADWIN, `learn_one`:
+  `bench_learner.watched_floor`) runs at {floor:.2f}x the bare loop, which asks its model
+  for the probabilities twice: the one-by-one target is {floor_verdict} that floor, and
+  Eddy's learner runs at {one / floor:.2f}x of it; the rest is its monitoring. River's own
+  predict and learn on a model that has been pickled (every checkpoint pickles it) also run
+  slower than on one that never was, which the bare loop never does: reading an object's
+  `__dict__` (as pickling does) turns CPython 3.11's inline attribute values into a
+  dictionary for good, and attribute reads get slower (measured by hand: a River pipeline
+  pickled once learns about 12% slower than a fresh one, and one whose objects' `__dict__`
+  was only read, as much).
 - **Checkpoints** are sealed (pickled) on the learning thread and signed, written and synced
   on a writer thread; their offsets are committed once the file is durable. Under a
   backlog they take at most `EDDY_CHECKPOINT_MAX_SHARE` ({bench.base.checkpoint_max_share:.0%})
@@ -1107,11 +1151,10 @@ takes 1.1 ms (3.2 before: the model history's 5,000 kept examples are pickled 50
 time, each full block once, not all at every checkpoint); the data-drift monitor splits
 and checks a batch's columns once for all the checks inside it, and mini-batch frames name
 their columns with plain strings (pandas' default Arrow strings cost about 0.4 µs an
-example). **Next levers:** fewer objects
+example). **Next lever:** fewer objects
 per example between the two processes (a batch of columns rather than a tuple, an example
-and a feature dictionary per record), and a registry snapshot that does not list every
-version (`learner_snapshots` reads them all to find a replayed one, every
-`EDDY_SNAPSHOT_EVERY` examples: a cost that grows with the registry).
+and a feature dictionary per record). (A registry snapshot no longer lists every version
+to find a replayed one: `Registry.learned_exactly` asks SQLite.)
 
 Detection on 0/1 error streams (rate 0.1 → 0.5 at item {bench_learner.CHANGE_AT:,};
 {bench_learner.STREAM_LENGTH:,} items; seeded), Eddy's adapter next to the same River detector

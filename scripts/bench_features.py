@@ -11,6 +11,10 @@ For each run, the same pre-produced events (on a fresh topic prefix) are consume
 - **pipeline**: Eddy's :class:`~eddy.streams.features.pipeline.FeaturePipeline` in this
   process, without faust, fed the same records in batches of ``EDDY_FEATURE_BATCH_SIZE``
   (validation, features, training examples, compare-and-set writes, real Redis/Kafka);
+- **contract floors** (``bench_floor.py``): on the same records, the least Python per
+  event that makes the pipeline's outputs (vectors, examples acknowledged by Kafka,
+  snapshots, states), and those writes alone: doing less than the contract asks, they
+  bound from above what any implementation of it reaches from Python;
 - **eddy**: an ``eddy run features`` process (faust agent around that pipeline,
   commits after durability);
 - **quix** and **faust** (the peers; ``--no-peers`` leaves them out): the same features
@@ -60,6 +64,8 @@ from kafka import TopicPartition as KafkaPartition
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import bench_floor
 
 from eddy.services.config.settings import Settings
 from eddy.services.workers.features import app_id, build_pipeline
@@ -187,13 +193,8 @@ async def bare_loop(settings: Settings, topic: str, count: int, partitions: int)
         redis.close()
 
 
-def pipeline_rate(settings: Settings, topic: str, count: int) -> float:
-    """Events/s of Eddy's feature pipeline in this process, without faust.
-
-    The records are read first (not timed), then handed to ``FeaturePipeline.handle``
-    in batches of ``feature_batch_size`` as the worker would. It writes this
-    deployment's online state: call :func:`reset_state` before a worker runs on it.
-    """
+def read_records(settings: Settings, topic: str, count: int) -> list[RawRecord]:
+    """The topic's first ``count`` records, read before any clock starts."""
     consumer = make_consumer(settings, group_id=None, max_poll_records=settings.feature_batch_size)
     records: list[RawRecord] = []
     try:
@@ -205,6 +206,16 @@ def pipeline_rate(settings: Settings, topic: str, count: int) -> float:
                 records += [RawRecord.of(r) for r in polled]
     finally:
         consumer.close()
+    return records
+
+
+def pipeline_rate(settings: Settings, records: list[RawRecord]) -> float:
+    """Events/s of Eddy's feature pipeline in this process, without faust.
+
+    The records (:func:`read_records`) are handed to ``FeaturePipeline.handle`` in
+    batches of ``feature_batch_size`` as the worker would. It writes this deployment's
+    online state: call :func:`reset_state` before a worker runs on it.
+    """
     pipeline = build_pipeline(settings, FEATURES, None, repairs=True)  # the worker's
     size = settings.feature_batch_size
     started = time.perf_counter()
@@ -430,7 +441,11 @@ def measure(base: Settings, events: int, peers: bool = True) -> dict[str, float]
         rates["noop"] = worker_rate(
             settings, topic, events, settings.data_dir, noop, noop_app_id(settings)
         )
-        rates["pipeline"] = pipeline_rate(settings, topic, events)
+        read = read_records(settings, topic, events)
+        rates["pipeline"] = pipeline_rate(settings, read)
+        bench_floor.check_vectors(read)  # the floor computes what Eddy computes
+        rates["floor"] = bench_floor.contract_floor(settings, read)
+        rates["floor_writes"] = bench_floor.writes_floor(settings, read)
         # Each engine from the first offset, on a fresh store (the feature workers' group
         # is the same whatever the engine: the first one's is deleted once it stopped).
         for key, engine in (("eddy", "poll"), ("eddy_faust", "faust")):
@@ -602,6 +617,8 @@ LABELS = {
     "bare": "bare aiokafka + Redis pipeline",
     "noop": "faust no-op agent (1 worker)",
     "pipeline": "FeaturePipeline.handle in-process (no faust)",
+    "floor": "contract floor: least Python per event + the writes",
+    "floor_writes": "contract floor: the writes alone",
     "eddy": "eddy run features (1 worker, poll engine: the default)",
     "eddy_faust": "eddy run features (1 worker, faust engine)",
     "quix": "Quix Streams peer, same features (1 process)",

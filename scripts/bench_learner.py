@@ -5,7 +5,9 @@
 Over the same seeded examples (River's SEA generator, 3 numeric features, binary):
 
 - **bare logistic**: ``StandardScaler | LogisticRegression`` with ``predict_proba_one``,
-  ``predict_one``, an Accuracy update and ``learn_one`` per example: the floor;
+  ``predict_one``, an Accuracy update and ``learn_one`` per example: the baseline;
+- **floor**: the least a learner watching its own error does (one probability call, an
+  Accuracy, one ADWIN, ``learn_one``): the in-process learner's floor;
 - **learner, one by one** / **learner, mini-batches**:
 :class:`eddy.streams.learning.learner.Learner`
   in-process, fed 500-example polls like the worker (the same model, plus cumulative
@@ -112,6 +114,26 @@ def bare_loop(rows: list[tuple[dict[str, float], bool]], kind: str = "logistic")
         for x, y in rows:
             model.predict_proba_one(x)
             accuracy.update(y, model.predict_one(x))
+            model.learn_one(x, y)
+        return len(rows) / (time.perf_counter() - started)
+
+
+def watched_floor(rows: list[tuple[dict[str, float], bool]]) -> float:
+    """The least a prequential learner that watches its own error does per example: the
+    bare loop's model with one probability call (the prediction is its most probable
+    class), an Accuracy update, one River ADWIN fed the 0/1 error, and ``learn_one``.
+    It is the in-process learner's floor: what Eddy's learner does beyond it (rolling
+    metrics, calibration, the concept watch's attribution, two drift monitors, the
+    vocabulary) is Eddy's own cost."""
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    accuracy, detector = metrics.Accuracy(), drift.ADWIN()
+    with collected_as_the_worker():
+        started = time.perf_counter()
+        for x, y in rows:
+            proba = model.predict_proba_one(x)
+            prediction = max(proba, key=proba.__getitem__) if proba else None
+            accuracy.update(y, prediction)
+            detector.update(0.0 if prediction == y else 1.0)
             model.learn_one(x, y)
         return len(rows) / (time.perf_counter() - started)
 
@@ -384,6 +406,7 @@ def _false(alarms: list[int]) -> str:
 SPARSE_CHECKS = 500
 ROWS = (
     ("bare", "bare River loop, logistic"),
+    ("floor", "floor: predict, score, ADWIN, learn (River)"),
     ("one_by_one", "eddy Learner, logistic, one by one"),
     ("mini_batch", "eddy Learner, logistic, mini-batches"),
     ("one_by_one_sparse", f"eddy Learner, one by one, drift tests every {SPARSE_CHECKS}"),
@@ -415,6 +438,7 @@ def main() -> None:
     base = Settings.from_env()
     measures = {
         "bare": lambda: bare_loop(rows),
+        "floor": lambda: watched_floor(rows),
         "one_by_one": lambda: learner_core(rows),
         "mini_batch": lambda: learner_core(rows, batch=args.batch),
         "one_by_one_sparse": lambda: learner_core(rows, check_every=SPARSE_CHECKS),

@@ -3,6 +3,7 @@ its examples were packed into blocks by the checkpoints before."""
 
 from __future__ import annotations
 
+import collections
 import pickle
 import random
 
@@ -65,3 +66,23 @@ def test_a_checkpoint_from_before_the_blocks_restores() -> None:
     restored.__setstate__(old_state)
     assert _held(restored) == _held(history)
     assert _held(pickle.loads(pickle.dumps(restored))) == _held(history)
+
+
+def test_the_copies_are_the_model_as_it_was_and_a_checkpoint_of_models_restores() -> None:
+    """Copies are kept as pickles; one from before that (the model objects themselves)
+    restores to the same copies, and each is the model as it was when copied."""
+    history = ModelHistory("classification", every=100, memory=500)
+    model = {"weights": [0.0]}
+    for i, (x, y) in enumerate(_examples(0, 300)):
+        model["weights"].append(float(i))  # the live model goes on changing
+        history.learned(model, x, y)
+    kept = {n: pickle.loads(data) for n, data in history._copies}
+    assert {n: len(m["weights"]) for n, m in kept.items()} == {100: 101, 200: 201, 300: 301}
+    old_state = history.__getstate__()
+    old_state["_copies"] = collections.deque(
+        ((n, kept[n]) for n, _ in history._copies), maxlen=history._copies.maxlen
+    )
+    restored = ModelHistory.__new__(ModelHistory)
+    restored.__setstate__(old_state)
+    assert list(restored._copies) == list(history._copies)
+    assert restored._copies.maxlen == history._copies.maxlen

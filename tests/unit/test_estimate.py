@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import random
 from collections.abc import Sequence
 from itertools import pairwise
 
@@ -534,3 +535,26 @@ def test_a_pickled_watch_continues_exactly_as_the_original() -> None:
 def test_config_refuses_nonsense(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="estimate:"):
         EstimateConfig(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("memory", [math.inf, 7.0, 50.0, 333.5])
+def test_adding_many_answers_makes_the_table_adding_each_makes(memory: float) -> None:
+    """The learner adds a batch at once: every count, through every halving, is the
+    same float as adding the answers one at a time (a replay cut into other batches
+    must not judge differently)."""
+    rng = random.Random(int(memory) if math.isfinite(memory) else 1)
+    one, many = Calibration(), Calibration()
+    for _ in range(40):
+        batch = [
+            (rng.choice([0.0, 1.0, 0.5, 0.005, 0.995, rng.random()]), rng.random() < 0.3)
+            for _ in range(rng.randint(0, 60))
+        ]
+        for score, positive in batch:
+            one.add(score, positive, memory)
+        many.add_many(batch, memory)
+        assert (many.counts, many.positives, many.labelled) == (
+            one.counts,
+            one.positives,
+            one.labelled,
+        )
+    assert many.calibrated(0.7) == one.calibrated(0.7)

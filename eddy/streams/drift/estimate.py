@@ -168,6 +168,31 @@ class Calibration:
             self._total /= 2
             self._map = None
 
+    def add_many(self, pairs: Iterable[tuple[float, bool]], memory: float = math.inf) -> None:
+        """:meth:`add` of each (score, positive) pair in order, the same arithmetic
+        without a call per answer: the learner adds every example it learns.
+
+        >>> one, many = Calibration(), Calibration()
+        >>> pairs = [(0.1, False), (0.9, True), (0.95, True), (0.5, False)]
+        >>> for score, positive in pairs:
+        ...     one.add(score, positive, memory=3)
+        >>> many.add_many(pairs, memory=3)
+        >>> (many.counts, many.positives, many.labelled) == (one.counts, one.positives, 2.0)
+        True
+        """
+        counts, positives, total = self.counts, self.positives, self.labelled
+        for score, positive in pairs:
+            total += 1.0
+            b = min(BINS - 1, max(0, int(score * BINS)))  # bin_of, inlined
+            counts[b] += 1.0
+            positives[b] += 1.0 if positive else 0.0
+            if total > memory:
+                counts = self.counts = [c / 2 for c in counts]
+                positives = self.positives = [p / 2 for p in positives]
+                total /= 2
+                self._map = None
+        self._total = total
+
     def merge(self, other: Calibration) -> None:
         """Add ``other``'s labelled answers to this table's."""
         for b in range(BINS):

@@ -448,10 +448,14 @@ class Learner:
     ) -> None:
         """Metrics, example count and alert window over ``items[start:end]``."""
         self.metrics.update_many(ys[start:end], predictions[start:end], positives[start:end])
-        memory = self.config.estimate.calibration_memory
-        for y, positive in zip(ys[start:end], positives[start:end], strict=True):
-            if positive is not None and is_binary(y):
-                self.calibration.add(positive, bool(y), memory)
+        self.calibration.add_many(
+            (
+                (positive, bool(y))
+                for y, positive in zip(ys[start:end], positives[start:end], strict=True)
+                if positive is not None and is_binary(y)
+            ),
+            self.config.estimate.calibration_memory,
+        )
         if self.config.slices:
             members: dict[str, list[int]] = {}
             for i in range(start, end):

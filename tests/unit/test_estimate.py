@@ -558,3 +558,29 @@ def test_adding_many_answers_makes_the_table_adding_each_makes(memory: float) ->
             one.labelled,
         )
     assert many.calibrated(0.7) == one.calibrated(0.7)
+
+
+@pytest.mark.parametrize("memory", [2.5, 10.0])
+def test_a_score_that_cannot_be_binned_stops_adding_many_where_adding_each_stops(
+    memory: float,
+) -> None:
+    """A NaN score raises in both; the answers before it stay added, with their count,
+    and a halving leaves no stale map."""
+    one, many = Calibration(), Calibration()
+    first, second = [(0.2, True), (0.4, False)], [(0.6, True), (math.nan, True), (0.8, False)]
+    for score, positive in first + second[:1]:
+        one.add(score, positive, memory)
+    with pytest.raises(ValueError, match="NaN"):
+        one.add(math.nan, True, memory)
+    many.add_many(first, memory)
+    with pytest.raises(ValueError, match="NaN"):
+        many.add_many(second, memory)
+    assert (many.counts, many.positives, many.labelled) == (
+        one.counts,
+        one.positives,
+        one.labelled,
+    )
+    many.calibrated(0.5)
+    assert many._map is not None
+    many.add_many([(0.9, True)] * 20, memory)
+    assert many._map is None

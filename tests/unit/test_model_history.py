@@ -10,6 +10,7 @@ import random
 import pytest
 
 from eddy.streams.drift.attribution import PACKED_BLOCK, ModelHistory
+from eddy.streams.learning.models import make_model
 
 
 def _examples(start: int, count: int) -> list[tuple[dict[str, float], bool]]:
@@ -86,3 +87,26 @@ def test_the_copies_are_the_model_as_it_was_and_a_checkpoint_of_models_restores(
     restored.__setstate__(old_state)
     assert list(restored._copies) == list(history._copies)
     assert restored._copies.maxlen == history._copies.maxlen
+
+
+def test_a_checkpoint_from_before_the_blocks_with_models_judges_as_the_original() -> None:
+    """The oldest checkpoints (the deque of examples, copies as models) restore to
+    pickled copies, and the frozen model judges a detection as the original history did."""
+    history = ModelHistory("classification", every=50, memory=400)
+    model = make_model("logistic", 1)
+    for n in range(1, 301):
+        x, y = {"x": 1.0 if n % 2 else -1.0}, (n % 2 == 1) != (n > 200)
+        model.learn(x, y)
+        history.learned(model, x, y)
+    old_state = {k: v for k, v in vars(history).items() if k != "_packed"}
+    old_state["_copies"] = collections.deque(
+        ((n, pickle.loads(data)) for n, data in history._copies), maxlen=history._copies.maxlen
+    )
+    restored = ModelHistory.__new__(ModelHistory)
+    restored.__setstate__(old_state)
+    assert all(isinstance(data, bytes) for _, data in restored._copies)
+    judged = history.frozen_error(change=200, detected=300)
+    assert judged is not None
+    assert judged > 0.5
+    assert restored.frozen_error(change=200, detected=300) == judged
+    assert pickle.loads(pickle.dumps(restored)).frozen_error(change=200, detected=300) == judged

@@ -87,7 +87,7 @@ class ModelHistory:
         self.every = every
         self.seen = 0
         self._examples: collections.deque[Example] = collections.deque(maxlen=memory)
-        self._copies: collections.deque[tuple[int, Any]] = collections.deque(
+        self._copies: collections.deque[tuple[int, bytes]] = collections.deque(
             maxlen=memory // every + 1
         )
         # Block number -> (where its pickled examples start, as counted by `seen`; them).

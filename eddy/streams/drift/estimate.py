@@ -181,17 +181,19 @@ class Calibration:
         True
         """
         counts, positives, total = self.counts, self.positives, self.labelled
-        for score, positive in pairs:
-            total += 1.0
-            b = min(BINS - 1, max(0, int(score * BINS)))  # bin_of, inlined
-            counts[b] += 1.0
-            positives[b] += 1.0 if positive else 0.0
-            if total > memory:
-                counts = self.counts = [c / 2 for c in counts]
-                positives = self.positives = [p / 2 for p in positives]
-                total /= 2
-                self._map = None
-        self._total = total
+        try:
+            for score, positive in pairs:
+                b = min(BINS - 1, max(0, int(score * BINS)))  # bin_of, inlined: may raise
+                total += 1.0
+                counts[b] += 1.0
+                positives[b] += 1.0 if positive else 0.0
+                if total > memory:
+                    counts = self.counts = [c / 2 for c in counts]
+                    positives = self.positives = [p / 2 for p in positives]
+                    total /= 2
+                    self._map = None
+        finally:  # a score that raised leaves the pairs before it added, as add() would
+            self._total = total
 
     def merge(self, other: Calibration) -> None:
         """Add ``other``'s labelled answers to this table's."""

@@ -136,9 +136,10 @@ def unseal(blob: bytes, key: bytes) -> Any:
 def unpickle_nested(payload: bytes) -> Any:
     """Bytes an object pickled into its own state (its ``__getstate__``), unpickled by
     its ``__setstate__``: reached only while :func:`unseal` unpickles the artifact that
-    holds them, after its checks passed, or while their maker uses them. Examples: the
-    model history's blocks of examples and its copies of the model, unpickled to judge a
-    detection (:class:`~eddy.streams.drift.attribution.ModelHistory`)."""
+    holds them, after its checks passed, or later by the object holding them: bytes it
+    made, or bytes that arrived inside a verified artifact. Examples: the model history's
+    blocks of examples, and its copies of the model, unpickled to judge a detection
+    (:class:`~eddy.streams.drift.attribution.ModelHistory`)."""
     return _Unpickler(io.BytesIO(payload)).load()
 
 

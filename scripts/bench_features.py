@@ -11,10 +11,10 @@ For each run, the same pre-produced events (on a fresh topic prefix) are consume
 - **pipeline**: Eddy's :class:`~eddy.streams.features.pipeline.FeaturePipeline` in this
   process, without faust, fed the same records in batches of ``EDDY_FEATURE_BATCH_SIZE``
   (validation, features, training examples, compare-and-set writes, real Redis/Kafka);
-- **contract floors** (``bench_floor.py``): on the same records, the least Python per
-  event that makes the pipeline's outputs (vectors, examples acknowledged by Kafka,
-  snapshots, states), and those writes alone: doing less than the contract asks, they
-  bound from above what any implementation of it reaches from Python;
+- **contract floors** (``bench_floor.py``): on the same records, the writes the
+  pipeline's outputs need (examples acknowledged by Kafka, snapshots, states) alone,
+  which bound every implementation on ``handle``'s schedule with these clients, and a
+  lean Python implementation of the whole batch, evidence of what per-event Python costs;
 - **eddy**: an ``eddy run features`` process (faust agent around that pipeline,
   commits after durability);
 - **quix** and **faust** (the peers; ``--no-peers`` leaves them out): the same features
@@ -617,7 +617,7 @@ LABELS = {
     "bare": "bare aiokafka + Redis pipeline",
     "noop": "faust no-op agent (1 worker)",
     "pipeline": "FeaturePipeline.handle in-process (no faust)",
-    "floor": "contract floor: least Python per event + the writes",
+    "floor": "contract floor: lean Python per event + the writes",
     "floor_writes": "contract floor: the writes alone",
     "eddy": "eddy run features (1 worker, poll engine: the default)",
     "eddy_faust": "eddy run features (1 worker, faust engine)",

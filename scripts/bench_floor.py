@@ -58,13 +58,14 @@ from eddy.streams.features.compute import (
     apply_event,
     feature_vector,
 )
-from eddy.streams.features.definitions import FEATURES, HOUR
+from eddy.streams.features.definitions import FEATURES
 from eddy.streams.transport.clients import make_producer, make_redis
 from eddy.streams.transport.topics import Topic, topic_name
 
-MINUTE = 60
-DAY = 24 * HOUR
-RECENT_MINUTES = 10  # the 10-minute sliding window's buckets
+# The default set's windows (``_names`` checks the set is the one measured): an hour's
+# tumbling window, ten minutes sliding by the minute, a day's tumbling window.
+HOUR, MINUTE, DAY = (FEATURES.aggregates[i].window.step_s for i in range(3))
+RECENT_MINUTES = FEATURES.aggregates[1].window.size_s // MINUTE  # the sliding window's buckets
 SNAPSHOT_TTL_MS = 2 * HOUR * 1000
 SEND_TIMEOUT_S = 60.0
 # One call writes every key it is given, with an expiry: Eddy's own writes are one script

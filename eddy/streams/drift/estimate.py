@@ -157,20 +157,13 @@ class Calibration:
         return self._total
 
     def add(self, score: float, positive: bool, memory: float = math.inf) -> None:
-        total = self.labelled + 1.0
-        b = bin_of(score)
-        self.counts[b] += 1.0
-        self.positives[b] += 1.0 if positive else 0.0
-        self._total = total
-        if self._total > memory:
-            self.counts = [c / 2 for c in self.counts]
-            self.positives = [p / 2 for p in self.positives]
-            self._total /= 2
-            self._map = None
+        """One labelled answer; past ``memory`` answers every bin is halved."""
+        self.add_many(((score, positive),), memory)
 
     def add_many(self, pairs: Iterable[tuple[float, bool]], memory: float = math.inf) -> None:
-        """:meth:`add` of each (score, positive) pair in order, the same arithmetic
-        without a call per answer: the learner adds every example it learns.
+        """:meth:`add` of each (score, positive) pair in order, without a call per answer:
+        the learner adds every example it learns. A score that cannot be binned (NaN)
+        raises, the pairs before it added.
 
         >>> one, many = Calibration(), Calibration()
         >>> pairs = [(0.1, False), (0.9, True), (0.95, True), (0.5, False)]
@@ -183,7 +176,7 @@ class Calibration:
         counts, positives, total = self.counts, self.positives, self.labelled
         try:
             for score, positive in pairs:
-                b = min(BINS - 1, max(0, int(score * BINS)))  # bin_of, inlined: may raise
+                b = bin_of(score)
                 total += 1.0
                 counts[b] += 1.0
                 positives[b] += 1.0 if positive else 0.0
@@ -192,7 +185,7 @@ class Calibration:
                     positives = self.positives = [p / 2 for p in positives]
                     total /= 2
                     self._map = None
-        finally:  # a score that raised leaves the pairs before it added, as add() would
+        finally:
             self._total = total
 
     def merge(self, other: Calibration) -> None:
